@@ -1,0 +1,1 @@
+"""The thin click layer: parse options, call the library, print. No logic lives here."""

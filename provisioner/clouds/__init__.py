@@ -1,0 +1,1 @@
+"""Cloud drivers (AWS EC2, GCE, local qemu) on apache-libcloud."""

@@ -1,0 +1,1 @@
+"""Images, layer store and containers."""

@@ -1,0 +1,1 @@
+"""Disk discovery, planning and application (btrfs on ephemeral and attached disks)."""

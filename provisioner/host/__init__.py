@@ -1,0 +1,1 @@
+"""The on-host agent: boot hook and host preparation."""

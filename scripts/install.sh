@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything provisioner needs on a Debian/Ubuntu machine: system packages, the
+# native runtime, and the Python package (editable, with test extras). Idempotent.
+# Used by README's first command and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # disks
+  btrfs-progs util-linux udev e2fsprogs fdisk
+  # native runtime build + peers
+  build-essential pkg-config libjson-c-dev libseccomp-dev libcap-dev runc crun busybox-static
+  # images: registry and peers
+  docker-registry skopeo umoci podman
+  # networking
+  iproute2 iptables nftables
+  # local cloud (qemu VMs)
+  qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
+  # measuring
+  time
+)
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install: apt packages: ${missing[*]}" >&2
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's docker-registry package starts a system registry on :5000 where an init system
+# runs; tests start their own on loopback, so a running system one is harmless.
+
+if [ -f native/Makefile ]; then
+  echo "install: building native/ (provision-runtime)" >&2
+  make -s -C native
+fi
+
+PY=${PYTHON:-python3}
+echo "install: pip install -e .[test] with $($PY --version)" >&2
+$PY -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "install: done; try: provision doctor" >&2

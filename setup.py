@@ -1,0 +1,31 @@
+"""Build hook: compile the native runtime and ship it (and templates/) inside the wheel.
+
+Everything else lives in pyproject.toml. An editable install finds native/build and
+templates/ in the checkout instead (see provisioner/native.py and provisioner/templating.py).
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildWithNative(build_py):
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return
+        pkg = Path(self.build_lib) / "provisioner"
+        if (HERE / "native" / "Makefile").exists():
+            subprocess.run(["make", "-C", str(HERE / "native")], check=True)
+            binary = HERE / "native" / "build" / "provision-runtime"
+            (pkg / "_bin").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(binary, pkg / "_bin" / binary.name)
+        if (HERE / "templates").is_dir():
+            shutil.copytree(HERE / "templates", pkg / "_templates", dirs_exist_ok=True)
+
+
+setup(cmdclass={"build_py": BuildWithNative})
