@@ -1,0 +1,160 @@
+"""Layer application: decompress a layer stream, hash the uncompressed tar, apply it to a directory.
+
+`apply_layer(fileobj, media_type, dest)` reads the *compressed* blob stream once: gzip is inflated by
+ISA-L on a worker thread (isal.igzip_threaded releases the GIL, so inflating overlaps with writing
+files), zstd by `zstandard`; the uncompressed bytes are hashed as they pass (the diff_id) and fed to
+a streaming tar reader whose entries `tarapply.TreeWriter` writes safely under `dest`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ImageError
+from .tarapply import TreeWriter
+
+log = logging.getLogger(__name__)
+
+MT_OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MT_DOCKER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MT_DOCKER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+# non-distributable ("foreign") variants carry the same tar formats
+_COMPRESSION = {
+    MT_OCI_TAR: None,
+    MT_DOCKER_TAR: None,
+    MT_OCI_GZIP: "gzip",
+    MT_DOCKER_GZIP: "gzip",
+    MT_OCI_ZSTD: "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": None,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+}
+LAYER_MEDIA_TYPES = frozenset(_COMPRESSION)
+_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerApplied:
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar
+    size: int  # uncompressed bytes
+    entries: int = 0
+    files: int = 0
+    file_bytes: int = 0
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def compression_of(media_type: str) -> str | None:
+    try:
+        return _COMPRESSION[media_type]
+    except KeyError:
+        raise ImageError(f"unsupported layer media type {media_type!r}") from None
+
+
+class HashingReader(io.RawIOBase):
+    """Passes bytes through, hashing them (sha256) and counting them."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(_READ if n is None or n < 0 else n)
+        if data:
+            self.sha.update(data)
+            self.size += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(_READ):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha.hexdigest()
+
+
+def open_decompressed(fileobj, media_type: str):
+    """A reader of the uncompressed tar bytes. Closing it never closes `fileobj`."""
+    kind = compression_of(media_type)
+    if kind is None:
+        return _NoClose(fileobj)
+    if kind == "gzip":
+        from isal import igzip_threaded
+
+        return igzip_threaded.open(_NoClose(fileobj), "rb", threads=1)
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True, closefd=False)
+
+
+class _NoClose(io.RawIOBase):
+    """Wraps a caller's stream so our readers may close their side without closing it."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        super().close()
+
+
+def apply_layer(fileobj, media_type: str, dest: Path) -> LayerApplied:
+    """Apply the compressed layer stream `fileobj` onto the directory `dest`.
+
+    Reads the decompressed stream to its end (so the diff_id covers every byte), but does not
+    read `fileobj` past the end of the compressed data it needs; callers drain it if they must."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    stream = open_decompressed(fileobj, media_type)
+    hashing = HashingReader(stream)
+    writer = TreeWriter(dest)
+    try:
+        try:
+            with tarfile.open(fileobj=hashing, mode="r|", bufsize=_READ, errorlevel=2) as tf:
+                for ti in tf:
+                    writer.apply(ti, tf)
+            hashing.drain()
+        except (tarfile.TarError, EOFError) as exc:
+            raise ImageError(f"layer is not a valid {media_type} stream: {exc}") from exc
+        except OSError as exc:
+            # bad gzip data surfaces as OSError without a filename (gzip.BadGzipFile, isal errors)
+            if exc.filename is None and exc.errno is None:
+                raise ImageError(f"layer is not a valid {media_type} stream: {exc}") from exc
+            raise ImageError(f"applying layer to {dest}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "ZstdError":
+                raise ImageError(f"layer is not a valid {media_type} stream: {exc}") from exc
+            raise
+        writer.finish()
+    finally:
+        writer.close()
+        stream.close()
+    s = writer.stats
+    return LayerApplied(hashing.digest, hashing.size, s.entries, s.files, s.bytes, tuple(s.warnings))

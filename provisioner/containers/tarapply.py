@@ -1,0 +1,365 @@
+"""Apply one uncompressed layer tar stream onto a directory, safely.
+
+Semantics follow the OCI image spec (layer.md): entries apply in order; a non-directory replaces
+whatever is at its path; a directory over a directory merges attributes; `.wh.NAME` deletes NAME
+from lower layers; `.wh..wh..opq` hides every lower child of its directory; whiteouts never remove
+entries this same layer wrote. Directory modes, owners and mtimes are applied last.
+
+Hardening: every path is resolved component by component from a directory fd of the layer root
+with O_NOFOLLOW, so nothing can be written outside the root whatever the tar contains:
+- absolute names are taken relative to the root (what GNU tar and umoci do);
+- `..` components are refused (ImageError: a well-formed layer never needs them);
+- a symlink met as a *parent* component is resolved inside the root (absolute targets and `..`
+  clamp at the root, like umoci's securejoin), so `lib/x` still lands in `usr/lib/x` in a
+  usrmerge image but never escapes;
+- the last component is never followed (we replace or create it with *at() calls);
+- a hardlink's target is resolved the same way and must be an existing non-directory.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass, field
+
+from ..errors import ImageError
+
+log = logging.getLogger(__name__)
+
+WH_PREFIX = ".wh."
+WH_OPAQUE = ".wh..wh..opq"
+_MAX_LINKS = 40
+_FD_CACHE_MAX = 256
+_CHUNK = 1 << 20
+_XATTR_PAX = "SCHILY.xattr."
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class ApplyStats:
+    entries: int = 0
+    files: int = 0
+    bytes: int = 0
+    whiteouts: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_name(name: str) -> list[str]:
+    """Tar member name -> path components relative to the root ('' and '.' dropped).
+
+    Leading '/' is stripped (taken relative to the root). A '..' component is refused."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ImageError(f"layer entry {name!r} contains '..': refused")
+    return parts
+
+
+class TreeWriter:
+    """Writes entries under `root_fd`, never outside it. One instance per layer application."""
+
+    def __init__(self, root: str | os.PathLike, *, same_owner: bool | None = None):
+        self.root = os.fspath(root)
+        self.root_fd = os.open(self.root, _O_DIR)
+        self.same_owner = os.geteuid() == 0 if same_owner is None else same_owner
+        self._fds: dict[tuple[str, ...], int] = {}
+        self.written: set[tuple[str, ...]] = set()  # paths (and their ancestors) this layer wrote
+        self.dirs: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
+        self.stats = ApplyStats()
+        self._warned: set[str] = set()
+
+    # ---- fds ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._drop_fds()
+        os.close(self.root_fd)
+
+    def _drop_fds(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _dir_fd(self, parts: tuple[str, ...]) -> int:
+        """An fd for the real directory `parts` (already resolved: no symlinks in it)."""
+        if not parts:
+            return self.root_fd
+        fd = self._fds.get(parts)
+        if fd is not None:
+            return fd
+        parent = self._dir_fd(parts[:-1])
+        fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
+        if len(self._fds) >= _FD_CACHE_MAX:
+            self._drop_fds()
+            # the parent fd may just have been closed: reopen through the fresh cache
+            parent = self._dir_fd(parts[:-1])
+            os.close(fd)
+            fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
+        self._fds[parts] = fd
+        return fd
+
+    def warn(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", msg)
+            self.stats.warnings.append(msg)
+
+    # ---- resolution --------------------------------------------------------------------------
+    def resolve_parent(self, parts: list[str], *, create: bool, name: str) -> tuple[tuple[str, ...], int]:
+        """Resolve all but the last component inside the root; return (real parent path, fd)."""
+        todo = list(parts[:-1])
+        done: list[str] = []
+        links = 0
+        while todo:
+            comp = todo.pop(0)
+            if comp == "..":  # only from symlink targets: clamp at the root
+                if done:
+                    done.pop()
+                continue
+            if comp in ("", "."):
+                continue
+            pfd = self._dir_fd(tuple(done))
+            try:
+                st = os.lstat(comp, dir_fd=pfd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(comp, 0o755, dir_fd=pfd)
+                done.append(comp)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                done.append(comp)
+            elif stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise ImageError(f"layer entry {name!r}: too many levels of symbolic links")
+                target = os.readlink(comp, dir_fd=pfd)
+                if target.startswith("/"):
+                    done = []
+                todo = target.split("/") + todo
+            else:
+                raise ImageError(f"layer entry {name!r}: parent {'/'.join(done + [comp])!r} is not a directory")
+        key = tuple(done)
+        return key, self._dir_fd(key)
+
+    # ---- removal -----------------------------------------------------------------------------
+    def _remove(self, pfd: int, leaf: str, st: os.stat_result, path: tuple[str, ...]) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            # shutil.rmtree with dir_fd walks by fds and never follows symlinks
+            self._drop_fds()
+            shutil.rmtree(leaf, dir_fd=pfd)
+        else:
+            os.unlink(leaf, dir_fd=pfd)
+
+    def _mark_written(self, path: tuple[str, ...]) -> None:
+        for i in range(len(path), -1, -1):
+            p = path[:i]
+            if p in self.written:
+                break
+            self.written.add(p)
+
+    # ---- entries -----------------------------------------------------------------------------
+    def apply(self, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        self.stats.entries += 1
+        parts = split_name(ti.name)
+        if not parts:  # the root directory itself
+            if ti.isdir():
+                self.dirs.append(((), ti))
+            return
+        leaf = parts[-1]
+        if leaf.startswith(WH_PREFIX):
+            self._whiteout(parts, ti.name)
+            return
+        ppath, pfd = self.resolve_parent(parts, create=True, name=ti.name)
+        path = ppath + (leaf,)
+        try:
+            st = os.lstat(leaf, dir_fd=pfd)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if ti.isdir() and stat.S_ISDIR(st.st_mode):
+                self._mark_written(path)
+                self.dirs.append((path, ti))
+                return
+            if ti.islnk() and self._same_as_link_target(ti, st):
+                self._mark_written(path)
+                return
+            self._remove(pfd, leaf, st, path)
+            pfd = self._dir_fd(ppath)
+        self._mark_written(path)
+        if ti.isreg():
+            self._file(pfd, leaf, ti, tf)
+        elif ti.isdir():
+            os.mkdir(leaf, 0o700, dir_fd=pfd)
+            self.dirs.append((path, ti))
+        elif ti.issym():
+            os.symlink(ti.linkname, leaf, dir_fd=pfd)
+            self._meta(pfd, leaf, ti, None, is_link=True)
+        elif ti.islnk():
+            self._hardlink(pfd, leaf, ti)
+        elif ti.ischr() or ti.isblk() or ti.isfifo():
+            self._node(pfd, leaf, ti)
+        else:
+            self.warn(f"type{ti.type!r}", f"layer entry {ti.name!r}: unsupported tar type {ti.type!r}, skipped")
+
+    def _same_as_link_target(self, ti: tarfile.TarInfo, st: os.stat_result) -> bool:
+        try:
+            tparts = split_name(ti.linkname)
+            _, tfd = self.resolve_parent(tparts, create=False, name=ti.name)
+            tst = os.lstat(tparts[-1], dir_fd=tfd)
+        except (OSError, IndexError):
+            return False
+        return (tst.st_dev, tst.st_ino) == (st.st_dev, st.st_ino)
+
+    def _file(self, pfd: int, leaf: str, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        try:
+            if ti.size:
+                if ti.issparse():
+                    src = tf.extractfile(ti)
+                    while chunk := src.read(_CHUNK):
+                        os.write(fd, chunk)
+                else:
+                    self._copy(tf.fileobj, fd, ti.size, ti.name)
+            self.stats.files += 1
+            self.stats.bytes += ti.size
+            self._meta(pfd, leaf, ti, fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _copy(src, fd: int, size: int, name: str) -> None:
+        remaining = size
+        while remaining:
+            chunk = src.read(min(remaining, _CHUNK))
+            if not chunk:
+                raise ImageError(f"layer truncated inside {name!r}")
+            view = memoryview(chunk)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            remaining -= len(chunk)
+
+    def _hardlink(self, pfd: int, leaf: str, ti: tarfile.TarInfo) -> None:
+        tparts = split_name(ti.linkname)
+        if not tparts:
+            raise ImageError(f"layer entry {ti.name!r}: hardlink to the root directory refused")
+        try:
+            _, tfd = self.resolve_parent(tparts, create=False, name=ti.name)
+            tst = os.lstat(tparts[-1], dir_fd=tfd)
+        except FileNotFoundError:
+            raise ImageError(f"layer entry {ti.name!r}: hardlink target {ti.linkname!r} does not exist in the layer root")
+        if stat.S_ISDIR(tst.st_mode):
+            raise ImageError(f"layer entry {ti.name!r}: hardlink to directory {ti.linkname!r} refused")
+        os.link(tparts[-1], leaf, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+
+    def _node(self, pfd: int, leaf: str, ti: tarfile.TarInfo) -> None:
+        kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK if ti.isblk() else stat.S_IFIFO
+        dev = os.makedev(ti.devmajor, ti.devminor) if kind != stat.S_IFIFO else 0
+        try:
+            os.mknod(leaf, kind | 0o600, dev, dir_fd=pfd)
+        except PermissionError:
+            self.warn("mknod", f"layer entry {ti.name!r}: device nodes not permitted here (user namespace or not root): skipped")
+            return
+        self._meta(pfd, leaf, ti, None)
+
+    # ---- metadata ----------------------------------------------------------------------------
+    def _meta(self, pfd: int, leaf: str, ti: tarfile.TarInfo, fd: int | None, *, is_link: bool = False) -> None:
+        """Owner, then mode (chown clears setuid), xattrs, mtime."""
+        if self.same_owner:
+            try:
+                if fd is not None:
+                    os.fchown(fd, ti.uid, ti.gid)
+                else:
+                    os.chown(leaf, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EINVAL):
+                    raise
+                self.warn("chown", f"cannot set owner {ti.uid}:{ti.gid} on {ti.name!r} ({exc.strerror}): owners not kept")
+        if not is_link:
+            if fd is not None:
+                os.fchmod(fd, ti.mode & 0o7777)
+            else:
+                os.chmod(leaf, ti.mode & 0o7777, dir_fd=pfd)
+        if ti.pax_headers:
+            self._xattrs(pfd, leaf, ti, fd)
+        ns = int(ti.mtime * 1_000_000_000)
+        if fd is not None:
+            os.utime(fd, ns=(ns, ns))
+        else:
+            os.utime(leaf, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+
+    def _xattrs(self, pfd: int, leaf: str, ti: tarfile.TarInfo, fd: int | None) -> None:
+        for key, value in ti.pax_headers.items():
+            if not key.startswith(_XATTR_PAX):
+                continue
+            attr = key[len(_XATTR_PAX):]
+            data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            # /proc/self/fd/PARENT/leaf: the parent is pinned by its fd, the leaf is not followed
+            target = fd if fd is not None else f"/proc/self/fd/{pfd}/{leaf}"
+            try:
+                os.setxattr(target, attr, data, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES, errno.EINVAL):
+                    raise
+                self.warn(f"xattr:{attr.split('.')[0]}", f"cannot set xattr {attr} on {ti.name!r} ({exc.strerror}): skipped")
+
+    # ---- whiteouts ---------------------------------------------------------------------------
+    def _whiteout(self, parts: list[str], name: str) -> None:
+        self.stats.whiteouts += 1
+        try:
+            ppath, pfd = self.resolve_parent(parts, create=False, name=name)
+        except FileNotFoundError:
+            return  # nothing below to hide
+        leaf = parts[-1]
+        if leaf == WH_OPAQUE:
+            self._opaque(ppath, pfd)
+            return
+        target = leaf[len(WH_PREFIX):]
+        if not target or target in (".", "..") or "/" in target:
+            raise ImageError(f"layer entry {name!r}: malformed whiteout")
+        path = ppath + (target,)
+        if path in self.written:
+            return  # whiteouts never remove entries written by the same layer
+        try:
+            st = os.lstat(target, dir_fd=pfd)
+        except FileNotFoundError:
+            return
+        self._remove(pfd, target, st, path)
+
+    def _opaque(self, ppath: tuple[str, ...], pfd: int | None = None) -> None:
+        """Remove every child of `ppath` this layer did not write; recurse into same-layer dirs
+        (their lower children are hidden too: the whole lower directory is invisible)."""
+        self._mark_written(ppath)
+        for child in os.listdir(self._dir_fd(ppath)):
+            path = ppath + (child,)
+            pfd = self._dir_fd(ppath)
+            st = os.lstat(child, dir_fd=pfd)
+            if path in self.written:
+                if stat.S_ISDIR(st.st_mode):
+                    self._opaque(path)
+                continue
+            self._remove(pfd, child, st, path)
+
+    # ---- finish ------------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Directory attributes last (deepest first), so creating children does not undo them."""
+        self._drop_fds()
+        for path, ti in sorted(self.dirs, key=lambda d: len(d[0]), reverse=True):
+            try:
+                if path:
+                    _, pfd = self.resolve_parent(list(path), create=False, name=ti.name)
+                    leaf = path[-1]
+                    st = os.lstat(leaf, dir_fd=pfd)
+                    if not stat.S_ISDIR(st.st_mode):
+                        continue  # replaced later in the same layer
+                    fd = os.open(leaf, _O_DIR, dir_fd=pfd)
+                else:
+                    fd = os.dup(self.root_fd)
+            except FileNotFoundError:
+                continue  # removed later in the same layer
+            try:
+                self._meta(-1, "", ti, fd)
+            finally:
+                os.close(fd)
