@@ -1,0 +1,209 @@
+/* provision-shim: option parsing and daemonizing. See shim.h for what it does.
+ *
+ *   provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]
+ *                  [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F]
+ *                  [--log-max-size BYTES] [--log-max-files N] [--backoff-max-ms MS]
+ *                  [--foreground] -- COMMAND [ARG...]
+ *
+ * Without --foreground the launcher returns once the command has started, printing
+ * "<shim pid> <child pid>", or fails with the reason (e.g. exec: No such file or directory);
+ * the supervisor itself runs on, detached (double fork + setsid), with stdio on /dev/null. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+static void usage(void) {
+  fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
+                  "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
+                  "       [--log-max-files N] [--backoff-max-ms MS] [--foreground] -- COMMAND [ARG...]\n");
+}
+
+static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error *err) {
+  static const struct option opts[] = {
+      {"name", required_argument, 0, 'n'},         {"state", required_argument, 0, 's'},
+      {"pid-file", required_argument, 0, 'p'},     {"log", required_argument, 0, 'l'},
+      {"restart", required_argument, 0, 'r'},      {"stop-signal", required_argument, 0, 'S'},
+      {"stop-timeout", required_argument, 0, 'T'}, {"stop-file", required_argument, 0, 'F'},
+      {"log-max-size", required_argument, 0, 'M'}, {"log-max-files", required_argument, 0, 'N'},
+      {"backoff-max-ms", required_argument, 0, 'B'}, {"foreground", no_argument, 0, 'f'},
+      {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
+  };
+  *cfg = (struct shim_config){
+      .name = "", .log_max_size = 10 * 1024 * 1024, .log_max_files = 3, .policy = POLICY_NO,
+      .policy_text = "no", .stop_signal = SIGTERM, .stop_timeout_ms = 10000,
+      .backoff_max_ms = 60000, .backoff_reset_ms = 10000,
+  };
+  int c;
+  char *end;
+  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    switch (c) {
+    case 'n': cfg->name = optarg; break;
+    case 's': cfg->state_path = optarg; break;
+    case 'p': cfg->pid_path = optarg; break;
+    case 'l': cfg->log_path = optarg; break;
+    case 'F': cfg->stop_path = optarg; break;
+    case 'f': cfg->foreground = true; break;
+    case 'r':
+      if (parse_policy(optarg, cfg, err) < 0)
+        return -1;
+      break;
+    case 'S': {
+      int sig = parse_signal(optarg, err);
+      if (sig < 0)
+        return -1;
+      cfg->stop_signal = sig;
+      break;
+    }
+    case 'T': {
+      double secs = strtod(optarg, &end);
+      if (end == optarg || *end || secs < 0)
+        return shim_fail(err, 0, "bad --stop-timeout %s", optarg);
+      cfg->stop_timeout_ms = (long)(secs * 1000);
+      break;
+    }
+    case 'M':
+      cfg->log_max_size = strtoll(optarg, &end, 10);
+      if (end == optarg || *end || cfg->log_max_size < 1024)
+        return shim_fail(err, 0, "bad --log-max-size %s (bytes, at least 1024)", optarg);
+      break;
+    case 'N':
+      cfg->log_max_files = (int)strtol(optarg, &end, 10);
+      if (end == optarg || *end || cfg->log_max_files < 1 || cfg->log_max_files > 100)
+        return shim_fail(err, 0, "bad --log-max-files %s", optarg);
+      break;
+    case 'B':
+      cfg->backoff_max_ms = strtol(optarg, &end, 10);
+      if (end == optarg || *end || cfg->backoff_max_ms < 100)
+        return shim_fail(err, 0, "bad --backoff-max-ms %s", optarg);
+      break;
+    case 'h': usage(); exit(0);
+    default: usage(); exit(2);
+    }
+  }
+  if (!cfg->state_path || !cfg->pid_path || !cfg->log_path)
+    return shim_fail(err, 0, "--state, --pid-file and --log are required");
+  if (optind >= argc)
+    return shim_fail(err, 0, "no command given");
+  cfg->argv = argv + optind;
+  return 0;
+}
+
+/* Holds an exclusive lock on the pid file for the shim's lifetime: a second shim for the same
+ * container fails here instead of racing the first. */
+static int take_pid_file(const char *path, shim_error *err) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return shim_fail(err, errno, "open %s", path);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    close(fd);
+    if (e == EWOULDBLOCK)
+      return shim_fail(err, 0, "already supervised (pid file %s is locked)", path);
+    return shim_fail(err, e, "lock %s", path);
+  }
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) < 0 || write_all(fd, buf, (size_t)n) < 0) {
+    int e = errno;
+    close(fd);
+    return shim_fail(err, e, "write %s", path);
+  }
+  return fd; /* kept open: the lock lives as long as we do */
+}
+
+static void close_inherited(int keep) {
+  for (int fd = 3; fd < 1024; fd++)
+    if (fd != keep)
+      close(fd);
+}
+
+static int run_daemon(struct shim_config *cfg, int notify_fd, shim_error *err) {
+  cleanup_close int pidfd = take_pid_file(cfg->pid_path, err);
+  if (pidfd < 0) {
+    if (notify_fd >= 0) {
+      char buf[600];
+      int n = snprintf(buf, sizeof buf, "error %s\n", err->msg);
+      (void)write_all(notify_fd, buf, (size_t)n);
+    }
+    return -1;
+  }
+  int rc = supervise(cfg, notify_fd, err);
+  /* Gone for good: drop the pid file so nobody signals a recycled pid. */
+  unlink(cfg->pid_path);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  struct shim_config cfg;
+  shim_error err = {0};
+  if (parse_args(argc, argv, &cfg, &err) < 0) {
+    fprintf(stderr, "provision-shim: %s\n", err.msg);
+    return 2;
+  }
+  if (cfg.foreground)
+    return run_daemon(&cfg, -1, &err) < 0 ? (fprintf(stderr, "provision-shim: %s\n", err.msg), 1) : 0;
+
+  int notify[2];
+  if (pipe2(notify, O_CLOEXEC) < 0) {
+    perror("provision-shim: pipe");
+    return 1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("provision-shim: fork");
+    return 1;
+  }
+  if (pid > 0) {
+    /* The launcher: wait for the daemon's word, then report and leave. */
+    close(notify[1]);
+    char buf[700];
+    size_t used = 0;
+    ssize_t n;
+    while (used < sizeof buf - 1 && ((n = read(notify[0], buf + used, sizeof buf - 1 - used)) > 0 ||
+                                     (n < 0 && errno == EINTR)))
+      if (n > 0)
+        used += (size_t)n;
+    buf[used] = '\0';
+    waitpid(pid, NULL, 0);
+    int spid, cpid;
+    if (sscanf(buf, "ok %d %d", &spid, &cpid) == 2) {
+      printf("%d %d\n", spid, cpid);
+      return 0;
+    }
+    char *nl = strchr(buf, '\n');
+    if (nl)
+      *nl = '\0';
+    fprintf(stderr, "provision-shim: %s\n", strncmp(buf, "error ", 6) == 0 ? buf + 6 : "supervisor died before starting");
+    return 1;
+  }
+  /* First child: new session, then fork again so the daemon is no session leader and can
+   * never reacquire a terminal; it is reparented to init (or a subreaper). */
+  close(notify[0]);
+  if (setsid() < 0)
+    _exit(1);
+  pid = fork();
+  if (pid != 0)
+    _exit(pid < 0 ? 1 : 0);
+  int devnull = open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    if (devnull > 2)
+      close(devnull);
+  }
+  close_inherited(notify[1]);
+  if (chdir("/") < 0)
+    _exit(1);
+  return run_daemon(&cfg, notify[1], &err) < 0 ? 1 : 0;
+}

@@ -1,0 +1,91 @@
+/* provision-shim: a tiny per-container supervisor.
+ *
+ * It daemonizes (double fork + setsid, so it outlives the CLI that started it), runs one
+ * command with stdout/stderr captured into a JSON-lines log in Docker's json-file shape
+ * ({"log":...,"stream":...,"time":...}) with size-capped rotation, restarts the command per
+ * a Docker restart policy with exponential backoff (100 ms doubling, capped, reset after a
+ * run of >= 10 s, as Docker's restartmanager does), and keeps pid, exit code, restart count
+ * and state in a state file written atomically (temp + rename). SIGTERM stops the child
+ * with the configured stop signal, then SIGKILL after the timeout; no restart follows.
+ *
+ * Error handling follows native/'s house style: fallible functions fill a shim_error and
+ * return -1; only main() prints. */
+#ifndef SHIM_H
+#define SHIM_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct shim_error {
+  int errnum;
+  char msg[512];
+} shim_error;
+
+int shim_fail(shim_error *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+void shim_closep(int *fd);
+#define cleanup_close __attribute__((cleanup(shim_closep)))
+
+enum policy_kind { POLICY_NO, POLICY_ON_FAILURE, POLICY_ALWAYS, POLICY_UNLESS_STOPPED };
+
+struct shim_config {
+  const char *name;
+  const char *state_path;
+  const char *pid_path;
+  const char *stop_path; /* optional file holding a stop timeout (seconds) for the next stop */
+  const char *log_path;
+  long long log_max_size;
+  int log_max_files;
+  enum policy_kind policy;
+  int max_retries; /* on-failure:N; 0 means unlimited */
+  const char *policy_text;
+  int stop_signal;
+  long stop_timeout_ms;
+  long backoff_max_ms;
+  long backoff_reset_ms;
+  bool foreground;
+  char **argv;
+};
+
+/* util.c */
+int64_t now_ms(void);               /* CLOCK_MONOTONIC */
+void format_time(char *buf, size_t n); /* RFC 3339 UTC with nanoseconds */
+int write_all(int fd, const void *buf, size_t len);
+int write_file_atomic(const char *path, const char *data, size_t len, shim_error *err);
+int parse_policy(const char *text, struct shim_config *cfg, shim_error *err);
+int parse_signal(const char *text, shim_error *err);
+
+/* log.c */
+struct log_writer {
+  int fd;
+  const char *path;
+  long long size;
+  long long max_size;
+  int max_files;
+};
+int log_open(struct log_writer *w, const char *path, long long max_size, int max_files, shim_error *err);
+int log_record(struct log_writer *w, const char *stream, const char *data, size_t len, shim_error *err);
+void log_close(struct log_writer *w);
+
+/* state.c */
+struct shim_state {
+  const char *name;
+  const char *policy;
+  pid_t shim_pid;
+  pid_t pid;            /* current or last child */
+  const char *status;   /* "running", "restarting", "exited" */
+  bool has_exit;
+  int exit_code;
+  int restart_count;
+  bool stop_requested;
+  char started_at[48];
+  char finished_at[48];
+  char error[512];
+};
+int state_write(const char *path, const struct shim_state *st, shim_error *err);
+
+/* supervise.c: runs until the command is done for good. notify_fd (or -1) receives
+ * "ok <shim pid> <child pid>\n" once the first start succeeded, or "error <message>\n". */
+int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err);
+#endif
