@@ -147,8 +147,8 @@ class TreeWriter:
     def _remove(self, pfd: int, leaf: str, st: os.stat_result, path: tuple[str, ...]) -> None:
         if stat.S_ISDIR(st.st_mode):
             # shutil.rmtree with dir_fd walks by fds and never follows symlinks
-            self._drop_fds()
             shutil.rmtree(leaf, dir_fd=pfd)
+            self._drop_fds()  # cached fds may point into the removed tree (pfd is now closed too)
         else:
             os.unlink(leaf, dir_fd=pfd)
 
@@ -297,9 +297,11 @@ class TreeWriter:
             attr = key[len(_XATTR_PAX):]
             data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
             # /proc/self/fd/PARENT/leaf: the parent is pinned by its fd, the leaf is not followed
-            target = fd if fd is not None else f"/proc/self/fd/{pfd}/{leaf}"
             try:
-                os.setxattr(target, attr, data, follow_symlinks=False)
+                if fd is not None:
+                    os.setxattr(fd, attr, data)
+                else:
+                    os.setxattr(f"/proc/self/fd/{pfd}/{leaf}", attr, data, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES, errno.EINVAL):
                     raise
@@ -308,17 +310,17 @@ class TreeWriter:
     # ---- whiteouts ---------------------------------------------------------------------------
     def _whiteout(self, parts: list[str], name: str) -> None:
         self.stats.whiteouts += 1
+        leaf = parts[-1]
+        target = leaf[len(WH_PREFIX):]
+        if leaf != WH_OPAQUE and (not target or target in (".", "..")):
+            raise ImageError(f"layer entry {name!r}: malformed whiteout")
         try:
             ppath, pfd = self.resolve_parent(parts, create=False, name=name)
         except FileNotFoundError:
             return  # nothing below to hide
-        leaf = parts[-1]
         if leaf == WH_OPAQUE:
             self._opaque(ppath, pfd)
             return
-        target = leaf[len(WH_PREFIX):]
-        if not target or target in (".", "..") or "/" in target:
-            raise ImageError(f"layer entry {name!r}: malformed whiteout")
         path = ppath + (target,)
         if path in self.written:
             return  # whiteouts never remove entries written by the same layer
