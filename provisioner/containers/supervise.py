@@ -1,0 +1,349 @@
+"""Per-container supervision: the Python side of `native/shim` (provision-shim).
+
+`start()` launches a detached shim that runs the command (later `provision-runtime run ...`),
+keeps it alive per a Docker restart policy and captures its output. The shim outlives the
+CLI; everything we know about it afterwards is in three files:
+
+  <state_dir>/<name>.state.json  written atomically by the shim (status, pid, exit code, restarts)
+  <state_dir>/<name>.pid         the shim's pid, flock-ed by it for its whole life
+  <log_dir>/<name>.log[.1 .2]    JSON lines {"log", "stream", "time"} (Docker's json-file shape)
+
+`stop()` writes the wanted timeout to <state_dir>/<name>.stop and sends the shim SIGTERM; the
+shim sends the stop signal, waits, then SIGKILLs the process group, and does not restart.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ..errors import CommandError, ConfigError, ContainerError
+from ..fsutil import atomic_write
+
+SHIM = "provision-shim"
+_PKG = Path(__file__).resolve().parent.parent
+_SHIM_DIR = _PKG.parent / "native" / "shim"
+_CANDIDATES = (_PKG / "_bin" / SHIM, _SHIM_DIR / "build" / SHIM)
+
+DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024
+DEFAULT_LOG_MAX_FILES = 3
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SIGNALS = {s.name for s in signal.Signals}
+
+
+def shim_path() -> str | None:
+    """The shim to use: $PROVISION_SHIM, the shipped binary, the checkout's build, PATH."""
+    env = os.environ.get("PROVISION_SHIM")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for cand in _CANDIDATES:
+        if os.access(cand, os.X_OK):
+            return str(cand)
+    return shutil.which(SHIM)
+
+
+def build_shim(runner) -> str:
+    """Builds the shim from a checkout (`make -C native/shim`) and returns its path."""
+    if not (_SHIM_DIR / "Makefile").exists():
+        raise ContainerError(f"{SHIM} is not installed and there is no native/shim to build it from")
+    runner.run(["make", "-s", "-C", str(_SHIM_DIR)])
+    return str(_SHIM_DIR / "build" / SHIM)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Docker's --restart: no | on-failure[:N] | always | unless-stopped."""
+
+    name: str = "no"
+    max_retries: int = 0  # on-failure only; 0 = unlimited
+
+    @classmethod
+    def parse(cls, text: str) -> "RestartPolicy":
+        text = (text or "no").strip()
+        if text in ("no", "always", "unless-stopped"):
+            return cls(text)
+        m = re.fullmatch(r"on-failure(?::(\d+))?", text)
+        if m:
+            return cls("on-failure", int(m.group(1) or 0))
+        raise ConfigError(f"bad restart policy {text!r} (want no, on-failure[:N], always or unless-stopped)")
+
+    def __str__(self) -> str:
+        if self.name == "on-failure" and self.max_retries:
+            return f"on-failure:{self.max_retries}"
+        return self.name
+
+    def restart_at_boot(self, stop_requested: bool) -> bool:
+        """What the host agent does at boot (Docker's daemon start): `always` comes back,
+        `unless-stopped` unless the user stopped it. The shim itself treats both alike."""
+        return self.name == "always" or (self.name == "unless-stopped" and not stop_requested)
+
+
+@dataclass(frozen=True)
+class ShimPaths:
+    state: Path
+    pid: Path
+    stop: Path
+    log: Path
+
+    @classmethod
+    def of(cls, name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) -> "ShimPaths":
+        if not _NAME.match(name):
+            raise ContainerError(f"bad container name {name!r} (letters, digits, '_', '.', '-')")
+        state_dir, log_dir = Path(state_dir), Path(log_dir)
+        return cls(state_dir / f"{name}.state.json", state_dir / f"{name}.pid",
+                   state_dir / f"{name}.stop", log_dir / f"{name}.log")
+
+
+@dataclass(frozen=True)
+class ShimStatus:
+    name: str
+    status: str  # running | restarting | exited | dead (shim gone unexpectedly) | unknown (never started)
+    shim_alive: bool
+    shim_pid: int | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    restart_count: int = 0
+    policy: str = "no"
+    stop_requested: bool = False
+    started_at: str = ""
+    finished_at: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if pid runs a provision-shim (not a zombie, not a recycled pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X") and os.path.basename(cmd.decode(errors="replace")) == SHIM
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def status(name: str, state_dir: str | os.PathLike, log_dir: str | os.PathLike | None = None) -> ShimStatus:
+    paths = ShimPaths.of(name, log_dir or state_dir, state_dir)
+    shim_pid = _read_pid(paths.pid)
+    alive = shim_pid is not None and _pid_alive(shim_pid)
+    try:
+        data = json.loads(paths.state.read_text())
+    except FileNotFoundError:
+        return ShimStatus(name, "running" if alive else "unknown", alive, shim_pid)
+    except (OSError, ValueError) as exc:
+        raise ContainerError(f"{paths.state}: unreadable supervisor state ({exc})") from exc
+    st = data.get("status") or "unknown"
+    if st in ("running", "restarting") and not alive:
+        st = "dead"  # the shim was killed or the machine rebooted under it
+    return ShimStatus(
+        name=name, status=st, shim_alive=alive, shim_pid=data.get("shim_pid") or shim_pid,
+        pid=data.get("pid") or None, exit_code=data.get("exit_code"),
+        restart_count=int(data.get("restart_count") or 0), policy=data.get("policy") or "no",
+        stop_requested=bool(data.get("stop_requested")), started_at=data.get("started_at") or "",
+        finished_at=data.get("finished_at") or "", error=data.get("error") or "",
+    )
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    policy: str | RestartPolicy = "no",
+    log_dir: str | os.PathLike = ".",
+    state_dir: str | os.PathLike = ".",
+    *,
+    runner,
+    stop_signal: str = "SIGTERM",
+    stop_timeout: float = 10.0,
+    log_max_size: int = DEFAULT_LOG_MAX_SIZE,
+    log_max_files: int = DEFAULT_LOG_MAX_FILES,
+    backoff_max_ms: int = 60_000,
+    shim: str | None = None,
+) -> ShimStatus:
+    """Starts `argv` under a detached shim; returns once the command has been exec'd."""
+    paths = ShimPaths.of(name, log_dir, state_dir)
+    if not argv:
+        raise ContainerError(f"{name}: no command to run")
+    pol = policy if isinstance(policy, RestartPolicy) else RestartPolicy.parse(policy)
+    sig = stop_signal.upper()
+    sig = sig if sig.isdigit() or sig.startswith("SIG") else "SIG" + sig
+    if not sig.isdigit() and sig not in _SIGNALS:
+        raise ContainerError(f"{name}: unknown stop signal {stop_signal!r}")
+    if log_max_size < 1024 or log_max_files < 1:
+        raise ContainerError(f"{name}: log limits must be >= 1024 bytes and >= 1 file")
+    current = status(name, state_dir, log_dir)
+    if current.shim_alive:
+        raise ContainerError(f"{name} is already running (supervisor pid {current.shim_pid})")
+    shim = shim or shim_path()
+    if not shim:
+        raise ContainerError(f"{SHIM} not found: run `make -C native/shim` or scripts/install.sh")
+    paths.state.parent.mkdir(parents=True, exist_ok=True)
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
+    paths.stop.unlink(missing_ok=True)
+    cmd = [
+        shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
+        "--stop-file", str(paths.stop), "--log", str(paths.log), "--restart", str(pol),
+        "--stop-signal", sig, "--stop-timeout", f"{stop_timeout:g}",
+        "--log-max-size", str(log_max_size), "--log-max-files", str(log_max_files),
+        "--backoff-max-ms", str(backoff_max_ms), "--", *argv,
+    ]
+    # The launcher returns as soon as the daemon reports the first exec, so this is an
+    # ordinary short command through the Runner; the daemon's stdio is /dev/null.
+    try:
+        result = runner.run(cmd, timeout=30)
+    except CommandError as exc:
+        reason = (exc.stderr.strip().splitlines() or [f"exit {exc.returncode}"])[-1]
+        reason = reason.removeprefix("provision-shim: ")
+        raise ContainerError(f"cannot start {name}: {reason}") from exc
+    fields = result.stdout.split()
+    st = status(name, state_dir, log_dir)
+    if len(fields) == 2 and fields[0].isdigit():
+        st = ShimStatus(**{**st.__dict__, "shim_pid": int(fields[0])})
+    return st
+
+
+def stop(name: str, state_dir: str | os.PathLike, timeout: float | None = None, *,
+         wait: bool = True, grace: float = 5.0, log_dir: str | os.PathLike | None = None) -> ShimStatus:
+    """Stops the container: stop signal, `timeout` seconds, then SIGKILL; no restart after."""
+    paths = ShimPaths.of(name, log_dir or state_dir, state_dir)
+    st = status(name, state_dir, log_dir)
+    if not st.shim_alive:
+        return st
+    if timeout is not None:
+        atomic_write(paths.stop, f"{max(timeout, 0):g}\n")
+    try:
+        os.kill(st.shim_pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return status(name, state_dir, log_dir)
+    if not wait:
+        return st
+    budget = (timeout if timeout is not None else 10.0) + grace
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        if not _pid_alive(st.shim_pid):
+            return status(name, state_dir, log_dir)
+        time.sleep(0.02)
+    raise ContainerError(f"{name}: supervisor (pid {st.shim_pid}) did not stop within {budget:g}s")
+
+
+def remove(name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) -> None:
+    """Deletes the state and logs of a stopped container."""
+    paths = ShimPaths.of(name, log_dir, state_dir)
+    if status(name, state_dir, log_dir).shim_alive:
+        raise ContainerError(f"{name} is running; stop it first")
+    for p in (paths.state, paths.pid, paths.stop, *_log_files(paths.log)):
+        p.unlink(missing_ok=True)
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogLine:
+    time: str
+    stream: str
+    text: str  # as the process wrote it, trailing newline included when there was one
+
+    def format(self, timestamps: bool = False) -> str:
+        return f"{self.time} {self.text}" if timestamps else self.text
+
+
+def _log_files(base: Path) -> list[Path]:
+    """Oldest first: base.N ... base.1, base."""
+    rotated = []
+    for p in base.parent.glob(base.name + ".*"):
+        suffix = p.name[len(base.name) + 1:]
+        if suffix.isdigit():
+            rotated.append((int(suffix), p))
+    return [p for _, p in sorted(rotated, reverse=True)] + ([base] if base.exists() else [])
+
+
+def _parse(raw: bytes) -> LogLine | None:
+    try:
+        rec = json.loads(raw.decode("utf-8", errors="replace"))
+        return LogLine(rec["time"], rec["stream"], rec["log"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn last line (the shim is mid-write) or foreign junk
+
+
+def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
+         state_dir: str | os.PathLike | None = None, poll_interval: float = 0.1,
+         follow_timeout: float | None = None) -> Iterator[LogLine]:
+    """The container's log lines, oldest first; `tail` keeps the last N; `follow` then waits
+    for more (across rotations) until the supervisor is gone or `follow_timeout` passes."""
+    base = ShimPaths.of(name, log_dir, state_dir or log_dir).log
+    files = _log_files(base)
+    if not files and not follow:
+        return
+    lines: list[LogLine] = []
+    for p in files:
+        try:
+            with open(p, "rb") as f:
+                for raw in f:
+                    if raw.endswith(b"\n") and (line := _parse(raw)):
+                        lines.append(line)
+        except FileNotFoundError:
+            continue  # rotated away while we read; its lines live on in the next name
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    yield from lines
+    if not follow:
+        return
+    yield from _follow(name, base, state_dir or log_dir, poll_interval, follow_timeout)
+
+
+def _follow(name, base: Path, state_dir, poll_interval: float, follow_timeout: float | None):
+    deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
+    f = open(base, "rb") if base.exists() else None
+    if f:
+        f.seek(0, os.SEEK_END)
+    pending = b""
+    try:
+        while True:
+            got = False
+            if f is not None:
+                chunk = f.read()
+                if chunk:
+                    got = True
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for raw in complete:
+                        if line := _parse(raw):
+                            yield line
+            try:
+                rotated = f is None or os.stat(base).st_ino != os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                rotated = False
+            if rotated and not got:
+                try:
+                    new = open(base, "rb")
+                except FileNotFoundError:
+                    new = None
+                if new is not None:
+                    if f:
+                        f.close()
+                    f, pending = new, b""
+                    continue
+            if not got:
+                if not status(name, state_dir, base.parent).shim_alive:
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                time.sleep(poll_interval)
+    finally:
+        if f:
+            f.close()
