@@ -1,0 +1,144 @@
+"""Pure classification: which cloud a disk comes from and what role it plays.
+
+Input is what udev and sysfs say (a RawDisk); output an Identity. Works from udev's ID_*
+properties when udevd ran, and from sysfs attributes alone when it did not (containers,
+this build machine): the two must agree, and the unit tests check both ways for every
+identity. Facts from ../shared/reference/cloud-disks.md; never match on names like sdb.
+"""
+from __future__ import annotations
+
+import re
+
+from .facts import (AWS, EPHEMERAL, GCE, LOCAL, OTHER, ROOT, UNKNOWN, VOLUME, Identity,
+                    RawDisk)
+
+AWS_EBS_MODEL = "amazon elastic block store"
+AWS_INSTANCE_STORE_MODEL = "amazon ec2 nvme instance storage"
+AWS_PCI_VENDOR = "0x1d0f"
+GCE_VENDOR = "google"
+GCE_PD_MODEL = "persistentdisk"
+GCE_LOCAL_SSD_MODEL = "ephemeraldisk"
+_GCE_NVME_LOCAL = re.compile(r"^nvme_card\d*$")
+GCE_NVME_PD_MODEL = "nvme_card-pd"
+
+
+def clean(value) -> str:
+    """sysfs pads model/serial/vendor with spaces (and udev's ID_* use '_' for them)."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip().strip("\x00").strip()
+
+
+def _norm(value: str) -> str:
+    return " ".join(value.replace("_", " ").lower().split())
+
+
+def vpd_serial(raw: bytes | str | None) -> str:
+    """The unit serial number from a SCSI VPD page 0x80 (`vpd_pg80`): 4-byte header, then text."""
+    if not raw:
+        return ""
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    if len(raw) < 4:
+        return ""
+    length = raw[3]
+    return clean(raw[4:4 + length])
+
+
+def bus_of(raw: RawDisk) -> str:
+    name = raw.name
+    if name.startswith("loop"):
+        return "loop"
+    if name.startswith("nvme") or raw.parent_subsystem == "nvme":
+        return "nvme"
+    if name.startswith("xvd") or raw.parent_subsystem == "xen":
+        return "xen"
+    if name.startswith("vd") or raw.parent_subsystem == "virtio":
+        return "virtio"
+    id_bus = raw.properties.get("ID_BUS", "")
+    if id_bus in ("ata", "usb"):
+        return id_bus
+    if name.startswith("sd") or raw.parent_subsystem == "scsi" or id_bus == "scsi":
+        return "scsi"
+    return id_bus or "unknown"
+
+
+def _model(raw: RawDisk) -> str:
+    return clean(raw.attributes.get("model")) or clean(raw.properties.get("ID_MODEL", "")).replace("_", " ")
+
+
+def _vendor(raw: RawDisk) -> str:
+    return clean(raw.attributes.get("vendor")) or clean(raw.properties.get("ID_VENDOR", "")).replace("_", " ")
+
+
+def _serial(raw: RawDisk) -> str:
+    attrs = raw.attributes
+    return (clean(attrs.get("serial"))
+            or vpd_serial(attrs.get("vpd_pg80"))
+            or clean(raw.properties.get("ID_SERIAL_SHORT", "")))
+
+
+def aws_volume_id(serial: str) -> str | None:
+    """EBS NVMe serials are the volume id without its dash: vol0123… → vol-0123…."""
+    s = serial.strip()
+    if s.startswith("vol-"):
+        return s
+    if s.startswith("vol") and len(s) > 3:
+        return "vol-" + s[3:]
+    return None
+
+
+def normalise_volume_id(value: str) -> str:
+    return aws_volume_id(value) or value
+
+
+def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
+    bus = bus_of(raw)
+    model, vendor, serial = _model(raw), _vendor(raw), _serial(raw)
+    nmodel, nvendor = _norm(model), _norm(vendor)
+    cloud, role = UNKNOWN, OTHER
+    volume_id = device_name = None
+
+    if bus == "nvme" and nmodel == AWS_EBS_MODEL:
+        cloud, role = AWS, VOLUME
+        volume_id = aws_volume_id(serial)
+        # The block-device-mapping name lives in the controller's vendor-specific identify
+        # data; amazon-ec2-utils' rules export it when installed, we do not read it here.
+        device_name = clean(raw.properties.get("AWS_EBS_DEVICE_NAME", "")) or None
+    elif bus == "nvme" and nmodel == AWS_INSTANCE_STORE_MODEL:
+        cloud, role = AWS, EPHEMERAL
+    elif bus == "xen":
+        # Xen instance types: xvdX is the mapping sdX. The guest cannot tell EBS from
+        # instance store here, so these are volumes unless the config lists them as ephemeral.
+        cloud, role = AWS, VOLUME
+        device_name = "sd" + raw.name[3:] if raw.name.startswith("xvd") else None
+    elif bus == "scsi" and nvendor == GCE_VENDOR and nmodel == GCE_PD_MODEL:
+        cloud, role, device_name = GCE, VOLUME, serial or None
+    elif bus == "scsi" and nvendor == GCE_VENDOR and nmodel == GCE_LOCAL_SSD_MODEL:
+        cloud, role, device_name = GCE, EPHEMERAL, serial or None
+    elif bus == "nvme" and _GCE_NVME_LOCAL.match(model):
+        cloud, role = GCE, EPHEMERAL
+        device_name = _google_rules_name(raw)
+    elif bus == "nvme" and model == GCE_NVME_PD_MODEL:
+        # The device name sits in vendor-specific namespace data; Google's guest rules put it
+        # in ID_SERIAL_SHORT (google_nvme_id) when they are installed.
+        cloud, role = GCE, VOLUME
+        device_name = _google_rules_name(raw)
+    elif bus == "loop":
+        cloud, role = LOCAL, OTHER
+    elif bus in ("virtio", "nvme", "scsi") and (bus == "virtio" or nmodel.startswith("qemu")
+                                                 or nvendor == "qemu"):
+        cloud, role = LOCAL, VOLUME
+    if holds_root:
+        role = ROOT
+    return Identity(bus=bus, cloud=cloud, role=role, model=model, serial=serial, vendor=vendor,
+                    volume_id=volume_id, device_name=device_name)
+
+
+def _google_rules_name(raw: RawDisk) -> str | None:
+    props = raw.properties
+    if props.get("ID_SERIAL", "").startswith(("Google_PersistentDisk_", "Google_EphemeralDisk_")):
+        return clean(props.get("ID_SERIAL_SHORT", "")) or None
+    return None
