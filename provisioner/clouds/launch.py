@@ -1,0 +1,174 @@
+"""Apply a LaunchPlan through a CloudDriver; find and destroy a stack's resources by tag.
+
+A failed launch removes what it created (newest first) before re-raising. An instance that
+does not reach "running" in time is replaced once, then reported.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import CloudError
+from .base import CloudDriver, HostPlan, LaunchPlan, Resource, TAG_KEEP
+from .console import HostKeys, parse_host_keys
+from .retry import poll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timeouts:
+    running: float = 600.0
+    host_keys: float = 300.0
+    deleted: float = 600.0
+    interval: float = 5.0
+
+
+@dataclass
+class HostResult:
+    host: str
+    instance: Resource
+    volumes: list[Resource]
+    firewall: Resource
+    ssh_cidr: str
+    ssh_cidr_source: str
+    host_keys: HostKeys | None
+    replaced: bool = False
+
+    def to_json(self):
+        return {"host": self.host, "instance": self.instance, "volumes": self.volumes, "firewall": self.firewall,
+                "ssh_cidr": self.ssh_cidr, "ssh_cidr_source": self.ssh_cidr_source,
+                "host_keys": self.host_keys, "replaced": self.replaced}
+
+
+@dataclass
+class LaunchResult:
+    stack: str
+    cloud: str
+    key: Resource | None
+    hosts: list[HostResult] = field(default_factory=list)
+
+    def to_json(self):
+        return {"stack": self.stack, "cloud": self.cloud, "key": self.key, "hosts": self.hosts}
+
+
+def _wait_running(driver: CloudDriver, inst: Resource, t: Timeouts, sleep, clock) -> Resource | None:
+    def check():
+        cur = driver.instance_state(inst)
+        if cur.state in ("terminated", "error", "stopped", "TERMINATED"):
+            return cur  # a dead end: stop polling, caller sees the state
+        return cur if cur.state == "running" else None
+    cur = poll(check, timeout=t.running, interval=t.interval, sleep=sleep, clock=clock)
+    return cur if cur is not None and cur.state == "running" else None
+
+
+def _launch_host(driver: CloudDriver, plan: LaunchPlan, hp: HostPlan, key: Resource | None, created: list,
+                 t: Timeouts, status: Callable[[str], None], sleep, clock) -> HostResult:
+    fw = driver.create_firewall(hp)
+    created.append(fw)
+    status(f"{hp.host}: firewall {fw.name}: " + ", ".join(str(r) for r in hp.rules))
+    replaced = False
+    inst = driver.create_instance(hp, key, fw)
+    created.append(inst)
+    status(f"{hp.host}: instance {inst.id} launching")
+    running = _wait_running(driver, inst, t, sleep, clock)
+    if running is None:
+        status(f"{hp.host}: instance {inst.id} did not reach running in {t.running:.0f}s; replacing it once")
+        driver.delete(inst)
+        created.remove(inst)
+        inst = driver.create_instance(hp, key, fw)
+        created.append(inst)
+        replaced = True
+        running = _wait_running(driver, inst, t, sleep, clock)
+        if running is None:
+            raise CloudError(f"{plan.cloud}: host {hp.host}: instance {inst.id} never reached 'running' "
+                             f"(replaced once; waited {t.running:.0f}s each time)")
+    inst = running
+    volumes = []
+    for vp in hp.volumes:
+        vol = driver.create_volume(hp, vp, inst)
+        created.append(vol)
+        driver.attach_volume(inst, vol, vp)
+        volumes.append(vol)
+        status(f"{hp.host}: volume {vp.name} ({vp.size_gb} GiB) {vol.id} attached as {vp.device}")
+    keys = poll(lambda: parse_host_keys(driver.console_output(inst)), timeout=t.host_keys,
+                interval=t.interval, sleep=sleep, clock=clock)
+    if keys is None:
+        status(f"{hp.host}: no SSH host keys on the console after {t.host_keys:.0f}s; the SSH step must "
+               "verify the host key another way")
+    return HostResult(hp.host, inst, volumes, fw, plan.ssh_cidr[hp.host], plan.ssh_cidr_source[hp.host], keys,
+                      replaced)
+
+
+def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None = None,
+           status: Callable[[str], None] = lambda m: None, sleep=time.sleep, clock=time.monotonic) -> LaunchResult:
+    t = timeouts or Timeouts()
+    driver.check(plan)  # unknown zone / type / image fail here, before anything exists
+    # kept volumes (keep: true) may outlive a destroy; anything else means the stack is still up
+    if [r for r in driver.find(plan.stack) if r.kind != "volume"]:
+        raise CloudError(f"{plan.cloud}: stack {plan.stack!r} already has resources; "
+                         f"run 'provision status {plan.stack}' or destroy it first")
+    created: list[Resource] = []
+    try:
+        key = driver.import_key(plan)
+        if key is not None:
+            created.append(key)
+        result = LaunchResult(plan.stack, plan.cloud, key)
+        for hp in plan.hosts:
+            result.hosts.append(_launch_host(driver, plan, hp, key, created, t, status, sleep, clock))
+        return result
+    except BaseException as exc:
+        status(f"launch failed ({exc}); removing the {len(created)} resource(s) it created")
+        failures = _remove(driver, list(reversed(created)), t)
+        if failures:
+            status("could not remove: " + "; ".join(failures))
+        raise
+
+
+def _remove(driver: CloudDriver, resources: list[Resource], t: Timeouts) -> list[str]:
+    """Delete instances first (and wait for them), then volumes, firewalls, keys. Returns failures."""
+    order = {"instance": 0, "volume": 1, "firewall": 2, "key": 3}
+    failures = []
+    resources = sorted(resources, key=lambda r: order.get(r.kind, 9))
+    instances = [r for r in resources if r.kind == "instance"]
+    for r in instances:
+        try:
+            driver.delete(r)
+        except CloudError as err:
+            failures.append(f"{r.kind} {r.id}: {err}")
+    for r in instances:
+        try:
+            if not driver.wait_deleted(r, t.deleted):
+                failures.append(f"instance {r.id}: still not terminated after {t.deleted:.0f}s")
+        except CloudError as err:
+            failures.append(f"instance {r.id}: {err}")
+    for r in resources:
+        if r.kind == "instance":
+            continue
+        try:
+            driver.delete(r)
+        except CloudError as err:
+            failures.append(f"{r.kind} {r.id}: {err}")
+    return failures
+
+
+def status_of(driver: CloudDriver, stack: str) -> list[Resource]:
+    return sorted(driver.find(stack), key=lambda r: (r.host or "", r.kind, r.name))
+
+
+def destroy(driver: CloudDriver, stack: str, *, keep_volumes: bool = False, timeouts: Timeouts | None = None,
+            status: Callable[[str], None] = lambda m: None) -> tuple[list[Resource], list[Resource]]:
+    """Remove what the stack's tags name. Volumes tagged keep=true (or all, with keep_volumes) stay."""
+    t = timeouts or Timeouts()
+    found = driver.find(stack)
+    keep_tag = TAG_KEEP[driver.name]
+    kept = [r for r in found if r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")]
+    doomed = [r for r in found if r not in kept]
+    for r in doomed:
+        status(f"removing {r.kind} {r.name} ({r.id})")
+    failures = _remove(driver, doomed, t)
+    if failures:
+        raise CloudError(f"{driver.name}: destroy {stack}: could not remove: " + "; ".join(failures))
+    return doomed, kept
