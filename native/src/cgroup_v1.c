@@ -1,0 +1,131 @@
+/* cgroup v1 and hybrid drivers. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cgroups.h"
+#include "devices.h"
+#include "mounts.h"
+#include "util.h"
+
+/* Hierarchies we place the container in when the host mounts them.  The
+ * named systemd hierarchy is included so tools see the container there too. */
+static const char *v1_ctrls[] = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio",
+                                 "pids", "net_cls", "net_prio", "perf_event", "hugetlb", "systemd", NULL};
+
+static int v1_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  (void)res;
+  for (int i = 0; v1_ctrls[i]; i++) {
+    cleanup_free char *base = xasprintf("/sys/fs/cgroup/%s", v1_ctrls[i]);
+    cleanup_free char *procs = xasprintf("%s/cgroup.procs", base);
+    struct stat st;
+    /* co-mounted hierarchies (cpu,cpuacct) appear as symlinks: skip those. */
+    if (lstat(base, &st) < 0 || !S_ISDIR(st.st_mode) || access(procs, F_OK) < 0) continue;
+    cleanup_free char *rel = NULL;
+    if (cg->path[0] == '/') {
+      rel = xstrdup(cg->path);
+    } else {
+      cleanup_free char *self = cg_self_path(strcmp(v1_ctrls[i], "systemd") == 0 ? "name=systemd" : v1_ctrls[i]);
+      rel = xasprintf("%s/%s", strcmp(self, "/") == 0 ? "" : self, cg->path);
+    }
+    cg->leaf_names[cg->n_leaves] = v1_ctrls[i];
+    if (cg_mkdir_path(cg, base, rel, strcmp(v1_ctrls[i], "cpuset") == 0, NULL, err) < 0) return -1;
+  }
+  return 0;
+}
+
+static int hybrid_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  if (v1_create(cg, res, err) < 0) return -1;
+  /* systemd's hybrid layout also tracks processes in the empty v2 tree. */
+  cleanup_free char *rel = NULL;
+  if (cg->path[0] == '/') rel = xstrdup(cg->path);
+  else {
+    cleanup_free char *self = cg_self_path("");
+    rel = xasprintf("%s/%s", strcmp(self, "/") == 0 ? "" : self, cg->path);
+  }
+  cg->leaf_names[cg->n_leaves] = "unified";
+  return cg_mkdir_path(cg, "/sys/fs/cgroup/unified", rel, false, NULL, err);
+}
+
+static const char *leaf_for(struct pr_cgroup *cg, const char *ctrl) {
+  for (size_t i = 0; i < cg->n_leaves; i++)
+    if (strcmp(cg->leaf_names[i], ctrl) == 0) return cg->leaves[i];
+  return NULL;
+}
+
+static int write_cg(const char *leaf, const char *file, const char *value, const char *field, pr_error *err) {
+  cleanup_free char *p = xasprintf("%s/%s", leaf, file);
+  if (write_file(p, value, strlen(value), err) < 0) {
+    int e = err ? err->errnum : 0;
+    return pr_fail(err, e, "%s: writing \"%s\" to %s", field, value, p);
+  }
+  return 0;
+}
+
+static int v1_devices(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  const char *leaf = leaf_for(cg, "devices");
+  if (!leaf) return 0;
+  /* A new cgroup inherits the parent's allow-all: start from deny-all, then
+   * the config's rules in order, then the default devices (runc appends its
+   * AllowedDevices after the spec's rules the same way). */
+  if (write_cg(leaf, "devices.deny", "a", "linux.resources.devices", err) < 0) return -1;
+  for (size_t i = 0; i < res->n_dev_rules; i++) {
+    const struct pr_dev_rule *d = &res->dev_rules[i];
+    char rule[96], maj[24], min[24];
+    if (d->major < 0) snprintf(maj, sizeof maj, "*"); else snprintf(maj, sizeof maj, "%lld", (long long)d->major);
+    if (d->minor < 0) snprintf(min, sizeof min, "*"); else snprintf(min, sizeof min, "%lld", (long long)d->minor);
+    if (d->type == 'a') snprintf(rule, sizeof rule, "a");
+    else snprintf(rule, sizeof rule, "%c %s:%s %s", d->type, maj, min, d->access);
+    char field[64];
+    snprintf(field, sizeof field, "linux.resources.devices[%zu]", i);
+    if (write_cg(leaf, d->allow ? "devices.allow" : "devices.deny", rule, field, err) < 0) return -1;
+  }
+  for (int i = 0; default_device_rules[i]; i++)
+    if (write_cg(leaf, "devices.allow", default_device_rules[i], "default devices", err) < 0) return -1;
+  return 0;
+}
+
+static int v1_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  for (size_t i = 0; i < res->n; i++) {
+    const struct pr_cg_setting *s = &res->v[i];
+    if (!s->v1_file) {
+      if (!s->v2_ctrl && s->v2_file && !s->v1_ctrl && strncmp(s->field, "linux.resources.unified", 23) == 0)
+        return pr_fail(err, 0, "%s: needs cgroup v2, this host uses cgroup v1", s->field);
+      if (strncmp(s->field, "linux.resources.unified", 23) == 0)
+        return pr_fail(err, 0, "%s: needs cgroup v2, this host uses cgroup v1", s->field);
+      continue;
+    }
+    const char *leaf = leaf_for(cg, s->v1_ctrl);
+    if (!leaf) return pr_fail(err, 0, "%s: the cgroup v1 \"%s\" controller is not mounted on this host", s->field, s->v1_ctrl);
+    if (write_cg(leaf, s->v1_file, s->v1_value, s->field, err) < 0) return -1;
+  }
+  return v1_devices(cg, res, err);
+}
+
+static int v1_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err) {
+  (void)cgroupns;
+  /* Like runc without systemd: a tmpfs with one bind mount of the
+   * container's own cgroup per hierarchy, so the limits read back as the
+   * container's. */
+  if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
+    return pr_fail(err, errno, "mounting tmpfs for cgroups on %s", target);
+  for (size_t i = 0; i < cg->n_leaves; i++) {
+    if (strcmp(cg->leaf_names[i], "unified") == 0) continue;
+    cleanup_free char *dst = xasprintf("%s/%s", target, cg->leaf_names[i]);
+    if (mkdir(dst, 0755) < 0 && errno != EEXIST) return pr_fail(err, errno, "mkdir %s", dst);
+    if (mount(cg->leaves[i], dst, NULL, MS_BIND, NULL) < 0) return pr_fail(err, errno, "bind-mounting %s", cg->leaves[i]);
+    unsigned long f = (flags | mounts_locked_flags(dst)) & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+      return pr_fail(err, errno, "remounting %s", dst);
+  }
+  if (flags & MS_RDONLY && mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
+    return pr_fail(err, errno, "remounting %s read-only", target);
+  return 0;
+}
+
+const struct pr_cg_driver cg_v1_driver = {"v1", v1_create, v1_apply, v1_mount};
+const struct pr_cg_driver cg_hybrid_driver = {"hybrid", hybrid_create, v1_apply, v1_mount};

@@ -1,0 +1,80 @@
+/* cgroup v2 driver (unified hierarchy). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include "cgroups.h"
+#include "mounts.h"
+#include "util.h"
+
+#define V2_ROOT "/sys/fs/cgroup"
+
+static bool has_word(const char *list, const char *w) {
+  size_t l = strlen(w);
+  for (const char *p = list; (p = strstr(p, w)) != NULL; p += l)
+    if ((p == list || p[-1] == ' ') && (p[l] == ' ' || p[l] == '\n' || p[l] == '\0')) return true;
+  return false;
+}
+
+static int v2_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  cleanup_free char *avail = NULL;
+  if (read_file(V2_ROOT "/cgroup.controllers", &avail, NULL, err) < 0) return -1;
+  char enable[256] = "";
+  for (size_t i = 0; i < res->n; i++) {
+    const char *c = res->v[i].v2_ctrl;
+    if (!c || !res->v[i].v2_file) continue;
+    if (!has_word(avail, c)) {
+      size_t n = strlen(avail);
+      while (n && avail[n - 1] == '\n') avail[--n] = '\0';
+      return pr_fail(err, 0, "%s: the cgroup v2 \"%s\" controller is not available on this host (cgroup.controllers: \"%s\")",
+                     res->v[i].field, c, avail);
+    }
+    char word[40];
+    snprintf(word, sizeof word, "+%s", c);
+    if (!strstr(enable, word) && strlen(enable) + strlen(word) + 2 < sizeof enable) {
+      if (*enable) strcat(enable, " ");
+      strcat(enable, word);
+    }
+  }
+  cleanup_free char *rel = NULL;
+  if (cg->path[0] == '/') rel = xstrdup(cg->path);
+  else {
+    cleanup_free char *self = cg_self_path("");
+    rel = xasprintf("%s/%s", strcmp(self, "/") == 0 ? "" : self, cg->path);
+  }
+  cg->leaf_names[cg->n_leaves] = "";
+  return cg_mkdir_path(cg, V2_ROOT, rel, false, enable, err);
+}
+
+static int v2_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  for (size_t i = 0; i < res->n; i++) {
+    const struct pr_cg_setting *s = &res->v[i];
+    if (!s->v2_file) continue; /* v1-only knobs (swappiness, rt, ...) have no v2 file */
+    cleanup_free char *p = xasprintf("%s/%s", cg->leaves[0], s->v2_file);
+    if (write_file(p, s->v2_value, strlen(s->v2_value), err) < 0) {
+      int e = err ? err->errnum : 0;
+      return pr_fail(err, e, "%s: writing \"%s\" to %s", s->field, s->v2_value, p);
+    }
+  }
+  /* The devices controller on v2 is an eBPF program; not implemented yet, so
+   * device access is limited only by which nodes exist in /dev. */
+  return 0;
+}
+
+static int v2_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err) {
+  unsigned long f = (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  if (cgroupns) {
+    /* In our own cgroup namespace a fresh cgroup2 mount is rooted at the
+     * container's cgroup (cgroup_namespaces(7)). */
+    if (mount("cgroup2", target, "cgroup2", f, NULL) < 0) return pr_fail(err, errno, "mounting cgroup2 on %s", target);
+    return 0;
+  }
+  if (mount(cg->leaves[0], target, NULL, MS_BIND, NULL) < 0) return pr_fail(err, errno, "bind-mounting %s", cg->leaves[0]);
+  if (mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) return pr_fail(err, errno, "remounting %s", target);
+  return 0;
+}
+
+const struct pr_cg_driver cg_v2_driver = {"v2", v2_create, v2_apply, v2_mount};

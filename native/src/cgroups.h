@@ -1,0 +1,50 @@
+/* cgroups behind one small table of function pointers: v1 (one hierarchy per
+ * controller), hybrid (v1 plus the empty "unified" v2 tree systemd mounts)
+ * and v2 (single hierarchy, controllers enabled top-down via
+ * cgroup.subtree_control, see Documentation/admin-guide/cgroup-v2.rst). */
+#ifndef PR_CGROUPS_H
+#define PR_CGROUPS_H
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "error.h"
+
+#define CG_MAX_DIRS 64
+
+struct pr_cgroup;
+struct pr_cg_driver {
+  const char *name;
+  /* Computes the leaf directories and creates what is missing. */
+  int (*create)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
+  int (*apply)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
+  /* Mounts the container's view of its cgroup(s) at target (a host path). */
+  int (*mount)(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err);
+};
+
+struct pr_cgroup {
+  const struct pr_cg_driver *drv;
+  char *path;                    /* linux.cgroupsPath, or /<id> */
+  char *leaves[CG_MAX_DIRS];     /* the container's cgroup in every hierarchy */
+  const char *leaf_names[CG_MAX_DIRS]; /* controller (v1) or "" */
+  size_t n_leaves;
+  char *created[CG_MAX_DIRS];    /* directories we made, parents first */
+  size_t n_created;
+};
+
+/* Picks the driver for this host by looking at /sys/fs/cgroup. */
+const struct pr_cg_driver *cgroup_detect(void);
+const struct pr_cg_driver *cgroup_driver_by_name(const char *name);
+int cgroup_add_pid(struct pr_cgroup *cg, pid_t pid, pr_error *err);
+/* Removes the directories we created (deepest first), retrying while the
+ * last exiting tasks are still being released. */
+int cgroup_destroy(struct pr_cgroup *cg, pr_error *err);
+int cgroup_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err);
+/* Lists the pids in the container's cgroup (first leaf). */
+int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err);
+
+/* shared helpers for the drivers */
+int cg_mkdir_path(struct pr_cgroup *cg, const char *base, const char *rel, bool cpuset, const char *v2_enable, pr_error *err);
+char *cg_self_path(const char *ctrl);
+extern const struct pr_cg_driver cg_v1_driver, cg_hybrid_driver, cg_v2_driver;
+#endif

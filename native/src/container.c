@@ -1,0 +1,382 @@
+/* The runtime side of create and run: clone the init into its namespaces,
+ * put it in its cgroup, write its id maps, answer its hook requests, record
+ * the state.  Any failure before READY undoes everything (kill the init,
+ * remove the cgroups we made and the state directory). */
+#include "container.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "console.h"
+#include "hooks.h"
+#include "state.h"
+#include "sync.h"
+#include "syscalls.h"
+#include "util.h"
+
+static char *now_rfc3339(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char b[64];
+  size_t n = strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(b + n, sizeof b - n, ".%09ldZ", ts.tv_nsec);
+  return xstrdup(b);
+}
+
+static int write_idmap(pid_t pid, const char *file, const struct pr_idmap *m, size_t n, const char *field,
+                       pr_error *err) {
+  char buf[4096];
+  size_t len = 0;
+  for (size_t i = 0; i < n && len < sizeof buf - 40; i++)
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "%u %u %u\n", m[i].container_id, m[i].host_id, m[i].size);
+  cleanup_free char *path = xasprintf("/proc/%d/%s", pid, file);
+  if (write_file(path, buf, len, err) < 0) return pr_prefix(err, "%s", field);
+  return 0;
+}
+
+static int listen_start_sock(const char *dir, pr_error *err) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  cleanup_free char *path = xasprintf("%s/start.sock", dir);
+  if (strlen(path) >= sizeof addr.sun_path) return pr_fail(err, 0, "--root: state path too long for a socket: %s", path);
+  strcpy(addr.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return pr_fail(err, errno, "socket");
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 1) < 0) {
+    int e = errno;
+    close(fd);
+    return pr_fail(err, e, "listening on %s", path);
+  }
+  return fd;
+}
+
+static int open_join_namespaces(struct pr_container *ct, pr_error *err) {
+  for (int n = 0; n < NS__COUNT; n++) {
+    ct->ns_fds[n] = -1;
+    if (!ct->cfg->ns[n].path) continue;
+    ct->ns_fds[n] = open(ct->cfg->ns[n].path, O_RDONLY | O_CLOEXEC);
+    if (ct->ns_fds[n] < 0)
+      return pr_fail(err, errno, "linux.namespaces: %s namespace path %s", ns_name((enum pr_ns)n), ct->cfg->ns[n].path);
+  }
+  return 0;
+}
+
+struct created {
+  struct pr_container ct;
+  struct pr_state st;
+  pid_t pid;
+  int sync_fd; /* parent end */
+};
+
+static void undo(struct created *c) {
+  if (c->pid > 0) {
+    kill(c->pid, SIGKILL);
+    while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR) {}
+  }
+  if (c->ct.cg.drv) cgroup_destroy(&c->ct.cg, NULL);
+  if (c->ct.state_dir) state_dir_remove(c->ct.state_dir);
+}
+
+/* Everything create and run share, up to the init reporting READY. */
+static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool for_run, struct created *c,
+                     pr_error *err) {
+  struct pr_container *ct = &c->ct;
+  memset(c, 0, sizeof(*c));
+  ct->cfg = cfg;
+  ct->id = o->id;
+  ct->console_fd = ct->start_listen_fd = ct->rootfd = -1;
+  for (int n = 0; n < NS__COUNT; n++) ct->ns_fds[n] = -1;
+  if (!cfg->ns[NS_MOUNT].present)
+    return pr_fail(err, 0, "config.json: linux.namespaces: a mount namespace is required");
+  if (cfg->process.terminal && !o->console_socket)
+    return pr_fail(err, 0, "config.json: process.terminal is true but no --console-socket was given");
+  if (open_join_namespaces(ct, err) < 0) return -1;
+  if (o->console_socket && cfg->process.terminal && (ct->console_fd = console_connect(o->console_socket, err)) < 0)
+    return -1;
+  if (state_dir_create(o->root, o->id, &ct->state_dir, err) < 0) return -1;
+  if (!for_run && (ct->start_listen_fd = listen_start_sock(ct->state_dir, err)) < 0) goto fail;
+  ct->cg.drv = cgroup_detect();
+  ct->cg.path = cfg->cgroups_path && *cfg->cgroups_path ? xstrdup(cfg->cgroups_path) : xasprintf("/%s", o->id);
+  if (ct->cg.drv->create(&ct->cg, &cfg->resources, err) < 0 || ct->cg.drv->apply(&ct->cg, &cfg->resources, err) < 0)
+    goto fail;
+
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+    pr_fail(err, errno, "socketpair");
+    goto fail;
+  }
+  c->sync_fd = sp[0];
+  ct->sync_fd = sp[1];
+  unsigned long flags = 0;
+  for (int n = 0; n < NS__COUNT; n++)
+    if (cfg->ns[n].present && !cfg->ns[n].path && n != NS_CGROUP) flags |= (unsigned long)ns_clone_flag((enum pr_ns)n);
+  if (cfg->ns[NS_PID].path) {
+    /* Joining a pid namespace only affects children: enter it here, so the
+     * clone below is born inside it. */
+    if (setns(ct->ns_fds[NS_PID], CLONE_NEWPID) < 0) {
+      pr_fail(err, errno, "linux.namespaces: joining pid namespace %s", cfg->ns[NS_PID].path);
+      goto fail;
+    }
+  }
+  if (cfg->ns[NS_USER].path) {
+    /* The others must be created inside the joined user namespace: the init
+     * will setns() first and then unshare(); keep only CLONE_NEWPID here. */
+    pr_fail(err, 0, "config.json: linux.namespaces: joining a user namespace by path is not supported yet");
+    goto fail;
+  }
+  pid_t pid = sys_clone_fork(flags);
+  if (pid < 0) {
+    pr_fail(err, errno, "clone (namespaces 0x%lx)", flags);
+    goto fail;
+  }
+  if (pid == 0) {
+    close(c->sync_fd);
+    init_main(ct);
+  }
+  c->pid = pid;
+  close(ct->sync_fd);
+  if (ct->start_listen_fd >= 0) {
+    close(ct->start_listen_fd);
+    ct->start_listen_fd = -1;
+  }
+  if (ct->console_fd >= 0) close(ct->console_fd);
+  if (cgroup_add_pid(&ct->cg, pid, err) < 0) goto fail;
+  if (cfg->ns[NS_USER].present && !cfg->ns[NS_USER].path) {
+    if (write_idmap(pid, "uid_map", cfg->uid_map, cfg->n_uid_map, "linux.uidMappings", err) < 0 ||
+        write_idmap(pid, "gid_map", cfg->gid_map, cfg->n_gid_map, "linux.gidMappings", err) < 0)
+      goto fail;
+  }
+  struct pr_state *st = &c->st;
+  st->id = (char *)o->id;
+  st->bundle = cfg->bundle;
+  st->rootfs = cfg->rootfs;
+  st->oci_version = cfg->oci_version;
+  st->annotations_json = cfg->annotations_json;
+  st->hooks_json = cfg->hooks_json;
+  st->config_process_json = cfg->process_json;
+  st->seccomp_json = cfg->seccomp_json;
+  st->userns = cfg->ns[NS_USER].present;
+  st->pid = pid;
+  st->created = now_rfc3339();
+  st->cg = ct->cg;
+  if (sync_send(c->sync_fd, SYNC_GO, pid, NULL) < 0) {
+    pr_fail(err, errno, "starting the container init");
+    goto fail;
+  }
+  for (;;) {
+    struct pr_sync_msg m;
+    if (sync_recv(c->sync_fd, &m, err) < 0) goto fail;
+    if (m.type == SYNC_READY) break;
+    if (m.type == SYNC_ERROR) {
+      pr_fail(err, 0, "%s", m.text);
+      err->errnum = m.value;
+      goto fail;
+    }
+    if (m.type == SYNC_HOOKS) {
+      cleanup_free char *s = state_oci_json(st, "creating");
+      if (hooks_run(&cfg->hooks[HOOK_CREATE_RUNTIME], HOOK_CREATE_RUNTIME, s, err) < 0) {
+        sync_send(c->sync_fd, SYNC_ABORT, 0, NULL);
+        goto fail;
+      }
+      sync_send(c->sync_fd, SYNC_HOOKS_DONE, 0, NULL);
+    }
+  }
+  if (proc_stat(pid, &st->start_time, NULL) < 0) {
+    pr_fail(err, errno, "reading /proc/%d/stat", pid);
+    goto fail;
+  }
+  if (state_write(ct->state_dir, st, err) < 0) goto fail;
+  if (o->pid_file) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%d", pid);
+    if (write_file_atomic(o->pid_file, buf, (size_t)n, 0644, err) < 0) {
+      pr_prefix(err, "--pid-file");
+      goto fail;
+    }
+  }
+  return 0;
+fail:
+  undo(c);
+  return -1;
+}
+
+int container_create(struct pr_config *cfg, const struct pr_create_opts *o, pr_error *err) {
+  struct created c;
+  if (do_create(cfg, o, false, &c, err) < 0) return -1;
+  close(c.sync_fd);
+  return 0;
+}
+
+/* After start: the init execs the user process, which closes the channel
+ * (CLOEXEC); an error message instead means the exec or a startContainer
+ * hook failed. */
+static int read_start_result(int fd, pr_error *err) {
+  char buf[sizeof(struct pr_sync_msg)];
+  ssize_t n;
+  do n = recv(fd, buf, sizeof buf - 1, 0); while (n < 0 && errno == EINTR);
+  if (n <= 0) return 0;
+  struct pr_sync_msg *m = (struct pr_sync_msg *)buf;
+  buf[n] = '\0';
+  if ((size_t)n > offsetof(struct pr_sync_msg, text) && m->type == SYNC_ERROR) return pr_fail(err, 0, "%s", m->text);
+  return 0;
+}
+
+static pid_t forward_to;
+static void forward_signal(int sig) {
+  if (forward_to > 0) kill(forward_to, sig);
+}
+
+static void do_delete_resources(struct pr_state *st, const char *dir) {
+  cgroup_destroy(&st->cg, NULL);
+  if (st->hooks[HOOK_POSTSTOP].n) {
+    pr_error e = {0};
+    cleanup_free char *s = state_oci_json(st, "stopped");
+    if (hooks_run(&st->hooks[HOOK_POSTSTOP], HOOK_POSTSTOP, s, &e) < 0)
+      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+  }
+  state_dir_remove(dir);
+}
+
+int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *exit_code, pr_error *err) {
+  struct created c;
+  if (do_create(cfg, o, !o->detach, &c, err) < 0) return -1;
+  if (o->detach) {
+    close(c.sync_fd);
+    return container_start(o->root, o->id, err);
+  }
+  for (int k = 0; k < HOOK__COUNT; k++) c.st.hooks[k] = cfg->hooks[k];
+  forward_to = c.pid;
+  struct sigaction sa = {.sa_handler = forward_signal};
+  sigemptyset(&sa.sa_mask);
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+  int r = 0;
+  if (sync_send(c.sync_fd, SYNC_START, 0, NULL) < 0 || read_start_result(c.sync_fd, err) < 0) r = -1;
+  close(c.sync_fd);
+  if (r == 0 && cfg->hooks[HOOK_POSTSTART].n) {
+    pr_error e = {0};
+    cleanup_free char *s = state_oci_json(&c.st, "running");
+    if (hooks_run(&cfg->hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
+      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+  }
+  int status = 0;
+  while (waitpid(c.pid, &status, 0) < 0)
+    if (errno != EINTR) break;
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  do_delete_resources(&c.st, c.ct.state_dir);
+  return r;
+}
+
+int container_start(const char *root, const char *id, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "created") != 0)
+    return pr_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
+  cleanup_free char *path = xasprintf("%s/%s/start.sock", root, id);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+    return pr_fail(err, errno, "cannot start container \"%s\"", id);
+  /* Removing the socket is what turns the status to "running". */
+  unlink(path);
+  if (read_start_result(fd, err) < 0) return -1;
+  if (st.hooks[HOOK_POSTSTART].n) {
+    pr_error e = {0};
+    cleanup_free char *s = state_oci_json(&st, "running");
+    if (hooks_run(&st.hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
+      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+  }
+  return 0;
+}
+
+static int signal_pid(pid_t pid, int sig) {
+  int pidfd = sys_pidfd_open(pid, 0);
+  if (pidfd >= 0) {
+    int r = sys_pidfd_send_signal(pidfd, sig);
+    int e = errno;
+    close(pidfd);
+    errno = e;
+    if (r == 0 || errno != ENOSYS) return r;
+  }
+  return kill(pid, sig);
+}
+
+int container_kill(const char *root, const char *id, int sig, bool all, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "stopped") == 0) return pr_fail(err, 0, "container \"%s\" is not running", id);
+  if (all) {
+    cleanup_free pid_t *pids = NULL;
+    size_t n;
+    if (cgroup_pids(&st.cg, &pids, &n, err) < 0) return -1;
+    for (size_t i = 0; i < n; i++) kill(pids[i], sig);
+    return 0;
+  }
+  if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
+  return 0;
+}
+
+static void wait_gone(pid_t pid, unsigned long long start) {
+  int pidfd = sys_pidfd_open(pid, 0);
+  for (int i = 0; i < 2000; i++) {
+    unsigned long long s;
+    char state;
+    if (proc_stat(pid, &s, &state) < 0 || s != start || state == 'Z' || state == 'X') break;
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (pidfd >= 0) close(pidfd);
+}
+
+int container_delete(const char *root, const char *id, bool force, pr_error *err) {
+  struct pr_state st;
+  cleanup_free char *dir = state_dir_path(root, id);
+  if (state_load(root, id, &st, err) < 0) {
+    /* A state dir without a readable state.json is debris of a crash:
+     * --force removes it. */
+    if (force && state_check_id(id, NULL) == 0 && access(dir, F_OK) == 0) {
+      state_dir_remove(dir);
+      return 0;
+    }
+    return -1;
+  }
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "running") == 0 && !force)
+    return pr_fail(err, 0, "cannot delete container \"%s\" that is running: stop it first or use --force", id);
+  if (strcmp(status, "stopped") != 0) {
+    signal_pid(st.pid, SIGKILL);
+    if (st.cg.n_leaves) {
+      /* Processes that left the pid namespace are still in the cgroup. */
+      cleanup_free pid_t *pids = NULL;
+      size_t n;
+      if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
+        for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
+    }
+    wait_gone(st.pid, st.start_time);
+  }
+  do_delete_resources(&st, dir);
+  return 0;
+}
+
+int container_state(const char *root, const char *id, char **json, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  *json = state_oci_json(&st, state_status(root, &st));
+  return 0;
+}

@@ -1,0 +1,66 @@
+#ifndef PR_CONTAINER_H
+#define PR_CONTAINER_H
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "cgroups.h"
+#include "config.h"
+#include "error.h"
+
+struct pr_container {
+  struct pr_config *cfg;
+  const char *id;
+  char *state_dir;       /* <root>/<id> */
+  int sync_fd;           /* child end of the parent<->init socketpair */
+  int start_listen_fd;   /* listening start.sock for create, -1 for run */
+  int console_fd;        /* connected --console-socket, -1 if none */
+  int ns_fds[NS__COUNT]; /* namespaces to join, -1 otherwise */
+  int rootfd;            /* O_PATH of the rootfs, in the init */
+  pid_t host_pid;        /* init's pid as seen by the runtime */
+  struct pr_cgroup cg;
+};
+
+struct pr_create_opts {
+  const char *root;          /* --root */
+  const char *id;
+  const char *bundle;
+  const char *pid_file;
+  const char *console_socket;
+  bool detach;               /* run -d */
+};
+
+/* create: returns 0 with the init waiting for start. */
+int container_create(struct pr_config *cfg, const struct pr_create_opts *o, pr_error *err);
+/* run: create + start + wait; *exit_code gets the process's status
+ * (128+signal when killed). */
+int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *exit_code, pr_error *err);
+int container_start(const char *root, const char *id, pr_error *err);
+int container_kill(const char *root, const char *id, int sig, bool all, pr_error *err);
+int container_delete(const char *root, const char *id, bool force, pr_error *err);
+int container_state(const char *root, const char *id, char **json, pr_error *err);
+int container_list(const char *root, char **out, pr_error *err);
+
+struct pr_exec_opts {
+  const char *process_file;
+  char **args;     /* after -- */
+  char **env_add;  /* -e */
+  const char *cwd;
+  const char *user;/* uid[:gid] */
+  bool tty;
+  const char *console_socket;
+  const char *pid_file;
+  bool detach;
+  bool no_new_privs;
+};
+int container_exec(const char *root, const char *id, const struct pr_exec_opts *o, int *exit_code, pr_error *err);
+
+/* The init (child side), never returns. */
+void init_main(struct pr_container *ct) __attribute__((noreturn));
+/* Process finalisation shared by init and exec: rlimits are done by the
+ * caller; this does identity, caps, umask, NNP, seccomp and execve. */
+int process_exec(struct pr_process *p, const struct pr_seccomp *sc, const char *path, int report_fd, pr_error *err);
+/* $PATH lookup of args[0] using the process's own environment. */
+int process_find_exec(const struct pr_process *p, char **out, pr_error *err);
+int process_set_rlimits(const struct pr_process *p, pr_error *err);
+int process_set_oom(const struct pr_process *p, pr_error *err);
+#endif
