@@ -1,0 +1,318 @@
+"""Pull an image into the layer store, pipelined.
+
+Docker and containerd download at most three layers at a time and extract each one only once
+it is fully downloaded. Here every missing layer starts downloading at once:
+
+- the first missing layer is applied straight from its network stream;
+- every later layer downloads into a spool file, and when its turn comes it is applied by a
+  reader that follows the spool file while it is still being written (`Spool.reader()` waits
+  for more bytes), so applying layer N+1 overlaps downloading the layers after it;
+- layers whose chain is already in the store are not downloaded at all.
+
+Each blob's compressed bytes are hashed as they arrive (transport.BlobReader) and a mismatch
+is raised at EOF; the store drains every stream to EOF before it commits a layer, so a bad
+blob never lands. The store itself verifies the uncompressed diff_id.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import ImageError, RegistryError
+from . import reference as _reference
+from .registry import Platform, Registry, ResolvedImage
+
+log = logging.getLogger(__name__)
+
+SPOOL_DIR = ".pull-spool"
+CHUNK = 1 << 20
+MAX_PARALLEL = 16
+
+
+class Observer:
+    """Progress callbacks; called from download threads too, so implementations lock."""
+
+    def resolved(self, image: ResolvedImage, needed: list[int]) -> None: ...
+    def bytes(self, index: int, n: int) -> None: ...
+    def downloaded(self, index: int) -> None: ...
+    def applied(self, index: int) -> None: ...
+    def finished(self, result: "PullResult") -> None: ...
+
+
+@dataclass
+class PullResult:
+    reference: str
+    image_id: str
+    manifest_digest: str
+    layers: int
+    fetched_layers: int
+    bytes: int
+    seconds: float
+    record: object = None
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "id": self.image_id, "manifest_digest": self.manifest_digest,
+                "layers": self.layers, "fetched_layers": self.fetched_layers, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "bytes_per_second": round(self.rate)}
+
+
+class Spool:
+    """One layer downloading into a file that can be read while it grows."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._cond = threading.Condition()
+        self.written = 0
+        self.done = False
+        self.error: BaseException | None = None
+
+    def fill(self, source, cancel: threading.Event) -> None:
+        """Runs in a download thread: copy `source` (a BlobReader) into the file."""
+        try:
+            while not cancel.is_set():
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    self._finish(None)
+                    return
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                with self._cond:
+                    self.written += len(chunk)
+                    self._cond.notify_all()
+            self._finish(ImageError("pull cancelled"))
+        except BaseException as err:  # handed to the applying thread, which re-raises it
+            self._finish(err)
+        finally:
+            source.close()
+
+    def _finish(self, error: BaseException | None) -> None:
+        with self._cond:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self.error = error
+            self.done = True
+            self._cond.notify_all()
+
+    def wait_for(self, pos: int, cancel: threading.Event) -> int:
+        """Block until bytes past `pos` exist (returns how many) or the download ends (0)."""
+        with self._cond:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if self.written > pos:
+                    return self.written - pos
+                if self.done or cancel.is_set():
+                    return 0
+                self._cond.wait(0.5)
+
+    def reader(self, cancel: threading.Event) -> "SpoolReader":
+        return SpoolReader(self, cancel)
+
+
+class SpoolReader:
+    """File-like reader of a growing spool: EOF only once the download finished and verified."""
+
+    def __init__(self, spool: Spool, cancel: threading.Event):
+        self.spool = spool
+        self.cancel = cancel
+        self._f = open(spool.path, "rb", buffering=0)
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        if n == 0:
+            return b""
+        avail = self.spool.wait_for(self.pos, self.cancel)
+        if avail == 0:
+            if self.cancel.is_set() and not self.spool.done:
+                raise ImageError("pull cancelled")
+            return b""
+        data = self._f.read(min(n, avail))
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+
+class _Watched:
+    """Wraps the direct network stream so a failure in any other download stops the pull early."""
+
+    def __init__(self, inner, failures: list):
+        self.inner = inner
+        self.failures = failures
+
+    def read(self, n: int = -1) -> bytes:
+        if self.failures:
+            raise self.failures[0]
+        return self.inner.read(n)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _raise_stream_error(stream, err: BaseException) -> None:
+    try:
+        while stream.read(CHUNK):
+            pass
+    except RegistryError as stream_err:
+        raise stream_err from err
+    except (ImageError, OSError):
+        pass
+
+
+def chain_ids(store, diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    parent = None
+    for d in diff_ids:
+        parent = store.chain_id(parent, d)
+        out.append(parent)
+    return out
+
+
+def clean_spool(root: Path) -> None:
+    """Remove spool files a killed pull left behind (call with the store lock held)."""
+    shutil.rmtree(Path(root) / SPOOL_DIR, ignore_errors=True)
+
+
+def pull(
+    ref: str,
+    store,
+    root: Path,
+    *,
+    platform: Platform | None = None,
+    insecure_registries: Iterable[str] = (),
+    observer: Observer | None = None,
+    registry: Registry | None = None,
+    max_parallel: int = MAX_PARALLEL,
+) -> PullResult:
+    """Pull `ref` into `store` (whose state lives under `root`); returns what was done."""
+    obs = observer or Observer()
+    start = time.monotonic()
+    parsed = _reference.parse(ref)
+    reg = registry or Registry(parsed, insecure_hosts=insecure_registries)
+    image = reg.resolve(platform)
+    names = [str(parsed)]
+    with store.lock():
+        store.recover()
+        clean_spool(root)
+        chains = chain_ids(store, image.diff_ids)
+        have = -1
+        for k in range(len(chains) - 1, -1, -1):
+            if store.has_chain(chains[k]):
+                have = k
+                break
+        needed = list(range(have + 1, len(chains)))
+        obs.resolved(image, needed)
+        fetched = _fetch_and_apply(reg, store, Path(root), image, chains, needed, obs, max_parallel)
+        record = store.put_image(names, image.manifest_digest, image.manifest, image.config)
+    result = PullResult(str(parsed), image.config_digest, image.manifest_digest, len(chains), len(needed),
+                        fetched, time.monotonic() - start, record)
+    obs.finished(result)
+    return result
+
+
+def _fetch_and_apply(reg: Registry, store, root: Path, image: ResolvedImage, chains: list[str],
+                     needed: list[int], obs: Observer, max_parallel: int) -> int:
+    if not needed:
+        return 0
+    cancel = threading.Event()
+    failures: list[BaseException] = []
+    spool_dir = root / SPOOL_DIR / str(os.getpid())
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    counted = [0]
+    count_lock = threading.Lock()
+
+    def on_bytes(index: int):
+        def cb(n: int) -> None:
+            with count_lock:
+                counted[0] += n
+            obs.bytes(index, n)
+        return cb
+
+    def download(index: int, spool: Spool) -> None:
+        if cancel.is_set():
+            spool._finish(ImageError("pull cancelled"))
+            return
+        try:
+            source = reg.open_blob(image.layers[index], on_bytes(index))
+        except BaseException as err:
+            spool._finish(err)
+        else:
+            spool.fill(source, cancel)
+        if spool.error is None:
+            obs.downloaded(index)
+        elif not cancel.is_set():
+            failures.append(spool.error)
+
+    first, rest = needed[0], needed[1:]
+    spools: dict[int, Spool] = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(rest))), thread_name_prefix="pull")
+    try:
+        for index in rest:
+            spools[index] = Spool(spool_dir / f"layer-{index}")
+            pool.submit(download, index, spools[index])
+        for index in needed:
+            desc = image.layers[index]
+            parent = chains[index - 1] if index > 0 else None
+            if index == first:
+                stream = _Watched(reg.open_blob(desc, on_bytes(index)), failures)
+            else:
+                stream = spools[index].reader(cancel)
+            try:
+                got = store.add_layer(parent, image.diff_ids[index], stream, desc.media_type)
+            except ImageError as err:
+                # A corrupted blob usually breaks decompression before its digest can be checked at
+                # EOF; read on to report the real cause (the digest) rather than a CRC error.
+                _raise_stream_error(stream, err)
+                raise
+            finally:
+                stream.close()
+            if index == first:
+                obs.downloaded(index)
+            else:
+                spools[index].path.unlink(missing_ok=True)
+            if got != chains[index]:
+                raise ImageError(f"{image.reference.familiar}: store produced chain {got} for layer {index}, "
+                                 f"expected {chains[index]}")
+            obs.applied(index)
+    finally:
+        cancel.set()
+        pool.shutdown(wait=True)
+        shutil.rmtree(spool_dir, ignore_errors=True)
+    return counted[0]
