@@ -63,6 +63,7 @@ class HashingReader(io.RawIOBase):
 
     def __init__(self, raw):
         self.raw = raw
+        self._read = getattr(raw, "read1", None) or raw.read
         self.sha = hashlib.sha256()
         self.size = 0
 
@@ -70,7 +71,7 @@ class HashingReader(io.RawIOBase):
         return True
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(_READ if n is None or n < 0 else n)
+        data = self._read(_READ if n is None or n < 0 else n)
         if data:
             self.sha.update(data)
             self.size += len(data)
@@ -98,7 +99,7 @@ def open_decompressed(fileobj, media_type: str):
     if kind == "gzip":
         from isal import igzip_threaded
 
-        return igzip_threaded.open(_NoClose(fileobj), "rb", threads=1)
+        return igzip_threaded.open(_NoClose(fileobj), "rb", threads=1, block_size=256 * 1024)
     import zstandard
 
     return zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True, closefd=False)
@@ -109,15 +110,18 @@ class _NoClose(io.RawIOBase):
 
     def __init__(self, raw):
         self.raw = raw
+        # read1 returns what has arrived instead of waiting for a full buffer: decompression
+        # and extraction keep pace with a slow network stream
+        self._read = getattr(raw, "read1", None) or raw.read
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        return self.raw.read(n)
+        return self._read(n)
 
     def readinto(self, b) -> int:
-        data = self.raw.read(len(b))
+        data = self._read(len(b))
         b[: len(data)] = data
         return len(data)
 
