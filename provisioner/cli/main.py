@@ -21,7 +21,9 @@ from .app import DEFAULT_ROOT, App
 COMMAND_MODULES = [
     "provisioner.cli.doctor",
     "provisioner.cli.host",
+    "provisioner.cli.cloud",
     "provisioner.cli.disks",
+    "provisioner.cli.image",
 ]
 
 

@@ -1,1 +1,19 @@
-"""Cloud drivers (AWS EC2, GCE, local qemu) on apache-libcloud."""
+"""Cloud drivers (AWS EC2, GCE) on libcloud, and the cloud-neutral launch/status/destroy."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import CLOUDS
+
+
+def make_driver(cloud: str, *, region: str | None = None, project: str | None = None,
+                endpoint: str | None = None, **kw):
+    """The driver for `cloud`, configured from arguments and the environment."""
+    if cloud == "aws":
+        from .aws import AwsCloud
+
+        return AwsCloud(region or "us-east-1", endpoint=endpoint, **kw)
+    if cloud == "gce":
+        from .gce import GceCloud
+
+        return GceCloud(project=project, endpoint=endpoint, **kw)
+    raise ConfigError(f"unknown cloud {cloud!r} (expected one of: {', '.join(CLOUDS)})")

@@ -125,8 +125,10 @@ class AwsCloud:
                                                                                  **(params or {})}).object
         return retry(once, **self._retry_kw)
 
-    def _filters(self, stack: str, extra: dict[str, list[str]] | None = None) -> dict:
-        filters = {f"tag:{TAG_STACK['aws']}": [stack], **(extra or {})}
+    def _filters(self, stack: str | None, extra: dict[str, list[str]] | None = None) -> dict:
+        """Filters for this stack's resources (every stack's when `stack` is None)."""
+        mine = {f"tag:{TAG_STACK['aws']}": [stack]} if stack else {"tag-key": [TAG_STACK["aws"]]}
+        filters = {**mine, **(extra or {})}
         params = {}
         for i, (name, values) in enumerate(filters.items(), 1):
             params[f"Filter.{i}.Name"] = name
@@ -150,7 +152,11 @@ class AwsCloud:
                 self._call("DescribeInstanceTypes", {"InstanceType.1": s.instance_type}, "check instance type")
             except (CloudInvalid, CloudNotFound):
                 raise CloudInvalid(f"aws: host {hp.host}: unknown instance type {s.instance_type!r}") from None
-            imgs = self._call("DescribeImages", {"ImageId.1": s.image}, "check image").findall(_q("imagesSet/item"))
+            try:
+                imgs = self._call("DescribeImages", {"ImageId.1": s.image}, "check image").findall(
+                    _q("imagesSet/item"))
+            except CloudNotFound:
+                imgs = []
             if not imgs:
                 raise CloudNotFound(f"aws: host {hp.host}: unknown image (AMI) {s.image!r} in {self.region}")
             if s.subnet:
@@ -279,13 +285,15 @@ class AwsCloud:
             return ""
 
     # -- find / delete ---------------------------------------------------------------------------
-    def find(self, stack: str) -> list[Resource]:
+    def find(self, stack: str | None) -> list[Resource]:
         live = ["pending", "running", "stopping", "stopped", "shutting-down"]
         found = [self._instance(i) for i in self._describe_instances(
             self._filters(stack, {"instance-state-name": live}))]
-        vols = self._call("DescribeVolumes", self._filters(stack, {"tag-key": [TAG_VOLUME["aws"]]}), "find volumes")
+        vols = self._call("DescribeVolumes", self._filters(stack), "find volumes")
         for v in vols.findall(_q("volumeSet/item")):
             tags = _tags(v)
+            if TAG_VOLUME["aws"] not in tags:
+                continue  # a root volume (tagged via the instance): it goes with its instance
             found.append(Resource("volume", _text(v, "volumeId"), tags.get("Name", _text(v, "volumeId")),
                                   tags.get(TAG_HOST["aws"]), _text(v, "status"),
                                   {"tags": tags, "size_gb": int(_text(v, "size", "0")),
@@ -294,10 +302,12 @@ class AwsCloud:
         sgs = self._call("DescribeSecurityGroups", self._filters(stack), "find security groups")
         for g in sgs.findall(_q("securityGroupInfo/item")):
             tags = _tags(g)
-            found.append(Resource("firewall", _text(g, "groupId"), _text(g, "groupName"), tags.get(TAG_HOST["aws"])))
+            found.append(Resource("firewall", _text(g, "groupId"), _text(g, "groupName"), tags.get(TAG_HOST["aws"]),
+                                  extra={"tags": tags}))
         keys = self._call("DescribeKeyPairs", self._filters(stack), "find key pairs")
         for k in keys.findall(_q("keySet/item")):
-            found.append(Resource("key", _text(k, "keyPairId") or _text(k, "keyName"), _text(k, "keyName")))
+            found.append(Resource("key", _text(k, "keyPairId") or _text(k, "keyName"), _text(k, "keyName"),
+                                  extra={"tags": _tags(k)}))
         return found
 
     def delete(self, res: Resource) -> None:

@@ -22,6 +22,7 @@ def mac_for(stack: str, host: str) -> str:
 def user_data(spec: VmSpec) -> str:
     doc = {
         "hostname": spec.host,
+        "manage_etc_hosts": True,
         "users": [{
             "name": spec.user, "shell": "/bin/bash", "groups": ["sudo"],
             "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True,
@@ -48,7 +49,7 @@ def meta_data(spec: VmSpec, instance_id: str) -> str:
 
 def network_config(spec: VmSpec) -> str:
     return yaml.safe_dump({"version": 2, "ethernets": {"nic0": {
-        "match": {"macaddress": mac_for(spec.stack, spec.host)}, "set-name": "ens3", "dhcp4": True}}},
+        "match": {"macaddress": mac_for(spec.stack, spec.host)}, "dhcp4": True}}},
         sort_keys=False)
 
 
