@@ -13,7 +13,17 @@ class Action:
         raise NotImplementedError
 
     def to_json(self) -> dict:
-        return {"action": type(self).__name__.lower(), **asdict(self), "describe": self.describe()}
+        return {"action": type(self).__name__.lower(), **_lists(asdict(self)),
+                "describe": self.describe()}
+
+
+def _lists(o):
+    """asdict keeps tuples; JSON consumers (and equality with parsed JSON) want lists."""
+    if isinstance(o, dict):
+        return {k: _lists(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_lists(v) for v in o]
+    return o
 
 
 @dataclass(frozen=True)

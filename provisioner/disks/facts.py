@@ -118,7 +118,8 @@ class Disk:
         return bool(self.mountpoints)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
 @dataclass(frozen=True)
