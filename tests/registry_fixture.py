@@ -287,13 +287,15 @@ class Fault:
     """Applies to the next `times` requests whose path contains `match`.
 
     kind: "reset" (send headers and `after` body bytes, then RST), "status" (answer `status`,
-    with `retry_after` if set), "corrupt" (flip the byte at `after` in the body)."""
+    with `retry_after` if set), "corrupt" (flip the byte at `after` in the body), "slow" (sleep
+    `delay` seconds before each 64 KiB of the body)."""
     match: str
     kind: str
     times: int = 1
     status: int = 500
     retry_after: str | None = None
     after: int = 0
+    delay: float = 0.0
     hits: int = 0
 
 
@@ -386,6 +388,8 @@ class FaultProxy:
                     chunk = resp.read(64 * 1024)
                     if not chunk:
                         break
+                    if fault and fault.kind == "slow":
+                        time.sleep(fault.delay)
                     if fault and fault.kind == "corrupt" and sent <= fault.after < sent + len(chunk):
                         i = fault.after - sent
                         chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
