@@ -1,0 +1,130 @@
+"""Turns network actions into `ip`, `nft` and `sysctl` commands, run through the Runner.
+
+How published ports work (the nftables table is ours alone, `table ip <cfg.table>`, so its
+deletion is an exact teardown and Docker/podman rules elsewhere are never touched):
+
+  prerouting (nat, dstnat)  fib daddr type local → jump ports   traffic from other hosts and
+                                                                  from containers to the host
+  output     (nat, -100)    fib daddr type local → jump ports   the host's own connections,
+                                                                  127.0.0.1 included
+  ports                     one DNAT rule per published port, commented "prov:<name>|<mapping>"
+  postrouting (nat, srcnat) subnet leaving by another interface → masquerade (egress NAT)
+                            127.0.0.0/8 leaving by the bridge   → masquerade (see below)
+                            DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
+  forward (filter)          accept to/from the bridge (a drop in another table still wins)
+
+We chose kernel DNAT over a userland proxy for 127.0.0.1: no process per port, no copying.
+Linux refuses to route a packet with a 127.x source out of a non-loopback device unless that
+device has route_localnet=1, so the bridge gets it (the plan sets it); the masquerade then
+gives the packet the bridge address as source, so the container's reply comes back to the host
+and conntrack un-NATs it. This mirrors Docker with `--userland-proxy=false`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from ...errors import CommandError
+from .plan import (Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns,
+                   DeleteTable, PortRule, ReplacePortRules, SetSysctl)
+from .ports import WILDCARD
+
+log = logging.getLogger(__name__)
+
+
+def table_script(table: str, bridge: str, subnet: str) -> str:
+    return f"""table ip {table} {{
+  chain ports {{
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local jump ports
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    fib daddr type local jump ports
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {subnet} oifname != "{bridge}" masquerade
+    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
+    oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    oifname "{bridge}" ct state established,related accept
+    oifname "{bridge}" ct status dnat accept
+    iifname "{bridge}" accept
+  }}
+}}
+"""
+
+
+def _quote(comment: str) -> str:
+    return '"' + comment.replace("\\", "").replace('"', "") + '"'
+
+
+def rule_text(table: str, r: PortRule) -> str:
+    match = "" if r.host_ip == WILDCARD else f"ip daddr {r.host_ip} "
+    return (f"add rule ip {table} ports {match}{r.proto} dport {r.host_port} "
+            f"dnat to {r.container_ip}:{r.container_port} comment {_quote(r.comment)}")
+
+
+def ports_script(a: ReplacePortRules) -> str:
+    lines = [f"delete rule ip {a.table} ports handle {h}" for h in a.delete]
+    lines += [rule_text(a.table, r) for r in a.add]
+    return "\n".join(lines) + "\n"
+
+
+def _in_ns(path: str, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net={path}", *argv]
+
+
+def commands(action: Action) -> list[tuple[list[str], str | None]]:
+    """The (argv, stdin) list that carries out one action."""
+    a = action
+    if isinstance(a, SetSysctl):
+        return [(["sysctl", "-q", "-w", f"{a.key}={a.value}"], None)]
+    if isinstance(a, CreateBridge):
+        return [(["ip", "link", "add", a.name, "type", "bridge"], None),
+                (["ip", "addr", "add", a.address, "dev", a.name], None),
+                (["ip", "link", "set", a.name, "up"], None)]
+    if isinstance(a, CreateTable):
+        return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet))]
+    if isinstance(a, CreateNetns):
+        return [(["ip", "netns", "add", a.name], None)]
+    if isinstance(a, CreateVeth):
+        return [(["ip", "link", "add", a.host, "type", "veth", "peer", "name", a.inner, "netns", a.netns_path], None),
+                (["ip", "link", "set", a.host, "master", a.bridge], None),
+                (["ip", "link", "set", a.host, "up"], None),
+                (_in_ns(a.netns_path, ["ip", "link", "set", "lo", "up"]), None),
+                (_in_ns(a.netns_path, ["ip", "addr", "add", a.address, "dev", a.inner]), None),
+                (_in_ns(a.netns_path, ["ip", "link", "set", a.inner, "up"]), None),
+                (_in_ns(a.netns_path, ["ip", "route", "add", "default", "via", a.gateway]), None)]
+    if isinstance(a, ReplacePortRules):
+        return [(["nft", "-f", "-"], ports_script(a))] if (a.delete or a.add) else []
+    if isinstance(a, DeleteLink):
+        return [(["ip", "link", "del", a.name], None)]
+    if isinstance(a, DeleteNetns):
+        return [(["ip", "netns", "del", a.name], None)]
+    if isinstance(a, DeleteTable):
+        return [(["nft", "delete", "table", "ip", a.table], None)]
+    raise TypeError(f"unknown network action {a!r}")
+
+
+def apply(actions: Iterable[Action], runner, *, best_effort: bool = False) -> list[CommandError]:
+    """Runs the actions in order. Stops at the first failure unless `best_effort` (teardown and
+    rollback go on past a failure and return what failed)."""
+    failures: list[CommandError] = []
+    for action in actions:
+        log.info("network: %s", action.describe())
+        for argv, stdin in commands(action):
+            try:
+                runner.run(argv, input=stdin)
+            except CommandError as exc:
+                if not best_effort:
+                    raise
+                log.warning("network teardown step failed: %s", exc)
+                failures.append(exc)
+                break
+    return failures

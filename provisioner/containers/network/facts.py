@@ -1,0 +1,81 @@
+"""Reading the system for the network planner: plain data, no decisions."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ...errors import ContainerError
+from .model import NetworkConfig
+
+RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<mapping>"
+
+
+@dataclass(frozen=True)
+class NetFacts:
+    links: frozenset[str] = frozenset()
+    netns: frozenset[str] = frozenset()              # names under /run/netns
+    ip_forward: str = "0"
+    route_localnet: str | None = None                # of the bridge; None if no bridge
+    table_exists: bool = False
+    rules: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # container → ((handle, mapping), ...)
+    local_addresses: frozenset[str] = frozenset()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def rule_comment(container: str, mapping: str) -> str:
+    return f"{RULE_TAG}{container}|{mapping}"
+
+
+def parse_rule_comment(comment: str) -> tuple[str, str] | None:
+    if not comment.startswith(RULE_TAG) or "|" not in comment:
+        return None
+    name, mapping = comment[len(RULE_TAG):].split("|", 1)
+    return name, mapping
+
+
+def parse_nft_table(text: str, chain: str = "ports") -> dict[str, tuple[tuple[int, str], ...]]:
+    """`nft -j -a list table ...` → our tagged rules in `chain`, by container."""
+    try:
+        items = json.loads(text).get("nftables", [])
+    except ValueError as exc:
+        raise ContainerError(f"unreadable `nft -j` output: {exc}") from exc
+    out: dict[str, list[tuple[int, str]]] = {}
+    for item in items:
+        rule = item.get("rule")
+        if not rule or rule.get("chain") != chain:
+            continue
+        tag = parse_rule_comment(rule.get("comment") or "")
+        if tag:
+            out.setdefault(tag[0], []).append((int(rule["handle"]), tag[1]))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
+               netns_dir: str | os.PathLike = "/run/netns") -> NetFacts:
+    links = json.loads(runner.run(["ip", "-j", "link", "show"]).stdout or "[]")
+    addrs = json.loads(runner.run(["ip", "-j", "-4", "addr", "show"]).stdout or "[]")
+    local = {a["local"] for link in addrs for a in link.get("addr_info", []) if a.get("local")}
+    table = runner.run(["nft", "-j", "-a", "list", "table", "ip", cfg.table], check=False)
+    try:
+        netns = frozenset(os.listdir(netns_dir))
+    except FileNotFoundError:
+        netns = frozenset()
+    sysnet = Path(proc) / "sys" / "net" / "ipv4"
+    return NetFacts(
+        links=frozenset(link["ifname"] for link in links),
+        netns=netns,
+        ip_forward=_read(sysnet / "ip_forward") or "0",
+        route_localnet=_read(sysnet / "conf" / cfg.bridge / "route_localnet"),
+        table_exists=table.returncode == 0,
+        rules=parse_nft_table(table.stdout) if table.returncode == 0 else {},
+        local_addresses=frozenset(local),
+    )

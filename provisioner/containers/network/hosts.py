@@ -1,0 +1,149 @@
+"""What a container sees of names: /etc/hosts, /etc/resolv.conf, /etc/hostname and the
+environment variables of Docker's legacy --link.
+
+Docker's --link NAME:ALIAS gives the linking container
+  - an /etc/hosts line "<addr of NAME>\t<ALIAS> <NAME>", rewritten when NAME's address changes;
+  - <ALIAS>_NAME=/<linker>/<ALIAS>, <ALIAS>_PORT=<proto>://<addr>:<lowest port>, and per exposed
+    port <ALIAS>_PORT_<p>_<PROTO>=<proto>://<addr>:<p> with _ADDR, _PORT and _PROTO;
+  - <ALIAS>_ENV_<K>=<V> for the linked container's own environment (minus HOME, PATH, HOSTNAME).
+ALIAS in variable names is upper-cased with every non-alphanumeric character turned into "_".
+Env vars are fixed when the linker starts (a process environment cannot change); the allocator
+keeps a container's address across restarts so they stay right, and the hosts line is
+rewritten whenever it does change.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from ...fsutil import atomic_write
+
+# Docker's fallback when the host has only loopback resolvers left (libnetwork resolvconf).
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+# Where systemd-resolved keeps the real upstream servers when /etc/resolv.conf says 127.0.0.53.
+RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+
+_BASE_HOSTS = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    name: str       # the linked container
+    alias: str
+    address: str
+    ports: tuple[tuple[int, str], ...] = ()   # its exposed ports
+    env: Mapping[str, str] | None = None      # its environment, for <ALIAS>_ENV_*
+
+
+def render_hosts(hostname: str, address: str, links: Iterable[LinkTarget] = (),
+                 extra: Iterable[tuple[str, str]] = ()) -> str:
+    lines = [_BASE_HOSTS]
+    for host, ip in extra:
+        lines.append(f"{ip}\t{host}\n")
+    for link in links:
+        names = [link.alias] if link.alias == link.name else [link.alias, link.name]
+        lines.append(f"{link.address}\t{' '.join(names)}\n")
+    lines.append(f"{address}\t{hostname}\n")
+    return "".join(lines)
+
+
+def env_prefix(alias: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", alias).upper()
+
+
+def link_env(linker: str, link: LinkTarget) -> dict[str, str]:
+    p = env_prefix(link.alias)
+    env = {f"{p}_NAME": f"/{linker}/{link.alias}"}
+    ports = sorted(set(link.ports), key=lambda pp: (pp[0], pp[1]))
+    if ports:
+        port, proto = ports[0]
+        env[f"{p}_PORT"] = f"{proto}://{link.address}:{port}"
+    for port, proto in ports:
+        base = f"{p}_PORT_{port}_{proto.upper()}"
+        env[base] = f"{proto}://{link.address}:{port}"
+        env[f"{base}_ADDR"] = link.address
+        env[f"{base}_PORT"] = str(port)
+        env[f"{base}_PROTO"] = proto
+    for k, v in (link.env or {}).items():
+        if k not in ("HOME", "PATH", "HOSTNAME"):
+            env[f"{p}_ENV_{k}"] = v
+    return env
+
+
+def render_resolv_conf(host_text: str, upstream_text: str | None = None) -> tuple[str, str | None]:
+    """The container's resolv.conf from the host's: loopback nameservers cannot work from
+    another network namespace, so they are dropped (as are IPv6 ones: the network is IPv4).
+    If none is left, the systemd-resolved upstream list is used when given; failing that,
+    Docker's public fallback. Returns (text, note) where note says when a fallback was used."""
+
+    def usable(text: str) -> tuple[list[str], list[str]]:
+        servers, other = [], []
+        for line in text.splitlines():
+            f = line.split()
+            if not f or f[0].startswith(("#", ";")):
+                continue
+            if f[0] == "nameserver" and len(f) > 1:
+                try:
+                    addr = ipaddress.ip_address(f[1].split("%")[0])
+                except ValueError:
+                    continue
+                if addr.version == 4 and not addr.is_loopback:
+                    servers.append(str(addr))
+            elif f[0] in ("search", "domain", "options"):
+                other.append(" ".join(f))
+        return servers, other
+
+    servers, other = usable(host_text)
+    note = None
+    if not servers and upstream_text:
+        servers, _ = usable(upstream_text)
+        if servers:
+            note = "host resolv.conf has only loopback nameservers; using systemd-resolved's upstream servers"
+    if not servers:
+        servers = list(DEFAULT_NAMESERVERS)
+        note = ("host resolv.conf has no usable (non-loopback IPv4) nameserver; "
+                f"using Docker's default {', '.join(DEFAULT_NAMESERVERS)}")
+    text = "".join(f"nameserver {s}\n" for s in servers) + "".join(f"{o}\n" for o in other)
+    return text, note
+
+
+def read_host_resolv(path: str | os.PathLike = "/etc/resolv.conf",
+                     upstream: str | os.PathLike = RESOLVED_UPSTREAM) -> tuple[str, str | None]:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        text = ""
+    try:
+        up = Path(upstream).read_text()
+    except OSError:
+        up = None
+    return text, up
+
+
+def write_file(path: str | os.PathLike, text: str) -> None:
+    """Writes a file the runtime bind-mounts into a container. A new file is written
+    atomically; an existing one is rewritten in place, because a rename would leave the
+    container's bind mount on the old inode (Docker rewrites /etc/hosts in place too)."""
+    path = Path(path)
+    if not path.exists():
+        atomic_write(path, text, mode=0o644)
+        return
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,221 @@
+"""Entry points: connect a container to the network, disconnect it, keep links right.
+
+State under <root>/network/ (all changed under the network lock, written atomically):
+  ipam.json             address allocations
+  endpoints/<name>.json one record per connected container
+  files/<name>/         hosts, resolv.conf, hostname for the runtime to bind-mount
+
+connect() checks everything it can before touching the system (name, links, ports against
+other containers' rules and the host's listening sockets, address space), then applies the
+plan; if a step fails it rolls back what it created and re-raises, so a failure leaves no
+netns, veth, rule or allocation behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ...errors import CommandError, ContainerError
+from ...fsutil import atomic_write
+from . import hosts, ipam
+from .apply import apply
+from .facts import read_facts
+from .model import Endpoint, NetworkConfig
+from .plan import Action, plan_connect, plan_disconnect
+from .ports import PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_ports
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class SystemPaths:
+    """Where facts and host files are read from (tests point these elsewhere)."""
+
+    proc: str = "/proc"
+    netns_dir: str = "/run/netns"
+    resolv_conf: str = "/etc/resolv.conf"
+    resolved_upstream: str = hosts.RESOLVED_UPSTREAM
+
+
+def _endpoints_dir(root) -> Path:
+    return ipam.state_dir(root) / "endpoints"
+
+
+def _files_dir(root, name) -> Path:
+    return ipam.state_dir(root) / "files" / name
+
+
+def endpoints(root: str | os.PathLike) -> dict[str, Endpoint]:
+    out = {}
+    d = _endpoints_dir(root)
+    if d.is_dir():
+        for p in sorted(d.glob("*.json")):
+            try:
+                out[p.stem] = Endpoint.from_json(json.loads(p.read_text()))
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise ContainerError(f"{p}: unreadable network endpoint ({exc})") from exc
+    return out
+
+
+def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
+    return endpoints(root).get(name)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ContainerError(f"bad container name {name!r} for the network (letters, digits, '_', '.', '-'; ≤ 64)")
+
+
+def _link_targets(eps: dict[str, Endpoint], ep: Endpoint) -> list[hosts.LinkTarget]:
+    out = []
+    for target, alias in ep.links:
+        t = eps.get(target)
+        if t is not None:
+            out.append(hosts.LinkTarget(target, alias, t.address, t.exposed))
+    return out
+
+
+def _write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
+    d = Path(ep.files_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    hosts.write_file(d / "hosts", hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep)))
+    hosts.write_file(d / "resolv.conf", resolv)
+    hosts.write_file(d / "hostname", ep.hostname + "\n")
+
+
+def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
+             paths: SystemPaths, allocs: ipam.Allocations) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
+    _check_name(name)
+    eps = endpoints(root)
+    if name in eps:
+        raise ContainerError(f"container {name} is already connected to the network")
+    link_pairs = []
+    for target, alias in links:
+        if target not in eps:
+            raise ContainerError(f"cannot link {name} to {target}: {target} is not running (no network endpoint)")
+        link_pairs.append((target, alias or target))
+    wanted = parse_ports(ports) if ports and isinstance(next(iter(ports)), str) else list(ports)
+    facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+    listeners = host_listeners(paths.proc)
+    published = {n: e.ports for n, e in eps.items()}
+    wanted = assign_host_ports(name, wanted, published, listeners, ephemeral_range(paths.proc))
+    check_conflicts(name, wanted, published, listeners, facts.local_addresses)
+    address = allocs.allocate(name)
+    owns = netns_path is None
+    ep = Endpoint(
+        name=name, address=str(address), prefixlen=cfg.network.prefixlen, gateway=str(cfg.gateway),
+        veth=cfg.veth_name(name),
+        netns_path=str(Path(paths.netns_dir) / cfg.netns_name(name)) if owns else str(netns_path),
+        owns_netns=owns, hostname=hostname or name, ports=tuple(wanted),
+        exposed=tuple(sorted({(int(p), str(proto)) for p, proto in exposed}
+                             | {(m.container_port, m.proto) for m in wanted})),
+        links=tuple(link_pairs), files_dir=str(_files_dir(root, name)),
+    )
+    env: dict[str, str] = {}
+    for t in _link_targets(eps, ep):
+        env.update(hosts.link_env(name, t))
+    ep = replace(ep, env=env)
+    return ep, plan_connect(facts, cfg, ep), eps
+
+
+def plan(root, cfg: NetworkConfig, name: str, *, runner, netns_path=None, hostname=None,
+         ports: Sequence[str | PortMapping] = (), exposed: Iterable[tuple[int, str]] = (),
+         links: Iterable[tuple[str, str | None]] = (), paths: SystemPaths = SystemPaths()) -> list[Action]:
+    """What connect() would do (for --dry-run); reads facts only."""
+    with ipam.lock(root):
+        allocs = ipam.load(root, cfg.subnet)
+        _, actions, _ = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports,
+                                 exposed=exposed, links=links, paths=paths, allocs=allocs)
+    return actions
+
+
+def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | None = None,
+            hostname: str | None = None, ports: Sequence[str | PortMapping] = (),
+            exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
+            paths: SystemPaths = SystemPaths()) -> Endpoint:
+    """Attaches `name` (in a new named netns, or the one at `netns_path`) to the bridge, with
+    published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs).
+    Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
+    with ipam.lock(root):
+        allocs = ipam.load(root, cfg.subnet)
+        ep, actions, eps = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname,
+                                    ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs)
+        try:
+            apply(actions, runner)
+            resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf,
+                                                                              paths.resolved_upstream))
+            if note:
+                log.warning("%s: %s", name, note)
+            _write_files(ep, eps, resolv)
+            atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
+            ipam.save(root, allocs)
+        except BaseException:
+            _rollback(root, cfg, ep, runner, paths, last=not eps)
+            raise
+        eps[name] = ep
+        _relink(eps, name)
+    return ep
+
+
+def _rollback(root, cfg, ep: Endpoint, runner, paths: SystemPaths, *, last: bool) -> None:
+    try:
+        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        apply(plan_disconnect(facts, cfg, ep.name, netns_name=ep.netns_name, last=last), runner, best_effort=True)
+    except CommandError as exc:  # keep the original error; say the cleanup had trouble too
+        log.warning("network rollback for %s incomplete: %s", ep.name, exc)
+    shutil.rmtree(_files_dir(root, ep.name), ignore_errors=True)
+    (_endpoints_dir(root) / f"{ep.name}.json").unlink(missing_ok=True)
+
+
+def disconnect(root, cfg: NetworkConfig, name: str, *, runner, keep_address: bool = False,
+               paths: SystemPaths = SystemPaths()) -> list[Action]:
+    """Removes the container's veth, netns (if we made it), port rules, files and record; its
+    address too unless `keep_address` (a restart: the linkers' env vars stay right). The bridge
+    and the table go with the last endpoint. Returns what was done."""
+    _check_name(name)
+    with ipam.lock(root):
+        eps = endpoints(root)
+        ep = eps.pop(name, None)
+        netns_name = ep.netns_name if ep else cfg.netns_name(name)
+        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        actions = plan_disconnect(facts, cfg, name, netns_name=netns_name, last=not eps)
+        apply(actions, runner)
+        shutil.rmtree(_files_dir(root, name), ignore_errors=True)
+        (_endpoints_dir(root) / f"{name}.json").unlink(missing_ok=True)
+        if not keep_address:
+            with ipam.transaction(root, cfg.subnet, locked=True) as allocs:
+                allocs.release(name)
+    return actions
+
+
+def _relink(eps: dict[str, Endpoint], target: str) -> list[str]:
+    changed = []
+    for ep in eps.values():
+        if any(t == target for t, _ in ep.links) and Path(ep.files_dir).is_dir():
+            hosts.write_file(Path(ep.files_dir) / "hosts",
+                             hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep)))
+            changed.append(ep.name)
+    return changed
+
+
+def relink(root: str | os.PathLike, target: str) -> list[str]:
+    """Rewrites (in place) the hosts files of the containers linking to `target` with its
+    current address; returns their names. connect() calls it for every new endpoint."""
+    with ipam.lock(root):
+        return _relink(endpoints(root), target)
+
+
+def teardown(root, cfg: NetworkConfig, *, runner, paths: SystemPaths = SystemPaths()) -> None:
+    """Disconnects every endpoint (releasing addresses); the bridge and table go with the last."""
+    for name in list(endpoints(root)):
+        disconnect(root, cfg, name, runner=runner, paths=paths)
+    with ipam.lock(root):
+        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        apply(plan_disconnect(facts, cfg, "-", netns_name=None, last=True), runner)

@@ -1,0 +1,171 @@
+"""Pure planning: facts + the desired endpoint → a list of frozen actions.
+
+Nothing here touches the system; `apply.py` turns actions into commands. Planning against a
+converged system returns an empty list (idempotence).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .facts import NetFacts, rule_comment
+from .model import Endpoint, NetworkConfig
+
+
+@dataclass(frozen=True)
+class SetSysctl:
+    key: str
+    value: str
+
+    def describe(self) -> str:
+        return f"set sysctl {self.key}={self.value}"
+
+
+@dataclass(frozen=True)
+class CreateBridge:
+    name: str
+    address: str  # CIDR, e.g. 10.88.0.1/16
+
+    def describe(self) -> str:
+        return f"create bridge {self.name} with {self.address}"
+
+
+@dataclass(frozen=True)
+class CreateTable:
+    table: str
+    bridge: str
+    subnet: str
+
+    def describe(self) -> str:
+        return f"create nftables table ip {self.table} (NAT for {self.subnet} via {self.bridge})"
+
+
+@dataclass(frozen=True)
+class CreateNetns:
+    name: str
+
+    def describe(self) -> str:
+        return f"create network namespace {self.name}"
+
+
+@dataclass(frozen=True)
+class CreateVeth:
+    host: str
+    bridge: str
+    netns_path: str
+    inner: str
+    address: str  # CIDR
+    gateway: str
+
+    def describe(self) -> str:
+        return f"create veth {self.host} on {self.bridge} ↔ {self.inner} {self.address} in {self.netns_path}"
+
+
+@dataclass(frozen=True)
+class PortRule:
+    comment: str
+    host_ip: str
+    host_port: int
+    proto: str
+    container_ip: str
+    container_port: int
+
+
+@dataclass(frozen=True)
+class ReplacePortRules:
+    """One nft transaction: delete `delete` handles, add `add` rules (all or nothing)."""
+
+    table: str
+    delete: tuple[int, ...] = ()
+    add: tuple[PortRule, ...] = ()
+
+    def describe(self) -> str:
+        parts = []
+        if self.delete:
+            parts.append(f"delete {len(self.delete)} port rule(s)")
+        if self.add:
+            parts.append("publish " + ", ".join(
+                f"{r.host_ip}:{r.host_port}/{r.proto}→{r.container_ip}:{r.container_port}" for r in self.add))
+        return f"nft table {self.table}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class DeleteLink:
+    name: str
+
+    def describe(self) -> str:
+        return f"delete link {self.name}"
+
+
+@dataclass(frozen=True)
+class DeleteNetns:
+    name: str
+
+    def describe(self) -> str:
+        return f"delete network namespace {self.name}"
+
+
+@dataclass(frozen=True)
+class DeleteTable:
+    table: str
+
+    def describe(self) -> str:
+        return f"delete nftables table ip {self.table}"
+
+
+Action = (SetSysctl | CreateBridge | CreateTable | CreateNetns | CreateVeth | ReplacePortRules
+          | DeleteLink | DeleteNetns | DeleteTable)
+
+
+def port_rules(ep: Endpoint) -> tuple[PortRule, ...]:
+    return tuple(PortRule(rule_comment(ep.name, str(m)), m.host_ip, m.host_port, m.proto, ep.address,
+                          m.container_port) for m in ep.ports)
+
+
+def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
+    actions: list[Action] = []
+    if facts.ip_forward != "1":
+        actions.append(SetSysctl("net.ipv4.ip_forward", "1"))
+    if cfg.bridge not in facts.links:
+        actions.append(CreateBridge(cfg.bridge, f"{cfg.gateway}/{cfg.network.prefixlen}"))
+    if facts.route_localnet != "1":
+        # Lets 127.0.0.1 → published port be DNAT-ed out of the bridge (see apply.table_script).
+        actions.append(SetSysctl(f"net.ipv4.conf.{cfg.bridge}.route_localnet", "1"))
+    if not facts.table_exists:
+        actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet))
+    return actions
+
+
+def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Action]:
+    actions = plan_infrastructure(facts, cfg)
+    if ep.owns_netns and ep.netns_name not in facts.netns:
+        actions.append(CreateNetns(ep.netns_name))
+    if ep.veth not in facts.links:
+        actions.append(CreateVeth(ep.veth, cfg.bridge, ep.netns_path, cfg.inner_ifname,
+                                  f"{ep.address}/{ep.prefixlen}", ep.gateway))
+    want = port_rules(ep)
+    have = facts.rules.get(ep.name, ())
+    if sorted(r.comment for r in want) != sorted(rule_comment(ep.name, m) for _, m in have):
+        actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in have), want))
+    return actions
+
+
+def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_name: str | None,
+                    last: bool) -> list[Action]:
+    """Removes what `name` has, found from the facts (works after a half-done connect too).
+    `netns_name`: the named netns we created for it (None when the caller gave a path).
+    `last`: no other endpoint remains, so the bridge and table go too."""
+    actions: list[Action] = []
+    rules = facts.rules.get(name, ())
+    if rules and not last:
+        actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in rules)))
+    veth = cfg.veth_name(name)
+    if veth in facts.links:
+        actions.append(DeleteLink(veth))  # takes the peer in the namespace with it
+    if netns_name and netns_name in facts.netns:
+        actions.append(DeleteNetns(netns_name))
+    if last:
+        if facts.table_exists:
+            actions.append(DeleteTable(cfg.table))
+        if cfg.bridge in facts.links:
+            actions.append(DeleteLink(cfg.bridge))
+    return actions

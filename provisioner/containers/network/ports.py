@@ -1,0 +1,208 @@
+"""Published ports: Docker's `-p` syntax and the conflict rules.
+
+Accepted (as `docker run -p`):
+  CONTAINER                      host port chosen from the ephemeral range, all addresses
+  HOST:CONTAINER                 e.g. 8080:80
+  IP:HOST:CONTAINER              e.g. 127.0.0.1:8080:80
+  IP::CONTAINER                  chosen host port on IP
+  ranges                         8000-8002:80-82 (same length; Docker's "host range for one
+                                 container port" form is refused: name the host port)
+  any of them + /tcp or /udp     default tcp
+IPv6 host addresses ([::1]:80:80) are refused: the container network is IPv4 only.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from ...errors import ConfigError, ContainerError
+
+WILDCARD = "0.0.0.0"
+_PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_ip: str          # "0.0.0.0" for all addresses
+    host_port: int        # 0: choose one at connect time
+    container_port: int
+    proto: str = "tcp"
+
+    def __str__(self) -> str:
+        ip = "" if self.host_ip == WILDCARD else f"{self.host_ip}:"
+        return f"{ip}{self.host_port}:{self.container_port}/{self.proto}"
+
+    def to_json(self) -> dict:
+        return {"host_ip": self.host_ip, "host_port": self.host_port,
+                "container_port": self.container_port, "proto": self.proto}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "PortMapping":
+        return cls(str(d["host_ip"]), int(d["host_port"]), int(d["container_port"]), str(d.get("proto", "tcp")))
+
+
+def _range(text: str, spec: str, what: str, allow_zero: bool = False) -> list[int]:
+    m = _PORT_RANGE.match(text)
+    if not m:
+        raise ConfigError(f"bad port mapping {spec!r}: {what} {text!r} is not a port or a range")
+    lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+    for p in (lo, hi):
+        if not (1 <= p <= 65535):
+            raise ConfigError(f"bad port mapping {spec!r}: {what} {p} is outside 1-65535")
+    if hi < lo:
+        raise ConfigError(f"bad port mapping {spec!r}: {what} range {text} runs backwards")
+    return list(range(lo, hi + 1))
+
+
+def parse_port(spec: str) -> list[PortMapping]:
+    """One `-p` value → its mappings (a range gives several)."""
+    text = spec.strip()
+    proto = "tcp"
+    if "/" in text:
+        text, proto = text.rsplit("/", 1)
+        proto = proto.lower()
+        if proto not in ("tcp", "udp"):
+            raise ConfigError(f"bad port mapping {spec!r}: protocol must be tcp or udp, not {proto!r}")
+    if text.startswith("["):
+        raise ConfigError(f"bad port mapping {spec!r}: IPv6 host addresses are not supported (IPv4 network)")
+    parts = text.split(":")
+    if len(parts) == 1:
+        ip, host, cont = WILDCARD, "", parts[0]
+    elif len(parts) == 2:
+        ip, (host, cont) = WILDCARD, parts
+    elif len(parts) == 3:
+        ip, host, cont = parts
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            raise ConfigError(f"bad port mapping {spec!r}: {ip!r} is not an IP address") from None
+        if addr.version != 4:
+            raise ConfigError(f"bad port mapping {spec!r}: IPv6 host addresses are not supported (IPv4 network)")
+        ip = str(addr)
+    else:
+        raise ConfigError(f"bad port mapping {spec!r} (want [IP:]HOST:CONTAINER[/udp] or CONTAINER)")
+    cports = _range(cont, spec, "container port")
+    if host == "":
+        hports = [0] * len(cports)
+    else:
+        hports = _range(host, spec, "host port")
+        if len(hports) != len(cports):
+            raise ConfigError(f"bad port mapping {spec!r}: host and container ranges differ in length")
+    return [PortMapping(ip, h, c, proto) for h, c in zip(hports, cports)]
+
+
+def parse_ports(specs: Iterable[str]) -> list[PortMapping]:
+    out: list[PortMapping] = []
+    for spec in specs:
+        out.extend(parse_port(spec))
+    return out
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket on the host: TCP in LISTEN, or a bound UDP socket."""
+
+    proto: str
+    ip: str
+    port: int
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == WILDCARD or b == WILDCARD or a == b
+
+
+def check_conflicts(name: str, wanted: Iterable[PortMapping],
+                    published: Mapping[str, Iterable[PortMapping]],
+                    listeners: Iterable[Listener], local_addresses: Iterable[str] | None = None) -> None:
+    """Raises one ContainerError naming the first clash; `published` is container → its ports."""
+    wanted = list(wanted)
+    local = set(local_addresses) if local_addresses is not None else None
+    seen: list[PortMapping] = []
+    for m in wanted:
+        if m.host_port == 0:
+            continue
+        if local is not None and m.host_ip != WILDCARD and m.host_ip not in local:
+            raise ContainerError(f"cannot publish {m} for {name}: {m.host_ip} is not an address of this host")
+        for s in seen:
+            if s.proto == m.proto and s.host_port == m.host_port and _overlap(s.host_ip, m.host_ip):
+                raise ContainerError(f"port {m.host_port}/{m.proto} is published twice for {name}")
+        seen.append(m)
+        for other, ports in sorted(published.items()):
+            if other == name:
+                continue
+            for p in ports:
+                if p.proto == m.proto and p.host_port == m.host_port and _overlap(p.host_ip, m.host_ip):
+                    raise ContainerError(
+                        f"port {m.host_port}/{m.proto} is already published by container {other}")
+        for lis in listeners:
+            if lis.proto == m.proto and lis.port == m.host_port and _overlap(lis.ip, m.host_ip):
+                raise ContainerError(
+                    f"port {m.host_port}/{m.proto} is already in use on this host "
+                    f"(a process listens on {lis.ip}:{lis.port})")
+
+
+def assign_host_ports(name: str, wanted: Iterable[PortMapping], published: Mapping[str, Iterable[PortMapping]],
+                      listeners: Iterable[Listener], port_range: tuple[int, int]) -> list[PortMapping]:
+    """Gives each mapping with host port 0 the lowest free port of `port_range` (Docker picks
+    from the ephemeral range too)."""
+    wanted = list(wanted)
+    taken = {(m.proto, m.host_port) for m in wanted if m.host_port}
+    taken |= {(p.proto, p.host_port) for other, ports in published.items() if other != name for p in ports}
+    taken |= {(lis.proto, lis.port) for lis in listeners}
+    out = []
+    for m in wanted:
+        if m.host_port == 0:
+            port = next((p for p in range(port_range[0], port_range[1] + 1) if (m.proto, p) not in taken), None)
+            if port is None:
+                raise ContainerError(f"no free host port left for {m.container_port}/{m.proto} of {name}")
+            taken.add((m.proto, port))
+            m = PortMapping(m.host_ip, port, m.container_port, m.proto)
+        out.append(m)
+    return out
+
+
+# -- reading the host's sockets (facts) ------------------------------------------------------
+
+def _hex_ip(text: str) -> str:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # /proc/net/*6 stores four little-endian 32-bit words
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    addr = ipaddress.IPv6Address(words)
+    if addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return WILDCARD if addr == ipaddress.IPv6Address("::") else str(addr)
+
+
+def host_listeners(proc: str | Path = "/proc") -> list[Listener]:
+    """Listening TCP and bound UDP sockets of this network namespace. An IPv6 wildcard socket
+    counts as all addresses (it takes IPv4 too unless V6ONLY); other IPv6 addresses cannot
+    clash with an IPv4 DNAT rule and are left out."""
+    out = []
+    for fname, proto, state in (("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"), ("udp6", "udp", "07")):
+        try:
+            lines = (Path(proc) / "net" / fname).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) < 4 or f[3] != state:
+                continue
+            ip_hex, port_hex = f[1].split(":")
+            ip = _hex_ip(ip_hex)
+            if ":" in ip:
+                continue
+            out.append(Listener(proto, ip, int(port_hex, 16)))
+    return out
+
+
+def ephemeral_range(proc: str | Path = "/proc") -> tuple[int, int]:
+    try:
+        lo, hi = (Path(proc) / "sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
