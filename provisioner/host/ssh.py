@@ -1,0 +1,187 @@
+"""SSH to a host with its host key verified against fingerprints read out of band (never TOFU).
+
+The fingerprints come from the console log, where cloud-init prints them at first boot
+(`provisioner.clouds.local.console`, and the clouds' console output). A server key whose SHA256
+fingerprint is not among them is refused: paramiko's AutoAddPolicy is never used.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import shlex
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import paramiko
+
+from ..errors import HostError
+from ..runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def sha256_fingerprint(key: paramiko.PKey) -> str:
+    """"SHA256:<base64, no padding>" of the key blob: the form `ssh-keygen -l` and cloud-init print."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class HostKeyMismatch(HostError):
+    """The server's host key is not one the console reported: possibly not the machine we launched."""
+
+
+class _VerifyFingerprints(paramiko.MissingHostKeyPolicy):
+    def __init__(self, allowed: set[str], where: str):
+        self.allowed = allowed
+        self.where = where
+
+    def missing_host_key(self, client, hostname, key):
+        fp = sha256_fingerprint(key)
+        if fp not in self.allowed:
+            raise HostKeyMismatch(f"ssh {self.where}: host key {key.get_name()} {fp} is not among the fingerprints "
+                                  f"the console reported ({', '.join(sorted(self.allowed)) or 'none'}); refusing")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    user: str
+    key_file: Path
+    fingerprints: tuple[str, ...]  # "SHA256:…"
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Output:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class SshClient:
+    def __init__(self, target: Target):
+        if not target.fingerprints:
+            raise HostError(f"ssh {target.where}: no host key fingerprints to verify against")
+        self.target = target
+        self._client: paramiko.SSHClient | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+    def connect(self, timeout: float = 10.0) -> "SshClient":
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_VerifyFingerprints(set(self.target.fingerprints), self.target.where))
+        try:
+            client.connect(self.target.host, port=self.target.port, username=self.target.user,
+                           key_filename=str(self.target.key_file), timeout=timeout, banner_timeout=timeout,
+                           auth_timeout=timeout, allow_agent=False, look_for_keys=False)
+        except HostError:
+            client.close()
+            raise
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+        return self
+
+    def wait_ready(self, timeout: float = 300.0) -> float:
+        """Retry connecting until the server accepts us; returns the seconds it took.
+
+        A host key mismatch is never retried: it is an answer, not a transient failure.
+        """
+        start = time.monotonic()
+        delay, last = 0.5, ""
+        while True:
+            try:
+                self.connect(timeout=10.0)
+                self.run(["true"], check=True)
+                return time.monotonic() - start
+            except HostKeyMismatch:
+                raise
+            except (OSError, EOFError, paramiko.SSHException, HostError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                self.close()
+            if time.monotonic() - start > timeout:
+                raise HostError(f"ssh {self.target.where}: not ready after {timeout:.0f}s ({last})")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "SshClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _c(self) -> paramiko.SSHClient:
+        if self._client is None:
+            self.connect()
+        assert self._client is not None
+        return self._client
+
+    # -- commands -----------------------------------------------------------------------------
+    def run(self, argv: Sequence[str] | str, *, check: bool = True, timeout: float | None = 600.0,
+            sudo: bool = False, input: str | None = None) -> Output:
+        """Run a command (argv list, quoted for the remote shell; or a shell string) and wait for its exit."""
+        cmd = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv)
+        if sudo:
+            cmd = "sudo -n sh -c " + shlex.quote(cmd)
+        start = time.monotonic()
+        try:
+            stdin, stdout, stderr = self._c().exec_command(cmd, timeout=timeout)
+            if input is not None:
+                stdin.write(input)
+            stdin.channel.shutdown_write()
+            out = stdout.read().decode(errors="replace")
+            err = stderr.read().decode(errors="replace")
+            rc = stdout.channel.recv_exit_status()
+        except socket.timeout as exc:
+            raise HostError(f"ssh {self.target.where}: `{cmd}` timed out after {timeout}s") from exc
+        result = Output(rc, out, err, time.monotonic() - start)
+        if check and rc != 0:
+            tail = " ".join(err.strip().splitlines()[-3:])
+            raise HostError(f"ssh {self.target.where}: `{cmd}` failed (exit {rc}){': ' + tail if tail else ''}")
+        return result
+
+    # -- files --------------------------------------------------------------------------------
+    def put(self, local: Path, remote: str, mode: int | None = None) -> None:
+        with self._c().open_sftp() as sftp:
+            sftp.put(str(local), remote)
+            if mode is not None:
+                sftp.chmod(remote, mode)
+
+    def listdir(self, remote: str) -> dict[str, int]:
+        """Regular files in `remote` with their sizes ({} when it does not exist)."""
+        with self._c().open_sftp() as sftp:
+            try:
+                return {a.filename: a.st_size for a in sftp.listdir_attr(remote) if stat.S_ISREG(a.st_mode or 0)}
+            except FileNotFoundError:
+                return {}
+
+
+def ensure_keypair(path: Path, runner: Runner, comment: str = "provision") -> Path:
+    """An ed25519 key pair at `path` (+ .pub), made with ssh-keygen when missing. Returns `path`."""
+    path = Path(path)
+    if path.exists() and Path(str(path) + ".pub").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    return path
+
+
+def target_for(fingerprints: Iterable[str], port: int, user: str, key_file: Path,
+               host: str = "127.0.0.1") -> Target:
+    return Target(host=host, port=port, user=user, key_file=Path(key_file), fingerprints=tuple(fingerprints))

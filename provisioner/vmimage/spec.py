@@ -1,0 +1,55 @@
+"""What goes into a base VM image (pure data) and the cache key derived from it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# CI builds the image once per machine; reruns reuse it (keyed by the package list).
+DEFAULT_CACHE = Path("/var/tmp/provisioner-vm-cache")
+
+# Bumped whenever the customisation steps in build.py change what ends up in the image,
+# so an old cached image is not mistaken for a new one.
+RECIPE_VERSION = 2
+
+PACKAGES = (
+    # boot: kernel (its initramfs is built by initramfs-tools in the chroot), init, device manager
+    "linux-image-cloud-amd64", "initramfs-tools", "systemd", "systemd-sysv", "udev", "dbus",
+    # first boot configuration and access
+    "cloud-init", "openssh-server", "sudo", "ca-certificates", "netbase",
+    # what the on-host agent uses
+    "btrfs-progs", "e2fsprogs", "nvme-cli", "iproute2", "nftables", "util-linux", "procps",
+    "python3", "python3-venv", "python3-pip",
+)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PROVISION_VM_CACHE", str(DEFAULT_CACHE)))
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    variant: str = "minbase"
+    packages: tuple[str, ...] = PACKAGES
+    extra_packages: tuple[str, ...] = field(default_factory=tuple)
+    size_mb: int = 0  # 0: size the filesystem from the tree (+ headroom)
+
+    def all_packages(self) -> list[str]:
+        return sorted(set(self.packages) | set(self.extra_packages))
+
+    def key(self) -> str:
+        """Stable cache key: same suite, mirror, variant, packages and recipe → same image."""
+        data = {"recipe": RECIPE_VERSION, "suite": self.suite, "mirror": self.mirror,
+                "variant": self.variant, "packages": self.all_packages(), "size_mb": self.size_mb}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return f"{self.suite}-{digest[:16]}"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["packages"] = self.all_packages()
+        d.pop("extra_packages")
+        return d
