@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 _FP = re.compile(r"(\d+)\s+((?:SHA256|MD5):\S+)\s+.*\((\w+)\)\s*$")
 _KEY = re.compile(r"((?:ssh|ecdsa|sk)-[a-z0-9@.-]+)\s+([A-Za-z0-9+/=]+)(?:\s+\S.*)?$")
-_PREFIX = re.compile(r"^(?:\[\s*\d+\.\d+\]\s*)?(?:[\w.-]+\s+)?(?:cloud-init\[\d+\]:\s*)?(?:ec2:\s*)?")
+# "[   12.345678] ", "host cloud-init[123]: " (syslog on the console), "ec2: " (cloud-init on EC2)
+_PREFIX = re.compile(r"^(?:\[\s*\d+\.\d+\]\s*)?(?:(?:[\w.-]+\s+)?cloud-init\[\d+\]:\s*)?(?:ec2:\s*)?")
 
 
 @dataclass(frozen=True)

@@ -1,49 +1,23 @@
-"""Read the SSH host key fingerprints cloud-init prints on the serial console.
+"""The SSH host keys a local VM printed on its serial console (cloud-init's keys_to_console).
 
-cloud-init's keys_to_console module writes a block like
-    -----BEGIN SSH HOST KEY FINGERPRINTS-----
-    256 SHA256:Qx… root@web (ED25519)
-    -----END SSH HOST KEY FINGERPRINTS-----
-(lines may carry a syslog prefix such as "<14>Nov 22 21:40:01 ec2: "). Those fingerprints are what
-the SSH client verifies the server's key against: no trust on first use.
+Parsing is shared with the cloud drivers (`provisioner.clouds.console`); this only reads the log
+file qemu writes and shapes the result the way the local state keeps it.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
-END = "-----END SSH HOST KEY FINGERPRINTS-----"
-_LINE = re.compile(r"(\d+)\s+(SHA256:[A-Za-z0-9+/]+={0,2})\s+.*\((\w+)\)\s*$")
+from ..console import parse_host_keys
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    bits: int
-    sha256: str   # "SHA256:<base64 without padding>", as ssh-keygen -l prints it
-    type: str     # ED25519, ECDSA, RSA
-
-
-def parse_fingerprints(text: str) -> list[Fingerprint]:
-    """The fingerprints of the LAST complete block (a reboot prints it again)."""
-    last: list[Fingerprint] | None = None
-    current: list[Fingerprint] | None = None
-    for raw in text.splitlines():
-        line = raw.replace("\r", "")
-        if BEGIN in line:
-            current = []
-        elif END in line and current is not None:
-            last, current = current, None
-        elif current is not None:
-            m = _LINE.search(line)
-            if m:
-                current.append(Fingerprint(int(m.group(1)), m.group(2).rstrip("="), m.group(3).upper()))
-    return last or []
-
-
-def read_fingerprints(console_log: Path) -> list[Fingerprint]:
+def read_host_keys(console_log: Path) -> tuple[list[dict], list[str]]:
+    """([{"type": "ED25519", "sha256": "SHA256:…"}, …], ["ssh-ed25519 AAAA…", …]); empty before first boot."""
     try:
-        return parse_fingerprints(console_log.read_text(errors="replace"))
+        text = console_log.read_text(errors="replace")
     except FileNotFoundError:
-        return []
+        return [], []
+    keys = parse_host_keys(text)
+    if keys is None or not keys.fingerprints:
+        return [], []
+    fps = [{"type": t, "sha256": fp} for t, fp in sorted(keys.fingerprints.items()) if fp.startswith("SHA256:")]
+    return fps, list(keys.keys)

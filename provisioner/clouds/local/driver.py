@@ -22,7 +22,7 @@ from ...fsutil import atomic_write
 from ...runner import Runner
 from ...vmimage import VmImage, open_image
 from . import qemu, state
-from .console import read_fingerprints
+from .console import read_host_keys
 from .seed import build_seed
 from .spec import DiskPlan, VmSpec, plan_disks
 from .state import VmState
@@ -177,18 +177,18 @@ class LocalCloud:
             if not state.qemu_alive(st.pid, directory):
                 tail = console.read_text(errors="replace").strip().splitlines()[-3:] if console.exists() else []
                 raise CloudError(f"local cloud: VM {st.host} stopped while booting; console tail: {' | '.join(tail)}")
-            fps = read_fingerprints(console)
+            fps, keys = read_host_keys(console)
             if fps and state.listening(st.ssh_port):
                 break
             if time.monotonic() > deadline:
                 raise CloudError(f"local cloud: VM {st.host} not ready after {timeout:.0f}s (no SSH host key "
                                  f"fingerprints on the console {console})")
             time.sleep(0.5)
-        st.fingerprints = [asdict(f) for f in fps]
+        st.fingerprints, st.host_keys = fps, keys
         st.boot_seconds = round(time.time() - st.started, 1)
         state.save(directory, st)
         self.progress(f"local: {st.host}: booted in {st.boot_seconds}s ({st.accel}); host keys "
-                      + ", ".join(f"{f.type} {f.sha256}" for f in fps))
+                      + ", ".join(f"{f['type']} {f['sha256']}" for f in fps))
         return st
 
     def destroy(self, stack: str, *, keep_volumes: bool = False) -> list[str]:

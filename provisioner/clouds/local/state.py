@@ -29,7 +29,8 @@ class VmState:
     instance_id: str = ""
     started: float = 0.0
     boot_seconds: float | None = None
-    fingerprints: list[dict] = field(default_factory=list)
+    fingerprints: list[dict] = field(default_factory=list)  # {"type", "sha256"} from the console
+    host_keys: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
