@@ -1,0 +1,299 @@
+"""Network planning (pure), command rendering, and connect/disconnect against a fake system."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provisioner.containers import network as net
+from provisioner.containers.network import apply as napply
+from provisioner.containers.network.facts import NetFacts, parse_nft_table, rule_comment
+from provisioner.containers.network.manage import SystemPaths
+from provisioner.containers.network.model import Endpoint, NetworkConfig
+from provisioner.containers.network.plan import (CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink,
+                                                 DeleteNetns, DeleteTable, ReplacePortRules, SetSysctl,
+                                                 plan_connect, plan_disconnect, port_rules)
+from provisioner.containers.network.ports import PortMapping, parse_ports
+from provisioner.errors import CommandError, ConfigError, ContainerError
+from provisioner.runner import Result
+from provisioner.testing import FakeRunner
+
+CFG = NetworkConfig()
+
+
+def ep(name="web", address="10.88.0.2", ports=(), owns=True):
+    return Endpoint(name=name, address=address, prefixlen=16, gateway="10.88.0.1", veth=CFG.veth_name(name),
+                    netns_path=f"/run/netns/prov-{name}" if owns else "/proc/42/ns/net", owns_netns=owns,
+                    hostname=name, ports=tuple(ports))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="bad container subnet"):
+        NetworkConfig(subnet="10.88.0.1/16")
+    with pytest.raises(ConfigError, match="too small"):
+        NetworkConfig(subnet="10.88.0.0/31")
+    with pytest.raises(ConfigError, match="bad bridge name"):
+        NetworkConfig(bridge="a-very-long-bridge-name")
+    with pytest.raises(ConfigError, match="bad bridge name"):
+        NetworkConfig(bridge="br.0")
+    with pytest.raises(ConfigError, match="table name"):
+        NetworkConfig(table="1bad")
+    assert len(CFG.veth_name("x" * 60)) == 15 and CFG.veth_name("a") != CFG.veth_name("b")
+
+
+def test_plan_connect_on_a_bare_host():
+    e = ep(ports=parse_ports(["8080:80"]))
+    actions = plan_connect(NetFacts(), CFG, e)
+    assert actions == [
+        SetSysctl("net.ipv4.ip_forward", "1"),
+        CreateBridge("prov0", "10.88.0.1/16"),
+        SetSysctl("net.ipv4.conf.prov0.route_localnet", "1"),
+        CreateTable("provisioner", "prov0", "10.88.0.0/16"),
+        CreateNetns("prov-web"),
+        CreateVeth(e.veth, "prov0", "/run/netns/prov-web", "eth0", "10.88.0.2/16", "10.88.0.1"),
+        ReplacePortRules("provisioner", (), port_rules(e)),
+    ]
+    assert "set sysctl net.ipv4.ip_forward=1" in [a.describe() for a in actions]
+
+
+def converged(e: Endpoint) -> NetFacts:
+    return NetFacts(links=frozenset({"prov0", e.veth}), netns=frozenset({"prov-web"}), ip_forward="1",
+                    route_localnet="1", table_exists=True,
+                    rules={e.name: tuple((10 + i, str(m)) for i, m in enumerate(e.ports))})
+
+
+def test_plan_connect_on_a_converged_host_is_empty():
+    e = ep(ports=parse_ports(["8080:80", "53:53/udp"]))
+    assert plan_connect(converged(e), CFG, e) == []
+
+
+def test_plan_connect_replaces_changed_port_rules_in_one_transaction():
+    old = ep(ports=parse_ports(["8080:80"]))
+    new = ep(ports=parse_ports(["9090:80"]))
+    assert plan_connect(converged(old), CFG, new) == [ReplacePortRules("provisioner", (10,), port_rules(new))]
+
+
+def test_plan_connect_into_a_given_netns_creates_none():
+    e = ep(owns=False)
+    facts = NetFacts(links=frozenset({"prov0"}), ip_forward="1", route_localnet="1", table_exists=True)
+    actions = plan_connect(facts, CFG, e)
+    assert actions == [CreateVeth(e.veth, "prov0", "/proc/42/ns/net", "eth0", "10.88.0.2/16", "10.88.0.1")]
+
+
+def test_plan_disconnect():
+    e = ep(ports=parse_ports(["8080:80"]))
+    facts = converged(e)
+    assert plan_disconnect(facts, CFG, "web", netns_name="prov-web", last=False) == [
+        ReplacePortRules("provisioner", (10,)), DeleteLink(e.veth), DeleteNetns("prov-web")]
+    assert plan_disconnect(facts, CFG, "web", netns_name="prov-web", last=True) == [
+        DeleteLink(e.veth), DeleteNetns("prov-web"), DeleteTable("provisioner"), DeleteLink("prov0")]
+    assert plan_disconnect(NetFacts(), CFG, "web", netns_name="prov-web", last=True) == []
+
+
+def test_rendered_commands():
+    e = ep(ports=[PortMapping("127.0.0.1", 8080, 80, "tcp"), PortMapping("0.0.0.0", 53, 5353, "udp")])
+    (argv, script), = napply.commands(ReplacePortRules("provisioner", (7,), port_rules(e)))
+    assert argv == ["nft", "-f", "-"]
+    assert script.splitlines() == [
+        "delete rule ip provisioner ports handle 7",
+        'add rule ip provisioner ports ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.88.0.2:80 '
+        'comment "prov:web|127.0.0.1:8080:80/tcp"',
+        'add rule ip provisioner ports udp dport 53 dnat to 10.88.0.2:5353 comment "prov:web|53:5353/udp"',
+    ]
+    veth = [argv for argv, _ in napply.commands(CreateVeth("pvx", "prov0", "/run/netns/n", "eth0", "10.88.0.2/16",
+                                                            "10.88.0.1"))]
+    assert veth[0] == ["ip", "link", "add", "pvx", "type", "veth", "peer", "name", "eth0", "netns", "/run/netns/n"]
+    assert veth[-1] == ["nsenter", "--net=/run/netns/n", "ip", "route", "add", "default", "via", "10.88.0.1"]
+    (argv, script), = napply.commands(CreateTable("t", "prov0", "10.88.0.0/16"))
+    assert "fib daddr type local jump ports" in script
+    assert 'ip saddr 10.88.0.0/16 oifname != "prov0" masquerade' in script
+    assert 'oifname "prov0" ip saddr 127.0.0.0/8 masquerade' in script
+    assert napply.commands(ReplacePortRules("t")) == []
+
+
+def test_parse_nft_table_finds_our_rules_by_container():
+    text = json.dumps({"nftables": [
+        {"metainfo": {"json_schema_version": 1}},
+        {"chain": {"family": "ip", "table": "provisioner", "name": "ports", "handle": 1}},
+        {"rule": {"family": "ip", "table": "provisioner", "chain": "ports", "handle": 11,
+                  "comment": rule_comment("web", "8080:80/tcp"), "expr": []}},
+        {"rule": {"family": "ip", "table": "provisioner", "chain": "ports", "handle": 12,
+                  "comment": rule_comment("db", "5432:5432/tcp"), "expr": []}},
+        {"rule": {"family": "ip", "table": "provisioner", "chain": "ports", "handle": 13, "expr": []}},
+        {"rule": {"family": "ip", "table": "provisioner", "chain": "postrouting", "handle": 14,
+                  "comment": rule_comment("x", "1:1/tcp"), "expr": []}},
+    ]})
+    assert parse_nft_table(text) == {"web": ((11, "8080:80/tcp"),), "db": ((12, "5432:5432/tcp"),)}
+    with pytest.raises(ContainerError, match="unreadable"):
+        parse_nft_table("{")
+
+
+class FakeHost:
+    """Just enough of `ip`, `nft` and `sysctl` to run connect/disconnect against."""
+
+    def __init__(self, tmp: Path, fail_on: str | None = None):
+        self.links: set[str] = set()
+        self.netns: set[str] = set()
+        self.table = False
+        self.rules: dict[int, str] = {}
+        self.next_handle = 10
+        self.fail_on = fail_on
+        self.proc = tmp / "proc"
+        (self.proc / "net").mkdir(parents=True)
+        (self.proc / "sys/net/ipv4").mkdir(parents=True)
+        (self.proc / "sys/net/ipv4/ip_forward").write_text("0\n")
+        self.netns_dir = tmp / "netns"
+        self.netns_dir.mkdir()
+        (tmp / "resolv.conf").write_text("nameserver 10.0.0.2\n")
+        self.paths = SystemPaths(proc=str(self.proc), netns_dir=str(self.netns_dir),
+                                 resolv_conf=str(tmp / "resolv.conf"), resolved_upstream=str(tmp / "none"))
+        self.runner = FakeRunner()
+        for prefix in (["ip"], ["nft"], ["sysctl"], ["nsenter"]):
+            self.runner.expect(prefix, prefix=True, handler=self.handle)
+
+    def handle(self, argv):
+        line = " ".join(argv)
+        if self.fail_on and self.fail_on in line:
+            return Result(argv, 2, "", f"simulated failure of {self.fail_on}")
+        out = ""
+        if argv[:3] == ("ip", "-j", "link"):
+            out = json.dumps([{"ifname": n} for n in sorted(self.links)])
+        elif argv[:3] == ("ip", "-j", "-4"):
+            out = json.dumps([{"ifname": "lo", "addr_info": [{"local": "127.0.0.1"}]}])
+        elif argv[:3] == ("ip", "link", "add"):
+            self.links.add(argv[3])
+        elif argv[:3] == ("ip", "link", "del"):
+            self.links.discard(argv[3])
+        elif argv[:3] == ("ip", "netns", "add"):
+            self.netns.add(argv[3])
+            (self.netns_dir / argv[3]).touch()
+        elif argv[:3] == ("ip", "netns", "del"):
+            self.netns.discard(argv[3])
+            (self.netns_dir / argv[3]).unlink()
+        elif argv[0] == "sysctl":
+            key, value = argv[-1].split("=")
+            p = self.proc / "sys" / key.replace(".", "/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(value + "\n")
+        elif argv[:4] == ("nft", "-j", "-a", "list"):
+            if not self.table:
+                return Result(argv, 1, "", "Error: No such file or directory")
+            out = json.dumps({"nftables": [{"rule": {"chain": "ports", "handle": h, "comment": c}}
+                                           for h, c in self.rules.items()]})
+        elif argv[:3] == ("nft", "delete", "table"):
+            self.table, self.rules = False, {}
+        return Result(argv, 0, out, "")
+
+    def nft_script(self, script: str):
+        for line in script.splitlines():
+            if line.startswith("table "):
+                self.table = True
+            elif line.startswith("delete rule"):
+                del self.rules[int(line.split()[-1])]
+            elif line.startswith("add rule"):
+                self.rules[self.next_handle] = line.split('comment "')[1].rstrip('"')
+                self.next_handle += 1
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    h = FakeHost(tmp_path)
+    real_run = h.runner.run
+
+    def run(argv, **kw):  # nft -f - reads its script from stdin
+        if list(argv[:3]) == ["nft", "-f", "-"] and not (h.fail_on and h.fail_on in (kw.get("input") or "")):
+            h.nft_script(kw["input"])
+        elif list(argv[:3]) == ["nft", "-f", "-"]:
+            h.runner.calls.append(tuple(argv))
+            raise CommandError(argv, 1, stderr="Error: simulated failure")
+        return real_run(argv, **kw)
+
+    h.runner.run = run
+    h.root = tmp_path / "root"
+    return h
+
+
+def test_connect_then_disconnect_leaves_nothing(host):
+    web = net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], exposed=[(80, "tcp")],
+                      paths=host.paths)
+    assert web.address == "10.88.0.2" and web.hostname == "web"
+    assert host.links == {"prov0", web.veth} and host.netns == {"prov-web"} and host.table
+    assert list(host.rules.values()) == ["prov:web|8080:80/tcp"]
+    assert (Path(web.files_dir) / "resolv.conf").read_text() == "nameserver 10.0.0.2\n"
+    api = net.connect(host.root, CFG, "api", runner=host.runner, links=[("web", "backend")], paths=host.paths)
+    assert api.env["BACKEND_PORT_80_TCP_ADDR"] == "10.88.0.2"
+    assert "10.88.0.2\tbackend web\n" in (Path(api.files_dir) / "hosts").read_text()
+    assert net.endpoint(host.root, "api").links == (("web", "backend"),)
+
+    net.disconnect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+    assert host.rules == {} and host.links == {"prov0", api.veth} and host.netns == {"prov-api"}
+    net.disconnect(host.root, CFG, "api", runner=host.runner, paths=host.paths)
+    assert (host.links, host.netns, host.table) == (set(), set(), False)
+    assert json.loads((host.root / "network/ipam.json").read_text())["allocations"] == {}
+    assert net.endpoints(host.root) == {}
+    assert not (host.root / "network/files/web").exists()
+
+
+def test_port_taken_by_another_container_creates_nothing(host):
+    net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    before = (set(host.links), set(host.netns), dict(host.rules))
+    with pytest.raises(ContainerError, match="port 8080/tcp is already published by container web"):
+        net.connect(host.root, CFG, "api", runner=host.runner, ports=["8080:3000"], paths=host.paths)
+    assert (host.links, host.netns, host.rules) == before
+    assert set(json.loads((host.root / "network/ipam.json").read_text())["allocations"]) == {"web"}
+
+
+def test_port_taken_by_a_listening_socket_creates_nothing(host):
+    (host.proc / "net" / "tcp").write_text(
+        "  sl  local_address rem_address   st\n   0: 00000000:1F90 00000000:0000 0A 0\n")
+    with pytest.raises(ContainerError, match=r"port 8080/tcp is already in use on this host"):
+        net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    assert (host.links, host.netns, host.table) == (set(), set(), False)
+    assert not (host.root / "network/ipam.json").exists()
+
+
+def test_failure_midway_rolls_back(host):
+    host.fail_on = "dnat to"  # the port rules transaction fails after netns and veth exist
+    with pytest.raises(CommandError):
+        net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    assert (host.links, host.netns, host.table, host.rules) == (set(), set(), False, {})
+    assert net.endpoints(host.root) == {}
+    assert not (host.root / "network/ipam.json").exists()
+
+
+def test_link_to_a_missing_container_is_refused_first(host):
+    with pytest.raises(ContainerError, match="cannot link api to db: db is not running"):
+        net.connect(host.root, CFG, "api", runner=host.runner, links=[("db", "db")], paths=host.paths)
+    assert host.runner.calls == []
+
+
+def test_linker_hosts_file_follows_a_restarted_target(host):
+    net.connect(host.root, CFG, "db", runner=host.runner, paths=host.paths)
+    api = net.connect(host.root, CFG, "api", runner=host.runner, links=[("db", None)], paths=host.paths)
+    hosts_file = Path(api.files_dir) / "hosts"
+    assert "10.88.0.2\tdb\n" in hosts_file.read_text()
+    inode = hosts_file.stat().st_ino
+    # a restart that keeps the address: same line
+    net.disconnect(host.root, CFG, "db", runner=host.runner, keep_address=True, paths=host.paths)
+    assert net.connect(host.root, CFG, "db", runner=host.runner, paths=host.paths).address == "10.88.0.2"
+    # recreated: a new address, and the linker's file is rewritten in place
+    net.disconnect(host.root, CFG, "db", runner=host.runner, paths=host.paths)
+    db = net.connect(host.root, CFG, "db", runner=host.runner, paths=host.paths)
+    assert db.address == "10.88.0.4"
+    assert "10.88.0.4\tdb\n" in hosts_file.read_text() and "10.88.0.2\tdb" not in hosts_file.read_text()
+    assert hosts_file.stat().st_ino == inode
+    assert net.relink(host.root, "db") == ["api"]
+
+
+def test_connect_twice_is_refused(host):
+    net.connect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+    with pytest.raises(ContainerError, match="already connected"):
+        net.connect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+
+
+def test_dry_run_plan_touches_nothing(host):
+    actions = net.manage.plan(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    assert SetSysctl("net.ipv4.ip_forward", "1") in actions
+    assert (host.links, host.netns, host.table) == (set(), set(), False)
+    assert {c[0] for c in host.runner.calls} <= {"ip", "nft"} and all("-j" in c for c in host.runner.calls)
