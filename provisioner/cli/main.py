@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "provisioner.cli.cloud",
     "provisioner.cli.disks",
     "provisioner.cli.image",
+    "provisioner.cli.imagebuild",
+    "provisioner.cli.vmimage",
 ]
 
 

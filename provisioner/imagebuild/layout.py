@@ -128,6 +128,18 @@ class LayoutWriter:
         self._write_index(index)
 
 
+    def retag(self, old: str, new: str) -> None:
+        index = json.loads(self.index_path.read_text())
+        for m in index["manifests"]:
+            if m.get("annotations", {}).get(REF_NAME) == old:
+                m["annotations"][REF_NAME] = new
+        index["manifests"] = [m for i, m in enumerate(index["manifests"])
+                              if m.get("annotations", {}).get(REF_NAME) != new
+                              or i == max(j for j, n in enumerate(index["manifests"])
+                                          if n.get("annotations", {}).get(REF_NAME) == new)]
+        self._write_index(index)
+
+
 def read_image(layout: Path, tag: str, platform: tuple[str, str] = ("linux", "amd64")) -> tuple[dict, dict, str]:
     """(manifest, config, manifest digest) for `tag`, descending into an index for `platform`."""
     layout = Path(layout)

@@ -151,7 +151,7 @@ RECIPES: dict[str, Callable] = {
 }
 
 
-def build(recipe: str, output: Path, runner, *, fmt: str = "oci", tag: str | None = None) -> list[str]:
+def build(recipe: str, output: Path, runner, *, layout_fmt: str = "oci", tag: str | None = None) -> list[str]:
     """Write recipe `recipe` as an OCI layout at `output`; return the tags written.
 
     `tag` renames the image of a single-image recipe."""
@@ -160,14 +160,14 @@ def build(recipe: str, output: Path, runner, *, fmt: str = "oci", tag: str | Non
     except KeyError:
         raise ImageError(f"unknown image recipe {recipe!r} (known: {', '.join(sorted(RECIPES))})") from None
     writer = LayoutWriter(output)
-    tags = fn(writer, runner, fmt)
+    # skopeo's oci: transport only finds OCI manifests in index.json, so a layout always holds OCI
+    # media types unless asked for raw Docker ones (layout_fmt, for registry-less tests); push()
+    # converts to Docker schema2 with `--format v2s2`.
+    tags = fn(writer, runner, layout_fmt)
     if tag and tags != [tag]:
         if len(tags) != 1:
             raise ImageError(f"recipe {recipe!r} writes several tags ({', '.join(tags)}): --tag needs a single image")
-        index = json.loads(writer.index_path.read_text())
-        for m in index["manifests"]:
-            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tags[0]:
-                writer.tag(m, tag)
+        writer.retag(tags[0], tag)
         tags = [tag]
     return tags
 
