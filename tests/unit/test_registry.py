@@ -251,3 +251,33 @@ def test_schema1_refused(fake):
                       json.dumps({"schemaVersion": 1, "fsLayers": []}).encode())
     with pytest.raises(ImageError, match="schema1 manifests are not supported"):
         client(f"{fake.address}/old:t").resolve()
+
+
+def test_scheme_choice_and_insecure_fallback():
+    import requests
+
+    from provisioner.containers.transport import Transport, is_loopback
+
+    for host in ("localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "::1"):
+        assert is_loopback(host), host
+    for host in ("registry.example:5000", "10.0.0.1", "[2001:db8::1]:5000", "localhost.example"):
+        assert not is_loopback(host), host
+    assert Transport("127.0.0.1:5000", subject="x", credentials=None).scheme == "http"
+    assert Transport("registry.example", subject="x", credentials=None).scheme == "https"
+
+    class NoTLS(requests.Session):
+        def __init__(self):
+            super().__init__()
+            self.tried = []
+
+        def get(self, url, **kw):
+            self.tried.append((url, kw.get("verify")))
+            raise requests.exceptions.SSLError("wrong version number")
+
+    session = NoTLS()
+    t = Transport("registry.example:5000", subject="x", credentials=None, insecure=True, session=session)
+    assert t.scheme == "http"
+    assert session.tried == [("https://registry.example:5000/v2/", False)]  # HTTPS without verification first
+    assert Registry(reference.parse("registry.example:5000/a"), insecure_hosts=["registry.example:5000"],
+                    credentials=None).t.insecure
+    assert not Registry(reference.parse("registry.example:5000/a"), credentials=None).t.insecure
