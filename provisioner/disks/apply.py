@@ -2,11 +2,15 @@
 
 Right before anything destructive, the device is probed again (`wipefs --no-act`): if what is
 on it is not what the plan saw (a signature appeared since planning), apply stops with a
-DiskError and formats nothing. mkfs.btrfs is run without -f, so it refuses an existing
-filesystem by itself as a second line of defence.
+DiskError and formats nothing. The device is also opened with O_EXCL, which the kernel
+refuses (EBUSY) while anything holds it: a mount in any mount namespace (invisible in our
+mountinfo), device-mapper, md, or another mkfs. mkfs.btrfs is run without -f, so it refuses an
+existing filesystem by itself as a last line of defence.
 """
 from __future__ import annotations
 
+import errno
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +46,26 @@ def _same(now: Signature, planned: Signature) -> bool:
     return (now.fstype, now.uuid, now.pttype) == (planned.fstype, planned.uuid, planned.pttype)
 
 
-def _wipe(runner, a: Wipe) -> None:
+def device_busy(node: str) -> bool:
+    """True when the kernel says something holds `node` (an exclusive open fails with EBUSY)."""
+    try:
+        fd = os.open(node, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return True
+        raise DiskError(f"cannot open {node}: {exc.strerror}") from None
+    os.close(fd)
+    return False
+
+
+def _check_not_busy(node: str, busy) -> None:
+    if (busy or device_busy)(node):
+        raise DiskError(f"refusing to touch {node}: the kernel reports it in use (mounted in some "
+                        "mount namespace, or held by device-mapper/md); nothing changed")
+
+
+def _wipe(runner, a: Wipe, busy=None) -> None:
+    _check_not_busy(a.device, busy)
     now = probe_signature(runner, a.device)
     if not _same(now, a.expect):
         raise DiskError(f"{a.device} changed since planning (now {now.describe()}, planned "
@@ -50,7 +73,9 @@ def _wipe(runner, a: Wipe) -> None:
     runner.run(["wipefs", "--all", a.device])
 
 
-def _mkfs(runner, a: Mkfs) -> None:
+def _mkfs(runner, a: Mkfs, busy=None) -> None:
+    for dev in a.devices:
+        _check_not_busy(dev, busy)
     for dev in a.devices:
         found = probe_wipefs(runner, dev)
         if found:
@@ -60,11 +85,12 @@ def _mkfs(runner, a: Mkfs) -> None:
     runner.run(a.argv())
 
 
-def run_action(runner, action: Action, *, fstab_path: str = fstab.FSTAB) -> None:
+def run_action(runner, action: Action, *, fstab_path: str = fstab.FSTAB, busy=None) -> None:
+    """`busy(node) -> bool` replaces the O_EXCL check (unit tests on fake devices)."""
     if isinstance(action, Wipe):
-        _wipe(runner, action)
+        _wipe(runner, action, busy)
     elif isinstance(action, Mkfs):
-        _mkfs(runner, action)
+        _mkfs(runner, action, busy)
     elif isinstance(action, MakeDir):
         runner.run(["mkdir", "-p", action.path])
     elif isinstance(action, DeviceScan):
@@ -93,13 +119,14 @@ def write_fstab(path: str, entries: list[str]) -> None:
 
 
 def apply(plan: Plan, runner, *, fstab_path: str = fstab.FSTAB,
-          on_step: Callable[[Action], None] | None = None) -> ApplyResult:
+          on_step: Callable[[Action], None] | None = None,
+          busy: Callable[[str], bool] | None = None) -> ApplyResult:
     """Run every action in order; stops at the first failure (the error says which)."""
     steps = []
     for action in plan.actions:
         if on_step is not None:
             on_step(action)
         start = time.monotonic()
-        run_action(runner, action, fstab_path=fstab_path)
+        run_action(runner, action, fstab_path=fstab_path, busy=busy)
         steps.append(Step(action, time.monotonic() - start))
     return ApplyResult(tuple(steps))

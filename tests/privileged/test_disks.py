@@ -393,3 +393,27 @@ def test_cli_end_to_end_and_snapshots(host):
     assert "no snapshots" in r.stdout
     r = provision("host", "disks", "snapshot", "delete", mnt, "s1")
     assert r.returncode == 1 and "no snapshot 's1'" in r.stderr
+
+
+def test_disk_mounted_in_another_mount_namespace_is_never_wiped(host):
+    """Our mountinfo cannot see a mount in another namespace; the O_EXCL open in apply can."""
+    (dev,) = host.loop(1)
+    sh("mkfs.btrfs", "-q", "-L", "someone-else", dev)
+    hidden = host.tmp / "hidden"
+    hidden.mkdir()
+    holder = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount {dev} {hidden} && echo ready && exec sleep 120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready", holder.stderr.read()
+        assert findmnt(hidden) == {}  # invisible here
+        cfg, _ = host.config(eph_config(host, [dev], "  wipe: true\n"))
+        p = host.plan(cfg)
+        assert kinds(p)[:2] == ["Wipe", "Mkfs"]  # the plan cannot know...
+        with pytest.raises(DiskError, match=f"refusing to touch {dev}: the kernel reports it in use"):
+            apply(p, host.runner, fstab_path=str(host.fstab))  # ...apply refuses
+        assert blkid(dev)["LABEL"] == "someone-else"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -15,6 +15,7 @@ from provisioner.errors import DiskError
 from provisioner.testing import FakeRunner
 
 DEVS = ("/dev/loop1", "/dev/loop2")
+FREE = {"busy": lambda node: False}  # unit tests never open real devices
 MKFS = Mkfs(DEVS, "prov-ephemeral", "u-1", "raid0", "raid1")
 
 
@@ -37,7 +38,7 @@ def test_full_plan_runs_the_expected_commands(tmp_path):
     p = Plan((MKFS, MakeDir("/mnt/eph"), DeviceScan(DEVS), Mount("/dev/loop1", "/mnt/eph", "btrfs", "noatime"),
               Grow("/dev/loop1", "/mnt/eph", 1, 1, 2), WriteFstab(("UUID=u-1 /mnt/eph btrfs noatime 0 0",))))
     seen = []
-    result = apply(p, r, fstab_path=str(fstab), on_step=seen.append)
+    result = apply(p, r, fstab_path=str(fstab), on_step=seen.append, **FREE)
     assert seen == list(p.actions)
     assert [s.action for s in result.steps] == list(p.actions)
     assert r.commands("mkfs.btrfs") == [("mkfs.btrfs", "-q", "-L", "prov-ephemeral", "-U", "u-1",
@@ -52,7 +53,7 @@ def test_signature_appeared_since_planning_formats_nothing():
     wipefs_says(r, "/dev/loop1", [])
     wipefs_says(r, "/dev/loop2", [{"device": "loop2", "type": "ext4", "offset": "0x438"}])
     with pytest.raises(DiskError, match=r"refusing to format /dev/loop2: a signature \(ext4\) appeared"):
-        apply(Plan((MKFS,)), r, fstab_path="/nonexistent/fstab")
+        apply(Plan((MKFS,)), r, fstab_path="/nonexistent/fstab", **FREE)
     assert r.commands("mkfs.btrfs") == []
 
 
@@ -61,12 +62,12 @@ def test_wipe_checks_the_signature_is_still_the_planned_one():
     r = FakeRunner().expect(["blkid", "-p", "-o", "export", "/dev/loop1"],
                             stdout="TYPE=xfs\nUUID=other-uuid\n")
     with pytest.raises(DiskError, match="changed since planning"):
-        apply(Plan((Wipe("/dev/loop1", planned),)), r)
+        apply(Plan((Wipe("/dev/loop1", planned),)), r, **FREE)
     assert r.commands("wipefs") == []
 
     r = FakeRunner().expect(["blkid", "-p", "-o", "export", "/dev/loop1"], stdout="TYPE=ext4\nUUID=old-uuid\n")
     r.expect(["wipefs", "--all", "/dev/loop1"])
-    apply(Plan((Wipe("/dev/loop1", planned),)), r)
+    apply(Plan((Wipe("/dev/loop1", planned),)), r, **FREE)
     assert r.commands("wipefs") == [("wipefs", "--all", "/dev/loop1")]
 
 
@@ -81,3 +82,12 @@ def test_empty_plan_runs_nothing():
     r = FakeRunner()
     assert apply(Plan(()), r).steps == ()
     assert r.commands() == []
+
+
+def test_device_held_by_the_kernel_is_never_touched():
+    r = FakeRunner()  # refuses every command: nothing may even be probed
+    with pytest.raises(DiskError, match="refusing to touch /dev/loop2: the kernel reports it in use"):
+        apply(Plan((MKFS,)), r, busy=lambda node: node == "/dev/loop2")
+    with pytest.raises(DiskError, match="refusing to touch /dev/loop1"):
+        apply(Plan((Wipe("/dev/loop1", Signature("ext4", "u")),)), r, busy=lambda node: True)
+    assert r.commands("mkfs.btrfs") == [] and r.commands("wipefs") == []

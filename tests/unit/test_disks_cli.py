@@ -29,6 +29,7 @@ def fake_host(monkeypatch):
         return facts
     monkeypatch.setattr(disks_cli, "gather", gather)
     monkeypatch.setattr(disks_cli, "discover", lambda runner: facts.disks)
+    monkeypatch.setattr(disks_cli.apply_mod, "device_busy", lambda node: False)
     return seen
 
 
