@@ -10,6 +10,7 @@ SSH host key block. `inject(method_id, status, reason, times)` queues provider e
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import re
@@ -24,7 +25,9 @@ DISCOVERY = Path(googleapiclient.__file__).parent / "discovery_cache" / "documen
 BASE = "https://www.googleapis.com/compute/v1/"
 
 
+@functools.lru_cache(maxsize=1)
 def load_discovery() -> dict:
+    """Parsed once per test session (the document is large); treat it as read-only."""
     return json.loads(DISCOVERY.read_text())
 
 
@@ -99,6 +102,11 @@ class _Routes:
         return None, None
 
 
+@functools.lru_cache(maxsize=1)
+def _routes() -> _Routes:
+    return _Routes(load_discovery())
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str):
         super().__init__(message)
@@ -141,7 +149,7 @@ class GceDouble:
                  token: str = "double-token", boot_polls: int = 1):
         self.doc = load_discovery()
         self.schemas = self.doc["schemas"]
-        self.routes = _Routes(self.doc)
+        self.routes = _routes()
         self.global_params = set(self.doc.get("parameters", {}))
         self.project, self.zones, self.machine_types = project, list(zones), list(machine_types)
         self.images = {(p, f): n for p, f, n in images}
@@ -362,6 +370,9 @@ class GceDouble:
     def m_disks_insert(self, p, q, b):
         z = self._zone(p)
         name = b.get("name")
+        dtype = _name(b.get("type", "pd-standard"))
+        if dtype not in ("pd-standard", "pd-balanced", "pd-ssd", "pd-extreme"):
+            raise ApiError(400, "invalid", f"Invalid value for field 'resource.type': {b.get('type')!r}")
         if (z, name) in self.disks:
             raise ApiError(409, "alreadyExists", f"disk {name} exists")
         d = {**copy.deepcopy(b), "kind": "compute#disk", "id": str(next(self._ids)), "status": "READY",

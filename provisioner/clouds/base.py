@@ -20,6 +20,9 @@ TAG_HOST = {"aws": "provisioner:host", "gce": "provisioner-host"}
 TAG_VOLUME = {"aws": "provisioner:volume", "gce": "provisioner-volume"}
 TAG_KEEP = {"aws": "provisioner:keep", "gce": "provisioner-keep"}
 AWS_VOLUME_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnop"]
+VOLUME_TYPES = {"aws": {"standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"},
+                "gce": {"pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced",
+                        "hyperdisk-extreme", "hyperdisk-throughput"}}
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
             base_tags["Name"] = f"{stack.name}-{h.name}"
         if len(h.volumes) > len(AWS_VOLUME_DEVICES):
             raise ConfigError(f"host {h.name!r}: at most {len(AWS_VOLUME_DEVICES)} volumes", stack.path, h.line)
+        for v in h.volumes:
+            if v.type and v.type not in VOLUME_TYPES[cloud]:
+                raise ConfigError(f"host {h.name!r}: volume {v.name!r}: {v.type!r} is not a {cloud} volume type "
+                                  f"(one of: {', '.join(sorted(VOLUME_TYPES[cloud]))})", stack.path, h.line)
         volumes = tuple(
             VolumePlan(v.name, v.size_gb, v.type, v.encrypted, v.keep, v.iops,
                        AWS_VOLUME_DEVICES[i] if cloud == "aws" else v.name,

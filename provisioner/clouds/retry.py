@@ -32,12 +32,18 @@ def retry_consistent(fn: Callable[[], T], **kw) -> T:
 
 def poll(check: Callable[[], T | None], *, timeout: float, interval: float = 2.0,
          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> T | None:
-    """Call `check` until it returns something truthy or `timeout` seconds pass (then None)."""
+    """Call `check` until it returns something truthy or `timeout` seconds pass (then None).
+
+    The wait starts at a tenth of `interval` and doubles up to it: quick answers come quickly,
+    slow ones do not hammer the API."""
     deadline = clock() + timeout
+    wait = interval / 10
     while True:
         value = check()
         if value:
             return value
-        if clock() >= deadline:
+        now = clock()
+        if now >= deadline:
             return None
-        sleep(interval)
+        sleep(max(0.0, min(wait, deadline - now)))
+        wait = min(interval, wait * 2)

@@ -5,9 +5,15 @@ file qemu writes and shapes the result the way the local state keeps it.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..console import parse_host_keys
+
+# On the serial console cloud-init's lines go through syslog and arrive as
+# "<14>Nov 22 21:42:20 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----". The shared parser
+# knows the "ec2:" and "[ 12.3] cloud-init[123]:" forms, so drop this prefix first.
+_SYSLOG = re.compile(r"^<\d+>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d [\w.-]+(?:\[\d+\])?: ", re.M)
 
 
 def read_host_keys(console_log: Path) -> tuple[list[dict], list[str]]:
@@ -16,7 +22,7 @@ def read_host_keys(console_log: Path) -> tuple[list[dict], list[str]]:
         text = console_log.read_text(errors="replace")
     except FileNotFoundError:
         return [], []
-    keys = parse_host_keys(text)
+    keys = parse_host_keys(_SYSLOG.sub("", text.replace("\r", "")))
     if keys is None or not keys.fingerprints:
         return [], []
     fps = [{"type": t, "sha256": fp} for t, fp in sorted(keys.fingerprints.items()) if fp.startswith("SHA256:")]
