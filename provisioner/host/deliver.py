@@ -1,0 +1,149 @@
+"""Agent delivery to a host with no internet: wheels built here, pushed over SFTP, installed offline.
+
+1. On the operator machine: `pip wheel --no-deps` of this project (its build also compiles native/
+   when present), plus wheels of its runtime dependencies cached under `<cache>/wheels/<tag>-<hash>`
+   (keyed by the interpreter's major.minor and the dependency list, so they are built once).
+2. Over SFTP: only the wheels the host does not already hold (by name and size).
+3. On the host: a venv in /opt/provisioner/venv, `pip install --no-index --find-links`, and
+   /usr/local/bin/provision linked to it.
+
+The wheels are built for this interpreter's CPython version; the host's python3 must have the same
+major.minor, which is checked first (one clear error instead of a failed install).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import HostError
+from ..runner import Runner
+from .ssh import SshClient
+
+DEFAULT_CACHE = Path(os.environ.get("PROVISION_WHEEL_CACHE", "/var/tmp/provisioner-wheel-cache"))
+REMOTE_WHEELS = "/var/tmp/provisioner-wheels"
+REMOTE_VENV = "/opt/provisioner/venv"
+_DONE = ".complete"
+GUEST_GLIBC = "2_36"  # Debian bookworm, the local cloud's image and the clouds' default
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    project_wheel: Path
+    dependency_wheels: tuple[Path, ...]
+    python: str  # "3.11"
+
+    @property
+    def wheels(self) -> tuple[Path, ...]:
+        return (self.project_wheel, *self.dependency_wheels)
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    version: str = ""
+
+
+def runtime_requirements() -> list[str]:
+    """The installed project's runtime dependencies (extras such as [test] left out)."""
+    reqs = importlib.metadata.requires("provisioner") or []
+    return sorted(r for r in reqs if "extra ==" not in r)
+
+
+def project_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent.parent
+    if not (here / "pyproject.toml").is_file():
+        raise HostError(f"agent delivery: cannot build a wheel, {here} holds no pyproject.toml "
+                        "(install provisioner from a checkout: pip install -e .)")
+    return here
+
+
+def python_tag() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | None = None,
+                 progress: Callable[[str], None] = lambda _m: None) -> AgentBundle:
+    cache = cache or DEFAULT_CACHE
+    source = source or project_dir()
+    reqs = runtime_requirements()
+    key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12]
+    deps_dir = cache / "wheels" / f"py{python_tag()}-glibc{GUEST_GLIBC}-{key}"
+    if not (deps_dir / _DONE).exists():
+        progress(f"agent: building wheels of {len(reqs)} dependencies into {deps_dir} (once)…")
+        tmp = Path(tempfile.mkdtemp(prefix=".deps-", dir=cache.mkdir(parents=True, exist_ok=True) or cache))
+        try:
+            # Binary wheels for the HOST's platform (bookworm: glibc 2.36, the same CPython minor),
+            # not this machine's: pip would otherwise pick wheels needing a newer glibc. A
+            # dependency published only as an sdist falls back to building it here.
+            res = runner.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                              "--only-binary=:all:", "--platform", f"manylinux_{GUEST_GLIBC}_x86_64",
+                              "--python-version", python_tag(), "--implementation", "cp",
+                              "--dest", str(tmp), *reqs], timeout=1800, check=False)
+            if res.returncode != 0:
+                runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+                            "--prefer-binary", "--wheel-dir", str(tmp), *reqs], timeout=1800)
+            (tmp / _DONE).write_text("\n".join(reqs) + "\n")
+            deps_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(deps_dir, ignore_errors=True)
+            os.rename(tmp, deps_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    progress(f"agent: building the provisioner wheel from {source}…")
+    out = cache / "agent"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                "--wheel-dir", str(out), str(source)], timeout=900)
+    wheels = sorted(out.glob("provisioner-*.whl"))
+    if len(wheels) != 1:
+        raise HostError(f"agent delivery: expected one provisioner wheel in {out}, found {len(wheels)}")
+    deps = tuple(sorted(deps_dir.glob("*.whl")))
+    return AgentBundle(wheels[0], deps, python_tag())
+
+
+def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, staging: str = REMOTE_WHEELS,
+            progress: Callable[[str], None] = lambda _m: None) -> DeliveryReport:
+    report = DeliveryReport()
+    t0 = time.monotonic()
+    remote_py = ssh.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
+    if remote_py != bundle.python:
+        raise HostError(f"agent delivery to {ssh.target.where}: host has Python {remote_py}, the wheels were built "
+                        f"for {bundle.python}; run provision with a Python {remote_py} interpreter")
+    ssh.run(["mkdir", "-p", staging])
+    have = ssh.listdir(staging)
+    for whl in bundle.wheels:
+        size = whl.stat().st_size
+        if have.get(whl.name) == size and whl != bundle.project_wheel:
+            report.skipped.append(whl.name)
+            continue
+        ssh.put(whl, f"{staging}/{whl.name}")
+        report.sent.append(whl.name)
+        report.bytes_sent += size
+    report.seconds["push"] = round(time.monotonic() - t0, 2)
+    progress(f"agent: sent {len(report.sent)} wheel(s), {report.bytes_sent / 1e6:.1f} MB "
+             f"({len(report.skipped)} already there) in {report.seconds['push']}s")
+    t1 = time.monotonic()
+    pip = f"{venv}/bin/pip"
+    ssh.run(f"test -x {pip} || python3 -m venv {venv}", sudo=True)
+    ssh.run([pip, "install", "-q", "--disable-pip-version-check", "--no-index", "--find-links", staging,
+             str(f"{staging}/{bundle.project_wheel.name}")], sudo=True, timeout=900)
+    # Same version number, new code: reinstall the project wheel itself (dependencies stay).
+    ssh.run([pip, "install", "-q", "--disable-pip-version-check", "--no-index", "--no-deps", "--force-reinstall",
+             f"{staging}/{bundle.project_wheel.name}"], sudo=True, timeout=900)
+    ssh.run(["ln", "-sfn", f"{venv}/bin/provision", "/usr/local/bin/provision"], sudo=True)
+    report.seconds["install"] = round(time.monotonic() - t1, 2)
+    report.version = ssh.run(["/usr/local/bin/provision", "--version"]).stdout.strip()
+    progress(f"agent: installed {report.version} in {venv} in {report.seconds['install']}s")
+    return report

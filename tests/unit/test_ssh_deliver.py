@@ -1,0 +1,92 @@
+"""SSH host key verification (no TOFU) and agent delivery decisions, without a network."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from provisioner.errors import HostError
+from provisioner.host import deliver as d
+from provisioner.host.ssh import HostKeyMismatch, SshClient, Target, _VerifyFingerprints, sha256_fingerprint
+
+
+@pytest.fixture
+def host_key(tmp_path) -> Path:
+    path = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def test_fingerprint_matches_ssh_keygen(host_key):
+    key = paramiko.Ed25519Key.from_private_key_file(str(host_key))
+    out = subprocess.run(["ssh-keygen", "-l", "-f", str(host_key) + ".pub"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split()[1] == sha256_fingerprint(key)
+
+
+def test_policy_accepts_only_console_fingerprints(host_key):
+    key = paramiko.Ed25519Key.from_private_key_file(str(host_key))
+    client = paramiko.SSHClient()
+    _VerifyFingerprints({sha256_fingerprint(key)}, "h").missing_host_key(client, "[127.0.0.1]:2222", key)
+    assert client.get_host_keys().lookup("[127.0.0.1]:2222")
+    with pytest.raises(HostKeyMismatch, match="not among the fingerprints"):
+        _VerifyFingerprints({"SHA256:other"}, "h").missing_host_key(paramiko.SSHClient(), "x", key)
+
+
+def test_client_refuses_to_run_without_fingerprints(tmp_path):
+    with pytest.raises(HostError, match="no host key fingerprints"):
+        SshClient(Target("127.0.0.1", 22, "u", tmp_path / "k", ()))
+
+
+class FakeSsh:
+    """Stands in for SshClient: records commands and puts, answers python3 and listdir."""
+
+    def __init__(self, python="3.11", have=None):
+        self.target = Target("127.0.0.1", 2222, "provision", Path("k"), ("SHA256:x",))
+        self.python, self.have, self.commands, self.puts = python, have or {}, [], []
+
+    def run(self, argv, **kw):
+        cmd = argv if isinstance(argv, str) else " ".join(argv)
+        self.commands.append(cmd)
+        out = self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd else ""
+        return type("O", (), {"stdout": out, "stderr": "", "returncode": 0})()
+
+    def listdir(self, remote):
+        return self.have
+
+    def put(self, local, remote, mode=None):
+        self.puts.append(Path(local).name)
+
+
+def _bundle(tmp_path) -> d.AgentBundle:
+    wheels = []
+    for name in ("provisioner-0.1.0-py3-none-any.whl", "click-8.1-py3-none-any.whl", "pyyaml-6-cp311.whl"):
+        (tmp_path / name).write_bytes(b"x" * 10)
+        wheels.append(tmp_path / name)
+    return d.AgentBundle(wheels[0], tuple(wheels[1:]), "3.11")
+
+
+def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
+    ssh = FakeSsh(have={"click-8.1-py3-none-any.whl": 10, "pyyaml-6-cp311.whl": 3,
+                        "provisioner-0.1.0-py3-none-any.whl": 10})
+    report = d.deliver(ssh, _bundle(tmp_path))
+    assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl", "pyyaml-6-cp311.whl"]
+    assert report.skipped == ["click-8.1-py3-none-any.whl"]
+    installs = [c for c in ssh.commands if "pip install" in c]
+    assert all("--no-index" in c for c in installs) and any("--force-reinstall" in c for c in installs)
+    assert report.version == "provision, version 0.1.0"
+
+
+def test_deliver_refuses_a_python_mismatch_before_sending(tmp_path):
+    ssh = FakeSsh(python="3.13")
+    with pytest.raises(HostError, match="host has Python 3.13, the wheels were built for 3.11"):
+        d.deliver(ssh, _bundle(tmp_path))
+    assert ssh.puts == []
+
+
+def test_runtime_requirements_leave_out_test_extras():
+    reqs = d.runtime_requirements()
+    assert any(r.startswith("paramiko") for r in reqs)
+    assert not any("pytest" in r or "moto" in r for r in reqs)
