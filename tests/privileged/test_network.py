@@ -167,6 +167,9 @@ def test_two_containers_links_published_ports_nat_and_teardown(env):
     # published port from the host's own 127.0.0.1, and from the other host
     assert env.wget(f"http://127.0.0.1:{port}/").stdout == "hello from web\n"
     assert env.wget(f"http://{env.host_ext_ip}:{port}/", env.ext_ns).stdout == "hello from web\n"
+    # … and from containers through a host address: another one, and the publisher itself (hairpin)
+    assert env.wget(f"http://{env.host_ext_ip}:{port}/", ns_api).stdout == "hello from web\n"
+    assert env.wget(f"http://{env.host_ext_ip}:{port}/", ns_web).stdout == "hello from web\n"
 
     # egress: container → the other host, source masqueraded to this host's address there
     server = env.spawn("ip", "netns", "exec", env.ext_ns, "python3", "-c",

@@ -21,18 +21,30 @@ def test_link_env_matches_docker():
     env = hosts.link_env("web", LinkTarget("mydb", "db-main", "10.88.0.2", ((5432, "tcp"), (53, "udp")),
                                            {"POSTGRES_USER": "app", "PATH": "/bin", "HOME": "/root"}))
     assert env == {
-        "DB_MAIN_NAME": "/web/db-main",
-        "DB_MAIN_PORT": "udp://10.88.0.2:53",
-        "DB_MAIN_PORT_53_UDP": "udp://10.88.0.2:53",
-        "DB_MAIN_PORT_53_UDP_ADDR": "10.88.0.2",
-        "DB_MAIN_PORT_53_UDP_PORT": "53",
-        "DB_MAIN_PORT_53_UDP_PROTO": "udp",
+        "DB_MAIN_PORT": "tcp://10.88.0.2:5432",  # TCP sorts first
         "DB_MAIN_PORT_5432_TCP": "tcp://10.88.0.2:5432",
         "DB_MAIN_PORT_5432_TCP_ADDR": "10.88.0.2",
         "DB_MAIN_PORT_5432_TCP_PORT": "5432",
         "DB_MAIN_PORT_5432_TCP_PROTO": "tcp",
+        "DB_MAIN_PORT_53_UDP": "udp://10.88.0.2:53",
+        "DB_MAIN_PORT_53_UDP_ADDR": "10.88.0.2",
+        "DB_MAIN_PORT_53_UDP_PORT": "53",
+        "DB_MAIN_PORT_53_UDP_PROTO": "udp",
+        "DB_MAIN_NAME": "/web/db-main",
         "DB_MAIN_ENV_POSTGRES_USER": "app",
     }
+
+
+def test_link_env_port_ranges():
+    env = hosts.link_env("app", LinkTarget("zk", "zk", "10.88.0.5", ((2181, "tcp"), (2888, "tcp"), (2889, "tcp"),
+                                                                     (2890, "tcp"), (9000, "tcp"))))
+    assert env["ZK_PORT"] == "tcp://10.88.0.5:2181"
+    assert env["ZK_PORT_2888_TCP_START"] == "tcp://10.88.0.5:2888"
+    assert env["ZK_PORT_2888_TCP_PORT_START"] == "2888"
+    assert env["ZK_PORT_2888_TCP_END"] == "tcp://10.88.0.5:2890"
+    assert env["ZK_PORT_2888_TCP_PORT_END"] == "2890"
+    assert env["ZK_PORT_2889_TCP_ADDR"] == "10.88.0.5"
+    assert not any(k.startswith(("ZK_PORT_2181_TCP_START", "ZK_PORT_9000_TCP_START")) for k in env)
 
 
 def test_link_env_without_ports_has_only_the_name():

@@ -17,7 +17,8 @@ We chose kernel DNAT over a userland proxy for 127.0.0.1: no process per port, n
 Linux refuses to route a packet with a 127.x source out of a non-loopback device unless that
 device has route_localnet=1, so the bridge gets it (the plan sets it); the masquerade then
 gives the packet the bridge address as source, so the container's reply comes back to the host
-and conntrack un-NATs it. This mirrors Docker with `--userland-proxy=false`.
+and conntrack un-NATs it. This mirrors Docker with `--userland-proxy=false` (which also puts
+bridge ports in hairpin mode, as CreateVeth does here).
 """
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
     if isinstance(a, CreateVeth):
         return [(["ip", "link", "add", a.host, "type", "veth", "peer", "name", a.inner, "netns", a.netns_path], None),
                 (["ip", "link", "set", a.host, "master", a.bridge], None),
+                # Hairpin: a container reaching its own published port comes back, DNAT-ed, out
+                # of the very bridge port it came in by; the bridge drops that unless the port
+                # is in hairpin mode (Docker sets it too when it runs without userland proxy).
+                (["ip", "link", "set", a.host, "type", "bridge_slave", "hairpin", "on"], None),
                 (["ip", "link", "set", a.host, "up"], None),
                 (_in_ns(a.netns_path, ["ip", "link", "set", "lo", "up"]), None),
                 (_in_ns(a.netns_path, ["ip", "addr", "add", a.address, "dev", a.inner]), None),

@@ -5,8 +5,9 @@ Docker's --link NAME:ALIAS gives the linking container
   - an /etc/hosts line "<addr of NAME>\t<ALIAS> <NAME>", rewritten when NAME's address changes;
   - <ALIAS>_NAME=/<linker>/<ALIAS>, <ALIAS>_PORT=<proto>://<addr>:<lowest port>, and per exposed
     port <ALIAS>_PORT_<p>_<PROTO>=<proto>://<addr>:<p> with _ADDR, _PORT and _PROTO;
-  - <ALIAS>_ENV_<K>=<V> for the linked container's own environment (minus HOME, PATH, HOSTNAME).
-ALIAS in variable names is upper-cased with every non-alphanumeric character turned into "_".
+  - a run of consecutive exposed ports also gets _START/_END and _PORT_START/_PORT_END;
+  - <ALIAS>_ENV_<K>=<V> for the linked container's own environment (minus HOME and PATH).
+ALIAS in variable names is upper-cased with "-" turned into "_"; ports sort TCP first.
 Env vars are fixed when the linker starts (a process environment cannot change); the allocator
 keeps a container's address across restarts so they stay right, and the hosts line is
 rewritten whenever it does change.
@@ -59,24 +60,45 @@ def render_hosts(hostname: str, address: str, links: Iterable[LinkTarget] = (),
 
 
 def env_prefix(alias: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "_", alias).upper()
+    """Docker: upper-cased, '-' → '_' (nothing else is changed)."""
+    return alias.upper().replace("-", "_")
+
+
+def _port_order(pp: tuple[int, str]) -> tuple[int, str, int]:
+    port, proto = pp
+    return (0 if proto == "tcp" else 1, proto, port)  # TCP first, then by number
 
 
 def link_env(linker: str, link: LinkTarget) -> dict[str, str]:
+    """The env vars Docker gives a container for `--link <link.name>:<link.alias>`."""
     p = env_prefix(link.alias)
-    env = {f"{p}_NAME": f"/{linker}/{link.alias}"}
-    ports = sorted(set(link.ports), key=lambda pp: (pp[0], pp[1]))
-    if ports:
-        port, proto = ports[0]
-        env[f"{p}_PORT"] = f"{proto}://{link.address}:{port}"
-    for port, proto in ports:
+    ip = link.address
+    env: dict[str, str] = {}
+    ports = sorted(set(link.ports), key=_port_order)
+    start = end = None
+    for i, (port, proto) in enumerate(ports):
+        if i == 0:
+            env[f"{p}_PORT"] = f"{proto}://{ip}:{port}"
+            start = end = (port, proto)
         base = f"{p}_PORT_{port}_{proto.upper()}"
-        env[base] = f"{proto}://{link.address}:{port}"
-        env[f"{base}_ADDR"] = link.address
+        env[base] = f"{proto}://{ip}:{port}"
+        env[f"{base}_ADDR"] = ip
         env[f"{base}_PORT"] = str(port)
         env[f"{base}_PROTO"] = proto
+        if i > 0 and port == end[0] + 1 and proto == end[1]:
+            end = (port, proto)  # consecutive ports of one protocol form a range
+            if i < len(ports) - 1:
+                continue
+        if end != start:
+            rbase = f"{p}_PORT_{start[0]}_{start[1].upper()}"
+            env[f"{rbase}_START"] = f"{start[1]}://{ip}:{start[0]}"
+            env[f"{rbase}_PORT_START"] = str(start[0])
+            env[f"{rbase}_END"] = f"{end[1]}://{ip}:{end[0]}"
+            env[f"{rbase}_PORT_END"] = str(end[0])
+        start = end = (port, proto)
+    env[f"{p}_NAME"] = f"/{linker}/{link.alias}"
     for k, v in (link.env or {}).items():
-        if k not in ("HOME", "PATH", "HOSTNAME"):
+        if k not in ("HOME", "PATH"):
             env[f"{p}_ENV_{k}"] = v
     return env
 
