@@ -257,3 +257,36 @@ def test_ip_forward_is_on_after_connect(env):
     assert Path(f"/proc/sys/net/ipv4/conf/{env.cfg.bridge}/route_localnet").read_text().strip() == "1"
     env.disconnect("web")
     assert env.leftovers() == NOTHING
+
+
+def test_rules_are_removed_exactly_and_a_converged_plan_is_empty(env):
+    from provisioner.containers.network.facts import read_facts
+    from provisioner.containers.network.plan import plan_connect
+
+    p1, p2 = free_port(), free_port()
+    a = env.connect("a", ports=[f"{p1}:80", f"{p1}:53/udp"])
+    b = env.connect("b", ports=[f"127.0.0.1:{p2}:80"])
+    facts = read_facts(env.runner, env.cfg)
+    assert {n: sorted(m for _, m in rules) for n, rules in facts.rules.items()} == {
+        "a": sorted([f"{p1}:80/tcp", f"{p1}:53/udp"]), "b": [f"127.0.0.1:{p2}:80/tcp"]}
+    assert plan_connect(facts, env.cfg, a) == [] and plan_connect(facts, env.cfg, b) == []
+
+    env.disconnect("a")
+    ruleset = sh("nft", "list", "table", "ip", env.cfg.table).stdout
+    assert "prov:a|" not in ruleset and f'prov:b|127.0.0.1:{p2}:80/tcp' in ruleset
+    assert env.leftovers()["allocations"] == {"b": b.address}
+    env.disconnect("b")
+    assert env.leftovers() == NOTHING
+
+
+def test_host_port_chosen_when_not_given(env):
+    ep = env.connect("web", ports=["80"])
+    (m,) = ep.ports
+    assert m.container_port == 80 and m.host_port > 0
+    lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert lo <= m.host_port <= hi
+    env.httpd(f"pt{env.sfx}-web", "auto\n")
+    assert wait_for(lambda: env.wget(f"http://127.0.0.1:{m.host_port}/", check=False).stdout == "auto\n",
+                    what="published on the chosen port")
+    env.disconnect("web")
+    assert env.leftovers() == NOTHING
