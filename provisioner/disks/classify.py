@@ -104,9 +104,9 @@ def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
     if bus == "nvme" and nmodel == AWS_EBS_MODEL:
         cloud, role = AWS, VOLUME
         volume_id = aws_volume_id(serial)
-        # The block-device-mapping name lives in the controller's vendor-specific identify
-        # data; amazon-ec2-utils' rules export it when installed, we do not read it here.
-        device_name = clean(raw.properties.get("AWS_EBS_DEVICE_NAME", "")) or None
+        # The mapping name lives in vendor-specific identify data (read by discover via
+        # nvme.py); amazon-ec2-utils' rules, when installed, also link /dev/sdf to the disk.
+        device_name = clean(raw.attributes.get("ebs_device_name")) or _mapping_link(raw)
     elif bus == "nvme" and nmodel == AWS_INSTANCE_STORE_MODEL:
         cloud, role = AWS, EPHEMERAL
     elif bus == "xen":
@@ -120,12 +120,12 @@ def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
         cloud, role, device_name = GCE, EPHEMERAL, serial or None
     elif bus == "nvme" and _GCE_NVME_LOCAL.match(model):
         cloud, role = GCE, EPHEMERAL
-        device_name = _google_rules_name(raw)
+        device_name = clean(raw.attributes.get("gce_device_name")) or _google_rules_name(raw)
     elif bus == "nvme" and model == GCE_NVME_PD_MODEL:
         # The device name sits in vendor-specific namespace data; Google's guest rules put it
         # in ID_SERIAL_SHORT (google_nvme_id) when they are installed.
         cloud, role = GCE, VOLUME
-        device_name = _google_rules_name(raw)
+        device_name = clean(raw.attributes.get("gce_device_name")) or _google_rules_name(raw)
     elif bus == "loop":
         cloud, role = LOCAL, OTHER
     elif bus in ("virtio", "nvme", "scsi") and (bus == "virtio" or nmodel.startswith("qemu")
@@ -137,8 +137,29 @@ def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
                     volume_id=volume_id, device_name=device_name)
 
 
+_MAPPING_LINK = re.compile(r"^/dev/((?:sd|xvd)[a-z]+)$")
+
+
+def _links(raw: RawDisk) -> list[str]:
+    return list(raw.links) + raw.properties.get("DEVLINKS", "").split()
+
+
+def _mapping_link(raw: RawDisk) -> str | None:
+    """amazon-ec2-utils' udev rules link the mapping name (/dev/sdf or /dev/xvdf) to the disk."""
+    for link in _links(raw):
+        m = _MAPPING_LINK.match(link)
+        if m:
+            name = m.group(1)
+            return "sd" + name[3:] if name.startswith("xvd") else name
+    return None
+
+
 def _google_rules_name(raw: RawDisk) -> str | None:
+    """Google's guest rules: ID_SERIAL_SHORT from google_nvme_id, or /dev/disk/by-id/google-NAME."""
     props = raw.properties
     if props.get("ID_SERIAL", "").startswith(("Google_PersistentDisk_", "Google_EphemeralDisk_")):
         return clean(props.get("ID_SERIAL_SHORT", "")) or None
+    for link in _links(raw):
+        if link.startswith("/dev/disk/by-id/google-"):
+            return link[len("/dev/disk/by-id/google-"):] or None
     return None

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .classify import classify
+from . import nvme
+from .classify import classify, clean
 from .facts import BtrfsSuper, Disk, HostFacts, MountEntry, RawDisk, Signature
 from .probe import MOUNTINFO, probe_btrfs_super, probe_signature, read_mountinfo
 
@@ -74,6 +75,8 @@ def raw_from_udev(device) -> RawDisk | None:
             if pci is not None and _attr(pci, "vendor"):
                 attrs["pci_vendor"] = _attr(pci, "vendor").strip()
         break
+    if parent_subsystem == "nvme":
+        _nvme_names(device, attrs)
     rotational = (_attr(device, "queue/rotational") or "0").strip() == "1"
     partitions = tuple(sorted(c.sys_name for c in device.children
                               if c.device_type == "partition"))
@@ -84,6 +87,26 @@ def raw_from_udev(device) -> RawDisk | None:
                    properties=props, attributes=attrs, parent_subsystem=parent_subsystem,
                    rotational=rotational, partitions=partitions, holders=holders,
                    backing_file=backing, links=links)
+
+
+def _nvme_names(device, attrs: dict) -> None:
+    """The names AWS and GCE keep in NVMe identify data (see nvme.py), into `attrs`."""
+    model = clean(attrs.get("model"))
+    node = device.device_node
+    if not node:
+        return
+    if model == "Amazon Elastic Block Store":
+        name = nvme.ebs_device_name(nvme.identify(node, nvme._CNS_CONTROLLER))
+        if name:
+            attrs["ebs_device_name"] = name
+    elif model.startswith("nvme_card"):
+        try:
+            nsid = int(_attr(device, "nsid") or "1")
+        except ValueError:
+            nsid = 1
+        name = nvme.gce_device_name(nvme.identify(node, nvme._CNS_NAMESPACE, nsid))
+        if name:
+            attrs["gce_device_name"] = name
 
 
 def _holders(sys_path: str, partitions: Iterable[str]) -> tuple[str, ...]:
