@@ -7,6 +7,7 @@ CLI; everything we know about it afterwards is in three files:
   <state_dir>/<name>.state.json  written atomically by the shim (status, pid, exit code, restarts)
   <state_dir>/<name>.pid         the shim's pid, flock-ed by it for its whole life
   <log_dir>/<name>.log[.1 .2]    JSON lines {"log", "stream", "time"} (Docker's json-file shape)
+  <state_dir>/<name>.spec.json   how it was started (argv, policy, ...), for restore() at boot
 
 `stop()` writes the wanted timeout to <state_dir>/<name>.stop and sends the shim SIGTERM; the
 shim sends the stop signal, waits, then SIGKILLs the process group, and does not restart.
@@ -98,6 +99,10 @@ class ShimPaths:
         state_dir, log_dir = Path(state_dir), Path(log_dir)
         return cls(state_dir / f"{name}.state.json", state_dir / f"{name}.pid",
                    state_dir / f"{name}.stop", log_dir / f"{name}.log")
+
+    @property
+    def spec(self) -> Path:
+        return self.state.with_name(self.state.name.replace(".state.json", ".spec.json"))
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,10 @@ def start(
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop.unlink(missing_ok=True)
+    spec = {"argv": list(argv), "policy": str(pol), "log_dir": str(Path(log_dir).resolve()),
+            "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
+            "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms}
+    atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
         "--stop-file", str(paths.stop), "--log", str(paths.log), "--restart", str(pol),
@@ -246,8 +255,30 @@ def remove(name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) 
     paths = ShimPaths.of(name, log_dir, state_dir)
     if status(name, state_dir, log_dir).shim_alive:
         raise ContainerError(f"{name} is running; stop it first")
-    for p in (paths.state, paths.pid, paths.stop, *_log_files(paths.log)):
+    for p in (paths.state, paths.pid, paths.stop, paths.spec, *_log_files(paths.log)):
         p.unlink(missing_ok=True)
+
+
+def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None) -> list[str]:
+    """At boot (from the host agent): starts again every container whose restart policy says
+    so (Docker's daemon-start rule: `always`, and `unless-stopped` unless the user stopped it)
+    and whose supervisor is not running. Returns the names started."""
+    started = []
+    for spec_path in sorted(Path(state_dir).glob("*.spec.json")):
+        name = spec_path.name[: -len(".spec.json")]
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ContainerError(f"{spec_path}: unreadable container spec ({exc})") from exc
+        st = status(name, state_dir, spec["log_dir"])
+        if st.shim_alive or not RestartPolicy.parse(spec["policy"]).restart_at_boot(st.stop_requested):
+            continue
+        start(name, spec["argv"], spec["policy"], spec["log_dir"], state_dir, runner=runner,
+              stop_signal=spec["stop_signal"], stop_timeout=spec["stop_timeout"],
+              log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
+              backoff_max_ms=spec["backoff_max_ms"], shim=shim)
+        started.append(name)
+    return started
 
 
 # -- logs ------------------------------------------------------------------------------------

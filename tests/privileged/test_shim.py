@@ -205,7 +205,7 @@ def test_logs_follow_until_supervisor_exits(box):
 def test_exec_failure_is_one_clear_error(box):
     with pytest.raises(ContainerError, match=r"cannot start bad: exec /nonexistent/cmd: No such file"):
         supervise.start("bad", ["/nonexistent/cmd"], "always", box.dir / "logs", box.dir / "state",
-                        runner=Runner(), shim=supervise.shim_path() or str(SHIM_DIR / "build/provision-shim"))
+                        runner=Runner(), shim=str(SHIM_DIR / "build" / "provision-shim"))
     assert box.status("bad").status == "exited"
 
 
@@ -224,3 +224,21 @@ def test_shim_rss_is_small(box, record_property):
     print(f"provision-shim VmRSS: {rss_kb} kB")
     assert rss_kb > 0
     box.stop("rss", timeout=1)
+
+
+def test_restore_after_a_simulated_reboot(box, shim):
+    a = box.start("a", RUN_FOREVER, "always")
+    box.start("b", RUN_FOREVER, "unless-stopped")
+    box.start("c", RUN_FOREVER, "no")
+    box.stop("b", timeout=1)
+    # "reboot": every supervisor and its command die at once, without a word
+    for name in ("a", "c"):
+        st = box.status(name)
+        os.kill(st.shim_pid, signal.SIGKILL)
+        os.killpg(st.pid, signal.SIGKILL)
+    wait_for(lambda: box.status("a").status == "dead" and box.status("c").status == "dead")
+    assert supervise.restore(box.dir / "state", runner=Runner(), shim=shim) == ["a"]
+    st = box.status("a")
+    assert st.status == "running" and st.shim_alive and st.pid != a.pid
+    assert box.status("b").status == "exited" and box.status("c").status == "dead"
+    box.stop("a", timeout=1)

@@ -157,3 +157,24 @@ def test_remove_deletes_state_and_logs(tmp_path):
     (tmp_path / "c1.log.1").write_text(rec("y\n"))
     supervise.remove("c1", tmp_path, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_starts_what_the_policy_brings_back_at_boot(tmp_path):
+    def spec(name, policy):
+        (tmp_path / f"{name}.spec.json").write_text(json.dumps({
+            "argv": ["run", name], "policy": policy, "log_dir": str(tmp_path), "stop_signal": "SIGTERM",
+            "stop_timeout": 10, "log_max_size": 1 << 20, "log_max_files": 3, "backoff_max_ms": 60000}))
+
+    spec("a", "always")
+    write_state(tmp_path, "a", status="running")             # machine went down under it
+    spec("b", "unless-stopped")
+    write_state(tmp_path, "b", status="exited", stop_requested=True)  # the user stopped it
+    spec("c", "unless-stopped")
+    write_state(tmp_path, "c", status="running")
+    spec("d", "no")
+    write_state(tmp_path, "d", status="running")
+    spec("e", "on-failure:3")
+    runner = FakeRunner().expect(["/opt/shim"], prefix=True, stdout="1 2\n")
+    assert supervise.restore(tmp_path, runner=runner, shim="/opt/shim") == ["a", "c"]
+    started = [c[c.index("--") + 1:] for c in runner.commands()]
+    assert started == [("run", "a"), ("run", "c")]
