@@ -110,10 +110,15 @@ int cgroup_add_pid(struct pr_cgroup *cg, pid_t pid, pr_error *err) {
 int cgroup_destroy(struct pr_cgroup *cg, pr_error *err) {
   int ret = 0;
   for (size_t i = cg->n_created; i-- > 0;) {
-    /* A killed task leaves its cgroup a moment after it is reaped. */
+    /* Leaves are the container's own: a killed task leaves its cgroup a
+     * moment after it is reaped, so retry EBUSY briefly.  A parent we made
+     * that now holds another container's cgroup is simply left in place. */
+    bool leaf = false;
+    for (size_t k = 0; k < cg->n_leaves; k++) leaf |= strcmp(cg->leaves[k], cg->created[i]) == 0;
     for (int attempt = 0;; attempt++) {
       if (rmdir(cg->created[i]) == 0 || errno == ENOENT) break;
-      if (errno != EBUSY || attempt >= 200) {
+      if (errno == EBUSY && !leaf) break;
+      if (errno != EBUSY || attempt >= 400) {
         ret = pr_fail(err, errno, "removing cgroup %s", cg->created[i]);
         break;
       }

@@ -343,6 +343,8 @@ int config_load(const char *bundle, struct pr_config **out, pr_error *err) {
     return -1;
   }
   json_tokener *tok = json_tokener_new();
+  /* Strict: json-c otherwise accepts trailing commas and other non-JSON. */
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
   json_object *root = json_tokener_parse_ex(tok, text, (int)len);
   enum json_tokener_error jerr = json_tokener_get_error(tok);
   if (root == NULL || jerr != json_tokener_success) {

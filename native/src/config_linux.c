@@ -140,6 +140,19 @@ int config_add_final_ops(struct pr_config *c, json_object *lx, pr_error *err) {
   config_add_op(c, OP_HOOKS, "hooks");
   config_add_op(c, OP_PIVOT, "root.path");
   if (c->rootfs_propagation) config_add_op(c, OP_PROPAGATION, "linux.rootfsPropagation")->propagation = c->rootfs_propagation;
+  /* sysctls go before readonlyPaths makes /proc/sys read-only (runc's order). */
+  if (jget_object(lx, "sysctl", "linux", &o, err) < 0) return -1;
+  if (o) {
+    json_object_object_foreach(o, key, val) {
+      cleanup_free char *f = xasprintf("linux.sysctl.%s", key);
+      if (!json_object_is_type(val, json_type_string)) return pr_fail(err, 0, "%s: expected a string", f);
+      if (check_sysctl(c, key, f, err) < 0) return -1;
+      struct pr_op *op = config_add_op(c, OP_SYSCTL, f);
+      op->a = xasprintf("/proc/sys/%s", key);
+      for (char *p = op->a + 10; *p; p++) if (*p == '.') *p = '/';
+      op->b = xstrdup(json_object_get_string(val));
+    }
+  }
   const char *lists[] = {"maskedPaths", "readonlyPaths"};
   enum pr_op_kind kinds[] = {OP_MASK, OP_READONLY};
   for (int l = 0; l < 2; l++) {
@@ -154,18 +167,6 @@ int config_add_final_ops(struct pr_config *c, json_object *lx, pr_error *err) {
     }
   }
   if (c->root_readonly) config_add_op(c, OP_ROOT_RO, "root.readonly");
-  if (jget_object(lx, "sysctl", "linux", &o, err) < 0) return -1;
-  if (o) {
-    json_object_object_foreach(o, key, val) {
-      cleanup_free char *f = xasprintf("linux.sysctl.%s", key);
-      if (!json_object_is_type(val, json_type_string)) return pr_fail(err, 0, "%s: expected a string", f);
-      if (check_sysctl(c, key, f, err) < 0) return -1;
-      struct pr_op *op = config_add_op(c, OP_SYSCTL, f);
-      op->a = xasprintf("/proc/sys/%s", key);
-      for (char *p = op->a + 10; *p; p++) if (*p == '.') *p = '/';
-      op->b = xstrdup(json_object_get_string(val));
-    }
-  }
   if (c->hostname && *c->hostname) config_add_op(c, OP_HOSTNAME, "hostname")->a = xstrdup(c->hostname);
   if (c->domainname && *c->domainname) {
     if (!c->ns[NS_UTS].present) return pr_fail(err, 0, "domainname: needs a uts namespace");

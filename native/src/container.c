@@ -104,6 +104,12 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   if (cfg->process.terminal && !o->console_socket)
     return pr_fail(err, 0, "config.json: process.terminal is true but no --console-socket was given");
   if (open_join_namespaces(ct, err) < 0) return -1;
+  for (int k = 0; k < 3; k++) {
+    ct->stdio_fds[k] = -1;
+    if (!o->stdio[k]) continue;
+    ct->stdio_fds[k] = open(o->stdio[k], (k == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND) | O_CLOEXEC, 0644);
+    if (ct->stdio_fds[k] < 0) return pr_fail(err, errno, "--%s %s", k == 0 ? "stdin" : k == 1 ? "stdout" : "stderr", o->stdio[k]);
+  }
   if (o->console_socket && cfg->process.terminal && (ct->console_fd = console_connect(o->console_socket, err)) < 0)
     return -1;
   if (state_dir_create(o->root, o->id, &ct->state_dir, err) < 0) return -1;
@@ -377,6 +383,6 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
 int container_state(const char *root, const char *id, char **json, pr_error *err) {
   struct pr_state st;
   if (state_load(root, id, &st, err) < 0) return -1;
-  *json = state_oci_json(&st, state_status(root, &st));
+  *json = state_oci_json_ext(&st, state_status(root, &st), true);
   return 0;
 }

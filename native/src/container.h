@@ -16,6 +16,7 @@ struct pr_container {
   int console_fd;        /* connected --console-socket, -1 if none */
   int ns_fds[NS__COUNT]; /* namespaces to join, -1 otherwise */
   int rootfd;            /* O_PATH of the rootfs, in the init */
+  int stdio_fds[3];      /* to dup2 onto 0-2 in the init, -1 = inherit */
   pid_t host_pid;        /* init's pid as seen by the runtime */
   struct pr_cgroup cg;
 };
@@ -27,6 +28,7 @@ struct pr_create_opts {
   const char *pid_file;
   const char *console_socket;
   bool detach;               /* run -d */
+  const char *stdio[3];      /* --stdin/--stdout/--stderr files, NULL = inherit */
 };
 
 /* create: returns 0 with the init waiting for start. */

@@ -105,6 +105,8 @@ static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
   if (sync_recv(ct->sync_fd, &m, err) < 0) return -1;
   if (m.type != SYNC_GO) _exit(1);
   ct->host_pid = m.value;
+  for (int k = 0; k < 3; k++)
+    if (ct->stdio_fds[k] >= 0 && dup2(ct->stdio_fds[k], k) < 0) return pr_fail(err, errno, "redirecting stdio");
   if (join_namespaces(ct, err) < 0) return -1;
   if (c->ns[NS_USER].present) {
     /* Become root of the new user namespace now that the maps exist. */
@@ -138,8 +140,9 @@ void init_main(struct pr_container *ct) {
     sync_send_error(ct->sync_fd, &err);
     _exit(1);
   }
-  /* From here on we outlive `create`. */
-  prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+  /* After create the init outlives the runtime; under `run` it must not
+   * outlive it (a killed `run` takes its container along). */
+  if (ct->start_listen_fd >= 0) prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
   if (sync_send(ct->sync_fd, SYNC_READY, 0, NULL) < 0) _exit(1);
   int report = wait_start(ct, &err);
   if (report < 0) _exit(1);

@@ -100,9 +100,11 @@ static int parse_opts(int argc, char **argv, struct opt *opts, char ***rest, int
       break;
     }
     if (a[0] != '-' || a[1] == '\0') {
-      if (np < 255) pos[np++] = a;
-      /* After the id, everything else belongs to the command (exec). */
-      continue;
+      /* Like urfave/cli (runc): options end at the first positional
+       * argument; the rest (exec's command) is passed through untouched. */
+      for (; i < argc && np < 255; i++)
+        if (!(np == 1 && strcmp(argv[i], "--") == 0)) pos[np++] = argv[i]; /* exec ID -- CMD */
+      break;
     }
     const char *name = a + (a[1] == '-' ? 2 : 1);
     const char *eq = strchr(name, '=');
@@ -239,7 +241,7 @@ int main(int argc, char **argv) {
   pr_error err = {0};
 
   const char *bundle = ".", *pid_file = NULL, *console_socket = NULL, *process = NULL, *cwd = NULL, *user = NULL;
-  const char *env1 = NULL;
+  const char *env1 = NULL, *stdio[3] = {NULL, NULL, NULL};
   bool force = false, all = false, detach = false, tty = false, nnp = false, ignored = false;
   const char *ignored_v = NULL;
   struct opt opts[] = {
@@ -253,7 +255,11 @@ int main(int argc, char **argv) {
       /* runc flags that tools pass and that need no action here */
       {"no-pivot", NULL, false, NULL, &ignored}, {"no-new-keyring", NULL, false, NULL, &ignored},
       {"preserve-fds", NULL, true, &ignored_v, NULL}, {"format", NULL, true, &ignored_v, NULL},
-      {"keep", NULL, false, NULL, &ignored}, {NULL, NULL, false, NULL, NULL}};
+      {"keep", NULL, false, NULL, &ignored},
+      /* provision-runtime extension: the container's stdio from files, for
+       * callers that cannot hand over descriptors (runc needs the caller's). */
+      {"stdin", NULL, true, &stdio[0], NULL}, {"stdout", NULL, true, &stdio[1], NULL},
+      {"stderr", NULL, true, &stdio[2], NULL}, {NULL, NULL, false, NULL, NULL}};
   char **pos;
   int npos = 0;
   int pr = parse_opts(sub_argc, sub_argv, opts, &pos, &npos);
@@ -267,7 +273,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0) {
     struct pr_config *cfg;
     if (config_load(bundle, &cfg, &err) < 0) return fail(&err);
-    struct pr_create_opts o = {root, id, bundle, pid_file, console_socket, detach};
+    struct pr_create_opts o = {root, id, bundle, pid_file, console_socket, detach, {stdio[0], stdio[1], stdio[2]}};
     if (strcmp(cmd, "create") == 0) return container_create(cfg, &o, &err) < 0 ? fail(&err) : 0;
     int code = 0;
     if (container_run(cfg, &o, &code, &err) < 0) return fail(&err);

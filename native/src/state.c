@@ -168,7 +168,7 @@ const char *state_status(const char *root, const struct pr_state *st) {
   return access(sock, F_OK) == 0 ? "created" : "running";
 }
 
-char *state_oci_json(const struct pr_state *st, const char *status) {
+char *state_oci_json_ext(const struct pr_state *st, const char *status, bool pretty) {
   json_object *o = json_object_new_object();
   json_object_object_add(o, "ociVersion", json_object_new_string(st->oci_version));
   json_object_object_add(o, "id", json_object_new_string(st->id));
@@ -179,7 +179,10 @@ char *state_oci_json(const struct pr_state *st, const char *status) {
   json_object_object_add(o, "created", json_object_new_string(st->created));
   json_object_object_add(o, "owner", json_object_new_string(""));
   json_object_object_add(o, "annotations", json_tokener_parse(st->annotations_json));
-  char *r = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+  char *r = xstrdup(json_object_to_json_string_ext(
+      o, (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN) | JSON_C_TO_STRING_NOSLASHESCAPE));
   json_object_put(o);
   return r;
 }
+
+char *state_oci_json(const struct pr_state *st, const char *status) { return state_oci_json_ext(st, status, false); }

@@ -31,6 +31,8 @@ int state_load(const char *root, const char *id, struct pr_state *st, pr_error *
 const char *state_status(const char *root, const struct pr_state *st);
 /* The OCI state object; status may be overridden (hooks use "creating"). */
 char *state_oci_json(const struct pr_state *st, const char *status);
+/* pretty: indented, for `state` output (runc prints it indented too). */
+char *state_oci_json_ext(const struct pr_state *st, const char *status, bool pretty);
 void state_dir_remove(const char *dir);
 /* starttime (field 22 of /proc/pid/stat) and the state letter. */
 int proc_stat(pid_t pid, unsigned long long *start, char *state);
