@@ -201,6 +201,31 @@ def profile_once(ref: str, mnt: Path) -> None:
     cleanup(root, Runner())
 
 
+def timeline_once(ref: str, mnt: Path) -> list[str]:
+    """One in-process pull with an observer: when each layer finished downloading and applying."""
+    from provisioner.containers.pull import Observer, pull
+    from provisioner.containers.store import Store
+
+    t0 = time.monotonic()
+    events: list[tuple[float, str, int]] = []
+
+    class Timeline(Observer):
+        def downloaded(self, index):
+            events.append((time.monotonic() - t0, "downloaded", index))
+
+        def applied(self, index):
+            events.append((time.monotonic() - t0, "applied", index))
+
+    root = mnt / "timeline"
+    res = pull(ref, Store(root, Runner()), root, observer=Timeline())
+    cleanup(root, Runner())
+    names = [n for n, _ in LAYERS] + ["big"]
+    down = ", ".join(f"{names[i]} {t:.2f}s" for t, what, i in sorted(events) if what == "downloaded")
+    applied = ", ".join(f"{names[i]} {t:.2f}s" for t, what, i in sorted(events) if what == "applied")
+    return [f"Timeline of one in-process pull ({res.seconds:.2f}s): downloads finished at {down}; "
+            f"layers applied at {applied}."]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -247,20 +272,22 @@ def main() -> int:
                     cleanup(work, runner)
                 times[name].append(secs)
                 log(f"run {i + 1}/{args.runs} {name}: {secs:.2f}s")
+        notes = timeline_once(ref, mnt)
+        log(notes[0])
         if args.profile:
             profile_once(ref, mnt)
     manifest_size = sum(d["size"] for d in json.loads(
         (LAYOUT / "blobs/sha256" / json.loads((LAYOUT / "index.json").read_text())["manifests"][0]["digest"][7:])
         .read_text())["layers"])
     uncompressed = int((LAYOUT / "uncompressed-bytes").read_text())
-    report = render(times, driver, manifest_size, uncompressed, args.runs)
+    report = render(times, driver, manifest_size, uncompressed, args.runs, notes)
     print(report)
     if args.write_results:
         write_results(report)
     return 0
 
 
-def render(times: dict, driver: str, compressed: int, uncompressed: int, runs: int) -> str:
+def render(times: dict, driver: str, compressed: int, uncompressed: int, runs: int, notes: list[str]) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med.get("skopeo+umoci")
     lines = [
@@ -278,7 +305,7 @@ def render(times: dict, driver: str, compressed: int, uncompressed: int, runs: i
         ratio = f"{m / base:.2f}x" if base else "-"
         lines.append(f"| {name}{' (' + driver + ')' if name == 'podman' else ''} | {m:.2f} | "
                      f"{', '.join(f'{t:.2f}' for t in times[name])} | {compressed / 1e6 / m:.0f} | {ratio} |")
-    lines += [
+    lines += [""] + notes + [
         "",
         "Commands (per run, fresh directories):",
         "- `provision --root R image pull -q 127.0.0.1:PORT/bench/debian:1`",

@@ -117,6 +117,10 @@ class TokenCache:
                 return hit[0]
             return None
 
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
     def put(self, key: tuple, token: str, expires_in: float | None) -> None:
         ttl = expires_in if expires_in and expires_in > 0 else DEFAULT_TOKEN_TTL
         with self._lock:

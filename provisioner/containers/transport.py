@@ -215,6 +215,7 @@ class Transport:
             if resp.status_code == 401:
                 challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
                 resp.close()
+                self.tokens.clear()  # a cached token the registry no longer accepts (revoked, clock skew)
                 if not authed_once and challenge[0] in ("bearer", "basic"):
                     if challenge[0] == "basic" and not self.credentials:
                         raise self._fail(f"unauthorized: registry {self.host} needs a login "

@@ -281,3 +281,14 @@ def test_scheme_choice_and_insecure_fallback():
     assert Registry(reference.parse("registry.example:5000/a"), insecure_hosts=["registry.example:5000"],
                     credentials=None).t.insecure
     assert not Registry(reference.parse("registry.example:5000/a"), credentials=None).t.insecure
+
+
+def test_revoked_token_is_fetched_again():
+    with FakeRegistry(token="first") as reg:
+        img = make_image([{"x": BIG}])
+        serve_image(reg, "app", ["t"], img)
+        r = client(f"{reg.address}/app:t")
+        got = r.resolve()
+        reg.token = "second"  # the registry stops accepting the cached token
+        assert sha256(read_all(r.open_blob(got.layers[0]))) == got.layers[0].digest
+        assert len([q for q in reg.requests if q["path"].startswith("/token")]) == 2
