@@ -11,6 +11,7 @@ cloud-init's `cc_keys_to_console` prints
     -----END SSH HOST KEY KEYS-----
 
 Lines may carry an "ec2: " prefix, a syslog/kernel-time prefix, or CRs from the serial port.
+A re-run (new instance id on the same disk) prints new blocks: the last complete one wins.
 """
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ import re
 from dataclasses import dataclass
 
 _FP = re.compile(r"(\d+)\s+((?:SHA256|MD5):\S+)\s+.*\((\w+)\)\s*$")
-_KEY = re.compile(r"((?:ssh|ecdsa|sk)-[a-z0-9@.-]+)\s+([A-Za-z0-9+/=]+)(?:\s+\S.*)?$")
-# "[   12.345678] ", "host cloud-init[123]: " (syslog on the console), "ec2: " (cloud-init on EC2)
-_PREFIX = re.compile(r"^(?:\[\s*\d+\.\d+\]\s*)?(?:(?:[\w.-]+\s+)?cloud-init\[\d+\]:\s*)?(?:ec2:\s*)?")
+_KEY = re.compile(r"(?:^|\s)((?:ssh|ecdsa|sk)-[a-z0-9@.-]+)\s+(AAAA[A-Za-z0-9+/=]+)(?:\s|$)")
 
 
 @dataclass(frozen=True)
@@ -33,17 +32,19 @@ class HostKeys:
 
 
 def _blocks(text: str, name: str) -> list[list[str]]:
+    """Lines between BEGIN/END markers. Markers and lines may carry any prefix (kernel time,
+    syslog "<14>Nov 22 10:00:00 ec2: ", "cloud-init[123]: "), so match inside the line."""
+    begin, end = f"-----BEGIN {name}-----", f"-----END {name}-----"
     out, cur = [], None
-    for raw in text.replace("\r", "").splitlines():
-        line = _PREFIX.sub("", raw.strip(), count=1).strip()
-        if line == f"-----BEGIN {name}-----":
+    for line in text.replace("\r", "").splitlines():
+        if begin in line:
             cur = []
-        elif line == f"-----END {name}-----":
+        elif end in line:
             if cur is not None:
                 out.append(cur)
             cur = None
-        elif cur is not None and line and not line.startswith("#"):
-            cur.append(line)
+        elif cur is not None and line.strip():
+            cur.append(line.strip())
     return out
 
 
