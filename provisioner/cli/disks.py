@@ -34,7 +34,7 @@ def _fstab_option(f):
 
 def _plan(app: App, config_path: Path | None, fstab_path: str):
     config = load_config(config_path or app.root / "disks.yaml")
-    facts = gather(app.runner, config.mountpoints(), fstab_path=fstab_path)
+    facts = gather(app.runner, config.mountpoints(), devices=config.device_paths(), fstab_path=fstab_path)
     return make_plan(facts, config)
 
 

@@ -90,6 +90,10 @@ class DisksConfig:
         out = [self.ephemeral.mount] if self.ephemeral else []
         return out + [v.mount for v in self.volumes]
 
+    def device_paths(self) -> list[str]:
+        out = list(self.ephemeral.devices or ()) if self.ephemeral else []
+        return out + [v.match.value for v in self.volumes if v.match.key == "device"]
+
     def to_json(self) -> dict:
         from dataclasses import asdict
 

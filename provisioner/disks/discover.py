@@ -240,8 +240,20 @@ def discover(runner, *, context=None, mountinfo_path: str = MOUNTINFO,
     return build_disks(raws, sigs, supers, read_mountinfo(mountinfo_path), sysfs_root)
 
 
-def gather(runner, mountpoints: Iterable[str] = (), *, fstab_path: str = FSTAB,
-           mountinfo_path: str = MOUNTINFO, sysfs_root: str = SYSFS, context=None) -> HostFacts:
+def resolve_aliases(paths: Iterable[str]) -> dict[str, str]:
+    """Device paths that are symlinks (by-id, by-path, /dev/sdf from cloud rules) → real node."""
+    out = {}
+    for p in paths:
+        if os.path.islink(p):
+            real = os.path.realpath(p)
+            if real != p and os.path.exists(real):
+                out[p] = real
+    return out
+
+
+def gather(runner, mountpoints: Iterable[str] = (), *, devices: Iterable[str] = (),
+           fstab_path: str = FSTAB, mountinfo_path: str = MOUNTINFO, sysfs_root: str = SYSFS,
+           context=None) -> HostFacts:
     """Everything the planner needs, read once."""
     raws = enumerate_raw(context)
     sigs, supers = probe_all(runner, raws)
@@ -252,4 +264,5 @@ def gather(runner, mountpoints: Iterable[str] = (), *, fstab_path: str = FSTAB,
     except FileNotFoundError:
         fstab_text = ""
     return HostFacts(disks=disks, mounts=mounts, fstab_text=fstab_text,
-                     paths={m: path_state(m) for m in mountpoints})
+                     paths={m: path_state(m) for m in mountpoints},
+                     aliases=resolve_aliases(devices))

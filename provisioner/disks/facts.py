@@ -61,7 +61,7 @@ class Signature:
     def describe(self) -> str:
         if self.fstype:
             extra = f" labelled {self.label!r}" if self.label else ""
-            return f"a {self.fstype} filesystem (UUID {self.uuid}){extra}"
+            return f"an existing {self.fstype} filesystem (UUID {self.uuid}){extra}"
         if self.pttype:
             return f"a {self.pttype} partition table"
         return "no signature"
@@ -141,8 +141,11 @@ class HostFacts:
     # For every mountpoint the config names: "dir", "missing", or "file:<path>" when the
     # path itself or one of its ancestors is a regular file (or anything not a directory).
     paths: dict = field(default_factory=dict)
+    # config device path → the node it resolves to (e.g. /dev/disk/by-id/google-data-1 → /dev/sdb)
+    aliases: dict = field(default_factory=dict)
 
     def disk(self, node: str) -> Disk | None:
+        node = self.aliases.get(node, node)
         for d in self.disks:
             if d.node == node or node in d.links:
                 return d

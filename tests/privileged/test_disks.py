@@ -274,7 +274,7 @@ def test_ext4_on_an_ephemeral_disk_is_refused_and_intact(host):
     eph = host.loop(2)
     uuid = _ext4_with_file(host, eph[1])
     cfg, _ = host.config(eph_config(host, eph))
-    with pytest.raises(DiskError, match=f"refusing to format {eph[1]} as ephemeral: it holds a ext4 filesystem"):
+    with pytest.raises(DiskError, match=f"refusing to format {eph[1]} as ephemeral: it holds an existing ext4 filesystem"):
         host.plan(cfg)
     _ext4_intact(host, eph[1], uuid)
     assert "TYPE" not in blkid(eph[0])  # the blank one was not touched either

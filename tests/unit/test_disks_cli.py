@@ -24,7 +24,7 @@ def fake_host(monkeypatch):
     facts = make_facts([make_disk("/dev/loop1")], paths={"/mnt/eph": "dir"})
     seen = {}
 
-    def gather(runner, mountpoints, fstab_path):
+    def gather(runner, mountpoints, devices, fstab_path):
         seen["fstab_path"], seen["mountpoints"] = fstab_path, list(mountpoints)
         return facts
     monkeypatch.setattr(disks_cli, "gather", gather)

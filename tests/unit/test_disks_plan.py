@@ -188,7 +188,7 @@ def test_plan_cases(case):
 REFUSALS = {
     "ext4 on an ephemeral disk": (
         [make_disk("/dev/loop1", fstype="ext4", fs_uuid=OLD)], EPH3.replace(", /dev/loop2, /dev/loop3", ""),
-        DiskError, "refusing to format /dev/loop1 as ephemeral: it holds a ext4 filesystem"),
+        DiskError, "refusing to format /dev/loop1 as ephemeral: it holds an existing ext4 filesystem"),
     "partition table on an ephemeral disk": (
         [make_disk("/dev/loop1", pttype="gpt")], "ephemeral:\n  mount: /e\n  devices: [/dev/loop1]\n",
         DiskError, "/dev/loop1 as ephemeral: it holds a gpt partition table; set ephemeral.wipe: true"),
@@ -266,3 +266,11 @@ def test_plan_json_and_describe():
     assert [a["action"] for a in data["actions"]] == ["mkfs", "makedir", "devicescan", "mount", "writefstab"]
     assert data["actions"][0]["devices"] == LOOPS
     assert p.describe()[0].startswith("mkfs.btrfs /dev/loop1 /dev/loop2 /dev/loop3 label=prov-ephemeral")
+
+
+def test_symlinked_device_paths_resolve_through_aliases():
+    facts = make_facts([make_disk("/dev/sdb")], paths={"/srv/data": "dir"})
+    facts = type(facts)(**{**facts.__dict__, "aliases": {"/dev/disk/by-id/google-data-1": "/dev/sdb"}})
+    p = plan(facts, cfg("volumes:\n  - name: data\n    match: {device: /dev/disk/by-id/google-data-1}\n"
+                        "    mount: /srv/data\n"), new_uuid=uuids())
+    assert p.actions[0] == Mkfs(("/dev/sdb",), "prov-vol-data", U1, "single", "dup", role="volume")
