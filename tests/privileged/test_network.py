@@ -290,3 +290,33 @@ def test_host_port_chosen_when_not_given(env):
                     what="published on the chosen port")
     env.disconnect("web")
     assert env.leftovers() == NOTHING
+
+
+def test_reconnect_after_a_simulated_reboot_and_into_a_new_netns(env):
+    port = free_port()
+    web = env.connect("web", ports=[f"{port}:80"])
+    api = env.connect("api", links=[("web", "web")])
+    # "reboot": everything in the kernel is gone, the records under --root remain
+    for ns in (f"pt{env.sfx}-web", f"pt{env.sfx}-api"):
+        sh("ip", "netns", "del", ns)
+    sh("nft", "delete", "table", "ip", env.cfg.table)
+    sh("ip", "link", "del", env.cfg.bridge)
+    assert env.leftovers()["links"] == [] and env.leftovers()["table"] is False
+    again = net.reconnect(env.root, env.cfg, "web", runner=env.runner)
+    net.reconnect(env.root, env.cfg, "api", runner=env.runner)
+    assert again.address == web.address and again.ports == web.ports
+    env.httpd(f"pt{env.sfx}-web", "back\n")
+    assert wait_for(lambda: env.wget(f"http://127.0.0.1:{port}/", check=False).stdout == "back\n")
+    assert env.wget(f"http://{web.address}/", f"pt{env.sfx}-api").stdout == "back\n"
+
+    # the runtime restarts api in a fresh namespace: the endpoint moves, the address stays
+    fresh = f"pt{env.sfx}-fresh"
+    sh("ip", "netns", "add", fresh)
+    moved = net.reconnect(env.root, env.cfg, "api", runner=env.runner, netns_path=f"/run/netns/{fresh}")
+    assert moved.address == api.address and not moved.owns_netns
+    assert f"pt{env.sfx}-api" not in os.listdir("/run/netns")
+    assert env.wget(f"http://{web.address}/", fresh).stdout == "back\n"
+    env.disconnect("api")
+    env.disconnect("web")
+    sh("ip", "netns", "del", fresh)
+    assert env.leftovers() == NOTHING

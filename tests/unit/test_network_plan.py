@@ -297,3 +297,24 @@ def test_dry_run_plan_touches_nothing(host):
     assert SetSysctl("net.ipv4.ip_forward", "1") in actions
     assert (host.links, host.netns, host.table) == (set(), set(), False)
     assert {c[0] for c in host.runner.calls} <= {"ip", "nft"} and all("-j" in c for c in host.runner.calls)
+
+
+def test_reconnect_rebuilds_a_recorded_endpoint(host):
+    web = net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    # reboot: the fake kernel forgets everything
+    host.links, host.netns, host.table, host.rules = set(), set(), False, {}
+    for p in host.netns_dir.iterdir():
+        p.unlink()
+    again = net.reconnect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+    assert again == web
+    assert host.links == {"prov0", web.veth} and host.netns == {"prov-web"}
+    assert list(host.rules.values()) == ["prov:web|8080:80/tcp"]
+    # nothing to do when converged
+    calls = len(host.runner.calls)
+    net.reconnect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+    assert all(c[:2] in (("ip", "-j"),) or c[:3] == ("nft", "-j", "-a") for c in host.runner.calls[calls:])
+
+
+def test_reconnect_of_an_unknown_container_is_refused(host):
+    with pytest.raises(ContainerError, match="no network endpoint to reconnect"):
+        net.reconnect(host.root, CFG, "ghost", runner=host.runner, paths=host.paths)

@@ -10,9 +10,10 @@ Layout (house style: facts → pure plan → apply):
   facts.py   reads the system (links, netns, sysctls, nft rules, listening sockets)
   plan.py    pure: facts + desired endpoint → actions
   apply.py   actions → `ip`, `nft`, `sysctl` through the Runner
-  manage.py  connect / disconnect / relink: the entry points the container code calls
+  manage.py  connect / disconnect / reconnect / relink: the entry points the container code calls
 """
 from .model import Endpoint, NetworkConfig
-from .manage import connect, disconnect, endpoint, endpoints, relink, teardown
+from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, teardown
 
-__all__ = ["Endpoint", "NetworkConfig", "connect", "disconnect", "endpoint", "endpoints", "relink", "teardown"]
+__all__ = ["Endpoint", "NetworkConfig", "connect", "disconnect", "endpoint", "endpoints", "reconnect", "relink",
+           "teardown"]

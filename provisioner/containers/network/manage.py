@@ -27,7 +27,7 @@ from . import hosts, ipam
 from .apply import apply
 from .facts import read_facts
 from .model import Endpoint, NetworkConfig
-from .plan import Action, plan_connect, plan_disconnect
+from .plan import Action, DeleteLink, DeleteNetns, plan_connect, plan_disconnect
 from .ports import PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_ports
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,45 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             _rollback(root, cfg, ep, runner, paths, last=not eps)
             raise
         eps[name] = ep
+        _relink(eps, name)
+    return ep
+
+
+def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | None = None,
+              paths: SystemPaths = SystemPaths()) -> Endpoint:
+    """Brings a recorded endpoint back as it was (same address, ports, links): after a reboot
+    (bridge, table, netns and veth are gone; a named netns is recreated), or when a restarted
+    container has a new network namespace (`netns_path`; the old veth is removed first)."""
+    _check_name(name)
+    with ipam.lock(root):
+        eps = endpoints(root)
+        ep = eps.get(name)
+        if ep is None:
+            raise ContainerError(f"container {name} has no network endpoint to reconnect")
+        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        actions: list[Action] = []
+        if netns_path is not None and str(netns_path) != ep.netns_path:
+            if ep.veth in facts.links:
+                actions.append(DeleteLink(ep.veth))
+                facts = replace(facts, links=facts.links - {ep.veth})
+            if ep.owns_netns and ep.netns_name in facts.netns:
+                actions.append(DeleteNetns(ep.netns_name))
+                facts = replace(facts, netns=facts.netns - {ep.netns_name})
+            ep = replace(ep, netns_path=str(netns_path), owns_netns=False)
+        others = {n: e.ports for n, e in eps.items() if n != name}
+        own_rules = {m for _, m in facts.rules.get(name, ())}
+        listeners = host_listeners(paths.proc)
+        # our own DNAT rules are no listeners; after a reboot they are gone and sockets count
+        check_conflicts(name, [m for m in ep.ports if str(m) not in own_rules], others, listeners,
+                        facts.local_addresses)
+        actions += plan_connect(facts, cfg, ep)
+        apply(actions, runner)
+        resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf, paths.resolved_upstream))
+        if note:
+            log.warning("%s: %s", name, note)
+        eps[name] = ep
+        _write_files(ep, eps, resolv)
+        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
         _relink(eps, name)
     return ep
 
