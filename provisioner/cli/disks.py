@@ -102,6 +102,8 @@ def apply_cmd(app: App, config_path, fstab_path, dry_run) -> None:
     def human() -> None:
         total = sum(s.seconds for s in result.steps)
         click.echo(f"applied {len(result.steps)} action(s) in {total:.2f}s")
+        for note in p.notes:
+            click.echo(f"note: {note}")
 
     emit(app, {"plan": p.to_json(), "applied": True, "result": result.to_json()}, human)
 

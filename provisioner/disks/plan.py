@@ -159,8 +159,15 @@ def _plan_ephemeral(facts, cfg, claimed, new_uuid, notes):
         if steps and mounted_elsewhere:
             raise DiskError(f"ephemeral: the filesystem on {disks[0].node} is mounted at "
                             f"{mounted_elsewhere[0]}, not {eph.mount}; unmount it first")
-        return [], steps + [], entry
+        return [], steps, entry
     wipes: list[Action] = []
+    partial = [d for d in disks if d.fstype == "btrfs" and d.fs_label == EPHEMERAL_LABEL]
+    if partial and not eph.wipe and not any(d.mounted for d in disks):
+        d = partial[0]
+        total = d.btrfs.num_devices if d.btrfs else "?"
+        raise DiskError(f"ephemeral: {d.node} belongs to an earlier ephemeral btrfs (UUID {d.fs_uuid}, "
+                        f"{total} devices) but the set now is {', '.join(x.node for x in disks)}; "
+                        "refusing to re-create it over its data; set ephemeral.wipe: true to allow")
     for d in disks:
         if d.mounted:
             raise DiskError(f"refusing to format {d.node} as ephemeral: it is mounted at "

@@ -208,7 +208,11 @@ REFUSALS = {
         DiskError, "in use by dm-0"),
     "an incomplete set of ours": (
         [ours("/dev/loop1"), ours("/dev/loop2")], "ephemeral:\n  mount: /e\n  devices: [/dev/loop1, /dev/loop2]\n",
-        DiskError, "labelled 'prov-ephemeral'"),
+        DiskError, "ephemeral: /dev/loop1 belongs to an earlier ephemeral btrfs (UUID 9999"),
+    "ours plus a new blank disk": (
+        [ours("/dev/loop1"), ours("/dev/loop2"), ours("/dev/loop3"), make_disk("/dev/loop4")],
+        "ephemeral:\n  mount: /e\n  devices: [/dev/loop1, /dev/loop2, /dev/loop3, /dev/loop4]\n",
+        DiskError, "3 devices) but the set now is /dev/loop1, /dev/loop2, /dev/loop3, /dev/loop4"),
     "unknown ephemeral device": (
         [make_disk("/dev/loop1")], "ephemeral:\n  mount: /e\n  devices:\n    - /dev/loop1\n    - /dev/loop9\n",
         ConfigError, "disks.yaml:5: ephemeral.devices: unknown device /dev/loop9"),
