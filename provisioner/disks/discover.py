@@ -7,6 +7,7 @@ signatures from probing the device itself (`blkid -p`), never from a cache.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -17,6 +18,7 @@ from .probe import MOUNTINFO, probe_btrfs_super, probe_signature, read_mountinfo
 
 SYSFS = "/sys"
 FSTAB = "/etc/fstab"
+_NVME_PATH = re.compile(r"^nvme\d+c\d+n\d+$")
 _SKIP_PREFIXES = ("ram", "zram", "sr", "fd", "md", "dm-", "nbd")
 _PARENT_SUBSYSTEMS = ("nvme", "nvme-subsystem", "scsi", "virtio", "xen")
 _PARENT_ATTRS = ("model", "serial", "vendor", "firmware_rev", "rev", "vpd_pg80")
@@ -38,7 +40,13 @@ def raw_from_udev(device) -> RawDisk | None:
     if name.startswith(_SKIP_PREFIXES):
         return None
     is_loop = name.startswith("loop")
-    if "/devices/virtual/" in device.device_path and not is_loop:
+    # With native NVMe multipath (nvme_core.multipath=Y, the default on current distros) the
+    # disk is the subsystem's head device under /devices/virtual/nvme-subsystem/, and the
+    # per-path devices (nvme0c0n1) are hidden: keep the former, skip the latter.
+    if _NVME_PATH.match(name) or (_attr(device, "hidden") or "0").strip() == "1":
+        return None
+    virtual = "/devices/virtual/" in device.device_path
+    if virtual and not is_loop and "/nvme-subsystem/" not in device.device_path:
         return None
     backing = None
     if is_loop:

@@ -64,6 +64,20 @@ def test_raw_from_udev_reads_nvme_parent_attributes():
     assert raw.rotational is False
 
 
+def test_raw_from_udev_multipath_head_device_reads_subsystem_attributes():
+    subsys = FakeDevice("nvme-subsys0", "/devices/virtual/nvme-subsystem/nvme-subsys0",
+                        attrs={"model": "Amazon Elastic Block Store              ",
+                               "serial": "vol0a1b2c3d4e5f60718"})
+    head = FakeDevice("nvme0n1", "/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1",
+                      attrs={"size": "16777216"}, parents={"nvme-subsystem": subsys})
+    raw = raw_from_udev(head)
+    assert raw is not None and raw.parent_subsystem == "nvme"
+    assert raw.attributes["serial"] == "vol0a1b2c3d4e5f60718"
+    hidden_path = FakeDevice("nvme0c0n1", "/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0c0n1",
+                             attrs={"size": "16777216", "hidden": "1"})
+    assert raw_from_udev(hidden_path) is None
+
+
 def test_raw_from_udev_skips_unattached_loops_ram_and_virtual_disks():
     assert raw_from_udev(FakeDevice("loop5", "/devices/virtual/block/loop5", attrs={"size": "0"})) is None
     assert raw_from_udev(FakeDevice("zram0", "/devices/virtual/block/zram0", attrs={"size": "8"})) is None
