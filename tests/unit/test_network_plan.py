@@ -318,3 +318,14 @@ def test_reconnect_rebuilds_a_recorded_endpoint(host):
 def test_reconnect_of_an_unknown_container_is_refused(host):
     with pytest.raises(ContainerError, match="no network endpoint to reconnect"):
         net.reconnect(host.root, CFG, "ghost", runner=host.runner, paths=host.paths)
+
+
+def test_oci_fragments_for_the_runtime(host):
+    web = net.connect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+    assert web.oci_namespace() == {"type": "network", "path": str(host.netns_dir / "prov-web")}
+    mounts = {m["destination"]: m for m in web.oci_mounts()}
+    assert set(mounts) == {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+    for m in mounts.values():
+        assert Path(m["source"]).is_file() and m["type"] == "bind"
+    assert Path(mounts["/etc/hostname"]["source"]).read_text() == "web\n"
+    assert Endpoint.from_json(json.loads(json.dumps(web.to_json()))) == web

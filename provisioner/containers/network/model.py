@@ -80,6 +80,17 @@ class Endpoint:
     def netns_name(self) -> str | None:
         return self.netns_path.rsplit("/", 1)[1] if self.owns_netns else None
 
+    def oci_namespace(self) -> dict:
+        """The runtime-spec linux.namespaces entry that joins this endpoint's netns."""
+        return {"type": "network", "path": self.netns_path}
+
+    def oci_mounts(self) -> list[dict]:
+        """Runtime-spec mounts for /etc/hosts, /etc/resolv.conf and /etc/hostname. Bind mounts
+        of the files themselves: relink() rewrites hosts in place, so a running container sees
+        a linked container's new address (as Docker's /etc/hosts does)."""
+        return [{"destination": f"/etc/{f}", "type": "bind", "source": f"{self.files_dir}/{f}",
+                 "options": ["rbind", "rprivate"]} for f in ("hosts", "resolv.conf", "hostname")]
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["ports"] = [p.to_json() for p in self.ports]
