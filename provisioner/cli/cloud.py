@@ -6,7 +6,7 @@ import os
 import click
 
 from ..clouds import make_driver
-from ..clouds.base import TAG_STACK, plan_launch
+from ..clouds.base import TAG_KEEP, TAG_STACK, plan_launch
 from ..clouds.keys import operator_key
 from ..clouds.launch import Timeouts, destroy, launch, status_of
 from ..clouds.operator import detect_operator_cidr
@@ -62,6 +62,8 @@ def launch_cmd(app: App, cloud, stack_file, ssh_key, ssh_cidr, timeout, host_key
     if not ssh_cidr and any(h.ssh_cidr is None for h in stack.hosts):
         detected = detect_operator_cidr(app.runner)
     key = operator_key(stack.name, app.runner, ssh_key)
+    if key.private_key:
+        status(f"operator key: {key.private_key} ({'created' if key.created else 'existing'})")
     plan = plan_launch(stack, cloud, key.public_key, ssh_cidr=ssh_cidr, detected_cidr=detected)
     for h in plan.hosts:
         status(f"{h.host}: SSH allowed from {plan.ssh_cidr[h.host]} ({plan.ssh_cidr_source[h.host]})")
@@ -127,8 +129,13 @@ def destroy_cmd(app: App, stack, cloud, keep_volumes, yes, endpoint, region, pro
         if not found:
             emit(app, {"removed": [], "kept": []}, f"nothing tagged with stack {stack} on {cloud}")
             return
-        click.echo(table([[r.host or "-", r.kind, r.name, r.id] for r in found], ["HOST", "KIND", "NAME", "ID"]),
-                   err=True)
+        keep_tag = TAG_KEEP[cloud]
+
+        def fate(r):
+            keep = r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")
+            return "keep" if keep else "remove"
+        click.echo(table([[r.host or "-", r.kind, r.name, r.id, fate(r)] for r in found],
+                         ["HOST", "KIND", "NAME", "ID", "ACTION"]), err=True)
         click.confirm(f"destroy these resources of stack {stack}?", abort=True, err=True)
     removed, kept = destroy(driver, stack, keep_volumes=keep_volumes, status=status)
     emit(app, {"removed": removed, "kept": kept},

@@ -68,7 +68,8 @@ def _launch_host(driver: CloudDriver, plan: LaunchPlan, hp: HostPlan, key: Resou
                  t: Timeouts, status: Callable[[str], None], sleep, clock) -> HostResult:
     fw = driver.create_firewall(hp)
     created.append(fw)
-    status(f"{hp.host}: firewall {', '.join(fw.extra.get('names') or [fw.name])}: " + ", ".join(str(r) for r in hp.rules))
+    names = ", ".join(fw.extra.get("names") or [fw.name])
+    status(f"{hp.host}: firewall {names}: " + ", ".join(str(r) for r in hp.rules))
     replaced = False
     inst = driver.create_instance(hp, key, fw)
     created.append(inst)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -195,20 +196,26 @@ def test_missing_and_rejected_credentials(aws, monkeypatch):
         AwsCloud("us-east-1", endpoint=url)
 
 
-def test_cli_launch_status_destroy(aws, tmp_path, monkeypatch):
+def test_cli_launch_status_destroy_with_a_created_key(aws, tmp_path, monkeypatch):
     url, ec2, driver = aws
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    pub = tmp_path / "op.pub"
-    pub.write_text(PUBKEY + "\n")
+    monkeypatch.setenv("PROVISION_AWS_ENDPOINT", url)   # the env override, no --endpoint
     runner = CliRunner()
-    res = runner.invoke(cli, ["launch", "--cloud", "aws", "-f", FIXTURE, "--endpoint", url, "--ssh-key", str(pub),
-                              "--timeout", "10", "--host-key-timeout", "0", "--json"])
+    res = runner.invoke(cli, ["launch", "--cloud", "aws", "-f", FIXTURE, "--timeout", "10", "--host-key-timeout", "0",
+                              "--json"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["status", "shop", "--cloud", "aws", "--endpoint", url, "--json"])
+    created = json.loads(res.stdout)["operator_key"]
+    assert created["created"] and created["private_key"] == str(tmp_path / "config/provisioner/keys/shop/id_ed25519")
+    imported = ec2.describe_key_pairs(KeyNames=["provisioner-shop"])["KeyPairs"][0]
+    assert imported["KeyType"] == "ed25519"
+    assert (tmp_path / "config/provisioner/keys/shop/id_ed25519.pub").read_text().split()[:2] == \
+        created["public_key"].split()[:2]
+    res = runner.invoke(cli, ["status", "shop", "--cloud", "aws", "--json"])
     assert res.exit_code == 0, res.output
-    import json
     data = json.loads(res.stdout)
     assert sorted({r["kind"] for r in data["resources"]}) == ["firewall", "instance", "key", "volume"]
+    res = runner.invoke(cli, ["status", "--cloud", "aws"])   # every stack
+    assert res.exit_code == 0 and "shop-web-data" in res.stdout
     res = runner.invoke(cli, ["destroy", "shop", "--cloud", "aws", "--endpoint", url, "--yes", "--keep-volumes"])
     assert res.exit_code == 0, res.output
     assert "kept 2 volume(s)" in res.stdout
@@ -216,9 +223,46 @@ def test_cli_launch_status_destroy(aws, tmp_path, monkeypatch):
 
 
 def test_cli_unknown_cloud_is_one_clear_error(tmp_path):
-    from provisioner.cli.main import main
     proc = subprocess.run(["python3", "-c", "from provisioner.cli.main import main; main()", "launch",
                            "--cloud", "azure", "-f", FIXTURE, "--ssh-cidr", "10.0.0.0/8"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown cloud 'azure' (expected one of: aws, gce)"
+
+
+def test_throttling_and_eventual_consistency_are_retried(aws, monkeypatch):
+    url, ec2, driver = aws
+    from libcloud.common.exceptions import BaseHTTPError
+
+    real = driver.driver.connection.request
+    faults = {"RunInstances": ["RequestLimitExceeded: Request limit exceeded."] * 2,
+              "DescribeInstances": ["InvalidInstanceID.NotFound: The instance ID does not exist"] * 2}
+    seen = []
+
+    def flaky(path, params=None, **kw):
+        action = (params or {}).get("Action")
+        seen.append(action)
+        right_after_launch = action != "DescribeInstances" or "InstanceId.1" in params
+        if faults.get(action) and right_after_launch:
+            raise BaseHTTPError(400, faults[action].pop(0))
+        return real(path, params=params, **kw)
+    monkeypatch.setattr(driver.driver.connection, "request", flaky)
+    launch(plan_launch(load_stack(FIXTURE), "aws", PUBKEY), driver, timeouts=FAST)
+    assert seen.count("RunInstances") == 2 + 2 and faults == {"RunInstances": [], "DescribeInstances": []}
+    assert len(status_of(driver, "shop")) == 7
+
+
+def test_spot_capacity_falls_back_to_on_demand(aws, monkeypatch):
+    url, ec2, driver = aws
+    from libcloud.common.exceptions import BaseHTTPError
+
+    real = driver.driver.connection.request
+
+    def no_spot(path, params=None, **kw):
+        if (params or {}).get("InstanceMarketOptions.MarketType") == "spot":
+            raise BaseHTTPError(400, "InsufficientInstanceCapacity: no spot capacity")
+        return real(path, params=params, **kw)
+    monkeypatch.setattr(driver.driver.connection, "request", no_spot)
+    result = launch(plan_launch(load_stack(FIXTURE), "aws", PUBKEY), driver, timeouts=FAST)
+    web = ec2.describe_instances(InstanceIds=[result.hosts[0].instance.id])["Reservations"][0]["Instances"][0]
+    assert _tags(web)["provisioner:market"] == "on-demand" and "InstanceLifecycle" not in web
