@@ -51,7 +51,7 @@ def create(runner, mount: str, name: str | None = None) -> Snapshot:
         raise DiskError(f"snapshot {name!r} already exists in {base / SNAPSHOT_DIR}")
     runner.run(["mkdir", "-p", str(base / SNAPSHOT_DIR)])
     runner.run(["btrfs", "subvolume", "snapshot", "-r", str(base), str(target)])
-    return Snapshot(name, str(target), default_name())
+    return Snapshot(name, str(target), time.strftime("%Y-%m-%d %H:%M:%S"))  # btrfs otime's format
 
 
 def parse_subvolume_list(text: str) -> list[tuple[str, str]]:
