@@ -66,6 +66,8 @@ class TreeWriter:
         self.root_fd = os.open(self.root, _O_DIR)
         self.same_owner = os.geteuid() == 0 if same_owner is None else same_owner
         self._fds: dict[tuple[str, ...], int] = {}
+        # tar parent path -> real parent path; only a removal can invalidate it (see _remove)
+        self._resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.written: set[tuple[str, ...]] = set()  # paths (and their ancestors) this layer wrote
         self.dirs: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
         self.stats = ApplyStats()
@@ -108,7 +110,11 @@ class TreeWriter:
     # ---- resolution --------------------------------------------------------------------------
     def resolve_parent(self, parts: list[str], *, create: bool, name: str) -> tuple[tuple[str, ...], int]:
         """Resolve all but the last component inside the root; return (real parent path, fd)."""
-        todo = list(parts[:-1])
+        raw = tuple(parts[:-1])
+        hit = self._resolved.get(raw)
+        if hit is not None:
+            return hit, self._dir_fd(hit)
+        todo = list(raw)
         done: list[str] = []
         links = 0
         while todo:
@@ -141,10 +147,15 @@ class TreeWriter:
             else:
                 raise ImageError(f"layer entry {name!r}: parent {'/'.join(done + [comp])!r} is not a directory")
         key = tuple(done)
-        return key, self._dir_fd(key)
+        fd = self._dir_fd(key)
+        if len(self._resolved) > 65536:
+            self._resolved.clear()
+        self._resolved[raw] = key
+        return key, fd
 
     # ---- removal -----------------------------------------------------------------------------
     def _remove(self, pfd: int, leaf: str, st: os.stat_result, path: tuple[str, ...]) -> None:
+        self._resolved.clear()
         if stat.S_ISDIR(st.st_mode):
             # shutil.rmtree with dir_fd walks by fds and never follows symlinks
             shutil.rmtree(leaf, dir_fd=pfd)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Callable
@@ -94,7 +95,7 @@ def mmdebstrap_tar(runner, include: list[str], *, variant: str = "minbase", suit
     if runner.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap, or run scripts/install.sh)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tar")  # mmdebstrap picks the format from ".tar"
     argv = ["mmdebstrap", f"--variant={variant}", "--quiet"]
     if include:
         argv.append("--include=" + ",".join(include))
@@ -102,7 +103,12 @@ def mmdebstrap_tar(runner, include: list[str], *, variant: str = "minbase", suit
         runner.run(argv + [suite, str(tmp)], timeout=1800)
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
+    if not out.is_file():
+        raise ImageError(f"mmdebstrap did not write a tarball at {out}")
     return out
 
 
