@@ -84,7 +84,7 @@ class Spool:
             while not cancel.is_set():
                 chunk = source.read(CHUNK)
                 if not chunk:
-                    self._finish(None)
+                    self.finish(None)
                     return
                 view = memoryview(chunk)
                 while view:
@@ -92,13 +92,13 @@ class Spool:
                 with self._cond:
                     self.written += len(chunk)
                     self._cond.notify_all()
-            self._finish(ImageError("pull cancelled"))
+            self.finish(ImageError("pull cancelled"))
         except BaseException as err:  # handed to the applying thread, which re-raises it
-            self._finish(err)
+            self.finish(err)
         finally:
             source.close()
 
-    def _finish(self, error: BaseException | None) -> None:
+    def finish(self, error: BaseException | None) -> None:
         with self._cond:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -267,12 +267,12 @@ def _fetch_and_apply(reg: Registry, store, root: Path, image: ResolvedImage, cha
 
     def download(index: int, spool: Spool) -> None:
         if cancel.is_set():
-            spool._finish(ImageError("pull cancelled"))
+            spool.finish(ImageError("pull cancelled"))
             return
         try:
             source = reg.open_blob(image.layers[index], on_bytes(index))
         except BaseException as err:
-            spool._finish(err)
+            spool.finish(err)
         else:
             spool.fill(source, cancel)
         if spool.error is None:

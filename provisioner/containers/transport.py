@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import random
 import time
-from typing import Callable, Iterable
+from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -251,6 +251,9 @@ class Transport:
                 return resp
             url = urljoin(url, resp.headers["Location"])
             resp.close()
+            target = urlsplit(url)
+            if target.scheme != "https" and not (is_loopback(target.netloc) or self.insecure):
+                raise self._fail(f"refusing redirect to {target.scheme}://{target.netloc} (not HTTPS)")
         raise self._fail(f"too many redirects (last: {url})")
 
 
@@ -400,7 +403,3 @@ def _content_range_start(value: str | None) -> int | None:
 
 def read_all(reader: BlobReader, chunk: int = 1 << 20) -> bytes:
     return b"".join(iter(lambda: reader.read(chunk), b""))
-
-
-def drain(chunks: Iterable[bytes]) -> int:
-    return sum(len(c) for c in chunks)

@@ -1,5 +1,6 @@
 """Registry client against an in-process distribution-v2 server (real HTTP on loopback)."""
 import base64
+import io
 import random
 import json
 
@@ -292,3 +293,27 @@ def test_revoked_token_is_fetched_again():
         reg.token = "second"  # the registry stops accepting the cached token
         assert sha256(read_all(r.open_blob(got.layers[0]))) == got.layers[0].digest
         assert len([q for q in reg.requests if q["path"].startswith("/token")]) == 2
+
+
+def test_redirect_to_plain_http_refused_for_https_registries():
+    import requests
+
+    from provisioner.containers.transport import Transport
+
+    class Redirecting(requests.Session):
+        def __init__(self):
+            super().__init__()
+            self.urls = []
+
+        def request(self, method, url, **kw):
+            self.urls.append(url)
+            resp = requests.Response()
+            resp.status_code, resp.url, resp.raw = 307, url, io.BytesIO(b"")
+            resp.headers["Location"] = "http://cdn.example/blob"
+            return resp
+
+    session = Redirecting()
+    t = Transport("registry.example", subject="registry.example/app:1", credentials=None, session=session)
+    with pytest.raises(RegistryError, match=r"^registry.example/app:1: refusing redirect to http://cdn.example"):
+        t.request("GET", "/v2/app/blobs/sha256:x")
+    assert session.urls == ["https://registry.example/v2/app/blobs/sha256:x"]
