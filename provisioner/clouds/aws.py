@@ -297,6 +297,7 @@ class AwsCloud:
             found.append(Resource("volume", _text(v, "volumeId"), tags.get("Name", _text(v, "volumeId")),
                                   tags.get(TAG_HOST["aws"]), _text(v, "status"),
                                   {"tags": tags, "size_gb": int(_text(v, "size", "0")),
+                                   "zone": _text(v, "availabilityZone"),
                                    "encrypted": _text(v, "encrypted") == "true",
                                    "attached_to": _text(v, "attachmentSet/item/instanceId")}))
         sgs = self._call("DescribeSecurityGroups", self._filters(stack), "find security groups")

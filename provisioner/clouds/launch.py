@@ -1,7 +1,8 @@
 """Apply a LaunchPlan through a CloudDriver; find and destroy a stack's resources by tag.
 
-A failed launch removes what it created (newest first) before re-raising. An instance that
-does not reach "running" in time is replaced once, then reported.
+A failed launch removes what it created (newest first) before re-raising; volumes kept from an
+earlier launch (`keep: true`) are reattached, never created twice and never removed by a rollback.
+An instance that does not reach "running" in time is replaced once, then reported.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import CloudError
-from .base import CloudDriver, HostPlan, LaunchPlan, Resource, TAG_KEEP
+from .base import TAG_KEEP, TAG_VOLUME, CloudDriver, HostPlan, LaunchPlan, Resource
 from .console import HostKeys, parse_host_keys
 from .retry import poll
 
@@ -65,7 +66,7 @@ def _wait_running(driver: CloudDriver, inst: Resource, t: Timeouts, sleep, clock
 
 
 def _launch_host(driver: CloudDriver, plan: LaunchPlan, hp: HostPlan, key: Resource | None, created: list,
-                 t: Timeouts, status: Callable[[str], None], sleep, clock) -> HostResult:
+                 kept: dict, t: Timeouts, status: Callable[[str], None], sleep, clock) -> HostResult:
     fw = driver.create_firewall(hp)
     created.append(fw)
     names = ", ".join(fw.extra.get("names") or [fw.name])
@@ -89,11 +90,21 @@ def _launch_host(driver: CloudDriver, plan: LaunchPlan, hp: HostPlan, key: Resou
     inst = running
     volumes = []
     for vp in hp.volumes:
-        vol = driver.create_volume(hp, vp, inst)
-        created.append(vol)
+        vol = kept.get((hp.host, vp.name))
+        if vol is not None:
+            # a `keep: true` volume that outlived the last destroy: its data is the point, reattach it
+            zone = vol.extra.get("zone")
+            if zone and zone != inst.extra.get("zone"):
+                raise CloudError(f"{plan.cloud}: host {hp.host}: kept volume {vp.name} ({vol.id}) is in {zone}, "
+                                 f"the new instance in {inst.extra.get('zone')}; pin the host's zone to {zone}")
+            verb = "reattached"
+        else:
+            vol = driver.create_volume(hp, vp, inst)
+            created.append(vol)
+            verb = "attached"
         driver.attach_volume(inst, vol, vp)
         volumes.append(vol)
-        status(f"{hp.host}: volume {vp.name} ({vp.size_gb} GiB) {vol.id} attached as {vp.device}")
+        status(f"{hp.host}: volume {vp.name} ({vp.size_gb} GiB) {vol.id} {verb} as {vp.device}")
     keys = poll(lambda: parse_host_keys(driver.console_output(inst)), timeout=t.host_keys,
                 interval=t.interval, sleep=sleep, clock=clock)
     if keys is None:
@@ -108,9 +119,12 @@ def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None =
     t = timeouts or Timeouts()
     driver.check(plan)  # unknown zone / type / image fail here, before anything exists
     # kept volumes (keep: true) may outlive a destroy; anything else means the stack is still up
-    if [r for r in driver.find(plan.stack) if r.kind != "volume"]:
+    existing = driver.find(plan.stack)
+    if [r for r in existing if r.kind != "volume" or r.state == "in-use"]:
         raise CloudError(f"{plan.cloud}: stack {plan.stack!r} already has resources; "
                          f"run 'provision status {plan.stack}' or destroy it first")
+    vol_tag = TAG_VOLUME[plan.cloud]
+    kept = {(r.host, r.extra.get("tags", {}).get(vol_tag)): r for r in existing if r.kind == "volume"}
     created: list[Resource] = []
     try:
         key = driver.import_key(plan)
@@ -118,7 +132,7 @@ def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None =
             created.append(key)
         result = LaunchResult(plan.stack, plan.cloud, key)
         for hp in plan.hosts:
-            result.hosts.append(_launch_host(driver, plan, hp, key, created, t, status, sleep, clock))
+            result.hosts.append(_launch_host(driver, plan, hp, key, created, kept, t, status, sleep, clock))
         return result
     except BaseException as exc:
         status(f"launch failed ({exc}); removing the {len(created)} resource(s) it created")

@@ -266,3 +266,17 @@ def test_spot_capacity_falls_back_to_on_demand(aws, monkeypatch):
     result = launch(plan_launch(load_stack(FIXTURE), "aws", PUBKEY), driver, timeouts=FAST)
     web = ec2.describe_instances(InstanceIds=[result.hosts[0].instance.id])["Reservations"][0]["Instances"][0]
     assert _tags(web)["provisioner:market"] == "on-demand" and "InstanceLifecycle" not in web
+
+
+def test_relaunch_reattaches_kept_volumes(aws):
+    url, ec2, driver = aws
+    first = launch(plan_launch(load_stack(FIXTURE), "aws", PUBKEY), driver, timeouts=FAST)
+    logs_id = {v.name: v.id for v in first.hosts[0].volumes}["shop-web-logs"]
+    destroy(driver, "shop", timeouts=FAST)
+    second = launch(plan_launch(load_stack(FIXTURE), "aws", PUBKEY), driver, timeouts=FAST)
+    web = second.hosts[0]
+    assert {v.name: v.id for v in web.volumes}["shop-web-logs"] == logs_id
+    vol = ec2.describe_volumes(VolumeIds=[logs_id])["Volumes"][0]
+    assert [(a["InstanceId"], a["Device"]) for a in vol["Attachments"]] == [(web.instance.id, "/dev/sdg")]
+    logs = [v for v in ec2.describe_volumes()["Volumes"] if _tags(v).get("provisioner:volume") == "logs"]
+    assert len(logs) == 1

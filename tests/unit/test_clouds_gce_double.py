@@ -209,3 +209,13 @@ def test_cli_launch_status_destroy(double, tmp_path, monkeypatch):
     res = runner.invoke(cli, ["destroy", "shop", "--cloud", "gce", "--yes"])
     assert res.exit_code == 0, res.output
     assert double.instances == {} and double.firewalls == {}
+
+
+def test_relaunch_reattaches_kept_disk(double, gce):
+    launch(_plan(), gce, timeouts=FAST)
+    destroy(gce, "shop", timeouts=FAST)
+    launch(_plan(), gce, timeouts=FAST)
+    logs = double.disks[("us-central1-a", "shop-web-logs")]
+    assert logs["users"] == [double.instances[("us-central1-a", "shop-web")]["selfLink"]]
+    inserts = [r[2]["name"] for r in double.requests if r[0] == "compute.disks.insert"]
+    assert inserts == ["shop-web-data", "shop-web-logs", "shop-web-data"]
