@@ -107,6 +107,35 @@ int cgroup_add_pid(struct pr_cgroup *cg, pid_t pid, pr_error *err) {
   return 0;
 }
 
+static bool is_v2_leaf(const struct pr_cgroup *cg, size_t i) {
+  return cg->leaf_names[i] && (cg->leaf_names[i][0] == '\0' || strcmp(cg->leaf_names[i], "unified") == 0);
+}
+
+const char *cgroup_v2_leaf(const struct pr_cgroup *cg) {
+  for (size_t i = 0; i < cg->n_leaves; i++)
+    if (is_v2_leaf(cg, i)) return cg->leaves[i];
+  return NULL;
+}
+
+int cgroup_join_self_v1(struct pr_cgroup *cg, pr_error *err) {
+  for (size_t i = 0; i < cg->n_leaves; i++) {
+    if (is_v2_leaf(cg, i)) continue;
+    cleanup_free char *p = xasprintf("%s/tasks", cg->leaves[i]);
+    if (write_file(p, "0", 1, err) < 0) return pr_prefix(err, "linux.cgroupsPath: joining cgroup");
+  }
+  return 0;
+}
+
+int cgroup_add_pid_v2(struct pr_cgroup *cg, pid_t pid, pr_error *err) {
+  const char *leaf = cgroup_v2_leaf(cg);
+  if (!leaf) return 0;
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d", pid);
+  cleanup_free char *p = xasprintf("%s/cgroup.procs", leaf);
+  if (write_file(p, buf, (size_t)n, err) < 0) return pr_prefix(err, "linux.cgroupsPath: joining cgroup");
+  return 0;
+}
+
 int cgroup_destroy(struct pr_cgroup *cg, pr_error *err) {
   int ret = 0;
   for (size_t i = cg->n_created; i-- > 0;) {

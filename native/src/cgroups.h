@@ -40,6 +40,16 @@ int cgroup_add_pid(struct pr_cgroup *cg, pid_t pid, pr_error *err);
  * last exiting tasks are still being released. */
 int cgroup_destroy(struct pr_cgroup *cg, pr_error *err);
 int cgroup_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err);
+/* The v2 leaf (pure v2, or hybrid's "unified"), or NULL. */
+const char *cgroup_v2_leaf(const struct pr_cgroup *cg);
+/* Run by the container's init on itself: joins every v1 hierarchy by
+ * writing "0" to its `tasks` file.  Moving only the current thread lets the
+ * kernel skip the global cgroup_threadgroup_rwsem (Linux 6.x,
+ * cgroup_procs_write_start), which otherwise costs an RCU grace period per
+ * container start; the init is single-threaded so this moves all of it. */
+int cgroup_join_self_v1(struct pr_cgroup *cg, pr_error *err);
+/* Writes pid into the v2 leaf's cgroup.procs (when clone3 could not). */
+int cgroup_add_pid_v2(struct pr_cgroup *cg, pid_t pid, pr_error *err);
 /* Lists the pids in the container's cgroup (first leaf). */
 int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err);
 

@@ -143,7 +143,20 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
     pr_fail(err, 0, "config.json: linux.namespaces: joining a user namespace by path is not supported yet");
     goto fail;
   }
-  pid_t pid = sys_clone_fork(flags);
+  /* v2 (or hybrid's unified tree): be born in the cgroup via clone3; v1:
+   * the init joins itself (cgroup_join_self_v1).  Older kernels fall back
+   * to clone + a cgroup.procs write below. */
+  bool into_cgroup = false;
+  pid_t pid = -1;
+  const char *v2leaf = cgroup_v2_leaf(&ct->cg);
+  if (v2leaf) {
+    cleanup_close int cgfd = open(v2leaf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgfd >= 0) {
+      pid = sys_clone3_fork(flags, cgfd);
+      into_cgroup = pid >= 0;
+    }
+  }
+  if (pid < 0) pid = sys_clone_fork(flags);
   if (pid < 0) {
     pr_fail(err, errno, "clone (namespaces 0x%lx)", flags);
     goto fail;
@@ -159,7 +172,7 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
     ct->start_listen_fd = -1;
   }
   if (ct->console_fd >= 0) close(ct->console_fd);
-  if (cgroup_add_pid(&ct->cg, pid, err) < 0) goto fail;
+  if (!into_cgroup && cgroup_add_pid_v2(&ct->cg, pid, err) < 0) goto fail;
   if (cfg->ns[NS_USER].present && !cfg->ns[NS_USER].path) {
     if (write_idmap(pid, "uid_map", cfg->uid_map, cfg->n_uid_map, "linux.uidMappings", err) < 0 ||
         write_idmap(pid, "gid_map", cfg->gid_map, cfg->n_gid_map, "linux.gidMappings", err) < 0)
@@ -208,7 +221,7 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   if (o->pid_file) {
     char buf[32];
     int n = snprintf(buf, sizeof buf, "%d", pid);
-    if (write_file_atomic(o->pid_file, buf, (size_t)n, 0644, err) < 0) {
+    if (write_file_atomic(o->pid_file, buf, (size_t)n, 0644, false, err) < 0) {
       pr_prefix(err, "--pid-file");
       goto fail;
     }

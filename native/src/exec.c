@@ -154,7 +154,7 @@ int container_exec(const char *root, const char *id, const struct pr_exec_opts *
   if (o->pid_file) {
     char buf[32];
     int l = snprintf(buf, sizeof buf, "%d", pid);
-    if (write_file_atomic(o->pid_file, buf, (size_t)l, 0644, err) < 0) return pr_prefix(err, "--pid-file");
+    if (write_file_atomic(o->pid_file, buf, (size_t)l, 0644, false, err) < 0) return pr_prefix(err, "--pid-file");
   }
   if (o->detach) {
     *exit_code = 0;

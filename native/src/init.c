@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cgroups.h"
 #include "console.h"
 #include "container.h"
 #include "devices.h"
@@ -102,6 +103,7 @@ static int wait_start(struct pr_container *ct, pr_error *err) {
 static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
   struct pr_config *c = ct->cfg;
   struct pr_sync_msg m;
+  if (cgroup_join_self_v1(&ct->cg, err) < 0) return -1;
   if (sync_recv(ct->sync_fd, &m, err) < 0) return -1;
   if (m.type != SYNC_GO) _exit(1);
   ct->host_pid = m.value;

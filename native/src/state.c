@@ -100,7 +100,7 @@ int state_write(const char *dir, const struct pr_state *st, pr_error *err) {
   json_object_object_add(o, "cgroup", cg);
   const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
   cleanup_free char *path = xasprintf("%s/state.json", dir);
-  int r = write_file_atomic(path, s, strlen(s), 0600, err);
+  int r = write_file_atomic(path, s, strlen(s), 0600, false, err);
   json_object_put(o);
   return r;
 }

@@ -42,6 +42,30 @@ static inline pid_t sys_clone_fork(unsigned long flags) {
   return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
 }
 
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+struct pr_clone_args {
+  uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+      cgroup;
+};
+
+/* fork()-like clone3 that also places the child straight into a cgroup v2
+ * directory (CLONE_INTO_CGROUP, Linux 5.7): no migration afterwards, so no
+ * cgroup_threadgroup_rwsem write lock and its RCU grace period. */
+static inline pid_t sys_clone3_fork(unsigned long flags, int cgroup_fd) {
+#ifdef SYS_clone3
+  struct pr_clone_args a = {0};
+  a.flags = flags | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
+  a.exit_signal = SIGCHLD;
+  a.cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0;
+  return (pid_t)syscall(SYS_clone3, &a, sizeof(a));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 static inline int sys_close_range(unsigned first, unsigned last, unsigned flags) {
 #ifdef SYS_close_range
   return (int)syscall(SYS_close_range, first, last, flags);

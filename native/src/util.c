@@ -61,11 +61,11 @@ int write_file(const char *path, const char *data, size_t len, pr_error *err) {
   return write_file_at(AT_FDCWD, path, data, len, err);
 }
 
-int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, pr_error *err) {
+int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable, pr_error *err) {
   cleanup_free char *tmp = xasprintf("%s.tmpXXXXXX", path);
   cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) return pr_fail(err, errno, "create %s", tmp);
-  if (fchmod(fd, mode) < 0 || write_all(fd, data, len) < 0 || fsync(fd) < 0 ||
+  if (fchmod(fd, mode) < 0 || write_all(fd, data, len) < 0 || (durable && fsync(fd) < 0) ||
       rename(tmp, path) < 0) {
     int e = errno;
     unlink(tmp);

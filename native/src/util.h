@@ -25,8 +25,10 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int write_all(int fd, const void *buf, size_t len);
 int write_file(const char *path, const char *data, size_t len, pr_error *err);
 int write_file_at(int dirfd, const char *path, const char *data, size_t len, pr_error *err);
-/* Atomic write: temp file in the same directory, fsync, rename. */
-int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, pr_error *err);
+/* Atomic write: temp file in the same directory, (fsync if durable), rename.
+ * Runtime state under /run is volatile by nature (tmpfs on real hosts, and
+ * meaningless after a reboot), so it skips the fsync, as runc does. */
+int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable, pr_error *err);
 int read_file(const char *path, char **out, size_t *len, pr_error *err);
 int mkdir_p(const char *path, mode_t mode, pr_error *err);
 /* Lexically normalise an absolute path inside a root (drops ., .. never escapes). */
