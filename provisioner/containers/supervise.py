@@ -196,7 +196,11 @@ def start(
         raise ContainerError(f"{name} is already running (supervisor pid {current.shim_pid})")
     shim = shim or shim_path()
     if not shim:
-        raise ContainerError(f"{SHIM} not found: run `make -C native/shim` or scripts/install.sh")
+        if not (_SHIM_DIR / "Makefile").exists():
+            raise ContainerError(f"{SHIM} not found (set PROVISION_SHIM or install it on PATH)")
+        # A checkout that was never built (scripts/install.sh builds only native/'s runtime):
+        # build the shim once, through the Runner like any other command.
+        shim = build_shim(runner)
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop.unlink(missing_ok=True)
@@ -315,66 +319,113 @@ def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, foll
          state_dir: str | os.PathLike | None = None, poll_interval: float = 0.1,
          follow_timeout: float | None = None) -> Iterator[LogLine]:
     """The container's log lines, oldest first; `tail` keeps the last N; `follow` then waits
-    for more (across rotations) until the supervisor is gone or `follow_timeout` passes."""
+    for more (across rotations, without losing or repeating a line) until the supervisor is
+    gone or `follow_timeout` passes."""
     base = ShimPaths.of(name, log_dir, state_dir or log_dir).log
-    files = _log_files(base)
-    if not files and not follow:
-        return
     lines: list[LogLine] = []
-    for p in files:
+    where: tuple[int, int] | None = None  # (inode, offset) of the last file read, for follow
+    for p in _log_files(base):
         try:
             with open(p, "rb") as f:
-                for raw in f:
-                    if raw.endswith(b"\n") and (line := _parse(raw)):
-                        lines.append(line)
+                data = f.read()
+                ino = os.fstat(f.fileno()).st_ino
         except FileNotFoundError:
             continue  # rotated away while we read; its lines live on in the next name
+        end = data.rfind(b"\n") + 1
+        lines.extend(line for raw in data[:end].splitlines() if (line := _parse(raw)))
+        where = (ino, end)
     if tail is not None:
         lines = lines[-tail:] if tail > 0 else []
     yield from lines
-    if not follow:
-        return
-    yield from _follow(name, base, state_dir or log_dir, poll_interval, follow_timeout)
+    if follow:
+        yield from _follow(name, base, state_dir or log_dir, where, poll_interval, follow_timeout)
 
 
-def _follow(name, base: Path, state_dir, poll_interval: float, follow_timeout: float | None):
+class _Reader:
+    """Reads complete JSON lines from one open log file."""
+
+    def __init__(self, f):
+        self.f, self.pending = f, b""
+
+    def lines(self) -> list[LogLine]:
+        chunk = self.f.read()
+        if not chunk:
+            return []
+        self.pending += chunk
+        *complete, self.pending = self.pending.split(b"\n")
+        return [line for raw in complete if (line := _parse(raw))]
+
+    @property
+    def inode(self) -> int:
+        return os.fstat(self.f.fileno()).st_ino
+
+    def close(self):
+        self.f.close()
+
+
+def _successors(base: Path, inode: int) -> list[Path]:
+    """The log files newer than the one with `inode` (all of them if it is gone), oldest first."""
+    files = _log_files(base)
+    inodes = []
+    for p in files:
+        try:
+            inodes.append(p.stat().st_ino)
+        except FileNotFoundError:
+            inodes.append(None)
+    return files[inodes.index(inode) + 1:] if inode in inodes else files
+
+
+def _open(p: Path, offset: int = 0) -> _Reader | None:
+    try:
+        f = open(p, "rb")
+    except FileNotFoundError:
+        return None
+    f.seek(offset)
+    return _Reader(f)
+
+
+def _follow(name, base: Path, state_dir, where, poll_interval: float, follow_timeout: float | None):
     deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
-    f = open(base, "rb") if base.exists() else None
-    if f:
-        f.seek(0, os.SEEK_END)
-    pending = b""
+    reader = None
+    if where is not None:  # resume where logs() stopped, in that file even if since renamed
+        for p in _log_files(base):
+            try:
+                if p.stat().st_ino == where[0]:
+                    reader = _open(p, where[1])
+                    break
+            except FileNotFoundError:
+                continue
     try:
         while True:
-            got = False
-            if f is not None:
-                chunk = f.read()
-                if chunk:
-                    got = True
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    for raw in complete:
-                        if line := _parse(raw):
-                            yield line
+            new = reader.lines() if reader else []
+            yield from new
+            if new:
+                continue
             try:
-                rotated = f is None or os.stat(base).st_ino != os.fstat(f.fileno()).st_ino
+                current = base.stat().st_ino
             except FileNotFoundError:
-                rotated = False
-            if rotated and not got:
-                try:
-                    new = open(base, "rb")
-                except FileNotFoundError:
-                    new = None
-                if new is not None:
-                    if f:
-                        f.close()
-                    f, pending = new, b""
-                    continue
-            if not got:
-                if not status(name, state_dir, base.parent).shim_alive:
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                time.sleep(poll_interval)
+                current = None
+            if current is not None and (reader is None or current != reader.inode):
+                if reader is None:
+                    files = _log_files(base)
+                else:
+                    yield from reader.lines()  # what was written before the rename
+                    files = _successors(base, reader.inode)
+                    reader.close()
+                reader = None
+                for p in files:
+                    if reader:
+                        yield from reader.lines()
+                        reader.close()
+                    reader = _open(p)
+                continue
+            if not status(name, state_dir, base.parent).shim_alive:
+                if reader:
+                    yield from reader.lines()
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(poll_interval)
     finally:
-        if f:
-            f.close()
+        if reader:
+            reader.close()

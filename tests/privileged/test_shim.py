@@ -242,3 +242,14 @@ def test_restore_after_a_simulated_reboot(box, shim):
     assert st.status == "running" and st.shim_alive and st.pid != a.pid
     assert box.status("b").status == "exited" and box.status("c").status == "dead"
     box.stop("a", timeout=1)
+
+
+def test_follow_across_rotations_loses_and_repeats_nothing(box):
+    script = ('i=0; while [ $i -lt 1500 ]; do echo "n $i"; i=$((i+1)); '
+              'case $i in *00) sleep 0.2;; esac; done')
+    box.start("rot", script, "no", log_max_size=4096, log_max_files=3)
+    got = [int(line.text.split()[1]) for line in supervise.logs(
+        "rot", box.dir / "logs", follow=True, state_dir=box.dir / "state", poll_interval=0.01, follow_timeout=30)]
+    assert got[-1] == 1499
+    assert got == list(range(got[0], 1500))  # contiguous: nothing lost or repeated at a rotation
+    assert len(list((box.dir / "logs").glob("rot.log*"))) == 3

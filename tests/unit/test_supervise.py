@@ -178,3 +178,12 @@ def test_restore_starts_what_the_policy_brings_back_at_boot(tmp_path):
     assert supervise.restore(tmp_path, runner=runner, shim="/opt/shim") == ["a", "c"]
     started = [c[c.index("--") + 1:] for c in runner.commands()]
     assert started == [("run", "a"), ("run", "c")]
+
+
+def test_start_builds_the_shim_in_a_checkout_when_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(supervise, "shim_path", lambda: None)
+    built = str(supervise._SHIM_DIR / "build" / "provision-shim")
+    runner = (FakeRunner().expect(["make", "-s", "-C", str(supervise._SHIM_DIR)])
+              .expect([built], prefix=True, stdout="1 2\n"))
+    supervise.start("web", ["true"], "no", tmp_path, tmp_path, runner=runner)
+    assert [c[0] for c in runner.commands()] == ["make", built]
