@@ -1,0 +1,127 @@
+"""The test-image builder without root or network: layouts, recipes, splitting, push argv, mmdebstrap cache."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from provisioner.containers.layers import apply_layer
+from provisioner.errors import ImageError
+from provisioner.imagebuild import recipes, treecmp
+from provisioner.imagebuild.layout import REF_NAME, Layer, LayoutWriter, read_image
+from provisioner.imagebuild.tarbuild import D, F, H, L, tar_bytes
+from provisioner.runner import Result
+from provisioner.testing import FakeRunner
+
+
+def blob(layout, digest):
+    return (layout / "blobs/sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+def test_crafted_layout_is_a_valid_oci_layout(tmp_path):
+    layout = tmp_path / "l"
+    assert recipes.build("crafted", layout, FakeRunner()) == ["types", "whiteouts", "xattrs"]
+    assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((layout / "index.json").read_text())
+    assert [m["annotations"][REF_NAME] for m in index["manifests"]] == ["types", "whiteouts", "xattrs"]
+    for path in (layout / "blobs/sha256").iterdir():  # content-addressed
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    manifest, config, digest = read_image(layout, "types")
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    types = [d["mediaType"] for d in manifest["layers"]]
+    assert types == ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar"]
+    first = gzip.decompress(blob(layout, manifest["layers"][0]["digest"]))
+    assert config["rootfs"]["diff_ids"][0] == "sha256:" + hashlib.sha256(first).hexdigest()
+    with pytest.raises(ImageError, match="tag 'nope' not found"):
+        read_image(layout, "nope")
+
+
+def test_docker_media_types_and_multiplatform_index(tmp_path):
+    w = LayoutWriter(tmp_path / "d")
+    desc = w.image([Layer((F("a", "1"),))], {"Cmd": ["x"]}, fmt="docker")
+    w.tag(desc, "v1")
+    manifest, config, _ = read_image(tmp_path / "d", "v1")
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    with pytest.raises(ImageError, match="cannot have zstd layers"):
+        w.image([Layer((F("a", "1"),), compression="zstd")], fmt="docker")
+
+    runner = FakeRunner().expect(["/bin/busybox", "--list"], stdout="sh\nls\nbusybox\n")
+    assert recipes.build("multiplatform", tmp_path / "m", runner) == ["latest"]
+    amd = read_image(tmp_path / "m", "latest", ("linux", "amd64"))
+    arm = read_image(tmp_path / "m", "latest", ("linux", "arm64"))
+    assert amd[1]["architecture"] == "amd64" and arm[1]["architecture"] == "arm64" and arm[1]["variant"] == "v8"
+    assert amd[0]["layers"][0] == arm[0]["layers"][0]  # the busybox layer is shared
+    with pytest.raises(ImageError, match="no manifest for platform linux/s390x"):
+        read_image(tmp_path / "m", "latest", ("linux", "s390x"))
+
+
+def test_busybox_recipe_applets_and_retag(tmp_path):
+    runner = FakeRunner().expect(["/bin/busybox", "--list"], stdout="sh\nls\ncat\n")
+    assert recipes.build("busybox", tmp_path / "b", runner, tag="1.0") == ["1.0"]
+    index = json.loads((tmp_path / "b/index.json").read_text())
+    assert [m["annotations"][REF_NAME] for m in index["manifests"]] == ["1.0"]
+    manifest, config, _ = read_image(tmp_path / "b", "1.0")
+    assert config["config"]["Cmd"] == ["sh"]
+    dest = tmp_path / "root"
+    for d in manifest["layers"]:
+        apply_layer(io.BytesIO(blob(tmp_path / "b", d["digest"])), d["mediaType"], dest)
+    assert {os.readlink(dest / "bin" / a) for a in ("sh", "ls", "cat")} == {"busybox"}
+    assert (dest / "etc/passwd").read_text().startswith("root:x:0:0:")
+    with pytest.raises(ImageError, match="writes several tags"):
+        recipes.build("crafted", tmp_path / "c", FakeRunner(), tag="x")
+    with pytest.raises(ImageError, match="unknown image recipe 'nope'"):
+        recipes.build("nope", tmp_path / "n", FakeRunner())
+
+
+@pytest.mark.parametrize("fmt,extra", [(None, []), ("docker", ["--format", "v2s2"])])
+def test_push_runs_skopeo_copy(tmp_path, fmt, extra):
+    argv = ["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", *extra,
+            f"oci:{tmp_path}:t", "docker://127.0.0.1:5000/a/b:t"]
+    runner = FakeRunner().expect(argv)
+    recipes.push(tmp_path, "127.0.0.1:5000/a/b:t", tag="t", runner=runner, fmt=fmt)
+    assert runner.calls == [tuple(argv)]
+
+
+def test_split_rootfs_tar_reassembles_to_the_same_tree(tmp_path):
+    entries = [D("."), D("usr"), D("usr/share"), D("usr/share/doc"), F("usr/share/doc/README", "doc"),
+               D("usr/lib"), F("usr/lib/libc.so", "libc", mode=0o755), D("etc"), F("etc/passwd", "root"),
+               H("etc/passwd-hardlink", "etc/passwd"), H("usr/bin-lib-link", "usr/lib/libc.so"),
+               D("var/lib/dpkg"), F("var/lib/dpkg/status", "ok"), L("lib", "usr/lib")]
+    raw = tar_bytes(entries)
+    (tmp_path / "rootfs.tar").write_bytes(raw)
+    layers = recipes.split_rootfs_tar(tmp_path / "rootfs.tar")
+    assert len(layers) == 4
+    names = [tarfile.open(fileobj=io.BytesIO(t)).getnames() for t in layers]
+    assert "usr/share/doc/README" in names[1] and "usr/lib/libc.so" in names[2]
+    assert "usr/bin-lib-link" in names[2]  # a hardlink travels with its target
+    assert "var/lib/dpkg/status" in names[3] and "var/lib/dpkg" in names[0]  # dirs in the base layer
+    split, whole = tmp_path / "split", tmp_path / "whole"
+    for t in layers:
+        apply_layer(io.BytesIO(t), "application/vnd.oci.image.layer.v1.tar", split)
+    apply_layer(io.BytesIO(raw), "application/vnd.oci.image.layer.v1.tar", whole)
+    assert treecmp.diff(treecmp.describe(split, mtimes=False), treecmp.describe(whole, mtimes=False)) == []
+
+
+def test_mmdebstrap_tarball_is_cached_by_recipe(tmp_path):
+    runner = FakeRunner(known_commands={"mmdebstrap"})
+
+    def fake_mmdebstrap(argv):
+        assert argv[-1].endswith(".tar") and "--include=redis-server" in argv and "--variant=minbase" in argv
+        with open(argv[-1], "wb") as f:
+            f.write(tar_bytes([F("etc/debian_version", "12\n")]))
+        return Result(argv, 0, "", "")
+
+    runner.expect(["mmdebstrap"], prefix=True, handler=fake_mmdebstrap, times=1)
+    first = recipes.mmdebstrap_tar(runner, ["redis-server"], cache=tmp_path)
+    again = recipes.mmdebstrap_tar(runner, ["redis-server"], cache=tmp_path)
+    assert first == again and first.is_file() and len(runner.commands("mmdebstrap")) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp leftovers
+    with pytest.raises(ImageError, match="mmdebstrap is not installed"):
+        recipes.mmdebstrap_tar(FakeRunner(), ["nginx-light"], cache=tmp_path)
