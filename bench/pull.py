@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -259,20 +260,28 @@ def main() -> int:
         if args.only:
             contenders = {k: v for k, v in contenders.items() if k in args.only}
         times = {k: [] for k in contenders}
+        cpu = {k: [] for k in contenders}
         for i in range(args.runs):
             for name, fn in contenders.items():
                 work = mnt / f"{name.replace('+', '-')}-{i}"
                 work.mkdir()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 try:
                     secs = fn(ref, work)
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
                 except subprocess.CalledProcessError as err:
                     log(f"{name} failed: {err.stderr.decode(errors='replace') if err.stderr else err}")
                     raise
                 finally:
                     cleanup(work, runner)
                 times[name].append(secs)
-                log(f"run {i + 1}/{args.runs} {name}: {secs:.2f}s")
+                log(f"run {i + 1}/{args.runs} {name}: {secs:.2f}s ({cpu[name][-1]:.2f}s CPU)")
         notes = timeline_once(ref, mnt)
+        load = os.getloadavg()
+        notes.append(f"Machine load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+                     f"{os.cpu_count()} CPUs (other engineers' work runs concurrently, so wall times are noisy; "
+                     "CPU seconds are the steadier comparison).")
         log(notes[0])
         if args.profile:
             profile_once(ref, mnt)
@@ -280,14 +289,14 @@ def main() -> int:
         (LAYOUT / "blobs/sha256" / json.loads((LAYOUT / "index.json").read_text())["manifests"][0]["digest"][7:])
         .read_text())["layers"])
     uncompressed = int((LAYOUT / "uncompressed-bytes").read_text())
-    report = render(times, driver, manifest_size, uncompressed, args.runs, notes)
+    report = render(times, cpu, driver, manifest_size, uncompressed, args.runs, notes)
     print(report)
     if args.write_results:
         write_results(report)
     return 0
 
 
-def render(times: dict, driver: str, compressed: int, uncompressed: int, runs: int, notes: list[str]) -> str:
+def render(times: dict, cpu: dict, driver: str, compressed: int, uncompressed: int, runs: int, notes: list[str]) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med.get("skopeo+umoci")
     lines = [
@@ -298,13 +307,14 @@ def render(times: dict, driver: str, compressed: int, uncompressed: int, runs: i
         f"~10.3k files; docker-registry on 127.0.0.1; cold store each run on a loop-backed btrfs; "
         f"median of {runs} interleaved runs on a shared 2-core VM ({time.strftime('%Y-%m-%d')}).",
         "",
-        "| tool | median s | runs s | MB/s (compressed) | vs skopeo+umoci |",
-        "|---|---|---|---|---|",
+        "| tool | median s | runs s | CPU s (user+sys, median) | MB/s (compressed) | vs skopeo+umoci |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in med.items():
         ratio = f"{m / base:.2f}x" if base else "-"
         lines.append(f"| {name}{' (' + driver + ')' if name == 'podman' else ''} | {m:.2f} | "
-                     f"{', '.join(f'{t:.2f}' for t in times[name])} | {compressed / 1e6 / m:.0f} | {ratio} |")
+                     f"{', '.join(f'{t:.2f}' for t in times[name])} | {statistics.median(cpu[name]):.2f} | "
+                     f"{compressed / 1e6 / m:.0f} | {ratio} |")
     lines += [""] + notes + [
         "",
         "Commands (per run, fresh directories):",
@@ -325,7 +335,7 @@ def write_results(section: str) -> None:
     start = text.find("## pull\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
