@@ -237,3 +237,20 @@ def test_htpasswd_registry_with_docker_config(tmp_path, root):
         provision(root, "image", "pull", ref, env=env)
         provision(root, "image", "export", ref, str(tmp_path / "out"))
         assert (tmp_path / "out" / "secret").read_bytes() == b"s3"
+
+
+def test_concurrent_pulls_of_the_same_image(registry, root, tmp_path):
+    ref = f"{registry.address}/oci/app:1"
+    procs = [subprocess.Popen([sys.executable, "-m", "provisioner.cli.main", "--root", str(root), "--json", "image",
+                               "pull", "-q", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    assert results[0]["id"] == results[1]["id"]
+    # The store lock serialises them: one fetched the layers, the other found them stored.
+    assert sorted(r["fetched_layers"] for r in results) == [0, 3]
+    assert len([p for p in (root / "images" / "layers").iterdir() if p.is_dir()]) == 3
+    assert leftovers(root) == []
