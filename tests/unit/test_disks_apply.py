@@ -41,7 +41,7 @@ def test_full_plan_runs_the_expected_commands(tmp_path):
     result = apply(p, r, fstab_path=str(fstab), on_step=seen.append, **FREE)
     assert seen == list(p.actions)
     assert [s.action for s in result.steps] == list(p.actions)
-    assert r.commands("mkfs.btrfs") == [("mkfs.btrfs", "-q", "-L", "prov-ephemeral", "-U", "u-1",
+    assert r.commands("mkfs.btrfs") == [("mkfs.btrfs", "-q", "--nodiscard", "-L", "prov-ephemeral", "-U", "u-1",
                                          "-d", "raid0", "-m", "raid1", *DEVS)]
     assert fstab.read_text().startswith("/dev/vda / ext4 defaults 0 1\n")
     assert managed_lines(fstab.read_text()) == ["UUID=u-1 /mnt/eph btrfs noatime 0 0"]
