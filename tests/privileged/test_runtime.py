@@ -290,12 +290,19 @@ def test_create_start_state_kill_delete(runtime, runtime_bin, rootfs, tmp_path):
 
 @pytest.mark.parametrize("sig,name", [("KILL", "SIGKILL"), ("9", "number"), ("SIGINT", "name with SIG")])
 def test_kill_signal_spellings(sig, name, prt, rootfs, tmp_path):
-    # INT is handled by the trap below; KILL cannot be.
-    script = "trap 'exit 0' INT; while true; do sleep 0.05; done"
-    b = bundle(tmp_path, rootfs, args=["sh", "-c", script])
+    # INT is handled by the trap below (pid 1 ignores signals it has no handler for);
+    # KILL cannot be caught.
+    out = tmp_path / "out"
+    out.mkdir()
+    script = "trap 'exit 0' INT; touch /out/ready; while true; do sleep 0.05; done"
+
+    def cfg(c):
+        c["mounts"].append({"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind"]})
+    b = bundle(tmp_path, rootfs, args=["sh", "-c", script], config=cfg)
     cid = prt.new_id()
     prt.cli("create", "--bundle", b, cid)
     prt.cli("start", cid)
+    wait_for(lambda: (out / "ready").exists(), what="trap installed")
     prt.cli("kill", cid, sig)
     wait_for(lambda: prt.state(cid)["status"] == "stopped", what=f"stop after {name}")
     prt.cli("delete", cid)
