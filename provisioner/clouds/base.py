@@ -62,6 +62,7 @@ class HostPlan:
     ephemeral_interface: str | None
     user_data: str
     tags: dict[str, str]
+    ssh_public_key: str
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,6 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
             stack=stack.name, host=h.name, cloud=cloud, resource_name=f"{stack.name}-{h.name}", settings=settings,
             rules=firewall_rules(stack.published_ports(h), cidr), volumes=volumes,
             ephemeral_count=(eph.count or 0) if eph else 0, ephemeral_interface=eph.interface if eph else None,
-            user_data=user_data, tags=base_tags))
+            user_data=user_data, tags=base_tags, ssh_public_key=public_key))
     return LaunchPlan(stack=stack.name, cloud=cloud, key_name=f"provisioner-{stack.name}", public_key=public_key,
                       ssh_cidr=cidrs, ssh_cidr_source=sources, hosts=tuple(hosts))

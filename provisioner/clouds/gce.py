@@ -204,17 +204,12 @@ class GceCloud:
                 "labels": {**hp.tags, "provisioner-market": "spot" if preemptible else "on-demand"},
                 "tags": {"items": [hp.resource_name]}, "disks": disks, "networkInterfaces": [nic],
                 "metadata": {"items": [{"key": "user-data", "value": hp.user_data},
-                                       {"key": "ssh-keys", "value": f"provisioner:{self._pubkey(hp)}"}]}}
+                                       {"key": "ssh-keys", "value": f"provisioner:{hp.ssh_public_key}"}]}}
         if preemptible:
             body["scheduling"] = {"preemptible": True, "automaticRestart": False, "onHostMaintenance": "TERMINATE"}
         elif hp.ephemeral_count:
             body["scheduling"] = {"onHostMaintenance": "MIGRATE", "automaticRestart": True}
         return body
-
-    @staticmethod
-    def _pubkey(hp: HostPlan) -> str:
-        m = re.search(r'^ssh_authorized_keys:\n  - "([^"]+)"', hp.user_data, re.M)
-        return m.group(1) if m else ""
 
     def create_instance(self, hp: HostPlan, key: Resource | None, fw: Resource) -> Resource:
         pre = hp.settings.spot

@@ -2,7 +2,6 @@
 launch orchestration (replace once, rollback) against an in-memory driver."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cloudtest import assert_valid_cloud_config
-from gce_double import GceDouble, load_discovery, validate
+from gce_discovery import load_discovery, validate
+from gce_double import GceDouble
 from provisioner.cli.main import cli
 from provisioner.clouds.base import plan_launch
 from provisioner.clouds.errors import CloudAuthError, CloudInvalid, CloudNotFound, provider_call

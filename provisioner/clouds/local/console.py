@@ -16,13 +16,18 @@ from ..console import parse_host_keys
 _SYSLOG = re.compile(r"^<\d+>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d [\w.-]+(?:\[\d+\])?: ", re.M)
 
 
-def read_host_keys(console_log: Path) -> tuple[list[dict], list[str]]:
-    """([{"type": "ED25519", "sha256": "SHA256:…"}, …], ["ssh-ed25519 AAAA…", …]); empty before first boot."""
+def console_text(console_log: Path) -> str:
+    """The console log with the syslog prefix removed, as the shared parser expects it."""
     try:
         text = console_log.read_text(errors="replace")
     except FileNotFoundError:
-        return [], []
-    keys = parse_host_keys(_SYSLOG.sub("", text.replace("\r", "")))
+        return ""
+    return _SYSLOG.sub("", text.replace("\r", ""))
+
+
+def read_host_keys(console_log: Path) -> tuple[list[dict], list[str]]:
+    """([{"type": "ED25519", "sha256": "SHA256:…"}, …], ["ssh-ed25519 AAAA…", …]); empty before first boot."""
+    keys = parse_host_keys(console_text(console_log))
     if keys is None or not keys.fingerprints:
         return [], []
     fps = [{"type": t, "sha256": fp} for t, fp in sorted(keys.fingerprints.items()) if fp.startswith("SHA256:")]

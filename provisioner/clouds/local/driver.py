@@ -198,15 +198,35 @@ class LocalCloud:
             return []
         done = []
         for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
-            st = state.load(hdir)
-            pid = st.pid if st else state.read_pidfile(hdir / "qemu.pid")
-            if not state.stop(pid, hdir):
-                raise CloudError(f"local cloud: could not stop qemu pid {pid} of {stack}/{hdir.name}")
-            self._remove_host_files(hdir, keep_volumes)
+            self.destroy_host(stack, hdir.name, keep_volumes=keep_volumes)
             done.append(hdir.name)
-        if not any(sdir.iterdir()):
+        if sdir.is_dir() and not any(sdir.iterdir()):
             sdir.rmdir()
         return done
+
+    def destroy_host(self, stack: str, host: str, *, keep_volumes: bool = False) -> None:
+        hdir = self.host_dir(stack, host)
+        if not hdir.is_dir():
+            return
+        st = state.load(hdir)
+        pid = st.pid if st else state.read_pidfile(hdir / "qemu.pid")
+        if not state.stop(pid, hdir):
+            raise CloudError(f"local cloud: could not stop qemu pid {pid} of {stack}/{host}")
+        self._remove_host_files(hdir, keep_volumes)
+        sdir = hdir.parent
+        if sdir.is_dir() and not any(sdir.iterdir()):
+            sdir.rmdir()
+
+    def remove_volume(self, stack: str, host: str, name: str) -> None:
+        """Delete one volume's disk file (refused while its VM runs)."""
+        hdir = self.host_dir(stack, host)
+        st = state.load(hdir)
+        if st is not None and state.qemu_alive(st.pid, hdir):
+            raise CloudError(f"local cloud: volume {name} of {stack}/{host} is attached to a running VM")
+        (hdir / state.VOLUMES / f"{name}.qcow2").unlink(missing_ok=True)
+        for d in (hdir / state.VOLUMES, hdir, hdir.parent):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
 
     # ---- helpers ---------------------------------------------------------------------------
     def _remove_host_files(self, hdir: Path, keep_volumes: bool) -> None:

@@ -20,6 +20,8 @@ def mac_for(stack: str, host: str) -> str:
 
 
 def user_data(spec: VmSpec) -> str:
+    if spec.user_data is not None:
+        return spec.user_data
     doc = {
         "hostname": spec.host,
         "manage_etc_hosts": True,

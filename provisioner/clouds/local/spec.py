@@ -54,6 +54,10 @@ class VmSpec:
     root_gb: int = 8
     user: str = "provision"
     extra_user_data: dict = field(default_factory=dict)
+    # Complete #cloud-config from the stack's template (clouds/userdata.py). When set it is the
+    # seed's user-data as is (its key goes to the image's default user, so `user` must name that
+    # user: "debian" on Debian images).
+    user_data: str | None = None
 
     def validate(self) -> None:
         for what, value in (("stack", self.stack), ("host", self.host)):

@@ -1,0 +1,138 @@
+"""The local cloud behind the clouds' driver interface (`clouds.base.CloudDriver`).
+
+`clouds.launch.launch/status_of/destroy` then drive qemu exactly as they drive AWS and GCE:
+- the "firewall" is the set of 127.0.0.1 port forwards (it creates nothing by itself; the
+  forwards are part of the VM's network device, so they appear and vanish with the VM);
+- volumes are attached at VM start (qemu has no block-device hot attach worth the complexity
+  here), so `create_instance` makes every disk of the HostPlan and `create_volume` returns the
+  one it made; `attach_volume` has nothing left to do — like a block-device mapping at launch;
+- the state is the directory tree under `<root>/local/<stack>/`, which `find` reads back.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ...errors import CloudError
+from ..base import HostPlan, LaunchPlan, Resource, VolumePlan
+from . import state
+from .console import console_text
+from .driver import LocalCloud
+from .spec import PortForward, VmSpec, VolumeDisk
+
+KEEP_TAG = "provisioner-keep"
+MAX_RANGE = 64  # a published port range becomes one forward per port
+
+
+def _forwards(hp: HostPlan) -> tuple[PortForward, ...]:
+    out = []
+    for r in hp.rules:
+        if r.first == 22 and r.last == 22 and r.protocol == "tcp":
+            continue  # SSH has its own forward on a free port
+        if r.last - r.first >= MAX_RANGE:
+            raise CloudError(f"local cloud: host {hp.host}: port range {r.first}-{r.last} too wide to forward")
+        out += [PortForward(p, p, r.protocol) for p in range(r.first, r.last + 1)]
+    return tuple(out)
+
+
+class LocalDriver:
+    name = "local"
+
+    def __init__(self, cloud: LocalCloud, *, style: str = "aws", user: str = "debian", memory_mb: int = 1024,
+                 boot_timeout: float = 600.0):
+        self.cloud = cloud
+        self.style = style
+        self.user = user  # the image's default user, who gets the key from the stack's user-data
+        self.memory_mb = memory_mb
+        self.boot_timeout = boot_timeout
+        self._pubkey = ""
+
+    def check(self, plan: LaunchPlan) -> None:
+        self.cloud.image()  # ImageError when missing, before anything exists
+        for hp in plan.hosts:
+            for f in _forwards(hp):
+                if not state.port_free(f.host_port, f.proto):
+                    raise CloudError(f"local cloud: port 127.0.0.1:{f.host_port}/{f.proto} for host {hp.host} "
+                                     "is already in use")
+
+    def import_key(self, plan: LaunchPlan) -> Resource | None:
+        self._pubkey = plan.public_key  # it travels in the user-data; nothing to create
+        return None
+
+    def create_firewall(self, hp: HostPlan) -> Resource:
+        fwd = _forwards(hp)
+        return Resource("firewall", f"{hp.resource_name}-forwards", f"{hp.resource_name}-forwards", hp.host,
+                        "active", {"forwards": [f"127.0.0.1:{f.host_port}->{f.guest_port}/{f.proto}" for f in fwd]})
+
+    def create_instance(self, hp: HostPlan, key: Resource | None, firewall: Resource) -> Resource:
+        pubkey = getattr(hp, "ssh_public_key", "") or self._pubkey
+        spec = VmSpec(stack=hp.stack, host=hp.host, ssh_public_key=pubkey, style=self.style,
+                      ephemeral=hp.ephemeral_count,
+                      volumes=tuple(VolumeDisk(v.name, v.size_gb * 1024) for v in hp.volumes),
+                      ports=_forwards(hp), memory_mb=self.memory_mb, user=self.user, user_data=hp.user_data)
+        st = self.cloud.launch(spec, wait=False)
+        return self._instance(st)
+
+    def _instance(self, st: state.VmState) -> Resource:
+        hdir = self.cloud.host_dir(st.stack, st.host)
+        alive = state.qemu_alive(st.pid, hdir)
+        return Resource("instance", st.instance_id or f"{st.stack}-{st.host}", f"{st.stack}-{st.host}", st.host,
+                        "running" if alive else "stopped",
+                        {"stack": st.stack, "pid": st.pid, "ssh": f"127.0.0.1:{st.ssh_port}", "user": st.user,
+                         "accel": st.accel, "tags": {"provisioner-stack": st.stack, "provisioner-host": st.host}})
+
+    def instance_state(self, inst: Resource) -> Resource:
+        st = self.cloud.state(inst.extra["stack"], inst.host)
+        return self._instance(st)
+
+    def create_volume(self, hp: HostPlan, vp: VolumePlan, inst: Resource) -> Resource:
+        st = self.cloud.state(hp.stack, hp.host)
+        disk = next((d for d in st.disks if d["role"] == "volume" and d["name"] == vp.name), None)
+        if disk is None:
+            raise CloudError(f"local cloud: volume {vp.name} of {hp.host} was not created with the VM")
+        return self._volume(hp.stack, hp.host, vp.name, disk["serial"], keep=vp.keep)
+
+    def _volume(self, stack: str, host: str, name: str, serial: str, keep: bool | None = None) -> Resource:
+        tags = {"provisioner-stack": stack, "provisioner-host": host, "provisioner-volume": name}
+        if keep is not None:
+            tags[KEEP_TAG] = "true" if keep else "false"
+        path = self.cloud.host_dir(stack, host) / state.VOLUMES / f"{name}.qcow2"
+        return Resource("volume", serial, name, host, "available", {"stack": stack, "file": str(path), "tags": tags})
+
+    def attach_volume(self, inst: Resource, vol: Resource, vp: VolumePlan) -> None:
+        return None  # attached when qemu started (see the module docstring)
+
+    def console_output(self, inst: Resource) -> str:
+        return console_text(self.cloud.host_dir(inst.extra["stack"], inst.host) / "console.log")
+
+    def find(self, stack: str) -> list[Resource]:
+        sdir = self.cloud.root / "local" / stack
+        out: list[Resource] = []
+        if not sdir.is_dir():
+            return out
+        for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
+            st = state.load(hdir)
+            if st is not None and (hdir / "root.qcow2").exists():
+                out.append(self._instance(st))
+            serials = {d["name"]: d["serial"] for d in (st.disks if st else []) if d["role"] == "volume"}
+            for vol in sorted((hdir / state.VOLUMES).glob("*.qcow2")):
+                out.append(self._volume(stack, hdir.name, vol.stem, serials.get(vol.stem, vol.stem)))
+        return out
+
+    def delete(self, res: Resource) -> None:
+        stack = res.extra.get("stack")
+        if res.kind == "instance":
+            self.cloud.destroy_host(stack, res.host, keep_volumes=True)
+        elif res.kind == "volume":
+            self.cloud.remove_volume(stack, res.host, res.name)
+
+    def wait_deleted(self, res: Resource, timeout: float) -> bool:
+        if res.kind != "instance":
+            return True
+        hdir = self.cloud.host_dir(res.extra["stack"], res.host)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not state.qemu_alive(int(res.extra.get("pid") or 0), hdir):
+                return True
+            time.sleep(0.2)
+        return False
