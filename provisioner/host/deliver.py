@@ -135,15 +135,22 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
     progress(f"agent: sent {len(report.sent)} wheel(s), {report.bytes_sent / 1e6:.1f} MB "
              f"({len(report.skipped)} already there) in {report.seconds['push']}s")
     t1 = time.monotonic()
-    pip = f"{venv}/bin/pip"
-    ssh.run(f"test -x {pip} || python3 -m venv {venv}", sudo=True)
-    ssh.run([pip, "install", "-q", "--disable-pip-version-check", "--no-index", "--find-links", staging,
-             str(f"{staging}/{bundle.project_wheel.name}")], sudo=True, timeout=900)
-    # Same version number, new code: reinstall the project wheel itself (dependencies stay).
-    ssh.run([pip, "install", "-q", "--disable-pip-version-check", "--no-index", "--no-deps", "--force-reinstall",
-             f"{staging}/{bundle.project_wheel.name}"], sudo=True, timeout=900)
+    # The host's own pip installs into a venv made --without-pip (ensurepip would unpack and
+    # compile a second pip: slow on small or emulated hosts), and --no-compile leaves the
+    # byte-compiling to first import, which only touches the modules the agent uses.
+    pip = ["python3", "-m", "pip", "--python", f"{venv}/bin/python", "install", "-q", "--disable-pip-version-check",
+           "--no-index", "--find-links", staging, "--no-compile"]
+    wheel = f"{staging}/{bundle.project_wheel.name}"
+    fresh = ssh.run(["test", "-x", f"{venv}/bin/python"], check=False).returncode != 0
+    if fresh:
+        ssh.run(["python3", "-m", "venv", "--without-pip", venv], sudo=True)
+    ssh.run([*pip, wheel], sudo=True, timeout=900)
+    if not fresh:
+        # Same version number, new code: reinstall the project wheel itself (dependencies stay).
+        ssh.run([*pip, "--no-deps", "--force-reinstall", wheel], sudo=True, timeout=900)
     ssh.run(["ln", "-sfn", f"{venv}/bin/provision", "/usr/local/bin/provision"], sudo=True)
     report.seconds["install"] = round(time.monotonic() - t1, 2)
-    report.version = ssh.run(["/usr/local/bin/provision", "--version"]).stdout.strip()
+    # As root, so this first run also writes the byte code of what the agent imports.
+    report.version = ssh.run(["/usr/local/bin/provision", "--version"], sudo=True).stdout.strip()
     progress(f"agent: installed {report.version} in {venv} in {report.seconds['install']}s")
     return report

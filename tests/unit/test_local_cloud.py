@@ -188,3 +188,78 @@ def test_status_of_nothing_and_destroy_of_nothing(tmp_path):
     assert [(r["host"], r["state"]) for r in rows] == [("h", "stopped")]
     assert json.dumps(rows)
     assert cloud.destroy("s") == ["h"] and not (tmp_path / "local" / "s").exists()
+
+
+# ---- the CloudDriver adapter -------------------------------------------------------------------
+
+def _hostplan(rules, volumes=()):
+    from provisioner.clouds.base import HostPlan
+    from provisioner.stack import CloudSettings, RootDisk
+
+    settings = CloudSettings("local", "qemu", "bookworm", None, None, None, None, {}, False, RootDisk())
+    return HostPlan(stack="s", host="web", cloud="local", resource_name="s-web", settings=settings, rules=rules,
+                    volumes=volumes, ephemeral_count=0, ephemeral_interface=None, user_data="#cloud-config\n",
+                    tags={}, ssh_public_key=KEY)
+
+
+def test_adapter_forwards_published_ports_not_ssh():
+    from provisioner.clouds.base import FirewallRule
+    from provisioner.clouds.local.adapter import _forwards
+
+    hp = _hostplan((FirewallRule("tcp", 22, 22, "10.0.0.0/8"), FirewallRule("tcp", 8080, 8081, "0.0.0.0/0"),
+                    FirewallRule("udp", 53, 53, "0.0.0.0/0")))
+    assert _forwards(hp) == (PortForward(8080, 8080), PortForward(8081, 8081), PortForward(53, 53, "udp"))
+    with pytest.raises(CloudError, match="too wide"):
+        _forwards(_hostplan((FirewallRule("tcp", 1000, 2000, "0.0.0.0/0"),)))
+
+
+def test_adapter_finds_instances_and_kept_volumes_from_the_state_tree(tmp_path):
+    from provisioner.clouds.local.adapter import LocalDriver
+
+    driver = LocalDriver(LocalCloud(tmp_path, FakeRunner()))
+    hdir = state.host_dir(tmp_path, "s", "web")
+    (hdir / "volumes").mkdir(parents=True)
+    (hdir / "volumes" / "data.qcow2").write_bytes(b"")
+    (hdir / "root.qcow2").write_bytes(b"")
+    state.save(hdir, state.VmState(stack="s", host="web", pid=999999999, instance_id="i-1",
+                                   disks=[{"role": "volume", "name": "data", "serial": "vol" + "a" * 17}]))
+    found = driver.find("s")
+    assert [(r.kind, r.name, r.state) for r in found] == [("instance", "s-web", "stopped"),
+                                                           ("volume", "data", "available")]
+    assert found[1].id == "vol" + "a" * 17
+    driver.delete(found[0])  # the instance goes, its volume stays until deleted itself
+    assert [r.kind for r in driver.find("s")] == ["volume"]
+    driver.delete(found[1])
+    assert driver.find("s") == [] and not (tmp_path / "local" / "s").exists()
+
+
+def test_adapter_console_output_strips_the_syslog_prefix(tmp_path):
+    from provisioner.clouds.base import Resource
+    from provisioner.clouds.console import parse_host_keys
+    from provisioner.clouds.local.adapter import LocalDriver
+
+    driver = LocalDriver(LocalCloud(tmp_path, FakeRunner()))
+    hdir = state.host_dir(tmp_path, "s", "web")
+    hdir.mkdir(parents=True)
+    (hdir / "console.log").write_text(CONSOLE)
+    text = driver.console_output(Resource("instance", "i-1", "s-web", "web", extra={"stack": "s"}))
+    keys = parse_host_keys(text)
+    assert keys.fingerprints["ED25519"] == "SHA256:nhhGY2sMAAhlZ1UJ7o5u71M4OvOQm1x1aeREi77bk6s"
+
+
+def test_adapter_check_refuses_a_taken_port_and_a_missing_image(tmp_path):
+    import socket
+
+    from provisioner.clouds.base import FirewallRule, LaunchPlan
+    from provisioner.clouds.local.adapter import LocalDriver
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        hp = _hostplan((FirewallRule("tcp", port, port, "0.0.0.0/0"),))
+        plan = LaunchPlan("s", "local", "k", KEY, {"web": "x"}, {"web": "x"}, (hp,))
+        with pytest.raises(CloudError, match=f"port 127.0.0.1:{port}/tcp for host web is already in use"):
+            LocalDriver(LocalCloud(tmp_path, FakeRunner(), image=IMAGE)).check(plan)
+        with pytest.raises(ImageError, match="VM image missing"):
+            LocalDriver(LocalCloud(tmp_path, FakeRunner(), cache=tmp_path / "c")).check(plan)

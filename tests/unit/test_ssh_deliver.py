@@ -74,7 +74,8 @@ def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
     report = d.deliver(ssh, _bundle(tmp_path))
     assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl", "pyyaml-6-cp311.whl"]
     assert report.skipped == ["click-8.1-py3-none-any.whl"]
-    installs = [c for c in ssh.commands if "pip install" in c]
+    installs = [c for c in ssh.commands if " install " in c]
+    assert len(installs) == 2 and all("--python /opt/provisioner/venv/bin/python" in c for c in installs)
     assert all("--no-index" in c for c in installs) and any("--force-reinstall" in c for c in installs)
     assert report.version == "provision, version 0.1.0"
 
@@ -90,3 +91,19 @@ def test_runtime_requirements_leave_out_test_extras():
     reqs = d.runtime_requirements()
     assert any(r.startswith("paramiko") for r in reqs)
     assert not any("pytest" in r or "moto" in r for r in reqs)
+
+
+def test_first_delivery_makes_a_venv_without_pip_and_installs_once(tmp_path):
+    class Fresh(FakeSsh):
+        def run(self, argv, **kw):
+            out = super().run(argv, **kw)
+            if not isinstance(argv, str) and argv[:2] == ["test", "-x"]:
+                out.returncode = 1
+            return out
+
+    ssh = Fresh()
+    d.deliver(ssh, _bundle(tmp_path))
+    assert "python3 -m venv --without-pip /opt/provisioner/venv" in ssh.commands
+    installs = [c for c in ssh.commands if " install " in c]
+    assert len(installs) == 1 and "--no-index" in installs[0] and "--force-reinstall" not in installs[0]
+    assert "ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision" in ssh.commands

@@ -1,0 +1,56 @@
+"""A real local VM with GCE-style SCSI disks: udev in the guest must report what GCE's would."""
+from __future__ import annotations
+
+import pytest
+
+from provisioner.clouds.local import VmSpec, VolumeDisk
+from provisioner.host.ssh import SshClient, target_for
+
+from conftest import public_key
+from vmhelpers import qemu_processes_for, wait_not_listening
+
+pytestmark = pytest.mark.vm
+
+STACK = "vmgce"
+
+
+@pytest.fixture(scope="module")
+def vm(cloud, operator_key):
+    spec = VmSpec(STACK, "db", public_key(operator_key), style="gce", ephemeral=1,
+                  volumes=(VolumeDisk("pgdata", 512),))
+    st = cloud.launch(spec, timeout=420)
+    print(f"\nboot: {st.boot_seconds}s to SSH host keys on the console ({st.accel})")
+    yield st
+    cloud.destroy(STACK)
+
+
+def test_gce_style_scsi_disks_in_udev(cloud, vm, operator_key):
+    st = vm
+    with SshClient(target_for([f["sha256"] for f in st.fingerprints], st.ssh_port, st.user, operator_key)) as ssh:
+        ssh.wait_ready(timeout=120)
+        found = {}
+        for name in ssh.run("ls /sys/block").stdout.split():
+            if not name.startswith("sd"):
+                continue
+            out = ssh.run(["udevadm", "info", "--query=property", "--name", f"/dev/{name}"]).stdout
+            props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+            found[props.get("ID_SERIAL_SHORT")] = props
+    assert set(found) == {"local-ssd-0", "pgdata"}, found
+    assert found["pgdata"]["ID_VENDOR"] == "Google"
+    assert found["pgdata"]["ID_MODEL"] == "PersistentDisk"
+    assert found["local-ssd-0"]["ID_VENDOR"] == "Google"
+    assert found["local-ssd-0"]["ID_MODEL"] == "EphemeralDisk"
+    assert found["pgdata"]["ID_BUS"] == "scsi"
+
+
+def test_destroy_keep_volumes_keeps_only_the_volume_files(cloud, vm):
+    st = vm
+    directory = cloud.host_dir(STACK, "db")
+    assert cloud.destroy(STACK, keep_volumes=True) == ["db"]
+    assert qemu_processes_for(directory) == []
+    assert wait_not_listening(st.ssh_port)
+    left = sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+    assert left == ["volumes", "volumes/pgdata.qcow2"]
+    # A second destroy without keep removes the kept volume too.
+    assert cloud.destroy(STACK) == ["db"]
+    assert not directory.parent.exists()
