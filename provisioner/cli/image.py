@@ -100,6 +100,8 @@ class ProgressBars(Observer):
 
     def finished(self, result: PullResult):
         self._draw(force=True)
+        with self.lock:
+            self.drawn = 0  # the final bars stay on screen; the summary goes below them
         fetched = (f"{result.fetched_layers} fetched, {result.layers - result.fetched_layers} already present"
                    if result.fetched_layers != result.layers else f"{result.layers} fetched")
         self._line(f"pulled {result.reference} (id {result.image_id[:19]}): {result.layers} layers ({fetched}), "

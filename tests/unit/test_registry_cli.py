@@ -77,6 +77,10 @@ def test_progress_bars_redraw_on_a_tty():
     assert "\x1b[2F" in text  # moves up over the two bars to redraw them
     assert "[############............] 500 B/1.0 kB" in text
     assert text.count("layer 2/2") >= 2
+    bars.finished(_result())
+    final = out.getvalue()[len(text):]
+    assert "\x1b[J" not in final  # the finished bars are kept, the summary printed below them
+    assert final.rstrip("\n").endswith("(4.0 kB/s)")
 
 
 def test_human_bytes():
