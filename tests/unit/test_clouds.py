@@ -2,6 +2,7 @@
 launch orchestration (replace once, rollback) against an in-memory driver."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,47 @@ def test_destroy_keeps_keep_volumes_and_honours_keep_volumes():
     removed, kept = destroy(d2, "shop", keep_volumes=True, timeouts=T)
     assert sorted(v.name for v in kept) == ["data", "logs"]
     assert {r.kind for r in removed} == {"instance", "firewall", "key"}
+
+
+# -- CLI without a cloud ---------------------------------------------------------------------------
+def _provision(*args, env=None):
+    import subprocess
+    import sys
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PROVISION_", "GOOGLE_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", "from provisioner.cli.main import main; main()", *args],
+                          capture_output=True, text=True, timeout=60, env=full_env)
+
+
+def test_cli_dry_run_prints_the_plan_and_creates_nothing(tmp_path):
+    pub = tmp_path / "k.pub"
+    pub.write_text(PUBKEY + "\n")
+    res = _provision("launch", "--cloud", "aws", "-f", str(STACK), "--ssh-key", str(pub), "--dry-run",
+                     env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert "web: t3.small ami-1e749f67 in us-east-1a (spot/preemptible, on-demand fallback)" in res.stdout
+    assert "allow 22/tcp from 198.51.100.0/24" in res.stdout
+    assert "volume data: 10 GiB default encrypted as /dev/sdf" in res.stdout
+    assert "web: SSH allowed from 198.51.100.0/24 (stack file)" in res.stderr
+    assert not (tmp_path / "provisioner").exists()
+
+
+def test_cli_missing_credentials_is_one_line(tmp_path):
+    pub = tmp_path / "k.pub"
+    pub.write_text(PUBKEY + "\n")
+    for cloud, expected in (("aws", "error: aws: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+                            ("gce", "error: gce: no credentials: set PROVISION_GCE_TOKEN")):
+        res = _provision("launch", "--cloud", cloud, "-f", str(STACK), "--ssh-key", str(pub),
+                         env={"GOOGLE_CLOUD_PROJECT": "p", "XDG_CONFIG_HOME": str(tmp_path)})
+        assert res.returncode == 1
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith(expected), res.stderr
+
+
+def test_cli_stack_error_points_at_the_line(tmp_path):
+    bad = tmp_path / "s.yml"
+    bad.write_text(STACK.read_text().replace("instance_type: t3.medium", "instance_typo: t3.medium"))
+    res = _provision("launch", "--cloud", "aws", "-f", str(bad), "--dry-run")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"error: {bad}:36: unknown key 'instance_typo' in hosts.db.aws (expected one of: "
+                                  "image, instance_type, region, root_disk, spot, subnet, tags, zone)")
