@@ -85,10 +85,16 @@ class ProgressBars(Observer):
         with self.lock:
             row = self.rows[index]
             row["end"] = time.monotonic()
-            if row["state"] == "downloading":
-                row["state"] = "downloaded"
+            if row["state"].startswith("downloading"):
+                row["state"] = row["state"].replace("downloading+", "") if "+" in row["state"] else "downloaded"
         if not self.tty:
             self._plain(index, "downloaded")
+        self._draw(force=True)
+
+    def applying(self, index):
+        with self.lock:
+            row = self.rows[index]
+            row["state"] = "downloading+applying" if row["state"] == "downloading" else "applying"
         self._draw(force=True)
 
     def applied(self, index):

@@ -72,10 +72,12 @@ def test_progress_bars_redraw_on_a_tty():
     bars = ProgressBars(tty=True, stream=out, interval=0)
     bars.resolved(_image(), [0, 1])
     bars.bytes(0, 500)
+    bars.applying(0)
     bars.downloaded(1)
     text = out.getvalue()
     assert "\x1b[2F" in text  # moves up over the two bars to redraw them
     assert "[############............] 500 B/1.0 kB" in text
+    assert "downloading+applying" in text
     assert text.count("layer 2/2") >= 2
     bars.finished(_result())
     final = out.getvalue()[len(text):]
