@@ -14,6 +14,7 @@ The CLI row runs `python3 -m provisioner.cli.main host disks apply` as a new pro
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,10 @@ from provisioner import yamlutil  # noqa: E402
 
 
 def sh(*argv, check=True):
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=check)
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, argv))} failed: {r.stderr.strip()}")
+    return r
 
 
 def attach(path: Path) -> str:
@@ -42,6 +46,19 @@ def attach(path: Path) -> str:
             return r.stdout.strip()
         time.sleep(0.1)
     raise SystemExit(f"bench: cannot attach {path}: {r.stderr.strip()}")
+
+
+def wipe(dev: str, timeout: float = 15.0) -> None:
+    """wipefs -a, polling while the device is busy: on a shared machine another process's new
+    mount namespace can hold a copy of our mount for a moment after we unmount."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = sh("wipefs", "-a", dev, check=False)
+        if r.returncode == 0:
+            return
+        if "busy" not in r.stderr or time.monotonic() > deadline:
+            raise SystemExit(f"bench: wipefs -a {dev}: {r.stderr.strip()}")
+        time.sleep(0.1)
 
 
 def timed(fn):
@@ -85,13 +102,14 @@ def main() -> int:
 
         def unmount():
             for m in (mnt / "data", mnt / "eph"):
-                sh("umount", m, check=False)
+                if os.path.ismount(m):
+                    sh("umount", m)
 
         def blank():
             unmount()
             for d in loops:
                 sh("btrfs", "device", "scan", "--forget", d, check=False)
-                sh("wipefs", "-a", d)
+                wipe(d)
             fstab.write_text("")
 
         for _ in range(args.runs):

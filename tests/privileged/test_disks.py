@@ -116,6 +116,18 @@ def host(tmp_path):
         h.cleanup()
 
 
+def wipe(dev: str, timeout: float = 15.0) -> None:
+    """wipefs -a, polling while busy: on a shared machine another process's new mount namespace
+    can hold a copy of our mount for a moment after we unmount it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = sh("wipefs", "-a", dev, check=False)
+        if r.returncode == 0:
+            return
+        assert "busy" in r.stderr and time.monotonic() < deadline, r.stderr
+        time.sleep(0.1)
+
+
 def blkid(dev: str) -> dict:
     r = sh("blkid", "-p", "-o", "export", dev, check=False)
     return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
@@ -204,7 +216,7 @@ def test_wiped_ephemeral_set_is_recreated(host):
     host.unmount_all()
     for d in eph:  # what a stop/start does to instance store
         sh("btrfs", "device", "scan", "--forget", d, check=False)
-        sh("wipefs", "-a", d)
+        wipe(d)
 
     p = host.apply(cfg)
     assert kinds(p) == ["Mkfs", "DeviceScan", "Mount", "WriteFstab"]
