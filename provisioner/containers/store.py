@@ -125,6 +125,15 @@ class Store:
             for d in (self.dir, self.records, self.layers, self.blobs):
                 for junk in d.glob(".*.tmp"):
                     junk.unlink()
+            # a record whose names never made it into repositories.json (killed inside put_image)
+            named = set(self._repos().values())
+            for rec in self.records.glob("*.json"):
+                if "sha256:" + rec.stem not in named:
+                    rec.unlink()
+            # a layer renamed into place but not yet flagged read-only (killed just after the rename)
+            for layer in self.layers.iterdir():
+                if layer.is_dir() and btrfs.is_subvolume(layer) and os.access(layer, os.W_OK):
+                    btrfs.set_readonly(self.runner, layer, True)
 
     def _delete_tree(self, path: Path) -> None:
         if btrfs.is_subvolume(path):

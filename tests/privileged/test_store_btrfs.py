@@ -159,6 +159,15 @@ def test_kill_9_mid_add_layer_then_recover(store, btrfs_mnt):
     assert len(list(store.layer_path(chain).iterdir())) == 2000
 
 
+def test_recover_flags_a_layer_renamed_but_not_yet_readonly(store):
+    raw, diff_id = layer([F("a", "1")])
+    chain = store.add_layer(None, diff_id, io.BytesIO(raw), MT_OCI_TAR)
+    Runner().run(["btrfs", "property", "set", "-ts", str(store.layer_path(chain)), "ro", "false"])
+    assert os.access(store.layer_path(chain), os.W_OK)
+    store.recover()
+    assert not os.access(store.layer_path(chain), os.W_OK)
+
+
 def test_lock_excludes_other_processes(store):
     code = ("import sys,time;from pathlib import Path;from provisioner.containers.store import Store;"
             "from provisioner.runner import Runner;s=Store(Path(sys.argv[1]),Runner());"

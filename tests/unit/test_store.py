@@ -170,6 +170,15 @@ def test_recover_removes_leftovers(store):
     assert not any(store.records.iterdir())
 
 
+def test_recover_drops_records_a_crash_left_without_names(store):
+    rec = add_image(store, ["r/x:1"], [[F("a", "1")]])
+    store._write_repos({})  # as if killed between the record and repositories.json
+    store.recover()
+    assert store.images() == []
+    assert store.has_chain(rec.top_chain)  # layers stay until prune (a re-pull reuses them)
+    assert store.prune() == [rec.top_chain]
+
+
 def test_lock_is_reentrant(store):
     with store.lock():
         with store.lock():
