@@ -192,7 +192,7 @@ def _parse_ephemeral(data, path: str) -> Ephemeral:
         raise ConfigError(f"{what}.interface: must be one of {', '.join(INTERFACES)}, got {interface!r}",
                           path, yamlutil.line_of(data, "interface"))
     return Ephemeral(mount=mount, devices=devices, wipe=_bool(data, "wipe", False, path, what),
-                     count=_int(data, "count", path, what), interface=interface,
+                     count=_int(data, "count", path, what, minimum=0), interface=interface,
                      where=_where(path, data, "mount"), devices_where=devices_where or ())
 
 
