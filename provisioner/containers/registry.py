@@ -135,7 +135,8 @@ class Registry:
     def __init__(self, ref: Reference, *, insecure_hosts: Iterable[str] = (), transport: Transport | None = None,
                  **transport_options):
         self.ref = ref
-        insecure = ref.domain in set(insecure_hosts) or ref.api_host in set(insecure_hosts)
+        hosts = {h.split("://", 1)[-1].rstrip("/") for h in insecure_hosts}  # accept http://host:port/ too
+        insecure = ref.domain in hosts or ref.api_host in hosts
         self.t = transport or Transport(ref.api_host, subject=str(ref.familiar), insecure=insecure,
                                         **transport_options)
         self.scope = f"repository:{ref.repository}:pull"

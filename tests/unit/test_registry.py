@@ -284,6 +284,8 @@ def test_scheme_choice_and_insecure_fallback():
     assert session.tried == [("https://registry.example:5000/v2/", False)]  # HTTPS without verification first
     assert Registry(reference.parse("registry.example:5000/a"), insecure_hosts=["registry.example:5000"],
                     credentials=None).t.insecure
+    assert Registry(reference.parse("registry.example:5000/a"), insecure_hosts=["http://registry.example:5000/"],
+                    credentials=None).t.insecure
     assert not Registry(reference.parse("registry.example:5000/a"), credentials=None).t.insecure
 
 
