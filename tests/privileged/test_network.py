@@ -320,3 +320,32 @@ def test_reconnect_after_a_simulated_reboot_and_into_a_new_netns(env):
     env.disconnect("web")
     sh("ip", "netns", "del", fresh)
     assert env.leftovers() == NOTHING
+
+
+def test_container_cannot_reach_the_hosts_loopback_services(env):
+    """route_localnet=1 on the bridge must not open the host's 127.0.0.1 to containers
+    (CVE-2020-8558): a container that routes 127.0.0.0/8 to its gateway still gets nothing."""
+    ep = env.connect("evil")
+    ns = f"pt{env.sfx}-evil"
+    env.in_ns(ns, "ip", "link", "set", "lo", "down")  # no local 127.x routes left in the container
+    env.in_ns(ns, "ip", "addr", "flush", "dev", "lo")
+    env.in_ns(ns, "sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1")
+    env.in_ns(ns, "ip", "route", "add", "127.0.0.0/8", "via", ep.gateway, "dev", "eth0")
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        probe = (f"import socket; s = socket.socket(); s.settimeout(2); "
+                 f"print('open' if s.connect_ex(('127.0.0.1', {port})) == 0 else 'closed')")
+        assert env.in_ns(ns, "python3", "-c", probe).stdout.strip() == "closed"
+        # the same trick against the container's own gateway address does reach the host
+        # (like Docker's docker0): proof that the probe itself works
+        srv2 = socket.socket()
+        srv2.bind((ep.gateway, 0))
+        srv2.listen()
+        probe2 = (f"import socket; s = socket.socket(); s.settimeout(2); "
+                  f"print('open' if s.connect_ex(('{ep.gateway}', {srv2.getsockname()[1]})) == 0 else 'closed')")
+        assert env.in_ns(ns, "python3", "-c", probe2).stdout.strip() == "open"
+        srv2.close()
+    env.disconnect("evil")
+    assert env.leftovers() == NOTHING

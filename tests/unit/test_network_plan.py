@@ -109,6 +109,7 @@ def test_rendered_commands():
     assert "fib daddr type local jump ports" in script
     assert 'ip saddr 10.88.0.0/16 oifname != "prov0" masquerade' in script
     assert 'oifname "prov0" ip saddr 127.0.0.0/8 masquerade' in script
+    assert 'iifname "prov0" ip daddr 127.0.0.0/8 ct state { new, invalid, untracked } drop' in script
     assert napply.commands(ReplacePortRules("t")) == []
 
 

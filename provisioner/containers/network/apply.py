@@ -11,6 +11,9 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
   postrouting (nat, srcnat) subnet leaving by another interface → masquerade (egress NAT)
                             127.0.0.0/8 leaving by the bridge   → masquerade (see below)
                             DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
+  input (filter)            drop new connections from a container to the host's 127.0.0.0/8 (replies
+                            to DNAT-ed 127.0.0.1 traffic pass): route_localnet
+                            would let it in otherwise (CVE-2020-8558, fixed the same way by kube-proxy)
   forward (filter)          accept to/from the bridge (a drop in another table still wins)
 
 We chose kernel DNAT over a userland proxy for 127.0.0.1: no process per port, no copying.
@@ -50,6 +53,10 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
     ip saddr {subnet} oifname != "{bridge}" masquerade
     oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
     oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname "{bridge}" ip daddr 127.0.0.0/8 ct state {{ new, invalid, untracked }} drop
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
