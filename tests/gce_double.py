@@ -9,6 +9,7 @@ SSH host key block. `inject(method_id, status, reason, times)` queues provider e
 """
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -76,6 +77,8 @@ class GceDouble:
         self.requests: list[tuple[str, str, dict | None]] = []
         self.violations: list[str] = []
         self.faults: dict[str, list[tuple[int, str]]] = {}
+        self.service_accounts: dict[str, bytes] = {}
+        self.token_grants = 0
         self.never_running: set[str] = set()   # instance names that stay STAGING forever
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
@@ -136,6 +139,8 @@ class GceDouble:
         query = {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
         body = None
         with self._lock:
+            if verb == "POST" and u.path == "/o/oauth2/token":
+                return self._token(raw)
             try:
                 if auth != f"Bearer {self.token}":
                     raise ApiError(401, "authError", "Invalid Credentials")
@@ -178,6 +183,36 @@ class GceDouble:
                 return 200, handler(params, query, body)
             except ApiError as err:
                 return err.status, err.body()
+
+    def add_service_account(self, email: str, public_key_pem: bytes) -> None:
+        self.service_accounts[email] = public_key_pem
+
+    def _token(self, raw: bytes):
+        """OAuth2 JWT-bearer grant, as a service account uses it: verify the RS256 signature."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+
+        def unb64(part: str) -> bytes:
+            return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        try:
+            if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+                raise ValueError("unsupported grant_type")
+            head, claims, sig = form["assertion"].split(".")
+            claim = json.loads(unb64(claims))
+            pem = self.service_accounts.get(claim.get("iss"))
+            if pem is None:
+                raise ValueError(f"unknown service account {claim.get('iss')!r}")
+            if json.loads(unb64(head)) != {"alg": "RS256", "typ": "JWT"} or not claim.get("scope"):
+                raise ValueError("bad JWT header or scope")
+            serialization.load_pem_public_key(pem).verify(unb64(sig), f"{head}.{claims}".encode(),
+                                                          padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, KeyError, InvalidSignature) as exc:
+            return 400, {"error": "invalid_grant", "error_description": str(exc) or "Invalid JWT Signature."}
+        self.token_grants += 1
+        return 200, {"access_token": self.token, "expires_in": 3600, "token_type": "Bearer"}
 
     def _violate(self, msg: str) -> None:
         self.violations.append(msg)

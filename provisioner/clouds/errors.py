@@ -92,7 +92,8 @@ def translate(exc: BaseException, cloud: str, action: str) -> CloudError:
             value = exc.value
             msg = value.get("message", value) if isinstance(value, dict) else value
             cls, label = _classify(_GCE_TABLE, code)
-            if cls is CloudError and exc.http_code in (401, 403):
+            if (cls is CloudError and exc.http_code in (401, 403)) or action == "authenticate":
+                # the OAuth token endpoint answers {"error": "invalid_grant"} (no code) for a bad key
                 cls, label = CloudAuthError, "credentials rejected"
             return cls(f"gce: {action}: {label}: {_one_line(msg)} [{code}]", code=code)
     text = str(getattr(exc, "message", None) or exc)

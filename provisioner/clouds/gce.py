@@ -114,7 +114,14 @@ class GceCloud:
         self.project = project
         self.sleep = sleep
         self._retry_kw = {"sleep": sleep} if sleep else {}
-        with provider_call("gce", "connect"):
+        if not token:
+            # libcloud caches the service account's access token in a file: keep it in our config dir
+            from .keys import config_dir
+
+            cache = config_dir() / "gce" / f"token-{project}.json"
+            cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            kw.update(auth_type="SA", credential_file=str(cache))
+        with provider_call("gce", "authenticate"):
             self.driver = _Driver(user_id, key, project=project, access_token=token,
                                   poll_interval=poll_interval, **kw)
 

@@ -220,3 +220,39 @@ def test_relaunch_reattaches_kept_disk(double, gce):
     assert logs["users"] == [double.instances[("us-central1-a", "shop-web")]["selfLink"]]
     inserts = [r[2]["name"] for r in double.requests if r[0] == "compute.disks.insert"]
     assert inserts == ["shop-web-data", "shop-web-logs", "shop-web-data"]
+
+
+def _service_account(tmp_path, double, register=True):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    email = "provisioner@test-project.iam.gserviceaccount.com"
+    if register:
+        double.add_service_account(email, key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps({"type": "service_account", "project_id": "test-project", "client_email": email,
+                                "private_key": key.private_bytes(serialization.Encoding.PEM,
+                                                                 serialization.PrivateFormat.PKCS8,
+                                                                 serialization.NoEncryption()).decode()}))
+    return path
+
+
+def test_service_account_credentials_get_a_token_from_the_endpoint(double, tmp_path, monkeypatch):
+    monkeypatch.delenv("PROVISION_GCE_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(_service_account(tmp_path, double)))
+    cloud = GceCloud("test-project", endpoint=double.base_url, sleep=lambda s: None, poll_interval=0.01)
+    assert status_of(cloud, "shop") == []
+    assert double.token_grants == 1
+    assert (tmp_path / "config/provisioner/gce/token-test-project.json").exists()
+
+
+def test_unknown_service_account_is_rejected(double, tmp_path, monkeypatch):
+    monkeypatch.delenv("PROVISION_GCE_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(_service_account(tmp_path, double, register=False)))
+    with pytest.raises(CloudAuthError) as info:
+        GceCloud("test-project", endpoint=double.base_url, sleep=lambda s: None)
+    assert str(info.value).startswith("gce: authenticate: credentials rejected") and "\n" not in str(info.value)
