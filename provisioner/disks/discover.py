@@ -14,7 +14,8 @@ from typing import Iterable
 from . import nvme
 from .classify import classify, clean
 from .facts import BtrfsSuper, Disk, HostFacts, MountEntry, RawDisk, Signature
-from .probe import MOUNTINFO, probe_btrfs_super, probe_signature, read_mountinfo
+from .probe import (MOUNTINFO, SWAPS, probe_btrfs_super, probe_signature, read_mountinfo,
+                    read_swaps)
 
 SYSFS = "/sys"
 FSTAB = "/etc/fstab"
@@ -241,11 +242,12 @@ def path_state(path: str) -> str:
     return "dir"
 
 
-def discover(runner, *, context=None, mountinfo_path: str = MOUNTINFO,
+def discover(runner, *, context=None, mountinfo_path: str = MOUNTINFO, swaps_path: str = SWAPS,
              sysfs_root: str = SYSFS) -> tuple[Disk, ...]:
     raws = enumerate_raw(context)
     sigs, supers = probe_all(runner, raws)
-    return build_disks(raws, sigs, supers, read_mountinfo(mountinfo_path), sysfs_root)
+    mounts = read_mountinfo(mountinfo_path) + read_swaps(swaps_path)
+    return build_disks(raws, sigs, supers, mounts, sysfs_root)
 
 
 def resolve_aliases(paths: Iterable[str]) -> dict[str, str]:
@@ -260,12 +262,13 @@ def resolve_aliases(paths: Iterable[str]) -> dict[str, str]:
 
 
 def gather(runner, mountpoints: Iterable[str] = (), *, devices: Iterable[str] = (),
-           fstab_path: str = FSTAB, mountinfo_path: str = MOUNTINFO, sysfs_root: str = SYSFS,
+           fstab_path: str = FSTAB, mountinfo_path: str = MOUNTINFO, swaps_path: str = SWAPS,
+           sysfs_root: str = SYSFS,
            context=None) -> HostFacts:
     """Everything the planner needs, read once."""
     raws = enumerate_raw(context)
     sigs, supers = probe_all(runner, raws)
-    mounts = read_mountinfo(mountinfo_path)
+    mounts = read_mountinfo(mountinfo_path) + read_swaps(swaps_path)
     disks = build_disks(raws, sigs, supers, mounts, sysfs_root)
     try:
         fstab_text = Path(fstab_path).read_text()

@@ -14,6 +14,7 @@ from ..errors import CommandError, DiskError
 from .facts import BtrfsSuper, MountEntry, Signature
 
 MOUNTINFO = "/proc/self/mountinfo"
+SWAPS = "/proc/swaps"
 BLKID_NOTHING_FOUND = 2
 
 
@@ -120,3 +121,22 @@ def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
 def read_mountinfo(path: str = MOUNTINFO) -> tuple[MountEntry, ...]:
     with open(path) as f:
         return parse_mountinfo(f.read())
+
+
+def parse_swaps(text: str) -> tuple[MountEntry, ...]:
+    """Active swap areas from /proc/swaps, as pseudo-mounts at "[swap]" (a disk holding one is in use)."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 2:
+            out.append(MountEntry(mountpoint="[swap]", fstype="swap", source=_unescape(fields[0]),
+                                  major_minor=""))
+    return tuple(out)
+
+
+def read_swaps(path: str = SWAPS) -> tuple[MountEntry, ...]:
+    try:
+        with open(path) as f:
+            return parse_swaps(f.read())
+    except FileNotFoundError:
+        return ()

@@ -429,3 +429,17 @@ def test_disk_mounted_in_another_mount_namespace_is_never_wiped(host):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_active_swap_on_an_ephemeral_disk_is_refused(host):
+    (dev,) = host.loop(1, size=64 * MiB)
+    sh("mkswap", dev)
+    if sh("swapon", dev, check=False).returncode != 0:
+        pytest.skip("swapon not permitted here")
+    try:
+        cfg, _ = host.config(eph_config(host, [dev], "  wipe: true\n"))
+        with pytest.raises(DiskError, match=f"refusing to format {dev} as ephemeral: it is mounted at \\[swap\\]"):
+            host.plan(cfg)
+        assert dev in Path("/proc/swaps").read_text()
+    finally:
+        sh("swapoff", dev, check=False)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from provisioner.disks.discover import (build_disks, mount_map, path_state, probe_all,
                                         raw_from_udev, whole_disks_of)
 from provisioner.disks.facts import RawDisk, Signature
-from provisioner.disks.probe import parse_mountinfo
+from provisioner.disks.probe import parse_mountinfo, parse_swaps
 from provisioner.testing import FakeRunner
 
 
@@ -153,3 +153,12 @@ def test_path_state(tmp_path):
     assert path_state(str(tmp_path / "dir")) == "dir"
     assert path_state(str(tmp_path / "missing" / "x")) == "missing"
     assert path_state(str(tmp_path / "file" / "sub")) == f"file:{tmp_path / 'file'}"
+
+
+def test_active_swap_marks_its_disk_in_use(tmp_path):
+    sysfs = _fake_sysfs(tmp_path)
+    swaps = parse_swaps("Filename\tType\tSize\tUsed\tPriority\n/dev/vda1 partition 1048572 0 -2\n"
+                        "/swapfile file 1024 0 -3\n")
+    raws = [RawDisk("vda", "/dev/vda", 1)]
+    mounted, _ = mount_map(raws, {}, swaps, sysfs)
+    assert mounted == {"vda": ["[swap]"]}
