@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -138,10 +139,14 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
     }
   }
   if (cfg->ns[NS_USER].path) {
-    /* The others must be created inside the joined user namespace: the init
-     * will setns() first and then unshare(); keep only CLONE_NEWPID here. */
-    pr_fail(err, 0, "config.json: linux.namespaces: joining a user namespace by path is not supported yet");
-    goto fail;
+    /* Namespaces created for a container that joins a user namespace must
+     * be owned by that user namespace, so they cannot come from this clone:
+     * the child enters the user namespace, unshares them and forks the init
+     * (runc's nsexec does the same dance).  run waits for that grandchild,
+     * so become its reaper. */
+    ct->unshare_flags = flags;
+    flags = 0;
+    if (for_run) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
   /* v2 (or hybrid's unified tree): be born in the cgroup via clone3; v1:
    * the init joins itself (cgroup_join_self_v1).  Older kernels fall back
@@ -167,6 +172,18 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   }
   c->pid = pid;
   close(ct->sync_fd);
+  if (ct->unshare_flags) {
+    struct pr_sync_msg m;
+    int st;
+    if (sync_recv(c->sync_fd, &m, err) < 0) goto fail;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (m.type == SYNC_ERROR) {
+      c->pid = 0;
+      pr_fail(err, 0, "%s", m.text);
+      goto fail;
+    }
+    c->pid = pid = m.value;
+  }
   if (ct->start_listen_fd >= 0) {
     close(ct->start_listen_fd);
     ct->start_listen_fd = -1;

@@ -18,6 +18,9 @@ struct pr_container {
   int rootfd;            /* O_PATH of the rootfs, in the init */
   int stdio_fds[3];      /* to dup2 onto 0-2 in the init, -1 = inherit */
   pid_t host_pid;        /* init's pid as seen by the runtime */
+  /* Joining a user namespace by path: the cloned child enters it, unshares
+   * these (owned by that user namespace then) and forks the real init. */
+  unsigned long unshare_flags;
   struct pr_cgroup cg;
 };
 

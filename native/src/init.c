@@ -103,7 +103,7 @@ static int wait_start(struct pr_container *ct, pr_error *err) {
 static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
   struct pr_config *c = ct->cfg;
   struct pr_sync_msg m;
-  if (cgroup_join_self_v1(&ct->cg, err) < 0) return -1;
+  if (!ct->unshare_flags && cgroup_join_self_v1(&ct->cg, err) < 0) return -1;
   if (sync_recv(ct->sync_fd, &m, err) < 0) return -1;
   if (m.type != SYNC_GO) _exit(1);
   ct->host_pid = m.value;
@@ -133,11 +133,37 @@ static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
   return 0;
 }
 
+/* Stage 1 for a container joining a user namespace: enter it, create the
+ * other namespaces inside it, fork the init, report its pid, exit. */
+static void stage1(struct pr_container *ct) {
+  pr_error err = {0};
+  if (cgroup_join_self_v1(&ct->cg, &err) < 0 || join_namespaces(ct, &err) < 0) goto fail;
+  if (unshare((int)ct->unshare_flags) < 0) {
+    pr_fail(&err, errno, "linux.namespaces: creating namespaces in the joined user namespace");
+    goto fail;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    pr_fail(&err, errno, "fork");
+    goto fail;
+  }
+  if (pid > 0) {
+    sync_send(ct->sync_fd, SYNC_PID, pid, NULL);
+    _exit(0);
+  }
+  return; /* the init continues */
+fail:
+  sync_send_error(ct->sync_fd, &err);
+  _exit(1);
+}
+
 void init_main(struct pr_container *ct) {
   pr_error err = {0};
   cleanup_free char *path = NULL;
-  /* Die with the runtime while we are still being set up. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (ct->unshare_flags) stage1(ct);
+  /* Die with the runtime while we are still being set up (not after a
+   * stage 1: our parent is gone by design). */
+  else prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (setup(ct, &path, &err) < 0) {
     sync_send_error(ct->sync_fd, &err);
     _exit(1);

@@ -15,6 +15,7 @@ enum pr_sync_type {
   SYNC_START,         /* parent → init (run only) */
   SYNC_ERROR,         /* either way: text is the error line */
   SYNC_ABORT,         /* parent → init: give up */
+  SYNC_PID,           /* stage-1 child → parent: value = the init's host pid */
 };
 
 struct pr_sync_msg {

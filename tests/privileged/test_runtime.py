@@ -60,6 +60,9 @@ CAP_KILL = 1 << 5
 CAP_CHOWN = 1 << 0
 
 
+USERNS_MAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
 def _observe_config(cfg):
     p = cfg["process"]
     p["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [2000, 3000], "umask": 0o027}
@@ -637,3 +640,39 @@ def test_python_wrapper(runtime_bin, rootfs, tmp_path):
     rt.delete("w2")
     with pytest.raises(ContainerError, match='container "w2" does not exist'):
         rt.state("w2")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_join_namespaces_by_path(runtime, runtime_bin, rootfs, tmp_path):
+    """B joins A's user and network namespaces by path and creates the rest (owned by
+    A's user namespace)."""
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+
+    def userns(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = USERNS_MAP
+    a = bundle(tmp_path, rootfs, "a", args=["sleep", "100"], config=userns)
+    aid = r.new_id()
+    try:
+        r.cli("create", "--bundle", a, aid)
+        r.cli("start", aid)
+        apid = r.state(aid)["pid"]
+
+        def join(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
+            c["linux"]["namespaces"] += [{"type": "user", "path": f"/proc/{apid}/ns/user"},
+                                         {"type": "network", "path": f"/proc/{apid}/ns/net"}]
+            # runc 1.1 wants the (matching) mappings repeated; ignored when joining
+            c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = USERNS_MAP
+        script = "echo uidmap=$(cat /proc/self/uid_map); echo net=$(readlink /proc/self/ns/net); " \
+                 "echo user=$(readlink /proc/self/ns/user); echo pid=$$"
+        b = bundle(tmp_path, rootfs, "b", args=["sh", "-c", script], config=join)
+        proc = r.run(b)
+        assert proc.returncode == 0, proc.stderr
+        seen = h.parse_kv(proc.stdout)
+        assert seen["uidmap"].split() == ["0", "100000", "65536"]
+        assert seen["net"] == os.readlink(f"/proc/{apid}/ns/net")
+        assert seen["user"] == os.readlink(f"/proc/{apid}/ns/user")
+        assert seen["pid"] == "1"
+    finally:
+        r.cleanup()
