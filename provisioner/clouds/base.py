@@ -19,6 +19,7 @@ TAG_STACK = {"aws": "provisioner:stack", "gce": "provisioner-stack"}
 TAG_HOST = {"aws": "provisioner:host", "gce": "provisioner-host"}
 TAG_VOLUME = {"aws": "provisioner:volume", "gce": "provisioner-volume"}
 TAG_KEEP = {"aws": "provisioner:keep", "gce": "provisioner-keep"}
+MAX_RESOURCE_NAME = 63 - len("provisioner-") - len("-ports")
 AWS_VOLUME_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnop"]
 VOLUME_TYPES = {"aws": {"standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"},
                 "gce": {"pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced",
@@ -132,6 +133,10 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
         raise ConfigError(f"unknown cloud {cloud!r} (expected one of: {', '.join(CLOUDS)})")
     hosts, cidrs, sources = [], {}, {}
     for h in stack.hosts:
+        if len(f"{stack.name}-{h.name}") > MAX_RESOURCE_NAME:
+            # GCE names are at most 63 characters: "provisioner-<stack>-<host>-ports" must fit
+            raise ConfigError(f"host {h.name!r}: '<stack>-<host>' = '{stack.name}-{h.name}' is longer than "
+                              f"{MAX_RESOURCE_NAME} characters; shorten the stack or host name", stack.path, h.line)
         settings = h.clouds.get(cloud)
         if settings is None:
             raise ConfigError(f"host {h.name!r} has no '{cloud}:' settings", stack.path, h.line)

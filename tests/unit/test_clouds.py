@@ -79,6 +79,14 @@ def test_plan_refuses_unknown_cloud_missing_settings_and_foreign_volume_types(tm
         plan_launch(load_stack(gp3), "gce", PUBKEY)
 
 
+def test_names_must_fit_gce_limits(tmp_path):
+    long = tmp_path / "l.yml"
+    long.write_text(STACK.read_text().replace("name: shop", "name: " + "s" * 30, 1)
+                    .replace("  - name: web", "  - name: " + "w" * 20, 1))
+    with pytest.raises(ConfigError, match="longer than 45 characters"):
+        plan_launch(load_stack(long), "gce", PUBKEY)
+
+
 def test_firewall_rules_dedupe():
     rules = firewall_rules([PublishedPort("tcp", 80, 80), PublishedPort("tcp", 80, 80)], "10.0.0.0/8")
     assert [str(r) for r in rules] == ["22/tcp from 10.0.0.0/8", "80/tcp from 0.0.0.0/0"]
