@@ -14,11 +14,21 @@ from ..stack import CloudSettings, PublishedPort, Stack
 from .userdata import host_context, render_user_data
 
 CLOUDS = ("aws", "gce")
-# Tag / label keys. GCE labels allow only [a-z0-9_-], hence the two spellings.
-TAG_STACK = {"aws": "provisioner:stack", "gce": "provisioner-stack"}
-TAG_HOST = {"aws": "provisioner:host", "gce": "provisioner-host"}
-TAG_VOLUME = {"aws": "provisioner:volume", "gce": "provisioner-volume"}
-TAG_KEEP = {"aws": "provisioner:keep", "gce": "provisioner-keep"}
+
+
+class _TagKeys(dict):
+    """Tag / label key per cloud. GCE labels allow only [a-z0-9_-]: any cloud but AWS gets that
+    spelling (so other drivers, e.g. the local qemu cloud, can reuse launch/destroy)."""
+
+    def __init__(self, what: str):
+        super().__init__(aws=f"provisioner:{what}", gce=f"provisioner-{what}")
+        self.what = what
+
+    def __missing__(self, cloud: str) -> str:
+        return f"provisioner-{self.what}"
+
+
+TAG_STACK, TAG_HOST, TAG_VOLUME, TAG_KEEP = (_TagKeys(w) for w in ("stack", "host", "volume", "keep"))
 MAX_RESOURCE_NAME = 63 - len("provisioner-") - len("-ports")
 AWS_VOLUME_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnop"]
 VOLUME_TYPES = {"aws": {"standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"},
