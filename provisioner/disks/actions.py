@@ -87,14 +87,17 @@ class Mount(Action):
 
 @dataclass(frozen=True)
 class Grow(Action):
+    """Grow the filesystem to the whole (grown) disk: btrfs resize DEVID:max, or resize2fs."""
+
     device: str
     mountpoint: str
     devid: int
     from_bytes: int
     to_bytes: int
+    fstype: str = "btrfs"
 
     def describe(self) -> str:
-        return (f"grow btrfs on {self.mountpoint} ({self.device}): "
+        return (f"grow {self.fstype} on {self.mountpoint} ({self.device}): "
                 f"{self.from_bytes // 2**20} MiB → {self.to_bytes // 2**20} MiB")
 
 

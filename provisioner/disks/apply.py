@@ -98,8 +98,10 @@ def run_action(runner, action: Action, *, fstab_path: str = fstab.FSTAB, busy=No
     elif isinstance(action, Mount):
         runner.run(["mount", "-t", action.fstype, "-o", action.options, action.source,
                     action.mountpoint])
-    elif isinstance(action, Grow):
+    elif isinstance(action, Grow) and action.fstype == "btrfs":
         runner.run(["btrfs", "filesystem", "resize", f"{action.devid}:max", action.mountpoint])
+    elif isinstance(action, Grow):
+        runner.run(["resize2fs", action.device])  # online grow of a mounted ext filesystem
     elif isinstance(action, WriteFstab):
         write_fstab(fstab_path, list(action.entries))
     else:  # pragma: no cover - a new action type without an executor is a bug

@@ -14,8 +14,8 @@ from typing import Iterable
 from . import nvme
 from .classify import classify, clean
 from .facts import BtrfsSuper, Disk, HostFacts, MountEntry, RawDisk, Signature
-from .probe import (MOUNTINFO, SWAPS, probe_btrfs_super, probe_signature, read_mountinfo,
-                    read_swaps)
+from .probe import (EXT_TYPES, MOUNTINFO, SWAPS, probe_btrfs_super, probe_ext_size,
+                    probe_signature, read_mountinfo, read_swaps)
 
 SYSFS = "/sys"
 FSTAB = "/etc/fstab"
@@ -200,13 +200,14 @@ def mount_map(raws: list[RawDisk], sigs: dict[str, Signature], mounts: Iterable[
     return result, root
 
 
-def build_disks(raws: list[RawDisk], sigs: dict[str, Signature], supers: dict[str, BtrfsSuper],
+def build_disks(raws: list[RawDisk], sigs: dict[str, Signature], supers: dict,
                 mounts: Iterable[MountEntry], sysfs_root: str = SYSFS) -> tuple[Disk, ...]:
     mounted, root = mount_map(raws, sigs, mounts, sysfs_root)
     disks = []
     for r in raws:
         ident = classify(r, holds_root=r.name in root)
         sig = sigs.get(r.name, Signature())
+        extra = supers.get(r.name)  # a BtrfsSuper, or an ext filesystem's size in bytes
         disks.append(Disk(
             node=r.node, name=r.name, size=r.size, bus=ident.bus, model=ident.model,
             serial=ident.serial, vendor=ident.vendor, rotational=r.rotational,
@@ -214,12 +215,14 @@ def build_disks(raws: list[RawDisk], sigs: dict[str, Signature], supers: dict[st
             device_name=ident.device_name, fstype=sig.fstype, fs_uuid=sig.uuid,
             fs_label=sig.label, pttype=sig.pttype, partitions=r.partitions, holders=r.holders,
             mountpoints=tuple(mounted.get(r.name, ())), holds_root=r.name in root,
-            btrfs=supers.get(r.name), backing_file=r.backing_file, links=r.links,
+            btrfs=extra if isinstance(extra, BtrfsSuper) else None,
+            fs_size=extra if isinstance(extra, int) else None, backing_file=r.backing_file, links=r.links,
         ))
     return tuple(disks)
 
 
-def probe_all(runner, raws: list[RawDisk]) -> tuple[dict[str, Signature], dict[str, BtrfsSuper]]:
+def probe_all(runner, raws: list[RawDisk]) -> tuple[dict[str, Signature], dict]:
+    """Signatures of every disk; btrfs superblocks and ext sizes (bytes) where they apply."""
     sigs, supers = {}, {}
     for r in raws:
         sigs[r.name] = probe_signature(runner, r.node)
@@ -227,6 +230,10 @@ def probe_all(runner, raws: list[RawDisk]) -> tuple[dict[str, Signature], dict[s
             sb = probe_btrfs_super(runner, r.node)
             if sb is not None:
                 supers[r.name] = sb
+        elif sigs[r.name].fstype in EXT_TYPES:
+            size = probe_ext_size(runner, r.node)
+            if size is not None:
+                supers[r.name] = size
     return sigs, supers
 
 

@@ -104,6 +104,7 @@ class Disk:
     btrfs: BtrfsSuper | None = None
     backing_file: str | None = None
     links: tuple[str, ...] = ()
+    fs_size: int | None = None      # bytes the filesystem spans (ext2/3/4, from its superblock)
 
     @property
     def signature(self) -> Signature:

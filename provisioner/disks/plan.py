@@ -207,6 +207,9 @@ def _plan_volume(facts, vol: Volume, disk: Disk, new_uuid):
         sb = disk.btrfs
         if disk.fstype == "btrfs" and sb is not None and disk.size - sb.dev_size >= GROW_THRESHOLD:
             grow.append(Grow(disk.node, vol.mount, sb.devid, sb.dev_size, disk.size))
+        elif disk.fs_size is not None and disk.size - disk.fs_size >= GROW_THRESHOLD:
+            # ext2/3/4 grow online with resize2fs; other foreign filesystems are left as they are
+            grow.append(Grow(disk.node, vol.mount, 0, disk.fs_size, disk.size, fstype=disk.fstype))
         return [], steps, grow, entry
     if disk.pttype or disk.partitions:
         raise DiskError(f"{who}: {disk.node} holds a {disk.pttype or 'partition'} partition table "

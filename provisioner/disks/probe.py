@@ -86,6 +86,27 @@ def probe_btrfs_super(runner, node: str) -> BtrfsSuper | None:
     return parse_dump_super(result.stdout)
 
 
+EXT_TYPES = ("ext2", "ext3", "ext4")
+
+
+def parse_dumpe2fs(text: str) -> int | None:
+    """Filesystem size in bytes from `dumpe2fs -h` (Block count × Block size)."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            values[key.strip()] = value.strip()
+    try:
+        return int(values["Block count"]) * int(values["Block size"])
+    except (KeyError, ValueError):
+        return None
+
+
+def probe_ext_size(runner, node: str) -> int | None:
+    result = runner.run(["dumpe2fs", "-h", node], check=False)
+    return parse_dumpe2fs(result.stdout) if result.returncode == 0 else None
+
+
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
     out, i = [], 0

@@ -260,6 +260,33 @@ def test_volume_with_a_foreign_filesystem_is_mounted_as_is(host):
     assert kinds(p) == ["MakeDir", "Mount", "WriteFstab"]
     assert findmnt(host.mnt / "data")["fstype"] == "ext4"
     assert blkid(vol)["UUID"] == uuid
+    assert host.plan(cfg).empty
+
+
+def _has_cap(bit: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+@pytest.mark.skipif(not _has_cap(24), reason="online ext4 resize needs CAP_SYS_RESOURCE (absent in this sandbox)")
+def test_ext4_volume_grows_online_with_resize2fs(host):
+    (vol,) = host.loop(1)
+    sh("mkfs.ext4", "-q", "-F", vol)
+    uuid = blkid(vol)["UUID"]
+    cfg, _ = host.config(vol_config(host, vol))
+    host.apply(cfg)
+    (host.mnt / "data" / "keep.txt").write_text("ext4 data")
+
+    with open(host.files[vol], "r+b") as fh:  # the volume grew: resize2fs online, never mkfs
+        fh.truncate(600 * MiB)
+    sh("losetup", "-c", vol)
+    p = host.apply(cfg)
+    assert kinds(p) == ["Grow"] and p.actions[0].fstype == "ext4"
+    assert os.statvfs(host.mnt / "data").f_blocks * os.statvfs(host.mnt / "data").f_frsize > 500 * MiB
+    assert (host.mnt / "data" / "keep.txt").read_text() == "ext4 data" and blkid(vol)["UUID"] == uuid
+    assert host.plan(cfg).empty
 
 
 def _ext4_with_file(host, dev) -> str:

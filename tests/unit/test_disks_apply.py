@@ -91,3 +91,9 @@ def test_device_held_by_the_kernel_is_never_touched():
     with pytest.raises(DiskError, match="refusing to touch /dev/loop1"):
         apply(Plan((Wipe("/dev/loop1", Signature("ext4", "u")),)), r, busy=lambda node: True)
     assert r.commands("mkfs.btrfs") == [] and r.commands("wipefs") == []
+
+
+def test_ext_grow_runs_resize2fs_on_the_device():
+    r = FakeRunner().expect(["resize2fs", "/dev/loop4"])
+    apply(Plan((Grow("/dev/loop4", "/srv/data", 0, 1, 2, fstype="ext4"),)), r, **FREE)
+    assert r.commands() == [("resize2fs", "/dev/loop4")]

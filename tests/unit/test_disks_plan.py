@@ -144,6 +144,12 @@ CASES = {
         config=VOL, paths={"/srv/data": "dir"}, fstab=fstab_with(vol_entry(OLD)),
         mounts=[mount_entry("/srv/data", "/dev/loop4")],
         expected=[Grow("/dev/loop4", "/srv/data", 1, 300 * 2**20, 600 * 2**20)]),
+    "ext4 volume whose disk grew: resize2fs after mounting": dict(
+        disks=[make_disk("/dev/loop4", fstype="ext4", fs_uuid=OLD, size=600 * 2**20, fs_size=300 * 2**20)],
+        config=VOL, paths={"/srv/data": "dir"},
+        fstab=fstab_with(vol_entry(OLD, "ext4", "noatime,nofail,x-systemd.device-timeout=10s")),
+        expected=[Mount("/dev/loop4", "/srv/data", "ext4", "noatime"),
+                  Grow("/dev/loop4", "/srv/data", 0, 300 * 2**20, 600 * 2**20, fstype="ext4")]),
     "volume matched by AWS volume id (either spelling)": dict(
         disks=[make_disk("/dev/nvme1n1", cloud="aws", role="volume", volume_id="vol-0abc",
                          fstype="xfs", fs_uuid=OLD)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from provisioner.disks.facts import Signature
-from provisioner.disks.probe import (parse_blkid_export, parse_dump_super, parse_mountinfo,
+from provisioner.disks.probe import (parse_blkid_export, parse_dump_super, parse_dumpe2fs, parse_mountinfo,
                                      probe_btrfs_super, probe_signature, probe_wipefs)
 from provisioner.errors import CommandError, DiskError
 from provisioner.testing import FakeRunner
@@ -83,3 +83,10 @@ def test_parse_mountinfo_unescapes_and_reads_fields():
     assert btr.mountpoint == "/tmp/with space"
     assert "compress=zstd:1" in btr.options
     assert run.fstype == "tmpfs"
+
+
+def test_parse_dumpe2fs():
+    text = "dumpe2fs 1.47.0 (5-Feb-2023)\nFilesystem volume name:   <none>\nBlock count:              76800\n" \
+           "Block size:               4096\n"
+    assert parse_dumpe2fs(text) == 76800 * 4096
+    assert parse_dumpe2fs("garbage") is None
