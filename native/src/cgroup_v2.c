@@ -59,9 +59,7 @@ static int v2_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_err
       return pr_fail(err, e, "%s: writing \"%s\" to %s", s->field, s->v2_value, p);
     }
   }
-  /* The devices controller on v2 is an eBPF program; not implemented yet, so
-   * device access is limited only by which nodes exist in /dev. */
-  return 0;
+  return cg2_devices_attach(cg->leaves[0], res, err);
 }
 
 static int v2_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err) {

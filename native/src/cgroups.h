@@ -56,5 +56,7 @@ int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err);
 /* shared helpers for the drivers */
 int cg_mkdir_path(struct pr_cgroup *cg, const char *base, const char *rel, bool cpuset, const char *v2_enable, pr_error *err);
 char *cg_self_path(const char *ctrl);
+/* v2 device rules as an eBPF program attached to leaf (cgroup_v2_devices.c). */
+int cg2_devices_attach(const char *leaf, const struct pr_resources *res, pr_error *err);
 extern const struct pr_cg_driver cg_v1_driver, cg_hybrid_driver, cg_v2_driver;
 #endif

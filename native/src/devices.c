@@ -22,8 +22,10 @@ static const struct { const char *path; unsigned maj, min; } defaults[] = {
     {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
 };
 
+/* Like runc's AllowedDevices: mknod of any node is allowed (using it is
+ * not), then full access to the default devices and ptys. */
 const char *const default_device_rules[] = {
-    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
     "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", NULL,
 };
 
