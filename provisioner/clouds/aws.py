@@ -273,8 +273,10 @@ class AwsCloud:
         return _text(el, "volumeSet/item/status")
 
     def attach_volume(self, inst: Resource, vol: Resource, vp: VolumePlan) -> None:
-        self._call("AttachVolume", {"VolumeId": vol.id, "InstanceId": inst.id, "Device": vp.device},
-                   f"attach {vp.name} to {inst.id}")
+        # a just-created volume may not be visible to AttachVolume yet (InvalidVolume.NotFound)
+        retry_consistent(lambda: self._call("AttachVolume", {"VolumeId": vol.id, "InstanceId": inst.id,
+                                                             "Device": vp.device}, f"attach {vp.name} to {inst.id}"),
+                         **self._retry_kw)
 
     def console_output(self, inst: Resource) -> str:
         el = self._call("GetConsoleOutput", {"InstanceId": inst.id}, "read console output")
