@@ -172,7 +172,8 @@ def pull_cmd(app: App, ref: str, platform_: str | None, insecure: tuple[str, ...
     plat = parse_platform(platform_) if platform_ else None
     store = _store(app)
     observer = None if quiet else ProgressBars(is_tty())
-    result = pull(ref, store, app.root, platform=plat, insecure_registries=insecure, observer=observer)
+    result = pull(ref, store, app.root, platform=plat, insecure_registries=insecure, observer=observer,
+                  runner=app.runner)
     emit(app, result.to_json(), lambda: click.echo(result.image_id))
 
 

@@ -48,8 +48,12 @@ def _host_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def load_credentials(host: str, path: Path | None = None) -> Credentials | None:
-    """Credentials for registry `host` (host[:port]) from a docker config.json, or None."""
+def load_credentials(host: str, path: Path | None = None, runner=None) -> Credentials | None:
+    """Credentials for registry `host` (host[:port]) from a docker config.json, or None.
+
+    Order as Docker: a `credHelpers` entry for the host, then inline `auths` credentials, then the
+    `credsStore` helper. Helpers (`docker-credential-<name> get`, e.g. ecr-login, gcr) run through
+    the Runner; an unknown host there ("credentials not found") means anonymous."""
     path = path or docker_config_path()
     try:
         text = path.read_text()
@@ -61,12 +65,16 @@ def load_credentials(host: str, path: Path | None = None) -> Credentials | None:
         data = json.loads(text)
     except ValueError as err:
         raise ConfigError(f"invalid JSON ({err})", str(path)) from None
-    auths = data.get("auths") if isinstance(data, dict) else None
-    if not isinstance(auths, dict):
-        return None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a JSON object", str(path))
     wanted = {host}
     if host in DOCKER_HUB_KEYS or host == "docker.io":
         wanted |= set(DOCKER_HUB_KEYS)
+    helpers = data.get("credHelpers") if isinstance(data.get("credHelpers"), dict) else {}
+    for key, helper in helpers.items():
+        if (_host_of(key) in wanted or key in wanted) and isinstance(helper, str) and helper:
+            return _from_helper(helper, key, path, runner)
+    auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
     for key, entry in auths.items():
         if _host_of(key) not in wanted and key not in wanted:
             continue
@@ -80,7 +88,31 @@ def load_credentials(host: str, path: Path | None = None) -> Credentials | None:
             return Credentials(user, pw)
         if entry.get("username"):
             return Credentials(entry["username"], entry.get("password", ""))
+    store = data.get("credsStore")
+    if isinstance(store, str) and store:
+        server = "https://index.docker.io/v1/" if host in DOCKER_HUB_KEYS else host
+        return _from_helper(store, server, path, runner)
     return None
+
+
+def _from_helper(helper: str, server: str, path: Path, runner) -> Credentials | None:
+    from ..errors import CommandError
+    from ..runner import Runner
+
+    runner = runner or Runner()
+    argv = [f"docker-credential-{helper}", "get"]
+    try:
+        result = runner.run(argv, input=server, timeout=60)
+    except CommandError as err:
+        if "credentials not found" in (err.stdout + err.stderr).lower():
+            return None
+        raise ConfigError(f"credential helper {argv[0]} failed for {server}: {err}", str(path)) from None
+    try:
+        body = json.loads(result.stdout)
+        user, secret = body["Username"], body["Secret"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"credential helper {argv[0]} returned no Username/Secret for {server}", str(path)) from None
+    return Credentials(user, secret)
 
 
 _PARAM_RE = re.compile(r'\s*([a-zA-Z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)')

@@ -221,12 +221,13 @@ def pull(
     observer: Observer | None = None,
     registry: Registry | None = None,
     max_parallel: int = MAX_PARALLEL,
+    runner=None,
 ) -> PullResult:
     """Pull `ref` into `store` (whose state lives under `root`); returns what was done."""
     obs = observer or Observer()
     start = time.monotonic()
     parsed = _reference.parse(ref)
-    reg = registry or Registry(parsed, insecure_hosts=insecure_registries)
+    reg = registry or Registry(parsed, insecure_hosts=insecure_registries, runner=runner)
     image = reg.resolve(platform)
     names = [str(parsed)]
     with store.lock():

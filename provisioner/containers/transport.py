@@ -95,12 +95,13 @@ class Transport:
         timeout: tuple[float, float] = (10.0, 60.0),
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 16,
+        runner=None,
     ):
         self.host = host
         self.subject = subject  # the reference, for error messages
         self.insecure = insecure
         if credentials is True:
-            credentials = load_credentials(host)
+            credentials = load_credentials(host, runner=runner)
         self.credentials = credentials or None
         self.session = session or requests.Session()
         if session is None:

@@ -39,6 +39,12 @@ def provision(root: Path, *args, check=True, env=None):
     return proc
 
 
+@pytest.fixture(autouse=True)
+def no_docker_config(tmp_path, monkeypatch):
+    """Hermetic: never read this machine's ~/.docker/config.json (or run its credential helpers)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+
+
 @pytest.fixture(scope="module")
 def btrfs_mnt(tmp_path_factory):
     with loop_btrfs(tmp_path_factory.mktemp("btrfs"), Runner(), size="1G") as mnt:

@@ -109,6 +109,12 @@ class Events(pullmod.Observer):
             self.log.append(("applied", index))
 
 
+@pytest.fixture(autouse=True)
+def no_docker_config(tmp_path, monkeypatch):
+    """Hermetic: never read this machine's ~/.docker/config.json (or run its credential helpers)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+
+
 @pytest.fixture
 def fake():
     with FakeRegistry() as reg:
@@ -301,3 +307,46 @@ def test_retry_after_forms():
     assert retry_after(R(None), 1.5) == 1.5
     assert retry_after(R("Wed, 21 Oct 2015 07:28:00 GMT"), 2.0) == 0.0  # a date in the past
     assert retry_after(R("soon"), 2.0) == 2.0
+
+
+def test_credential_helpers(tmp_path):
+    import json
+
+    from provisioner.runner import Result
+    from provisioner.testing import FakeRunner
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({
+        "credHelpers": {"123.dkr.ecr.eu-west-1.amazonaws.com": "ecr-login"},
+        "auths": {"inline.example": {"auth": "dTpw"}, "stored.example": {}},
+        "credsStore": "pass",
+    }))
+    inputs = []
+
+    def helper(answer):
+        def handler(argv):
+            return Result(argv, 0, json.dumps(answer), "")
+        return handler
+
+    runner = FakeRunner()
+    runner.expect(["docker-credential-ecr-login", "get"], handler=helper({"Username": "AWS", "Secret": "tok"}))
+    runner.expect(["docker-credential-pass", "get"], handler=helper({"Username": "me", "Secret": "pw"}), times=1)
+    real_run = runner.run
+
+    def run(argv, **kw):
+        inputs.append(kw.get("input"))
+        return real_run(argv, **kw)
+
+    runner.run = run
+    c = load_credentials("123.dkr.ecr.eu-west-1.amazonaws.com", cfg, runner=runner)
+    assert (c.username, c.password) == ("AWS", "tok")
+    assert load_credentials("inline.example", cfg, runner=runner).username == "u"  # inline before credsStore
+    assert load_credentials("stored.example", cfg, runner=runner).username == "me"
+    assert inputs == ["123.dkr.ecr.eu-west-1.amazonaws.com", "stored.example"]
+
+    runner.expect(["docker-credential-pass", "get"], returncode=1, stdout="credentials not found in native keychain",
+                  times=1)
+    assert load_credentials("unknown.example", cfg, runner=runner) is None
+    runner.expect(["docker-credential-pass", "get"], returncode=1, stderr="gpg: decryption failed")
+    with pytest.raises(ConfigError, match=r"credential helper docker-credential-pass failed for other.example"):
+        load_credentials("other.example", cfg, runner=runner)
