@@ -11,7 +11,13 @@ it is fully downloaded. Here every missing layer starts downloading at once:
 
 Each blob's compressed bytes are hashed as they arrive (transport.BlobReader) and a mismatch
 is raised at EOF; the store drains every stream to EOF before it commits a layer, so a bad
-blob never lands. The store itself verifies the uncompressed diff_id.
+blob never lands. The store itself verifies the uncompressed diff_id. A failing download stops
+the whole pull early; layers already committed before it are complete, valid chains (a retry
+reuses them, `image prune` drops them), but no image record is written.
+
+The store lock is held for the whole pull (downloads included): concurrent pulls serialise, and
+the second finds the shared chains already stored; it also makes leftover spool directories of
+a killed pull safe to delete at the start of the next one.
 """
 from __future__ import annotations
 
