@@ -4,6 +4,7 @@
  * remove the cgroups we made and the state directory). */
 #include "container.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -414,5 +415,40 @@ int container_state(const char *root, const char *id, char **json, pr_error *err
   struct pr_state st;
   if (state_load(root, id, &st, err) < 0) return -1;
   *json = state_oci_json_ext(&st, state_status(root, &st), true);
+  return 0;
+}
+
+int container_list(const char *root, bool json_format, char **out, pr_error *err) {
+  json_object *arr = json_object_new_array();
+  DIR *d = opendir(root);
+  if (!d && errno != ENOENT) {
+    json_object_put(arr);
+    return pr_fail(err, errno, "--root %s", root);
+  }
+  size_t cap = 256, len = 0;
+  char *text = xmalloc(cap);
+  len = (size_t)snprintf(text, cap, "%-20s %-8s %-10s %-40s %s\n", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+  for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+    struct pr_state st;
+    if (e->d_name[0] == '.' || state_load(root, e->d_name, &st, NULL) < 0) continue;
+    const char *status = state_status(root, &st);
+    cleanup_free char *one = state_oci_json(&st, status);
+    json_object_array_add(arr, json_tokener_parse(one));
+    char line[4096];
+    int n = snprintf(line, sizeof line, "%-20s %-8d %-10s %-40s %s\n", st.id, strcmp(status, "stopped") ? st.pid : 0,
+                     status, st.bundle, st.created);
+    while (len + (size_t)n + 1 > cap) text = xrealloc(text, cap *= 2);
+    memcpy(text + len, line, (size_t)n + 1);
+    len += (size_t)n;
+  }
+  if (d) closedir(d);
+  if (json_format) {
+    free(text);
+    text = xstrdup(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    text = xrealloc(text, strlen(text) + 2);
+    strcat(text, "\n");
+  }
+  json_object_put(arr);
+  *out = text;
   return 0;
 }

@@ -243,7 +243,7 @@ int main(int argc, char **argv) {
   const char *bundle = ".", *pid_file = NULL, *console_socket = NULL, *process = NULL, *cwd = NULL, *user = NULL;
   const char *env1 = NULL, *stdio[3] = {NULL, NULL, NULL};
   bool force = false, all = false, detach = false, tty = false, nnp = false, ignored = false;
-  const char *ignored_v = NULL;
+  const char *ignored_v = NULL, *format = NULL;
   struct opt opts[] = {
       {"bundle", "b", true, &bundle, NULL},   {"pid-file", NULL, true, &pid_file, NULL},
       {"console-socket", NULL, true, &console_socket, NULL},
@@ -254,7 +254,7 @@ int main(int argc, char **argv) {
       {"no-new-privs", NULL, false, NULL, &nnp},
       /* runc flags that tools pass and that need no action here */
       {"no-pivot", NULL, false, NULL, &ignored}, {"no-new-keyring", NULL, false, NULL, &ignored},
-      {"preserve-fds", NULL, true, &ignored_v, NULL}, {"format", NULL, true, &ignored_v, NULL},
+      {"preserve-fds", NULL, true, &ignored_v, NULL}, {"format", NULL, true, &format, NULL},
       {"keep", NULL, false, NULL, &ignored},
       /* provision-runtime extension: the container's stdio from files, for
        * callers that cannot hand over descriptors (runc needs the caller's). */
@@ -266,7 +266,12 @@ int main(int argc, char **argv) {
   if (pr != 0) return pr;
 
   if (strcmp(cmd, "features") == 0) return cmd_features();
-  if (strcmp(cmd, "list") == 0) return usage_error("%s", "list is not implemented");
+  if (strcmp(cmd, "list") == 0) {
+    cleanup_free char *out = NULL;
+    if (container_list(root, format && strcmp(format, "json") == 0, &out, &err) < 0) return fail(&err);
+    fputs(out, stdout);
+    return 0;
+  }
   if (npos < 1) return usage_error("%s: missing container id", cmd);
   const char *id = pos[0];
 

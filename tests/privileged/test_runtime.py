@@ -49,6 +49,7 @@ else
   echo pids=$(cat /sys/fs/cgroup/pids/pids.max)
   echo shares=$(cat /sys/fs/cgroup/cpu/cpu.shares)
   echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)
+  echo cpus=$(cat /sys/fs/cgroup/cpuset/cpuset.cpus)
 fi
 echo mkdir=$(mkdir /tmp/x 2>&1)
 echo mounts=$(awk '{print $2":"$3}' /proc/self/mounts | sort | tr '\n' ' ')
@@ -80,7 +81,7 @@ def _observe_config(cfg):
     cfg["linux"]["resources"].update({
         "memory": {"limit": 64 << 20},
         "pids": {"limit": 64},
-        "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
     })
     cfg["linux"]["seccomp"] = {
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -190,7 +191,7 @@ EXPECTED = {
     "mkdir": "mkdir: can't create directory '/tmp/x': Invalid cross-device link",
 }
 if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-    EXPECTED.update({"shares": "512", "quota": "50000"})
+    EXPECTED.update({"shares": "512", "quota": "50000", "cpus": "0"})
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -705,3 +706,28 @@ def test_device_cgroup_denies_unlisted_devices(runtime, hierarchy, runtime_bin, 
     r.cleanup()
     assert proc.returncode == 0, proc.stderr
     assert h.parse_kv(proc.stdout) == {"mknod": "0", "read": "Operation not permitted", "write": "0"}
+
+
+def test_list_kill_all_and_json_log(prt, rootfs, tmp_path):
+    """`list` (table and JSON), `kill --all` reaching every process of the container's
+    cgroup, and --log-format json writing runc-style error records."""
+    b = bundle(tmp_path, rootfs, cgpath="/prt-test/killall", args=["sh", "-c", "sleep 100 & sleep 100 & wait"])
+    cid = prt.new_id()
+    prt.cli("create", "--bundle", b, cid)
+    prt.cli("start", cid)
+    listed = json.loads(prt.cli("list", "--format", "json").stdout)
+    assert [(c["id"], c["status"]) for c in listed] == [(cid, "running")]
+    table = prt.cli("list").stdout.splitlines()
+    assert table[0].split()[:3] == ["ID", "PID", "STATUS"] and table[1].split()[:3] == [cid, str(listed[0]["pid"]), "running"]
+    procs = Path("/sys/fs/cgroup/pids/prt-test/killall/cgroup.procs")
+    wait_for(lambda: len(procs.read_text().split()) == 3, what="3 processes in the cgroup")
+    prt.cli("kill", "--all", cid, "KILL")
+    wait_for(lambda: prt.state(cid)["status"] == "stopped", what="stopped")
+    wait_for(lambda: procs.read_text().split() == [], what="empty cgroup")
+    prt.cli("delete", cid)
+    log = tmp_path / "runtime.log"
+    bad = subprocess.run(prt.base[:1] + ["--root", str(prt.root), "--log", str(log), "--log-format", "json",
+                                         "state", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 1
+    [rec] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rec["level"] == "error" and rec["msg"] == 'container "nope" does not exist' and rec["time"]
