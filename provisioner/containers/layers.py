@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ImageError
-from .tarapply import TreeWriter
+from .tarapply import LayerError, TreeWriter
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +196,15 @@ def apply_layer(fileobj, media_type: str, dest: Path) -> LayerApplied:
                     tf.members.clear()  # no need to remember members: memory stays flat
             reader.drain()
         except (tarfile.TarError, EOFError) as exc:
-            raise ImageError(f"layer is not a valid {media_type} stream: {exc}") from exc
+            raise LayerError(f"layer is not a valid {media_type} stream: {exc}") from exc
         except OSError as exc:
             # bad gzip data surfaces as OSError without a filename (gzip.BadGzipFile, isal errors)
             if exc.filename is None and exc.errno is None:
-                raise ImageError(f"layer is not a valid {media_type} stream: {exc}") from exc
-            raise ImageError(f"applying layer to {dest}: {exc}") from exc
+                raise LayerError(f"layer is not a valid {media_type} stream: {exc}") from exc
+            raise LayerError(f"applying layer to {dest}: {exc}") from exc
         except Exception as exc:
             if type(exc).__name__ == "ZstdError":
-                raise ImageError(f"layer is not a valid {media_type} stream: {exc}") from exc
+                raise LayerError(f"layer is not a valid {media_type} stream: {exc}") from exc
             raise
         writer.finish()
     finally:

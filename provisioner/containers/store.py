@@ -34,6 +34,7 @@ from ..doctor import fstype_of
 from ..errors import CommandError, ImageError
 from . import btrfs
 from .layers import apply_layer
+from .tarapply import LayerError
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _READ = 1 << 20
@@ -181,7 +182,10 @@ class Store:
         else:
             btrfs.snapshot(self.runner, self.layer_path(parent_chain_id), work)
         try:
-            applied = apply_layer(fileobj, media_type, work)
+            try:
+                applied = apply_layer(fileobj, media_type, work)
+            except LayerError as err:
+                raise LayerError(f"layer {diff_id[:19]}: {err}") from err
             while fileobj.read(_READ):
                 pass
             if applied.diff_id != diff_id:

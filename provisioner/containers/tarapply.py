@@ -29,6 +29,10 @@ from ..errors import ImageError
 
 log = logging.getLogger(__name__)
 
+
+class LayerError(ImageError):
+    """A layer's content is invalid or hostile (raised while applying it)."""
+
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
 _MAX_LINKS = 40
@@ -54,7 +58,7 @@ def split_name(name: str) -> list[str]:
     Leading '/' is stripped (taken relative to the root). A '..' component is refused."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ImageError(f"layer entry {name!r} contains '..': refused")
+        raise LayerError(f"layer entry {name!r} contains '..': refused")
     return parts
 
 
@@ -139,13 +143,13 @@ class TreeWriter:
             elif stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > _MAX_LINKS:
-                    raise ImageError(f"layer entry {name!r}: too many levels of symbolic links")
+                    raise LayerError(f"layer entry {name!r}: too many levels of symbolic links")
                 target = os.readlink(comp, dir_fd=pfd)
                 if target.startswith("/"):
                     done = []
                 todo = target.split("/") + todo
             else:
-                raise ImageError(f"layer entry {name!r}: parent {'/'.join(done + [comp])!r} is not a directory")
+                raise LayerError(f"layer entry {name!r}: parent {'/'.join(done + [comp])!r} is not a directory")
         key = tuple(done)
         fd = self._dir_fd(key)
         if len(self._resolved) > 65536:
@@ -245,7 +249,7 @@ class TreeWriter:
         while remaining:
             chunk = src.read(min(remaining, _CHUNK))
             if not chunk:
-                raise ImageError(f"layer truncated inside {name!r}")
+                raise LayerError(f"layer truncated inside {name!r}")
             view = memoryview(chunk)
             while view:
                 n = os.write(fd, view)
@@ -255,14 +259,14 @@ class TreeWriter:
     def _hardlink(self, pfd: int, leaf: str, ti: tarfile.TarInfo) -> None:
         tparts = split_name(ti.linkname)
         if not tparts:
-            raise ImageError(f"layer entry {ti.name!r}: hardlink to the root directory refused")
+            raise LayerError(f"layer entry {ti.name!r}: hardlink to the root directory refused")
         try:
             _, tfd = self.resolve_parent(tparts, create=False, name=ti.name)
             tst = os.lstat(tparts[-1], dir_fd=tfd)
         except FileNotFoundError:
-            raise ImageError(f"layer entry {ti.name!r}: hardlink target {ti.linkname!r} does not exist in the layer root")
+            raise LayerError(f"layer entry {ti.name!r}: hardlink target {ti.linkname!r} does not exist in the layer root")
         if stat.S_ISDIR(tst.st_mode):
-            raise ImageError(f"layer entry {ti.name!r}: hardlink to directory {ti.linkname!r} refused")
+            raise LayerError(f"layer entry {ti.name!r}: hardlink to directory {ti.linkname!r} refused")
         os.link(tparts[-1], leaf, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _node(self, pfd: int, leaf: str, ti: tarfile.TarInfo) -> None:
@@ -324,7 +328,7 @@ class TreeWriter:
         leaf = parts[-1]
         target = leaf[len(WH_PREFIX):]
         if leaf != WH_OPAQUE and (not target or target in (".", "..")):
-            raise ImageError(f"layer entry {name!r}: malformed whiteout")
+            raise LayerError(f"layer entry {name!r}: malformed whiteout")
         try:
             ppath, pfd = self.resolve_parent(parts, create=False, name=name)
         except FileNotFoundError:

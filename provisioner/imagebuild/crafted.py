@@ -85,3 +85,27 @@ def _cap_net_raw() -> bytes:
 
 
 CRAFTED = {"types": types_image, "whiteouts": whiteouts_image, "xattrs": xattrs_image}
+
+
+# ---- hostile images: the store must refuse or neutralize them --------------------------------
+EVIL_DIR = "/tmp/provisioner-evil-target"  # tests put a victim file here and check it is untouched
+
+
+def _evil(*entries) -> list[Layer]:
+    return [Layer((D("etc"), F("etc/ok", b"ok")), compression="gzip"), Layer(tuple(entries), compression="gzip")]
+
+
+MALICIOUS = {
+    # refused: ImageError
+    "dotdot": lambda: _evil(F("../../../../../../" + EVIL_DIR.lstrip("/") + "/victim", b"pwned")),
+    "hardlink-escape": lambda: _evil(H("etc/link", EVIL_DIR + "/victim")),
+    "hardlink-dotdot": lambda: _evil(H("etc/link", "../../../../" + EVIL_DIR.lstrip("/") + "/victim")),
+    # neutralized: applied inside the layer root
+    "absolute": lambda: _evil(F(EVIL_DIR + "/victim", b"pwned"), F(EVIL_DIR + "/new", b"new")),
+    "symlink-escape": lambda: _evil(L("evil", EVIL_DIR), F("evil/victim", b"pwned"), F("evil/new", b"new"),
+                                    L("rel", "../../../../../../" + EVIL_DIR.lstrip("/")), F("rel/victim", b"pwned")),
+    "symlink-overwrite": lambda: _evil(L("etc/link", EVIL_DIR + "/victim"), F("etc/link", b"pwned")),
+    "whiteout-escape": lambda: _evil(L("evil", EVIL_DIR), F("evil/.wh.victim"), F("evil/.wh..wh..opq")),
+    "device": lambda: _evil(C("dev/mem", 1, 1, mode=0o666), B("dev/vda", 254, 0)),
+}
+MALICIOUS_REFUSED = {"dotdot", "hardlink-escape", "hardlink-dotdot"}

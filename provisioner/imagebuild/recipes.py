@@ -3,6 +3,7 @@
 Recipes (name -> images written under tags in one layout):
   busybox        /bin/busybox (static) + applet symlinks + /etc/passwd,/etc/group     tag: latest
   crafted        every entry type, whiteouts, opaque dirs, xattrs (crafted.py)      tags: types, whiteouts, xattrs
+  malicious      hostile layers (`..`, absolute names, escaping symlinks/hardlinks, devices): crafted.MALICIOUS
   multiplatform  an index with linux/amd64 and linux/arm64 busybox-style images      tag: latest
   debian-redis   Debian bookworm minbase + redis-server via mmdebstrap, split in layers  tag: latest
   debian-nginx   Debian bookworm minbase + nginx-light via mmdebstrap                     tag: latest
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ImageError
-from .crafted import CRAFTED
+from .crafted import CRAFTED, MALICIOUS
 from .layout import Layer, LayoutWriter
 from .tarbuild import D, F, L
 
@@ -54,6 +55,12 @@ def recipe_crafted(w: LayoutWriter, runner, fmt: str) -> list[str]:
     for tag, layers in CRAFTED.items():
         w.tag(w.image(layers(), {"Cmd": ["/bin/tool"], "Env": [PATH_ENV]}, fmt=fmt), tag)
     return list(CRAFTED)
+
+
+def recipe_malicious(w: LayoutWriter, runner, fmt: str) -> list[str]:
+    for tag, layers in MALICIOUS.items():
+        w.tag(w.image(layers(), {"Cmd": ["/bin/sh"]}, fmt=fmt), tag)
+    return list(MALICIOUS)
 
 
 def recipe_multiplatform(w: LayoutWriter, runner, fmt: str) -> list[str]:
@@ -152,7 +159,8 @@ def _debian_recipe(name: str) -> Callable:
 
 
 RECIPES: dict[str, Callable] = {
-    "busybox": recipe_busybox, "crafted": recipe_crafted, "multiplatform": recipe_multiplatform,
+    "busybox": recipe_busybox, "crafted": recipe_crafted, "malicious": recipe_malicious,
+    "multiplatform": recipe_multiplatform,
     **{name: _debian_recipe(name) for name in DEBIAN_RECIPES},
 }
 

@@ -95,3 +95,37 @@ def test_bad_recipe_and_bad_push_target_are_one_line_errors(env, tmp_path):
     proc = provision(None, "image", "build", "crafted", "-o", str(tmp_path / "y"), "--push", "127.0.0.1:1/a:tag",
                      check=False)
     assert proc.returncode == 1 and "give a repository without a tag" in proc.stderr
+
+
+def test_malicious_images_are_refused_or_neutralized(env, tmp_path):
+    """Hostile layers through the real path (registry -> pull -> store): `..` names and escaping
+    hardlinks fail with one error line and leave the store unchanged; absolute names, escaping
+    symlinks, whiteouts through symlinks and device nodes stay inside the layer root."""
+    from provisioner.imagebuild.crafted import EVIL_DIR, MALICIOUS, MALICIOUS_REFUSED
+
+    work, registry, mnt = env
+    evil = Path(EVIL_DIR)
+    shutil.rmtree(evil, ignore_errors=True)
+    evil.mkdir()
+    (evil / "victim").write_text("precious")
+    try:
+        provision(None, "image", "build", "malicious", "-o", str(work / "malicious"), "--push", f"{registry}/evil")
+        root = mnt / "evil-root"
+        for tag in MALICIOUS:
+            ref = f"{registry}/evil:{tag}"
+            proc = provision(root, "image", "pull", ref, check=False)
+            if tag in MALICIOUS_REFUSED:
+                assert proc.returncode != 0, tag
+                last = proc.stderr.strip().splitlines()[-1]
+                assert last.startswith("error: ") and ("'..'" in last or "hardlink" in last), last
+                assert ref not in provision(root, "image", "ls").stdout
+            else:
+                assert proc.returncode == 0, f"{tag}: {proc.stderr}"
+            assert sorted(os.listdir(evil)) == ["victim"] and (evil / "victim").read_text() == "precious", tag
+            assert not any((root / "images/tmp").iterdir())
+        out = work / "evil-export"
+        provision(root, "image", "export", f"{registry}/evil:symlink-escape", str(out))
+        assert (out / EVIL_DIR.lstrip("/") / "victim").read_text() == "pwned"  # landed inside
+        assert os.readlink(out / "evil") == EVIL_DIR
+    finally:
+        shutil.rmtree(evil, ignore_errors=True)
