@@ -125,3 +125,17 @@ def test_mmdebstrap_tarball_is_cached_by_recipe(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp leftovers
     with pytest.raises(ImageError, match="mmdebstrap is not installed"):
         recipes.mmdebstrap_tar(FakeRunner(), ["nginx-light"], cache=tmp_path)
+
+
+def test_cli_image_build_writes_the_layout_and_reports_json(tmp_path):
+    from click.testing import CliRunner
+
+    from provisioner.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["image", "build", "crafted", "--output", str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["tags"] == ["types", "whiteouts", "xattrs"] and out["pushed"] == []
+    assert read_image(tmp_path / "o", "whiteouts")[0]["layers"]
+    res = CliRunner().invoke(cli, ["image", "build", "crafted", "-o", str(tmp_path / "p"), "--push", "h:5000/r:t"])
+    assert res.exit_code != 0 and "give a repository without a tag" in str(res.exception)
