@@ -180,7 +180,9 @@ def start(
     backoff_max_ms: int = 60_000,
     shim: str | None = None,
 ) -> ShimStatus:
-    """Starts `argv` under a detached shim; returns once the command has been exec'd."""
+    """Starts `argv` under a detached shim; returns once the command has been exec'd.
+    The command runs in / with the caller's environment and stdin on /dev/null (the runtime
+    sets the container's own cwd and env), in its own process group."""
     paths = ShimPaths.of(name, log_dir, state_dir)
     if not argv:
         raise ContainerError(f"{name}: no command to run")

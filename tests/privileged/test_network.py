@@ -301,7 +301,9 @@ def test_reconnect_after_a_simulated_reboot_and_into_a_new_netns(env):
         sh("ip", "netns", "del", ns)
     sh("nft", "delete", "table", "ip", env.cfg.table)
     sh("ip", "link", "del", env.cfg.bridge)
-    assert env.leftovers()["links"] == [] and env.leftovers()["table"] is False
+    # netns teardown is asynchronous in the kernel: their veths go a moment later
+    wait_for(lambda: env.leftovers()["links"] == [], what="veths to go with their namespaces")
+    assert env.leftovers()["table"] is False
     again = net.reconnect(env.root, env.cfg, "web", runner=env.runner)
     net.reconnect(env.root, env.cfg, "api", runner=env.runner)
     assert again.address == web.address and again.ports == web.ports
