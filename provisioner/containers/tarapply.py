@@ -96,14 +96,14 @@ class TreeWriter:
             return fd
         parent = self._dir_fd(parts[:-1])
         fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
-        if len(self._fds) >= _FD_CACHE_MAX:
-            self._drop_fds()
-            # the parent fd may just have been closed: reopen through the fresh cache
-            parent = self._dir_fd(parts[:-1])
-            os.close(fd)
-            fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
         self._fds[parts] = fd
         return fd
+
+    def _trim_fds(self) -> None:
+        """Bound the fd cache. Only called between entries: fds handed out while an entry is
+        being applied must stay open until it is done."""
+        if len(self._fds) >= _FD_CACHE_MAX:
+            self._drop_fds()
 
     def warn(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -177,6 +177,7 @@ class TreeWriter:
     # ---- entries -----------------------------------------------------------------------------
     def apply(self, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
         self.stats.entries += 1
+        self._trim_fds()
         parts = split_name(ti.name)
         if not parts:  # the root directory itself
             if ti.isdir():
@@ -364,6 +365,7 @@ class TreeWriter:
         """Directory attributes last (deepest first), so creating children does not undo them."""
         self._drop_fds()
         for path, ti in sorted(self.dirs, key=lambda d: len(d[0]), reverse=True):
+            self._trim_fds()
             try:
                 if path:
                     _, pfd = self.resolve_parent(list(path), create=False, name=ti.name)

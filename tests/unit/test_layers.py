@@ -206,3 +206,25 @@ def test_caller_stream_errors_propagate_unchanged(tmp_path):
     for mt, blob in ((layers.MT_OCI_GZIP, gzip.compress(tar_bytes([F("a", "x")]))),):
         with pytest.raises(ImageError, match="blob digest mismatch"):
             apply_layer(Boom(blob), mt, tmp_path / "d")
+
+
+def test_small_fd_cache_and_no_fd_leaks(tmp_path, monkeypatch):
+    """Evicting cached directory fds never closes one still in use (hardlinks and whiteouts
+    resolve a second path mid-entry), and every fd is closed at the end."""
+    from provisioner.containers import tarapply
+
+    monkeypatch.setattr(tarapply, "_FD_CACHE_MAX", 2)
+    entries = []
+    for i in range(30):
+        entries += [F(f"d{i}/sub/deeper/f", str(i)), H(f"e{i}/x/link", f"d{i}/sub/deeper/f")]
+    entries += [D("w/a/b"), F("w/a/b/gone", "g")]
+    fds_before = len(os.listdir("/proc/self/fd"))
+    apply(tmp_path / "d", entries)
+    apply(tmp_path / "d", [WH("w/a/b/gone"), OPQ("d1/sub"), F("d1/sub/new", "n"), H("d2/sub/h", "d3/sub/deeper/f")])
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    d = tmp_path / "d"
+    for i in range(30):
+        if i != 1:
+            assert (d / f"e{i}/x/link").stat().st_ino == (d / f"d{i}/sub/deeper/f").stat().st_ino
+    assert os.listdir(d / "d1/sub") == ["new"] and not (d / "w/a/b/gone").exists()
+    assert (d / "d2/sub/h").read_text() == "3"
