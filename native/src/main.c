@@ -88,6 +88,7 @@ struct opt {
   bool takes_value;
   const char **value;
   bool *flag;
+  char **list; /* repeatable option: values collected here (NULL-terminated, max 63) */
 };
 
 static int parse_opts(int argc, char **argv, struct opt *opts, char ***rest, int *nrest) {
@@ -119,6 +120,11 @@ static int parse_opts(int argc, char **argv, struct opt *opts, char ***rest, int
       if (eq) *o->value = eq + 1;
       else if (i + 1 < argc) *o->value = argv[++i];
       else return usage_error("option %s needs a value", a);
+      if (o->list) {
+        size_t n = 0;
+        while (o->list[n]) n++;
+        if (n < 63) o->list[n] = (char *)*o->value;
+      }
     } else {
       *o->flag = !(eq && (strcmp(eq + 1, "false") == 0 || strcmp(eq + 1, "0") == 0));
     }
@@ -242,6 +248,7 @@ int main(int argc, char **argv) {
 
   const char *bundle = ".", *pid_file = NULL, *console_socket = NULL, *process = NULL, *cwd = NULL, *user = NULL;
   const char *env1 = NULL, *stdio[3] = {NULL, NULL, NULL};
+  static char *envs[64];
   bool force = false, all = false, detach = false, tty = false, nnp = false, ignored = false;
   const char *ignored_v = NULL, *format = NULL;
   struct opt opts[] = {
@@ -250,7 +257,7 @@ int main(int argc, char **argv) {
       {"force", "f", false, NULL, &force},    {"all", "a", false, NULL, &all},
       {"detach", "d", false, NULL, &detach},  {"process", "p", true, &process, NULL},
       {"cwd", NULL, true, &cwd, NULL},        {"user", "u", true, &user, NULL},
-      {"env", "e", true, &env1, NULL},        {"tty", "t", false, NULL, &tty},
+      {"env", "e", true, &env1, NULL, envs},        {"tty", "t", false, NULL, &tty},
       {"no-new-privs", NULL, false, NULL, &nnp},
       /* runc flags that tools pass and that need no action here */
       {"no-pivot", NULL, false, NULL, &ignored}, {"no-new-keyring", NULL, false, NULL, &ignored},
@@ -298,7 +305,6 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "delete") == 0) return container_delete(root, id, force, &err) < 0 ? fail(&err) : 0;
   if (strcmp(cmd, "exec") == 0) {
-    char *envs[2] = {(char *)env1, NULL};
     struct pr_exec_opts o = {process, pos + 1, env1 ? envs : NULL, cwd, user, tty, console_socket, pid_file, detach, nnp};
     int code = 0;
     if (container_exec(root, id, &o, &code, &err) < 0) return fail(&err);

@@ -442,13 +442,14 @@ def test_exec_into_running_container(runtime, runtime_bin, rootfs, tmp_path):
     try:
         r.cli("create", "--bundle", b, cid)
         r.cli("start", cid)
-        proc = r.cli("exec", cid, "sh", "-c",
+        proc = r.cli("exec", "--env", "A=1", "--env", "B=2", cid, "sh", "-c",
                      "echo host=$(hostname); echo pid1=$(cat /proc/1/cmdline | tr '\\0' ' '); "
-                     "echo cg=$(grep memory /proc/self/cgroup | cut -d: -f3); exit 5", check=False)
+                     "echo cg=$(grep memory /proc/self/cgroup | cut -d: -f3); echo env=$A$B; exit 5", check=False)
         assert proc.returncode == 5, proc.stderr
         seen = h.parse_kv(proc.stdout)
         assert seen["host"] == "box"
         assert seen["pid1"] == "sleep 100"
+        assert seen["env"] == "12"
         # in the container's cgroup (with a cgroup namespace it is the root "/")
         assert seen["cg"] == "/"
         proc_json = tmp_path / "process.json"
