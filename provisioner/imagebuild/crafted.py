@@ -58,7 +58,12 @@ def whiteouts_image() -> list[Layer]:
         D("same/dir"), F("same/dir/f", b"f"), WH("same/dir"),
         WH("usr/lib/libfoo.so"),
     )
-    return [Layer(base, compression="gzip"), Layer(second, compression="gzip"), Layer(third, compression=None)]
+    fourth = (  # the opaque marker *after* same-layer entries: their lower children are hidden too
+        D("opaque2"), D("opaque2/keep"), F("opaque2/keep/new", b"n"), F("opaque2/top", b"t"), OPQ("opaque2"),
+    )
+    base = base + (D("opaque2"), D("opaque2/keep"), F("opaque2/keep/lower", b"l"), F("opaque2/lower", b"l"))
+    return [Layer(base, compression="gzip"), Layer(second, compression="gzip"), Layer(third, compression=None),
+            Layer(fourth, compression="gzip")]
 
 
 def xattrs_image() -> list[Layer]:
