@@ -343,6 +343,15 @@ def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, foll
         yield from _follow(name, base, state_dir or log_dir, where, poll_interval, follow_timeout)
 
 
+def log_text(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
+             timestamps: bool = False, state_dir: str | os.PathLike | None = None,
+             follow_timeout: float | None = None) -> Iterator[str]:
+    """`logs [--tail N] [-f] [--timestamps]` as text: each line as the process wrote it,
+    prefixed with its RFC 3339 time under `timestamps`."""
+    for line in logs(name, log_dir, tail=tail, follow=follow, state_dir=state_dir, follow_timeout=follow_timeout):
+        yield line.format(timestamps)
+
+
 class _Reader:
     """Reads complete JSON lines from one open log file."""
 
