@@ -136,6 +136,7 @@ class TreeWriter:
                 if not create:
                     raise
                 os.mkdir(comp, 0o755, dir_fd=pfd)
+                os.chmod(comp, 0o755, dir_fd=pfd)  # an implicit parent: 0755 whatever the umask
                 done.append(comp)
                 continue
             if stat.S_ISDIR(st.st_mode):

@@ -34,6 +34,11 @@ def types_image() -> list[Layer]:
         F("deep/a/b", b"file over a directory tree"),
         L("etc/owned", "/etc/passwd"),  # symlink over a file
         H("bin/second-hardlink", "bin/tool-hardlink"),  # hardlink to a lower-layer file
+        D("etc", mode=0o700, uid=5, gid=6, mtime=T0),  # dir over dir: attributes merge
+        F("implicit/parents/file", b"no dir entries above me"),
+        F("replaced-later", b"first"), H("link-to-replaced", "replaced-later"), F("replaced-later", b"second"),
+        F("was-file", b"x"), H("was-file", "bin/tool"),  # a hardlink replaces a file of the same layer
+        F(b"latin1-\xe9t\xe9".decode("utf-8", "surrogateescape"), b"non-UTF-8 name"),
     )
     return [Layer(base, compression="gzip"), Layer(second, compression=None)]
 

@@ -5,6 +5,7 @@ The first run on a machine bootstraps Debian through the configured apt mirror (
 the tarball under /var/tmp/provisioner-imagecache."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -23,6 +24,15 @@ pytestmark = [
                        reason="mmdebstrap and umoci are needed (scripts/install.sh)"),
 ]
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _umask_022():
+    """umoci creates implicit parent directories subject to the umask; we always use 0755 (as
+    Docker does). Compare under the usual 022."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 def test_debian_redis_recipe_and_export_matches_umoci(tmp_path):
     runner = Runner()

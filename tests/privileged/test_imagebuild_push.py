@@ -38,6 +38,15 @@ def skopeo_raw(ref: str) -> dict:
     return json.loads(out)
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _umask_022():
+    """umoci creates implicit parent directories subject to the umask; we always use 0755 (as
+    Docker does). Compare under the usual 022."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     work = tmp_path_factory.mktemp("imagebuild")

@@ -7,6 +7,7 @@ directories after setting their mtime from earlier layers, and they differ in wh
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -24,6 +25,15 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed (scripts/install.sh)"),
 ]
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _umask_022():
+    """umoci creates implicit parent directories subject to the umask; we always use 0755 (as
+    Docker does). Compare under the usual 022."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
