@@ -206,6 +206,10 @@ class Transport:
         while True:
             try:
                 resp = self._send(method, self.url(path), headers or {}, stream, scope)
+            except requests.exceptions.SSLError as err:
+                # A certificate problem does not go away by retrying.
+                raise self._fail(f"{what}: TLS failure talking to {self.host} ({_short(err)}); for a registry "
+                                 f"without a valid certificate use --insecure-registry {self.host}") from None
             except NETWORK_ERRORS as err:
                 if attempt >= self.retries:
                     raise self._fail(f"{what}: cannot reach registry {self.host}: {_short(err)}") from None

@@ -322,3 +322,25 @@ def test_redirect_to_plain_http_refused_for_https_registries():
     with pytest.raises(RegistryError, match=r"^registry.example/app:1: refusing redirect to http://cdn.example"):
         t.request("GET", "/v2/app/blobs/sha256:x")
     assert session.urls == ["https://registry.example/v2/app/blobs/sha256:x"]
+
+
+def test_tls_failure_is_not_retried_and_suggests_insecure_registry():
+    import requests
+
+    from provisioner.containers.transport import Transport
+
+    class BadCert(requests.Session):
+        calls = 0
+
+        def request(self, method, url, **kw):
+            BadCert.calls += 1
+            raise requests.exceptions.SSLError("certificate verify failed: self-signed certificate")
+
+    sleeps = Sleeps()
+    t = Transport("registry.example:5000", subject="registry.example:5000/app:1", credentials=None,
+                  session=BadCert(), sleep=sleeps)
+    with pytest.raises(RegistryError) as exc:
+        t.request("GET", "/v2/app/manifests/1", what="manifest")
+    assert str(exc.value).startswith("registry.example:5000/app:1: manifest: TLS failure talking to registry.example:5000")
+    assert str(exc.value).endswith("use --insecure-registry registry.example:5000")
+    assert BadCert.calls == 1 and sleeps == []
