@@ -1,4 +1,5 @@
-"""Bundles for runtime tests: a busybox-static rootfs and config.json builders.
+"""Shared by the runtime tests: a busybox-static rootfs, config.json builders, the RT
+driver for one runtime binary, and the fixtures (imported by the test modules).
 
 The base config mirrors `runc spec` (the config tools hand to OCI runtimes), so the same
 bundle runs unchanged under provision-runtime and runc.
@@ -10,7 +11,12 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+import time
+import uuid
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NATIVE = REPO / "native"
@@ -145,3 +151,124 @@ def v2_controllers() -> set[str] | None:
         if os.path.exists(p):
             return set(Path(p).read_text().split())
     return None
+
+
+RUNTIMES = ["provision-runtime", pytest.param("runc", marks=pytest.mark.skipif(
+    shutil.which("runc") is None, reason="runc not installed"))]
+
+USERNS_MAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
+# -- fixtures ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def runtime_bin():
+    return build_runtime()
+
+
+@pytest.fixture(scope="session")
+def rootfs():
+    # Not under pytest's 0700 basetemp: a user-namespaced root (host uid 100000) must be
+    # able to reach it.
+    base = Path(tempfile.mkdtemp(prefix="prt-rootfs-"))
+    base.chmod(0o755)
+    yield make_rootfs(base / "rootfs")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+# PRT_CGROUP_V2=1: every runtime call runs in a private mount namespace whose
+# /sys/fs/cgroup is a cgroup2 mount, i.e. what a pure-v2 host (current Debian) shows.
+V2_MODE = os.environ.get("PRT_CGROUP_V2") == "1"
+V2_WRAP = ["unshare", "-m", "sh", "-c", 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "sh"]
+
+
+def v2_has(*ctrls: str) -> bool:
+    return set(ctrls) <= (v2_controllers() or set())
+
+
+def procs_file(cg_path: str) -> Path:
+    """The host path of cgroup.procs for the container's cgroup (pids hierarchy on v1)."""
+    if V2_MODE:
+        base = "/sys/fs/cgroup/unified" if os.path.ismount("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+        return Path(base) / cg_path.lstrip("/") / "cgroup.procs"
+    return Path("/sys/fs/cgroup/pids") / cg_path.lstrip("/") / "cgroup.procs"
+
+
+class RT:
+    """One runtime binary with a private --root."""
+
+    def __init__(self, name: str, binary: Path, root: Path):
+        self.name = name
+        self.exe = runtime_argv(name, binary, root)[0]
+        self.base = (V2_WRAP if V2_MODE else []) + runtime_argv(name, binary, root)
+        self.root = root
+        self.ids: list[str] = []
+
+    def new_id(self) -> str:
+        cid = f"t{uuid.uuid4().hex[:10]}"
+        self.ids.append(cid)
+        return cid
+
+    def cli(self, *args, check=True, timeout=30, **kw) -> subprocess.CompletedProcess:
+        argv = self.base + [str(a) for a in args]
+        if args and args[0] == "create":
+            # The created process inherits create's stdio (runc semantics): capturing it
+            # through pipes would wait for the container to exit, so use files.
+            with open(self.root.parent / "create.out", "w+") as out, open(self.root.parent / "create.err", "w+") as err:
+                rc = subprocess.run(argv, stdout=out, stderr=err, timeout=timeout, stdin=subprocess.DEVNULL, **kw).returncode
+                out.seek(0)
+                err.seek(0)
+                proc = subprocess.CompletedProcess(argv, rc, out.read(), err.read())
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{self.name} {args}: rc={proc.returncode} {proc.stderr}")
+        return proc
+
+    def run(self, bundle: Path, cid: str | None = None, **kw) -> subprocess.CompletedProcess:
+        return self.cli("run", "--bundle", bundle, cid or self.new_id(), check=False, **kw)
+
+    def state(self, cid: str) -> dict:
+        return json.loads(self.cli("state", cid).stdout)
+
+    def cleanup(self):
+        for cid in self.ids:
+            subprocess.run(self.base + ["delete", "--force", cid], capture_output=True, timeout=30)
+
+
+@pytest.fixture(params=RUNTIMES)
+def rt(request, runtime_bin, tmp_path):
+    r = RT(request.param, runtime_bin, tmp_path / f"state-{request.param}")
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def prt(runtime_bin, tmp_path):
+    r = RT("provision-runtime", runtime_bin, tmp_path / "state")
+    yield r
+    r.cleanup()
+
+
+def bundle(tmp_path, rootfs, name="b", cgpath=None, **kw):
+    def config(cfg, user=kw.pop("config", None)):
+        cfg["linux"]["cgroupsPath"] = cgpath or f"/prt-test/{uuid.uuid4().hex[:10]}"
+        if user:
+            user(cfg)
+    return make_bundle(tmp_path / name, rootfs, config=config, **kw)
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def in_v2_namespace(argv: list[str]) -> subprocess.CompletedProcess:
+    """Runs argv in a private mount namespace whose /sys/fs/cgroup is a cgroup2 mount:
+    what a pure-v2 host (current Debian) looks like to the runtime."""
+    wrap = [] if V2_MODE else V2_WRAP  # in V2_MODE the runtime argv is wrapped already
+    return subprocess.run(wrap + argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

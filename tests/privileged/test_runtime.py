@@ -2,12 +2,13 @@
 
 Each test runs real containers and asserts on what the process inside sees (or on what is
 left on the host afterwards). Tests parametrized over RUNTIMES run the identical bundle
-under both provision-runtime and runc.
+under both provision-runtime and runc. Errors, cgroup v2 and device rules are in
+test_runtime_limits.py.
 
 With PRT_CGROUP_V2=1 every runtime call runs in a mount namespace whose /sys/fs/cgroup is a
 cgroup2 mount, which is what a pure-v2 host looks like to a runtime;
-test_whole_module_on_pure_cgroup_v2 runs this module that way (limits the v2 tree cannot
-enforce on a hybrid host, where v1 owns the controllers, are left out there).
+test_runtime_limits.py::test_both_modules_on_pure_cgroup_v2 runs both modules that way (limits
+the v2 tree cannot enforce on a hybrid host, where v1 owns the controllers, are left out).
 """
 from __future__ import annotations
 
@@ -16,24 +17,20 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 import runtime_helpers as h
+from runtime_helpers import (  # noqa: F401  (fixtures are used by name)
+    RT, RUNTIMES, USERNS_MAP, V2_MODE, bundle, prt, rootfs, rt, runtime_bin, v2_has, wait_for)
 
 pytestmark = [
     pytest.mark.privileged,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, cgroups, mounts)"),
     pytest.mark.skipif(not os.path.exists(h.BUSYBOX), reason="needs busybox-static (/bin/busybox)"),
 ]
-
-RUNTIMES = ["provision-runtime", pytest.param("runc", marks=pytest.mark.skipif(
-    shutil.which("runc") is None, reason="runc not installed"))]
 
 OBSERVE = r"""
 echo pid=$$
@@ -67,9 +64,6 @@ CAP_KILL = 1 << 5
 CAP_CHOWN = 1 << 0
 
 
-USERNS_MAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-
-
 def _observe_config(cfg):
     p = cfg["process"]
     p["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [2000, 3000], "umask": 0o027}
@@ -95,114 +89,6 @@ def _observe_config(cfg):
         "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}],
     }
-
-
-# -- fixtures ---------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def runtime_bin():
-    return h.build_runtime()
-
-
-@pytest.fixture(scope="session")
-def rootfs():
-    # Not under pytest's 0700 basetemp: a user-namespaced root (host uid 100000) must be
-    # able to reach it.
-    base = Path(tempfile.mkdtemp(prefix="prt-rootfs-"))
-    base.chmod(0o755)
-    yield h.make_rootfs(base / "rootfs")
-    shutil.rmtree(base, ignore_errors=True)
-
-
-# PRT_CGROUP_V2=1: every runtime call runs in a private mount namespace whose
-# /sys/fs/cgroup is a cgroup2 mount, i.e. what a pure-v2 host (current Debian) shows.
-V2_MODE = os.environ.get("PRT_CGROUP_V2") == "1"
-V2_WRAP = ["unshare", "-m", "sh", "-c", 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "sh"]
-
-
-def v2_has(*ctrls: str) -> bool:
-    return set(ctrls) <= (h.v2_controllers() or set())
-
-
-def procs_file(cg_path: str) -> Path:
-    """The host path of cgroup.procs for the container's cgroup (pids hierarchy on v1)."""
-    if V2_MODE:
-        base = "/sys/fs/cgroup/unified" if os.path.ismount("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
-        return Path(base) / cg_path.lstrip("/") / "cgroup.procs"
-    return Path("/sys/fs/cgroup/pids") / cg_path.lstrip("/") / "cgroup.procs"
-
-
-class RT:
-    """One runtime binary with a private --root."""
-
-    def __init__(self, name: str, binary: Path, root: Path):
-        self.name = name
-        self.exe = h.runtime_argv(name, binary, root)[0]
-        self.base = (V2_WRAP if V2_MODE else []) + h.runtime_argv(name, binary, root)
-        self.root = root
-        self.ids: list[str] = []
-
-    def new_id(self) -> str:
-        cid = f"t{uuid.uuid4().hex[:10]}"
-        self.ids.append(cid)
-        return cid
-
-    def cli(self, *args, check=True, timeout=30, **kw) -> subprocess.CompletedProcess:
-        argv = self.base + [str(a) for a in args]
-        if args and args[0] == "create":
-            # The created process inherits create's stdio (runc semantics): capturing it
-            # through pipes would wait for the container to exit, so use files.
-            with open(self.root.parent / "create.out", "w+") as out, open(self.root.parent / "create.err", "w+") as err:
-                rc = subprocess.run(argv, stdout=out, stderr=err, timeout=timeout, stdin=subprocess.DEVNULL, **kw).returncode
-                out.seek(0)
-                err.seek(0)
-                proc = subprocess.CompletedProcess(argv, rc, out.read(), err.read())
-        else:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{self.name} {args}: rc={proc.returncode} {proc.stderr}")
-        return proc
-
-    def run(self, bundle: Path, cid: str | None = None, **kw) -> subprocess.CompletedProcess:
-        return self.cli("run", "--bundle", bundle, cid or self.new_id(), check=False, **kw)
-
-    def state(self, cid: str) -> dict:
-        return json.loads(self.cli("state", cid).stdout)
-
-    def cleanup(self):
-        for cid in self.ids:
-            subprocess.run(self.base + ["delete", "--force", cid], capture_output=True, timeout=30)
-
-
-@pytest.fixture(params=RUNTIMES)
-def rt(request, runtime_bin, tmp_path):
-    r = RT(request.param, runtime_bin, tmp_path / f"state-{request.param}")
-    yield r
-    r.cleanup()
-
-
-@pytest.fixture
-def prt(runtime_bin, tmp_path):
-    r = RT("provision-runtime", runtime_bin, tmp_path / "state")
-    yield r
-    r.cleanup()
-
-
-def bundle(tmp_path, rootfs, name="b", cgpath=None, **kw):
-    def config(cfg, user=kw.pop("config", None)):
-        cfg["linux"]["cgroupsPath"] = cgpath or f"/prt-test/{uuid.uuid4().hex[:10]}"
-        if user:
-            user(cfg)
-    return h.make_bundle(tmp_path / name, rootfs, config=config, **kw)
-
-
-def wait_for(pred, timeout=10.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- the big observation, both runtimes -------------------------------------------------
@@ -523,125 +409,6 @@ def test_sysctl_and_readonly_proc_sys(prt, rootfs, tmp_path):
     assert "Read-only file system" in proc.stderr
 
 
-# -- errors: one line naming the field, nothing left behind ------------------------------
-def _drop_root(c):
-    del c["root"]
-
-
-def _bad_ns(c):
-    c["linux"]["namespaces"].append({"type": "foo"})
-
-
-def _bad_version(c):
-    c["ociVersion"] = "2.0.0"
-
-
-def _bad_mount(c):
-    c["mounts"].append({"destination": "relative/path", "type": "tmpfs", "source": "tmpfs"})
-
-
-BAD_CONFIGS = [
-    (_drop_root, "config.json: root: required field is missing"),
-    (_bad_ns, 'config.json: linux.namespaces[6].type: unknown namespace type "foo"'),
-    (_bad_version, 'config.json: ociVersion: unsupported version "2.0.0" (this runtime accepts 1.x)'),
-    (_bad_mount, 'config.json: mounts[8].destination: must be absolute, got "relative/path"'),
-]
-
-
-@pytest.mark.parametrize("edit,message", BAD_CONFIGS, ids=["no-root", "unknown-ns", "version", "mount"])
-@pytest.mark.parametrize("cmd", ["create", "run"])
-def test_bad_config_one_line_nothing_left(cmd, edit, message, prt, rootfs, tmp_path):
-    b = bundle(tmp_path, rootfs, cgpath="/prt-test/badcfg", config=edit)
-    proc = prt.cli(cmd, "--bundle", b, prt.new_id(), check=False)
-    assert proc.returncode != 0
-    assert proc.stderr.splitlines() == [f"provision-runtime: {message}"]
-    assert not prt.root.exists() or list(prt.root.iterdir()) == []
-    assert h.cgroup_dirs("/prt-test/badcfg") == []
-
-
-def test_invalid_json_names_line(prt, tmp_path):
-    b = tmp_path / "bad"
-    b.mkdir()
-    (b / "config.json").write_text('{\n  "ociVersion": "1.0.2",\n  "root": {"path": "x",}\n}\n')
-    proc = prt.cli("create", "--bundle", b, prt.new_id(), check=False)
-    assert proc.returncode == 1
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("provision-runtime: config.json: invalid JSON at line 3")
-    assert not prt.root.exists() or list(prt.root.iterdir()) == []
-
-
-def test_host_forbidden_rlimit_is_named_and_cleaned(prt, rootfs, tmp_path):
-    if h.can_raise_rlimits():
-        pytest.skip("this process holds CAP_SYS_RESOURCE: the host forbids nothing to provoke")
-    hard = h.host_hard_nofile() + 1000
-
-    def cfg(c):
-        c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard, "hard": hard}]
-    b = bundle(tmp_path, rootfs, cgpath="/prt-test/rlimit", config=cfg)
-    proc = prt.run(b)
-    assert proc.returncode == 1
-    [line] = proc.stderr.splitlines()
-    assert line.startswith("provision-runtime: process.rlimits[0]: raising RLIMIT_NOFILE")
-    assert "CAP_SYS_RESOURCE" in line
-    assert h.cgroup_dirs("/prt-test/rlimit") == []
-    assert list(prt.root.iterdir()) == []
-
-
-def test_missing_executable(prt, rootfs, tmp_path):
-    b = bundle(tmp_path, rootfs, args=["no-such-cmd"])
-    proc = prt.run(b)
-    assert proc.returncode == 1
-    assert proc.stderr.splitlines() == [
-        'provision-runtime: process.args[0]: executable file "no-such-cmd" not found in $PATH']
-
-
-# -- cgroup v2 --------------------------------------------------------------------------
-V2_SCRIPT = "echo cg=$(cat /proc/self/cgroup); echo procs=$(ls /sys/fs/cgroup/cgroup.procs)"
-
-
-def _in_v2_namespace(argv: list[str]) -> subprocess.CompletedProcess:
-    """Runs argv in a private mount namespace whose /sys/fs/cgroup is a cgroup2 mount:
-    what a pure-v2 host (current Debian) looks like to the runtime."""
-    wrap = [] if V2_MODE else V2_WRAP  # in V2_MODE the runtime argv is wrapped already
-    return subprocess.run(wrap + argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
-def test_cgroup_v2_paths(prt, rootfs, tmp_path):
-    if h.v2_controllers() is None:
-        pytest.skip("kernel has no cgroup2 hierarchy")
-    b = bundle(tmp_path, rootfs, cgpath="/prt-test-v2/c1", args=["sh", "-c", V2_SCRIPT])
-    proc = _in_v2_namespace(prt.base + ["run", "--bundle", str(b), prt.new_id()])
-    assert proc.returncode == 0, proc.stderr
-    seen = h.parse_kv(proc.stdout)
-    # the cgroup namespace is rooted at the container's v2 cgroup (on a hybrid host the
-    # v1 lines are still listed: only /sys/fs/cgroup changed in this mount namespace)
-    assert "0::/" in seen["cg"].split()
-    assert seen["procs"] == "/sys/fs/cgroup/cgroup.procs"
-    assert not os.path.exists("/sys/fs/cgroup/unified/prt-test-v2")
-
-
-def test_cgroup_v2_limits(prt, rootfs, tmp_path):
-    ctrls = h.v2_controllers()
-    if ctrls is None:
-        pytest.skip("kernel has no cgroup2 hierarchy")
-
-    def cfg(c):
-        c["linux"]["resources"]["pids"] = {"limit": 42}
-    b = bundle(tmp_path, rootfs, cgpath="/prt-test-v2/c2", args=["sh", "-c", "cat /sys/fs/cgroup/pids.max"],
-               config=cfg)
-    proc = _in_v2_namespace(prt.base + ["run", "--bundle", str(b), prt.new_id()])
-    if "pids" not in ctrls:
-        # Hybrid host: v1 holds the pids controller, so v2 must refuse, naming the field.
-        assert proc.returncode == 1
-        [line] = proc.stderr.splitlines()
-        assert line.startswith('provision-runtime: linux.resources.pids.limit: the cgroup v2 "pids" controller '
-                               'is not available')
-        assert not os.path.exists("/sys/fs/cgroup/unified/prt-test-v2/c2")
-        pytest.skip("v2 has no pids controller here (v1 owns it); checked the refusal instead of the limit")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "42"
-
-
 # -- misc -------------------------------------------------------------------------------
 def test_version_and_features(prt):
     assert prt.cli("--version").stdout.startswith("provision-runtime version ")
@@ -707,68 +474,3 @@ def test_join_namespaces_by_path(runtime, runtime_bin, rootfs, tmp_path):
         assert seen["pid"] == "1"
     finally:
         r.cleanup()
-
-
-DEV_SCRIPT = "mknod /dev/sda b 8 0; echo mknod=$?; echo read=$(head -c1 /dev/sda 2>&1 | sed 's/.*: //'); " \
-             "mknod /dev/null2 c 1 3; echo x > /dev/null2; echo write=$?"
-
-
-def _mknod_caps(c):
-    for k in ("bounding", "effective", "permitted"):
-        c["process"]["capabilities"][k].append("CAP_MKNOD")
-
-
-@pytest.mark.parametrize("runtime,hierarchy", [("provision-runtime", "host"), ("runc", "host"),
-                                               ("provision-runtime", "v2")])
-def test_device_cgroup_denies_unlisted_devices(runtime, hierarchy, runtime_bin, rootfs, tmp_path):
-    """Default device rules (deny all; like runc, allow mknod of anything but access only
-    to the default devices): a disk node can be made with CAP_MKNOD but not opened,
-    a node with /dev/null's numbers works. On v2 this is the eBPF device program."""
-    if runtime == "runc" and shutil.which("runc") is None:
-        pytest.skip("runc not installed")
-    if hierarchy == "v2" and h.v2_controllers() is None:
-        pytest.skip("kernel has no cgroup2 hierarchy")
-    r = RT(runtime, runtime_bin, tmp_path / "state")
-    b = bundle(tmp_path, rootfs, cgpath=f"/prt-test-dev/{runtime}", args=["sh", "-c", DEV_SCRIPT], config=_mknod_caps)
-    argv = r.base + ["run", "--bundle", str(b), r.new_id()]
-    proc = _in_v2_namespace(argv) if hierarchy == "v2" else subprocess.run(
-        argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    r.cleanup()
-    assert proc.returncode == 0, proc.stderr
-    assert h.parse_kv(proc.stdout) == {"mknod": "0", "read": "Operation not permitted", "write": "0"}
-
-
-def test_list_kill_all_and_json_log(prt, rootfs, tmp_path):
-    """`list` (table and JSON), `kill --all` reaching every process of the container's
-    cgroup, and --log-format json writing runc-style error records."""
-    b = bundle(tmp_path, rootfs, cgpath="/prt-test/killall", args=["sh", "-c", "sleep 100 & sleep 100 & wait"])
-    cid = prt.new_id()
-    prt.cli("create", "--bundle", b, cid)
-    prt.cli("start", cid)
-    listed = json.loads(prt.cli("list", "--format", "json").stdout)
-    assert [(c["id"], c["status"]) for c in listed] == [(cid, "running")]
-    table = prt.cli("list").stdout.splitlines()
-    assert table[0].split()[:3] == ["ID", "PID", "STATUS"] and table[1].split()[:3] == [cid, str(listed[0]["pid"]), "running"]
-    procs = procs_file("/prt-test/killall")
-    wait_for(lambda: len(procs.read_text().split()) == 3, what="3 processes in the cgroup")
-    prt.cli("kill", "--all", cid, "KILL")
-    wait_for(lambda: prt.state(cid)["status"] == "stopped", what="stopped")
-    wait_for(lambda: procs.read_text().split() == [], what="empty cgroup")
-    prt.cli("delete", cid)
-    log = tmp_path / "runtime.log"
-    bad = subprocess.run([prt.exe, "--root", str(prt.root), "--log", str(log), "--log-format", "json",
-                                         "state", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 1
-    [rec] = [json.loads(line) for line in log.read_text().splitlines()]
-    assert rec["level"] == "error" and rec["msg"] == 'container "nope" does not exist' and rec["time"]
-
-
-@pytest.mark.skipif(V2_MODE, reason="this is the driver of the v2 run")
-def test_whole_module_on_pure_cgroup_v2(runtime_bin):
-    if h.v2_controllers() is None:
-        pytest.skip("kernel has no cgroup2 hierarchy")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          cwd=h.REPO, env={**os.environ, "PRT_CGROUP_V2": "1"}, capture_output=True, text=True,
-                          timeout=170)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert " passed" in proc.stdout.splitlines()[-1]
