@@ -10,10 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cgroups.h"
+#include "syscalls.h"
 #include "util.h"
 
 struct rule {
@@ -109,14 +109,14 @@ int cg2_devices_attach(const char *leaf, const struct pr_resources *res, pr_erro
   attr.insn_cnt = (uint32_t)n;
   attr.license = (uint64_t)(uintptr_t) "GPL";
   char log[16384] = "";
-  cleanup_close int pfd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+  cleanup_close int pfd = sys_bpf(BPF_PROG_LOAD, &attr, sizeof attr);
   if (pfd < 0) {
     int e = errno;
     /* Again with the verifier log, only to explain the refusal. */
     attr.log_buf = (uint64_t)(uintptr_t)log;
     attr.log_size = sizeof log;
     attr.log_level = 1;
-    (void)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    (void)sys_bpf(BPF_PROG_LOAD, &attr, sizeof attr);
     /* Keep the verifier's last line: it says what it refused. */
     size_t l = strlen(log);
     while (l && log[l - 1] == '\n') log[--l] = '\0';
@@ -130,7 +130,7 @@ int cg2_devices_attach(const char *leaf, const struct pr_resources *res, pr_erro
   attr.attach_bpf_fd = (uint32_t)pfd;
   attr.attach_type = BPF_CGROUP_DEVICE;
   attr.attach_flags = BPF_F_ALLOW_MULTI;
-  if (syscall(SYS_bpf, BPF_PROG_ATTACH, &attr, sizeof attr) < 0)
+  if (sys_bpf(BPF_PROG_ATTACH, &attr, sizeof attr) < 0)
     return pr_fail(err, errno, "linux.resources.devices: attaching the device filter to %s", leaf);
   return 0;
 }

@@ -4,7 +4,6 @@
  * remove the cgroups we made and the state directory). */
 #include "container.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -260,7 +259,7 @@ int container_create(struct pr_config *cfg, const struct pr_create_opts *o, pr_e
 /* After start: the init execs the user process, which closes the channel
  * (CLOEXEC); an error message instead means the exec or a startContainer
  * hook failed. */
-static int read_start_result(int fd, pr_error *err) {
+int container_read_start_result(int fd, pr_error *err) {
   char buf[sizeof(struct pr_sync_msg)];
   ssize_t n;
   do n = recv(fd, buf, sizeof buf - 1, 0); while (n < 0 && errno == EINTR);
@@ -276,7 +275,7 @@ static void forward_signal(int sig) {
   if (forward_to > 0) kill(forward_to, sig);
 }
 
-static void do_delete_resources(struct pr_state *st, const char *dir) {
+void container_release(struct pr_state *st, const char *dir) {
   cgroup_destroy(&st->cg, NULL);
   if (st->hooks[HOOK_POSTSTOP].n) {
     pr_error e = {0};
@@ -301,7 +300,7 @@ int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *ex
   int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
   int r = 0;
-  if (sync_send(c.sync_fd, SYNC_START, 0, NULL) < 0 || read_start_result(c.sync_fd, err) < 0) r = -1;
+  if (sync_send(c.sync_fd, SYNC_START, 0, NULL) < 0 || container_read_start_result(c.sync_fd, err) < 0) r = -1;
   close(c.sync_fd);
   if (r == 0 && cfg->hooks[HOOK_POSTSTART].n) {
     pr_error e = {0};
@@ -313,142 +312,7 @@ int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *ex
   while (waitpid(c.pid, &status, 0) < 0)
     if (errno != EINTR) break;
   *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  do_delete_resources(&c.st, c.ct.state_dir);
+  container_release(&c.st, c.ct.state_dir);
   return r;
 }
 
-int container_start(const char *root, const char *id, pr_error *err) {
-  struct pr_state st;
-  if (state_load(root, id, &st, err) < 0) return -1;
-  const char *status = state_status(root, &st);
-  if (strcmp(status, "created") != 0)
-    return pr_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
-  cleanup_free char *path = xasprintf("%s/%s/start.sock", root, id);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
-  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
-    return pr_fail(err, errno, "cannot start container \"%s\"", id);
-  /* Removing the socket is what turns the status to "running". */
-  unlink(path);
-  if (read_start_result(fd, err) < 0) return -1;
-  if (st.hooks[HOOK_POSTSTART].n) {
-    pr_error e = {0};
-    cleanup_free char *s = state_oci_json(&st, "running");
-    if (hooks_run(&st.hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
-  }
-  return 0;
-}
-
-static int signal_pid(pid_t pid, int sig) {
-  int pidfd = sys_pidfd_open(pid, 0);
-  if (pidfd >= 0) {
-    int r = sys_pidfd_send_signal(pidfd, sig);
-    int e = errno;
-    close(pidfd);
-    errno = e;
-    if (r == 0 || errno != ENOSYS) return r;
-  }
-  return kill(pid, sig);
-}
-
-int container_kill(const char *root, const char *id, int sig, bool all, pr_error *err) {
-  struct pr_state st;
-  if (state_load(root, id, &st, err) < 0) return -1;
-  const char *status = state_status(root, &st);
-  if (strcmp(status, "stopped") == 0) return pr_fail(err, 0, "container \"%s\" is not running", id);
-  if (all) {
-    cleanup_free pid_t *pids = NULL;
-    size_t n;
-    if (cgroup_pids(&st.cg, &pids, &n, err) < 0) return -1;
-    for (size_t i = 0; i < n; i++) kill(pids[i], sig);
-    return 0;
-  }
-  if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
-  return 0;
-}
-
-static void wait_gone(pid_t pid, unsigned long long start) {
-  int pidfd = sys_pidfd_open(pid, 0);
-  for (int i = 0; i < 2000; i++) {
-    unsigned long long s;
-    char state;
-    if (proc_stat(pid, &s, &state) < 0 || s != start || state == 'Z' || state == 'X') break;
-    struct timespec ts = {0, 2 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-  }
-  if (pidfd >= 0) close(pidfd);
-}
-
-int container_delete(const char *root, const char *id, bool force, pr_error *err) {
-  struct pr_state st;
-  cleanup_free char *dir = state_dir_path(root, id);
-  if (state_load(root, id, &st, err) < 0) {
-    /* A state dir without a readable state.json is debris of a crash:
-     * --force removes it. */
-    if (force && state_check_id(id, NULL) == 0 && access(dir, F_OK) == 0) {
-      state_dir_remove(dir);
-      return 0;
-    }
-    return -1;
-  }
-  const char *status = state_status(root, &st);
-  if (strcmp(status, "running") == 0 && !force)
-    return pr_fail(err, 0, "cannot delete container \"%s\" that is running: stop it first or use --force", id);
-  if (strcmp(status, "stopped") != 0) {
-    signal_pid(st.pid, SIGKILL);
-    if (st.cg.n_leaves) {
-      /* Processes that left the pid namespace are still in the cgroup. */
-      cleanup_free pid_t *pids = NULL;
-      size_t n;
-      if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
-        for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
-    }
-    wait_gone(st.pid, st.start_time);
-  }
-  do_delete_resources(&st, dir);
-  return 0;
-}
-
-int container_state(const char *root, const char *id, char **json, pr_error *err) {
-  struct pr_state st;
-  if (state_load(root, id, &st, err) < 0) return -1;
-  *json = state_oci_json_ext(&st, state_status(root, &st), true);
-  return 0;
-}
-
-int container_list(const char *root, bool json_format, char **out, pr_error *err) {
-  json_object *arr = json_object_new_array();
-  DIR *d = opendir(root);
-  if (!d && errno != ENOENT) {
-    json_object_put(arr);
-    return pr_fail(err, errno, "--root %s", root);
-  }
-  size_t cap = 256, len = 0;
-  char *text = xmalloc(cap);
-  len = (size_t)snprintf(text, cap, "%-20s %-8s %-10s %-40s %s\n", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
-  for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
-    struct pr_state st;
-    if (e->d_name[0] == '.' || state_load(root, e->d_name, &st, NULL) < 0) continue;
-    const char *status = state_status(root, &st);
-    cleanup_free char *one = state_oci_json(&st, status);
-    json_object_array_add(arr, json_tokener_parse(one));
-    char line[4096];
-    int n = snprintf(line, sizeof line, "%-20s %-8d %-10s %-40s %s\n", st.id, strcmp(status, "stopped") ? st.pid : 0,
-                     status, st.bundle, st.created);
-    while (len + (size_t)n + 1 > cap) text = xrealloc(text, cap *= 2);
-    memcpy(text + len, line, (size_t)n + 1);
-    len += (size_t)n;
-  }
-  if (d) closedir(d);
-  if (json_format) {
-    free(text);
-    text = xstrdup(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    text = xrealloc(text, strlen(text) + 2);
-    strcat(text, "\n");
-  }
-  json_object_put(arr);
-  *out = text;
-  return 0;
-}

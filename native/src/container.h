@@ -60,6 +60,13 @@ struct pr_exec_opts {
 };
 int container_exec(const char *root, const char *id, const struct pr_exec_opts *o, int *exit_code, pr_error *err);
 
+/* shared by container.c and lifecycle.c */
+struct pr_state;
+/* Reads the init's answer to start: EOF (exec happened) or an error line. */
+int container_read_start_result(int fd, pr_error *err);
+/* After the process is gone: cgroups, poststop hooks, state directory. */
+void container_release(struct pr_state *st, const char *dir);
+
 /* The init (child side), never returns. */
 void init_main(struct pr_container *ct) __attribute__((noreturn));
 /* Process finalisation shared by init and exec: rlimits are done by the

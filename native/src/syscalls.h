@@ -102,6 +102,15 @@ static inline int sys_openat2(int dirfd, const char *path, struct pr_open_how *h
 #endif
 }
 
+static inline int sys_bpf(int cmd, void *attr, unsigned size) {
+#ifdef SYS_bpf
+  return (int)syscall(SYS_bpf, cmd, attr, size);
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 static inline int sys_capset(struct __user_cap_header_struct *h, struct __user_cap_data_struct *d) {
   return (int)syscall(SYS_capset, h, d);
 }

@@ -1,0 +1,155 @@
+/* start, kill, delete, state, list: the commands that act on an existing
+ * container through its state directory. */
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "container.h"
+#include "hooks.h"
+#include "state.h"
+#include "syscalls.h"
+#include "util.h"
+
+int container_start(const char *root, const char *id, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "created") != 0)
+    return pr_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
+  cleanup_free char *path = xasprintf("%s/%s/start.sock", root, id);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+    return pr_fail(err, errno, "cannot start container \"%s\"", id);
+  /* Removing the socket is what turns the status to "running". */
+  unlink(path);
+  if (container_read_start_result(fd, err) < 0) return -1;
+  if (st.hooks[HOOK_POSTSTART].n) {
+    pr_error e = {0};
+    cleanup_free char *s = state_oci_json(&st, "running");
+    if (hooks_run(&st.hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
+      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+  }
+  return 0;
+}
+
+static int signal_pid(pid_t pid, int sig) {
+  int pidfd = sys_pidfd_open(pid, 0);
+  if (pidfd >= 0) {
+    int r = sys_pidfd_send_signal(pidfd, sig);
+    int e = errno;
+    close(pidfd);
+    errno = e;
+    if (r == 0 || errno != ENOSYS) return r;
+  }
+  return kill(pid, sig);
+}
+
+int container_kill(const char *root, const char *id, int sig, bool all, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "stopped") == 0) return pr_fail(err, 0, "container \"%s\" is not running", id);
+  if (all) {
+    cleanup_free pid_t *pids = NULL;
+    size_t n;
+    if (cgroup_pids(&st.cg, &pids, &n, err) < 0) return -1;
+    for (size_t i = 0; i < n; i++) kill(pids[i], sig);
+    return 0;
+  }
+  if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
+  return 0;
+}
+
+static void wait_gone(pid_t pid, unsigned long long start) {
+  int pidfd = sys_pidfd_open(pid, 0);
+  for (int i = 0; i < 2000; i++) {
+    unsigned long long s;
+    char state;
+    if (proc_stat(pid, &s, &state) < 0 || s != start || state == 'Z' || state == 'X') break;
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (pidfd >= 0) close(pidfd);
+}
+
+int container_delete(const char *root, const char *id, bool force, pr_error *err) {
+  struct pr_state st;
+  cleanup_free char *dir = state_dir_path(root, id);
+  if (state_load(root, id, &st, err) < 0) {
+    /* A state dir without a readable state.json is debris of a crash:
+     * --force removes it. */
+    if (force && state_check_id(id, NULL) == 0 && access(dir, F_OK) == 0) {
+      state_dir_remove(dir);
+      return 0;
+    }
+    return -1;
+  }
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "running") == 0 && !force)
+    return pr_fail(err, 0, "cannot delete container \"%s\" that is running: stop it first or use --force", id);
+  if (strcmp(status, "stopped") != 0) {
+    signal_pid(st.pid, SIGKILL);
+    if (st.cg.n_leaves) {
+      /* Processes that left the pid namespace are still in the cgroup. */
+      cleanup_free pid_t *pids = NULL;
+      size_t n;
+      if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
+        for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
+    }
+    wait_gone(st.pid, st.start_time);
+  }
+  container_release(&st, dir);
+  return 0;
+}
+
+int container_state(const char *root, const char *id, char **json, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  *json = state_oci_json_ext(&st, state_status(root, &st), true);
+  return 0;
+}
+
+int container_list(const char *root, bool json_format, char **out, pr_error *err) {
+  json_object *arr = json_object_new_array();
+  DIR *d = opendir(root);
+  if (!d && errno != ENOENT) {
+    json_object_put(arr);
+    return pr_fail(err, errno, "--root %s", root);
+  }
+  size_t cap = 256, len = 0;
+  char *text = xmalloc(cap);
+  len = (size_t)snprintf(text, cap, "%-20s %-8s %-10s %-40s %s\n", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+  for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+    struct pr_state st;
+    if (e->d_name[0] == '.' || state_load(root, e->d_name, &st, NULL) < 0) continue;
+    const char *status = state_status(root, &st);
+    cleanup_free char *one = state_oci_json(&st, status);
+    json_object_array_add(arr, json_tokener_parse(one));
+    char line[4096];
+    int n = snprintf(line, sizeof line, "%-20s %-8d %-10s %-40s %s\n", st.id, strcmp(status, "stopped") ? st.pid : 0,
+                     status, st.bundle, st.created);
+    while (len + (size_t)n + 1 > cap) text = xrealloc(text, cap *= 2);
+    memcpy(text + len, line, (size_t)n + 1);
+    len += (size_t)n;
+  }
+  if (d) closedir(d);
+  if (json_format) {
+    free(text);
+    text = xstrdup(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    text = xrealloc(text, strlen(text) + 2);
+    strcat(text, "\n");
+  }
+  json_object_put(arr);
+  *out = text;
+  return 0;
+}
