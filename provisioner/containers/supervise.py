@@ -324,23 +324,18 @@ def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, foll
     for more (across rotations, without losing or repeating a line) until the supervisor is
     gone or `follow_timeout` passes."""
     base = ShimPaths.of(name, log_dir, state_dir or log_dir).log
+    readers = _open_all(base)
     lines: list[LogLine] = []
-    where: tuple[int, int] | None = None  # (inode, offset) of the last file read, for follow
-    for p in _log_files(base):
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-                ino = os.fstat(f.fileno()).st_ino
-        except FileNotFoundError:
-            continue  # rotated away while we read; its lines live on in the next name
-        end = data.rfind(b"\n") + 1
-        lines.extend(line for raw in data[:end].splitlines() if (line := _parse(raw)))
-        where = (ino, end)
+    for r in readers:
+        lines.extend(r.lines())
+    last = readers.pop() if readers and follow else None
+    for r in readers:
+        r.close()
     if tail is not None:
         lines = lines[-tail:] if tail > 0 else []
     yield from lines
     if follow:
-        yield from _follow(name, base, state_dir or log_dir, where, poll_interval, follow_timeout)
+        yield from _follow(name, base, state_dir or log_dir, last, poll_interval, follow_timeout)
 
 
 def log_text(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
@@ -353,10 +348,11 @@ def log_text(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, 
 
 
 class _Reader:
-    """Reads complete JSON lines from one open log file."""
+    """Reads complete JSON lines from one open log file (a torn last line waits for its end)."""
 
     def __init__(self, f):
         self.f, self.pending = f, b""
+        self.inode = os.fstat(f.fileno()).st_ino
 
     def lines(self) -> list[LogLine]:
         chunk = self.f.read()
@@ -366,69 +362,70 @@ class _Reader:
         *complete, self.pending = self.pending.split(b"\n")
         return [line for raw in complete if (line := _parse(raw))]
 
-    @property
-    def inode(self) -> int:
-        return os.fstat(self.f.fileno()).st_ino
-
     def close(self):
         self.f.close()
 
 
-def _successors(base: Path, inode: int) -> list[Path]:
-    """The log files newer than the one with `inode` (all of them if it is gone), oldest first."""
-    files = _log_files(base)
-    inodes = []
-    for p in files:
-        try:
-            inodes.append(p.stat().st_ino)
-        except FileNotFoundError:
-            inodes.append(None)
-    return files[inodes.index(inode) + 1:] if inode in inodes else files
-
-
-def _open(p: Path, offset: int = 0) -> _Reader | None:
+def _inode(p: Path) -> int | None:
     try:
-        f = open(p, "rb")
+        return p.stat().st_ino
     except FileNotFoundError:
         return None
-    f.seek(offset)
-    return _Reader(f)
 
 
-def _follow(name, base: Path, state_dir, where, poll_interval: float, follow_timeout: float | None):
-    deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
-    reader = None
-    if where is not None:  # resume where logs() stopped, in that file even if since renamed
-        for p in _log_files(base):
+def _open_all(base: Path) -> list[_Reader]:
+    """Opens every log file, oldest first, as one consistent snapshot: the shim may rotate
+    while we open them one by one, so retry until the names point at the same files before
+    and after (a rotation is rare next to a few opens)."""
+    for _ in range(20):
+        files = _log_files(base)
+        before = [_inode(p) for p in files]
+        readers = []
+        for p in files:
             try:
-                if p.stat().st_ino == where[0]:
-                    reader = _open(p, where[1])
-                    break
+                readers.append(_Reader(open(p, "rb")))
             except FileNotFoundError:
-                continue
+                break
+        if len(readers) == len(files) and [r.inode for r in readers] == before == [_inode(p) for p in files] \
+                and _log_files(base) == files:
+            return readers
+        for r in readers:
+            r.close()
+        time.sleep(0.005)
+    raise ContainerError(f"{base}: log files keep rotating under the reader; try again")
+
+
+def _follow(name, base: Path, state_dir, reader: _Reader | None, poll_interval: float,
+            follow_timeout: float | None):
+    deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
     try:
         while True:
             new = reader.lines() if reader else []
             yield from new
             if new:
                 continue
-            try:
-                current = base.stat().st_ino
-            except FileNotFoundError:
-                current = None
+            current = _inode(base)
             if current is not None and (reader is None or current != reader.inode):
-                if reader is None:
-                    files = _log_files(base)
-                else:
-                    yield from reader.lines()  # what was written before the rename
-                    files = _successors(base, reader.inode)
+                # Rotated (or created): finish our file, then every newer one in order.
+                if reader:
+                    yield from reader.lines()
+                snapshot = _open_all(base)
+                inodes = [r.inode for r in snapshot]
+                if reader is not None and reader.inode in inodes:
+                    cut = inodes.index(reader.inode) + 1
+                    for r in snapshot[:cut]:
+                        r.close()
+                    snapshot = snapshot[cut:]
+                # else: our file already fell off the end (the reader lagged more than
+                # max-files rotations); what was in between is gone, as with Docker.
+                if not snapshot:
+                    continue  # base changed again under us; look again
+                if reader:
                     reader.close()
-                reader = None
-                for p in files:
-                    if reader:
-                        yield from reader.lines()
-                        reader.close()
-                    reader = _open(p)
+                for r in snapshot[:-1]:
+                    yield from r.lines()
+                    r.close()
+                reader = snapshot[-1]
                 continue
             if not status(name, state_dir, base.parent).shim_alive:
                 if reader:
