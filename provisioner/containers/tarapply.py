@@ -74,6 +74,9 @@ class TreeWriter:
         self._resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.written: set[tuple[str, ...]] = set()  # paths (and their ancestors) this layer wrote
         self.dirs: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
+        # (atime, mtime) in ns of each directory before this layer first changed its entries: a
+        # directory the tar does not list keeps its times (reproducible trees, as umoci does)
+        self._times: dict[tuple[str, ...], tuple[int, int]] = {}
         self.stats = ApplyStats()
         self._warned: set[str] = set()
 
@@ -135,6 +138,7 @@ class TreeWriter:
             except FileNotFoundError:
                 if not create:
                     raise
+                self._keep_times(tuple(done), pfd)
                 os.mkdir(comp, 0o755, dir_fd=pfd)
                 os.chmod(comp, 0o755, dir_fd=pfd)  # an implicit parent: 0755 whatever the umask
                 done.append(comp)
@@ -168,6 +172,11 @@ class TreeWriter:
         else:
             os.unlink(leaf, dir_fd=pfd)
 
+    def _keep_times(self, path: tuple[str, ...], fd: int) -> None:
+        if path not in self._times:
+            st = os.fstat(fd)
+            self._times[path] = (st.st_atime_ns, st.st_mtime_ns)
+
     def _mark_written(self, path: tuple[str, ...]) -> None:
         for i in range(len(path), -1, -1):
             p = path[:i]
@@ -189,6 +198,7 @@ class TreeWriter:
             self._whiteout(parts, ti.name)
             return
         ppath, pfd = self.resolve_parent(parts, create=True, name=ti.name)
+        self._keep_times(ppath, pfd)
         path = ppath + (leaf,)
         try:
             st = os.lstat(leaf, dir_fd=pfd)
@@ -335,6 +345,7 @@ class TreeWriter:
             ppath, pfd = self.resolve_parent(parts, create=False, name=name)
         except FileNotFoundError:
             return  # nothing below to hide
+        self._keep_times(ppath, pfd)
         if leaf == WH_OPAQUE:
             self._opaque(ppath, pfd)
             return
@@ -351,6 +362,7 @@ class TreeWriter:
         """Remove every child of `ppath` this layer did not write; recurse into same-layer dirs
         (their lower children are hidden too: the whole lower directory is invisible)."""
         self._mark_written(ppath)
+        self._keep_times(ppath, self._dir_fd(ppath))
         for child in os.listdir(self._dir_fd(ppath)):
             path = ppath + (child,)
             pfd = self._dir_fd(ppath)
@@ -363,23 +375,35 @@ class TreeWriter:
 
     # ---- finish ------------------------------------------------------------------------------
     def finish(self) -> None:
-        """Directory attributes last (deepest first), so creating children does not undo them."""
+        """Directory attributes last (deepest first), so creating children does not undo them;
+        directories the tar does not list get back the times they had before this layer."""
         self._drop_fds()
+        listed = {path for path, _ in self.dirs}
         for path, ti in sorted(self.dirs, key=lambda d: len(d[0]), reverse=True):
-            self._trim_fds()
-            try:
-                if path:
-                    _, pfd = self.resolve_parent(list(path), create=False, name=ti.name)
-                    leaf = path[-1]
-                    st = os.lstat(leaf, dir_fd=pfd)
-                    if not stat.S_ISDIR(st.st_mode):
-                        continue  # replaced later in the same layer
-                    fd = os.open(leaf, _O_DIR, dir_fd=pfd)
-                else:
-                    fd = os.dup(self.root_fd)
-            except FileNotFoundError:
-                continue  # removed later in the same layer
+            fd = self._open_dir(path)
+            if fd is None:
+                continue  # removed or replaced later in the same layer
             try:
                 self._meta(-1, "", ti, fd)
             finally:
                 os.close(fd)
+        for path, times in self._times.items():
+            if path in listed:
+                continue
+            fd = self._open_dir(path)
+            if fd is not None:
+                try:
+                    os.utime(fd, ns=times)
+                finally:
+                    os.close(fd)
+
+    def _open_dir(self, path: tuple[str, ...]) -> int | None:
+        """A new fd for directory `path` (resolved from the root), or None if it is gone."""
+        self._trim_fds()
+        if not path:
+            return os.dup(self.root_fd)
+        try:
+            _, pfd = self.resolve_parent(list(path), create=False, name="/".join(path))
+            return os.open(path[-1], _O_DIR, dir_fd=pfd)
+        except (OSError, LayerError):  # gone, or no longer a directory (O_NOFOLLOW: not a symlink)
+            return None

@@ -25,7 +25,10 @@ def _xattrs(path: str) -> dict[str, str]:
     return out
 
 
-def describe(root: Path, *, mtimes: bool = True, skip_xattr_prefixes: tuple[str, ...] = ()) -> dict:
+def describe(root: Path, *, mtimes: bool = True, dir_mtimes: bool = False, recent: float | None = None,
+             skip_xattr_prefixes: tuple[str, ...] = ()) -> dict:
+    """`recent`: mtimes at or after this time are recorded as "recent" (directories a tool created
+    implicitly get the time of extraction, which no two runs share)."""
     root = Path(root)
     entries: dict[str, dict] = {}
     inodes: dict[tuple[int, int], list[str]] = {}
@@ -56,8 +59,8 @@ def describe(root: Path, *, mtimes: bool = True, skip_xattr_prefixes: tuple[str,
                 d["type"] = "fifo"
             else:
                 d["type"] = "other"
-            if mtimes and d["type"] != "dir":
-                d["mtime"] = int(st.st_mtime)
+            if mtimes and (d["type"] != "dir" or dir_mtimes):
+                d["mtime"] = "recent" if recent is not None and st.st_mtime >= recent else int(st.st_mtime)
             x = {k: v for k, v in _xattrs(full).items() if not k.startswith(skip_xattr_prefixes)}
             if x:
                 d["xattrs"] = x
