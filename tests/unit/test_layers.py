@@ -228,3 +228,13 @@ def test_small_fd_cache_and_no_fd_leaks(tmp_path, monkeypatch):
             assert (d / f"e{i}/x/link").stat().st_ino == (d / f"d{i}/sub/deeper/f").stat().st_ino
     assert os.listdir(d / "d1/sub") == ["new"] and not (d / "w/a/b/gone").exists()
     assert (d / "d2/sub/h").read_text() == "3"
+
+
+def test_lower_directories_keep_their_mtime_when_a_layer_changes_their_entries(tmp_path):
+    dest = tmp_path / "d"
+    apply(dest, [D("etc", mtime=1000), F("etc/a", "a"), F("etc/b", "b"), D("var", mtime=2000), D("var/x", mtime=3000),
+                 F("var/x/f", "f"), D("opq", mtime=4000), F("opq/lower", "l")])
+    apply(dest, [F("etc/new", "n"), WH("etc/a"), WH("var/x"), OPQ("opq"), F("new/implicit/f", "i")])
+    assert [(dest / d).stat().st_mtime for d in ("etc", "var", "opq")] == [1000, 2000, 4000]
+    apply(dest, [D("etc", mtime=5000), F("etc/c", "c")])  # a directory the layer lists takes its mtime
+    assert (dest / "etc").stat().st_mtime == 5000
