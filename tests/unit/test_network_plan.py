@@ -216,14 +216,16 @@ def host(tmp_path, monkeypatch):
 
 
 def test_connect_then_disconnect_leaves_nothing(host):
-    web = net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], exposed=[(80, "tcp")],
-                      paths=host.paths)
+    web = net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80", PortMapping("0.0.0.0", 53, 53, "udp")],
+                      exposed=[(80, "tcp")], paths=host.paths)
     assert web.address == "10.88.0.2" and web.hostname == "web"
     assert host.links == {"prov0", web.veth} and host.netns == {"prov-web"} and host.table
-    assert list(host.rules.values()) == ["prov:web|8080:80/tcp"]
+    assert list(host.rules.values()) == ["prov:web|8080:80/tcp", "prov:web|53:53/udp"]
     assert (Path(web.files_dir) / "resolv.conf").read_text() == "nameserver 10.0.0.2\n"
-    api = net.connect(host.root, CFG, "api", runner=host.runner, links=[("web", "backend")], paths=host.paths)
+    api = net.connect(host.root, CFG, "api", runner=host.runner, links=[("web", "backend")],
+                      link_envs={"web": {"MODE": "prod", "PATH": "/bin"}}, paths=host.paths)
     assert api.env["BACKEND_PORT_80_TCP_ADDR"] == "10.88.0.2"
+    assert api.env["BACKEND_ENV_MODE"] == "prod" and "BACKEND_ENV_PATH" not in api.env
     assert "10.88.0.2\tbackend web\n" in (Path(api.files_dir) / "hosts").read_text()
     assert net.endpoint(host.root, "api").links == (("web", "backend"),)
 

@@ -19,7 +19,7 @@ import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ...errors import CommandError, ContainerError
 from ...fsutil import atomic_write
@@ -28,7 +28,7 @@ from .apply import apply
 from .facts import read_facts
 from .model import Endpoint, NetworkConfig
 from .plan import Action, DeleteLink, DeleteNetns, plan_connect, plan_disconnect
-from .ports import PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_ports
+from .ports import PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_port
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -91,7 +91,8 @@ def _write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
 
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
-             paths: SystemPaths, allocs: ipam.Allocations) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
+             paths: SystemPaths, allocs: ipam.Allocations, link_envs: Mapping[str, Mapping[str, str]] | None = None,
+             ) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -101,7 +102,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         if target not in eps:
             raise ContainerError(f"cannot link {name} to {target}: {target} is not running (no network endpoint)")
         link_pairs.append((target, alias or target))
-    wanted = parse_ports(ports) if ports and isinstance(next(iter(ports)), str) else list(ports)
+    wanted = [m for p in ports for m in (parse_port(p) if isinstance(p, str) else [p])]
     facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
     listeners = host_listeners(paths.proc)
     published = {n: e.ports for n, e in eps.items()}
@@ -120,7 +121,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
     )
     env: dict[str, str] = {}
     for t in _link_targets(eps, ep):
-        env.update(hosts.link_env(name, t))
+        env.update(hosts.link_env(name, replace(t, env=(link_envs or {}).get(t.name))))
     ep = replace(ep, env=env)
     return ep, plan_connect(facts, cfg, ep), eps
 
@@ -139,14 +140,17 @@ def plan(root, cfg: NetworkConfig, name: str, *, runner, netns_path=None, hostna
 def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | None = None,
             hostname: str | None = None, ports: Sequence[str | PortMapping] = (),
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
+            link_envs: Mapping[str, Mapping[str, str]] | None = None,
             paths: SystemPaths = SystemPaths()) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to the bridge, with
     published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs).
+    `link_envs` maps a linked container to its environment, for the <ALIAS>_ENV_* variables.
     Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
     with ipam.lock(root):
         allocs = ipam.load(root, cfg.subnet)
         ep, actions, eps = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname,
-                                    ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs)
+                                    ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs,
+                                    link_envs=link_envs)
         try:
             apply(actions, runner)
             resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf,
