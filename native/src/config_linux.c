@@ -43,6 +43,11 @@ static int parse_namespaces(struct pr_config *c, json_object *arr, pr_error *err
       if (strcmp(ns_table[k].name, type) == 0) break;
     if (k == sizeof(ns_table) / sizeof(ns_table[0]))
       return pr_fail(err, 0, "%s.type: unknown namespace type \"%s\"", f, type);
+    /* A new time namespace only applies to children of the unsharing
+     * process and needs timeOffsets written before anyone enters it; not
+     * supported yet, so refuse it rather than ignore it. */
+    if (ns_table[k].ns == NS_TIME)
+      return pr_fail(err, 0, "%s.type: time namespaces are not supported by this runtime", f);
     struct pr_ns_spec *ns = &c->ns[ns_table[k].ns];
     if (ns->present) return pr_fail(err, 0, "%s.type: namespace \"%s\" listed twice", f, type);
     ns->present = true;

@@ -474,3 +474,36 @@ def test_join_namespaces_by_path(runtime, runtime_bin, rootfs, tmp_path):
         assert seen["pid"] == "1"
     finally:
         r.cleanup()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_mount_options_and_propagation(runtime, runtime_bin, rootfs, tmp_path):
+    """A read-only rslave bind mount and a size-limited noexec tmpfs, read back from
+    /proc/self/mountinfo and by using them."""
+    src = tmp_path / "shared"
+    src.mkdir()
+    # a shared mount on the host, so that rslave shows up as "master:N" inside
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src)], check=True)
+    subprocess.run(["mount", "--make-shared", str(src)], check=True)
+    (src / "f").write_text("from-host\n")
+
+    def cfg(c):
+        c["mounts"] += [
+            {"destination": "/data/ro", "type": "bind", "source": str(src), "options": ["rbind", "ro", "rslave"]},
+            {"destination": "/data/small", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "noexec", "size=1m"]},
+        ]
+    script = ("echo f=$(cat /data/ro/f); touch /data/ro/x 2>/dev/null; echo rw=$?; "
+              "echo ro=$(grep ' /data/ro ' /proc/self/mountinfo | cut -d' ' -f6 | cut -d, -f1); "
+              "echo slave=$(grep ' /data/ro ' /proc/self/mountinfo | grep -c 'master:'); "
+              "echo size=$(df -k /data/small | tail -1 | awk '{print $2}'); "
+              "echo noexec=$(grep ' /data/small ' /proc/self/mountinfo | cut -d' ' -f6 | grep -c noexec)")
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    try:
+        proc = r.run(bundle(tmp_path, rootfs, args=["sh", "-c", script], config=cfg))
+    finally:
+        r.cleanup()
+        subprocess.run(["umount", str(src)], check=True)
+    assert proc.returncode == 0, proc.stderr
+    assert h.parse_kv(proc.stdout) == {"f": "from-host", "rw": "1", "ro": "ro", "slave": "1", "size": "1024",
+                                       "noexec": "1"}
