@@ -2,7 +2,9 @@
  *   {"log":"hello\n","stream":"stdout","time":"2026-11-22T21:40:00.123456789Z"}
  * so `logs --timestamps` and `--tail` need no guessing. Size-capped rotation as Docker's
  * max-size/max-file: when a record would push the file past max_size, path.(N-2) ... path.1
- * shift up one, the oldest falls off, and a fresh file starts; max_files counts the live file. */
+ * shift up one, the oldest falls off, and a fresh file starts; max_files counts the live file.
+ * A file holds at least one record, so one 16 KiB line of control bytes (escaped 6x) can take a
+ * file past max_size once: the total stays under max_files * max(max_size, ~100 KiB). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
