@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "provisioner.cli.image",
     "provisioner.cli.imagebuild",
     "provisioner.cli.vmimage",
+    "provisioner.cli.container",
 ]
 
 

@@ -1,0 +1,208 @@
+"""`provision container …`: Docker's run/ps/logs/stop/start/restart/rm/exec/inspect, thin over
+containers.lifecycle."""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from .app import App, emit, json_option, pass_app, status, table
+
+
+def _manager(app: App):
+    from ..containers.lifecycle import Manager  # imported late: `provision --help` stays light
+
+    return Manager(app.root, app.runner)
+
+
+def _print_line(line, timestamps: bool = False) -> None:
+    out = sys.stderr if line.stream == "stderr" else sys.stdout
+    out.write(line.format(timestamps))
+    out.flush()
+
+
+@click.group("container")
+def container_group() -> None:
+    """Run containers from images in the store (Docker's flags and meanings)."""
+
+
+@container_group.command("run", context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]})
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container id.")
+@click.option("--name", help="Container name (unique).")
+@click.option("-p", "--publish", "ports", multiple=True, metavar="[IP:]HOST:CONTAINER[/udp]")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro]")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V")
+@click.option("--env-file", "env_files", multiple=True, metavar="FILE")
+@click.option("--link", "links", multiple=True, metavar="NAME[:ALIAS]")
+@click.option("--restart", default="no", show_default=True, metavar="no|on-failure[:N]|always|unless-stopped")
+@click.option("-m", "--memory", metavar="BYTES[k|m|g]")
+@click.option("--cpus", metavar="N")
+@click.option("-u", "--user", metavar="USER[:GROUP]")
+@click.option("-w", "--workdir", metavar="DIR")
+@click.option("--entrypoint", metavar="CMD")
+@click.option("-h", "--hostname", metavar="NAME")
+@click.option("--rm", is_flag=True, help="Remove the container (and its anonymous volumes) when it exits.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, restart, memory, cpus, user,
+            workdir, entrypoint, hostname, rm, insecure, image, command) -> None:
+    """Create and start a container from IMAGE (pulled when missing)."""
+    from ..containers.lifecycle import RunRequest
+
+    mgr = _manager(app)
+    req = RunRequest(image=image, command=tuple(command), name=name, detach=detach, ports=ports, volumes=volumes,
+                     env=_env_from_cli(env), env_files=env_files, links=links, restart=restart, memory=memory,
+                     cpus=cpus, user=user, workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm,
+                     insecure_registries=insecure)
+    rec = mgr.run(req, progress=status)
+    if detach:
+        click.echo(rec.id)
+        return
+    try:
+        for line in mgr.logs(rec.id, follow=True):
+            _print_line(line)
+    except KeyboardInterrupt:
+        status(f"detached from {rec.name}; it keeps running")
+        sys.exit(130)
+    st = mgr.wait(rec)
+    if rm:
+        mgr.rm(rec.id, force=True, remove_volumes=True)
+    sys.exit(st.exit_code or 0)
+
+
+def _env_from_cli(items: tuple[str, ...]) -> tuple[str, ...]:
+    """`-e K` (no '=') takes K from this environment, as Docker's CLI does; unset → dropped."""
+    import os
+
+    out = []
+    for item in items:
+        if "=" in item:
+            out.append(item)
+        elif item in os.environ:
+            out.append(f"{item}={os.environ[item]}")
+    return tuple(out)
+
+
+def _ago(ts: float) -> str:
+    s = max(0, int(time.time() - ts))
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= n:
+            return f"{s // n} {unit}{'s' if s // n > 1 else ''} ago"
+    return f"{s} seconds ago"
+
+
+def _status_text(st: dict) -> str:
+    state = st["state"]
+    if state == "running":
+        return "Up" + (f" (restarted {st['restart_count']}x)" if st["restart_count"] else "")
+    if state == "restarting":
+        return f"Restarting ({st['exit_code']})"
+    if state in ("exited", "dead"):
+        return f"Exited ({st['exit_code']})" + (" (supervisor gone)" if state == "dead" else "")
+    return state.capitalize()
+
+
+@container_group.command("ps")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show stopped containers too.")
+@json_option
+@pass_app
+def ps_cmd(app: App, all_: bool) -> None:
+    """List containers."""
+    rows = _manager(app).ps(all_)
+    emit(app, rows, lambda: click.echo(table(
+        [[r["id"][:12], r["image"], r["command"][:30], _ago(r["created"]), _status_text(r["status"]),
+          ", ".join(r["ports"]), r["name"]] for r in rows],
+        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"])))
+
+
+@container_group.command("logs")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("-n", "--tail", type=int, default=None)
+@click.option("-t", "--timestamps", is_flag=True)
+@click.argument("container")
+@pass_app
+def logs_cmd(app: App, follow: bool, tail: int | None, timestamps: bool, container: str) -> None:
+    """Print a container's output (both runs of a restarted one)."""
+    for line in _manager(app).logs(container, tail=tail, follow=follow):
+        _print_line(line, timestamps)
+
+
+@container_group.command("stop")
+@click.option("-t", "--time", "timeout", type=float, default=None, help="Seconds before SIGKILL (default 10).")
+@click.argument("containers", nargs=-1, required=True)
+@pass_app
+def stop_cmd(app: App, timeout, containers) -> None:
+    """Stop containers (stop signal, then SIGKILL after the timeout); no restart after."""
+    mgr = _manager(app)
+    for c in containers:
+        mgr.stop(c, timeout)
+        click.echo(c)
+
+
+@container_group.command("start")
+@click.argument("containers", nargs=-1, required=True)
+@pass_app
+def start_cmd(app: App, containers) -> None:
+    """Start stopped containers."""
+    mgr = _manager(app)
+    for c in containers:
+        mgr.start(c)
+        click.echo(c)
+
+
+@container_group.command("restart")
+@click.option("-t", "--time", "timeout", type=float, default=None)
+@click.argument("containers", nargs=-1, required=True)
+@pass_app
+def restart_cmd(app: App, timeout, containers) -> None:
+    """Stop then start containers."""
+    mgr = _manager(app)
+    for c in containers:
+        mgr.restart(c, timeout)
+        click.echo(c)
+
+
+@container_group.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove its anonymous volumes too.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_app
+def rm_cmd(app: App, force: bool, volumes: bool, containers) -> None:
+    """Remove containers: supervisor, network endpoint, rootfs snapshot, record."""
+    mgr = _manager(app)
+    for c in containers:
+        mgr.rm(c, force=force, remove_volumes=volumes)
+        click.echo(c)
+
+
+@container_group.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V")
+@click.option("-u", "--user", metavar="USER[:GROUP]")
+@click.option("-w", "--workdir", metavar="DIR")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_app
+def exec_cmd(app: App, env, user, workdir, container, command) -> None:
+    """Run a command in a running container; exits with its exit code."""
+    res = _manager(app).exec(container, list(command), env=_env_from_cli(env), user=user, workdir=workdir)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    sys.exit(res.returncode)
+
+
+@container_group.command("inspect")
+@json_option
+@click.argument("containers", nargs=-1, required=True)
+@pass_app
+def inspect_cmd(app: App, containers) -> None:
+    """Show everything known about containers (JSON)."""
+    mgr = _manager(app)
+    app.json = True
+    emit(app, [mgr.inspect(c) for c in containers])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(container_group)
