@@ -178,7 +178,10 @@ def rootfs():
 # PRT_CGROUP_V2=1: every runtime call runs in a private mount namespace whose
 # /sys/fs/cgroup is a cgroup2 mount, i.e. what a pure-v2 host (current Debian) shows.
 V2_MODE = os.environ.get("PRT_CGROUP_V2") == "1"
-V2_WRAP = ["unshare", "-m", "sh", "-c", 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "sh"]
+# Propagation is left as on the host (so shared host mounts stay shared, as for a runtime
+# started normally); only /sys/fs/cgroup is made private before the cgroup2 mount covers it.
+V2_WRAP = ["unshare", "-m", "--propagation", "unchanged", "sh", "-c",
+           'mount --make-private /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "sh"]
 
 
 def v2_has(*ctrls: str) -> bool:
