@@ -173,6 +173,13 @@ def rootfs():
     base.chmod(0o755)
     yield make_rootfs(base / "rootfs")
     shutil.rmtree(base, ignore_errors=True)
+    # runc leaves the parents of its cgroups behind; ours are gone already
+    for parent in Path("/sys/fs/cgroup").glob("*/prt-test*"):
+        for d in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 # PRT_CGROUP_V2=1: every runtime call runs in a private mount namespace whose

@@ -53,6 +53,7 @@ else
   echo shares=$(cat /sys/fs/cgroup/cpu/cpu.shares)
   echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)
   echo cpus=$(cat /sys/fs/cgroup/cpuset/cpuset.cpus)
+  echo bps=$(cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device)
 fi
 echo mkdir=$(mkdir /tmp/x 2>&1)
 echo mounts=$(awk '{print $2":"$3}' /proc/self/mounts | sort | tr '\n' ' ')
@@ -62,6 +63,9 @@ echo devs=$(ls /dev | tr '\n' ' ')
 CAP_NBS = 1 << 10
 CAP_KILL = 1 << 5
 CAP_CHOWN = 1 << 0
+
+
+ROOT_DEV = (os.major(os.stat("/").st_dev), os.minor(os.stat("/").st_dev))  # a real block device to throttle
 
 
 def _observe_config(cfg):
@@ -84,6 +88,9 @@ def _observe_config(cfg):
             "pids": {"limit": 64},
             "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
         })
+    if not V2_MODE:
+        cfg["linux"]["resources"]["blockIO"] = {
+            "throttleReadBpsDevice": [{"major": ROOT_DEV[0], "minor": ROOT_DEV[1], "rate": 1 << 20}]}
     cfg["linux"]["seccomp"] = {
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
@@ -107,7 +114,7 @@ if V2_MODE:
         # This hybrid host's v2 tree has no controllers (v1 holds them): no limits to read.
         del EXPECTED["mem"], EXPECTED["pids"]
 else:
-    EXPECTED.update({"shares": "512", "quota": "50000", "cpus": "0"})
+    EXPECTED.update({"shares": "512", "quota": "50000", "cpus": "0", "bps": f"{ROOT_DEV[0]}:{ROOT_DEV[1]} 1048576"})
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
