@@ -266,8 +266,12 @@ class Store:
                       "created": time.time()}
             fsutil.atomic_write(self.records / f"{_hex(image_id)}.json", json.dumps(record, indent=1))
             repos = self._repos()
+            displaced = {repos[n] for n in names if n in repos} - {image_id}
             repos.update({n: image_id for n in names})
             self._write_repos(repos)
+            # an image whose last name moved to this one is gone (its layers stay until prune())
+            for old in displaced - set(repos.values()):
+                (self.records / f"{_hex(old)}.json").unlink(missing_ok=True)
             return self._load(image_id, repos)
 
     def _load(self, image_id: str, repos: dict[str, str] | None = None) -> ImageRecord:

@@ -118,6 +118,9 @@ def test_names_move_between_images_and_unknown_refs_fail(store):
     two = add_image(store, ["r/x:latest"], [[F("v", "2")]])
     assert store.get_image("r/x:latest").id == two.id
     assert store.get_image("r/x:1").names == ["r/x:1"] and store.get_image("r/x:1").id == one.id
+    three = add_image(store, ["r/x:1"], [[F("v", "3")]])  # one.id loses its last name: removed
+    assert {i.id for i in store.images()} == {two.id, three.id}
+    assert store.prune() == [one.top_chain]
     with pytest.raises(ImageError, match="image 'r/nope:1' not found"):
         store.get_image("r/nope:1")
     with pytest.raises(ImageError, match="not found"):
