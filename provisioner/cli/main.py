@@ -21,6 +21,7 @@ from .app import DEFAULT_ROOT, App
 COMMAND_MODULES = [
     "provisioner.cli.doctor",
     "provisioner.cli.host",
+    "provisioner.cli.boot",
     "provisioner.cli.cloud",
     "provisioner.cli.disks",
     "provisioner.cli.image",

@@ -1,0 +1,202 @@
+"""The boot hook (`provision host boot`), run by cloud-init at every boot.
+
+Ordered steps, each idempotent, logged and timed. A step that fails does not stop the steps that
+do not need it; a step that needs a failed (or skipped) one is skipped with the reason. The
+result — per step: name, status ok|changed|skipped|failed, seconds, message, changes — is
+written atomically to <root>/host/boot-result.json, where `provision host status` (locally or
+over SSH) reads it. Log lines go to the `provisioner.host.boot` logger and <root>/logs/host-boot.log.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError, HostError, ProvisionerError
+from ..fsutil import atomic_write
+from .steps import Outcome, Skip, StepContext
+from .steps import containers, disks, firewall, logrotate, sysctl, timesync, users
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "host/boot-result.json"
+LOG_FILE = "logs/host-boot.log"
+OK, CHANGED, SKIPPED, FAILED = "ok", "changed", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    run: Callable[[StepContext, bool], Outcome]
+    needs: tuple[str, ...] = ()
+
+
+STEPS: tuple[StepDef, ...] = (
+    StepDef("disks", disks.run),
+    StepDef("users", users.run),
+    StepDef("sysctl", sysctl.run),
+    StepDef("logrotate", logrotate.run),
+    StepDef("firewall", firewall.run),
+    StepDef("timesync", timesync.run),
+    # the container store and volumes live on the disks this host was told to prepare
+    StepDef("containers", containers.run, needs=("disks",)),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str
+    seconds: float
+    message: str = ""
+    changes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BootResult:
+    host: str
+    stack: str | None
+    started_at: str
+    seconds: float = 0.0
+    dry_run: bool = False
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != FAILED for s in self.steps)
+
+    @property
+    def failed(self) -> list[str]:
+        return [s.name for s in self.steps if s.status == FAILED]
+
+    def to_json(self) -> dict:
+        return {"version": 1, "host": self.host, "stack": self.stack, "started_at": self.started_at,
+                "seconds": round(self.seconds, 3), "dry_run": self.dry_run, "ok": self.ok,
+                "steps": [asdict(s) for s in self.steps]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BootResult":
+        steps = [StepResult(**{k: s[k] for k in ("name", "status", "seconds", "message", "changes") if k in s})
+                 for s in data.get("steps", [])]
+        return cls(data.get("host", "?"), data.get("stack"), data.get("started_at", ""),
+                   float(data.get("seconds", 0.0)), bool(data.get("dry_run", False)), steps)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ProvisionerError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def run_step(step: StepDef, ctx: StepContext, dry_run: bool) -> StepResult:
+    t0 = time.monotonic()
+    try:
+        out = step.run(ctx, dry_run)
+    except Skip as why:
+        status, message, changes = SKIPPED, str(why), []
+    # The boot hook's top level: the one place a broad catch is right. Whatever breaks in one
+    # step is logged and recorded, and the next independent step still runs.
+    except Exception as exc:  # noqa: BLE001
+        log.debug("step %s failed", step.name, exc_info=True)
+        status, message, changes = FAILED, _message(exc), []
+    else:
+        changes = list(out.changes)
+        # on dry runs "changed" means "would change" (the result says dry_run)
+        status = SKIPPED if out.skipped else CHANGED if changes else OK
+        message = out.message
+    return StepResult(step.name, status, round(time.monotonic() - t0, 3), message, changes)
+
+
+class _BootLog:
+    """Log lines to the module logger (the console, per -v) and, always, to <root>/logs/host-boot.log."""
+
+    def __init__(self, path: Path | None):
+        self.file = None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(path, "a", encoding="utf-8")
+            except OSError as exc:
+                log.warning("cannot write the boot log %s: %s", path, exc)
+
+    def __call__(self, level: int, msg: str) -> None:
+        log.log(level, "%s", msg)
+        if self.file:
+            stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            self.file.write(f"{stamp} {logging.getLevelName(level)} {msg}\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def boot(ctx: StepContext, *, steps: tuple[StepDef, ...] = STEPS, only: tuple[str, ...] = (),
+         dry_run: bool = False, on_step: Callable[[StepResult], None] | None = None,
+         result_path: Path | None = None) -> BootResult:
+    """Runs the steps in order and writes the result file (not on dry runs)."""
+    unknown = [n for n in only if n not in {s.name for s in steps}]
+    if unknown:
+        raise ConfigError(f"unknown boot step(s): {', '.join(unknown)} (steps: {', '.join(s.name for s in steps)})")
+    result = BootResult(ctx.config.host, ctx.config.stack,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), dry_run=dry_run)
+    say = _BootLog(None if dry_run else ctx.root / LOG_FILE)
+    t0 = time.monotonic()
+    try:
+        say(logging.INFO, f"boot hook for {ctx.config.stack or '-'}/{ctx.config.host}{' (dry run)' if dry_run else ''}")
+        # A step that does not apply (skipped by itself: no disks configured) blocks nothing;
+        # one that failed, or was skipped because what it needs failed, blocks its dependents.
+        broken: dict[str, str] = {}
+        for step in steps:
+            if only and step.name not in only:
+                continue
+            blocked = [n for n in step.needs if n in broken]
+            if blocked:
+                r = StepResult(step.name, SKIPPED, 0.0,
+                               "needs " + ", ".join(f"{n} ({broken[n]})" for n in blocked))
+                broken[step.name] = "skipped"
+            else:
+                r = run_step(step, ctx, dry_run)
+                if r.status == FAILED:
+                    broken[step.name] = FAILED
+            result.steps.append(r)
+            level = logging.WARNING if r.status == FAILED else logging.INFO
+            say(level, f"step {r.name}: {r.status} in {r.seconds:.2f}s: {r.message}"
+                + "".join(f"\n  - {c}" for c in r.changes))
+            if on_step:
+                on_step(r)
+        result.seconds = time.monotonic() - t0
+        if not dry_run:
+            write_result(result, result_path or ctx.root / RESULT_FILE)
+        say(logging.INFO, f"boot hook done in {result.seconds:.2f}s: "
+            + ("all steps ok" if result.ok else "failed: " + ", ".join(result.failed)))
+    finally:
+        say.close()
+    return result
+
+
+def write_result(result: BootResult, path: Path) -> None:
+    atomic_write(path, json.dumps(result.to_json(), indent=2) + "\n", mode=0o644)
+
+
+def read_result(path: Path) -> BootResult:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HostError(f"{path}: no boot result yet (the boot hook has not run on this host)") from None
+    except (OSError, ValueError) as exc:
+        raise HostError(f"{path}: unreadable boot result ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise HostError(f"{path}: not a boot result")
+    return BootResult.from_json(data)
+
+
+def rows(result: BootResult) -> list[list[str]]:
+    out = [[s.name, s.status, f"{s.seconds:.2f}s", s.message] for s in result.steps]
+    out.append(["total", "ok" if result.ok else FAILED, f"{result.seconds:.2f}s", ""])
+    return out

@@ -1,0 +1,107 @@
+"""Containers with a restart policy come back after a reboot (Docker's daemon-start rule, in
+`containers.supervise.restore`: `always`, and `unless-stopped` unless the user stopped it).
+
+Without systemd (this step's test machine, minimal images) the hook calls restore() itself.
+With systemd it installs and enables `provisioner-containers.service`, a oneshot unit running
+`provision host restore-containers`, and starts it: the supervisors then live in that unit's
+own cgroup instead of cloud-init's, and on later boots the unit restores the containers early,
+before cloud-init runs the hook (which then finds them running and starts nothing).
+KillMode=process because the unit's "main process" exits at once while the supervisors it
+started must keep running; at shutdown systemd's final SIGTERM reaches them anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...containers import supervise
+from . import Outcome, StepContext, describe
+from .files import WriteFile, plan_file, write
+
+UNIT = "provisioner-containers.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT}"
+STATE_SUBDIR = "containers/supervise"
+
+
+def state_dir(ctx: StepContext) -> Path:
+    return Path(ctx.config.containers_state_dir or ctx.root / STATE_SUBDIR)
+
+
+def unit_text(agent: str, root: Path) -> str:
+    return ("# Managed by provisioner (provision host boot).\n"
+            "[Unit]\n"
+            "Description=provisioner: restart supervised containers\n"
+            "Wants=network-online.target\n"
+            "After=network-online.target local-fs.target\n"
+            "\n[Service]\n"
+            "Type=oneshot\n"
+            "RemainAfterExit=yes\n"
+            "KillMode=process\n"
+            f"ExecStart={agent} --root {root} host restore-containers\n"
+            "\n[Install]\n"
+            "WantedBy=multi-user.target\n")
+
+
+@dataclass(frozen=True)
+class Systemctl:
+    args: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "systemctl " + " ".join(self.args)
+
+
+@dataclass(frozen=True)
+class Restore:
+    state_dir: str
+
+    def describe(self) -> str:
+        return f"restore supervised containers from {self.state_dir}"
+
+
+def _unit_state(ctx: StepContext) -> tuple[bool, bool]:
+    enabled = ctx.runner.run(["systemctl", "is-enabled", UNIT], check=False).stdout.strip() == "enabled"
+    active = ctx.runner.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active"
+    return enabled, active
+
+
+def plan(ctx: StepContext) -> tuple:
+    if not ctx.systemd:
+        return (Restore(str(state_dir(ctx))),)
+    actions: list = []
+    unit = plan_file(ctx.path(UNIT_PATH), unit_text(ctx.agent, ctx.root))
+    enabled, active = _unit_state(ctx)
+    if unit:
+        actions += [unit, Systemctl(("daemon-reload",))]
+    if unit or not enabled:
+        actions.append(Systemctl(("enable", UNIT)))
+    if unit or not active:
+        # restart, not start: an active RemainAfterExit unit would make start a no-op
+        actions.append(Systemctl(("restart", UNIT)))
+    return tuple(actions)
+
+
+def restore(state: Path, runner) -> list[str]:
+    if not state.is_dir():
+        return []
+    return supervise.restore(state, runner=runner)
+
+
+def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
+    actions = plan(ctx)
+    if dry_run:
+        return Outcome(tuple(a.describe() for a in actions if not isinstance(a, Restore)),
+                       "would restore containers" if actions else "")
+    started: list[str] = []
+    for a in actions:
+        if isinstance(a, WriteFile):
+            write(a)
+        elif isinstance(a, Systemctl):
+            ctx.runner.run(["systemctl", *a.args])
+        else:
+            started = restore(Path(a.state_dir), ctx.runner)
+    changes = [d for a, d in zip(actions, describe(actions)) if not isinstance(a, Restore)]
+    changes += [f"started {name}" for name in started]
+    if ctx.systemd:
+        return Outcome(tuple(changes), f"{UNIT} enabled and active")
+    return Outcome(tuple(changes), f"{len(started)} container(s) started" if started
+                   else "every container with a restart policy is running")
