@@ -91,8 +91,11 @@ class Store:
         self.records = self.dir / "records"
         self.tmp = self.dir / "tmp"
         self.repos_file = self.dir / "repositories.json"
-        for d in (self.layers, self.blobs, self.records, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (self.layers, self.blobs, self.records, self.tmp):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImageError(f"cannot create the image store at {self.dir}: {exc.strerror or exc}") from exc
         self._lock = threading.RLock()
         self._lock_depth = 0
         self._lock_fd: int | None = None
