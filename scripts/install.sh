@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # images: registry and peers
   docker-registry skopeo umoci podman
   # networking
-  iproute2 iptables nftables
+  iproute2 iptables nftables procps
   # local cloud (qemu VMs)
   qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
   # measuring
