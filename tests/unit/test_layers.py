@@ -238,3 +238,12 @@ def test_lower_directories_keep_their_mtime_when_a_layer_changes_their_entries(t
     assert [(dest / d).stat().st_mtime for d in ("etc", "var", "opq")] == [1000, 2000, 4000]
     apply(dest, [D("etc", mtime=5000), F("etc/c", "c")])  # a directory the layer lists takes its mtime
     assert (dest / "etc").stat().st_mtime == 5000
+
+
+def test_empty_layers(tmp_path):
+    """Docker's classic empty layer (gzip of 1024 zero bytes) and a zero-byte tar both apply as no-ops."""
+    r = apply_layer(io.BytesIO(gzip.compress(bytes(1024))), layers.MT_DOCKER_GZIP, tmp_path / "a")
+    assert r.diff_id == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    r = apply_layer(io.BytesIO(b""), TAR, tmp_path / "b")
+    assert r.diff_id == "sha256:" + hashlib.sha256(b"").hexdigest() and r.entries == 0
+    assert os.listdir(tmp_path / "a") == [] and os.listdir(tmp_path / "b") == []
