@@ -332,3 +332,14 @@ def test_oci_fragments_for_the_runtime(host):
         assert Path(m["source"]).is_file() and m["type"] == "bind"
     assert Path(mounts["/etc/hostname"]["source"]).read_text() == "web\n"
     assert Endpoint.from_json(json.loads(json.dumps(web.to_json()))) == web
+
+
+def test_subnet_overlapping_another_interface_is_refused():
+    from provisioner.containers.network.plan import check_subnet
+    facts = NetFacts(interface_networks=(("lo", "127.0.0.1/8"), ("eth0", "192.0.2.2/24"), ("prov0", "10.88.0.1/16")))
+    check_subnet(facts, CFG)  # our own bridge and unrelated networks are fine
+    clash = NetFacts(interface_networks=(("podman0", "10.88.0.1/16"),))
+    with pytest.raises(ContainerError, match=r"container subnet 10.88.0.0/16 overlaps 10.88.0.1/16 on podman0"):
+        check_subnet(clash, CFG)
+    with pytest.raises(ContainerError, match="overlaps 10.0.0.5/8 on eth1"):
+        check_subnet(NetFacts(interface_networks=(("eth1", "10.0.0.5/8"),)), CFG)

@@ -22,6 +22,7 @@ class NetFacts:
     table_exists: bool = False
     rules: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # container → ((handle, mapping), ...)
     local_addresses: frozenset[str] = frozenset()
+    interface_networks: tuple[tuple[str, str], ...] = ()  # (ifname, "10.0.0.5/24") of every IPv4 address
 
 
 def _read(path: Path) -> str | None:
@@ -64,6 +65,8 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
     links = json.loads(runner.run(["ip", "-j", "link", "show"]).stdout or "[]")
     addrs = json.loads(runner.run(["ip", "-j", "-4", "addr", "show"]).stdout or "[]")
     local = {a["local"] for link in addrs for a in link.get("addr_info", []) if a.get("local")}
+    networks = tuple((link.get("ifname", "?"), f"{a['local']}/{a.get('prefixlen', 32)}")
+                     for link in addrs for a in link.get("addr_info", []) if a.get("local"))
     table = runner.run(["nft", "-j", "-a", "list", "table", "ip", cfg.table], check=False)
     try:
         netns = frozenset(os.listdir(netns_dir))
@@ -78,4 +81,5 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
         table_exists=table.returncode == 0,
         rules=parse_nft_table(table.stdout) if table.returncode == 0 else {},
         local_addresses=frozenset(local),
+        interface_networks=networks,
     )

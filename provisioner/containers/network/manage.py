@@ -27,7 +27,7 @@ from . import hosts, ipam
 from .apply import apply
 from .facts import read_facts
 from .model import Endpoint, NetworkConfig
-from .plan import Action, DeleteLink, DeleteNetns, plan_connect, plan_disconnect
+from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect
 from .ports import PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_port
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         link_pairs.append((target, alias or target))
     wanted = [m for p in ports for m in (parse_port(p) if isinstance(p, str) else [p])]
     facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+    check_subnet(facts, cfg)
     listeners = host_listeners(paths.proc)
     published = {n: e.ports for n, e in eps.items()}
     wanted = assign_host_ports(name, wanted, published, listeners, ephemeral_range(paths.proc))
@@ -180,6 +181,7 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
         if ep is None:
             raise ContainerError(f"container {name} has no network endpoint to reconnect")
         facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        check_subnet(facts, cfg)
         actions: list[Action] = []
         if netns_path is not None and str(netns_path) != ep.netns_path:
             if ep.veth in facts.links:

@@ -5,7 +5,10 @@ converged system returns an empty list (idempotence).
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+
+from ...errors import ContainerError
 
 from .facts import NetFacts, rule_comment
 from .model import Endpoint, NetworkConfig
@@ -119,6 +122,18 @@ Action = (SetSysctl | CreateBridge | CreateTable | CreateNetns | CreateVeth | Re
 def port_rules(ep: Endpoint) -> tuple[PortRule, ...]:
     return tuple(PortRule(rule_comment(ep.name, str(m)), m.host_ip, m.host_port, m.proto, ep.address,
                           m.container_port) for m in ep.ports)
+
+
+def check_subnet(facts: NetFacts, cfg: NetworkConfig) -> None:
+    """Refuses a container subnet that overlaps an address on another interface (podman's
+    default network is 10.88.0.0/16 too): routes would clash and traffic go astray."""
+    for ifname, cidr in facts.interface_networks:
+        if ifname == cfg.bridge:
+            continue
+        net = ipaddress.IPv4Interface(cidr).network
+        if net.overlaps(cfg.network) and not net.is_loopback:
+            raise ContainerError(f"container subnet {cfg.subnet} overlaps {cidr} on {ifname}; "
+                                 f"choose another subnet for the container network")
 
 
 def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
