@@ -65,6 +65,7 @@ struct pr_process {
   bool no_new_privileges;
   bool has_oom_score_adj;
   int oom_score_adj;
+  int preserve_fds; /* from the command line, not config.json */
 };
 
 struct pr_seccomp_arg {

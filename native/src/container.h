@@ -32,6 +32,7 @@ struct pr_create_opts {
   const char *console_socket;
   bool detach;               /* run -d */
   const char *stdio[3];      /* --stdin/--stdout/--stderr files, NULL = inherit */
+  int preserve_fds;          /* --preserve-fds: fds 3..3+N-1 go to the container */
 };
 
 /* create: returns 0 with the init waiting for start. */

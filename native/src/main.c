@@ -251,7 +251,7 @@ int main(int argc, char **argv) {
   const char *env1 = NULL, *stdio[3] = {NULL, NULL, NULL};
   static char *envs[64];
   bool force = false, all = false, detach = false, tty = false, nnp = false, ignored = false;
-  const char *ignored_v = NULL, *format = NULL;
+  const char *format = NULL, *preserve = NULL;
   struct opt opts[] = {
       {"bundle", "b", true, &bundle, NULL},   {"pid-file", NULL, true, &pid_file, NULL},
       {"console-socket", NULL, true, &console_socket, NULL},
@@ -262,7 +262,7 @@ int main(int argc, char **argv) {
       {"no-new-privs", NULL, false, NULL, &nnp},
       /* runc flags that tools pass and that need no action here */
       {"no-pivot", NULL, false, NULL, &ignored}, {"no-new-keyring", NULL, false, NULL, &ignored},
-      {"preserve-fds", NULL, true, &ignored_v, NULL}, {"format", NULL, true, &format, NULL},
+      {"preserve-fds", NULL, true, &preserve, NULL}, {"format", NULL, true, &format, NULL},
       {"keep", NULL, false, NULL, &ignored},
       /* provision-runtime extension: the container's stdio from files, for
        * callers that cannot hand over descriptors (runc needs the caller's). */
@@ -286,7 +286,10 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0) {
     struct pr_config *cfg;
     if (config_load(bundle, &cfg, &err) < 0) return fail(&err);
-    struct pr_create_opts o = {root, id, bundle, pid_file, console_socket, detach, {stdio[0], stdio[1], stdio[2]}};
+    struct pr_create_opts o = {root, id, bundle, pid_file, console_socket, detach, {stdio[0], stdio[1], stdio[2]},
+                               preserve ? atoi(preserve) : 0};
+    if (o.preserve_fds < 0 || o.preserve_fds > 1000) return usage_error("--preserve-fds: bad count \"%s\"", preserve);
+    cfg->process.preserve_fds = o.preserve_fds;
     if (strcmp(cmd, "create") == 0) return container_create(cfg, &o, &err) < 0 ? fail(&err) : 0;
     int code = 0;
     if (container_run(cfg, &o, &code, &err) < 0) return fail(&err);

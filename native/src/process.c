@@ -80,8 +80,11 @@ int process_exec(struct pr_process *p, const struct pr_seccomp *sc, const char *
   (void)report_fd;
   /* Mark every descriptor above stdio close-on-exec: nothing of ours leaks
    * into the container (the start channel is already CLOEXEC). */
-  if (sys_close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-    for (int fd = 3; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  unsigned first = 3 + (unsigned)p->preserve_fds;
+  if (sys_close_range(first, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+    for (int fd = (int)first; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  /* --preserve-fds (systemd socket activation): those stay open, as in runc. */
+  for (int fd = 3; fd < (int)first; fd++) fcntl(fd, F_SETFD, 0);
   if (sc && !p->no_new_privileges && seccomp_apply(sc, err) < 0) return -1;
   if (p->caps.given) {
     if (caps_drop_bounding(&p->caps, err) < 0) return -1;

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -514,3 +515,24 @@ def test_mount_options_and_propagation(runtime, runtime_bin, rootfs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert h.parse_kv(proc.stdout) == {"f": "from-host", "rw": "1", "ro": "ro", "slave": "1", "size": "1024",
                                        "noexec": "1"}
+
+
+def test_preserve_fds_passes_exactly_those(prt, rootfs, tmp_path):
+    """--preserve-fds 1 hands fd 3 to the container (socket activation); fd 4 stays out."""
+    (tmp_path / "three").write_text("fd-three\n")
+    fd3 = os.open(tmp_path / "three", os.O_RDONLY)
+    fd4 = os.open("/etc/hostname", os.O_RDONLY)
+    try:
+        b = bundle(tmp_path, rootfs, args=["sh", "-c", "cat <&3; ls /proc/self/fd | tr '\\n' ' '"])
+        code = (f"import os,sys; os.dup2({fd3}, 3); os.dup2({fd4}, 4); "
+                "os.execv(sys.argv[1], sys.argv[1:])")
+        proc = subprocess.run([sys.executable, "-c", code] + prt.base + ["run", "--preserve-fds", "1", "--bundle",
+                              str(b), prt.new_id()], capture_output=True, text=True, pass_fds=(fd3, fd4),
+                              timeout=30, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(fd3)
+        os.close(fd4)
+    assert proc.returncode == 0, proc.stderr
+    first, fds = proc.stdout.splitlines()
+    assert first == "fd-three"
+    assert fds.split() == ["0", "1", "2", "3", "4"]  # 4 here is ls's own directory handle
