@@ -265,6 +265,32 @@ def remove(name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) 
         p.unlink(missing_ok=True)
 
 
+def _spec(name: str, state_dir: str | os.PathLike) -> dict:
+    path = ShimPaths.of(name, state_dir, state_dir).spec
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ContainerError(f"no such container: {name} (never started under {state_dir})") from None
+    except (OSError, ValueError) as exc:
+        raise ContainerError(f"{path}: unreadable container spec ({exc})") from exc
+
+
+def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None) -> ShimStatus:
+    return start(name, spec["argv"], spec["policy"], spec["log_dir"], state_dir, runner=runner,
+                 stop_signal=spec["stop_signal"], stop_timeout=spec["stop_timeout"],
+                 log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
+                 backoff_max_ms=spec["backoff_max_ms"], shim=shim)
+
+
+def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,
+            shim: str | None = None) -> ShimStatus:
+    """`start` of a stopped container and `restart` of any: stop it if it runs, then start it
+    again as it was first started (same command, policy and limits)."""
+    spec = _spec(name, state_dir)
+    stop(name, state_dir, timeout, log_dir=spec["log_dir"])
+    return _start_from_spec(name, spec, state_dir, runner, shim)
+
+
 def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None) -> list[str]:
     """At boot (from the host agent): starts again every container whose restart policy says
     so (Docker's daemon-start rule: `always`, and `unless-stopped` unless the user stopped it)
@@ -272,17 +298,11 @@ def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None) ->
     started = []
     for spec_path in sorted(Path(state_dir).glob("*.spec.json")):
         name = spec_path.name[: -len(".spec.json")]
-        try:
-            spec = json.loads(spec_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ContainerError(f"{spec_path}: unreadable container spec ({exc})") from exc
+        spec = _spec(name, state_dir)
         st = status(name, state_dir, spec["log_dir"])
         if st.shim_alive or not RestartPolicy.parse(spec["policy"]).restart_at_boot(st.stop_requested):
             continue
-        start(name, spec["argv"], spec["policy"], spec["log_dir"], state_dir, runner=runner,
-              stop_signal=spec["stop_signal"], stop_timeout=spec["stop_timeout"],
-              log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
-              backoff_max_ms=spec["backoff_max_ms"], shim=shim)
+        _start_from_spec(name, spec, state_dir, runner, shim)
         started.append(name)
     return started
 

@@ -271,3 +271,12 @@ def test_follow_across_rotations_loses_and_repeats_nothing(box):
     t.join(timeout=30)
     assert got == list(range(n))  # in order, nothing lost or repeated at a rotation
     assert sorted(p.name for p in (box.dir / "logs").glob("rot.log*")) == ["rot.log", "rot.log.1", "rot.log.2"]
+
+
+def test_restart_runs_the_same_command_again(box, shim):
+    first = box.start("again", RUN_FOREVER, "always", stop_signal="SIGKILL")
+    st = supervise.restart("again", box.dir / "state", runner=Runner(), timeout=1, shim=shim)
+    assert st.status == "running" and st.pid != first.pid
+    wait_for(lambda: [t for t in box.texts("again") if t.startswith("run ")] == [f"run {first.pid}\n", f"run {st.pid}\n"],
+             what="both runs logged")
+    box.stop("again", timeout=1)

@@ -193,3 +193,20 @@ def test_log_text_tail_and_timestamps(tmp_path):
     (tmp_path / "c1.log").write_text(rec("a\n", t="T1") + rec("b\n", "stderr", t="T2") + rec("c", t="T3"))
     assert list(supervise.log_text("c1", tmp_path)) == ["a\n", "b\n", "c"]
     assert list(supervise.log_text("c1", tmp_path, tail=2, timestamps=True)) == ["T2 b\n", "T3 c"]
+
+
+def test_restart_starts_again_from_the_spec(tmp_path):
+    (tmp_path / "c1.spec.json").write_text(json.dumps({
+        "argv": ["redis-server"], "policy": "always", "log_dir": str(tmp_path), "stop_signal": "SIGQUIT",
+        "stop_timeout": 3, "log_max_size": 4096, "log_max_files": 2, "backoff_max_ms": 1000}))
+    write_state(tmp_path, "c1", status="exited", exit_code=0)
+    runner = FakeRunner().expect(["/opt/shim"], prefix=True, stdout="1 2\n")
+    supervise.restart("c1", tmp_path, runner=runner, shim="/opt/shim")
+    (argv,) = runner.commands()
+    assert argv[argv.index("--") + 1:] == ("redis-server",)
+    assert argv[argv.index("--stop-signal") + 1] == "SIGQUIT" and argv[argv.index("--log-max-files") + 1] == "2"
+
+
+def test_restart_of_an_unknown_container(tmp_path):
+    with pytest.raises(ContainerError, match="no such container: ghost"):
+        supervise.restart("ghost", tmp_path, runner=FakeRunner())
