@@ -2,7 +2,7 @@
 
 `start()` launches a detached shim that runs the command (later `provision-runtime run ...`),
 keeps it alive per a Docker restart policy and captures its output. The shim outlives the
-CLI; everything we know about it afterwards is in three files:
+CLI; everything we know about it afterwards is in these files:
 
   <state_dir>/<name>.state.json  written atomically by the shim (status, pid, exit code, restarts)
   <state_dir>/<name>.pid         the shim's pid, flock-ed by it for its whole life
