@@ -525,7 +525,7 @@ def test_preserve_fds_passes_exactly_those(prt, rootfs, tmp_path):
     try:
         b = bundle(tmp_path, rootfs, args=["sh", "-c", "cat <&3; ls /proc/self/fd | tr '\\n' ' '"])
         code = (f"import os,sys; os.dup2({fd3}, 3); os.dup2({fd4}, 4); "
-                "os.execv(sys.argv[1], sys.argv[1:])")
+                "os.execvp(sys.argv[1], sys.argv[1:])")
         proc = subprocess.run([sys.executable, "-c", code] + prt.base + ["run", "--preserve-fds", "1", "--bundle",
                               str(b), prt.new_id()], capture_output=True, text=True, pass_fds=(fd3, fd4),
                               timeout=30, stdin=subprocess.DEVNULL)
