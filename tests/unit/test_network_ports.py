@@ -20,6 +20,7 @@ W = "0.0.0.0"
     ("53:53/udp", [PortMapping(W, 53, 53, "udp")]),
     ("8000-8002:80-82", [PortMapping(W, 8000, 80), PortMapping(W, 8001, 81), PortMapping(W, 8002, 82)]),
     ("7000-7001", [PortMapping(W, 0, 7000), PortMapping(W, 0, 7001)]),
+    ("8000-8010:80", [PortMapping(W, 0, 80, "tcp", (8000, 8010))]),
 ])
 def test_parse_port(spec, expected):
     assert parse_port(spec) == expected
@@ -35,7 +36,7 @@ def test_parse_port(spec, expected):
     ("::1:80:80", "want"),
     ("fe80::1:80:80", "want"),
     ("1.2.3:80:80", "not an IP address"),
-    ("8000-8001:80", "differ in length"),
+    ("8000-8001:80-82", "differ in length"),
     ("8002-8000:80-82", "runs backwards"),
     ("a:b:c:d", "want"),
 ])
@@ -88,8 +89,18 @@ def test_assign_host_ports_skips_taken_ones():
     got = assign_host_ports("web", parse_ports(["80", "8080:81", "127.0.0.1::82"]),
                             {"db": [PortMapping(W, 40000, 5432)]}, [Listener("tcp", W, 40001)], (40000, 40010))
     assert [m.host_port for m in got] == [40002, 8080, 40003]
-    with pytest.raises(ContainerError, match="no free host port left for 80/tcp of web"):
+    with pytest.raises(ContainerError, match="no free host port in 40000-40000 for 80/tcp of web"):
         assign_host_ports("web", parse_ports(["80"]), {}, [Listener("tcp", W, 40000)], (40000, 40000))
+
+
+def test_host_range_for_one_container_port_takes_the_first_free():
+    (m,) = parse_ports(["8000-8002:80"])
+    assert str(m) == "8000-8002:80/tcp"
+    got = assign_host_ports("web", [m], {"db": [PortMapping(W, 8000, 5432)]}, [Listener("tcp", W, 8001)], (40000, 40010))
+    assert got == [PortMapping(W, 8002, 80, "tcp")]
+    with pytest.raises(ContainerError, match="no free host port in 8000-8001"):
+        assign_host_ports("web", parse_ports(["8000-8001:80"]), {"db": [PortMapping(W, 8000, 5432)]},
+                          [Listener("tcp", W, 8001)], (40000, 40010))
 
 
 PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

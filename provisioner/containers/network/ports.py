@@ -5,8 +5,8 @@ Accepted (as `docker run -p`):
   HOST:CONTAINER                 e.g. 8080:80
   IP:HOST:CONTAINER              e.g. 127.0.0.1:8080:80
   IP::CONTAINER                  chosen host port on IP
-  ranges                         8000-8002:80-82 (same length; Docker's "host range for one
-                                 container port" form is refused: name the host port)
+  ranges                         8000-8002:80-82 (same length), or 8000-8010:80: the first
+                                 free host port of the range (as Docker)
   any of them + /tcp or /udp     default tcp
 IPv6 host addresses ([::1]:80:80) are refused: the container network is IPv4 only.
 """
@@ -27,13 +27,16 @@ _PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 @dataclass(frozen=True)
 class PortMapping:
     host_ip: str          # "0.0.0.0" for all addresses
-    host_port: int        # 0: choose one at connect time
+    host_port: int        # 0: choose one at connect time…
     container_port: int
     proto: str = "tcp"
+    choose_from: tuple[int, int] | None = None  # …from this range (else the ephemeral range)
 
     def __str__(self) -> str:
         ip = "" if self.host_ip == WILDCARD else f"{self.host_ip}:"
-        return f"{ip}{self.host_port}:{self.container_port}/{self.proto}"
+        host = f"{self.choose_from[0]}-{self.choose_from[1]}" if self.choose_from and not self.host_port \
+            else str(self.host_port)
+        return f"{ip}{host}:{self.container_port}/{self.proto}"
 
     def to_json(self) -> dict:
         return {"host_ip": self.host_ip, "host_port": self.host_port,
@@ -89,6 +92,8 @@ def parse_port(spec: str) -> list[PortMapping]:
         hports = [0] * len(cports)
     else:
         hports = _range(host, spec, "host port")
+        if len(cports) == 1 and len(hports) > 1:
+            return [PortMapping(ip, 0, cports[0], proto, (hports[0], hports[-1]))]
         if len(hports) != len(cports):
             raise ConfigError(f"bad port mapping {spec!r}: host and container ranges differ in length")
     return [PortMapping(ip, h, c, proto) for h, c in zip(hports, cports)]
@@ -146,8 +151,8 @@ def check_conflicts(name: str, wanted: Iterable[PortMapping],
 
 def assign_host_ports(name: str, wanted: Iterable[PortMapping], published: Mapping[str, Iterable[PortMapping]],
                       listeners: Iterable[Listener], port_range: tuple[int, int]) -> list[PortMapping]:
-    """Gives each mapping with host port 0 the lowest free port of `port_range` (Docker picks
-    from the ephemeral range too)."""
+    """Gives each mapping with host port 0 the lowest free port of its own range, or else of
+    `port_range` (Docker picks from the ephemeral range too)."""
     wanted = list(wanted)
     taken = {(m.proto, m.host_port) for m in wanted if m.host_port}
     taken |= {(p.proto, p.host_port) for other, ports in published.items() if other != name for p in ports}
@@ -155,9 +160,10 @@ def assign_host_ports(name: str, wanted: Iterable[PortMapping], published: Mappi
     out = []
     for m in wanted:
         if m.host_port == 0:
-            port = next((p for p in range(port_range[0], port_range[1] + 1) if (m.proto, p) not in taken), None)
+            lo, hi = m.choose_from or port_range
+            port = next((p for p in range(lo, hi + 1) if (m.proto, p) not in taken), None)
             if port is None:
-                raise ContainerError(f"no free host port left for {m.container_port}/{m.proto} of {name}")
+                raise ContainerError(f"no free host port in {lo}-{hi} for {m.container_port}/{m.proto} of {name}")
             taken.add((m.proto, port))
             m = PortMapping(m.host_ip, port, m.container_port, m.proto)
         out.append(m)
