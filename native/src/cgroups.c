@@ -175,3 +175,46 @@ int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err) {
   }
   return 0;
 }
+
+/* v1: freezer.state (FROZEN/THAWED) in the freezer hierarchy; v2:
+ * cgroup.freeze, done once cgroup.events says "frozen 1". */
+static const char *freezer_leaf(const struct pr_cgroup *cg, bool *v2) {
+  for (size_t i = 0; i < cg->n_leaves; i++)
+    if (cg->leaf_names[i] && strcmp(cg->leaf_names[i], "freezer") == 0) {
+      *v2 = false;
+      return cg->leaves[i];
+    }
+  *v2 = true;
+  for (size_t i = 0; i < cg->n_leaves; i++)
+    if (cg->leaf_names[i] && cg->leaf_names[i][0] == '\0') return cg->leaves[i];
+  return NULL;
+}
+
+bool cgroup_is_frozen(const struct pr_cgroup *cg) {
+  bool v2;
+  const char *leaf = freezer_leaf(cg, &v2);
+  if (!leaf) return false;
+  cleanup_free char *p = xasprintf("%s/%s", leaf, v2 ? "cgroup.freeze" : "freezer.state");
+  cleanup_free char *s = NULL;
+  if (read_file(p, &s, NULL, NULL) < 0) return false;
+  return v2 ? s[0] == '1' : str_has_prefix(s, "FROZEN") || str_has_prefix(s, "FREEZING");
+}
+
+int cgroup_freeze(struct pr_cgroup *cg, bool freeze, pr_error *err) {
+  bool v2;
+  const char *leaf = freezer_leaf(cg, &v2);
+  if (!leaf) return pr_fail(err, 0, "this host has no cgroup freezer for the container");
+  cleanup_free char *p = xasprintf("%s/%s", leaf, v2 ? "cgroup.freeze" : "freezer.state");
+  const char *want = v2 ? (freeze ? "1" : "0") : (freeze ? "FROZEN" : "THAWED");
+  if (write_file(p, want, strlen(want), err) < 0) return -1;
+  cleanup_free char *check = xasprintf("%s/%s", leaf, v2 ? "cgroup.events" : "freezer.state");
+  for (int i = 0; i < 1000; i++) {
+    cleanup_free char *s = NULL;
+    if (read_file(check, &s, NULL, err) < 0) return -1;
+    bool done = v2 ? strstr(s, freeze ? "frozen 1" : "frozen 0") != NULL : str_has_prefix(s, want);
+    if (done) return 0;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return pr_fail(err, 0, "timed out waiting for %s to become %s", check, want);
+}

@@ -50,6 +50,9 @@ const char *cgroup_v2_leaf(const struct pr_cgroup *cg);
 int cgroup_join_self_v1(struct pr_cgroup *cg, pr_error *err);
 /* Writes pid into the v2 leaf's cgroup.procs (when clone3 could not). */
 int cgroup_add_pid_v2(struct pr_cgroup *cg, pid_t pid, pr_error *err);
+/* pause/resume: freezes or thaws every task of the container. */
+int cgroup_freeze(struct pr_cgroup *cg, bool freeze, pr_error *err);
+bool cgroup_is_frozen(const struct pr_cgroup *cg);
 /* Lists the pids in the container's cgroup (first leaf). */
 int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err);
 

@@ -95,10 +95,13 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
     return -1;
   }
   const char *status = state_status(root, &st);
-  if (strcmp(status, "running") == 0 && !force)
-    return pr_fail(err, 0, "cannot delete container \"%s\" that is running: stop it first or use --force", id);
+  bool paused = strcmp(status, "paused") == 0;
+  if ((strcmp(status, "running") == 0 || paused) && !force)
+    return pr_fail(err, 0, "cannot delete container \"%s\" that is %s: stop it first or use --force", id, status);
   if (strcmp(status, "stopped") != 0) {
     signal_pid(st.pid, SIGKILL);
+    /* v1 frozen tasks cannot act on the SIGKILL until thawed. */
+    if (paused) cgroup_freeze(&st.cg, false, NULL);
     if (st.cg.n_leaves) {
       /* Processes that left the pid namespace are still in the cgroup. */
       cleanup_free pid_t *pids = NULL;
@@ -152,4 +155,14 @@ int container_list(const char *root, bool json_format, char **out, pr_error *err
   json_object_put(arr);
   *out = text;
   return 0;
+}
+
+int container_pause(const char *root, const char *id, bool pause, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  const char *status = state_status(root, &st);
+  const char *need = pause ? "running" : "paused";
+  if (strcmp(status, need) != 0)
+    return pr_fail(err, 0, "cannot %s container \"%s\": it is %s, not %s", pause ? "pause" : "resume", id, status, need);
+  return cgroup_freeze(&st.cg, pause, err);
 }

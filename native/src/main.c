@@ -201,7 +201,7 @@ static const char *usage =
     "usage: provision-runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND\n"
     "  create [--bundle DIR] [--pid-file F] [--console-socket S] ID\n"
     "  start ID | state ID | list\n"
-    "  kill [--all] ID [SIGNAL]\n"
+    "  kill [--all] ID [SIGNAL] | pause ID | resume ID\n"
     "  delete [--force] ID\n"
     "  run [--bundle DIR] [--pid-file F] [--console-socket S] [--detach] ID\n"
     "  exec [--process F] [--cwd D] [--env K=V] [--user U[:G]] [--tty] [--console-socket S]\n"
@@ -307,6 +307,8 @@ int main(int argc, char **argv) {
     if (npos > 1 && (sig = parse_signal(pos[1])) < 0) return usage_error("unknown signal \"%s\"", pos[1]);
     return container_kill(root, id, sig, all, &err) < 0 ? fail(&err) : 0;
   }
+  if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+    return container_pause(root, id, strcmp(cmd, "pause") == 0, &err) < 0 ? fail(&err) : 0;
   if (strcmp(cmd, "delete") == 0) return container_delete(root, id, force, &err) < 0 ? fail(&err) : 0;
   if (strcmp(cmd, "exec") == 0) {
     struct pr_exec_opts o = {process, pos + 1, env1 ? envs : NULL, cwd, user, tty, console_socket, pid_file, detach, nnp};

@@ -165,7 +165,8 @@ const char *state_status(const char *root, const struct pr_state *st) {
   if (st->pid <= 0 || proc_stat(st->pid, &start, &s) < 0 || start != st->start_time || s == 'Z' || s == 'X')
     return "stopped";
   cleanup_free char *sock = xasprintf("%s/%s/start.sock", root, st->id);
-  return access(sock, F_OK) == 0 ? "created" : "running";
+  if (access(sock, F_OK) == 0) return "created";
+  return cgroup_is_frozen(&st->cg) ? "paused" : "running";
 }
 
 char *state_oci_json_ext(const struct pr_state *st, const char *status, bool pretty) {

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,29 @@ def test_both_modules_on_pure_cgroup_v2(runtime_bin):
                           timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " passed" in proc.stdout.splitlines()[-1]
+
+
+def test_pause_resume_freezes_the_container(prt, rootfs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def cfg(c):
+        c["mounts"].append({"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind"]})
+    script = "i=0; while true; do i=$((i+1)); echo $i > /out/n; sleep 0.01; done"
+    b = bundle(tmp_path, rootfs, args=["sh", "-c", script], config=cfg)
+    cid = prt.new_id()
+    prt.cli("create", "--bundle", b, cid)
+    prt.cli("start", cid)
+    wait_for(lambda: (out / "n").exists() and (out / "n").read_text().strip() not in ("", "1"), what="counting")
+    prt.cli("pause", cid)
+    assert prt.state(cid)["status"] == "paused"
+    frozen = (out / "n").read_text()
+    time.sleep(0.2)  # a frozen counter must not move; nothing to poll for
+    assert (out / "n").read_text() == frozen
+    assert prt.cli("delete", cid, check=False).returncode == 1  # paused is not stopped
+    prt.cli("resume", cid)
+    assert prt.state(cid)["status"] == "running"
+    wait_for(lambda: (out / "n").read_text() != frozen, what="counting again")
+    prt.cli("pause", cid)
+    prt.cli("delete", "--force", cid)  # a paused container can be force-deleted
+    assert list(prt.root.iterdir()) == []
