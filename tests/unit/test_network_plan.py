@@ -343,3 +343,15 @@ def test_subnet_overlapping_another_interface_is_refused():
         check_subnet(clash, CFG)
     with pytest.raises(ContainerError, match="overlaps 10.0.0.5/8 on eth1"):
         check_subnet(NetFacts(interface_networks=(("eth1", "10.0.0.5/8"),)), CFG)
+
+
+def test_preflight_names_missing_tools(tmp_path, monkeypatch):
+    from provisioner.containers.network.facts import preflight
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    (tmp_path / "sys/net/ipv4").mkdir(parents=True)
+    (tmp_path / "sys/net/ipv4/ip_forward").write_text("0\n")
+    runner = FakeRunner(known_commands={"ip", "sysctl", "nsenter"})
+    assert preflight(runner, proc=tmp_path) == ["nft not found (install nftables)"]
+    runner.known_commands |= {"nft"}
+    assert preflight(runner, proc=tmp_path) == []
+    assert preflight(runner, proc=tmp_path / "nope") == ["no IPv4 networking in this kernel (/proc/sys/net/ipv4 missing)"]

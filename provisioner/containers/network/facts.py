@@ -83,3 +83,16 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
         local_addresses=frozenset(local),
         interface_networks=networks,
     )
+
+
+REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "sysctl": "procps", "nsenter": "util-linux"}
+
+
+def preflight(runner, *, proc: str | os.PathLike = "/proc") -> list[str]:
+    """What would stop container networking here, one line each (for `provision doctor`)."""
+    problems = [f"{tool} not found (install {pkg})" for tool, pkg in REQUIRED_TOOLS.items() if not runner.which(tool)]
+    if os.geteuid() != 0:
+        problems.append("container networking needs root (netns, veth, nftables)")
+    if not (Path(proc) / "sys" / "net" / "ipv4" / "ip_forward").exists():
+        problems.append("no IPv4 networking in this kernel (/proc/sys/net/ipv4 missing)")
+    return problems
