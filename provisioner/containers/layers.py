@@ -190,7 +190,9 @@ def apply_layer(fileobj, media_type: str, dest: Path) -> LayerApplied:
             # "r:" over a forward-only reader instead of tarfile's "r|" _Stream, whose small reads
             # re-slice a 1 MB buffer per header (measured: ~40% of the time on a rootfs layer)
             reader = ForwardReader(io.BufferedReader(hashing, _READ))
-            if reader.buf.peek(1):  # a zero-byte layer is an empty layer, not an error
+            # a zero-byte uncompressed layer is an empty layer; compressed data that inflates to
+            # nothing is not (zstandard reports garbage input as a clean EOF)
+            if reader.buf.peek(1) or compression_of(media_type) is not None:
                 with tarfile.open(fileobj=reader, mode="r:", errorlevel=2) as tf:
                     for ti in tf:
                         writer.apply(ti, tf)
