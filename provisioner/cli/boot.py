@@ -27,7 +27,8 @@ def _context(app: App, config_path, sysroot: Path) -> StepContext:
 
 @click.command("boot")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Host config. Default: <root>/{host_config.HOST_FILE}, then {host_config.CLOUD_INIT_FILE}.")
+              help=f"Host config. Default: {host_config.ETC_FILE}, <root>/{host_config.HOST_FILE}, "
+                   f"{host_config.CLOUD_INIT_FILE}.")
 @click.option("--step", "only", multiple=True, type=click.Choice(boot_mod.STEP_NAMES),
               help="Run only this step (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print what each step would change; change nothing.")

@@ -113,27 +113,28 @@ def run_step(step: StepDef, ctx: StepContext, dry_run: bool) -> StepResult:
 
 
 class _BootLog:
-    """Log lines to the module logger (the console, per -v) and, always, to <root>/logs/host-boot.log."""
+    """Log lines go to the module logger (the console, per -v) as they happen, and to
+    <root>/logs/host-boot.log at the end: <root> is usually the ephemeral mount the disks step
+    mounts, so the file is opened only once that step is done (a line written before would land
+    in the directory under the mount and vanish from sight)."""
 
     def __init__(self, path: Path | None):
-        self.file = None
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.file = open(path, "a", encoding="utf-8")
-            except OSError as exc:
-                log.warning("cannot write the boot log %s: %s", path, exc)
+        self.path, self.lines = path, []
 
     def __call__(self, level: int, msg: str) -> None:
         log.log(level, "%s", msg)
-        if self.file:
-            stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-            self.file.write(f"{stamp} {logging.getLevelName(level)} {msg}\n")
-            self.file.flush()
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.lines.append(f"{stamp} {logging.getLevelName(level)} {msg}\n")
 
     def close(self) -> None:
-        if self.file:
-            self.file.close()
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.writelines(self.lines)
+        except OSError as exc:
+            log.warning("cannot write the boot log %s: %s", self.path, exc)
 
 
 def boot(ctx: StepContext, *, steps: tuple[StepDef, ...] = STEPS, only: tuple[str, ...] = (),

@@ -1,7 +1,9 @@
 """The host agent's config: which host of which stack this machine is, and what to prepare.
 
-Looked for, in order: `--config FILE`, `<root>/host/host.yml` (written by agent delivery), then
-`/etc/provisioner/host.json` (written by cloud-init from the user-data; JSON is YAML). Either form:
+Looked for, in order: `--config FILE`, `/etc/provisioner/host.yml` (written by agent delivery),
+`<root>/host/host.yml`, then `/etc/provisioner/host.json` (written by cloud-init from the
+user-data; JSON is YAML). /etc comes first because <root> is usually the ephemeral mount: a file
+there is hidden until the disks step mounts it and lost when the instance is stopped. Either form:
 
 ```yaml
 host: web1                      # required: this host's name
@@ -35,6 +37,7 @@ from .. import yamlutil
 from ..errors import ConfigError
 from ..stack.ports import PublishedPort
 
+ETC_FILE = "/etc/provisioner/host.yml"
 HOST_FILE = "host/host.yml"
 CLOUD_INIT_FILE = "/etc/provisioner/host.json"
 KEYS = {"host", "stack_file", "stack", "cloud", "users", "disks", "ports", "ssh_cidr", "ssh_port",
@@ -79,13 +82,15 @@ class HostConfig:
                 "disks": self.disks.to_json() if self.disks is not None else None}
 
 
-def find_config(root: Path, explicit: str | Path | None = None, cloud_init_file: str = CLOUD_INIT_FILE) -> Path:
+def find_config(root: Path, explicit: str | Path | None = None, cloud_init_file: str | None = None,
+                etc_file: str | None = None) -> Path:
     if explicit:
         return Path(explicit)
-    for cand in (Path(root) / HOST_FILE, Path(cloud_init_file)):
+    cands = (Path(etc_file or ETC_FILE), Path(root) / HOST_FILE, Path(cloud_init_file or CLOUD_INIT_FILE))
+    for cand in cands:
         if cand.is_file():
             return cand
-    raise ConfigError(f"no host config: looked for {Path(root) / HOST_FILE} and {cloud_init_file} "
+    raise ConfigError(f"no host config: looked for {', '.join(map(str, cands))} "
                       "(is this machine a provisioned host? `provision deploy` writes the first)")
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -72,6 +74,16 @@ def python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def content_digest(wheel: Path) -> str:
+    """sha256 over a wheel's member names and contents (not the zip's timestamps), so two builds
+    of the same source compare equal and an unchanged agent is not reinstalled."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(z.namelist()):
+            h.update(name.encode() + b"\0" + z.read(name) + b"\0")
+    return h.hexdigest()
+
+
 def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | None = None,
                  progress: Callable[[str], None] = lambda _m: None) -> AgentBundle:
     cache = cache or DEFAULT_CACHE
@@ -121,6 +133,15 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
     if remote_py != bundle.python:
         raise HostError(f"agent delivery to {ssh.target.where}: host has Python {remote_py}, the wheels were built "
                         f"for {bundle.python}; run provision with a Python {remote_py} interpreter")
+    digest = content_digest(bundle.project_wheel) + " " + ",".join(w.name for w in bundle.dependency_wheels)
+    marker = f"{venv}.installed"
+    current = ssh.run(["cat", marker], check=False).stdout.strip()
+    if current == digest and ssh.run(["test", "-x", f"{venv}/bin/provision"], check=False).returncode == 0:
+        report.skipped = [w.name for w in bundle.wheels]
+        report.version = ssh.run([f"{venv}/bin/provision", "--version"]).stdout.strip()
+        report.seconds["push"] = report.seconds["install"] = 0.0
+        progress(f"agent: {report.version} already installed from the same wheels; nothing to do")
+        return report
     ssh.run(["mkdir", "-p", staging])
     have = ssh.listdir(staging)
     for whl in bundle.wheels:
@@ -149,6 +170,7 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
         # Same version number, new code: reinstall the project wheel itself (dependencies stay).
         ssh.run([*pip, "--no-deps", "--force-reinstall", wheel], sudo=True, timeout=900)
     ssh.run(["ln", "-sfn", f"{venv}/bin/provision", "/usr/local/bin/provision"], sudo=True)
+    ssh.run(f"printf '%s\\n' {shlex.quote(digest)} > {shlex.quote(marker)}", sudo=True)
     report.seconds["install"] = round(time.monotonic() - t1, 2)
     # As root, so this first run also writes the byte code of what the agent imports.
     report.version = ssh.run(["/usr/local/bin/provision", "--version"], sudo=True).stdout.strip()

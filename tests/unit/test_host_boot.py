@@ -23,6 +23,14 @@ from provisioner.testing import FakeRunner
 from test_host_steps import KEY1, FakeNft, FakeSysctl, fake_useradd
 
 
+@pytest.fixture(autouse=True)
+def no_system_config(tmp_path, monkeypatch):
+    """The CLI looks in /etc/provisioner first: never let this machine's files in."""
+    from provisioner.host import config as hc
+    monkeypatch.setattr(hc, "ETC_FILE", str(tmp_path / "no-etc-host.yml"))
+    monkeypatch.setattr(hc, "CLOUD_INIT_FILE", str(tmp_path / "no-host.json"))
+
+
 class FakeDisks:
     """converge(): one MakeDir on the first call, converged after."""
 

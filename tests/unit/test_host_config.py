@@ -74,15 +74,19 @@ def test_cloud_init_json_is_accepted(tmp_path):
     assert (cfg.host, cfg.stack, cfg.cloud, cfg.disks, cfg.ports) == ("web1", "shop", "local", None, ())
 
 
-def test_find_config_order(tmp_path):
+def test_find_config_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(hc, "ETC_FILE", str(tmp_path / "etc-host.yml"))
+    monkeypatch.setattr(hc, "CLOUD_INIT_FILE", str(tmp_path / "host.json"))
+    with pytest.raises(ConfigError, match="no host config: looked for .*etc-host.yml, .*host.yml, .*host.json"):
+        hc.find_config(tmp_path / "root")
     cloud_init = write(tmp_path, '{"host": "h"}', "host.json")
-    assert hc.find_config(tmp_path / "root", cloud_init_file=str(cloud_init)) == cloud_init
+    assert hc.find_config(tmp_path / "root") == cloud_init
     (tmp_path / "root" / "host").mkdir(parents=True)
-    mine = write(tmp_path / "root" / "host", "host: h\n")
-    assert hc.find_config(tmp_path / "root", cloud_init_file=str(cloud_init)) == mine
+    under_root = write(tmp_path / "root" / "host", "host: h\n")
+    assert hc.find_config(tmp_path / "root") == under_root
+    etc = write(tmp_path, "host: h\n", "etc-host.yml")   # /etc first: <root> may be the ephemeral mount
+    assert hc.find_config(tmp_path / "root") == etc
     assert hc.find_config(tmp_path / "root", "/x/y.yml") == hc.Path("/x/y.yml")
-    with pytest.raises(ConfigError, match="no host config"):
-        hc.find_config(tmp_path / "nowhere", cloud_init_file=str(tmp_path / "missing.json"))
 
 
 @pytest.mark.parametrize("text, message, line", [

@@ -344,6 +344,7 @@ def test_containers_with_systemd_installs_the_unit(tmp_path):
                            f"systemctl enable {containers.UNIT}", f"systemctl restart {containers.UNIT}")
     unit = ctx.path(containers.UNIT_PATH).read_text()
     assert f"ExecStart=/opt/p/bin/provision --root {ctx.root} host restore-containers" in unit
+    assert f"RequiresMountsFor={ctx.root}\n" in unit
     assert "Type=oneshot" in unit and "KillMode=process" in unit and "WantedBy=multi-user.target" in unit
     assert containers.run(ctx).changes == ()
     state["active"] = "inactive"           # e.g. stopped by hand

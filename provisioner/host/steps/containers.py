@@ -8,6 +8,9 @@ own cgroup instead of cloud-init's, and on later boots the unit restores the con
 before cloud-init runs the hook (which then finds them running and starts nothing).
 KillMode=process because the unit's "main process" exits at once while the supervisors it
 started must keep running; at shutdown systemd's final SIGTERM reaches them anyway.
+RequiresMountsFor=<root>: when the ephemeral filesystem is not there yet (a stopped-and-started
+cloud instance gets blank local disks), the unit fails instead of restoring from an empty
+directory, and the hook's containers step restarts it once the disks step has mounted <root>.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ def unit_text(agent: str, root: Path) -> str:
             "Description=provisioner: restart supervised containers\n"
             "Wants=network-online.target\n"
             "After=network-online.target local-fs.target\n"
+            # the store and the supervisors' state are on the ephemeral mount at <root>
+            f"RequiresMountsFor={root}\n"
             "\n[Service]\n"
             "Type=oneshot\n"
             "RemainAfterExit=yes\n"
