@@ -29,7 +29,7 @@ from .. import native
 from ..errors import CommandError, ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
 from . import btrfs, bundle, network, reference, supervise, volumes
-from .container import ContainerRecord, Containers
+from .container import ContainerRecord, Containers, check_name
 from .network.manage import SystemPaths
 from .network.ports import parse_ports
 from .runtime import DEFAULT_STATE_ROOT, Runtime
@@ -146,6 +146,8 @@ class Manager:
     # ---- run ----------------------------------------------------------------------------------
     def check(self, req: RunRequest) -> dict:
         """Every input checked, nothing touched: the container's config."""
+        if req.name:
+            check_name(req.name)
         opts_env = list(bundle.parse_env(req.env))
         env_file_entries: list[tuple[str, str]] = []
         for f in req.env_files:

@@ -121,7 +121,7 @@ class Env:
         rules = [i["rule"] for i in json.loads(table.stdout)["nftables"] if "rule" in i
                  and "prov:" in json.dumps(i["rule"])] if table.returncode == 0 else []
         subvols = Runner().run(["btrfs", "subvolume", "list", "-o", str(self.root)], check=False).stdout
-        snapshots = [ln for ln in subvols.splitlines() if "/containers/" in ln]
+        snapshots = [ln.split(" path ", 1)[1] for ln in subvols.splitlines() if "/containers/" in ln]
         mounts = [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(self.root) in ln]
         shims = []
         sup = self.root / "containers" / ".supervise"
@@ -186,3 +186,142 @@ def test_httpd_serves_a_file_through_a_published_port_and_rm_f_leaves_nothing(en
     env.provision("container", "rm", "-f", "web")
     assert env.leftovers() == NOTHING
     assert not Path(f"/run/provision-runtime/{cid}").exists()
+
+
+def test_one_container_reaches_another_by_its_link_alias(env):
+    env.run("--name", "backend", env.refs["web"])
+    env.run("--name", "front", "--link", "backend:api", env.refs["busybox"], "sleep", "1000")
+    hosts = env.provision("container", "exec", "front", "cat", "/etc/hosts").stdout
+    assert f"{env.address('backend')}\tapi backend" in hosts
+    got = wait_for(lambda: env.provision("container", "exec", "front", "wget", "-q", "-O-",
+                                         "http://api/index.html").stdout, what="wget http://api/")
+    assert got == PAGE
+    envvars = env.provision("container", "exec", "front", "env").stdout.split()
+    assert f"API_PORT_80_TCP_ADDR={env.address('backend')}" in envvars
+    assert "API_PORT=tcp://" + env.address("backend") + ":80" in envvars
+
+
+def test_named_volume_survives_rm_and_rerun(env):
+    out = env.provision("container", "run", "--name", "w1", "-v", "keep:/store", env.refs["busybox"],
+                        "sh", "-c", "echo persisted > /store/file; echo written")
+    assert out.returncode == 0 and out.stdout == "written\n"
+    env.provision("container", "rm", "w1")
+    assert (env.root / "volumes" / "keep" / "file").read_text() == "persisted\n"
+    out = env.provision("container", "run", "--rm", "--name", "w2", "-v", "keep:/store:ro", env.refs["busybox"],
+                        "sh", "-c", "cat /store/file; touch /store/x || echo read-only")
+    assert out.stdout.splitlines()[0] == "persisted" and "read-only" in out.stdout
+    assert env.provision("container", "ps", "-a", "--json").stdout.strip() == "[]"  # --rm removed it
+    assert env.leftovers() == NOTHING
+
+
+def test_attached_run_returns_the_exit_code(env):
+    out = env.provision("container", "run", "--rm", env.refs["busybox"], "sh", "-c", "echo out; echo err >&2; exit 3",
+                        check=False)
+    assert (out.returncode, out.stdout) == (3, "out\n") and "err" in out.stderr
+
+
+def test_kill9_restarts_per_policy_counted_and_logs_show_both_runs(env):
+    cid = env.run("--name", "flaky", "--restart", "on-failure:3", env.refs["busybox"],
+                  "sh", "-c", "echo started; exec sleep 1000")
+    wait_for(lambda: env.provision("container", "logs", "flaky").stdout.count("started") == 1, what="first run")
+    first = env.container_pid(cid)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: env.inspect("flaky")["status"]["restart_count"] == 1 and
+             env.inspect("flaky")["status"]["state"] == "running", what="restart")
+    wait_for(lambda: env.provision("container", "logs", "flaky").stdout.count("started") == 2, what="second run")
+    assert env.container_pid(cid) != first
+    ps = json.loads(env.provision("container", "ps", "--json").stdout)
+    assert ps[0]["status"]["restart_count"] == 1
+    logs = env.provision("container", "logs", "--timestamps", "--tail", "1", "flaky").stdout
+    assert logs.split(" ", 1)[1] == "started\n" and logs[:4].isdigit()
+    # a user stop is not restarted
+    env.provision("container", "stop", "-t", "1", "flaky")
+    assert env.inspect("flaky")["status"]["state"] == "exited"
+
+
+def test_memory_and_cpus_are_in_the_containers_cgroup(env):
+    cid = env.run("--name", "limited", "--memory", "64m", "--cpus", "0.5", env.refs["busybox"], "sleep", "1000")
+    dirs = cgroup_dirs(f"/provisioner/{cid}")
+    mem = [Path(d) / "memory.limit_in_bytes" for d in dirs if (Path(d) / "memory.limit_in_bytes").exists()]
+    mem += [Path(d) / "memory.max" for d in dirs if (Path(d) / "memory.max").exists()]
+    assert mem and mem[0].read_text().strip() == str(64 << 20)
+    quota = [Path(d) / "cpu.cfs_quota_us" for d in dirs if (Path(d) / "cpu.cfs_quota_us").exists()]
+    period = [Path(d) / "cpu.cfs_period_us" for d in dirs if (Path(d) / "cpu.cfs_period_us").exists()]
+    cpumax = [Path(d) / "cpu.max" for d in dirs if (Path(d) / "cpu.max").exists()]
+    if quota:
+        assert (quota[0].read_text().strip(), period[0].read_text().strip()) == ("50000", "100000")
+    else:
+        assert cpumax[0].read_text().split() == ["50000", "100000"]
+    pid = env.container_pid(cid)
+    assert any(f"/provisioner/{cid}" in line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+    env.provision("container", "rm", "-f", "limited")
+    assert cgroup_dirs(f"/provisioner/{cid}") == []
+
+
+def test_image_user_volume_workdir_and_stop_signal(env):
+    cid = env.run("--name", "data", env.refs["data"])
+    out = wait_for(lambda: (o := env.provision("container", "logs", "data").stdout).count("seeded") and o,
+                   what="data output")
+    # the image's User by name, its supplementary groups from /etc/group (moby's GetExecUser)
+    assert "uid=1000(app) gid=1000(app)" in out and "2000(extra)" in out and "HOME=/home/app" in out
+    spec = json.loads((env.root / "containers" / cid / "bundle" / "config.json").read_text())
+    anon = [m for m in env.inspect("data")["mounts"] if m["destination"] == "/data"]
+    assert anon and anon[0]["kind"] == "anonymous"
+    assert any(m["destination"] == "/data" and m["type"] == "bind" for m in spec["mounts"])
+    spec_shim = json.loads((env.root / "containers" / ".supervise" / f"{cid}.spec.json").read_text())
+    assert spec_shim["stop_signal"] == "SIGUSR1"
+    env.provision("container", "rm", "-f", "-v", "data")
+    assert not (env.root / "volumes" / anon[0]["source"]).exists()
+
+
+def test_stop_start_restart_keep_the_address_and_serve_again(env):
+    port = free_port()
+    env.run("--name", "web", "-p", f"127.0.0.1:{port}:80", env.refs["web"])
+    addr = env.address("web")
+    wait_for(lambda: http_get(port) == PAGE, what="httpd")
+    env.provision("container", "stop", "web")
+    assert env.inspect("web")["status"]["state"] == "exited"
+    assert env.provision("container", "ps").stdout.count("web") == 0
+    env.provision("container", "start", "web")
+    assert env.address("web") == addr
+    wait_for(lambda: http_get(port) == PAGE, what="httpd after start")
+    env.provision("container", "restart", "-t", "1", "web")
+    wait_for(lambda: http_get(port) == PAGE, what="httpd after restart")
+
+
+def _one_error_line(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_nothing_half_created(env):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        err = _one_error_line(env.provision("container", "run", "-d", "--name", "xx", "-p", f"127.0.0.1:{taken}:80",
+                                            env.refs["web"], check=False))
+        assert f"port {taken}/tcp is already in use" in err
+    assert env.leftovers() == NOTHING
+    registry = env.refs["web"].split("/")[0]
+    err = _one_error_line(env.provision("container", "run", "-d", f"{registry}/no/such:image", check=False))
+    assert "no/such" in err
+    assert env.leftovers() == NOTHING
+    env.run("--name", "taken", env.refs["busybox"], "sleep", "1000")
+    before = env.leftovers()
+    err = _one_error_line(env.provision("container", "run", "-d", "--name", "taken", env.refs["busybox"],
+                                        check=False))
+    assert "name 'taken' is already in use" in err
+    assert env.leftovers() == before
+    err = _one_error_line(env.provision("container", "run", "-d", env.refs["busybox"], "/no/such/binary",
+                                        check=False))
+    assert "/no/such/binary" in err
+    err = _one_error_line(env.provision("container", "run", "-d", "-v", "rel/dir:/x", env.refs["busybox"],
+                                        check=False))
+    assert "not a valid volume name" in err
+    assert env.leftovers() == before
+    err = _one_error_line(env.provision("container", "rm", "taken", check=False))
+    assert "is running" in err
