@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -64,4 +67,66 @@ int console_setup(int sock, unsigned rows, unsigned cols, pr_error *err) {
   for (int i = 0; i < 3; i++)
     if (dup2(slave, i) < 0) return pr_fail(err, errno, "process.terminal: dup2");
   return 0;
+}
+
+int console_recv_fd(int sock, pr_error *err) {
+  char name[256], buf[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = {name, sizeof name};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf, .msg_controllen = sizeof buf};
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+  struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+  if (!c || c->cmsg_type != SCM_RIGHTS) return pr_fail(err, n < 0 ? errno : 0, "process.terminal: no pty from the container");
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+static volatile sig_atomic_t winch;
+static void on_winch(int sig) { (void)sig; winch = 1; }
+
+static void copy_winsize(int master) {
+  struct winsize ws;
+  if (ioctl(0, TIOCGWINSZ, &ws) == 0) ioctl(master, TIOCSWINSZ, &ws);
+}
+
+int console_proxy(int master, pr_error *err) {
+  /* What `runc run` does without --console-socket: our stdin/stdout become
+   * the pty's other end (raw mode when stdin is a terminal). */
+  struct termios saved;
+  bool raw = isatty(0) && tcgetattr(0, &saved) == 0;
+  if (raw) {
+    struct termios t = saved;
+    cfmakeraw(&t);
+    tcsetattr(0, TCSANOW, &t);
+    copy_winsize(master);
+    signal(SIGWINCH, on_winch);
+  }
+  struct pollfd fds[2] = {{0, POLLIN, 0}, {master, POLLIN, 0}};
+  char buf[8192];
+  int ret = 0;
+  for (;;) {
+    if (winch) {
+      winch = 0;
+      copy_winsize(master);
+    }
+    int r = poll(fds, 2, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      ret = pr_fail(err, errno, "poll");
+      break;
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = read(master, buf, sizeof buf);
+      if (n <= 0) break; /* EIO: the container side of the pty is closed */
+      if (write_all(1, buf, (size_t)n) < 0) break;
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP)) {
+      ssize_t n = read(0, buf, sizeof buf);
+      if (n <= 0) fds[0].fd = -1; /* stdin closed: keep showing output */
+      else if (write_all(master, buf, (size_t)n) < 0) break;
+    }
+  }
+  if (raw) tcsetattr(0, TCSANOW, &saved);
+  return ret;
 }

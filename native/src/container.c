@@ -79,7 +79,8 @@ struct created {
   struct pr_container ct;
   struct pr_state st;
   pid_t pid;
-  int sync_fd; /* parent end */
+  int sync_fd;      /* parent end */
+  int console_peer; /* run with a terminal and no --console-socket: receives the pty */
 };
 
 static void undo(struct created *c) {
@@ -102,7 +103,7 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   for (int n = 0; n < NS__COUNT; n++) ct->ns_fds[n] = -1;
   if (!cfg->ns[NS_MOUNT].present)
     return pr_fail(err, 0, "config.json: linux.namespaces: a mount namespace is required");
-  if (cfg->process.terminal && !o->console_socket)
+  if (cfg->process.terminal && !o->console_socket && !(for_run && !o->detach))
     return pr_fail(err, 0, "config.json: process.terminal is true but no --console-socket was given");
   if (open_join_namespaces(ct, err) < 0) return -1;
   for (int k = 0; k < 3; k++) {
@@ -113,6 +114,14 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   }
   if (o->console_socket && cfg->process.terminal && (ct->console_fd = console_connect(o->console_socket, err)) < 0)
     return -1;
+  c->console_peer = -1;
+  if (cfg->process.terminal && !o->console_socket) {
+    /* run without --console-socket: we are the console socket's other end */
+    int cp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cp) < 0) return pr_fail(err, errno, "socketpair");
+    c->console_peer = cp[0];
+    ct->console_fd = cp[1];
+  }
   if (state_dir_create(o->root, o->id, &ct->state_dir, err) < 0) return -1;
   if (!for_run && (ct->start_listen_fd = listen_start_sock(ct->state_dir, err)) < 0) goto fail;
   ct->cg.drv = cgroup_detect();
@@ -299,14 +308,22 @@ int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *ex
   sigemptyset(&sa.sa_mask);
   int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
-  int r = 0;
-  if (sync_send(c.sync_fd, SYNC_START, 0, NULL) < 0 || container_read_start_result(c.sync_fd, err) < 0) r = -1;
+  int r = 0, master = -1;
+  if (c.console_peer >= 0) {
+    if ((master = console_recv_fd(c.console_peer, err)) < 0) r = -1;
+    close(c.console_peer);
+  }
+  if (r == 0 && (sync_send(c.sync_fd, SYNC_START, 0, NULL) < 0 || container_read_start_result(c.sync_fd, err) < 0)) r = -1;
   close(c.sync_fd);
   if (r == 0 && cfg->hooks[HOOK_POSTSTART].n) {
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(&c.st, "running");
     if (hooks_run(&cfg->hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
       fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+  }
+  if (master >= 0) {
+    if (r == 0) console_proxy(master, NULL);
+    close(master);
   }
   int status = 0;
   while (waitpid(c.pid, &status, 0) < 0)

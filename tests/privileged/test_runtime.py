@@ -393,6 +393,17 @@ def test_terminal_via_console_socket(runtime, runtime_bin, rootfs, tmp_path):
         r.cleanup()
 
 
+def test_run_with_terminal_and_no_console_socket(prt, rootfs, tmp_path):
+    """Like `runc run` on a terminal bundle: the runtime holds the pty and copies it to its
+    own stdout; the exit code still comes through."""
+    def cfg(c):
+        c["process"]["terminal"] = True
+    b = bundle(tmp_path, rootfs, args=["sh", "-c", "echo tty=$(tty); exit 3"], config=cfg)
+    proc = prt.run(b)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.replace("\r", "").splitlines() == ["tty=/dev/pts/0"]
+
+
 def test_no_runtime_fd_leaks_into_container(prt, rootfs, tmp_path):
     leak = os.open("/etc/hostname", os.O_RDONLY)  # inheritable on purpose
     os.set_inheritable(leak, True)
