@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..errors import CommandError, ConfigError, ContainerError
 from ..fsutil import atomic_write
@@ -291,10 +291,13 @@ def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float |
     return _start_from_spec(name, spec, state_dir, runner, shim)
 
 
-def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None) -> list[str]:
+def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None,
+            before_start: Callable[[str], None] | None = None) -> list[str]:
     """At boot (from the host agent): starts again every container whose restart policy says
     so (Docker's daemon-start rule: `always`, and `unless-stopped` unless the user stopped it)
-    and whose supervisor is not running. Returns the names started."""
+    and whose supervisor is not running. `before_start(name)` runs first for each of them:
+    the place to rebuild what a reboot took (network.reconnect: netns, veth, rules).
+    Returns the names started."""
     started = []
     for spec_path in sorted(Path(state_dir).glob("*.spec.json")):
         name = spec_path.name[: -len(".spec.json")]
@@ -302,6 +305,8 @@ def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None) ->
         st = status(name, state_dir, spec["log_dir"])
         if st.shim_alive or not RestartPolicy.parse(spec["policy"]).restart_at_boot(st.stop_requested):
             continue
+        if before_start is not None:
+            before_start(name)
         _start_from_spec(name, spec, state_dir, runner, shim)
         started.append(name)
     return started

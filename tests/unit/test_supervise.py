@@ -175,7 +175,9 @@ def test_restore_starts_what_the_policy_brings_back_at_boot(tmp_path):
     write_state(tmp_path, "d", status="running")
     spec("e", "on-failure:3")
     runner = FakeRunner().expect(["/opt/shim"], prefix=True, stdout="1 2\n")
-    assert supervise.restore(tmp_path, runner=runner, shim="/opt/shim") == ["a", "c"]
+    prepared = []
+    assert supervise.restore(tmp_path, runner=runner, shim="/opt/shim", before_start=prepared.append) == ["a", "c"]
+    assert prepared == ["a", "c"]
     started = [c[c.index("--") + 1:] for c in runner.commands()]
     assert started == [("run", "a"), ("run", "c")]
 
