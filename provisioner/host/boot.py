@@ -8,14 +8,18 @@ over SSH) reads it. Log lines go to the `provisioner.host.boot` logger and <root
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from .. import __version__
 from ..errors import ConfigError, HostError, ProvisionerError
 from ..fsutil import atomic_write
 from .steps import Outcome, Skip, StepContext
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "host/boot-result.json"
 LOG_FILE = "logs/host-boot.log"
+LOCK_FILE = "/run/provisioner/boot.lock"   # under the sysroot; /run is empty at every boot
+LOCK_TIMEOUT = 900.0
 OK, CHANGED, SKIPPED, FAILED = "ok", "changed", "skipped", "failed"
 
 
@@ -75,7 +81,7 @@ class BootResult:
         return [s.name for s in self.steps if s.status == FAILED]
 
     def to_json(self) -> dict:
-        return {"version": 1, "host": self.host, "stack": self.stack, "started_at": self.started_at,
+        return {"version": 1, "agent": __version__, "host": self.host, "stack": self.stack, "started_at": self.started_at,
                 "seconds": round(self.seconds, 3), "dry_run": self.dry_run, "ok": self.ok,
                 "steps": [asdict(s) for s in self.steps]}
 
@@ -137,13 +143,45 @@ class _BootLog:
             log.warning("cannot write the boot log %s: %s", self.path, exc)
 
 
+@contextmanager
+def exclusive(path: Path, timeout: float = LOCK_TIMEOUT):
+    """One boot hook at a time (cloud-init's per-boot run and `provision deploy` over SSH can
+    meet): the second waits for the first, then finds the host converged."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise HostError(f"another boot hook is running (pid {holder}, lock {path}); "
+                                    f"gave up after {timeout:g}s") from None
+                time.sleep(0.1)  # flock(2) has no timeout of its own
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def boot(ctx: StepContext, *, steps: tuple[StepDef, ...] = STEPS, only: tuple[str, ...] = (),
          dry_run: bool = False, on_step: Callable[[StepResult], None] | None = None,
-         result_path: Path | None = None) -> BootResult:
+         result_path: Path | None = None, lock_timeout: float = LOCK_TIMEOUT) -> BootResult:
     """Runs the steps in order and writes the result file (not on dry runs)."""
     unknown = [n for n in only if n not in {s.name for s in steps}]
     if unknown:
         raise ConfigError(f"unknown boot step(s): {', '.join(unknown)} (steps: {', '.join(s.name for s in steps)})")
+    if dry_run:
+        return _boot(ctx, steps, only, dry_run, on_step, result_path)
+    with exclusive(ctx.path(LOCK_FILE), lock_timeout):
+        return _boot(ctx, steps, only, dry_run, on_step, result_path)
+
+
+def _boot(ctx, steps, only, dry_run, on_step, result_path) -> BootResult:
     result = BootResult(ctx.config.host, ctx.config.stack,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"), dry_run=dry_run)
     say = _BootLog(None if dry_run else ctx.root / LOG_FILE)

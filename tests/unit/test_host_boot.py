@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from provisioner import __version__
 from provisioner.cli.app import App
 from provisioner.cli.main import cli, main
 from provisioner.disks.actions import MakeDir
@@ -82,6 +83,7 @@ def test_fresh_boot_then_rerun_changes_nothing(host):
 
     data = json.loads((host.root / boot.RESULT_FILE).read_text())
     assert data["host"] == "web1" and data["stack"] == "shop" and data["ok"] is True and data["version"] == 1
+    assert data["agent"] == __version__
     disks = data["steps"][0]
     assert set(disks) == {"name", "status", "seconds", "message", "changes"}
     assert disks["changes"] == ["mkdir -p /srv/eph"] and disks["message"] == "/srv/eph; ephemeral: 1 disk"
@@ -149,6 +151,23 @@ def test_only_and_dry_run(host):
     assert host.runner.commands("nft") == [("nft", "list", "table", "inet", "provisioner_host")]
     with pytest.raises(Exception, match="unknown boot step"):
         boot.boot(host, only=("dns",))
+
+
+def test_one_boot_hook_at_a_time(host):
+    import fcntl
+
+    lock = host.path(boot.LOCK_FILE)
+    lock.parent.mkdir(parents=True)
+    lock.write_text("4242\n")
+    with open(lock) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(HostError, match=r"another boot hook is running \(pid 4242, lock .*boot.lock\); "
+                                            r"gave up after 0.2s"):
+            boot.boot(host, only=("logrotate",), lock_timeout=0.2)
+        assert not (host.root / boot.RESULT_FILE).exists()
+        assert boot.boot(host, only=("logrotate",), dry_run=True).steps   # a dry run does not wait
+    result = boot.boot(host, only=("logrotate",), lock_timeout=0.2)
+    assert statuses(result) == {"logrotate": "changed"} and lock.read_text() == f"{os.getpid()}\n"
 
 
 def test_read_result_errors(tmp_path):

@@ -83,6 +83,16 @@ def test_sysctl_reapplies_when_the_live_value_drifted(tmp_path):
     assert [type(a).__name__ for a in actions] == ["Apply"]  # the file is right; only apply
 
 
+def test_sysctl_unknown_key_from_the_config_fails_before_writing(tmp_path):
+    runner = FakeRunner()
+    FakeSysctl(runner, {"net.ipv4.ip_forward": "0"})
+    ctx = make_ctx(tmp_path, runner, sysctl={"net.core.somaxcon": "1"}, path="/etc/provisioner/host.yml")
+    with pytest.raises(Exception, match=r"sysctl: net.core.somaxcon \(from /etc/provisioner/host.yml\) not in "
+                                        "this kernel; nothing applied"):
+        sysctl.run(ctx)
+    assert not (ctx.sysroot / "etc/sysctl.d").exists()
+
+
 def test_sysctl_dry_run_changes_nothing(tmp_path):
     runner = FakeRunner()
     FakeSysctl(runner, {"net.ipv4.ip_forward": "0"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import HostError
 from . import Outcome, StepContext, describe, read_text
 from .files import WriteFile, plan_file, write
 
@@ -99,6 +100,9 @@ def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
     exact, minimums = desired_keys(ctx)
     f = facts(ctx, {*exact, *minimums})
     actions, values, missing = plan(f, exact, minimums, ctx.path(CONF))
+    wanted = [k for k in missing if k in ctx.config.sysctl]
+    if wanted:  # the user asked for these by name: a typo or a missing module, say so
+        raise HostError(f"sysctl: {', '.join(wanted)} (from {ctx.config.path}) not in this kernel; nothing applied")
     note = f"not in this kernel: {', '.join(missing)}" if missing else ""
     if not dry_run:
         for a in actions:
