@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -111,10 +112,17 @@ static int spawn(struct run *r, shim_error *err) {
   int outp[2], errp[2], execp[2];
   if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0)
     return shim_fail(err, errno, "pipe");
+  pid_t shim = getpid();
   pid_t pid = fork();
   if (pid < 0)
     return shim_fail(err, errno, "fork");
   if (pid == 0) {
+    /* If the supervisor is killed, its command goes too: an unsupervised orphan would hold the
+     * container's ports and make a later start run it twice. Checked after arming, in case the
+     * supervisor died in between. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != shim)
+      _exit(127);
     setpgid(0, 0);
     sigset_t none;
     sigemptyset(&none);

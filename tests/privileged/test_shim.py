@@ -235,7 +235,10 @@ def test_restore_after_a_simulated_reboot(box, shim):
     for name in ("a", "c"):
         st = box.status(name)
         os.kill(st.shim_pid, signal.SIGKILL)
-        os.killpg(st.pid, signal.SIGKILL)
+        try:
+            os.killpg(st.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already gone with its supervisor (PR_SET_PDEATHSIG)
     wait_for(lambda: box.status("a").status == "dead" and box.status("c").status == "dead")
     assert supervise.restore(box.dir / "state", runner=Runner(), shim=shim) == ["a"]
     st = box.status("a")
@@ -280,3 +283,16 @@ def test_restart_runs_the_same_command_again(box, shim):
     wait_for(lambda: [t for t in box.texts("again") if t.startswith("run ")] == [f"run {first.pid}\n", f"run {st.pid}\n"],
              what="both runs logged")
     box.stop("again", timeout=1)
+
+
+def test_killing_the_supervisor_takes_its_command_along(box):
+    st = box.start("orphan", RUN_FOREVER, "always")
+    os.kill(st.shim_pid, signal.SIGKILL)
+    wait_for(lambda: box.status("orphan").status == "dead", what="shim gone")
+
+    def gone(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except FileNotFoundError:
+            return True
+    wait_for(lambda: gone(st.pid), what="command killed with its supervisor")
