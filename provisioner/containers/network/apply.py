@@ -11,9 +11,9 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
   postrouting (nat, srcnat) subnet leaving by another interface → masquerade (egress NAT)
                             127.0.0.0/8 leaving by the bridge   → masquerade (see below)
                             DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
-  input (filter)            drop new connections from a container to the host's 127.0.0.0/8 (replies
-                            to DNAT-ed 127.0.0.1 traffic pass): route_localnet
-                            would let it in otherwise (CVE-2020-8558, fixed the same way by kube-proxy)
+  input (filter)            drop new connections from a container to the host's 127.0.0.0/8,
+                            which route_localnet would let in (CVE-2020-8558; kube-proxy's fix);
+                            replies to DNAT-ed 127.0.0.1 traffic still pass
   forward (filter)          accept to/from the bridge (a drop in another table still wins)
 
 We chose kernel DNAT over a userland proxy for 127.0.0.1: no process per port, no copying.
