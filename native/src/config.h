@@ -66,6 +66,7 @@ struct pr_process {
   bool has_oom_score_adj;
   int oom_score_adj;
   int preserve_fds; /* from the command line, not config.json */
+  long personality; /* linux.personality, -1 = leave as is */
 };
 
 struct pr_seccomp_arg {

@@ -109,6 +109,14 @@ int config_parse_linux(struct pr_config *c, json_object *lx, pr_error *err) {
   if (o && config_parse_resources(c, o, err) < 0) return -1;
   if (jget_object(lx, "seccomp", "linux", &o, err) < 0) return -1;
   if (o && config_parse_seccomp(c, o, err) < 0) return -1;
+  c->process.personality = -1;
+  if (jget_object(lx, "personality", "linux", &o, err) < 0) return -1;
+  if (o) {
+    if (jget_string(o, "domain", "linux.personality", true, &s, err) < 0) return -1;
+    if (strcmp(s, "LINUX") == 0) c->process.personality = 0x0000;        /* PER_LINUX */
+    else if (strcmp(s, "LINUX32") == 0) c->process.personality = 0x0008; /* PER_LINUX32 */
+    else return pr_fail(err, 0, "linux.personality.domain: unknown domain \"%s\" (LINUX or LINUX32)", s);
+  }
   if (jget_string(lx, "rootfsPropagation", "linux", false, &s, err) < 0) return -1;
   if (s && parse_propagation(s, "linux.rootfsPropagation", &c->rootfs_propagation, err) < 0) return -1;
   return 0;

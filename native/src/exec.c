@@ -27,6 +27,7 @@ static const struct { const char *file; int flag; } ns_files[] = {
 
 static int build_process(struct pr_state *st, const struct pr_exec_opts *o, struct pr_process *p, pr_error *err) {
   memset(p, 0, sizeof(*p));
+  p->personality = -1;
   if (o->process_file) {
     if (config_parse_process_file(o->process_file, p, err) < 0) return -1;
   } else {

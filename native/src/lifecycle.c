@@ -166,3 +166,16 @@ int container_pause(const char *root, const char *id, bool pause, pr_error *err)
     return pr_fail(err, 0, "cannot %s container \"%s\": it is %s, not %s", pause ? "pause" : "resume", id, status, need);
   return cgroup_freeze(&st.cg, pause, err);
 }
+
+int container_ps(const char *root, const char *id, char **out, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  cleanup_free pid_t *pids = NULL;
+  size_t n;
+  if (cgroup_pids(&st.cg, &pids, &n, err) < 0) return -1;
+  json_object *a = json_object_new_array();
+  for (size_t i = 0; i < n; i++) json_object_array_add(a, json_object_new_int(pids[i]));
+  *out = xasprintf("%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+  json_object_put(a);
+  return 0;
+}

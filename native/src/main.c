@@ -200,7 +200,7 @@ static int cmd_features(void) {
 static const char *usage =
     "usage: provision-runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND\n"
     "  create [--bundle DIR] [--pid-file F] [--console-socket S] ID\n"
-    "  start ID | state ID | list\n"
+    "  start ID | state ID | list [--format json] | ps ID\n"
     "  kill [--all] ID [SIGNAL] | pause ID | resume ID\n"
     "  delete [--force] ID\n"
     "  run [--bundle DIR] [--pid-file F] [--console-socket S] [--detach] ID\n"
@@ -306,6 +306,12 @@ int main(int argc, char **argv) {
     int sig = SIGTERM;
     if (npos > 1 && (sig = parse_signal(pos[1])) < 0) return usage_error("unknown signal \"%s\"", pos[1]);
     return container_kill(root, id, sig, all, &err) < 0 ? fail(&err) : 0;
+  }
+  if (strcmp(cmd, "ps") == 0) {
+    cleanup_free char *out = NULL;
+    if (container_ps(root, id, &out, &err) < 0) return fail(&err);
+    fputs(out, stdout);
+    return 0;
   }
   if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
     return container_pause(root, id, strcmp(cmd, "pause") == 0, &err) < 0 ? fail(&err) : 0;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -99,6 +100,8 @@ int process_exec(struct pr_process *p, const struct pr_seccomp *sc, const char *
     if (caps_apply(&p->caps, err) < 0) return -1;
   }
   umask(p->has_umask ? p->umask : 022);
+  if (p->personality >= 0 && personality((unsigned long)p->personality) < 0)
+    return pr_fail(err, errno, "linux.personality");
   if (p->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
     return pr_fail(err, errno, "process.noNewPrivileges");
   if (sc && p->no_new_privileges && seccomp_apply(sc, err) < 0) return -1;

@@ -547,3 +547,11 @@ def test_preserve_fds_passes_exactly_those(prt, rootfs, tmp_path):
     first, fds = proc.stdout.splitlines()
     assert first == "fd-three"
     assert fds.split() == ["0", "1", "2", "3", "4"]  # 4 here is ls's own directory handle
+
+
+def test_personality_linux32(prt, rootfs, tmp_path):
+    def cfg(c):
+        c["linux"]["personality"] = {"domain": "LINUX32"}
+    proc = prt.run(bundle(tmp_path, rootfs, args=["uname", "-m"], config=cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in ("i686", "i386")

@@ -180,6 +180,7 @@ def test_list_kill_all_and_json_log(prt, rootfs, tmp_path):
     assert table[0].split()[:3] == ["ID", "PID", "STATUS"] and table[1].split()[:3] == [cid, str(listed[0]["pid"]), "running"]
     procs = procs_file("/prt-test/killall")
     wait_for(lambda: len(procs.read_text().split()) == 3, what="3 processes in the cgroup")
+    assert sorted(json.loads(prt.cli("ps", cid).stdout)) == sorted(int(p) for p in procs.read_text().split())
     prt.cli("kill", "--all", cid, "KILL")
     wait_for(lambda: prt.state(cid)["status"] == "stopped", what="stopped")
     wait_for(lambda: procs.read_text().split() == [], what="empty cgroup")
