@@ -39,6 +39,24 @@ FILES = {
     # Used only when the seed carries no network-config: DHCP on the first NIC.
     "etc/systemd/network/90-provisioner-dhcp.network": "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n",
     "etc/hostname": "localhost\n",
+    # cloud-init prints the host key fingerprints only in its last stage (keys_to_console in
+    # modules:final), tens of seconds after sshd is up on an emulated CPU. This prints the same
+    # block, in cloud-init's format, as soon as cloud-init's init stage has made the keys; the
+    # operator side reads either (the last complete block wins).
+    "etc/systemd/system/provisioner-hostkeys.service": (
+        "[Unit]\nDescription=Print SSH host key fingerprints on the console\n"
+        "After=cloud-init.service\nConditionPathExistsGlob=/etc/ssh/ssh_host_*_key.pub\n\n"
+        "[Service]\nType=oneshot\nExecStart=/usr/local/sbin/provisioner-hostkeys\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    ),
+    "usr/local/sbin/provisioner-hostkeys": (
+        "#!/bin/sh\n"
+        "{\n"
+        "  echo '-----BEGIN SSH HOST KEY FINGERPRINTS-----'\n"
+        "  for f in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -l -f \"$f\"; done\n"
+        "  echo '-----END SSH HOST KEY FINGERPRINTS-----'\n"
+        "} > /dev/console 2>&1\n"
+    ),
     "etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
 }
 
@@ -108,7 +126,8 @@ def _customise(tree: Path, runner: Runner) -> None:
     dbus_id = tree / "var/lib/dbus/machine-id"
     if dbus_id.exists() or dbus_id.is_symlink():
         dbus_id.unlink()
-    runner.run(["systemctl", f"--root={tree}", "enable", "systemd-networkd.service"])
+    os.chmod(tree / "usr/local/sbin/provisioner-hostkeys", 0o755)
+    runner.run(["systemctl", f"--root={tree}", "enable", "systemd-networkd.service", "provisioner-hostkeys.service"])
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for p in (tree / leftover).glob("*"):
             if p.is_file():

@@ -43,14 +43,16 @@ def test_client_refuses_to_run_without_fingerprints(tmp_path):
 class FakeSsh:
     """Stands in for SshClient: records commands and puts, answers python3 and listdir."""
 
-    def __init__(self, python="3.11", have=None):
+    def __init__(self, python="3.11", have=None, marker=""):
         self.target = Target("127.0.0.1", 2222, "provision", Path("k"), ("SHA256:x",))
         self.python, self.have, self.commands, self.puts = python, have or {}, [], []
+        self.marker = marker
 
     def run(self, argv, **kw):
         cmd = argv if isinstance(argv, str) else " ".join(argv)
         self.commands.append(cmd)
-        out = self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd else ""
+        out = (self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd
+               else self.marker if cmd.startswith("cat ") else "")
         return type("O", (), {"stdout": out, "stderr": "", "returncode": 0})()
 
     def listdir(self, remote):
@@ -60,17 +62,21 @@ class FakeSsh:
         self.puts.append(Path(local).name)
 
 
-def _bundle(tmp_path) -> d.AgentBundle:
+def _bundle(tmp_path, content=b"print('agent')\n") -> d.AgentBundle:
+    import zipfile
+
     wheels = []
     for name in ("provisioner-0.1.0-py3-none-any.whl", "click-8.1-py3-none-any.whl", "pyyaml-6-cp311.whl"):
-        (tmp_path / name).write_bytes(b"x" * 10)
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr("mod.py", content if name.startswith("provisioner") else b"x")
         wheels.append(tmp_path / name)
     return d.AgentBundle(wheels[0], tuple(wheels[1:]), "3.11")
 
 
 def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
-    ssh = FakeSsh(have={"click-8.1-py3-none-any.whl": 10, "pyyaml-6-cp311.whl": 3,
-                        "provisioner-0.1.0-py3-none-any.whl": 10})
+    b = _bundle(tmp_path)
+    ssh = FakeSsh(have={"click-8.1-py3-none-any.whl": b.wheels[1].stat().st_size, "pyyaml-6-cp311.whl": 3,
+                        "provisioner-0.1.0-py3-none-any.whl": b.wheels[0].stat().st_size})
     report = d.deliver(ssh, _bundle(tmp_path))
     assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl", "pyyaml-6-cp311.whl"]
     assert report.skipped == ["click-8.1-py3-none-any.whl"]
@@ -107,3 +113,17 @@ def test_first_delivery_makes_a_venv_without_pip_and_installs_once(tmp_path):
     installs = [c for c in ssh.commands if " install " in c]
     assert len(installs) == 1 and "--no-index" in installs[0] and "--force-reinstall" not in installs[0]
     assert "ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision" in ssh.commands
+
+
+def test_same_agent_contents_are_not_reinstalled(tmp_path):
+    first = _bundle(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path)
+    second = _bundle(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path)  # rebuilt: new zip times
+    assert d.content_digest(first.project_wheel) == d.content_digest(second.project_wheel)
+    marker = d.content_digest(first.project_wheel) + " " + ",".join(w.name for w in first.dependency_wheels)
+    ssh = FakeSsh(marker=marker)
+    report = d.deliver(ssh, second)
+    assert ssh.puts == [] and report.sent == [] and len(report.skipped) == 3
+    assert not [c for c in ssh.commands if " install " in c]
+    changed = _bundle(tmp_path / "c" if (tmp_path / "c").mkdir() is None else tmp_path, b"print('v2')\n")
+    d.deliver(FakeSsh(marker=marker), changed)  # different contents: installed
+    assert d.content_digest(changed.project_wheel) != d.content_digest(first.project_wheel)

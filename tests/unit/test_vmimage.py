@@ -71,7 +71,8 @@ def test_apply_customises_extracts_and_publishes(tmp_path):
     assert find_image(ImageSpec(), tmp_path) == img
     assert not staging.exists() and not tree.exists()
     assert any("mmdebstrap" in m for m in seen)
-    assert fake.commands("systemctl")[0][-2:] == ("enable", "systemd-networkd.service")
+    assert fake.commands("systemctl")[0][-3:] == ("enable", "systemd-networkd.service",
+                                                  "provisioner-hostkeys.service")
 
 
 def test_customise_removes_host_keys_and_machine_id(tmp_path):
