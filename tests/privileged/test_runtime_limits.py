@@ -230,3 +230,14 @@ def test_pause_resume_freezes_the_container(prt, rootfs, tmp_path):
     prt.cli("pause", cid)
     prt.cli("delete", "--force", cid)  # a paused container can be force-deleted
     assert list(prt.root.iterdir()) == []
+
+
+def test_hook_timeout_is_enforced(prt, rootfs, tmp_path):
+    def cfg(c):
+        c["hooks"] = {"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1}]}
+    b = bundle(tmp_path, rootfs, cgpath="/prt-test/hooktimeout", config=cfg)
+    proc = prt.run(b, timeout=20)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["provision-runtime: hooks.createContainer[0]: /bin/sh timed out after 1 s"]
+    assert h.cgroup_dirs("/prt-test/hooktimeout") == []
+    assert list(prt.root.iterdir()) == []
