@@ -87,7 +87,7 @@ def restore_cmd(app: App, config_path) -> None:
         state = Path(cfg.containers_state_dir or state)
     except ConfigError:
         pass  # no host config: the default state dir still holds what `up` started
-    started = containers_step.restore(state, app.runner)
+    started = containers_step.restore(app.root, state, app.runner)
     emit(app, {"started": started}, f"started: {', '.join(started)}" if started else "nothing to start")
 
 

@@ -90,7 +90,7 @@ class Machine:
         self.server = None
         self.sysroot = tmp / "sys"
         self.root = tmp / "mnt" / "eph"
-        self.state = self.root / "containers" / "supervise"
+        self.state = self.root / "containers" / ".supervise"
         self.logs = self.root / "containers" / "logs"
 
     def setup_sysroot(self):

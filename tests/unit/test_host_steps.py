@@ -336,6 +336,36 @@ def test_containers_without_systemd_restores(tmp_path, monkeypatch):
     assert argv[argv.index("--name") + 1] == "web"
 
 
+def test_containers_network_is_reconnected_before_the_command_starts(tmp_path, monkeypatch):
+    from provisioner.containers import network
+    from provisioner.containers.container import Containers
+
+    shim = tmp_path / "shim"
+    shim.write_text("#!/bin/sh\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PROVISION_SHIM", str(shim))
+    order = []
+    runner = FakeRunner().expect([str(shim)], prefix=True,
+                                 handler=lambda a: order.append(("start", a[a.index("--name") + 1]))
+                                 or Result(a, 0, "1 2\n", ""))
+    ctx = make_ctx(tmp_path, runner)
+    rec = Containers(ctx.root).reserve("web", "busybox", "sha256:" + "0" * 64, {})
+    plain = "job"                                   # supervised, but no container record
+    state = containers.state_dir(ctx)
+    assert state == ctx.root / "containers" / ".supervise"
+    state.mkdir(parents=True)
+    for name in (rec.id, plain):
+        (state / f"{name}.spec.json").write_text(json.dumps({
+            "argv": ["/bin/true"], "policy": "always", "log_dir": str(tmp_path / "logs"), "stop_signal": "SIGTERM",
+            "stop_timeout": 10, "log_max_size": 1 << 20, "log_max_files": 3, "backoff_max_ms": 1000}))
+    monkeypatch.setattr(network, "endpoint", lambda root, name: object() if name == "web" else None)
+    monkeypatch.setattr(network, "reconnect",
+                        lambda root, cfg, name, *, runner, paths: order.append(("reconnect", name)))
+    out = containers.run(ctx)
+    assert order == [("reconnect", "web"), ("start", rec.id), ("start", plain)]
+    assert out.changes == ("started web", f"started {plain}")
+
+
 def test_containers_with_systemd_installs_the_unit(tmp_path):
     runner = FakeRunner()
     state = {"enabled": "disabled", "active": "inactive"}

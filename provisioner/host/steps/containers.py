@@ -1,5 +1,8 @@
 """Containers with a restart policy come back after a reboot (Docker's daemon-start rule, in
 `containers.supervise.restore`: `always`, and `unless-stopped` unless the user stopped it).
+The supervisors' state is where the container manager keeps it (<root>/containers/.supervise);
+before a container's command starts again, its network endpoint (netns, veth, DNAT rules: all
+gone with the reboot) is rebuilt with `network.reconnect`, same address and ports.
 
 Without systemd (this step's test machine, minimal images) the hook calls restore() itself.
 With systemd it installs and enables `provisioner-containers.service`, a oneshot unit running
@@ -23,7 +26,7 @@ from .files import WriteFile, plan_file, write
 
 UNIT = "provisioner-containers.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
-STATE_SUBDIR = "containers/supervise"
+STATE_SUBDIR = "containers/.supervise"   # containers.lifecycle.Manager.supervise_dir
 
 
 def state_dir(ctx: StepContext) -> Path:
@@ -85,10 +88,25 @@ def plan(ctx: StepContext) -> tuple:
     return tuple(actions)
 
 
-def restore(state: Path, runner) -> list[str]:
+def restore(root: Path, state: Path, runner) -> list[str]:
+    """supervise.restore(), reconnecting each container's network endpoint first. A supervised
+    command with no container record (or a container without network) just starts. Returns the
+    names started (the container's name when it has a record)."""
     if not state.is_dir():
         return []
-    return supervise.restore(state, runner=runner)
+    from ...containers import network
+    from ...containers.lifecycle import Manager
+
+    mgr = Manager(root=Path(root), runner=runner)
+    records = {r.id: r for r in mgr.records.all()}
+
+    def before_start(cid: str) -> None:
+        rec = records.get(cid)
+        if rec is not None and network.endpoint(mgr.root, rec.name) is not None:
+            network.reconnect(mgr.root, mgr.net, rec.name, runner=runner, paths=mgr.net_paths)
+
+    started = supervise.restore(state, runner=runner, before_start=before_start)
+    return [records[c].name if c in records else c for c in started]
 
 
 def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
@@ -103,7 +121,7 @@ def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
         elif isinstance(a, Systemctl):
             ctx.runner.run(["systemctl", *a.args])
         else:
-            started = restore(Path(a.state_dir), ctx.runner)
+            started = restore(ctx.root, Path(a.state_dir), ctx.runner)
     changes = [d for a, d in zip(actions, describe(actions)) if not isinstance(a, Restore)]
     changes += [f"started {name}" for name in started]
     if ctx.systemd:
