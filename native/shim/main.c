@@ -3,7 +3,7 @@
  *   provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]
  *                  [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F]
  *                  [--log-max-size BYTES] [--log-max-files N] [--backoff-max-ms MS]
- *                  [--foreground] -- COMMAND [ARG...]
+ *                  [--backoff-reset-ms MS] [--foreground] -- COMMAND [ARG...]
  *
  * Without --foreground the launcher returns once the command has started, printing
  * "<shim pid> <child pid>", or fails with the reason (e.g. exec: No such file or directory);
@@ -25,7 +25,8 @@
 static void usage(void) {
   fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
                   "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
-                  "       [--log-max-files N] [--backoff-max-ms MS] [--foreground] -- COMMAND [ARG...]\n");
+                  "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--foreground]\n"
+                  "       -- COMMAND [ARG...]\n");
 }
 
 static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error *err) {
@@ -35,7 +36,8 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       {"restart", required_argument, 0, 'r'},      {"stop-signal", required_argument, 0, 'S'},
       {"stop-timeout", required_argument, 0, 'T'}, {"stop-file", required_argument, 0, 'F'},
       {"log-max-size", required_argument, 0, 'M'}, {"log-max-files", required_argument, 0, 'N'},
-      {"backoff-max-ms", required_argument, 0, 'B'}, {"foreground", no_argument, 0, 'f'},
+      {"backoff-max-ms", required_argument, 0, 'B'}, {"backoff-reset-ms", required_argument, 0, 'R'},
+      {"foreground", no_argument, 0, 'f'},
       {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
   };
   *cfg = (struct shim_config){
@@ -85,6 +87,11 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       cfg->backoff_max_ms = strtol(optarg, &end, 10);
       if (end == optarg || *end || cfg->backoff_max_ms < 100)
         return shim_fail(err, 0, "bad --backoff-max-ms %s", optarg);
+      break;
+    case 'R':
+      cfg->backoff_reset_ms = strtol(optarg, &end, 10);
+      if (end == optarg || *end || cfg->backoff_reset_ms < 0)
+        return shim_fail(err, 0, "bad --backoff-reset-ms %s", optarg);
       break;
     case 'h': usage(); exit(0);
     default: usage(); exit(2);

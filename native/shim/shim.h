@@ -78,6 +78,7 @@ struct shim_state {
   bool has_exit;
   int exit_code;
   int restart_count;
+  long backoff_ms;      /* the delay before the latest restart */
   bool stop_requested;
   char started_at[48];
   char finished_at[48];

@@ -42,7 +42,8 @@ int state_write(const char *path, const struct shim_state *st, shim_error *err) 
     off += snprintf(buf + off, n - off, "%d", st->exit_code);
   else
     off += snprintf(buf + off, n - off, "null");
-  off += snprintf(buf + off, n - off, ", \"restart_count\": %d, \"policy\": ", st->restart_count);
+  off += snprintf(buf + off, n - off, ", \"restart_count\": %d, \"backoff_ms\": %ld, \"policy\": ",
+                  st->restart_count, st->backoff_ms);
   off = put_string(buf, off, n, st->policy ? st->policy : "no");
   off += snprintf(buf + off, n - off, ", \"stop_requested\": %s, \"started_at\": ", st->stop_requested ? "true" : "false");
   off = put_string(buf, off, n, st->started_at);

@@ -357,6 +357,7 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
     if (delay > cfg->backoff_max_ms)
       delay = cfg->backoff_max_ms;
     r.st.status = "restarting";
+    r.st.backoff_ms = delay;
     save_state(&r);
     if (!backoff_sleep(&r, delay))
       break;

@@ -114,6 +114,7 @@ class ShimStatus:
     pid: int | None = None
     exit_code: int | None = None
     restart_count: int = 0
+    backoff_ms: int = 0  # the delay before the latest restart
     policy: str = "no"
     stop_requested: bool = False
     started_at: str = ""
@@ -159,7 +160,8 @@ def status(name: str, state_dir: str | os.PathLike, log_dir: str | os.PathLike |
     return ShimStatus(
         name=name, status=st, shim_alive=alive, shim_pid=data.get("shim_pid") or shim_pid,
         pid=data.get("pid") or None, exit_code=data.get("exit_code"),
-        restart_count=int(data.get("restart_count") or 0), policy=data.get("policy") or "no",
+        restart_count=int(data.get("restart_count") or 0), backoff_ms=int(data.get("backoff_ms") or 0),
+        policy=data.get("policy") or "no",
         stop_requested=bool(data.get("stop_requested")), started_at=data.get("started_at") or "",
         finished_at=data.get("finished_at") or "", error=data.get("error") or "",
     )
@@ -178,6 +180,7 @@ def start(
     log_max_size: int = DEFAULT_LOG_MAX_SIZE,
     log_max_files: int = DEFAULT_LOG_MAX_FILES,
     backoff_max_ms: int = 60_000,
+    backoff_reset_ms: int = 10_000,
     shim: str | None = None,
 ) -> ShimStatus:
     """Starts `argv` under a detached shim; returns once the command has been exec'd.
@@ -208,14 +211,14 @@ def start(
     paths.stop.unlink(missing_ok=True)
     spec = {"argv": list(argv), "policy": str(pol), "log_dir": str(Path(log_dir).resolve()),
             "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
-            "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms}
+            "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms}
     atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
         "--stop-file", str(paths.stop), "--log", str(paths.log), "--restart", str(pol),
         "--stop-signal", sig, "--stop-timeout", f"{stop_timeout:g}",
         "--log-max-size", str(log_max_size), "--log-max-files", str(log_max_files),
-        "--backoff-max-ms", str(backoff_max_ms), "--", *argv,
+        "--backoff-max-ms", str(backoff_max_ms), "--backoff-reset-ms", str(backoff_reset_ms), "--", *argv,
     ]
     # The launcher returns as soon as the daemon reports the first exec, so this is an
     # ordinary short command through the Runner; the daemon's stdio is /dev/null.
@@ -279,7 +282,8 @@ def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None)
     return start(name, spec["argv"], spec["policy"], spec["log_dir"], state_dir, runner=runner,
                  stop_signal=spec["stop_signal"], stop_timeout=spec["stop_timeout"],
                  log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
-                 backoff_max_ms=spec["backoff_max_ms"], shim=shim)
+                 backoff_max_ms=spec["backoff_max_ms"], backoff_reset_ms=spec.get("backoff_reset_ms", 10_000),
+                 shim=shim)
 
 
 def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,

@@ -141,19 +141,19 @@ def test_stop_during_backoff_ends_supervision(box):
     assert st.status == "exited" and not st.shim_alive
 
 
-def test_backoff_doubles_between_restarts(box):
-    box.start("fail", 'echo x; exit 1', "on-failure:4")
-    wait_for(lambda: (s := box.status("fail")).status == "exited" and not s.shim_alive, timeout=15)
-    times = [line.time for line in box.logs("fail")]
-    assert len(times) == 5
-
-    def secs(t):  # "...T21:40:00.123456789Z" → seconds of the day
-        hh, mm, ss = t.split("T")[1].rstrip("Z").split(":")
-        return int(hh) * 3600 + int(mm) * 60 + float(ss)
-    gaps = [secs(b) - secs(a) for a, b in zip(times, times[1:])]
-    # 100, 200, 400, 800 ms (plus process start time): each gap at least the backoff step.
-    for gap, step in zip(gaps, (0.1, 0.2, 0.4, 0.8)):
-        assert gap >= step * 0.95, gaps
+def test_backoff_doubles_is_capped_and_resets_after_a_long_run(box):
+    # quick failures: 100, 200, 400, 800 ms
+    box.start("fail", 'exit 1', "on-failure:4")
+    st = wait_for(lambda: (s := box.status("fail")).status == "exited" and not s.shim_alive and s, timeout=15)
+    assert (st.restart_count, st.backoff_ms) == (4, 800)
+    # capped: 100, 200, 250, 250
+    box.start("capped", 'exit 1', "on-failure:4", backoff_max_ms=250)
+    st = wait_for(lambda: (s := box.status("capped")).status == "exited" and not s.shim_alive and s, timeout=15)
+    assert (st.restart_count, st.backoff_ms) == (4, 250)
+    # every run outlasts the reset threshold: the delay starts over at 100 ms each time
+    box.start("slow", 'sleep 0.3; exit 1', "on-failure:3", backoff_reset_ms=200)
+    st = wait_for(lambda: (s := box.status("slow")).status == "exited" and not s.shim_alive and s, timeout=15)
+    assert (st.restart_count, st.backoff_ms) == (3, 100)
 
 
 def test_supervisor_outlives_its_launcher(box):

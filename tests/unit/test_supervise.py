@@ -119,6 +119,8 @@ def test_start_runs_the_shim_with_the_policy_and_limits(tmp_path):
     assert argv[argv.index("--log") + 1] == str(tmp_path / "logs" / "web.log")
     assert argv[argv.index("--log-max-size") + 1] == str(10 * 1024 * 1024)
     assert argv[argv.index("--log-max-files") + 1] == "3"
+    assert argv[argv.index("--backoff-max-ms") + 1] == "60000"
+    assert argv[argv.index("--backoff-reset-ms") + 1] == "10000"
     assert argv[argv.index("--") + 1:] == ("redis-server", "--port", "6379")
     assert st.shim_pid == 4242 and st.pid == 4243
 
