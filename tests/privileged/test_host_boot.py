@@ -10,6 +10,7 @@ useradd/usermod without --prefix, and the sysctl step is limited to per-namespac
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,12 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.containers import network as net
 from provisioner.containers import supervise
+from provisioner.containers.container import Containers
 from provisioner.host import boot
 from provisioner.host import config as host_config
+from provisioner.host.config import HostConfig
 from provisioner.host.steps import StepContext
 from provisioner.runner import Runner
-from test_disks import Host as DiskHost, blkid, findmnt, sh
+from test_disks import Host as DiskHost, blkid, findmnt, sh  # tests/privileged is on sys.path (rootdir import)
+from test_network import Env as NetEnv, free_port
 
 pytestmark = pytest.mark.privileged
 
@@ -298,3 +303,62 @@ def test_a_failed_disk_step_skips_containers_but_not_the_rest(machine):
     assert "TYPE" not in blkid(vol)           # the plan failed as a whole: the good disk was not formatted either
     # the result is still written (under <root> on the root filesystem, since nothing got mounted)
     assert json.loads((m.root / boot.RESULT_FILE).read_text())["ok"] is False
+
+
+@pytest.fixture
+def netenv(tmp_path, shim, monkeypatch):
+    """The containers layer's own test network (random names, swept at the end) under a root
+    whose containers/network.json names it, as the container manager reads it."""
+    monkeypatch.setenv("PROVISION_SHIM", shim)
+    e = NetEnv(tmp_path / "root")
+    (e.root / "containers").mkdir(parents=True)
+    (e.root / "containers" / "network.json").write_text(json.dumps(dataclasses.asdict(e.cfg)))
+    state = e.root / "containers" / ".supervise"
+    try:
+        yield e
+    finally:
+        for spec in state.glob("*.spec.json") if state.is_dir() else []:
+            st = supervise.status(spec.name[:-len(".spec.json")], state)
+            for kill, pid in ((os.kill, st.shim_pid if st.shim_alive else None), (os.killpg, st.pid)):
+                if pid:
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        e.cleanup()
+
+
+def test_reboot_reconnects_a_containers_network_before_restarting_it(netenv, tmp_path):
+    """A container (record + network endpoint + supervised command in its netns, published on a
+    host port) loses its netns, veth, bridge, DNAT table and processes in a "reboot"; the boot
+    hook's containers step rebuilds the endpoint (same address) and the command serves again."""
+    e = netenv
+    port = free_port()
+    rec = Containers(e.root).reserve("web", "busybox", "sha256:" + "0" * 64, {})
+    ep = e.connect("web", ports=[f"{port}:80"])
+    www = e.root / "www"
+    www.mkdir()
+    (www / "index.html").write_text("served\n")
+    state = e.root / "containers" / ".supervise"
+    ns = Path(ep.netns_path).name
+    argv = ["ip", "netns", "exec", ns, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", str(www)]
+    supervise.start(rec.id, argv, "always", e.root / "containers" / rec.id, state, runner=e.runner)
+    url = f"http://127.0.0.1:{port}/"
+    serving = lambda: e.wget(url, check=False).stdout == "served\n"  # noqa: E731
+    wait_for(serving, what="the container serving before the reboot")
+
+    st = supervise.status(rec.id, state)
+    os.kill(st.shim_pid, signal.SIGKILL)
+    os.killpg(st.pid, signal.SIGKILL)
+    wait_for(lambda: supervise.status(rec.id, state).status == "dead", what="the container to die")
+    sh("ip", "netns", "del", ns)                    # takes the container's veth end, and so the pair
+    sh("ip", "link", "del", e.cfg.bridge)
+    sh("nft", "delete", "table", "ip", e.cfg.table)
+    assert not serving()
+
+    ctx = StepContext(config=HostConfig(host="h1"), runner=Runner(), root=e.root, sysroot=tmp_path / "sys")
+    result = boot.boot(ctx, only=("containers",))
+    assert statuses(result) == {"containers": "changed"} and changes(result, "containers") == ["started web"]
+    wait_for(serving, what="the container serving after the boot hook")
+    assert net.endpoint(e.root, "web").address == ep.address
+    assert boot.boot(ctx, only=("containers",)).steps[0].changes == []
