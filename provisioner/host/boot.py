@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -61,6 +62,10 @@ class StepResult:
     seconds: float
     message: str = ""
     changes: list[str] = field(default_factory=list)
+    trace: str = field(default="", repr=False)   # an unexpected error's traceback: the log only
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "trace"}
 
 
 @dataclass
@@ -81,9 +86,10 @@ class BootResult:
         return [s.name for s in self.steps if s.status == FAILED]
 
     def to_json(self) -> dict:
-        return {"version": 1, "agent": __version__, "host": self.host, "stack": self.stack, "started_at": self.started_at,
+        return {"version": 1, "agent": __version__, "host": self.host, "stack": self.stack,
+                "started_at": self.started_at,
                 "seconds": round(self.seconds, 3), "dry_run": self.dry_run, "ok": self.ok,
-                "steps": [asdict(s) for s in self.steps]}
+                "steps": [s.to_json() for s in self.steps]}
 
     @classmethod
     def from_json(cls, data: dict) -> "BootResult":
@@ -96,7 +102,7 @@ class BootResult:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, ProvisionerError):
         return str(exc)
-    return f"internal error: {type(exc).__name__}: {exc}"
+    return f"internal error: {type(exc).__name__}: {exc} (traceback in {LOG_FILE} under the root)"
 
 
 def run_step(step: StepDef, ctx: StepContext, dry_run: bool) -> StepResult:
@@ -108,8 +114,10 @@ def run_step(step: StepDef, ctx: StepContext, dry_run: bool) -> StepResult:
     # The boot hook's top level: the one place a broad catch is right. Whatever breaks in one
     # step is logged and recorded, and the next independent step still runs.
     except Exception as exc:  # noqa: BLE001
-        log.debug("step %s failed", step.name, exc_info=True)
         status, message, changes = FAILED, _message(exc), []
+        if not isinstance(exc, ProvisionerError):
+            trace = "".join(traceback.format_exception(exc))
+            return StepResult(step.name, status, round(time.monotonic() - t0, 3), message, changes, trace)
     else:
         changes = list(out.changes)
         # on dry runs "changed" means "would change" (the result says dry_run)
@@ -206,7 +214,7 @@ def _boot(ctx, steps, only, dry_run, on_step, result_path) -> BootResult:
             result.steps.append(r)
             level = logging.WARNING if r.status == FAILED else logging.INFO
             say(level, f"step {r.name}: {r.status} in {r.seconds:.2f}s: {r.message}"
-                + "".join(f"\n  - {c}" for c in r.changes))
+                + "".join(f"\n  - {c}" for c in r.changes) + (f"\n{r.trace}" if r.trace else ""))
             if on_step:
                 on_step(r)
         result.seconds = time.monotonic() - t0

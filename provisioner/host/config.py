@@ -113,7 +113,8 @@ def parse(doc: Any, path: str) -> HostConfig:
             raise _fail(f"unknown key {k!r} (expected one of: {', '.join(sorted(KEYS))})", path, doc, k)
     host = doc.get("host")
     if not isinstance(host, str) or not host.strip():
-        raise _fail("'host' (this host's name) must be a non-empty string", path, doc, "host" if "host" in doc else None)
+        raise _fail("'host' (this host's name) must be a non-empty string", path, doc,
+                    "host" if "host" in doc else None)
     fields: dict[str, Any] = {"host": host, "path": path}
     for k in ("stack", "cloud", "containers_state_dir"):
         if doc.get(k) is not None:

@@ -114,8 +114,11 @@ def test_an_unexpected_exception_is_recorded_not_raised(host, monkeypatch):
         raise KeyError("bug")
     monkeypatch.setattr(disks_step.disks, "converge", broken)
     result = boot.boot(host)
-    assert result.steps[0].message == "internal error: KeyError: 'bug'"
+    assert result.steps[0].message == "internal error: KeyError: 'bug' (traceback in logs/host-boot.log under the root)"
     assert statuses(result)["firewall"] == "changed"
+    log = (host.root / boot.LOG_FILE).read_text()
+    assert "Traceback (most recent call last)" in log and "in broken" in log
+    assert "trace" not in json.loads((host.root / boot.RESULT_FILE).read_text())["steps"][0]
 
 
 def test_dependents_are_skipped_transitively_but_not_for_a_step_that_does_not_apply(tmp_path):
