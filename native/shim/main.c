@@ -99,6 +99,16 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
   }
   if (!cfg->state_path || !cfg->pid_path || !cfg->log_path)
     return shim_fail(err, 0, "--state, --pid-file and --log are required");
+  /* The daemon works from / (so it pins no mount): make the paths absolute first. */
+  const char **paths[] = {&cfg->state_path, &cfg->pid_path, &cfg->log_path, &cfg->stop_path};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    if (*paths[i] && (*paths[i])[0] != '/') {
+      char *abs = NULL, cwd[4096];
+      if (!getcwd(cwd, sizeof cwd) || asprintf(&abs, "%s/%s", cwd, *paths[i]) < 0)
+        return shim_fail(err, errno, "resolve %s", *paths[i]);
+      *paths[i] = abs; /* lives as long as the process */
+    }
+  }
   if (optind >= argc)
     return shim_fail(err, 0, "no command given");
   cfg->argv = argv + optind;

@@ -214,3 +214,12 @@ def test_restart_starts_again_from_the_spec(tmp_path):
 def test_restart_of_an_unknown_container(tmp_path):
     with pytest.raises(ContainerError, match="no such container: ghost"):
         supervise.restart("ghost", tmp_path, runner=FakeRunner())
+
+
+def test_paths_given_to_the_shim_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = FakeRunner().expect(["/opt/shim"], prefix=True, stdout="1 2\n")
+    supervise.start("web", ["true"], "no", "logs", "state", runner=runner, shim="/opt/shim")
+    (argv,) = runner.commands()
+    for opt in ("--state", "--pid-file", "--stop-file", "--log"):
+        assert argv[argv.index(opt) + 1].startswith(str(tmp_path) + "/"), opt
