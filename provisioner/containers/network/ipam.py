@@ -23,7 +23,8 @@ from ...fsutil import atomic_write
 
 
 def state_dir(root: str | os.PathLike) -> Path:
-    return Path(root) / "network"
+    # absolute: the hosts/resolv.conf paths under it end up in the runtime's config.json
+    return Path(root).absolute() / "network"
 
 
 @contextmanager
