@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cgroups.h"
 #include "console.h"
 #include "container.h"
 #include "state.h"
@@ -66,10 +67,8 @@ static void exec_child(struct pr_state *st, struct pr_process *p, struct pr_secc
                        int errpipe) {
   pr_error err = {0};
   cleanup_free char *path = NULL;
-  for (size_t i = 0; i < st->cg.n_leaves; i++) {
-    cleanup_free char *f = xasprintf("%s/cgroup.procs", st->cg.leaves[i]);
-    if (write_file(f, "0", 1, &err) < 0) goto fail;
-  }
+  /* Same cheap path as the init: v1 by moving this (single) thread. */
+  if (cgroup_join_self_v1(&st->cg, &err) < 0 || cgroup_add_pid_v2(&st->cg, getpid(), &err) < 0) goto fail;
   for (size_t i = 0; i < N_NS; i++) {
     if (fds[i] < 0 || ns_files[i].flag == CLONE_NEWPID) continue;
     if (setns(fds[i], ns_files[i].flag) < 0) {
