@@ -241,3 +241,18 @@ def test_hook_timeout_is_enforced(prt, rootfs, tmp_path):
     assert proc.stderr.splitlines() == ["provision-runtime: hooks.createContainer[0]: /bin/sh timed out after 1 s"]
     assert h.cgroup_dirs("/prt-test/hooktimeout") == []
     assert list(prt.root.iterdir()) == []
+
+
+def test_host_forbidden_oom_score_adj_is_named(prt, rootfs, tmp_path):
+    if h.can_raise_rlimits():
+        pytest.skip("this process holds CAP_SYS_RESOURCE: lowering oom_score_adj is allowed")
+
+    def cfg(c):
+        c["process"]["oomScoreAdj"] = -500
+    b = bundle(tmp_path, rootfs, cgpath="/prt-test/oom", config=cfg)
+    proc = prt.run(b)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "provision-runtime: process.oomScoreAdj: setting -500 is not permitted (lowering it needs CAP_SYS_RESOURCE)"]
+    assert h.cgroup_dirs("/prt-test/oom") == []
+    assert list(prt.root.iterdir()) == []
