@@ -125,6 +125,20 @@ class Runtime:
             raise ContainerError(_one_line(res.stderr), id=container_id, argv=list(full))
         return res
 
+    def pause(self, container_id: str) -> None:
+        self._call("pause", container_id, container_id=container_id)
+
+    def resume(self, container_id: str) -> None:
+        self._call("resume", container_id, container_id=container_id)
+
+    def pids(self, container_id: str) -> list[int]:
+        """Host pids of every process in the container's cgroup (`ps`)."""
+        return [int(p) for p in json.loads(self._call("ps", container_id, container_id=container_id).stdout)]
+
+    def list(self) -> list[ContainerState]:
+        out = self._call("list", "--format", "json").stdout
+        return [ContainerState.from_json(json.dumps(d)) for d in json.loads(out or "[]")]
+
     def features(self) -> dict:
         return json.loads(self._call("features").stdout)
 

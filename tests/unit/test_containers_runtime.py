@@ -72,3 +72,17 @@ def test_run_returns_the_process_exit_code_but_raises_on_runtime_failure():
 def test_json_log_option():
     fake = FakeRunner().expect(BASE + ["--log", "/l", "--log-format", "json", "start", "c1"])
     make(fake, log_file="/l").start("c1")
+
+
+def test_pause_resume_pids_list():
+    doc = [{"ociVersion": "1.0.2", "id": "c1", "status": "paused", "pid": 7, "bundle": "/b"}]
+    fake = (FakeRunner()
+            .expect(BASE + ["pause", "c1"])
+            .expect(BASE + ["resume", "c1"])
+            .expect(BASE + ["ps", "c1"], stdout="[7,9]\n")
+            .expect(BASE + ["list", "--format", "json"], stdout=json.dumps(doc)))
+    rt = make(fake)
+    rt.pause("c1")
+    rt.resume("c1")
+    assert rt.pids("c1") == [7, 9]
+    assert rt.list() == [ContainerState("c1", "paused", 7, "/b", "1.0.2", {})]
