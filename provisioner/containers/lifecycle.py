@@ -318,10 +318,15 @@ class Manager:
                 except ContainerError:
                     pass
             elif st.status in ("exited", "dead", "restarting") or st.restart_count:
-                err = self._runtime_error(rec)
-                if err:
-                    raise ContainerError(f"cannot start container {rec.name}: {err}")
-                return
+                # the shim may record the exit before it has drained the last output into the log
+                grace = time.monotonic() + (1.0 if st.exit_code else 0.0)
+                while True:
+                    err = self._runtime_error(rec)
+                    if err:
+                        raise ContainerError(f"cannot start container {rec.name}: {err}")
+                    if time.monotonic() >= grace:
+                        return
+                    time.sleep(0.05)
             time.sleep(0.02)
         raise ContainerError(f"container {rec.name} did not start within {START_WAIT:g}s")
 

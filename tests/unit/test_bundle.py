@@ -1,0 +1,165 @@
+"""bundle.py: image config + run options → OCI config.json, table-driven (pure, no system)."""
+from __future__ import annotations
+
+import pytest
+
+from provisioner.containers import bundle
+from provisioner.containers.bundle import BundleInputs, Mount, RunOptions, build_config
+from provisioner.errors import ConfigError, ContainerError
+
+PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
+          "redis:x:100:101:redis:/var/lib/redis:/usr/sbin/nologin\n"
+          "app:x:1000:1000::/home/app:/bin/sh\n"
+          "nohome:x:1001:1001::::\n")
+GROUP = "root:x:0:\nredis:x:101:\napp:x:1000:\nextra:x:2000:app,redis\nother:x:3000:\n"
+
+
+def inputs(**kw) -> BundleInputs:
+    base = dict(rootfs="/r/rootfs", cgroups_path="/provisioner/abc", passwd=PASSWD, group=GROUP)
+    base.update(kw)
+    return BundleInputs(**base)
+
+
+@pytest.mark.parametrize("image, opts, expected", [
+    ({"Entrypoint": ["redis-server"], "Cmd": ["--bind", "0.0.0.0"]}, RunOptions(), ["redis-server", "--bind", "0.0.0.0"]),
+    ({"Entrypoint": ["redis-server"], "Cmd": ["--bind", "0.0.0.0"]}, RunOptions(command=("--port", "1")),
+     ["redis-server", "--port", "1"]),
+    # --entrypoint replaces the entrypoint and drops the image's Cmd (Docker)
+    ({"Entrypoint": ["redis-server"], "Cmd": ["--bind", "0.0.0.0"]}, RunOptions(entrypoint="sh"), ["sh"]),
+    ({"Entrypoint": ["a"], "Cmd": ["b"]}, RunOptions(entrypoint="", command=("ls",)), ["ls"]),
+    ({"Cmd": ["sh"]}, RunOptions(command=("echo", "hi")), ["echo", "hi"]),
+    ({"Cmd": ["sh"]}, RunOptions(entrypoint="env", command=("-0",)), ["env", "-0"]),
+])
+def test_args(image, opts, expected):
+    assert bundle.process_args(image, opts) == expected
+
+
+def test_no_command_is_an_error():
+    with pytest.raises(ContainerError, match="no command specified"):
+        build_config({}, RunOptions(), inputs())
+
+
+@pytest.mark.parametrize("spec, uid, gid, extra, home", [
+    ("", 0, 0, (), "/root"),
+    ("root", 0, 0, (), "/root"),
+    ("redis", 100, 101, (2000,), "/var/lib/redis"),
+    ("app", 1000, 1000, (2000,), "/home/app"),
+    ("1000", 1000, 1000, (2000,), "/home/app"),
+    ("4242", 4242, 0, (), "/"),              # unknown uid: allowed, gid 0, home /
+    ("app:other", 1000, 3000, (), "/home/app"),  # an explicit group drops the supplementary ones
+    ("app:77", 1000, 77, (), "/home/app"),
+    ("5:6", 5, 6, (), "/"),
+    ("nohome", 1001, 1001, (), "/"),
+])
+def test_resolve_user(spec, uid, gid, extra, home):
+    assert bundle.resolve_user(spec, PASSWD, GROUP) == bundle.ResolvedUser(uid, gid, extra, home)
+
+
+@pytest.mark.parametrize("spec, msg", [("nobody", "unable to find user nobody"),
+                                       ("app:nogroup", "unable to find group nogroup")])
+def test_resolve_user_unknown_names(spec, msg):
+    with pytest.raises(ContainerError, match=msg):
+        bundle.resolve_user(spec, PASSWD, GROUP)
+
+
+def test_env_order_and_defaults():
+    env = bundle.merge_env(["PATH=/img", "A=image", "B=image"], {"API_PORT": "tcp://x", "A": "link"},
+                           [("A", "user"), ("C", "user=with=equals")], hostname="h1", home="/root")
+    assert env == ["PATH=/img", "HOSTNAME=h1", "A=user", "B=image", "API_PORT=tcp://x", "C=user=with=equals",
+                   "HOME=/root"]
+    env = bundle.merge_env([], {}, [], hostname="h", home="/")
+    assert env[0] == f"PATH={bundle.DEFAULT_PATH}"
+
+
+@pytest.mark.parametrize("text, value", [("6m", 6 << 20), ("64m", 64 << 20), ("1g", 1 << 30), ("1.5g", 3 << 29),
+                                         ("10000000", 10_000_000), ("512MB", 512 << 20), ("2G", 2 << 30)])
+def test_parse_memory(text, value):
+    assert bundle.parse_memory(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1m", "1x", "4m"])
+def test_parse_memory_rejects(text):
+    with pytest.raises(ConfigError, match="--memory"):
+        bundle.parse_memory(text)
+
+
+@pytest.mark.parametrize("text, quota", [("0.5", 50_000), ("1", 100_000), ("2.25", 225_000), ("0.01", 1000)])
+def test_parse_cpus(text, quota):
+    assert bundle.parse_cpus(text) == quota
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "x", "0.001"])
+def test_parse_cpus_rejects(text):
+    with pytest.raises(ConfigError, match="--cpus"):
+        bundle.parse_cpus(text)
+
+
+def test_env_parsing():
+    assert bundle.parse_env(["A=1", "B=", "C=x=y"]) == [("A", "1"), ("B", ""), ("C", "x=y")]
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        bundle.parse_env(["=x"])
+    text = "# comment\n\nA=1\n  B=two words\nC=\n"
+    assert bundle.parse_env_file(text, "f.env") == [("A", "1"), ("B", "two words"), ("C", "")]
+    with pytest.raises(ConfigError, match=r"^f.env:2: bad line"):
+        bundle.parse_env_file("A=1\nnot a pair\n", "f.env")
+
+
+def test_full_config_mirrors_docker_defaults():
+    image = {"Entrypoint": ["redis-server"], "Cmd": ["--bind", "0.0.0.0"], "Env": ["PATH=/usr/bin:/bin"],
+             "User": "redis", "WorkingDir": "/var/lib/redis", "ExposedPorts": {"6379/tcp": {}}}
+    opts = RunOptions(env=(("MODE", "x"),), hostname="cache", memory=64 << 20, cpu_quota=50_000)
+    net_mounts = [{"destination": "/etc/hosts", "type": "bind", "source": "/n/hosts", "options": ["rbind", "rprivate"]}]
+    cfg = build_config(image, opts, inputs(netns_path="/run/netns/prov-cache", network_mounts=net_mounts,
+                                           volume_mounts=[Mount("/data", "/vol/data"), Mount("/cfg", "/etc/x", True)],
+                                           link_env={"DB_PORT": "tcp://10.0.0.3:5432"}))
+    p = cfg["process"]
+    assert p["args"] == ["redis-server", "--bind", "0.0.0.0"]
+    assert p["user"] == {"uid": 100, "gid": 101, "additionalGids": [2000]}
+    assert p["cwd"] == "/var/lib/redis"
+    assert p["env"] == ["PATH=/usr/bin:/bin", "HOSTNAME=cache", "DB_PORT=tcp://10.0.0.3:5432", "MODE=x",
+                        "HOME=/var/lib/redis"]
+    assert p["capabilities"]["bounding"] == bundle.DEFAULT_CAPS and len(bundle.DEFAULT_CAPS) == 14
+    assert "CAP_SYS_ADMIN" not in p["capabilities"]["effective"]
+    assert cfg["root"] == {"path": "/r/rootfs", "readonly": False}
+    assert cfg["hostname"] == "cache"
+    dests = [m["destination"] for m in cfg["mounts"]]
+    assert dests[:7] == ["/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue", "/dev/shm"]
+    assert dests[7:] == ["/etc/hosts", "/data", "/cfg"]
+    assert cfg["mounts"][-1]["options"] == ["rbind", "rprivate", "ro"]
+    lx = cfg["linux"]
+    assert {"type": "network", "path": "/run/netns/prov-cache"} in lx["namespaces"]
+    assert {n["type"] for n in lx["namespaces"]} == {"pid", "ipc", "uts", "mount", "network"}
+    assert lx["cgroupsPath"] == "/provisioner/abc"
+    assert lx["resources"]["memory"] == {"limit": 64 << 20}
+    assert lx["resources"]["cpu"] == {"quota": 50_000, "period": 100_000}
+    assert "/proc/kcore" in lx["maskedPaths"] and "/proc/sys" in lx["readonlyPaths"]
+
+
+def test_options_override_image_user_and_workdir():
+    cfg = build_config({"Cmd": ["sh"], "User": "redis", "WorkingDir": "/var/lib/redis"},
+                       RunOptions(user="1000:3000", workdir="/tmp"), inputs())
+    assert cfg["process"]["user"] == {"uid": 1000, "gid": 3000}
+    assert cfg["process"]["cwd"] == "/tmp"
+    assert "resources" in cfg["linux"] and "memory" not in cfg["linux"]["resources"]
+
+
+def test_duplicate_mount_point_and_relative_workdir():
+    with pytest.raises(ContainerError, match="duplicate mount point /proc"):
+        build_config({"Cmd": ["sh"]}, RunOptions(), inputs(volume_mounts=[Mount("/proc", "/x")]))
+    with pytest.raises(ContainerError, match="not an absolute path"):
+        build_config({"Cmd": ["sh"], "WorkingDir": "rel"}, RunOptions(), inputs())
+
+
+def test_exposed_ports_and_stop_signal():
+    assert bundle.exposed_ports({"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "8080": {}}}) == \
+        [(53, "udp"), (80, "tcp"), (8080, "tcp")]
+    with pytest.raises(ContainerError, match="ExposedPorts"):
+        bundle.exposed_ports({"ExposedPorts": {"http/tcp": {}}})
+    assert bundle.stop_signal({"StopSignal": "SIGQUIT"}, RunOptions()) == "SIGQUIT"
+    assert bundle.stop_signal({}, RunOptions()) == "SIGTERM"
+
+
+def test_run_options_round_trip():
+    o = RunOptions(command=("a", "b"), entrypoint="", env=(("K", "V"),), user="u", workdir="/w", hostname="h",
+                   memory=1 << 30, cpu_quota=1000, stop_signal="SIGINT")
+    assert RunOptions.from_json(o.to_json()) == o
