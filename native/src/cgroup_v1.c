@@ -89,7 +89,7 @@ static int v1_devices(struct pr_cgroup *cg, const struct pr_resources *res, pr_e
   return 0;
 }
 
-static int v1_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+static int v1_settings(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
   for (size_t i = 0; i < res->n; i++) {
     const struct pr_cg_setting *s = &res->v[i];
     if (!s->v1_file) {
@@ -103,6 +103,11 @@ static int v1_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_err
     if (!leaf) return pr_fail(err, 0, "%s: the cgroup v1 \"%s\" controller is not mounted on this host", s->field, s->v1_ctrl);
     if (write_cg(leaf, s->v1_file, s->v1_value, s->field, err) < 0) return -1;
   }
+  return 0;
+}
+
+static int v1_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  if (v1_settings(cg, res, err) < 0) return -1;
   return v1_devices(cg, res, err);
 }
 
@@ -127,5 +132,5 @@ static int v1_mount(struct pr_cgroup *cg, const char *target, unsigned long flag
   return 0;
 }
 
-const struct pr_cg_driver cg_v1_driver = {"v1", v1_create, v1_apply, v1_mount};
-const struct pr_cg_driver cg_hybrid_driver = {"hybrid", hybrid_create, v1_apply, v1_mount};
+const struct pr_cg_driver cg_v1_driver = {"v1", v1_create, v1_apply, v1_settings, v1_mount};
+const struct pr_cg_driver cg_hybrid_driver = {"hybrid", hybrid_create, v1_apply, v1_settings, v1_mount};

@@ -49,7 +49,7 @@ static int v2_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_er
   return cg_mkdir_path(cg, V2_ROOT, rel, false, enable, err);
 }
 
-static int v2_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+static int v2_settings(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
   for (size_t i = 0; i < res->n; i++) {
     const struct pr_cg_setting *s = &res->v[i];
     if (!s->v2_file) continue; /* v1-only knobs (swappiness, rt, ...) have no v2 file */
@@ -59,6 +59,11 @@ static int v2_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_err
       return pr_fail(err, e, "%s: writing \"%s\" to %s", s->field, s->v2_value, p);
     }
   }
+  return 0;
+}
+
+static int v2_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+  if (v2_settings(cg, res, err) < 0) return -1;
   return cg2_devices_attach(cg->leaves[0], res, err);
 }
 
@@ -75,4 +80,4 @@ static int v2_mount(struct pr_cgroup *cg, const char *target, unsigned long flag
   return 0;
 }
 
-const struct pr_cg_driver cg_v2_driver = {"v2", v2_create, v2_apply, v2_mount};
+const struct pr_cg_driver cg_v2_driver = {"v2", v2_create, v2_apply, v2_settings, v2_mount};

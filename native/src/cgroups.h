@@ -18,6 +18,8 @@ struct pr_cg_driver {
   /* Computes the leaf directories and creates what is missing. */
   int (*create)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
   int (*apply)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
+  /* apply without touching device rules (update on a running container) */
+  int (*update)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
   /* Mounts the container's view of its cgroup(s) at target (a host path). */
   int (*mount)(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err);
 };

@@ -46,6 +46,8 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
 int container_state(const char *root, const char *id, char **json, pr_error *err);
 /* `ps`: the host pids in the container's cgroup, as a JSON array (runc ps --format json). */
 int container_ps(const char *root, const char *id, char **out, pr_error *err);
+/* update: new linux.resources (JSON) for a running container's cgroup. */
+int container_update(const char *root, const char *id, const char *resources_json, pr_error *err);
 /* pause (freeze the cgroup) or resume it. */
 int container_pause(const char *root, const char *id, bool pause, pr_error *err);
 /* `list`: a table like runc's, or a JSON array of state objects. */

@@ -179,3 +179,32 @@ int container_ps(const char *root, const char *id, char **out, pr_error *err) {
   json_object_put(a);
   return 0;
 }
+
+int container_update(const char *root, const char *id, const char *resources_json, pr_error *err) {
+  struct pr_state st;
+  if (state_load(root, id, &st, err) < 0) return -1;
+  const char *status = state_status(root, &st);
+  if (strcmp(status, "stopped") == 0) return pr_fail(err, 0, "cannot update container \"%s\": it is stopped", id);
+  if (!st.cg.drv) return pr_fail(err, 0, "container \"%s\" has no cgroup to update", id);
+  json_tokener *tok = json_tokener_new();
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+  json_object *o = json_tokener_parse_ex(tok, resources_json, (int)strlen(resources_json));
+  bool ok = o && json_tokener_get_error(tok) == json_tokener_success && json_object_is_type(o, json_type_object);
+  json_tokener_free(tok);
+  if (!ok) {
+    if (o) json_object_put(o);
+    return pr_fail(err, 0, "update: the resources must be a JSON object (linux.resources of the spec)");
+  }
+  /* Same parser and driver as create; devices are only set at create, like
+   * runc, so the rule list is dropped here. */
+  struct pr_config tmp = {0};
+  int r = config_parse_resources(&tmp, o, err);
+  json_object_put(o);
+  if (r < 0) return pr_prefix(err, "update");
+  tmp.resources.n_dev_rules = 0;
+  tmp.resources.has_devices = false;
+  struct pr_resources res = tmp.resources;
+  for (size_t i = 0; i < res.n; i++)
+    if (strstr(res.v[i].field, ".devices")) res.v[i].v1_file = res.v[i].v2_file = NULL;
+  return st.cg.drv->update ? st.cg.drv->update(&st.cg, &res, err) : st.cg.drv->apply(&st.cg, &res, err);
+}

@@ -197,11 +197,30 @@ static int cmd_features(void) {
   return 0;
 }
 
+/* runc update's flags as a linux.resources object. */
+static char *update_flags_json(const char *memory, const char *pids, const char *shares, const char *quota,
+                               const char *period) {
+  json_object *o = json_object_new_object(), *m = json_object_new_object(), *p = json_object_new_object(),
+              *c = json_object_new_object();
+  if (memory) json_object_object_add(m, "limit", json_object_new_int64(strtoll(memory, NULL, 10)));
+  if (pids) json_object_object_add(p, "limit", json_object_new_int64(strtoll(pids, NULL, 10)));
+  if (shares) json_object_object_add(c, "shares", json_object_new_int64(strtoll(shares, NULL, 10)));
+  if (quota) json_object_object_add(c, "quota", json_object_new_int64(strtoll(quota, NULL, 10)));
+  if (period) json_object_object_add(c, "period", json_object_new_int64(strtoll(period, NULL, 10)));
+  json_object_object_add(o, "memory", m);
+  json_object_object_add(o, "pids", p);
+  json_object_object_add(o, "cpu", c);
+  char *r = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+  json_object_put(o);
+  return r;
+}
+
 static const char *usage =
     "usage: provision-runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND\n"
     "  create [--bundle DIR] [--pid-file F] [--console-socket S] ID\n"
     "  start ID | state ID | list [--format json] | ps ID\n"
     "  kill [--all] ID [SIGNAL] | pause ID | resume ID\n"
+    "  update [-r FILE|-] [--memory B] [--pids-limit N] [--cpu-share N] [--cpu-quota N] [--cpu-period N] ID\n"
     "  delete [--force] ID\n"
     "  run [--bundle DIR] [--pid-file F] [--console-socket S] [--detach] ID\n"
     "  exec [--process F] [--cwd D] [--env K=V] [--user U[:G]] [--tty] [--console-socket S]\n"
@@ -251,7 +270,8 @@ int main(int argc, char **argv) {
   const char *env1 = NULL, *stdio[3] = {NULL, NULL, NULL};
   static char *envs[64];
   bool force = false, all = false, detach = false, tty = false, nnp = false, ignored = false;
-  const char *format = NULL, *preserve = NULL;
+  const char *format = NULL, *preserve = NULL, *resources = NULL, *memory = NULL, *pids_limit = NULL;
+  const char *cpu_shares = NULL, *cpu_quota = NULL, *cpu_period = NULL;
   struct opt opts[] = {
       {"bundle", "b", true, &bundle, NULL},   {"pid-file", NULL, true, &pid_file, NULL},
       {"console-socket", NULL, true, &console_socket, NULL},
@@ -264,6 +284,10 @@ int main(int argc, char **argv) {
       {"no-pivot", NULL, false, NULL, &ignored}, {"no-new-keyring", NULL, false, NULL, &ignored},
       {"preserve-fds", NULL, true, &preserve, NULL}, {"format", NULL, true, &format, NULL},
       {"keep", NULL, false, NULL, &ignored},
+      /* update */
+      {"resources", "r", true, &resources, NULL}, {"memory", NULL, true, &memory, NULL},
+      {"pids-limit", NULL, true, &pids_limit, NULL}, {"cpu-share", NULL, true, &cpu_shares, NULL},
+      {"cpu-quota", NULL, true, &cpu_quota, NULL}, {"cpu-period", NULL, true, &cpu_period, NULL},
       /* provision-runtime extension: the container's stdio from files, for
        * callers that cannot hand over descriptors (runc needs the caller's). */
       {"stdin", NULL, true, &stdio[0], NULL}, {"stdout", NULL, true, &stdio[1], NULL},
@@ -306,6 +330,24 @@ int main(int argc, char **argv) {
     int sig = SIGTERM;
     if (npos > 1 && (sig = parse_signal(pos[1])) < 0) return usage_error("unknown signal \"%s\"", pos[1]);
     return container_kill(root, id, sig, all, &err) < 0 ? fail(&err) : 0;
+  }
+  if (strcmp(cmd, "update") == 0) {
+    /* runc's `update -r FILE` (or `-r -` for stdin) and its common flags */
+    cleanup_free char *json = NULL;
+    if (resources) {
+      if (strcmp(resources, "-") == 0) {
+        size_t cap = 4096, n = 0;
+        json = xmalloc(cap);
+        for (ssize_t r; (r = read(0, json + n, cap - n - 1)) > 0;)
+          if ((n += (size_t)r) + 1 >= cap) json = xrealloc(json, cap *= 2);
+        json[n] = '\0';
+      } else if (read_file(resources, &json, NULL, &err) < 0) {
+        return fail(&err);
+      }
+    } else {
+      json = update_flags_json(memory, pids_limit, cpu_shares, cpu_quota, cpu_period);
+    }
+    return container_update(root, id, json, &err) < 0 ? fail(&err) : 0;
   }
   if (strcmp(cmd, "ps") == 0) {
     cleanup_free char *out = NULL;

@@ -63,9 +63,10 @@ class Runtime:
             argv += ["--log", self.log_file, "--log-format", "json"]
         return argv + list(args)
 
-    def _call(self, *args: str, container_id: str | None = None, timeout: float | None = 60) -> Result:
+    def _call(self, *args: str, container_id: str | None = None, timeout: float | None = 60,
+              input: str | None = None) -> Result:
         try:
-            return self.runner.run(self._argv(*args), timeout=timeout)
+            return self.runner.run(self._argv(*args), timeout=timeout, input=input)
         except CommandError as exc:
             raise ContainerError(_one_line(exc.stderr) or str(exc), id=container_id, argv=exc.argv) from exc
 
@@ -124,6 +125,10 @@ class Runtime:
         if res.returncode != 0 and _runtime_failed(res.stderr):
             raise ContainerError(_one_line(res.stderr), id=container_id, argv=list(full))
         return res
+
+    def update(self, container_id: str, resources: Mapping) -> None:
+        """New linux.resources (the spec's object) for a running container."""
+        self._call("update", "-r", "-", container_id, container_id=container_id, input=json.dumps(dict(resources)))
 
     def pause(self, container_id: str) -> None:
         self._call("pause", container_id, container_id=container_id)

@@ -256,3 +256,24 @@ def test_host_forbidden_oom_score_adj_is_named(prt, rootfs, tmp_path):
         "provision-runtime: process.oomScoreAdj: setting -500 is not permitted (lowering it needs CAP_SYS_RESOURCE)"]
     assert h.cgroup_dirs("/prt-test/oom") == []
     assert list(prt.root.iterdir()) == []
+
+
+@pytest.mark.skipif(V2_MODE, reason="the v2 tree on a hybrid host has no controllers to update")
+def test_update_changes_limits_of_a_running_container(prt, rootfs, tmp_path):
+    b = bundle(tmp_path, rootfs, cgpath="/prt-test/update", args=["sleep", "100"])
+    cid = prt.new_id()
+    prt.cli("create", "--bundle", b, cid)
+    prt.cli("start", cid)
+    cg = Path("/sys/fs/cgroup")
+    prt.cli("update", "--memory", str(32 << 20), "--pids-limit", "17", "--cpu-share", "256", cid)
+    assert (cg / "memory/prt-test/update/memory.limit_in_bytes").read_text().strip() == str(32 << 20)
+    assert (cg / "pids/prt-test/update/pids.max").read_text().strip() == "17"
+    assert (cg / "cpu/prt-test/update/cpu.shares").read_text().strip() == "256"
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"memory": {"limit": 64 << 20}, "cpu": {"quota": 20000, "period": 100000}}))
+    prt.cli("update", "-r", res, cid)
+    assert (cg / "memory/prt-test/update/memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    assert (cg / "cpu/prt-test/update/cpu.cfs_quota_us").read_text().strip() == "20000"
+    bad = prt.cli("update", "--cpu-share", "1", cid, check=False)
+    assert bad.stderr.splitlines() == ["provision-runtime: update: linux.resources.cpu.shares: 1 is outside 2..262144"]
+    prt.cli("delete", "--force", cid)

@@ -86,3 +86,12 @@ def test_pause_resume_pids_list():
     rt.resume("c1")
     assert rt.pids("c1") == [7, 9]
     assert rt.list() == [ContainerState("c1", "paused", 7, "/b", "1.0.2", {})]
+
+
+def test_update_sends_resources_on_stdin():
+    fake = FakeRunner().expect(BASE + ["update", "-r", "-", "c1"])
+    inputs = []
+    real_run = fake.run
+    fake.run = lambda argv, **kw: inputs.append(kw.get("input")) or real_run(argv, **kw)
+    make(fake).update("c1", {"memory": {"limit": 1024}})
+    assert [json.loads(i) for i in inputs] == [{"memory": {"limit": 1024}}]
