@@ -19,19 +19,22 @@ static bool has_word(const char *list, const char *w) {
   return false;
 }
 
-static int v2_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
+static int v2_check_available(const char *ctrl, const char *field, pr_error *err) {
   cleanup_free char *avail = NULL;
   if (read_file(V2_ROOT "/cgroup.controllers", &avail, NULL, err) < 0) return -1;
+  if (has_word(avail, ctrl)) return 0;
+  size_t n = strlen(avail);
+  while (n && avail[n - 1] == '\n') avail[--n] = '\0';
+  return pr_fail(err, 0, "%s: the cgroup v2 \"%s\" controller is not available on this host (cgroup.controllers: \"%s\")",
+                 field, ctrl, avail);
+}
+
+static int v2_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
   char enable[256] = "";
   for (size_t i = 0; i < res->n; i++) {
     const char *c = res->v[i].v2_ctrl;
     if (!c || !res->v[i].v2_file) continue;
-    if (!has_word(avail, c)) {
-      size_t n = strlen(avail);
-      while (n && avail[n - 1] == '\n') avail[--n] = '\0';
-      return pr_fail(err, 0, "%s: the cgroup v2 \"%s\" controller is not available on this host (cgroup.controllers: \"%s\")",
-                     res->v[i].field, c, avail);
-    }
+    if (v2_check_available(c, res->v[i].field, err) < 0) return -1;
     char word[40];
     snprintf(word, sizeof word, "+%s", c);
     if (!strstr(enable, word) && strlen(enable) + strlen(word) + 2 < sizeof enable) {
@@ -49,11 +52,32 @@ static int v2_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_er
   return cg_mkdir_path(cg, V2_ROOT, rel, false, enable, err);
 }
 
+/* Enables ctrl on every level above leaf (root first) so leaf gets its
+ * files: needed by `update` for a controller the create did not ask for. */
+static int v2_enable_above(const char *leaf, const char *ctrl, const char *field, pr_error *err) {
+  if (v2_check_available(ctrl, field, err) < 0) return -1;
+  cleanup_free char *path = xstrdup(leaf);
+  char word[40];
+  snprintf(word, sizeof word, "+%s", ctrl);
+  for (char *s = path + strlen(V2_ROOT);; s++) {
+    if (*s != '/' && *s != '\0') continue;
+    char c = *s;
+    *s = '\0';
+    if (strcmp(path, leaf) == 0) break;
+    cleanup_free char *sc = xasprintf("%s/cgroup.subtree_control", path);
+    if (write_file(sc, word, strlen(word), err) < 0) return pr_prefix(err, "%s: enabling the \"%s\" controller", field, ctrl);
+    *s = c;
+    if (c == '\0') break;
+  }
+  return 0;
+}
+
 static int v2_settings(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
   for (size_t i = 0; i < res->n; i++) {
     const struct pr_cg_setting *s = &res->v[i];
     if (!s->v2_file) continue; /* v1-only knobs (swappiness, rt, ...) have no v2 file */
     cleanup_free char *p = xasprintf("%s/%s", cg->leaves[0], s->v2_file);
+    if (s->v2_ctrl && access(p, F_OK) < 0 && v2_enable_above(cg->leaves[0], s->v2_ctrl, s->field, err) < 0) return -1;
     if (write_file(p, s->v2_value, strlen(s->v2_value), err) < 0) {
       int e = err ? err->errnum : 0;
       return pr_fail(err, e, "%s: writing \"%s\" to %s", s->field, s->v2_value, p);
