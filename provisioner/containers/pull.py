@@ -12,8 +12,8 @@ it is fully downloaded. Here every missing layer starts downloading at once:
 Each blob's compressed bytes are hashed as they arrive (transport.BlobReader) and a mismatch
 is raised at EOF; the store drains every stream to EOF before it commits a layer, so a bad
 blob never lands. The store itself verifies the uncompressed diff_id. A failing download stops
-the whole pull early; layers already committed before it are complete, valid chains (a retry
-reuses them, `image prune` drops them), but no image record is written.
+the whole pull early; layers this pull committed before the failure are discarded again and no
+image record is written, so a failed pull leaves the store as it found it.
 
 The store lock is held for the whole pull (downloads included): concurrent pulls serialise, and
 the second finds the shared chains already stored; it also makes leftover spool directories of
@@ -247,7 +247,12 @@ def pull(
                 break
         needed = list(range(have + 1, len(chains)))
         obs.resolved(image, needed)
-        fetched = _fetch_and_apply(reg, store, Path(root), image, chains, needed, obs, max_parallel)
+        try:
+            fetched = _fetch_and_apply(reg, store, Path(root), image, chains, needed, obs, max_parallel)
+        except BaseException:
+            # Leave the store as it was: drop the complete chains this pull added before it failed.
+            store.discard_unused(chains[k] for k in needed)
+            raise
         record = store.put_image(names, image.manifest_digest, image.manifest, image.config)
     result = PullResult(str(parsed), image.config_digest, image.manifest_digest, len(chains), len(needed),
                         fetched, time.monotonic() - start, record)

@@ -28,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from .. import fsutil
 from ..doctor import fstype_of
@@ -325,21 +326,41 @@ class Store:
                 (self.records / f"{_hex(image_id)}.json").unlink(missing_ok=True)
             self.prune()
 
+    def _used(self) -> tuple[set[str], set[str]]:
+        """Hex ids of the layer chains and blobs some image record uses."""
+        used_chains, used_blobs = set(), set()
+        for rec_path in self.records.glob("*.json"):
+            rec = json.loads(rec_path.read_text())
+            used_chains.update(_hex(c) for c in rec["chain_ids"])
+            used_blobs.update({_hex(rec["id"]), _hex(rec["manifest_digest"])})
+        return used_chains, used_blobs
+
+    def _delete_chain(self, hex_id: str) -> None:
+        self._delete_tree(self.layers / hex_id)
+        (self.layers / f"{hex_id}.json").unlink(missing_ok=True)
+
+    def discard_unused(self, chain_ids: Iterable[str]) -> list[str]:
+        """Delete the given chains if no image record uses them (undoing a failed pull)."""
+        removed = []
+        with self.lock():
+            used_chains, _ = self._used()
+            for chain in chain_ids:
+                h = _hex(chain)
+                if h not in used_chains and (self.layers / h).is_dir():
+                    self._delete_chain(h)
+                    removed.append(chain)
+        return removed
+
     def prune(self) -> list[str]:
         """Delete layer chains (and manifest/config blobs) that no image record uses."""
         removed = []
         with self.lock():
-            used_chains, used_blobs = set(), set()
-            for rec_path in self.records.glob("*.json"):
-                rec = json.loads(rec_path.read_text())
-                used_chains.update(_hex(c) for c in rec["chain_ids"])
-                used_blobs.update({_hex(rec["id"]), _hex(rec["manifest_digest"])})
+            used_chains, used_blobs = self._used()
             for layer in sorted(self.layers.iterdir()):
                 if layer.suffix == ".json" or layer.name.startswith("."):
                     continue
                 if layer.name not in used_chains:
-                    self._delete_tree(layer)
-                    (self.layers / f"{layer.name}.json").unlink(missing_ok=True)
+                    self._delete_chain(layer.name)
                     removed.append("sha256:" + layer.name)
             for blob in self.blobs.iterdir():
                 if blob.name not in used_blobs:
