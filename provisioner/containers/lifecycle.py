@@ -254,8 +254,13 @@ class Manager:
     def _copy_up(self, rootfs: Path, dest: str, volume: Path) -> None:
         """A new volume starts with the image's content at its mount point (Docker does the same)."""
         src = volumes.resolve_in(rootfs, dest)
-        if src.is_dir() and not src.is_symlink() and any(src.iterdir()):
+        if not src.is_dir() or src.is_symlink():
+            return
+        if any(src.iterdir()):
             self.runner.run(["cp", "-a", "--reflink=auto", "-T", str(src), str(volume)])
+        st = src.stat()  # an empty directory still gives its owner and mode (redis's /var/lib/redis)
+        os.chown(volume, st.st_uid, st.st_gid)
+        os.chmod(volume, st.st_mode & 0o7777)
 
     def _bundle(self, rec: ContainerRecord, ep) -> Path:
         d = self._dir(rec)
