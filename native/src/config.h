@@ -173,6 +173,7 @@ struct pr_config {
   struct pr_op *ops;
   size_t n_ops;
   bool has_dev_pts;       /* a devpts mount at /dev/pts exists: /dev/ptmx -> pts/ptmx */
+  char time_offsets[128]; /* linux.timeOffsets as /proc/PID/timens_offsets lines */
 };
 
 /* Reads <bundle>/config.json.  Errors look like

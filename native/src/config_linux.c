@@ -43,11 +43,6 @@ static int parse_namespaces(struct pr_config *c, json_object *arr, pr_error *err
       if (strcmp(ns_table[k].name, type) == 0) break;
     if (k == sizeof(ns_table) / sizeof(ns_table[0]))
       return pr_fail(err, 0, "%s.type: unknown namespace type \"%s\"", f, type);
-    /* A new time namespace only applies to children of the unsharing
-     * process and needs timeOffsets written before anyone enters it; not
-     * supported yet, so refuse it rather than ignore it. */
-    if (ns_table[k].ns == NS_TIME)
-      return pr_fail(err, 0, "%s.type: time namespaces are not supported by this runtime", f);
     struct pr_ns_spec *ns = &c->ns[ns_table[k].ns];
     if (ns->present) return pr_fail(err, 0, "%s.type: namespace \"%s\" listed twice", f, type);
     ns->present = true;
@@ -109,6 +104,24 @@ int config_parse_linux(struct pr_config *c, json_object *lx, pr_error *err) {
   if (o && config_parse_resources(c, o, err) < 0) return -1;
   if (jget_object(lx, "seccomp", "linux", &o, err) < 0) return -1;
   if (o && config_parse_seccomp(c, o, err) < 0) return -1;
+  if (jget_object(lx, "timeOffsets", "linux", &o, err) < 0) return -1;
+  if (o) {
+    if (!c->ns[NS_TIME].present || c->ns[NS_TIME].path)
+      return pr_fail(err, 0, "linux.timeOffsets: needs a new time namespace in linux.namespaces");
+    size_t len = 0;
+    json_object_object_foreach(o, clock, val) {
+      cleanup_free char *f = xasprintf("linux.timeOffsets.%s", clock);
+      if (strcmp(clock, "monotonic") != 0 && strcmp(clock, "boottime") != 0)
+        return pr_fail(err, 0, "%s: unknown clock (monotonic or boottime)", f);
+      int64_t secs = 0, nsecs = 0;
+      bool present;
+      if (jget_int64(val, "secs", f, &present, &secs, err) < 0 || jget_int64(val, "nanosecs", f, &present, &nsecs, err) < 0)
+        return -1;
+      if (nsecs < 0 || nsecs >= 1000000000) return pr_fail(err, 0, "%s.nanosecs: must be 0..999999999", f);
+      len += (size_t)snprintf(c->time_offsets + len, sizeof c->time_offsets - len, "%s %lld %lld\n", clock,
+                              (long long)secs, (long long)nsecs);
+    }
+  }
   c->process.personality = -1;
   if (jget_object(lx, "personality", "linux", &o, err) < 0) return -1;
   if (o) {

@@ -138,7 +138,8 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   ct->sync_fd = sp[1];
   unsigned long flags = 0;
   for (int n = 0; n < NS__COUNT; n++)
-    if (cfg->ns[n].present && !cfg->ns[n].path && n != NS_CGROUP) flags |= (unsigned long)ns_clone_flag((enum pr_ns)n);
+    if (cfg->ns[n].present && !cfg->ns[n].path && n != NS_CGROUP && n != NS_TIME)
+      flags |= (unsigned long)ns_clone_flag((enum pr_ns)n);
   if (cfg->ns[NS_PID].path) {
     /* Joining a pid namespace only affects children: enter it here, so the
      * clone below is born inside it. */

@@ -22,7 +22,7 @@
 
 static const struct { const char *file; int flag; } ns_files[] = {
     {"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
-    {"cgroup", CLONE_NEWCGROUP}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS},
+    {"cgroup", CLONE_NEWCGROUP}, {"time", 0x80 /* CLONE_NEWTIME */}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS},
 };
 #define N_NS (sizeof(ns_files) / sizeof(ns_files[0]))
 
@@ -125,7 +125,10 @@ int container_exec(const char *root, const char *id, const struct pr_exec_opts *
     cleanup_free char *theirs = xasprintf("/proc/%d/ns/%s", st.pid, ns_files[i].file);
     cleanup_free char *mine = xasprintf("/proc/self/ns/%s", ns_files[i].file);
     struct stat a, b;
-    if (stat(theirs, &a) < 0) return pr_fail(err, errno, "exec: %s", theirs);
+    if (stat(theirs, &a) < 0) {
+      if (errno == ENOENT) continue; /* a namespace type this kernel lacks */
+      return pr_fail(err, errno, "exec: %s", theirs);
+    }
     /* Entering our own namespace is refused for user namespaces: skip it. */
     if (stat(mine, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) continue;
     if ((fds[i] = open(theirs, O_RDONLY | O_CLOEXEC)) < 0) return pr_fail(err, errno, "exec: open %s", theirs);

@@ -100,6 +100,20 @@ static int wait_start(struct pr_container *ct, pr_error *err) {
   return ct->sync_fd;
 }
 
+/* A new time namespace applies to the children of the unsharing process and
+ * its offsets can only be written before a process is in it
+ * (time_namespaces(7)); so unshare, write the offsets, then move ourselves
+ * in through /proc/self/ns/time_for_children. */
+static int new_time_ns(struct pr_config *c, pr_error *err) {
+  if (unshare(0x80 /* CLONE_NEWTIME */) < 0) return pr_fail(err, errno, "linux.namespaces: creating a time namespace");
+  if (c->time_offsets[0] &&
+      write_file("/proc/self/timens_offsets", c->time_offsets, strlen(c->time_offsets), err) < 0)
+    return pr_prefix(err, "linux.timeOffsets");
+  cleanup_close int fd = open("/proc/self/ns/time_for_children", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, 0x80) < 0) return pr_fail(err, errno, "linux.namespaces: entering the new time namespace");
+  return 0;
+}
+
 static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
   struct pr_config *c = ct->cfg;
   struct pr_sync_msg m;
@@ -120,6 +134,7 @@ static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
    * the same in nsexec). */
   if (c->ns[NS_CGROUP].present && !c->ns[NS_CGROUP].path && unshare(CLONE_NEWCGROUP) < 0)
     return pr_fail(err, errno, "linux.namespaces: creating cgroup namespace");
+  if (c->ns[NS_TIME].present && !c->ns[NS_TIME].path && new_time_ns(c, err) < 0) return -1;
   if (process_set_oom(&c->process, err) < 0) return -1;
   if (mounts_prepare_rootfs(ct, err) < 0) return -1;
   if (run_ops(ct, err) < 0) return -1;

@@ -152,8 +152,7 @@ static int cmd_features(void) {
   json_object_object_add(o, "mountOptions", a);
   json_object *lx = json_object_new_object();
   a = json_object_new_array();
-  for (int n = 0; n < NS__COUNT; n++)
-    if (n != NS_TIME) json_object_array_add(a, json_object_new_string(ns_name((enum pr_ns)n)));
+  for (int n = 0; n < NS__COUNT; n++) json_object_array_add(a, json_object_new_string(ns_name((enum pr_ns)n)));
   json_object_object_add(lx, "namespaces", a);
   a = json_object_new_array();
   for (int c = 0; c <= cap_last_cap(); c++) json_object_array_add(a, json_object_new_string(cap_name(c)));

@@ -555,3 +555,18 @@ def test_personality_linux32(prt, rootfs, tmp_path):
     proc = prt.run(bundle(tmp_path, rootfs, args=["uname", "-m"], config=cfg))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in ("i686", "i386")
+
+
+def test_time_namespace_offsets(prt, rootfs, tmp_path):
+    """A new time namespace with linux.timeOffsets: the container's boot clock (uptime) is
+    400 days ahead of the host's, also for a process exec'd into it."""
+    def cfg(c):
+        c["linux"]["namespaces"].append({"type": "time"})
+        c["linux"]["timeOffsets"] = {"boottime": {"secs": 400 * 86400, "nanosecs": 0}}
+    cid = prt.new_id()
+    prt.cli("create", "--bundle", bundle(tmp_path, rootfs, args=["sleep", "100"], config=cfg), cid)
+    prt.cli("start", cid)
+    inside = float(prt.cli("exec", cid, "cat", "/proc/uptime").stdout.split()[0])  # exec joins it too
+    host_uptime = float(Path("/proc/uptime").read_text().split()[0])
+    assert 400 * 86400 - 5 <= inside - host_uptime < 400 * 86400 + 5
+    prt.cli("delete", "--force", cid)
