@@ -48,7 +48,12 @@ static int hybrid_create(struct pr_cgroup *cg, const struct pr_resources *res, p
     rel = xasprintf("%s/%s", strcmp(self, "/") == 0 ? "" : self, cg->path);
   }
   cg->leaf_names[cg->n_leaves] = "unified";
-  return cg_mkdir_path(cg, "/sys/fs/cgroup/unified", rel, false, NULL, err);
+  /* Only bookkeeping (no controllers live there): a read-only or otherwise
+   * unusable unified tree must not stop the container. */
+  pr_error ignored = {0};
+  if (cg_mkdir_path(cg, "/sys/fs/cgroup/unified", rel, false, NULL, &ignored) < 0) cg->leaf_names[cg->n_leaves] = NULL;
+  (void)err;
+  return 0;
 }
 
 static const char *leaf_for(struct pr_cgroup *cg, const char *ctrl) {
