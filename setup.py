@@ -19,11 +19,12 @@ class BuildWithNative(build_py):
         if self.editable_mode:
             return
         pkg = Path(self.build_lib) / "provisioner"
-        if (HERE / "native" / "Makefile").exists():
-            subprocess.run(["make", "-C", str(HERE / "native")], check=True)
-            binary = HERE / "native" / "build" / "provision-runtime"
-            (pkg / "_bin").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(binary, pkg / "_bin" / binary.name)
+        # The C binaries: the OCI runtime and the per-container supervision shim.
+        for subdir, name in (("native", "provision-runtime"), ("native/shim", "provision-shim")):
+            if (HERE / subdir / "Makefile").exists():
+                subprocess.run(["make", "-s", "-C", str(HERE / subdir)], check=True)
+                (pkg / "_bin").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(HERE / subdir / "build" / name, pkg / "_bin" / name)
         if (HERE / "templates").is_dir():
             shutil.copytree(HERE / "templates", pkg / "_templates", dirs_exist_ok=True)
 

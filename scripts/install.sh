@@ -36,10 +36,12 @@ fi
 # Debian's docker-registry package starts a system registry on :5000 where an init system
 # runs; tests start their own on loopback, so a running system one is harmless.
 
-if [ -f native/Makefile ]; then
-  echo "install: building native/ (provision-runtime)" >&2
-  make -s -C native
-fi
+for dir in native native/shim; do
+  if [ -f "$dir/Makefile" ]; then
+    echo "install: building $dir" >&2
+    make -s -C "$dir"
+  fi
+done
 
 PY=${PYTHON:-python3}
 echo "install: pip install -e .[test] with $($PY --version)" >&2
