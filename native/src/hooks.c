@@ -13,12 +13,19 @@
 #include "util.h"
 
 static int run_one(const struct pr_hook *h, const char *field, const char *state_json, pr_error *err) {
-  int pfd[2];
+  int pfd[2], efd[2];
   if (pipe2(pfd, O_CLOEXEC) < 0) return pr_fail(err, errno, "%s: pipe", field);
+  if (pipe2(efd, O_CLOEXEC) < 0) {
+    close(pfd[0]);
+    close(pfd[1]);
+    return pr_fail(err, errno, "%s: pipe", field);
+  }
   pid_t pid = fork();
   if (pid < 0) {
     close(pfd[0]);
     close(pfd[1]);
+    close(efd[0]);
+    close(efd[1]);
     return pr_fail(err, errno, "%s: fork", field);
   }
   if (pid == 0) {
@@ -28,8 +35,20 @@ static int run_one(const struct pr_hook *h, const char *field, const char *state
       for (int fd = 3; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
     signal(SIGPIPE, SIG_DFL);
     execve(h->path, h->args, h->env);
-    dprintf(2, "provision-runtime: %s: exec %s: %s\n", field, h->path, strerror(errno));
+    int e = errno; /* the parent reports it: only main prints */
+    (void)!write(efd[1], &e, sizeof e);
     _exit(127);
+  }
+  close(efd[1]);
+  int exec_errno = 0;
+  ssize_t got;
+  do got = read(efd[0], &exec_errno, sizeof exec_errno); while (got < 0 && errno == EINTR);
+  close(efd[0]);
+  if (got == (ssize_t)sizeof exec_errno) {
+    close(pfd[0]);
+    close(pfd[1]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    return pr_fail(err, exec_errno, "%s: exec %s", field, h->path);
   }
   close(pfd[0]);
   /* A hook that does not read stdin must not make us fail (EPIPE). */

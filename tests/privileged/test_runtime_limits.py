@@ -277,3 +277,12 @@ def test_update_changes_limits_of_a_running_container(prt, rootfs, tmp_path):
     bad = prt.cli("update", "--cpu-share", "1", cid, check=False)
     assert bad.stderr.splitlines() == ["provision-runtime: update: linux.resources.cpu.shares: 1 is outside 2..262144"]
     prt.cli("delete", "--force", cid)
+
+
+def test_hook_that_cannot_run_is_named(prt, rootfs, tmp_path):
+    def cfg(c):
+        c["hooks"] = {"poststop": [], "createRuntime": [{"path": "/nonexistent/hook"}]}
+    proc = prt.run(bundle(tmp_path, rootfs, config=cfg))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "provision-runtime: hooks.createRuntime[0]: exec /nonexistent/hook: No such file or directory"]
