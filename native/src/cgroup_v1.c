@@ -1,4 +1,5 @@
 /* cgroup v1 and hybrid drivers. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,30 +13,51 @@
 #include "mounts.h"
 #include "util.h"
 
-/* Hierarchies we place the container in when the host mounts them.  The
- * named systemd hierarchy is included so tools see the container there too. */
-static const char *v1_ctrls[] = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio",
-                                 "pids", "net_cls", "net_prio", "perf_event", "hugetlb", "systemd", NULL};
+static bool has_token(const char *list, const char *tok) {
+  size_t l = strlen(tok);
+  for (const char *p = list; *p;) {
+    const char *e = strchr(p, ',');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    if (n == l && strncmp(p, tok, l) == 0) return true;
+    if (!e) break;
+    p = e + 1;
+  }
+  return false;
+}
 
+/* Every v1 hierarchy the host mounts under /sys/fs/cgroup: one directory
+ * each, named after its controllers ("memory", "cpu,cpuacct",
+ * "net_cls,net_prio") or its name ("systemd"); the per-controller symlinks
+ * distributions add for co-mounted ones ("cpu" -> "cpu,cpuacct") are
+ * skipped so each hierarchy is joined once. */
 static int v1_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
   (void)res;
-  for (int i = 0; v1_ctrls[i]; i++) {
-    cleanup_free char *base = xasprintf("/sys/fs/cgroup/%s", v1_ctrls[i]);
+  DIR *d = opendir("/sys/fs/cgroup");
+  if (!d) return pr_fail(err, errno, "opendir /sys/fs/cgroup");
+  int ret = 0;
+  for (struct dirent *e; ret == 0 && (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.' || strcmp(e->d_name, "unified") == 0) continue;
+    cleanup_free char *base = xasprintf("/sys/fs/cgroup/%s", e->d_name);
     cleanup_free char *procs = xasprintf("%s/cgroup.procs", base);
     struct stat st;
-    /* co-mounted hierarchies (cpu,cpuacct) appear as symlinks: skip those. */
     if (lstat(base, &st) < 0 || !S_ISDIR(st.st_mode) || access(procs, F_OK) < 0) continue;
+    if (cg->n_leaves + 1 >= CG_MAX_DIRS) break;
     cleanup_free char *rel = NULL;
     if (cg->path[0] == '/') {
       rel = xstrdup(cg->path);
     } else {
-      cleanup_free char *self = cg_self_path(strcmp(v1_ctrls[i], "systemd") == 0 ? "name=systemd" : v1_ctrls[i]);
+      /* /proc/self/cgroup names a hierarchy by its controller list */
+      cleanup_free char *key = strcmp(e->d_name, "systemd") == 0 ? xstrdup("name=systemd") : xstrdup(e->d_name);
+      char *comma = strchr(key, ',');
+      if (comma) *comma = '\0';
+      cleanup_free char *self = cg_self_path(key);
       rel = xasprintf("%s/%s", strcmp(self, "/") == 0 ? "" : self, cg->path);
     }
-    cg->leaf_names[cg->n_leaves] = v1_ctrls[i];
-    if (cg_mkdir_path(cg, base, rel, strcmp(v1_ctrls[i], "cpuset") == 0, NULL, err) < 0) return -1;
+    cg->leaf_names[cg->n_leaves] = xstrdup(e->d_name);
+    ret = cg_mkdir_path(cg, base, rel, has_token(e->d_name, "cpuset"), NULL, err);
   }
-  return 0;
+  closedir(d);
+  return ret;
 }
 
 static int hybrid_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err) {
@@ -58,7 +80,7 @@ static int hybrid_create(struct pr_cgroup *cg, const struct pr_resources *res, p
 
 static const char *leaf_for(struct pr_cgroup *cg, const char *ctrl) {
   for (size_t i = 0; i < cg->n_leaves; i++)
-    if (strcmp(cg->leaf_names[i], ctrl) == 0) return cg->leaves[i];
+    if (cg->leaf_names[i] && has_token(cg->leaf_names[i], ctrl)) return cg->leaves[i];
   return NULL;
 }
 
@@ -131,6 +153,14 @@ static int v1_mount(struct pr_cgroup *cg, const char *target, unsigned long flag
     unsigned long f = (flags | mounts_locked_flags(dst)) & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
       return pr_fail(err, errno, "remounting %s", dst);
+    /* co-mounted: "cpu" and "cpuacct" links to "cpu,cpuacct", as hosts have */
+    if (strchr(cg->leaf_names[i], ',')) {
+      cleanup_free char *names = xstrdup(cg->leaf_names[i]);
+      for (char *save, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        cleanup_free char *link = xasprintf("%s/%s", target, t);
+        if (symlink(cg->leaf_names[i], link) < 0 && errno != EEXIST) return pr_fail(err, errno, "symlink %s", link);
+      }
+    }
   }
   if (flags & MS_RDONLY && mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
     return pr_fail(err, errno, "remounting %s read-only", target);

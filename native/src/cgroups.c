@@ -180,7 +180,7 @@ int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err) {
  * cgroup.freeze, done once cgroup.events says "frozen 1". */
 static const char *freezer_leaf(const struct pr_cgroup *cg, bool *v2) {
   for (size_t i = 0; i < cg->n_leaves; i++)
-    if (cg->leaf_names[i] && strcmp(cg->leaf_names[i], "freezer") == 0) {
+    if (cg->leaf_names[i] && strcmp(cg->leaf_names[i], "freezer") == 0) { /* never co-mounted */
       *v2 = false;
       return cg->leaves[i];
     }
