@@ -170,7 +170,7 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
         # Same version number, new code: reinstall the project wheel itself (dependencies stay).
         ssh.run([*pip, "--no-deps", "--force-reinstall", wheel], sudo=True, timeout=900)
     ssh.run(["ln", "-sfn", f"{venv}/bin/provision", "/usr/local/bin/provision"], sudo=True)
-    ssh.run(f"printf '%s\\n' {shlex.quote(digest)} > {shlex.quote(marker)}", sudo=True)
+    ssh.run(["tee", marker], sudo=True, input=digest + "\n")
     report.seconds["install"] = round(time.monotonic() - t1, 2)
     # As root, so this first run also writes the byte code of what the agent imports.
     report.version = ssh.run(["/usr/local/bin/provision", "--version"], sudo=True).stdout.strip()

@@ -220,13 +220,14 @@ def test_adapter_finds_instances_and_kept_volumes_from_the_state_tree(tmp_path):
     hdir = state.host_dir(tmp_path, "s", "web")
     (hdir / "volumes").mkdir(parents=True)
     (hdir / "volumes" / "data.qcow2").write_bytes(b"")
+    (hdir / "volumes" / "data.json").write_text(json.dumps({"serial": "vol" + "a" * 17, "keep": True}))
     (hdir / "root.qcow2").write_bytes(b"")
     state.save(hdir, state.VmState(stack="s", host="web", pid=999999999, instance_id="i-1",
                                    disks=[{"role": "volume", "name": "data", "serial": "vol" + "a" * 17}]))
     found = driver.find("s")
     assert [(r.kind, r.name, r.state) for r in found] == [("instance", "s-web", "stopped"),
                                                            ("volume", "data", "available")]
-    assert found[1].id == "vol" + "a" * 17
+    assert found[1].id == "vol" + "a" * 17 and found[1].extra["tags"]["provisioner-keep"] == "true"
     driver.delete(found[0])  # the instance goes, its volume stays until deleted itself
     assert [r.kind for r in driver.find("s")] == ["volume"]
     driver.delete(found[1])

@@ -50,7 +50,7 @@ def test_destroy_keep_volumes_keeps_only_the_volume_files(cloud, vm):
     assert qemu_processes_for(directory) == []
     assert wait_not_listening(st.ssh_port)
     left = sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
-    assert left == ["volumes", "volumes/pgdata.qcow2"]
+    assert left == ["volumes", "volumes/pgdata.json", "volumes/pgdata.qcow2"]
     # A second destroy without keep removes the kept volume too.
     assert cloud.destroy(STACK) == ["db"]
     assert not directory.parent.exists()

@@ -68,7 +68,7 @@ class LocalDriver:
         pubkey = getattr(hp, "ssh_public_key", "") or self._pubkey
         spec = VmSpec(stack=hp.stack, host=hp.host, ssh_public_key=pubkey, style=self.style,
                       ephemeral=hp.ephemeral_count,
-                      volumes=tuple(VolumeDisk(v.name, v.size_gb * 1024) for v in hp.volumes),
+                      volumes=tuple(VolumeDisk(v.name, v.size_gb * 1024, v.keep) for v in hp.volumes),
                       ports=_forwards(hp), memory_mb=self.memory_mb, user=self.user, user_data=hp.user_data)
         st = self.cloud.launch(spec, wait=False)
         return self._instance(st)
@@ -92,12 +92,14 @@ class LocalDriver:
             raise CloudError(f"local cloud: volume {vp.name} of {hp.host} was not created with the VM")
         return self._volume(hp.stack, hp.host, vp.name, disk["serial"], keep=vp.keep)
 
-    def _volume(self, stack: str, host: str, name: str, serial: str, keep: bool | None = None) -> Resource:
+    def _volume(self, stack: str, host: str, name: str, serial: str, keep: bool | None = None,
+                attached: bool = True) -> Resource:
         tags = {"provisioner-stack": stack, "provisioner-host": host, "provisioner-volume": name}
         if keep is not None:
             tags[KEEP_TAG] = "true" if keep else "false"
         path = self.cloud.host_dir(stack, host) / state.VOLUMES / f"{name}.qcow2"
-        return Resource("volume", serial, name, host, "available", {"stack": stack, "file": str(path), "tags": tags})
+        return Resource("volume", serial, name, host, "in-use" if attached else "available",
+                        {"stack": stack, "file": str(path), "tags": tags})
 
     def attach_volume(self, inst: Resource, vol: Resource, vp: VolumePlan) -> None:
         return None  # attached when qemu started (see the module docstring)
@@ -112,11 +114,12 @@ class LocalDriver:
             return out
         for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
             st = state.load(hdir)
+            running = st is not None and state.qemu_alive(st.pid, hdir)
             if st is not None and (hdir / "root.qcow2").exists():
                 out.append(self._instance(st))
-            serials = {d["name"]: d["serial"] for d in (st.disks if st else []) if d["role"] == "volume"}
-            for vol in sorted((hdir / state.VOLUMES).glob("*.qcow2")):
-                out.append(self._volume(stack, hdir.name, vol.stem, serials.get(vol.stem, vol.stem)))
+            for vol in self.cloud.volumes(stack, hdir.name):
+                out.append(self._volume(stack, hdir.name, vol["name"], vol["serial"], keep=vol["keep"],
+                                        attached=running))
         return out
 
     def delete(self, res: Resource) -> None:

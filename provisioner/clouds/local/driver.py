@@ -120,8 +120,14 @@ class LocalCloud:
                          str(files.overlay), f"{spec.root_gb}G"])
         for d in disks:
             path = directory / d.file
-            if d.role == "volume" and path.exists():
-                continue  # a kept volume: reattach it as is, never recreate it
+            if d.role == "volume":
+                # What a volume is outlives the VM's state.json (destroy --keep-volumes).
+                meta = path.with_suffix(".json")
+                if not path.exists():
+                    created.append(meta)
+                atomic_write(meta, json.dumps({"serial": d.serial, "keep": d.keep}) + "\n")
+                if path.exists():
+                    continue  # a kept volume: reattach it as is, never recreate it
             path.unlink(missing_ok=True)
             created.append(path)
             self.runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{d.size_mb}M"])
@@ -204,6 +210,18 @@ class LocalCloud:
             sdir.rmdir()
         return done
 
+    def volumes(self, stack: str, host: str) -> list[dict]:
+        """The volume files of a host (also after its VM is gone): name, file, serial, keep."""
+        out = []
+        for f in sorted((self.host_dir(stack, host) / state.VOLUMES).glob("*.qcow2")):
+            try:
+                meta = json.loads(f.with_suffix(".json").read_text())
+            except (OSError, ValueError):
+                meta = {}
+            out.append({"name": f.stem, "file": str(f), "serial": meta.get("serial", f.stem),
+                        "keep": bool(meta.get("keep", False))})
+        return out
+
     def destroy_host(self, stack: str, host: str, *, keep_volumes: bool = False) -> None:
         hdir = self.host_dir(stack, host)
         if not hdir.is_dir():
@@ -224,6 +242,7 @@ class LocalCloud:
         if st is not None and state.qemu_alive(st.pid, hdir):
             raise CloudError(f"local cloud: volume {name} of {stack}/{host} is attached to a running VM")
         (hdir / state.VOLUMES / f"{name}.qcow2").unlink(missing_ok=True)
+        (hdir / state.VOLUMES / f"{name}.json").unlink(missing_ok=True)
         for d in (hdir / state.VOLUMES, hdir, hdir.parent):
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()

@@ -30,6 +30,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 class VolumeDisk:
     name: str
     size_mb: int
+    keep: bool = False  # survives a destroy (like `keep: true` volumes on the clouds)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class DiskPlan:
     bus: str         # "nvme" | "scsi"
     vendor: str = ""
     product: str = ""
+    keep: bool = False
 
 
 def aws_volume_serial(stack: str, host: str, volume: str) -> str:
@@ -132,8 +134,8 @@ def plan_disks(spec: VmSpec, launch_token: str | None = None) -> list[DiskPlan]:
     for v in spec.volumes:
         if spec.style == "aws":
             disks.append(DiskPlan("volume", v.name, f"volumes/{v.name}.qcow2", v.size_mb,
-                                  aws_volume_serial(spec.stack, spec.host, v.name), "nvme"))
+                                  aws_volume_serial(spec.stack, spec.host, v.name), "nvme", keep=v.keep))
         else:
             disks.append(DiskPlan("volume", v.name, f"volumes/{v.name}.qcow2", v.size_mb,
-                                  v.name, "scsi", "Google", "PersistentDisk"))
+                                  v.name, "scsi", "Google", "PersistentDisk", keep=v.keep))
     return disks
