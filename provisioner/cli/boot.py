@@ -2,8 +2,6 @@
 over provisioner.host.boot)."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import click
@@ -11,18 +9,14 @@ import click
 from ..errors import ConfigError, HostError
 from ..host import boot as boot_mod
 from ..host import config as host_config
-from ..host.steps import DEFAULT_AGENT, StepContext
+from ..host.steps import StepContext
 from ..host.steps import containers as containers_step
 from .app import App, emit, json_option, pass_app, status, table
 
 
-def _agent() -> str:
-    return DEFAULT_AGENT if os.access(DEFAULT_AGENT, os.X_OK) else (shutil.which("provision") or DEFAULT_AGENT)
-
-
 def _context(app: App, config_path, sysroot: Path) -> StepContext:
     cfg = host_config.load(host_config.find_config(app.root, config_path))
-    return StepContext(config=cfg, runner=app.runner, root=app.root, sysroot=sysroot, agent=_agent())
+    return StepContext(config=cfg, runner=app.runner, root=app.root, sysroot=sysroot)
 
 
 @click.command("boot")
@@ -80,7 +74,7 @@ def status_cmd(app: App) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @pass_app
 def restore_cmd(app: App, config_path) -> None:
-    """Start again every container whose restart policy says so (run by provisioner-containers.service)."""
+    """Start again every container whose restart policy says so (what provisioner-containers.service does)."""
     state = app.root / containers_step.STATE_SUBDIR
     try:
         cfg = host_config.load(host_config.find_config(app.root, config_path))

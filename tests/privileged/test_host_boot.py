@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -347,18 +348,28 @@ def test_reboot_reconnects_a_containers_network_before_restarting_it(netenv, tmp
     serving = lambda: e.wget(url, check=False).stdout == "served\n"  # noqa: E731
     wait_for(serving, what="the container serving before the reboot")
 
-    st = supervise.status(rec.id, state)
-    os.kill(st.shim_pid, signal.SIGKILL)
-    os.killpg(st.pid, signal.SIGKILL)
-    wait_for(lambda: supervise.status(rec.id, state).status == "dead", what="the container to die")
-    sh("ip", "netns", "del", ns)                    # takes the container's veth end, and so the pair
-    sh("ip", "link", "del", e.cfg.bridge)
-    sh("nft", "delete", "table", "ip", e.cfg.table)
-    assert not serving()
+    def reboot():
+        st = supervise.status(rec.id, state)
+        os.kill(st.shim_pid, signal.SIGKILL)
+        os.killpg(st.pid, signal.SIGKILL)
+        wait_for(lambda: supervise.status(rec.id, state).status == "dead", what="the container to die")
+        sh("ip", "netns", "del", ns)                # takes the container's veth end, and so the pair
+        sh("ip", "link", "del", e.cfg.bridge)
+        sh("nft", "delete", "table", "ip", e.cfg.table)
+        assert not serving()
 
+    reboot()
     ctx = StepContext(config=HostConfig(host="h1"), runner=Runner(), root=e.root, sysroot=tmp_path / "sys")
     result = boot.boot(ctx, only=("containers",))
     assert statuses(result) == {"containers": "changed"} and changes(result, "containers") == ["started web"]
     wait_for(serving, what="the container serving after the boot hook")
     assert net.endpoint(e.root, "web").address == ep.address
     assert boot.boot(ctx, only=("containers",)).steps[0].changes == []
+
+    # the same through the exact command provisioner-containers.service runs under systemd
+    reboot()
+    unit = boot.containers.unit_text(sys.executable, e.root)
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))[len("ExecStart="):].split()
+    out = sh(*exec_start)
+    assert out.stdout == "started: web\n", out.stderr
+    wait_for(serving, what="the container serving after the unit's command")

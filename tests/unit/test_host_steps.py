@@ -24,7 +24,7 @@ def make_ctx(tmp_path, runner, systemd=False, **cfg) -> StepContext:
     if systemd:
         (sysroot / "run/systemd/system").mkdir(parents=True)
     return StepContext(config=HostConfig(host="h1", **cfg), runner=runner, root=tmp_path / "root",
-                       sysroot=sysroot, agent="/opt/p/bin/provision")
+                       sysroot=sysroot, python="/opt/p/bin/python")
 
 
 # -- sysctl -----------------------------------------------------------------------------------
@@ -383,9 +383,23 @@ def test_containers_with_systemd_installs_the_unit(tmp_path):
     assert out.changes == (f"write {ctx.path(containers.UNIT_PATH)} (644)", "systemctl daemon-reload",
                            f"systemctl enable {containers.UNIT}", f"systemctl restart {containers.UNIT}")
     unit = ctx.path(containers.UNIT_PATH).read_text()
-    assert f"ExecStart=/opt/p/bin/provision --root {ctx.root} host restore-containers" in unit
+    assert f"ExecStart=/opt/p/bin/python -m provisioner.host.restore --root {ctx.root}\n" in unit
     assert f"RequiresMountsFor={ctx.root}\n" in unit
     assert "Type=oneshot" in unit and "KillMode=process" in unit and "WantedBy=multi-user.target" in unit
     assert containers.run(ctx).changes == ()
     state["active"] = "inactive"           # e.g. stopped by hand
     assert containers.run(ctx).changes == (f"systemctl restart {containers.UNIT}",)
+
+
+def test_restore_entry_point_of_the_unit(tmp_path, monkeypatch, capsys):
+    """`python -m provisioner.host.restore` (what the unit runs): one line out, exit code."""
+    from provisioner.host import restore as restore_main
+
+    assert restore_main.main(["--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "nothing to start\n"
+    state = tmp_path / containers.STATE_SUBDIR
+    state.mkdir(parents=True)
+    (state / "web.spec.json").write_text("{")
+    assert restore_main.main(["--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {state}/web.spec.json: unreadable container spec") and err.count("\n") == 1

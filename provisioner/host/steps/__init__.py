@@ -11,13 +11,13 @@ tests never touch this machine's /etc.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import HostConfig
 
-DEFAULT_AGENT = "/usr/local/bin/provision"
 
 
 @dataclass
@@ -26,7 +26,7 @@ class StepContext:
     runner: Any
     root: Path                        # provisioner's state root (<root>/host, <root>/logs, ...)
     sysroot: Path = Path("/")         # prefix of /etc, /run, /proc, /home for this run
-    agent: str = DEFAULT_AGENT        # the `provision` the systemd unit runs
+    python: str = sys.executable      # the agent's interpreter, which the systemd unit runs
     options: dict = field(default_factory=dict)  # per-step overrides (tests: desired sysctls, ...)
 
     def path(self, absolute: str) -> Path:

@@ -6,7 +6,7 @@ gone with the reboot) is rebuilt with `network.reconnect`, same address and port
 
 Without systemd (this step's test machine, minimal images) the hook calls restore() itself.
 With systemd it installs and enables `provisioner-containers.service`, a oneshot unit running
-`provision host restore-containers`, and starts it: the supervisors then live in that unit's
+`python -m provisioner.host.restore` (the agent's own interpreter), and starts it: the supervisors then live in that unit's
 own cgroup instead of cloud-init's, and on later boots the unit restores the containers early,
 before cloud-init runs the hook (which then finds them running and starts nothing).
 KillMode=process because the unit's "main process" exits at once while the supervisors it
@@ -33,7 +33,7 @@ def state_dir(ctx: StepContext) -> Path:
     return Path(ctx.config.containers_state_dir or ctx.root / STATE_SUBDIR)
 
 
-def unit_text(agent: str, root: Path) -> str:
+def unit_text(python: str, root: Path) -> str:
     return ("# Managed by provisioner (provision host boot).\n"
             "[Unit]\n"
             "Description=provisioner: restart supervised containers\n"
@@ -45,7 +45,7 @@ def unit_text(agent: str, root: Path) -> str:
             "Type=oneshot\n"
             "RemainAfterExit=yes\n"
             "KillMode=process\n"
-            f"ExecStart={agent} --root {root} host restore-containers\n"
+            f"ExecStart={python} -m provisioner.host.restore --root {root}\n"
             "\n[Install]\n"
             "WantedBy=multi-user.target\n")
 
@@ -76,7 +76,7 @@ def plan(ctx: StepContext) -> tuple:
     if not ctx.systemd:
         return (Restore(str(state_dir(ctx))),)
     actions: list = []
-    unit = plan_file(ctx.path(UNIT_PATH), unit_text(ctx.agent, ctx.root))
+    unit = plan_file(ctx.path(UNIT_PATH), unit_text(ctx.python, ctx.root))
     enabled, active = _unit_state(ctx)
     if unit:
         actions += [unit, Systemctl(("daemon-reload",))]
