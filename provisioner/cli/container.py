@@ -68,7 +68,7 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
         status(f"detached from {rec.name}; it keeps running")
         sys.exit(130)
     st = mgr.wait(rec)
-    if rm:
+    if rm and mgr.records.find(rec.id) is not None:  # a concurrent `ps` may have reaped it already
         mgr.rm(rec.id, force=True, remove_volumes=True)
     sys.exit(st.exit_code or 0)
 

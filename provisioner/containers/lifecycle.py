@@ -305,7 +305,8 @@ class Manager:
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
                         stop_timeout=STOP_TIMEOUT, shim=self.shim)
-        undo.append(("supervisor", lambda: self._halt(rec, 0)))
+        undo.append(("supervisor", lambda: (self._halt(rec, 0),
+                                            supervise.remove(rec.id, self._dir(rec), self.supervise_dir))))
         self._wait_started(rec, rt)
         rec.state.pop("stopped_by_user", None)
         self.records.save(rec)
@@ -373,7 +374,12 @@ class Manager:
         rec = self.records.get(ref)
         if self.is_running(rec):
             return rec
-        self._start(rec, fresh=False)
+        undo: list = []
+        try:
+            self._start(rec, fresh=False, undo=undo)
+        except BaseException:
+            self._undo(rec, undo)
+            raise
         return rec
 
     def restart(self, ref: str, timeout: float | None = None) -> ContainerRecord:

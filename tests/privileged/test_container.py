@@ -130,8 +130,10 @@ class Env:
             if pid and Path(f"/proc/{pid}").exists():
                 shims.append(pid)
         records = [p.name for p in (self.root / "containers").iterdir() if len(p.name) == 64]
+        orphans = sorted(p.name for p in sup.iterdir() if p.name.split(".")[0] not in records) \
+            if sup.is_dir() else []
         return {"links": links, "netns": netns, "rules": rules, "snapshots": snapshots, "mounts": mounts,
-                "shims": shims, "records": records}
+                "shims": shims, "records": records, "supervisor_files": orphans}
 
     def cleanup(self):
         ps = self.provision("container", "ps", "-a", "--json", check=False)
@@ -149,7 +151,8 @@ class Env:
         r.run(["nft", "delete", "table", "ip", self.net["table"]], check=False)
 
 
-NOTHING = {"links": [], "netns": [], "rules": [], "snapshots": [], "mounts": [], "shims": [], "records": []}
+NOTHING = {"links": [], "netns": [], "rules": [], "snapshots": [], "mounts": [], "shims": [], "records": [],
+           "supervisor_files": []}
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +173,14 @@ def env(images):
         e.cleanup()
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a slow pid 1 to reap it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def http_get(port: int, path: str = "/index.html") -> str:
     return Runner().run(["/bin/busybox", "wget", "-q", "-O-", f"http://127.0.0.1:{port}{path}"], timeout=10).stdout
 
@@ -183,9 +194,14 @@ def test_httpd_serves_a_file_through_a_published_port_and_rm_f_leaves_nothing(en
     assert ps[0]["ports"] == [f"127.0.0.1:{port}:80/tcp"]
     assert env.provision("container", "exec", "web", "cat", "/www/index.html").stdout == PAGE
     assert env.provision("container", "exec", "web", "sh", "-c", "echo $ROLE $HOSTNAME").stdout.split()[0] == "web"
+    pid = env.container_pid(cid)
     env.provision("container", "rm", "-f", "web")
     assert env.leftovers() == NOTHING
     assert not Path(f"/run/provision-runtime/{cid}").exists()
+    wait_for(lambda: not alive(pid), timeout=5, what=f"container process {pid} gone")
+    assert cgroup_dirs(f"/provisioner/{cid}") == []
+    assert Runner().run(["/bin/busybox", "wget", "-q", "-O-", f"http://127.0.0.1:{port}/"], check=False,
+                        timeout=10).returncode != 0
 
 
 def test_one_container_reaches_another_by_its_link_alias(env):
@@ -325,3 +341,30 @@ def test_bad_input_is_one_line_and_nothing_half_created(env):
     assert env.leftovers() == before
     err = _one_error_line(env.provision("container", "rm", "taken", check=False))
     assert "is running" in err
+
+
+def test_run_flags_env_file_entrypoint_user_workdir_hostname(env, tmp_path):
+    envfile = tmp_path / "app.env"
+    envfile.write_text("# settings\nFROM_FILE=yes\nOVERRIDE=file\n")
+    out = env.provision("container", "run", "--rm", "--env-file", str(envfile), "-e", "OVERRIDE=flag",
+                        "--entrypoint", "sh", "--user", "65534:65534", "--workdir", "/made/here", "--hostname", "box1",
+                        env.refs["busybox"], "-c", "echo $FROM_FILE $OVERRIDE; id -u; id -g; pwd; hostname; "
+                        "cat /etc/hostname").stdout.split()
+    assert out == ["yes", "flag", "65534", "65534", "/made/here", "box1", "box1"]
+
+
+def test_detached_rm_container_is_removed_once_it_exits(env):
+    cid = env.run("--rm", "--name", "oneshot", env.refs["busybox"], "true")
+    wait_for(lambda: env.inspect(cid)["status"]["state"] == "exited", what="exit")
+    assert env.provision("container", "ps", "-a", "--json").stdout.strip() == "[]"
+    assert env.leftovers() == NOTHING
+
+
+def test_exec_user_workdir_and_exit_code(env):
+    env.run("--name", "box", env.refs["data"])
+    wait_for(lambda: "seeded" in env.provision("container", "logs", "box").stdout, what="start")
+    assert env.provision("container", "exec", "-u", "root", "-w", "/data", "box", "sh", "-c",
+                         "id -u; pwd").stdout.split() == ["0", "/data"]
+    assert env.provision("container", "exec", "box", "id", "-u").stdout.strip() == "1000"
+    assert env.provision("container", "exec", "-e", "X=1", "box", "sh", "-c", "exit $((X+41))",
+                         check=False).returncode == 42
