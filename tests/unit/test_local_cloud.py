@@ -264,3 +264,12 @@ def test_adapter_check_refuses_a_taken_port_and_a_missing_image(tmp_path):
             LocalDriver(LocalCloud(tmp_path, FakeRunner(), image=IMAGE)).check(plan)
         with pytest.raises(ImageError, match="VM image missing"):
             LocalDriver(LocalCloud(tmp_path, FakeRunner(), cache=tmp_path / "c")).check(plan)
+
+
+def test_make_local_driver_ignores_cloud_only_options(tmp_path):
+    from provisioner.clouds.local.adapter import LocalDriver, make_local_driver
+
+    d = make_local_driver(root=tmp_path, runner=FakeRunner(), region="us-east-1", project=None, endpoint=None,
+                          style="gce")
+    assert isinstance(d, LocalDriver) and d.name == "local" and d.style == "gce" and d.cloud.root == tmp_path
+    assert d.find("nothing") == []

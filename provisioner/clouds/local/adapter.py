@@ -139,3 +139,10 @@ class LocalDriver:
                 return True
             time.sleep(0.2)
         return False
+
+
+def make_local_driver(*, root: Path, runner=None, style: str = "aws", image: Path | None = None,
+                      progress=lambda _m: None, **_cloud_options) -> LocalDriver:
+    """What `clouds.make_driver("local", …)` should return. Region/project/endpoint options of the
+    real clouds mean nothing here and are ignored; `root` is the CLI's --root (VM state lives there)."""
+    return LocalDriver(LocalCloud(Path(root), runner, image=image, progress=progress), style=style)
