@@ -389,6 +389,7 @@ def test_containers_with_systemd_installs_the_unit(tmp_path):
     assert containers.run(ctx).changes == ()
     state["active"] = "inactive"           # e.g. stopped by hand
     assert containers.run(ctx).changes == (f"systemctl restart {containers.UNIT}",)
+    assert containers.unit_text("/py", tmp_path, tmp_path / "st").count(f"--root {tmp_path} --state-dir {tmp_path}/st\n")
 
 
 def test_restore_entry_point_of_the_unit(tmp_path, monkeypatch, capsys):

@@ -33,7 +33,8 @@ def state_dir(ctx: StepContext) -> Path:
     return Path(ctx.config.containers_state_dir or ctx.root / STATE_SUBDIR)
 
 
-def unit_text(python: str, root: Path) -> str:
+def unit_text(python: str, root: Path, state: Path | None = None) -> str:
+    extra = f" --state-dir {state}" if state is not None else ""
     return ("# Managed by provisioner (provision host boot).\n"
             "[Unit]\n"
             "Description=provisioner: restart supervised containers\n"
@@ -45,7 +46,7 @@ def unit_text(python: str, root: Path) -> str:
             "Type=oneshot\n"
             "RemainAfterExit=yes\n"
             "KillMode=process\n"
-            f"ExecStart={python} -m provisioner.host.restore --root {root}\n"
+            f"ExecStart={python} -m provisioner.host.restore --root {root}{extra}\n"
             "\n[Install]\n"
             "WantedBy=multi-user.target\n")
 
@@ -76,7 +77,8 @@ def plan(ctx: StepContext) -> tuple:
     if not ctx.systemd:
         return (Restore(str(state_dir(ctx))),)
     actions: list = []
-    unit = plan_file(ctx.path(UNIT_PATH), unit_text(ctx.python, ctx.root))
+    custom = Path(ctx.config.containers_state_dir) if ctx.config.containers_state_dir else None
+    unit = plan_file(ctx.path(UNIT_PATH), unit_text(ctx.python, ctx.root, custom))
     enabled, active = _unit_state(ctx)
     if unit:
         actions += [unit, Systemctl(("daemon-reload",))]
