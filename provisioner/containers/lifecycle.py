@@ -17,6 +17,7 @@ record) before the error is raised.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -276,11 +277,34 @@ class Manager:
         inputs = bundle.BundleInputs(
             rootfs=str(rootfs), cgroups_path=f"{self.cgroup_parent}/{rec.id}",
             passwd=volumes.read_in(rootfs, "/etc/passwd"), group=volumes.read_in(rootfs, "/etc/group"),
-            netns_path=ep.netns_path, network_mounts=ep.oci_mounts(), volume_mounts=mounts, link_env=ep.env)
+            netns_path=ep.netns_path, network_mounts=ep.oci_mounts(), volume_mounts=mounts,
+            link_env={**ep.env, **self._linked_env(rec)})
         cfg = bundle.build_config(rec.config["image_config"], opts, inputs)
         (d / "bundle").mkdir(exist_ok=True)
         atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n")
         return d / "bundle"
+
+    def _linked_env(self, rec: ContainerRecord) -> dict[str, str]:
+        """<ALIAS>_ENV_<K> for each linked container's own environment (image Env + its -e), as
+        Docker gives; the network layer knows addresses and ports, not environments."""
+        out: dict[str, str] = {}
+        for target, alias in rec.config.get("links", []):
+            other = self.records.find(target)
+            if other is None:
+                continue
+            env = dict(e.partition("=")[::2] for e in other.config["image_config"].get("Env") or [])
+            env.update({k: v for k, v in other.config["options"].get("env") or []})
+            prefix = network.hosts.env_prefix(alias)
+            out.update({f"{prefix}_ENV_{k}": v for k, v in env.items() if k not in ("HOME", "PATH")})
+        return out
+
+    def _pin_mac(self, ep) -> None:
+        """The container's MAC from its address, as Docker does (02:42 + the IPv4 bytes): a
+        restarted container keeps its address, and with the same MAC its neighbours' ARP caches
+        stay right (with a fresh random MAC, a linker reaches it again only after ~1 min)."""
+        mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ep.address).packed)
+        self.runner.run(["nsenter", f"--net={ep.netns_path}", "ip", "link", "set", "dev", self.net.inner_ifname,
+                         "address", mac])
 
     def _connect(self, rec: ContainerRecord):
         img_cfg = rec.config["image_config"]
@@ -295,6 +319,7 @@ class Manager:
             ep = self._connect(rec)
             undo.append(("network", lambda: network.disconnect(self.root, self.net, rec.name, runner=self.runner,
                                                               keep_address=not fresh, paths=self.net_paths)))
+            self._pin_mac(ep)
         else:
             ep = network.endpoint(self.root, rec.name)
         path = self._bundle(rec, ep)

@@ -215,6 +215,13 @@ def test_one_container_reaches_another_by_its_link_alias(env):
     envvars = env.provision("container", "exec", "front", "env").stdout.split()
     assert f"API_PORT_80_TCP_ADDR={env.address('backend')}" in envvars
     assert "API_PORT=tcp://" + env.address("backend") + ":80" in envvars
+    assert "API_ENV_ROLE=web" in envvars and "API_NAME=/front/api" in envvars
+    # the hosts line follows the linked container when it restarts
+    env.provision("container", "restart", "-t", "1", "backend")
+    assert f"{env.address('backend')}\tapi backend" in env.provision("container", "exec", "front", "cat",
+                                                                     "/etc/hosts").stdout
+    assert wait_for(lambda: env.provision("container", "exec", "front", "wget", "-q", "-O-",
+                                          "http://api/index.html").stdout, timeout=10, what="wget after restart") == PAGE
 
 
 def test_named_volume_survives_rm_and_rerun(env):
