@@ -155,8 +155,11 @@ class _BootLog:
 def exclusive(path: Path, timeout: float = LOCK_TIMEOUT):
     """One boot hook at a time (cloud-init's per-boot run and `provision deploy` over SSH can
     meet): the second waits for the first, then finds the host converged."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise HostError(f"cannot take the boot lock {path}: {exc.strerror} (the boot hook runs as root)") from None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -228,7 +231,10 @@ def _boot(ctx, steps, only, dry_run, on_step, result_path) -> BootResult:
 
 
 def write_result(result: BootResult, path: Path) -> None:
-    atomic_write(path, json.dumps(result.to_json(), indent=2) + "\n", mode=0o644)
+    try:
+        atomic_write(path, json.dumps(result.to_json(), indent=2) + "\n", mode=0o644)
+    except OSError as exc:
+        raise HostError(f"cannot write the boot result {path}: {exc.strerror}") from None
 
 
 def read_result(path: Path) -> BootResult:

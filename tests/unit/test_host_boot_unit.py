@@ -173,6 +173,17 @@ def test_one_boot_hook_at_a_time(host):
     assert statuses(result) == {"logrotate": "changed"} and lock.read_text() == f"{os.getpid()}\n"
 
 
+def test_unwritable_lock_or_result_is_one_clear_error(host, tmp_path):
+    (host.sysroot / "run").write_text("not a directory")
+    with pytest.raises(HostError, match=r"cannot take the boot lock .*/run/provisioner/boot.lock"):
+        boot.boot(host, only=("logrotate",))
+    (host.sysroot / "run").unlink()
+    host.root.mkdir(parents=True)
+    (host.root / "host").write_text("not a directory")
+    with pytest.raises(HostError, match=r"cannot write the boot result .*/host/boot-result.json"):
+        boot.boot(host, only=("logrotate",))
+
+
 def test_read_result_errors(tmp_path):
     with pytest.raises(HostError, match="no boot result yet"):
         boot.read_result(tmp_path / "none.json")
