@@ -348,6 +348,13 @@ def test_bad_input_is_one_line_and_nothing_half_created(env):
     assert env.leftovers() == before
     err = _one_error_line(env.provision("container", "rm", "taken", check=False))
     assert "is running" in err
+    port = free_port()
+    env.run("--name", "owner", "-p", f"{port}:80", env.refs["web"])
+    before = env.leftovers()
+    err = _one_error_line(env.provision("container", "run", "-d", "-p", f"127.0.0.1:{port}:80", env.refs["web"],
+                                        check=False))
+    assert f"port {port}/tcp is already published by container owner" in err
+    assert env.leftovers() == before
 
 
 def test_run_flags_env_file_entrypoint_user_workdir_hostname(env, tmp_path):
