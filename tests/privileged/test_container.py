@@ -24,6 +24,7 @@ from provisioner.imagebuild.layout import Layer, LayoutWriter
 from provisioner.imagebuild.loopfs import loop_btrfs
 from provisioner.imagebuild.recipes import PATH_ENV, busybox_layers, push
 from provisioner.imagebuild.tarbuild import D, F
+from provisioner.errors import CommandError
 from provisioner.runner import Runner
 from tests.privileged.runtime_helpers import build_runtime, cgroup_dirs
 from tests.registry_fixture import docker_registry, free_port
@@ -45,7 +46,7 @@ def wait_for(cond, timeout=15.0, what="condition"):
             value = cond()
             if value:
                 return value
-        except (OSError, subprocess.SubprocessError, AssertionError, ValueError) as exc:
+        except (OSError, subprocess.SubprocessError, AssertionError, ValueError, CommandError) as exc:
             last = exc
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
@@ -382,3 +383,42 @@ def test_exec_user_workdir_and_exit_code(env):
     assert env.provision("container", "exec", "box", "id", "-u").stdout.strip() == "1000"
     assert env.provision("container", "exec", "-e", "X=1", "box", "sh", "-c", "exit $((X+41))",
                          check=False).returncode == 42
+
+
+def test_containers_come_back_after_a_simulated_reboot_per_policy(env):
+    """What a reboot does to us, done by hand: supervisors and containers killed, /run (netns,
+    runtime state) and the network (bridge, veths, nft table) gone; then the host agent's
+    restore brings back `always` and `unless-stopped` (not user-stopped) containers, same
+    address and ports, and leaves `no` and the user-stopped one alone."""
+    from provisioner.host.steps.containers import restore
+
+    port = free_port()
+    env.run("--name", "web", "--restart", "always", "-p", f"127.0.0.1:{port}:80", env.refs["web"])
+    env.run("--name", "keep", "--restart", "unless-stopped", env.refs["busybox"], "sleep", "1000")
+    env.run("--name", "once", env.refs["busybox"], "sleep", "1000")
+    env.run("--name", "parked", "--restart", "unless-stopped", env.refs["busybox"], "sleep", "1000")
+    env.provision("container", "stop", "-t", "0", "parked")
+    wait_for(lambda: http_get(port) == PAGE, what="httpd")
+    addr = env.address("web")
+    runtime = str(build_runtime())
+    for name in ("web", "keep", "once"):
+        info = env.inspect(name)
+        shim = int((env.root / "containers" / ".supervise" / f"{info['id']}.pid").read_text())
+        os.kill(shim, signal.SIGKILL)
+        Runner().run([runtime, "kill", "--all", info["id"], "KILL"], check=False)
+        Runner().run([runtime, "delete", "--force", info["id"]], check=False)
+    r = Runner()
+    for n in os.listdir("/run/netns"):
+        if n.startswith(f"pc{env.sfx}-"):
+            r.run(["ip", "netns", "del", n])
+    r.run(["ip", "link", "del", env.net["bridge"]])
+    r.run(["nft", "delete", "table", "ip", env.net["table"]])
+    assert Runner().run(["/bin/busybox", "wget", "-q", "-O-", f"http://127.0.0.1:{port}/"], check=False,
+                        timeout=10).returncode != 0
+    started = restore(env.root, env.root / "containers" / ".supervise", Runner())
+    assert sorted(started) == ["keep", "web"]
+    assert wait_for(lambda: http_get(port), what="httpd after the reboot") == PAGE
+    assert env.address("web") == addr
+    states = {c["name"]: c["status"]["state"] for c in json.loads(env.provision("container", "ps", "-a", "--json").stdout)}
+    assert states["web"] == "running" and states["keep"] == "running"
+    assert states["once"] != "running" and states["parked"] == "exited"
