@@ -57,7 +57,7 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
                      env=_env_from_cli(env), env_files=env_files, links=links, restart=restart, memory=memory,
                      cpus=cpus, user=user, workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm,
                      insecure_registries=insecure)
-    rec = mgr.run(req, progress=status)
+    rec = mgr.run(req)
     if detach:
         click.echo(rec.id)
         return

@@ -177,7 +177,7 @@ class Manager:
         return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
                 "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm}
 
-    def _image(self, ref: str, insecure: tuple[str, ...], progress: Callable[[str], None] = lambda m: None):
+    def _image(self, ref: str, insecure: tuple[str, ...]):
         store = self._store()
         key = str(reference.parse(ref))
         try:
@@ -186,13 +186,13 @@ class Manager:
             pass
         from .pull import pull
 
-        progress(f"Unable to find image '{ref}' locally; pulling it")
+        log.info("unable to find image %r locally; pulling it", ref)
         try:
             return pull(ref, store, self.root, insecure_registries=insecure, runner=self.runner).record
         except ProvisionerError as exc:
             raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
 
-    def run(self, req: RunRequest, *, progress: Callable[[str], None] = lambda m: None) -> ContainerRecord:
+    def run(self, req: RunRequest) -> ContainerRecord:
         """Creates and starts a container; returns its record once the runtime has started it."""
         self.reap()
         config = self.check(req)
@@ -200,7 +200,7 @@ class Manager:
             other = self.records.find(target)
             if other is None or not self.is_running(other):
                 raise ContainerError(f"cannot link to {target}: no running container with that name")
-        image = self._image(req.image, req.insecure_registries, progress)
+        image = self._image(req.image, req.insecure_registries)
         config["image_config"] = (image.config or {}).get("config") or {}
         rec = self.records.reserve(req.name, req.image, image.id, config)
         undo: list[tuple[str, Callable[[], None]]] = [("record", lambda: self.records.delete(rec))]
