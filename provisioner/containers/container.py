@@ -78,6 +78,21 @@ class Containers:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def op_lock(self, cid: str) -> Iterator[None]:
+        """One lifecycle operation at a time per container (two `rm -f`, or `stop` racing
+        `start`, from different shells). The lock file goes with the container."""
+        d = self.dir / ".locks"
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(d / self.path(cid).name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            if not self.path(cid).exists():
+                (d / cid).unlink(missing_ok=True)
+            os.close(fd)
+
     def path(self, cid: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{64}", cid):
             raise ContainerError(f"bad container id {cid!r}")

@@ -17,6 +17,7 @@ record) before the error is raised.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -204,12 +205,13 @@ class Manager:
         config["image_config"] = (image.config or {}).get("config") or {}
         rec = self.records.reserve(req.name, req.image, image.id, config)
         undo: list[tuple[str, Callable[[], None]]] = [("record", lambda: self.records.delete(rec))]
-        try:
-            self._create(rec, image, undo)
-            self._start(rec, fresh=True, undo=undo)
-        except BaseException:
-            self._undo(rec, undo)
-            raise
+        with self.records.op_lock(rec.id):
+            try:
+                self._create(rec, image, undo)
+                self._start(rec, fresh=True, undo=undo)
+            except BaseException:
+                self._undo(rec, undo)
+                raise
         return rec
 
     def _undo(self, rec: ContainerRecord, undo) -> None:
@@ -386,8 +388,19 @@ class Manager:
         supervise.stop(rec.id, self.supervise_dir, timeout, log_dir=self._dir(rec))
         self._reap_runtime(self.runtime(), rec.id)
 
+    @contextlib.contextmanager
+    def _locked(self, ref: str) -> Iterator[ContainerRecord]:
+        """The record, under the container's operation lock (re-read once the lock is held:
+        whoever held it before may have changed or removed the container)."""
+        cid = self.records.get(ref).id
+        with self.records.op_lock(cid):
+            yield self.records.get(cid)
+
     def stop(self, ref: str, timeout: float | None = None) -> ContainerRecord:
-        rec = self.records.get(ref)
+        with self._locked(ref) as rec:
+            return self._stop(rec, timeout)
+
+    def _stop(self, rec: ContainerRecord, timeout: float | None) -> ContainerRecord:
         self._halt(rec, STOP_TIMEOUT if timeout is None else timeout)
         if network.endpoint(self.root, rec.name) is not None:
             network.disconnect(self.root, self.net, rec.name, runner=self.runner, keep_address=True,
@@ -397,7 +410,10 @@ class Manager:
         return rec
 
     def start(self, ref: str) -> ContainerRecord:
-        rec = self.records.get(ref)
+        with self._locked(ref) as rec:
+            return self._start_stopped(rec)
+
+    def _start_stopped(self, rec: ContainerRecord) -> ContainerRecord:
         if self.is_running(rec):
             return rec
         undo: list = []
@@ -409,11 +425,15 @@ class Manager:
         return rec
 
     def restart(self, ref: str, timeout: float | None = None) -> ContainerRecord:
-        self.stop(ref, timeout)
-        return self.start(ref)
+        with self._locked(ref) as rec:
+            self._stop(rec, timeout)
+            return self._start_stopped(rec)
 
     def rm(self, ref: str, *, force: bool = False, remove_volumes: bool = False) -> ContainerRecord:
-        rec = self.records.get(ref)
+        with self._locked(ref) as rec:
+            return self._rm(rec, force, remove_volumes)
+
+    def _rm(self, rec: ContainerRecord, force: bool, remove_volumes: bool) -> ContainerRecord:
         if self.is_running(rec):
             if not force:
                 raise ContainerError(f"container {rec.name} is running: stop it first or use rm -f")
@@ -440,7 +460,12 @@ class Manager:
         for rec in self.records.all():
             if rec.config.get("rm") and rec.state.get("phase") == "created" \
                     and self.status(rec).state in ("exited", "dead"):
-                self.rm(rec.id, force=True, remove_volumes=True)
+                try:
+                    self.rm(rec.id, force=True, remove_volumes=True)
+                except ContainerError:
+                    if self.records.find(rec.id) is not None:
+                        raise
+                    continue  # removed meanwhile by another command
                 gone.append(rec.name)
         return gone
 

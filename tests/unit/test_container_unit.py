@@ -27,8 +27,11 @@ def test_reserve_find_and_name_in_use(tmp_path):
         c.get("nope")
     rec = json.loads((tmp_path / "containers" / a.id / "container.json").read_text())
     assert rec["name"] == "web" and rec["state"] == {"phase": "creating"} and rec["config"] == {"k": 1}
-    c.delete(a)
+    with c.op_lock(a.id):
+        assert (tmp_path / "containers" / ".locks" / a.id).exists()
+        c.delete(a)
     assert [r.name for r in c.all()] == [b.name]
+    assert not (tmp_path / "containers" / ".locks" / a.id).exists()  # the lock file goes with the container
 
 
 def test_ambiguous_prefix(tmp_path, monkeypatch):
@@ -125,7 +128,8 @@ def test_failed_network_connect_rolls_everything_back(tmp_path, monkeypatch):
     assert m.records.all() == []
     assert [p.name for p in deleted] == ["rootfs"]
     assert len(volumes_removed) == 1 and not any((tmp_path / "volumes").iterdir())
-    assert [p.name for p in (tmp_path / "containers").iterdir()] == [".lock"]
+    assert sorted(p.name for p in (tmp_path / "containers").iterdir()) == [".lock", ".locks"]
+    assert list((tmp_path / "containers" / ".locks").iterdir()) == []
     # the anonymous volume got the image's content at /data before the failure (copy-up)
     assert any(call[:2] == ("cp", "-a") and call[-2].endswith("rootfs/data") for call in m.runner.calls)
 
