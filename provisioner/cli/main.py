@@ -16,22 +16,39 @@ from .. import __version__
 from ..errors import ProvisionerError
 from .app import DEFAULT_ROOT, App
 
-# Each module defines `register(cli)` and adds its commands/groups. Listed explicitly so a
-# broken module fails loudly instead of silently vanishing from the CLI.
-COMMAND_MODULES = [
-    "provisioner.cli.doctor",
-    "provisioner.cli.host",
-    "provisioner.cli.boot",
-    "provisioner.cli.cloud",
-    "provisioner.cli.disks",
-    "provisioner.cli.image",
-    "provisioner.cli.imagebuild",
-    "provisioner.cli.vmimage",
-    "provisioner.cli.container",
-]
+# Which modules make each top-level command: each module defines `register(cli)` and adds its
+# commands (a later module may add subcommands to an earlier one's group). Modules load only when
+# their command is used, so `provision host boot` never pays for the registry client's imports.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "doctor": ("provisioner.cli.doctor",),
+    "host": ("provisioner.cli.host", "provisioner.cli.disks", "provisioner.cli.boot"),
+    "image": ("provisioner.cli.image", "provisioner.cli.imagebuild", "provisioner.cli.vmimage"),
+    "container": ("provisioner.cli.container",),
+    "launch": ("provisioner.cli.cloud",),
+    "status": ("provisioner.cli.cloud",),
+    "destroy": ("provisioner.cli.cloud",),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group that imports a command's modules the first time the command is looked up."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        for module in COMMANDS.get(name, ()):
+            if module not in self._loaded:
+                self._loaded.add(module)
+                importlib.import_module(module).register(self)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="provision")
 @click.option(
     "--root", type=click.Path(file_okay=False, path_type=Path), envvar="PROVISION_ROOT",
@@ -48,10 +65,6 @@ def cli(ctx: click.Context, root: Path, verbose: int, json_: bool) -> None:
     app.json = app.json or json_
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(cli)
 
 
 def _crash_log(exc: BaseException) -> str:

@@ -141,3 +141,28 @@ def test_main_writes_crash_log_for_bugs(monkeypatch, capsys, tmp_path):
 def test_console_script_installed():
     out = subprocess.run(["provision", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_every_command_module_registers_what_the_map_says():
+    from provisioner.cli.main import COMMANDS, LazyGroup
+
+    group = LazyGroup(name="t")
+    ctx = click_context(group)
+    for name in COMMANDS:
+        assert group.get_command(ctx, name) is not None, name
+    assert set(group.commands) == set(COMMANDS)
+
+
+def click_context(group):
+    import click
+
+    return click.Context(group)
+
+
+def test_light_commands_do_not_import_the_heavy_stacks():
+    code = ("import sys; from provisioner.cli.main import main\n"
+            "try:\n    main(['host', '--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('requests', 'libcloud', 'paramiko', 'provisioner.containers.pull') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
