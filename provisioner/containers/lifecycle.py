@@ -23,12 +23,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import native
-from ..errors import CommandError, ConfigError, ContainerError, ImageError, ProvisionerError
+from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
 from . import btrfs, bundle, network, reference, supervise, volumes
 from .container import ContainerRecord, Containers, check_name
@@ -271,7 +271,7 @@ class Manager:
         rootfs = d / "rootfs"
         opts = bundle.RunOptions.from_json(rec.config["options"])
         if not opts.hostname:
-            opts = bundle.RunOptions(**{**opts.__dict__, "hostname": ep.hostname})
+            opts = replace(opts, hostname=ep.hostname)
         mounts = []
         for m in rec.config.get("mounts", []):
             spec = volumes.VolumeSpec.from_json(m)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.clouds.local import VmSpec, VolumeDisk
+from provisioner.clouds.local import VmSpec, VolumeDisk, state
 from provisioner.host.ssh import SshClient, target_for
 
 from conftest import public_key
@@ -41,6 +41,45 @@ def test_gce_style_scsi_disks_in_udev(cloud, vm, operator_key):
     assert found["local-ssd-0"]["ID_VENDOR"] == "Google"
     assert found["local-ssd-0"]["ID_MODEL"] == "EphemeralDisk"
     assert found["pgdata"]["ID_BUS"] == "scsi"
+
+
+def _by_serial(ssh, serial: str) -> str:
+    import json
+
+    out = json.loads(ssh.run(["lsblk", "--json", "-d", "-o", "NAME,SERIAL"]).stdout)
+    return next("/dev/" + d["name"] for d in out["blockdevices"] if (d.get("serial") or "").strip() == serial)
+
+
+def test_reboot_keeps_host_keys_and_volume_data(cloud, vm, operator_key):
+    import time
+
+    st = vm
+    target = target_for([f["sha256"] for f in st.fingerprints], st.ssh_port, st.user, operator_key)
+    with SshClient(target) as ssh:
+        ssh.wait_ready(timeout=120)
+        dev = _by_serial(ssh, "pgdata")
+        ssh.run(f"mkfs.ext4 -q {dev} && mount {dev} /mnt && echo keep-me > /mnt/marker && umount /mnt", sudo=True)
+        boot_id = ssh.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
+        # reboot from a transient unit so this SSH command returns before the connection drops
+        ssh.run(["systemd-run", "--on-active=1", "systemctl", "reboot"], sudo=True)
+    start = time.monotonic()
+    while True:  # the same pinned fingerprints must be accepted after the reboot
+        client = SshClient(target)
+        try:
+            client.wait_ready(timeout=600)  # a reboot on a loaded TCG host: 2–5 minutes
+            now = client.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
+            if now != boot_id:
+                break
+        finally:
+            client.close()
+        assert time.monotonic() - start < 700, "VM did not come back from the reboot"
+        time.sleep(2)
+    print(f"\nreboot: SSH back after {time.monotonic() - start:.1f}s")
+    with SshClient(target) as ssh:
+        dev = _by_serial(ssh, "pgdata")
+        out = ssh.run(f"mount {dev} /mnt && cat /mnt/marker; umount /mnt", sudo=True).stdout
+        assert out.strip() == "keep-me"
+    assert state.qemu_alive(st.pid, cloud.host_dir(STACK, "db"))  # the same qemu process: a guest reboot
 
 
 def test_destroy_keep_volumes_keeps_only_the_volume_files(cloud, vm):
