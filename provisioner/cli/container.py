@@ -186,11 +186,10 @@ def rm_cmd(app: App, force: bool, volumes: bool, containers) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_app
 def exec_cmd(app: App, env, user, workdir, container, command) -> None:
-    """Run a command in a running container; exits with its exit code."""
-    res = _manager(app).exec(container, list(command), env=_env_from_cli(env), user=user, workdir=workdir)
-    sys.stdout.write(res.stdout)
-    sys.stderr.write(res.stderr)
-    sys.exit(res.returncode)
+    """Run a command in a running container (sharing this stdin/stdout/stderr); exits with its code."""
+    code = _manager(app).exec_attached(container, list(command), env=_env_from_cli(env), user=user,
+                                       workdir=workdir)
+    sys.exit(code)
 
 
 @container_group.command("inspect")

@@ -472,6 +472,19 @@ class Manager:
     # ---- exec / logs / ps / inspect -------------------------------------------------------------
     def exec(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
              workdir: str | None = None):
+        """Runs `argv` in the running container through the Runner (output captured)."""
+        return self.runner.run(self.exec_argv(ref, argv, env=env, user=user, workdir=workdir), check=False)
+
+    def exec_attached(self, ref: str, argv: list[str], **kw) -> int:
+        """`docker exec -i`: the command shares our stdin/stdout/stderr and its output appears as
+        it is written, so this is a streaming process run with subprocess directly (the Runner
+        captures output until exit). Returns its exit code."""
+        import subprocess
+
+        return subprocess.run(self.exec_argv(ref, argv, **kw)).returncode
+
+    def exec_argv(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
+                  workdir: str | None = None) -> list[str]:
         rec = self.records.get(ref)
         if not self.is_running(rec):
             raise ContainerError(f"container {rec.name} is not running")
@@ -485,7 +498,7 @@ class Manager:
             rootfs = self._dir(rec) / "rootfs"
             u = bundle.resolve_user(user, volumes.read_in(rootfs, "/etc/passwd"), volumes.read_in(rootfs, "/etc/group"))
             args += ["--user", f"{u.uid}:{u.gid}"]
-        return self.runner.run(args + [rec.id, "--", *argv], check=False)
+        return args + [rec.id, "--", *argv]
 
     def logs(self, ref: str, *, tail: int | None = None, follow: bool = False) -> Iterator[supervise.LogLine]:
         rec = self.records.get(ref)

@@ -88,9 +88,10 @@ class Env:
         (self.root / "containers").mkdir(parents=True)
         (self.root / "containers" / "network.json").write_text(json.dumps(self.net))
 
-    def provision(self, *args, check=True, timeout=120):
+    def provision(self, *args, check=True, timeout=120, input=None):
         proc = subprocess.run([sys.executable, "-m", "provisioner.cli.main", "--root", str(self.root), *args],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, input=input,
+                              stdin=subprocess.DEVNULL if input is None else None)
         if check and proc.returncode != 0:
             raise AssertionError(f"provision {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
@@ -383,6 +384,8 @@ def test_exec_user_workdir_and_exit_code(env):
     assert env.provision("container", "exec", "box", "id", "-u").stdout.strip() == "1000"
     assert env.provision("container", "exec", "-e", "X=1", "box", "sh", "-c", "exit $((X+41))",
                          check=False).returncode == 42
+    # stdin is the caller's (docker exec -i)
+    assert env.provision("container", "exec", "box", "sh", "-c", "tr a-z A-Z", input="piped\n").stdout == "PIPED\n"
 
 
 def test_containers_come_back_after_a_simulated_reboot_per_policy(env):
