@@ -128,6 +128,12 @@ def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
         device_name = clean(raw.attributes.get("gce_device_name")) or _google_rules_name(raw)
     elif bus == "loop":
         cloud, role = LOCAL, OTHER
+    elif bus == "nvme" and nmodel.startswith("qemu") and _LOCAL_AWS_STORE_SERIAL.match(serial or ""):
+        # The local cloud presents AWS-style disks on qemu NVMe, whose model is always
+        # "QEMU NVMe Ctrl": the serial carries the identity (AWS<17 hex> = instance store).
+        cloud, role = LOCAL, EPHEMERAL
+    elif bus == "nvme" and nmodel.startswith("qemu") and _LOCAL_AWS_VOLUME_SERIAL.match(serial or ""):
+        cloud, role, volume_id = LOCAL, VOLUME, aws_volume_id(serial)
     elif bus in ("virtio", "nvme", "scsi") and (bus == "virtio" or nmodel.startswith("qemu")
                                                  or nvendor == "qemu"):
         cloud, role = LOCAL, VOLUME
@@ -137,6 +143,8 @@ def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
                     volume_id=volume_id, device_name=device_name)
 
 
+_LOCAL_AWS_STORE_SERIAL = re.compile(r"^AWS[0-9A-Fa-f]{17}$")
+_LOCAL_AWS_VOLUME_SERIAL = re.compile(r"^vol[0-9a-f]{17}$")
 _MAPPING_LINK = re.compile(r"^/dev/((?:sd|xvd)[a-z]+)$")
 
 
