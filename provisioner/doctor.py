@@ -100,6 +100,19 @@ def kvm_usable() -> tuple[bool, str]:
         os.close(fd)
 
 
+def _recorded_kvm_verdict(root: Path) -> bool | None:
+    """What a local-cloud launch found out: /dev/kvm can answer yet never run a guest (broken nesting)."""
+    import json
+
+    try:
+        v = json.loads((root / "local" / "accel.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if v.get("kernel") != os.uname().release:
+        return None
+    return v.get("kvm_runs_guests")
+
+
 def _registry_reachable(host: str, port: int = 443, timeout: float = 2.0) -> tuple[bool, str]:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -142,6 +155,9 @@ def run_checks(root: Path, registries: list[str] | None = None) -> list[Check]:
     checks.append(Check("qemu", qemu is not None, qemu or "not found", "apt-get install qemu-system-x86 qemu-utils",
                         required=False))
     kvm_ok, kvm_detail = kvm_usable()
+    verdict = _recorded_kvm_verdict(root)
+    if kvm_ok and verdict is False:
+        kvm_ok, kvm_detail = False, kvm_detail + " but guests hang (recorded by a local-cloud launch)"
     checks.append(Check("kvm", kvm_ok, kvm_detail + ("" if kvm_ok else "; local VMs fall back to TCG (slow)"),
                         "enable nested virtualisation or run on a host with KVM", required=False))
     for reg in registries or ["registry-1.docker.io"]:

@@ -162,3 +162,14 @@ def test_light_commands_do_not_import_the_heavy_stacks():
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_doctor_reports_kvm_that_cannot_run_guests(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(doctor, "kvm_usable", lambda: (True, "/dev/kvm API 12"))
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "accel.json").write_text(
+        json.dumps({"kvm_runs_guests": False, "kernel": os.uname().release}))
+    kvm = next(c for c in doctor.run_checks(tmp_path, ["127.0.0.1:9"]) if c.name == "kvm")
+    assert not kvm.ok and "guests hang" in kvm.detail
