@@ -8,21 +8,22 @@ from pathlib import Path
 
 BINARY = "provision-runtime"
 _PKG = Path(__file__).resolve().parent
-_CANDIDATES = (
-    _PKG / "_bin" / BINARY,  # installed from a wheel
-    _PKG.parent / "native" / "build" / BINARY,  # editable install / checkout
-)
+
+
+def find_binary(name: str, env_var: str, build_dir: Path) -> str | None:
+    """A native binary: $ENV_VAR, the one shipped in the wheel (_bin/), the checkout's build, PATH."""
+    env = os.environ.get(env_var)
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for cand in (_PKG / "_bin" / name, build_dir / name):
+        if os.access(cand, os.X_OK):
+            return str(cand)
+    return shutil.which(name)
 
 
 def runtime_path() -> str | None:
     """The runtime to use: $PROVISION_RUNTIME, the shipped binary, the checkout's build, PATH."""
-    env = os.environ.get("PROVISION_RUNTIME")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    for cand in _CANDIDATES:
-        if os.access(cand, os.X_OK):
-            return str(cand)
-    return shutil.which(BINARY)
+    return find_binary(BINARY, "PROVISION_RUNTIME", _PKG.parent / "native" / "build")
 
 
 def runtime_version(path: str | None = None) -> str | None:

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Callable, Iterator, Sequence
 
 from ..errors import CommandError, ConfigError, ContainerError
 from ..fsutil import atomic_write
+from ..native import find_binary
 
 SHIM = "provision-shim"
 _PKG = Path(__file__).resolve().parent.parent
 _SHIM_DIR = _PKG.parent / "native" / "shim"
-_CANDIDATES = (_PKG / "_bin" / SHIM, _SHIM_DIR / "build" / SHIM)
 
 DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_LOG_MAX_FILES = 3
@@ -40,13 +39,7 @@ _SIGNALS = {s.name for s in signal.Signals}
 
 def shim_path() -> str | None:
     """The shim to use: $PROVISION_SHIM, the shipped binary, the checkout's build, PATH."""
-    env = os.environ.get("PROVISION_SHIM")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    for cand in _CANDIDATES:
-        if os.access(cand, os.X_OK):
-            return str(cand)
-    return shutil.which(SHIM)
+    return find_binary(SHIM, "PROVISION_SHIM", _SHIM_DIR / "build")
 
 
 def build_shim(runner) -> str:
