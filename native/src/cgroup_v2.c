@@ -45,8 +45,13 @@ static int v2_create(struct pr_cgroup *cg, const struct pr_resources *res, pr_er
   cleanup_free char *rel = NULL;
   if (cg->path[0] == '/') rel = xstrdup(cg->path);
   else {
+    /* Relative to the parent of our own cgroup, like runc (libcontainer/cgroups/fs2/defaultpath.go):
+     * on a systemd host our own cgroup is a unit or session scope with processes in it, and the
+     * "no internal processes" rule keeps controllers from being enabled below it. */
     cleanup_free char *self = cg_self_path("");
-    rel = xasprintf("%s/%s", strcmp(self, "/") == 0 ? "" : self, cg->path);
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = '\0'; /* "/a/b" -> "/a", "/a" and "/" -> "" */
+    rel = xasprintf("%s/%s", self, cg->path);
   }
   cg->leaf_names[cg->n_leaves] = "";
   return cg_mkdir_path(cg, V2_ROOT, rel, false, enable, err);

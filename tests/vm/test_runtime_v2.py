@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 import shlex
 import sys
 import time
@@ -243,6 +244,25 @@ def test_limits_read_back_from_the_vm_and_from_inside(guest, host_facts):
     guest.wait(lambda: json.loads(guest.rt("state", cid)["out"])["status"] == "stopped", "stopped")
     assert guest.rt("delete", cid)["rc"] == 0
     assert guest.left(f"{CG}/{cid}") == []
+
+
+def test_relative_cgroups_path_is_below_the_parent_of_the_callers_cgroup(guest):
+    """A relative cgroupsPath is taken from the parent of the runtime's own cgroup, as runc does
+    (fs2/defaultpath.go): on a systemd host the caller's own cgroup is a session scope with
+    processes in it, and the "no internal processes" rule forbids enabling controllers below it."""
+    own = guest.sh("cat /proc/self/cgroup").strip()[len("0::"):]  # a unit of sshd's (or a session scope)
+    assert own.count("/") >= 2 and guest.cg(own)["files"]["cgroup.procs"], own  # with processes in it
+    parent = posixpath.dirname(own)
+    cid = "rel"
+    b = guest.bundle(cid, config(cid, ["sleep", "1000"], {"pids": {"limit": 33}},
+                                 edit=lambda c: c["linux"].update(cgroupsPath="prtv2-rel/c")))
+    created = guest.rt("create", "--bundle", b, cid)
+    assert created["rc"] == 0, created["err"]
+    pid = json.loads(guest.rt("state", cid)["out"])["pid"]
+    files = guest.cg(f"{parent}/prtv2-rel/c")["files"]
+    assert (files["pids.max"], files["cgroup.procs"]) == ("33", str(pid))
+    assert guest.rt("delete", "--force", cid)["rc"] == 0
+    assert guest.left(f"{parent}/prtv2-rel") == []
 
 
 DEV_SCRIPT = ("mknod /dev/sda b 8 0; echo mknod=$?; echo read=$(head -c1 /dev/sda 2>&1 | sed 's/.*: //'); "
