@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path

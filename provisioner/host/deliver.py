@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-import shlex
 import shutil
 import sys
 import tempfile

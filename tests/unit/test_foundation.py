@@ -104,8 +104,6 @@ def test_doctor_json_reports_every_check(tmp_path):
 
 
 def test_main_prints_expected_errors_as_one_line(monkeypatch, capsys):
-    import click
-
     @cli.command("boom-test")
     def boom():
         raise ProvisionerError("the thing was wrong")
