@@ -125,6 +125,9 @@ def parse_stack(doc: Any, path: str) -> Stack:
     volumes = doc.get("volumes")
     if volumes is not None and not isinstance(volumes, dict):
         raise c.fail("'volumes' must be a mapping of named volumes", doc, "volumes")
+    from .services import parse_services  # each service's compose schema (what `provision up` runs)
+
+    parse_services(doc.get("services"), volumes, path)
     return Stack(name=name, path=path, hosts=tuple(hosts), services=services, volumes=volumes)
 
 
