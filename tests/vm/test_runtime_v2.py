@@ -7,7 +7,8 @@ over SFTP; containers run in the VM and the limits are read back from the contai
 both from the VM's side (/sys/fs/cgroup/<cgroupsPath>) and from inside (an `exec` in the container's
 cgroup namespace sees its own cgroup as /sys/fs/cgroup). Limits are then provoked: a pids limit
 stops a fork loop, a memory limit OOM-kills an allocation; `update` and pause/resume act on the v2
-files. The last test destroys the VM and checks that no process, file or port is left.
+files; the eBPF device filter denies an unlisted device and allows a listed one; a relative
+cgroupsPath lands where runc puts it. The last test destroys the VM and checks that no process, file or port is left.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ AGENT = f"{REMOTE}/runtime_v2_agent.py"
 CG = "/prtv2"                      # every container's cgroupsPath is below this
 
 # Read from inside the container; multi-line files are joined with ";".
-INSIDE_FILES = ("memory.max", "memory.swap.max", "memory.low", "pids.max", "cpu.max", "cpu.weight",
+INSIDE_FILES = ("memory.max", "memory.high", "memory.swap.max", "memory.low", "pids.max", "cpu.max", "cpu.weight",
                 "cpuset.cpus", "cpuset.mems", "io.weight", "io.max")
 INSIDE_SCRIPT = ("for f in " + " ".join(INSIDE_FILES) + "; do "
                  "echo \"$f=$(cat /sys/fs/cgroup/$f 2>/dev/null | tr '\\n' ';')\"; done; "
@@ -196,9 +197,10 @@ def test_limits_read_back_from_the_vm_and_from_inside(guest, host_facts):
         "memory": {"limit": 96 << 20, "swap": 96 << 20, "reservation": 16 << 20},
         "pids": {"limit": 64},
         "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": cpus, "mems": "0"},
+        "unified": {"memory.high": str(80 << 20)},  # a v2 file by name
     }
     expected = {
-        "memory.max": str(96 << 20), "memory.swap.max": "0", "memory.low": str(16 << 20), "pids.max": "64",
+        "memory.max": str(96 << 20), "memory.high": str(80 << 20), "memory.swap.max": "0", "memory.low": str(16 << 20), "pids.max": "64",
         "cpu.max": "50000 100000",
         "cpu.weight": str(1 + ((512 - 2) * 9999) // 262142),  # runc's shares→weight: 20
         "cpuset.cpus": cpus, "cpuset.mems": "0",
@@ -277,6 +279,23 @@ def test_device_ebpf_filter_denies_an_unlisted_device(guest):
     assert res["rc"] == 0, res["err"]
     # the node can be made (like runc's default rules) but not opened; /dev/null's numbers work
     assert h.parse_kv(res["out"]) == {"mknod": "0", "read": "Operation not permitted", "write": "0"}
+
+
+def test_device_ebpf_filter_allows_a_listed_device(guest, host_facts):
+    major, minor = host_facts["disk"].split(":")
+
+    def allow_disk(c):
+        for k in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][k].append("CAP_MKNOD")
+        c["linux"]["resources"]["devices"].append(
+            {"allow": True, "type": "b", "major": int(major), "minor": int(minor), "access": "r"})
+    script = (f"mknod /dev/disk b {major} {minor}; head -c 512 /dev/disk | wc -c; "
+              "echo x 2>&1 > /dev/disk | sed 's/.*: //'")
+    res = guest.rt("run", "--bundle", guest.bundle("devok", config("devok", ["sh", "-c", script], edit=allow_disk)),
+                   "devok")
+    assert res["rc"] == 0, res["err"]
+    # read is allowed by the rule; write is not in its access
+    assert res["out"].split("\n")[:2] == ["512", "Operation not permitted"], res
 
 
 def test_pids_limit_stops_a_fork_loop(guest):
