@@ -1,0 +1,334 @@
+"""`provision up/down/ps`: a stack's services as containers named `<stack>-<service>`.
+
+Facts: `<root>/stacks/<stack>.json` records, per service, the container made for it and the hash
+of the config it was made from (plus the last health seen); the container records say whether
+it runs. `plan()` is pure: desired hashes + facts -> Remove/Create/Recreate/Start actions; an
+unchanged, running stack plans nothing. `Stacks.apply()` runs the actions through the container
+Manager, waiting before each service for its depends_on conditions, then for every healthcheck.
+
+A recreated service's *linkers* are recreated too: their link env vars carry its address and
+environment (Docker bakes them in at create). Services that only depends_on it are kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import ContainerError, ProvisionerError, StackError
+from ..fsutil import atomic_write
+from ..stack.services import Healthcheck, ServiceSet, ServiceSpec
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "stacks"
+UP_TIMEOUT = 120.0
+
+
+def container_name(stack: str, service: str) -> str:
+    return f"{stack}-{service}"
+
+
+def volume_name(stack: str, volume: str) -> str:
+    return f"{stack}_{volume}"
+
+
+def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
+    """What the service's container is made from: every field but its line, and env file contents."""
+    data = asdict(spec)
+    data.pop("line", None)
+    data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- facts and plan (pure) ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Current:
+    container: str
+    hash: str
+    exists: bool
+    running: bool
+
+
+@dataclass(frozen=True)
+class Create:
+    service: str
+
+
+@dataclass(frozen=True)
+class Recreate:
+    service: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Start:
+    service: str
+
+
+@dataclass(frozen=True)
+class Remove:
+    service: str
+    container: str
+
+
+def plan(services: ServiceSet, hashes: dict[str, str], current: dict[str, Current]) -> list:
+    """Removals first (services gone from the file), then services in dependency order."""
+    actions: list = []
+    for name, cur in sorted(current.items()):
+        if name not in services.services and cur.exists:
+            actions.append(Remove(name, cur.container))
+    recreated: set[str] = set()
+    for name in services.order:
+        spec = services.services[name]
+        cur = current.get(name)
+        if cur is None or not cur.exists:
+            actions.append(Create(name))
+            recreated.add(name)
+        elif cur.hash != hashes[name]:
+            actions.append(Recreate(name, "configuration changed"))
+            recreated.add(name)
+        elif any(t in recreated for t, _ in spec.links):
+            actions.append(Recreate(name, "a linked service was recreated"))
+            recreated.add(name)
+        elif not cur.running:
+            actions.append(Start(name))
+    return actions
+
+
+def describe(action) -> str:
+    if isinstance(action, Remove):
+        return f"remove {action.container} (service {action.service} is no longer in the file)"
+    if isinstance(action, Recreate):
+        return f"recreate {action.service} ({action.reason})"
+    return f"{type(action).__name__.lower()} {action.service}"
+
+
+# ---- acting -------------------------------------------------------------------------------------
+
+@dataclass
+class Stacks:
+    manager: object                  # containers.lifecycle.Manager
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    insecure_registries: tuple[str, ...] = ()
+    progress: Callable[[str], None] = field(default=lambda msg: None)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.manager.root)
+
+    def _state_path(self, stack: str) -> Path:
+        return self.root / STATE_DIR / f"{stack}.json"
+
+    def load_state(self, stack: str) -> dict:
+        try:
+            return json.loads(self._state_path(stack).read_text())
+        except FileNotFoundError:
+            return {"services": {}}
+        except (OSError, ValueError) as exc:
+            raise StackError(f"unreadable stack state ({exc})", str(self._state_path(stack))) from exc
+
+    def save_state(self, stack: str, state: dict) -> None:
+        self._state_path(stack).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._state_path(stack), json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    @contextlib.contextmanager
+    def locked(self, stack: str) -> Iterator[None]:
+        d = self.root / STATE_DIR
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f".{stack}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def hashes(self, services: ServiceSet) -> dict[str, str]:
+        out = {}
+        for name, spec in services.services.items():
+            texts = {}
+            for f in spec.env_files:
+                try:
+                    texts[f] = Path(f).read_text()
+                except OSError as exc:
+                    raise StackError(f"services.{name}.env_file: cannot read ({exc.strerror})", f) from exc
+            out[name] = config_hash(spec, texts)
+        return out
+
+    def facts(self, stack: str, state: dict) -> dict[str, Current]:
+        out = {}
+        for name, entry in state.get("services", {}).items():
+            rec = self.manager.records.find(entry["container"])
+            out[name] = Current(entry["container"], entry.get("hash", ""), rec is not None,
+                                rec is not None and self.manager.is_running(rec))
+        return out
+
+    def plan(self, stack: str, services: ServiceSet) -> list:
+        return plan(services, self.hashes(services), self.facts(stack, self.load_state(stack)))
+
+    # -- up -------------------------------------------------------------------------------------
+    def up(self, stack: str, services: ServiceSet) -> list:
+        with self.locked(stack):
+            state = self.load_state(stack)
+            hashes = self.hashes(services)
+            actions = plan(services, hashes, self.facts(stack, state))
+            deadline = self.now() + UP_TIMEOUT
+            for action in actions:
+                self.progress(describe(action))
+                if isinstance(action, Remove):
+                    self._remove(action.container)
+                    state["services"].pop(action.service, None)
+                    self.save_state(stack, state)
+                    continue
+                spec = services.services[action.service]
+                for dep, cond in spec.depends_on:
+                    self._wait_condition(stack, services.services[dep], cond, state, deadline)
+                cname = container_name(stack, spec.name)
+                if isinstance(action, Start):
+                    self.manager.start(cname)
+                else:
+                    if isinstance(action, Recreate):
+                        self._remove(cname)
+                        state["services"].pop(spec.name, None)
+                        self.save_state(stack, state)
+                    self.manager.run(self.request(stack, spec))
+                state["services"][spec.name] = {"container": cname, "hash": hashes[spec.name],
+                                                "health": {"status": "starting" if spec.healthcheck else "none",
+                                                           "failing_streak": 0}}
+                self.save_state(stack, state)
+            for name in services.order:
+                spec = services.services[name]
+                if spec.healthcheck is not None:
+                    self._wait_condition(stack, spec, "service_healthy", state, deadline)
+            return actions
+
+    def request(self, stack: str, spec: ServiceSpec):
+        from .lifecycle import RunRequest
+
+        command = tuple(spec.command or ())
+        entrypoint = None
+        if spec.entrypoint is not None:
+            entrypoint = spec.entrypoint[0] if spec.entrypoint else ""
+            command = tuple(spec.entrypoint[1:]) + command
+        vols = []
+        for v in spec.volumes:
+            src, sep, rest = v.partition(":")
+            if sep and not src.startswith("/"):   # a named volume: the stack's own
+                v = f"{volume_name(stack, src)}:{rest}"
+            vols.append(v)
+        return RunRequest(
+            image=spec.image, command=command, name=container_name(stack, spec.name), detach=True, ports=spec.ports,
+            volumes=tuple(vols), env=spec.env, env_files=spec.env_files,
+            links=tuple(f"{container_name(stack, t)}:{a}" for t, a in spec.links), restart=spec.restart,
+            memory=spec.mem_limit, cpus=spec.cpus, user=spec.user, workdir=spec.working_dir,
+            entrypoint=entrypoint, hostname=spec.hostname or spec.name,
+            insecure_registries=self.insecure_registries)
+
+    def _remove(self, cname: str) -> None:
+        if self.manager.records.find(cname) is not None:
+            self.manager.rm(cname, force=True, remove_volumes=True)
+
+    # -- health ---------------------------------------------------------------------------------
+    def probe(self, cname: str, hc: Healthcheck) -> tuple[bool, str]:
+        """One run of the healthcheck through the runtime's exec into the container."""
+        try:
+            argv = self.manager.exec_argv(cname, list(hc.test))
+            res = self.manager.runner.run(argv, check=False, timeout=hc.timeout)
+        except ProvisionerError as exc:
+            return False, str(exc)
+        return res.returncode == 0, (res.stdout + res.stderr)[-200:]
+
+    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str, state: dict, deadline: float) -> None:
+        cname = container_name(stack, spec.name)
+        if cond == "service_started":
+            return   # `run` returned once the runtime reported it running
+        if cond == "service_completed_successfully":
+            while True:
+                rec = self.manager.records.get(cname)
+                st = self.manager.status(rec)
+                if st.state in ("exited", "dead"):
+                    if st.exit_code == 0:
+                        return
+                    raise ContainerError(f"service {spec.name} exited with code {st.exit_code}; its dependents "
+                                         "need it to complete successfully")
+                if self.now() > deadline:
+                    raise ContainerError(f"service {spec.name} did not complete within {UP_TIMEOUT:g}s")
+                self.sleep(0.05)
+        hc = spec.healthcheck
+        health = state["services"][spec.name].setdefault("health", {"status": "starting", "failing_streak": 0})
+        if health.get("status") == "healthy":
+            return
+        started = self.now()
+        while True:
+            ok, output = self.probe(cname, hc)
+            health["checked_at"] = time.time()
+            health["last_output"] = output
+            if ok:
+                health.update(status="healthy", failing_streak=0)
+                self.save_state(stack, state)
+                self.progress(f"{spec.name} is healthy")
+                return
+            if self.now() - started >= hc.start_period:
+                health["failing_streak"] = health.get("failing_streak", 0) + 1
+                if health["failing_streak"] >= hc.retries:
+                    health["status"] = "unhealthy"
+                    self.save_state(stack, state)
+                    raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
+                                         f"(last: {output.strip()[-120:] or 'no output'})")
+            if self.now() > deadline:
+                raise ContainerError(f"service {spec.name} did not become healthy within {UP_TIMEOUT:g}s")
+            self.sleep(hc.interval)
+
+    # -- down / ps ------------------------------------------------------------------------------
+    def down(self, stack: str, services: ServiceSet, *, remove_volumes: bool = False) -> list[str]:
+        with self.locked(stack):
+            state = self.load_state(stack)
+            names = [container_name(stack, s) for s in reversed(services.order)]
+            names += sorted(e["container"] for s, e in state.get("services", {}).items()
+                            if e["container"] not in names)
+            removed = []
+            for cname in names:
+                if self.manager.records.find(cname) is not None:
+                    self.progress(f"remove {cname}")
+                    self.manager.rm(cname, force=True, remove_volumes=True)
+                    removed.append(cname)
+            if remove_volumes:
+                for v in services.volumes:
+                    if self.manager.volumes.exists(volume_name(stack, v)):
+                        self.manager.volumes.remove(volume_name(stack, v))
+            self._state_path(stack).unlink(missing_ok=True)
+            return removed
+
+    def ps(self, stack: str, services: ServiceSet) -> list[dict]:
+        state = self.load_state(stack)
+        rows = []
+        for name in services.order:
+            spec = services.services[name]
+            cname = container_name(stack, name)
+            entry = state.get("services", {}).get(name)
+            rec = self.manager.records.find(cname)
+            row = {"service": name, "container": cname, "state": "missing", "health": "", "pid": None,
+                   "ports": list(spec.ports), "up_to_date": None}
+            if rec is not None:
+                st = self.manager.status(rec)
+                row.update(state=st.state, pid=st.pid, restart_count=st.restart_count, exit_code=st.exit_code)
+            if entry is not None:
+                row["up_to_date"] = entry.get("hash") == self.hashes(services)[name]
+                if spec.healthcheck is not None and row["state"] == "running":
+                    ok, output = self.probe(cname, spec.healthcheck)
+                    h = entry.setdefault("health", {"failing_streak": 0})
+                    h["failing_streak"] = 0 if ok else h.get("failing_streak", 0) + 1
+                    h["status"] = "healthy" if ok else ("unhealthy" if h["failing_streak"] >= spec.healthcheck.retries
+                                                        else h.get("status", "starting"))
+                    h["checked_at"], h["last_output"] = time.time(), output
+                row["health"] = (entry.get("health") or {}).get("status", "")
+            rows.append(row)
+        if state.get("services"):
+            with self.locked(stack):
+                self.save_state(stack, state)
+        return rows
