@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import posixpath
 import shlex
 import sys
@@ -112,6 +113,8 @@ def config(name: str, args, resources: dict | None = None, edit=None) -> dict:
 # -- the VM -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def vm(cloud, operator_key):
+    if not os.path.exists(h.BUSYBOX):  # checked before a VM is booted for nothing
+        pytest.skip("needs busybox-static (/bin/busybox) for the containers' rootfs")
     spec = VmSpec(STACK, "rt", public_key(operator_key), cpus=2, memory_mb=1024)
     try:
         st = cloud.launch(spec, timeout=300)
