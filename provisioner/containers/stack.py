@@ -329,6 +329,12 @@ class Stacks:
                 row["health"] = (entry.get("health") or {}).get("status", "")
             rows.append(row)
         if state.get("services"):
-            with self.locked(stack):
-                self.save_state(stack, state)
+            with self.locked(stack):   # re-read: an `up` may have changed the state meanwhile
+                fresh = self.load_state(stack)
+                for name, entry in fresh.get("services", {}).items():
+                    old = state["services"].get(name)
+                    if old and old.get("container") == entry.get("container") and "health" in old:
+                        entry["health"] = old["health"]
+                if fresh.get("services"):
+                    self.save_state(stack, fresh)
         return rows

@@ -1,0 +1,68 @@
+"""`provision up|down|ps -f stack.yml`: a stack's services on this host, thin over containers.stack."""
+from __future__ import annotations
+
+import click
+
+from .app import App, emit, json_option, pass_app, status, table
+
+_file = click.option("-f", "--file", "path", default="stack.yml", show_default=True, type=click.Path(dir_okay=False),
+                     help="The stack file.")
+
+
+def _load(app: App, path: str):
+    from ..containers.lifecycle import Manager
+    from ..containers.stack import Stacks
+    from ..stack.services import load_services
+
+    name, services = load_services(path)   # the whole file is checked before anything is touched
+    return name, services, Stacks(Manager(app.root, app.runner), progress=status)
+
+
+@click.command("up")
+@_file
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]")
+@json_option
+@pass_app
+def up_cmd(app: App, path: str, dry_run: bool, insecure) -> None:
+    """Create or update the stack's services in dependency order and wait for their health."""
+    from ..containers.stack import describe
+
+    name, services, stacks = _load(app, path)
+    stacks.insecure_registries = tuple(insecure)
+    if dry_run:
+        actions = stacks.plan(name, services)
+    else:
+        actions = stacks.up(name, services)
+    emit(app, [{"action": type(a).__name__.lower(), "service": a.service, "text": describe(a)} for a in actions],
+         lambda: click.echo("\n".join(describe(a) for a in actions) if actions else f"{name}: up to date"))
+
+
+@click.command("down")
+@_file
+@click.option("-v", "--volumes", is_flag=True, help="Also remove the stack's named volumes.")
+@pass_app
+def down_cmd(app: App, path: str, volumes: bool) -> None:
+    """Remove every container of the stack (anonymous volumes too; named ones with -v)."""
+    name, services, stacks = _load(app, path)
+    for cname in stacks.down(name, services, remove_volumes=volumes):
+        click.echo(cname)
+
+
+@click.command("ps")
+@_file
+@json_option
+@pass_app
+def ps_cmd(app: App, path: str) -> None:
+    """List the stack's services with their state and health."""
+    name, services, stacks = _load(app, path)
+    rows = stacks.ps(name, services)
+    emit(app, rows, lambda: click.echo(table(
+        [[r["service"], r["container"], r["state"], r["health"] if r["health"] != "none" else "",
+          ", ".join(r["ports"])] for r in rows], ["SERVICE", "CONTAINER", "STATE", "HEALTH", "PORTS"])))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(up_cmd)
+    cli.add_command(down_cmd)
+    cli.add_command(ps_cmd)
