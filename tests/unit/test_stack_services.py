@@ -173,3 +173,17 @@ def test_unknown_top_key_and_missing_name(tmp_path):
         load_services(_write(tmp_path, "name: a\nnetworks: {}\nservices: {}\n"))
     with pytest.raises(StackError, match="needs a 'name'"):
         load_services(_write(tmp_path, "services: {}\n"))
+
+
+def test_the_allinone_example_loads():
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "allinone-stack.yml")
+    name, s = load_services(path)
+    assert name == "allinone"
+    assert set(s.services) == {"zookeeper", "redis", "kafka", "mariadb", "graphite", "app", "web"}
+    order = s.order
+    assert order.index("zookeeper") < order.index("kafka") < order.index("app") < order.index("web")
+    assert all(spec.healthcheck is not None for spec in s.services.values())
+    assert ("mariadb", "db") in s.services["app"].links
+    assert s.volumes == ("kafka-logs", "mariadb-data", "redis-data")
