@@ -160,23 +160,29 @@ class Stacks:
             out[name] = config_hash(spec, texts)
         return out
 
-    def facts(self, stack: str, state: dict) -> dict[str, Current]:
+    def facts(self, stack: str, state: dict, services: ServiceSet) -> dict[str, Current]:
+        """What exists: the recorded containers, plus any `<stack>-<service>` container the state
+        does not know (its state file lost): unknown hash, so it is recreated, never duplicated."""
+        entries = {n: (e["container"], e.get("hash", "")) for n, e in state.get("services", {}).items()}
+        for name in services.services:
+            entries.setdefault(name, (container_name(stack, name), ""))
         out = {}
-        for name, entry in state.get("services", {}).items():
-            rec = self.manager.records.find(entry["container"])
-            out[name] = Current(entry["container"], entry.get("hash", ""), rec is not None,
-                                rec is not None and self.manager.is_running(rec))
+        for name, (cname, h) in entries.items():
+            rec = self.manager.records.find(cname)
+            if rec is None and name not in state.get("services", {}):
+                continue
+            out[name] = Current(cname, h, rec is not None, rec is not None and self.manager.is_running(rec))
         return out
 
     def plan(self, stack: str, services: ServiceSet) -> list:
-        return plan(services, self.hashes(services), self.facts(stack, self.load_state(stack)))
+        return plan(services, self.hashes(services), self.facts(stack, self.load_state(stack), services))
 
     # -- up -------------------------------------------------------------------------------------
     def up(self, stack: str, services: ServiceSet) -> list:
         with self.locked(stack):
             state = self.load_state(stack)
             hashes = self.hashes(services)
-            actions = plan(services, hashes, self.facts(stack, state))
+            actions = plan(services, hashes, self.facts(stack, state, services))
             deadline = self.now() + UP_TIMEOUT
             for action in actions:
                 self.progress(describe(action))

@@ -113,3 +113,172 @@ def test_run_requests_carry_stack_names(tmp_path):
     assert api.volumes == ("shop_data:/srv", "/scratch")
     ep = st.request("shop", replace(s.services["app"], entrypoint=("/bin/sh", "-c"), command=("echo hi",)))
     assert (ep.entrypoint, ep.command) == ("/bin/sh", ("-c", "echo hi"))
+
+
+# ---- apply over a fake container Manager --------------------------------------------------------
+
+import pytest  # noqa: E402
+
+from provisioner.errors import ContainerError  # noqa: E402
+
+
+class _Rec:
+    def __init__(self, name):
+        self.id = self.name = name
+
+
+class _Status:
+    def __init__(self, state, exit_code=None):
+        self.state, self.exit_code, self.pid, self.restart_count = state, exit_code, 1, 0
+
+
+class _Volumes:
+    def __init__(self):
+        self.names = set()
+
+    def exists(self, n):
+        return n in self.names
+
+    def remove(self, n):
+        self.names.discard(n)
+
+
+class _Result:
+    def __init__(self, rc):
+        self.returncode, self.stdout, self.stderr = rc, "", "" if rc == 0 else "fail"
+
+
+class FakeManager:
+    """Containers as names; `healthy_after[name]` = probes that fail before one succeeds."""
+
+    def __init__(self, root, healthy_after=None):
+        self.root = root
+        self.containers: dict[str, bool] = {}
+        self.log: list[str] = []
+        self.healthy_after = dict(healthy_after or {})
+        self.volumes = _Volumes()
+        self.records = self
+        self.runner = self
+
+    # records
+    def find(self, ref):
+        return _Rec(ref) if ref in self.containers else None
+
+    def get(self, ref):
+        return _Rec(ref)
+
+    # manager
+    def is_running(self, rec):
+        return self.containers[rec.name]
+
+    def status(self, rec):
+        return _Status("running" if self.containers[rec.name] else "exited", 0)
+
+    def run(self, req):
+        assert req.name not in self.containers, f"{req.name} created twice"
+        self.containers[req.name] = True
+        for v in req.volumes:
+            if not v.startswith("/"):
+                self.volumes.names.add(v.split(":")[0])
+        self.log.append(f"run {req.name}")
+
+    def rm(self, name, force, remove_volumes):
+        del self.containers[name]
+        self.log.append(f"rm {name}")
+
+    def start(self, name):
+        self.containers[name] = True
+        self.log.append(f"start {name}")
+
+    def exec_argv(self, name, argv):
+        return [name, *argv]
+
+    # runner
+    def run_probe(self, argv, check, timeout):
+        name = argv[0]
+        self.log.append(f"probe {name}")
+        left = self.healthy_after.get(name, 0)
+        self.healthy_after[name] = left - 1
+        return _Result(0 if left <= 0 else 1)
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def now(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+
+def _stacks(tmp_path, mgr):
+    from provisioner.containers.stack import Stacks
+
+    mgr.runner = type("R", (), {"run": staticmethod(mgr.run_probe)})()
+    clock = _Clock()
+    return Stacks(manager=mgr, now=clock.now, sleep=clock.sleep), clock
+
+
+def test_up_creates_in_order_waits_for_health_and_re_up_does_nothing(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path, {"shop-web": 2})
+    st, clock = _stacks(tmp_path, mgr)
+    actions = st.up("shop", s)
+    assert [type(a).__name__ for a in actions] == ["Create"] * 5
+    runs = [x for x in mgr.log if x.startswith("run")]
+    # app waits for web's health before it is created
+    assert mgr.log.index("run shop-app") > max(i for i, x in enumerate(mgr.log) if x == "probe shop-web")
+    assert mgr.log.count("probe shop-web") == 3 and clock.t == pytest.approx(0.4)
+    assert len(runs) == 5
+    state = st.load_state("shop")
+    assert state["services"]["web"]["health"]["status"] == "healthy"
+    mgr.log.clear()
+    assert st.up("shop", s) == [] and mgr.log == []
+    assert st.plan("shop", s) == []
+
+
+def test_a_failing_healthcheck_stops_up_before_the_dependents(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path, {"shop-web": 99})
+    st, _ = _stacks(tmp_path, mgr)
+    with pytest.raises(ContainerError, match="service web is unhealthy: 3 checks failed"):
+        st.up("shop", s)
+    assert "run shop-app" not in mgr.log and mgr.log.count("probe shop-web") == 3
+    assert st.load_state("shop")["services"]["web"]["health"]["status"] == "unhealthy"
+
+
+def test_start_period_failures_do_not_count(tmp_path):
+    text = STACK.replace("interval: 200ms}", "interval: 200ms, start_period: 1s}")
+    s = _services(tmp_path, text)
+    mgr = FakeManager(tmp_path, {"shop-web": 6})   # 6 failures in the first 1.2 s: only 1 counts
+    st, _ = _stacks(tmp_path, mgr)
+    st.up("shop", s)
+    assert mgr.log.count("probe shop-web") == 7
+
+
+def test_a_container_the_state_lost_is_recreated_not_duplicated(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path)
+    st, _ = _stacks(tmp_path, mgr)
+    st.up("shop", s)
+    st._state_path("shop").unlink()
+    assert {type(a).__name__ for a in st.plan("shop", s)} == {"Recreate"}
+    st.up("shop", s)
+    assert st.plan("shop", s) == []
+
+
+def test_down_removes_dependents_first_and_named_volumes_only_with_v(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path)
+    st, _ = _stacks(tmp_path, mgr)
+    st.up("shop", s)
+    mgr.log.clear()
+    removed = st.down("shop", s)
+    assert removed.index("shop-app") < removed.index("shop-api") < removed.index("shop-db")
+    assert mgr.containers == {} and mgr.volumes.names == {"shop_data"}
+    assert not st._state_path("shop").exists()
+    st.up("shop", s)
+    st.down("shop", s, remove_volumes=True)
+    assert mgr.volumes.names == set()
