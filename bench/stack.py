@@ -6,7 +6,8 @@ Debian's docker-registry on loopback, pulls them once (a warm-up up + down), the
                  healthcheck is healthy (3 of 5 have one; two wait on service_healthy)
   re-up (CLI)    `provision up` again, nothing changed (plans nothing, restarts nothing)
   down (CLI)     `provision down`
-and, after the last up, each container's supervision RSS (the provision-shim process).
+and, after the last up, each container's supervision RSS (the provision-shim process) and the
+stack's health monitor's RSS.
 
 Run as root from the repo root:  python3 bench/stack.py --runs 5
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from provisioner.containers import healthmon  # noqa: E402
 from provisioner.imagebuild.loopfs import loop_btrfs  # noqa: E402
 from provisioner.runner import Runner  # noqa: E402
 from tests.privileged.runtime_helpers import build_runtime  # noqa: E402
@@ -77,11 +79,14 @@ def main() -> None:
             env.provision("down", "-f", str(path))
             times: dict[str, list[float]] = {"up": [], "re-up": [], "down": []}
             rss: list[int] = []
+            mon_rss = 0
             for run in range(args.runs):
                 for phase, argv in (("up", ["up"]), ("re-up", ["up"]), ("down", ["down"])):
                     if phase == "down" and run == args.runs - 1:
                         sup = env.root / "containers" / ".supervise"
                         rss = [rss_kib(int(p.read_text())) for p in sup.glob("*.pid")]
+                        mon = healthmon.running_pid(env.root, f"bench{env.sfx}")
+                        mon_rss = rss_kib(mon) if mon else 0
                     t = time.monotonic()
                     env.provision(*argv, "-f", str(path))
                     times[phase].append(time.monotonic() - t)
@@ -93,6 +98,7 @@ def main() -> None:
                          "down": "down (CLI)"}[k]
                 print(f"{label:<40}{statistics.median(v):>9.3f}s{min(v):>9.3f}s{max(v):>9.3f}s")
             print(f"supervision RSS per container (provision-shim): {', '.join(f'{r} KiB' for r in sorted(rss))}")
+            print(f"the stack's health monitor (one python process per stack): {mon_rss} KiB RSS")
             med = statistics.median(times["up"])
             print(f"target: all healthy <= 3.0s -> {'met' if med <= 3.0 else 'NOT met'} ({med:.3f}s); "
                   f"shim RSS <= 2 MB -> {'met' if rss and max(rss) <= 2048 else 'NOT met'}")

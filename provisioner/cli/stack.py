@@ -15,7 +15,7 @@ def _load(app: App, path: str):
     from ..stack.services import load_services
 
     name, services = load_services(path)   # the whole file is checked before anything is touched
-    return name, services, Stacks(Manager(app.root, app.runner), progress=status)
+    return name, services, Stacks(Manager(app.root, app.runner), progress=status, monitor=True)
 
 
 @click.command("up")

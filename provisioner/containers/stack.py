@@ -120,6 +120,7 @@ class Stacks:
     sleep: Callable[[float], None] = time.sleep
     insecure_registries: tuple[str, ...] = ()
     progress: Callable[[str], None] = field(default=lambda msg: None)
+    monitor: bool = False            # after `up`, keep a health monitor process running (healthmon)
 
     @property
     def root(self) -> Path:
@@ -203,14 +204,19 @@ class Stacks:
                         state["services"].pop(spec.name, None)
                         self.save_state(stack, state)
                     self.manager.run(self.request(stack, spec))
-                state["services"][spec.name] = {"container": cname, "hash": hashes[spec.name],
-                                                "health": {"status": "starting" if spec.healthcheck else "none",
-                                                           "failing_streak": 0}}
+                state["services"][spec.name] = {
+                    "container": cname, "hash": hashes[spec.name],
+                    "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None,
+                    "health": {"status": "starting" if spec.healthcheck else "none", "failing_streak": 0}}
                 self.save_state(stack, state)
             for name in services.order:
                 spec = services.services[name]
                 if spec.healthcheck is not None:
                     self._wait_condition(stack, spec, "service_healthy", state, deadline)
+            if self.monitor and any(spec.healthcheck for spec in services.services.values()):
+                from . import healthmon
+
+                healthmon.start(self.root, stack)
             return actions
 
     def request(self, stack: str, spec: ServiceSpec):
@@ -292,6 +298,10 @@ class Stacks:
 
     # -- down / ps ------------------------------------------------------------------------------
     def down(self, stack: str, services: ServiceSet, *, remove_volumes: bool = False) -> list[str]:
+        if self.monitor:
+            from . import healthmon
+
+            healthmon.stop(self.root, stack)
         with self.locked(stack):
             state = self.load_state(stack)
             names = [container_name(stack, s) for s in reversed(services.order)]
@@ -312,6 +322,9 @@ class Stacks:
 
     def ps(self, stack: str, services: ServiceSet) -> list[dict]:
         state = self.load_state(stack)
+        from . import healthmon
+
+        monitored = healthmon.running_pid(self.root, stack) is not None
         rows = []
         for name in services.order:
             spec = services.services[name]
@@ -325,7 +338,7 @@ class Stacks:
                 row.update(state=st.state, pid=st.pid, restart_count=st.restart_count, exit_code=st.exit_code)
             if entry is not None:
                 row["up_to_date"] = entry.get("hash") == self.hashes(services)[name]
-                if spec.healthcheck is not None and row["state"] == "running":
+                if spec.healthcheck is not None and row["state"] == "running" and not monitored:
                     ok, output = self.probe(cname, spec.healthcheck)
                     h = entry.setdefault("health", {"failing_streak": 0})
                     h["failing_streak"] = 0 if ok else h.get("failing_streak", 0) + 1
