@@ -226,8 +226,9 @@ def _service(p: _P, name: str, d: dict, named: set[str], name_line: int | None) 
         target, _, alias = item.partition(":")
         links.append((target, alias or target))
     depends = _depends_on(p, d, where)
-    restart = p.scalar(d, "restart", where) or "no"
-    if restart is False or not _RESTART.match(restart):
+    # YAML 1.1 reads a bare `restart: no` as false: compose means "no"
+    restart = "no" if d.get("restart") is False else (p.scalar(d, "restart", where) or "no")
+    if not _RESTART.match(restart):
         raise p.fail(f"{where}.restart: {restart!r} is not no, always, on-failure[:N] or unless-stopped", d,
                      "restart")
     mem = p.scalar(d, "mem_limit", where)

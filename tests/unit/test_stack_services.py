@@ -40,6 +40,7 @@ services:
     hostname: app1
   db:
     image: busybox
+    restart: no
     healthcheck: {test: "true", interval: 1s}
   worker:
     image: busybox
@@ -67,6 +68,7 @@ def test_supported_keys_parse(tmp_path):
     assert app.links == (("web", "api"),) and app.depends_on == (("web", "service_healthy"),)
     assert (app.user, app.working_dir, app.hostname) == ("1000:1000", "/work", "app1")
     assert db.healthcheck.test == ("/bin/sh", "-c", "true") and db.healthcheck.interval == 1.0
+    assert db.restart == "no"   # YAML's bare `no` is false: compose's "no"
     order = s.order
     assert order.index("web") < order.index("app") < order.index("worker")
     assert order.index("db") < order.index("worker")
@@ -100,7 +102,7 @@ def _line_of(text: str, needle: str) -> int:
 @pytest.mark.parametrize("old,new,needle,message", [
     ("    hostname: app1\n", "    hostname: app1\n    networks: [front]\n", "networks:",
      "services.app: unsupported compose key 'networks'"),
-    ("    image: busybox\n    healthcheck: {test", "    image: busybox\n    build: .\n    healthcheck: {test",
+    ("    restart: no\n    healthcheck: {test", "    restart: no\n    build: .\n    healthcheck: {test",
      "build: .", "unsupported compose key 'build'"),
     ('"9000:9000/udp"', '"99999:80"', "99999", r"services.web.ports\[1\]: host port '99999' is out of range"),
     ('"9000:9000/udp"', '"80:80/sctp"', "sctp", r"services.web.ports\[1\].*protocol"),
