@@ -285,6 +285,14 @@ class Stacks:
                 self.save_state(stack, state)
                 self.progress(f"{spec.name} is healthy")
                 return
+            rec = self.manager.records.find(cname)
+            st = self.manager.status(rec) if rec is not None else None
+            if st is None or st.state in ("exited", "dead"):
+                health["status"] = "unhealthy"
+                self.save_state(stack, state)
+                code = f" (exit code {st.exit_code})" if st is not None else ""
+                raise ContainerError(f"service {spec.name} stopped{code} before it became healthy; "
+                                     f"see `provision container logs {cname}`")
             if self.now() - started >= hc.start_period:
                 health["failing_streak"] = health.get("failing_streak", 0) + 1
                 if health["failing_streak"] >= hc.retries:

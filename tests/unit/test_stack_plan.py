@@ -282,3 +282,19 @@ def test_down_removes_dependents_first_and_named_volumes_only_with_v(tmp_path):
     st.up("shop", s)
     st.down("shop", s, remove_volumes=True)
     assert mgr.volumes.names == set()
+
+
+def test_a_service_that_exits_before_healthy_fails_up_at_once(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path, {"shop-web": 99})
+    st, _ = _stacks(tmp_path, mgr)
+    real_run = mgr.run
+
+    def run_and_die(req):
+        real_run(req)
+        if req.name == "shop-web":
+            mgr.containers[req.name] = False
+    mgr.run = run_and_die
+    with pytest.raises(ContainerError, match=r"service web stopped \(exit code 0\) before it became healthy"):
+        st.up("shop", s)
+    assert mgr.log.count("probe shop-web") == 1
