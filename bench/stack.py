@@ -14,6 +14,7 @@ Run as root from the repo root:  python3 bench/stack.py --runs 5
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,13 @@ def main() -> None:
     args = ap.parse_args()
     build_runtime()
     work = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+    try:
+        run_bench(work, args.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_bench(work: Path, runs: int) -> None:
     with docker_registry(work / "registry") as reg, loop_btrfs(work / "fs", Runner(), size="1G") as mnt:
         refs = build_images(work, reg.address)
         env = Env(work, mnt, refs)
@@ -80,9 +88,9 @@ def main() -> None:
             times: dict[str, list[float]] = {"up": [], "re-up": [], "down": []}
             rss: list[int] = []
             mon_rss = 0
-            for run in range(args.runs):
+            for run in range(runs):
                 for phase, argv in (("up", ["up"]), ("re-up", ["up"]), ("down", ["down"])):
-                    if phase == "down" and run == args.runs - 1:
+                    if phase == "down" and run == runs - 1:
                         sup = env.root / "containers" / ".supervise"
                         rss = [rss_kib(int(p.read_text())) for p in sup.glob("*.pid")]
                         mon = healthmon.running_pid(env.root, f"bench{env.sfx}")
@@ -91,7 +99,7 @@ def main() -> None:
                     env.provision(*argv, "-f", str(path))
                     times[phase].append(time.monotonic() - t)
             print(f"provision up: 5 busybox services (3 healthchecks, 2 service_healthy waits), images present, "
-                  f"{args.runs} runs")
+                  f"{runs} runs")
             print(f"{'phase':<40}{'median':>10}{'min':>10}{'max':>10}")
             for k, v in times.items():
                 label = {"up": "up until all healthy (CLI)", "re-up": "re-up, nothing changed (CLI)",
