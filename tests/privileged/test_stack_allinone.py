@@ -59,6 +59,8 @@ def test_allinone_example_comes_up_healthy_and_down_leaves_nothing(tmp_path):
             assert api == "ok"
             assert e.provision("container", "exec", "allinone-app", "wget", "-q", "-O-",
                                "http://db:3306/").stdout == "app\n"
+            res = e.inspect("allinone-app")["resources"]   # mem_limit: 128m, cpus: 0.5
+            assert res["memory"]["limit"] == 128 << 20 and res["cpu"]["quota"] * 2 == res["cpu"]["period"]
             e.provision("down", "-v", "-f", str(stack))
             assert e.leftovers() == NOTHING
             assert [p for p in (e.root / "volumes").iterdir() if p.is_dir()] == []

@@ -298,3 +298,23 @@ def test_a_service_that_exits_before_healthy_fails_up_at_once(tmp_path):
     with pytest.raises(ContainerError, match=r"service web stopped \(exit code 0\) before it became healthy"):
         st.up("shop", s)
     assert mgr.log.count("probe shop-web") == 1
+
+
+def test_completed_successfully_waits_for_exit_zero(tmp_path):
+    text = STACK.replace("    depends_on: [db]\n  db:", "    depends_on: {db: {condition: service_completed_successfully}}\n  db:")
+    assert text != STACK
+    s = _services(tmp_path, text)
+    mgr = FakeManager(tmp_path)
+    st, clock = _stacks(tmp_path, mgr)
+    real_status = mgr.status
+    seen = []
+
+    def status(rec):   # db runs for 0.5 s, then exits 0
+        if rec.name == "shop-db" and clock.t >= 0.5:
+            mgr.containers["shop-db"] = False
+        seen.append(rec.name)
+        return real_status(rec)
+    mgr.status = status
+    st.up("shop", s)
+    assert "shop-db" in seen and clock.t >= 0.5
+    assert mgr.log.index("run shop-api") > mgr.log.index("run shop-db")
