@@ -189,3 +189,14 @@ def test_the_allinone_example_loads():
     assert all(spec.healthcheck is not None for spec in s.services.values())
     assert ("mariadb", "db") in s.services["app"].links
     assert s.volumes == ("kafka-logs", "mariadb-data", "redis-data")
+
+
+def test_env_file_is_relative_to_the_stack_file_and_must_exist(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "db.env").write_text("A=1\n")
+    text = "name: a\nservices:\n  db:\n    image: busybox\n    env_file: conf/db.env\n"
+    _, s = load_services(_write(tmp_path, text))
+    assert s.services["db"].env_files == (str(tmp_path / "conf" / "db.env"),)
+    path = _write(tmp_path, text.replace("conf/db.env", "[conf/db.env, missing.env]"))
+    with pytest.raises(StackError, match=f"{path}:5: services.db.env_file: 'missing.env' not found"):
+        load_services(path)
