@@ -41,6 +41,8 @@ _CHUNK = 1 << 20
 _XATTR_PAX = "SCHILY.xattr."
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_EXCL never follows a symlink at the last component (EEXIST), O_NOFOLLOW says so again
+_O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -200,6 +202,16 @@ class TreeWriter:
         ppath, pfd = self.resolve_parent(parts, create=True, name=ti.name)
         self._keep_times(ppath, pfd)
         path = ppath + (leaf,)
+        if ti.isreg():
+            # the common case, a new file: O_EXCL creation doubles as the existence check
+            try:
+                fd = os.open(leaf, _O_NEWFILE, 0o600, dir_fd=pfd)
+            except FileExistsError:
+                pass  # something is there: replaced below
+            else:
+                self._mark_written(path)
+                self._file(pfd, leaf, ti, tf, fd)
+                return
         try:
             st = os.lstat(leaf, dir_fd=pfd)
         except FileNotFoundError:
@@ -239,8 +251,9 @@ class TreeWriter:
             return False
         return (tst.st_dev, tst.st_ino) == (st.st_dev, st.st_ino)
 
-    def _file(self, pfd: int, leaf: str, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
-        fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+    def _file(self, pfd: int, leaf: str, ti: tarfile.TarInfo, tf: tarfile.TarFile, fd: int | None = None) -> None:
+        if fd is None:
+            fd = os.open(leaf, _O_NEWFILE, 0o600, dir_fd=pfd)
         try:
             if ti.size:
                 if ti.issparse():
