@@ -34,6 +34,7 @@ from typing import Iterable
 from ..errors import ImageError, RegistryError
 from . import reference as _reference
 from .registry import Platform, Registry, ResolvedImage
+from .transport import ReadStream
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Spool:
         return SpoolReader(self, cancel)
 
 
-class SpoolReader:
+class SpoolReader(ReadStream):
     """File-like reader of a growing spool: EOF only once the download finished and verified."""
 
     def __init__(self, spool: Spool, cancel: threading.Event):
@@ -153,14 +154,6 @@ class SpoolReader:
         self.pos += len(data)
         return data
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._f.close()
 
@@ -169,7 +162,7 @@ class SpoolReader:
         return self._f.closed
 
 
-class _Watched:
+class _Watched(ReadStream):
     """Wraps the direct network stream so a failure in any other download stops the pull early."""
 
     def __init__(self, inner, failures: list):
@@ -180,14 +173,6 @@ class _Watched:
         if self.failures:
             raise self.failures[0]
         return self.inner.read(n)
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         self.inner.close()

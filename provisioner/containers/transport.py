@@ -267,7 +267,22 @@ def _short(err: BaseException) -> str:
     return text if len(text) < 160 else text[:157] + "..."
 
 
-class BlobReader:
+class ReadStream:
+    """readinto()/readable() over read(), for the file-like streams handed to the layer store."""
+
+    def read(self, n: int = -1) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class BlobReader(ReadStream):
     """A file-like, verified, resumable stream of one blob (read the compressed bytes).
 
     `on_bytes(n)` is called for every chunk received (progress). At EOF the size and digest are
@@ -375,14 +390,6 @@ class BlobReader:
             self._finish_fail(f"failed verification: content hashes to {got}")
         self._done = True
         self.close()
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         if self._resp is not None:
