@@ -7,6 +7,8 @@ Recipes (name -> images written under tags in one layout):
   multiplatform  an index with linux/amd64 and linux/arm64 busybox-style images      tag: latest
   debian-redis   Debian bookworm minbase + redis-server via mmdebstrap, split in layers  tag: latest
   debian-nginx   Debian bookworm minbase + nginx-light via mmdebstrap                     tag: latest
+  debian-mariadb      ... + mariadb-server, entrypoint initialising an empty datadir (appfiles.py) tag: latest
+  debian-python-app   ... + python3 and a stdlib-only HTTP status app on 5000 (appfiles.py)     tag: latest
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ImageError
+from .appfiles import MARIADB_FILES, PYTHON_APP_FILES
 from .crafted import CRAFTED, MALICIOUS
 from .layout import Layer, LayoutWriter
 from .tarbuild import D, F, L
@@ -87,6 +90,19 @@ DEBIAN_RECIPES = {
         "config": {"Cmd": ["nginx", "-g", "daemon off;"], "Env": [PATH_ENV], "ExposedPorts": {"80/tcp": {}},
                    "WorkingDir": "/", "StopSignal": "SIGQUIT"},
     },
+    # "files": entries of one extra layer on top of the split rootfs
+    "debian-mariadb": {
+        "include": ["mariadb-server"],
+        "files": MARIADB_FILES,
+        "config": {"Entrypoint": ["/usr/local/bin/mariadb-entrypoint"], "Env": [PATH_ENV],
+                   "ExposedPorts": {"3306/tcp": {}}, "Volumes": {"/var/lib/mysql": {}}, "WorkingDir": "/"},
+    },
+    "debian-python-app": {
+        "include": ["python3"],
+        "files": PYTHON_APP_FILES,
+        "config": {"Cmd": ["python3", "/srv/app/status_app.py"], "Env": [PATH_ENV, "PORT=5000"],
+                   "ExposedPorts": {"5000/tcp": {}}, "User": "nobody", "WorkingDir": "/srv/app"},
+    },
 }
 # a rootfs split by path into layers (first matching prefix wins; everything else: the base layer)
 DEBIAN_SPLIT = [("usr/share/",), ("usr/lib/", "lib/"), ("var/lib/", "var/cache/")]
@@ -152,6 +168,8 @@ def _debian_recipe(name: str) -> Callable:
     def recipe(w: LayoutWriter, runner, fmt: str) -> list[str]:
         rootfs = mmdebstrap_tar(runner, spec["include"])
         layers = [Layer(tar=t, compression="gzip") for t in split_rootfs_tar(rootfs)]
+        if spec.get("files"):
+            layers.append(Layer(tuple(spec["files"])))
         w.tag(w.image(layers, spec["config"], fmt=fmt), "latest")
         return ["latest"]
 

@@ -1,5 +1,6 @@
-"""Debian images from mmdebstrap (redis-server, nginx-light): the recipes' layers and config, and the store's
-export of a real rootfs (thousands of files, hardlinks, setuid, capabilities) equal to `umoci unpack`'s.
+"""Debian images from mmdebstrap (redis-server, nginx-light, mariadb-server, python3 + a status app): the
+recipes' layers and config, and the store's export of a real rootfs (thousands of files, hardlinks,
+setuid, capabilities) equal to `umoci unpack`'s.
 
 The first run on a machine bootstraps Debian through the configured apt mirror (~1-2 min) and caches
 the tarball under /var/tmp/provisioner-imagecache."""
@@ -38,7 +39,13 @@ CASES = {
     "debian-redis": ("usr/bin/redis-server", {"Entrypoint": ["redis-server"], "User": "redis",
                                               "ExposedPorts": {"6379/tcp": {}}}),
     "debian-nginx": ("usr/sbin/nginx", {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}}),
+    "debian-mariadb": ("usr/local/bin/mariadb-entrypoint", {"Entrypoint": ["/usr/local/bin/mariadb-entrypoint"],
+                                                           "ExposedPorts": {"3306/tcp": {}}}),
+    "debian-python-app": ("srv/app/status_app.py", {"Cmd": ["python3", "/srv/app/status_app.py"],
+                                                   "User": "nobody"}),
 }
+# the app recipes add their own files as one more layer
+EXTRA = {"debian-mariadb": ("usr/sbin/mariadbd",), "debian-python-app": ("usr/bin/python3",)}
 
 
 @pytest.mark.parametrize("recipe", list(CASES))
@@ -48,7 +55,7 @@ def test_debian_recipe_and_export_matches_umoci(tmp_path, recipe):
     layout = tmp_path / recipe
     assert build(recipe, layout, runner) == ["latest"]
     manifest, config, _ = read_image(layout, "latest")
-    assert len(manifest["layers"]) == 4
+    assert len(manifest["layers"]) == 4 + (recipe in EXTRA)
     assert {k: config["config"][k] for k in want_config} == want_config
     with loop_btrfs(tmp_path / "fs", runner, size="2G") as mnt:
         store = Store(mnt, runner)
@@ -56,7 +63,7 @@ def test_debian_recipe_and_export_matches_umoci(tmp_path, recipe):
         assert record.size > 50_000_000
         ours = mnt / "export"
         store.export(f"test/{recipe}:latest", ours)
-        assert (ours / binary).exists()
+        assert (ours / binary).exists() and all((ours / p).exists() for p in EXTRA.get(recipe, ()))
         bundle = tmp_path / "umoci"
         runner.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)])
         # directory mtimes too: lower directories that later layers add files to keep theirs

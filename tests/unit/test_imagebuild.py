@@ -139,3 +139,86 @@ def test_cli_image_build_writes_the_layout_and_reports_json(tmp_path):
     assert read_image(tmp_path / "o", "whiteouts")[0]["layers"]
     res = CliRunner().invoke(cli, ["image", "build", "crafted", "-o", str(tmp_path / "p"), "--push", "h:5000/r:t"])
     assert res.exit_code != 0 and "give a repository without a tag" in str(res.exception)
+
+
+@pytest.mark.parametrize("recipe,path,entry", [
+    ("debian-mariadb", "usr/local/bin/mariadb-entrypoint", {"Entrypoint": ["/usr/local/bin/mariadb-entrypoint"]}),
+    ("debian-python-app", "srv/app/status_app.py", {"Cmd": ["python3", "/srv/app/status_app.py"]}),
+])
+def test_debian_app_recipes_add_their_files_as_a_top_layer(tmp_path, monkeypatch, recipe, path, entry):
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(tar_bytes([D("usr"), F("usr/share/doc/x", "x"), F("etc/debian_version", "12\n")]))
+    seen = []
+    monkeypatch.setattr(recipes, "mmdebstrap_tar", lambda runner, include: seen.append(include) or rootfs)
+    assert recipes.build(recipe, tmp_path / "l", FakeRunner()) == ["latest"]
+    assert seen == [recipes.DEBIAN_RECIPES[recipe]["include"]]
+    manifest, config, _ = read_image(tmp_path / "l", "latest")
+    assert len(manifest["layers"]) == 5
+    top = tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(tmp_path / "l", manifest["layers"][-1]["digest"]))))
+    assert top.getmember(path).isfile()
+    assert {k: config["config"][k] for k in entry} == entry
+
+
+def test_mariadb_entrypoint_is_valid_sh_and_writes_idempotent_init_sql(tmp_path):
+    from provisioner.imagebuild.appfiles import MARIADB_ENTRYPOINT
+
+    script = tmp_path / "entry.sh"
+    script.write_text(MARIADB_ENTRYPOINT)
+    import subprocess
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    # run the SQL-writing part against a temp dir: everything between the install and the exec
+    body = MARIADB_ENTRYPOINT.split("q() {", 1)[1].split("chown mysql:mysql \"$init\"", 1)[0]
+    part = tmp_path / "part.sh"
+    part.write_text("q() {" + body.replace("/run/mysqld/init.sql", str(tmp_path / "init.sql")))
+    env = {"PATH": os.environ["PATH"], "MYSQL_DATABASE": "app", "MYSQL_USER": "o'neil", "MYSQL_PASSWORD": "a\\b"}
+    subprocess.run(["sh", str(part)], check=True, env=env)
+    assert (tmp_path / "init.sql").read_text().splitlines() == [
+        "CREATE DATABASE IF NOT EXISTS `app`;",
+        "CREATE USER IF NOT EXISTS 'o''neil'@'%' IDENTIFIED BY 'a\\\\b';",
+        "GRANT ALL ON `app`.* TO 'o''neil'@'%';",
+    ]
+
+
+def test_status_app_answers_json_and_reports_a_redis_ping(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+
+    from provisioner.imagebuild.appfiles import STATUS_APP
+
+    fake = socket.create_server(("127.0.0.1", 0))
+    def serve():  # every GET (health checks too) PINGs once
+        while True:
+            try:
+                conn, _ = fake.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(64) == b"PING\r\n":
+                    conn.sendall(b"+PONG\r\n")
+    threading.Thread(target=serve, daemon=True).start()
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    (tmp_path / "app.py").write_text(STATUS_APP)
+    env = {"PATH": os.environ["PATH"], "PORT": str(port), "DB_HOST": "db", "REDIS_PORT": "tcp://10.0.0.9:6379",
+           "REDIS_URL": f"redis://127.0.0.1:{fake.getsockname()[1]}/0"}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "app.py")], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/api/"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                out = json.loads(urllib.request.urlopen(url, timeout=5).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "status app did not come up"
+                time.sleep(0.05)
+        assert out["path"] == "/api/" and out["env"]["DB_HOST"] == "db"
+        assert out["redis"]["host"] == "127.0.0.1" and out["redis"]["reply"] == "+PONG"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        fake.close()
