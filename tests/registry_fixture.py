@@ -159,7 +159,25 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class FakeRegistry:
+class _LoopbackServer:
+    """An HTTP server on a free 127.0.0.1 port, served from a thread while the `with` block runs."""
+
+    def _serve(self, handler) -> None:
+        self.server = QuietServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeRegistry(_LoopbackServer):
     """Serves /v2/<repo>/manifests/<ref> and /v2/<repo>/blobs/<digest> from memory."""
 
     def __init__(self, *, token: str | None = None, basic: tuple[str, str] | None = None,
@@ -172,20 +190,8 @@ class FakeRegistry:
         self.honour_range = honour_range
         self.requests: list[dict] = []
         self._lock = threading.Lock()
-        self.server = QuietServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.address = f"127.0.0.1:{self.port}"
+        self._serve(self._handler())
         self.alias = f"localhost:{self.port}"  # same server, a different host name (redirect target)
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
     def add_blob(self, data: bytes) -> str:
         d = sha256(data)
@@ -299,24 +305,13 @@ class Fault:
     hits: int = 0
 
 
-class FaultProxy:
+class FaultProxy(_LoopbackServer):
     def __init__(self, upstream: str):
         self.upstream = upstream
         self.faults: list[Fault] = []
         self.log: list[dict] = []
         self._lock = threading.Lock()
-        self.server = QuietServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(self._handler())
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
