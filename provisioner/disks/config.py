@@ -69,7 +69,7 @@ class Match:
 @dataclass(frozen=True)
 class Volume:
     name: str
-    match: Match
+    match: Match | None   # None: matched by what `provision deploy` recorded (host.yml `volumes:`)
     mount: str
     size: int | None = None
     type: str | None = None
@@ -92,7 +92,7 @@ class DisksConfig:
 
     def device_paths(self) -> list[str]:
         out = list(self.ephemeral.devices or ()) if self.ephemeral else []
-        return out + [v.match.value for v in self.volumes if v.match.key == "device"]
+        return out + [v.match.value for v in self.volumes if v.match is not None and v.match.key == "device"]
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -196,7 +196,7 @@ def _parse_ephemeral(data, path: str) -> Ephemeral:
                      where=_where(path, data, "mount"), devices_where=devices_where or ())
 
 
-def _parse_match(data, path: str, what: str) -> Match:
+def parse_match(data, path: str, what: str) -> Match:
     if not isinstance(data, dict):
         raise ConfigError(f"{what}: must be a mapping with one of: {', '.join(MATCH_KEYS)}", path,
                           yamlutil.line_of(data))
@@ -223,7 +223,7 @@ def _parse_volume(data, index: int, path: str) -> Volume:
         raise ConfigError(f"{what}.name: must be lowercase letters, digits, '-', '_' or '.', got {name!r}",
                           path, yamlutil.line_of(data, "name"))
     what = f"volume {name!r}"
-    match = _parse_match(_require(data, "match", path, what), path, f"{what}.match")
+    match = parse_match(data["match"], path, f"{what}.match") if data.get("match") is not None else None
     mount = _mount(_require(data, "mount", path, what), path, data, "mount", what)
     return Volume(
         name=name, match=match, mount=mount, size=_int(data, "size", path, what),
@@ -274,7 +274,7 @@ def _check_devices(ephemeral: Ephemeral | None, volumes: list[Volume]) -> None:
         for dev in ephemeral.devices:
             used[dev] = "ephemeral"
     for v in volumes:
-        if v.match.key == "device":
+        if v.match is not None and v.match.key == "device":
             if v.match.value in used:
                 raise v.match_where.error(
                     f"volume {v.name!r}: device {v.match.value} is already used by {used[v.match.value]}")

@@ -79,6 +79,10 @@ def _resolve_device(facts: HostFacts, node: str, where: Where, who: str) -> Disk
 
 def _match_volume(facts: HostFacts, vol: Volume) -> Disk:
     m = vol.match
+    if m is None:
+        raise vol.where.error(f"volume {vol.name!r}: no 'match:' says which disk it is (give match: with one of "
+                              "device, aws_volume_id, gce_device_name, serial; `provision deploy` records it "
+                              "for the volumes it creates)")
     if m.key == "device":
         return _resolve_device(facts, m.value, vol.match_where, f"volume {vol.name!r}")
     if m.key == "aws_volume_id":

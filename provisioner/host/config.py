@@ -20,6 +20,8 @@ disks: {ephemeral: {mount: /var/lib/provisioner}}   # the disk layer's schema
 ports: ["80/tcp", "8000-8010/udp", 443]              # published ports the firewall opens
 ssh_cidr: 10.0.0.0/8                                 # who may reach SSH (default: anyone)
 ssh_port: 22
+volumes:                        # which disk each stack volume is (written by `provision deploy`
+  data: {aws_volume_id: vol-0abc}   # from the volumes it created; overrides the stack's match:)
 sysctl: {net.core.somaxconn: 4096}                   # extra sysctls on top of the defaults
 containers_state_dir: /var/lib/provisioner/containers/supervise
 ```
@@ -134,6 +136,7 @@ def parse(doc: Any, path: str) -> HostConfig:
                 raise _fail(f"{k!r} comes from the stack file when 'stack_file' is given; remove it here",
                             path, doc, k)
         fields.update(_from_stack(doc, path, host))
+        fields["disks"] = _volume_matches(doc, path, fields["disks"])
     else:
         fields["ssh_cidr"] = _cidr(doc, path)
         fields["ports"] = _ports(doc.get("ports"), path, doc)
@@ -141,8 +144,30 @@ def parse(doc: Any, path: str) -> HostConfig:
             from ..disks.config import parse_config
             if not isinstance(doc["disks"], dict):
                 raise _fail("'disks' must be a mapping (the disk layer's schema)", path, doc, "disks")
-            fields["disks"] = parse_config(doc["disks"], path)
+            fields["disks"] = _volume_matches(doc, path, parse_config(doc["disks"], path))
     return HostConfig(**fields)
+
+
+def _volume_matches(doc: dict, path: str, disks):
+    """Apply `volumes: {NAME: {KEY: VALUE}}`: which disk each named volume is on this host."""
+    from dataclasses import replace
+
+    from ..disks.config import Where, parse_match
+
+    v = doc.get("volumes")
+    if v is None:
+        return disks
+    if not isinstance(v, dict):
+        raise _fail("'volumes' must map a volume name to a match like {aws_volume_id: vol-0abc}", path, doc,
+                    "volumes")
+    known = {vol.name: vol for vol in (disks.volumes if disks is not None else ())}
+    for name, match in v.items():
+        if name not in known:
+            raise _fail(f"volumes: {name!r} is not a volume of this host's disks "
+                        f"(volumes: {', '.join(known) or 'none'})", path, v, name)
+        known[name] = replace(known[name], match=parse_match(match, path, f"volumes.{name}"),
+                              match_where=Where(path, yamlutil.line_of(v, name)))
+    return replace(disks, volumes=tuple(known[vol.name] for vol in disks.volumes))
 
 
 def _from_stack(doc: dict, path: str, host: str) -> dict:

@@ -81,7 +81,7 @@ BAD = [
     ("ephemeral:\n  mount: /a\n  wipe: yes please\n", 3, "ephemeral.wipe: must be true or false"),
     ("ephemeral:\n  mount: /a\n  interface: ide\n", 3, "must be one of nvme, scsi"),
     ("ephemeral:\n  mount: /a\n  count: -1\n", 3, "ephemeral.count: must be an integer ≥ 0"),
-    ("volumes:\n  - name: data\n    mount: /srv/data\n", 2, "volume 'data': missing required key 'match'"),
+    ("volumes:\n  - name: data\n    match: {}\n    mount: /srv/data\n", 3, "needs exactly one of"),
     ("volumes:\n  - match: {device: /dev/loop1}\n    mount: /srv/data\n", 2, "missing required key 'name'"),
     ("volumes:\n  - name: data\n    match: {device: /dev/loop1}\n", 2, "missing required key 'mount'"),
     ("volumes:\n  - name: data\n    match: {uuid: x}\n    mount: /d\n", 3, "unknown key 'uuid'"),

@@ -124,3 +124,31 @@ def test_unknown_host_in_stack(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="host config not found"):
         hc.load(tmp_path / "nope.yml")
+
+
+VOL_STACK = STACK.replace("      ephemeral: {mount: /var/lib/provisioner}\n",
+                          "      ephemeral: {mount: /var/lib/provisioner}\n"
+                          "      volumes:\n        - {name: data, mount: /srv/data, size: 1}\n")
+
+
+def test_deploy_records_which_disk_a_stack_volume_is(tmp_path):
+    write(tmp_path, VOL_STACK, "stack.yml")
+    cfg = hc.load(write(tmp_path, "host: web1\nstack_file: stack.yml\nvolumes:\n  data: {aws_volume_id: vol-0abc}\n"))
+    (vol,) = cfg.disks.volumes
+    assert (vol.name, vol.mount, vol.match.key, vol.match.value) == ("data", "/srv/data", "aws_volume_id", "vol-0abc")
+    assert vol.match_where.line == 4
+
+
+def test_volume_without_a_match_is_a_planning_error_naming_the_line(tmp_path):
+    from provisioner.disks.plan import _match_volume
+
+    write(tmp_path, VOL_STACK, "stack.yml")
+    cfg = hc.load(write(tmp_path, "host: web1\nstack_file: stack.yml\n"))
+    with pytest.raises(ConfigError, match=r"stack.yml:10: volume 'data': no 'match:'"):
+        _match_volume(None, cfg.disks.volumes[0])
+
+
+def test_volume_match_for_an_unknown_volume(tmp_path):
+    write(tmp_path, VOL_STACK, "stack.yml")
+    with pytest.raises(ConfigError, match=r"host.yml:4: volumes: 'logs' is not a volume of this host's disks"):
+        hc.load(write(tmp_path, "host: web1\nstack_file: stack.yml\nvolumes:\n  logs: {serial: x}\n"))
