@@ -251,5 +251,79 @@ def export_cmd(app: App, ref: str, dest: str) -> None:
     status(f"exported {ref} to {dest}")
 
 
+def _names(names: tuple[str, ...]) -> list[str]:
+    return [str(reference.parse(n)) for n in names]  # a malformed name fails before the store is touched
+
+
+@image_group.command("load")
+@click.argument("source")
+@click.option("--name", "names", multiple=True, metavar="REF",
+              help="Name to record the image under (repeatable; default: the layout's tag as layout/DIR:TAG).")
+@click.option("--tag", help="Which image of the layout (its org.opencontainers.image.ref.name); needed when it holds several.")
+@click.option("--platform", "platform_", metavar="OS/ARCH[/VARIANT]", help="Platform to pick from an index.")
+@json_option
+@pass_app
+def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, platform_: str | None) -> None:
+    """Load an OCI layout directory SOURCE (or `-`: a tar of one on stdin) into the store.
+
+    Layer blobs may be left out of the layout when their layer chain is already stored (see
+    `image layers`); every blob present is verified."""
+    from pathlib import Path
+
+    from ..containers import imageload
+
+    wanted = _names(names)
+    plat = parse_platform(platform_) if platform_ else None
+    store = _store(app)
+
+    def default_names(img) -> list[str]:
+        return wanted or [f"layout/{Path(source).name if source != '-' else 'stdin'}:{img.tag or 'latest'}"]
+
+    if source == "-":
+        with imageload.incoming(app.root) as work:
+            imageload.receive_tar(click.get_binary_stream("stdin"), work)
+            img = imageload.read_layout(work, tag, plat)
+            result = imageload.load(store, work, default_names(img), tag=tag, platform=plat)
+    else:
+        img = imageload.read_layout(Path(source), tag, plat)
+        result = imageload.load(store, Path(source), default_names(img), tag=tag, platform=plat)
+    emit(app, result.to_json(),
+         lambda: click.echo(f"loaded {', '.join(result.names)} (id {result.image_id[:19]}): {result.layers} layers, "
+                            f"{len(result.applied)} applied, {len(result.present)} already present"))
+
+
+@image_group.command("layers")
+@click.option("--missing", is_flag=True, help="Only the layers whose chain is not in the store.")
+@click.option("--name", metavar="REF", help="Also report the manifest digest of the image stored under REF.")
+@json_option
+@pass_app
+def layers_cmd(app: App, missing: bool, name: str | None) -> None:
+    """Read an image config (or a JSON list of diff_ids) on stdin; say which layers the store holds."""
+    import json
+
+    from ..containers import imageload
+
+    key = _names((name,))[0] if name else None
+    try:
+        doc = json.loads(click.get_binary_stream("stdin").read())
+    except ValueError as exc:
+        raise ImageError(f"image layers: stdin is not JSON ({exc}); give an image config") from None
+    diff_ids = imageload.diff_ids_of(doc, "image config on stdin")
+    store = _store(app)
+    states = imageload.layer_states(store, diff_ids)
+    image = None
+    if key:
+        try:
+            rec = store.get_image(key)
+            image = {"name": key, "id": rec.id, "manifest_digest": rec.manifest_digest}
+        except ImageError:
+            image = None
+    shown = [s for s in states if not (missing and s.present)]
+    data = {"layers": [s.to_json() for s in shown], "missing": [s.index for s in states if not s.present],
+            "image": image}
+    emit(app, data, lambda: click.echo(table([[str(s.index), s.diff_id[7:19], "present" if s.present else "missing"]
+                                             for s in shown], ["INDEX", "DIFF_ID", "STATE"])))
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(image_group)

@@ -12,10 +12,11 @@ import logging
 import shlex
 import socket
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import paramiko
 
@@ -152,6 +153,61 @@ class SshClient:
         result = Output(rc, out, err, time.monotonic() - start)
         if check and rc != 0:
             tail = " ".join(err.strip().splitlines()[-3:])
+            raise HostError(f"ssh {self.target.where}: `{cmd}` failed (exit {rc}){': ' + tail if tail else ''}")
+        return result
+
+    def run_streaming(self, argv: Sequence[str] | str, write: Callable[[Callable[[bytes], None]], None], *,
+                      check: bool = True, timeout: float | None = 600.0, sudo: bool = False) -> Output:
+        """Run a command whose stdin is produced by `write(send)`, e.g. a tar stream (`… | ssh cmd`).
+
+        `write` calls `send(chunk)` as often as it likes; stdout and stderr are read meanwhile (so a
+        chatty command never stalls the stream). If the command exits early (it failed), the rest of
+        the stream is dropped and its exit status and stderr are reported. If `write` raises, the
+        channel is closed, so the command sees its stdin end early, and the exception propagates."""
+        cmd = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv)
+        if sudo:
+            cmd = "sudo -n sh -c " + shlex.quote(cmd)
+        start = time.monotonic()
+        transport = self._c().get_transport()
+        if transport is None:
+            raise HostError(f"ssh {self.target.where}: not connected")
+        chan = transport.open_session(timeout=timeout)
+        out: dict[str, bytes] = {}
+
+        def drain(key: str, f) -> None:
+            out[key] = f.read()
+
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(cmd)
+            readers = [threading.Thread(target=drain, args=("out", chan.makefile("rb")), daemon=True),
+                       threading.Thread(target=drain, args=("err", chan.makefile_stderr("rb")), daemon=True)]
+            for t in readers:
+                t.start()
+            closed = []
+
+            def send(chunk: bytes) -> None:
+                if closed:
+                    return
+                try:
+                    chan.sendall(chunk)
+                except OSError:  # the command exited and closed its stdin: its status says why
+                    closed.append(True)
+
+            write(send)
+            if not closed:
+                chan.shutdown_write()
+            for t in readers:
+                t.join(timeout)
+            rc = chan.recv_exit_status()
+        except socket.timeout as exc:
+            raise HostError(f"ssh {self.target.where}: `{cmd}` timed out after {timeout}s") from exc
+        finally:
+            chan.close()
+        result = Output(rc, out.get("out", b"").decode(errors="replace"), out.get("err", b"").decode(errors="replace"),
+                        time.monotonic() - start)
+        if check and rc != 0:
+            tail = " ".join(result.stderr.strip().splitlines()[-3:])
             raise HostError(f"ssh {self.target.where}: `{cmd}` failed (exit {rc}){': ' + tail if tail else ''}")
         return result
 
