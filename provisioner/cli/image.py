@@ -325,5 +325,52 @@ def layers_cmd(app: App, missing: bool, name: str | None) -> None:
                                              for s in shown], ["INDEX", "DIFF_ID", "STATE"])))
 
 
+class PushProgress:
+    """One line per layer as its blob finishes streaming (bytes per layer)."""
+
+    def __init__(self):
+        self.start: dict[int, float] = {}
+
+    def __call__(self, index: int, done: int, size: int) -> None:
+        self.start.setdefault(index, time.monotonic())
+        if done >= size:
+            secs = max(1e-6, time.monotonic() - self.start[index])
+            status(f"  layer {index + 1}: sent {human_bytes(done)} in {secs:.2f}s")
+
+
+@image_group.command("push")
+@click.argument("host")
+@click.argument("ref")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+              help="Allow plain HTTP (and unverified HTTPS) to this registry; repeatable.")
+@click.option("--platform", "platform_", metavar="OS/ARCH[/VARIANT]",
+              help="Platform to pick from a multi-platform image (default: the host's, from uname -m).")
+@json_option
+@pass_app
+def push_cmd(app: App, host: str, ref: str, insecure: tuple[str, ...], platform_: str | None) -> None:
+    """Stream REF from its registry (reached from here) to deployed HOST (STACK/HOST or HOST) over SSH,
+    sending only the layers the host lacks; the host records it as REF."""
+    from ..deploy import inventory
+    from ..host.imagepush import push_image
+    from ..host.ssh import SshClient
+
+    reference.parse(ref)  # a malformed reference fails before anything is contacted
+    plat = parse_platform(platform_) if platform_ else None
+    record = inventory.find(app.root, host)
+    with SshClient(record.target()) as ssh:
+        report = push_image(ssh, ref, insecure_registries=insecure, platform=plat, runner=app.runner,
+                            progress=None if app.json else PushProgress())
+
+    def human() -> None:
+        if report.up_to_date:
+            click.echo(f"{record.name} already has {report.ref} ({report.manifest_digest[:19]}): nothing sent "
+                       f"({report.seconds:.2f}s)")
+        else:
+            click.echo(f"pushed {report.ref} to {record.name}: {len(report.sent)} layers sent, "
+                       f"{len(report.skipped)} skipped, {report.bytes_sent / 1e6:.1f} MB in {report.seconds:.2f}s")
+
+    emit(app, dict(report.to_json(), host=record.name), human)
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(image_group)
