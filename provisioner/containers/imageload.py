@@ -192,6 +192,15 @@ class VerifiedFile(ReadStream):
                              f"(content is {got}, {self.n} bytes; descriptor says {self.desc['size']})")
         return b""
 
+    def blame(self, err: BaseException) -> None:
+        """A corrupt blob usually breaks decompression before EOF: read on, and raise the digest
+        mismatch (the real cause) instead of a CRC error when there is one."""
+        try:
+            while self.read(CHUNK):
+                pass
+        except ImageError as mismatch:
+            raise mismatch from err
+
 
 @dataclass
 class LoadResult:
@@ -231,7 +240,12 @@ def load(store: Store, layout: Path, names: list[str], *, tag: str | None = None
                 if not (s.present and store.has_chain(s.chain_id)):
                     desc = img.layers[s.index]
                     with open(_blob_path(layout, desc["digest"]), "rb") as f:
-                        got = store.add_layer(parent, s.diff_id, VerifiedFile(f, desc, str(layout)), desc["mediaType"])
+                        stream = VerifiedFile(f, desc, str(layout))
+                        try:
+                            got = store.add_layer(parent, s.diff_id, stream, desc["mediaType"])
+                        except ImageError as err:
+                            stream.blame(err)
+                            raise
                     if got != s.chain_id:
                         raise ImageError(f"{layout}: store produced chain {got} for layer {s.index}, "
                                          f"expected {s.chain_id}")
