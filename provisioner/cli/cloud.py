@@ -6,7 +6,7 @@ import os
 import click
 
 from ..clouds import make_driver
-from ..clouds.base import TAG_KEEP, TAG_STACK, plan_launch
+from ..clouds.base import CLOUDS, TAG_KEEP, TAG_STACK, plan_launch
 from ..clouds.keys import operator_key
 from ..clouds.launch import Timeouts, destroy, launch, status_of
 from ..clouds.operator import detect_operator_cidr
@@ -14,15 +14,17 @@ from ..errors import ConfigError
 from ..stack import load_stack
 from .app import App, emit, json_option, pass_app, status, table
 
-_CLOUD = click.option("--cloud", "cloud", required=True, metavar="aws|gce",
-                      help="Which cloud (validated by the library, so a typo is one clear error).")
+_CLOUD = click.option("--cloud", "cloud", required=True, metavar="aws|gce|local",
+                      help="Which cloud: aws, gce, or local (qemu VMs on this machine, state under --root).")
 _ENDPOINT = click.option("--endpoint", metavar="URL", default=None,
                          help="API endpoint override (emulators); env PROVISION_AWS_ENDPOINT / PROVISION_GCE_ENDPOINT.")
 _REGION = click.option("--region", default=None, help="AWS region (default: from the stack, AWS_REGION, us-east-1).")
 _PROJECT = click.option("--project", default=None, help="GCE project (default: env GOOGLE_CLOUD_PROJECT).")
 
 
-def _driver(cloud: str, region: str | None, project: str | None, endpoint: str | None):
+def _driver(app: App, cloud: str, region: str | None, project: str | None, endpoint: str | None):
+    if cloud == "local":
+        return make_driver(cloud, root=app.root, runner=app.runner, progress=status)
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return make_driver(cloud, region=region, project=project, endpoint=endpoint)
 
@@ -56,10 +58,10 @@ def launch_cmd(app: App, cloud, stack_file, ssh_key, ssh_cidr, timeout, host_key
                region, project):
     """Create the stack's hosts: key, firewall, instances, volumes (all tagged with the stack)."""
     stack = load_stack(stack_file)
-    if cloud not in ("aws", "gce"):
-        raise ConfigError(f"unknown cloud {cloud!r} (expected one of: aws, gce)")
+    if cloud not in CLOUDS:
+        raise ConfigError(f"unknown cloud {cloud!r} (expected one of: {', '.join(CLOUDS)})")
     detected = None
-    if not ssh_cidr and any(h.ssh_cidr is None for h in stack.hosts):
+    if cloud != "local" and not ssh_cidr and any(h.ssh_cidr is None for h in stack.hosts):
         detected = detect_operator_cidr(app.runner)
     key = operator_key(stack.name, app.runner, ssh_key)
     if key.private_key:
@@ -70,7 +72,7 @@ def launch_cmd(app: App, cloud, stack_file, ssh_key, ssh_cidr, timeout, host_key
     if dry_run:
         emit(app, plan, lambda: click.echo(_plan_text(plan)))
         return
-    driver = _driver(cloud, region or _stack_region(stack, cloud), project, endpoint)
+    driver = _driver(app, cloud, region or _stack_region(stack, cloud), project, endpoint)
     result = launch(plan, driver, timeouts=Timeouts(running=timeout, host_keys=host_key_timeout), status=status)
     data = {"operator_key": key, **result.to_json()}
     emit(app, data, lambda: click.echo(table(
@@ -102,7 +104,7 @@ def _plan_text(plan) -> str:
 @pass_app
 def status_cmd(app: App, stack, cloud, endpoint, region, project):
     """What the cloud's tags say exists for STACK (or every stack)."""
-    driver = _driver(cloud, region, project, endpoint)
+    driver = _driver(app, cloud, region, project, endpoint)
     found = status_of(driver, stack)
     key = TAG_STACK[cloud]
     emit(app, {"cloud": cloud, "stack": stack, "resources": found}, lambda: click.echo(table(
@@ -123,7 +125,7 @@ def status_cmd(app: App, stack, cloud, endpoint, region, project):
 @pass_app
 def destroy_cmd(app: App, stack, cloud, keep_volumes, yes, endpoint, region, project):
     """Remove the instances, firewalls, key pair and volumes tagged with STACK, and nothing else."""
-    driver = _driver(cloud, region, project, endpoint)
+    driver = _driver(app, cloud, region, project, endpoint)
     if not yes:
         found = status_of(driver, stack)
         if not found:
@@ -138,6 +140,9 @@ def destroy_cmd(app: App, stack, cloud, keep_volumes, yes, endpoint, region, pro
                          ["HOST", "KIND", "NAME", "ID", "ACTION"]), err=True)
         click.confirm(f"destroy these resources of stack {stack}?", abort=True, err=True)
     removed, kept = destroy(driver, stack, keep_volumes=keep_volumes, status=status)
+    from ..deploy import inventory
+
+    inventory.forget(app.root, stack)
     emit(app, {"removed": removed, "kept": kept},
          f"removed {len(removed)} resource(s)" + (f"; kept {len(kept)} volume(s): " +
                                                   ", ".join(f"{v.name} ({v.id})" for v in kept) if kept else ""))

@@ -1,4 +1,4 @@
-"""Cloud drivers (AWS EC2, GCE) on libcloud, and the cloud-neutral launch/status/destroy."""
+"""Cloud drivers (AWS EC2, GCE on libcloud; local qemu), and the cloud-neutral launch/status/destroy."""
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -16,4 +16,8 @@ def make_driver(cloud: str, *, region: str | None = None, project: str | None = 
         from .gce import GceCloud
 
         return GceCloud(project=project, endpoint=endpoint, **kw)
+    if cloud == "local":
+        from .local.adapter import make_local_driver
+
+        return make_local_driver(**kw)
     raise ConfigError(f"unknown cloud {cloud!r} (expected one of: {', '.join(CLOUDS)})")

@@ -13,7 +13,8 @@ from ..errors import ConfigError
 from ..stack import CloudSettings, PublishedPort, Stack
 from .userdata import host_context, render_user_data
 
-CLOUDS = ("aws", "gce")
+CLOUDS = ("aws", "gce", "local")
+LOCAL_SSH_CIDR = "127.0.0.1/32"  # the local cloud forwards SSH on loopback only
 
 
 class _TagKeys(dict):
@@ -34,6 +35,7 @@ AWS_VOLUME_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnop"]
 VOLUME_TYPES = {"aws": {"standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"},
                 "gce": {"pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced",
                         "hyperdisk-extreme", "hyperdisk-throughput"}}
+VOLUME_TYPES["local"] = VOLUME_TYPES["aws"] | VOLUME_TYPES["gce"]  # a qcow2 file either way
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,10 @@ def firewall_rules(ports: list[PublishedPort], ssh_cidr: str) -> tuple[FirewallR
     return tuple(sorted(rules, key=lambda r: (r.protocol, r.first, r.last, r.cidr)))
 
 
+def _aws_style(cloud: str, settings: CloudSettings) -> bool:
+    return cloud == "aws" or (cloud == "local" and settings.options.get("style", "aws") == "aws")
+
+
 def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | None = None,
                 detected_cidr: str | None = None, template_dir=None) -> LaunchPlan:
     """Pure: decide every resource to create. `ssh_cidr` (option) beats the stack file beats detection."""
@@ -154,6 +160,8 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
             cidr, source = ssh_cidr, "--ssh-cidr"
         elif h.ssh_cidr:
             cidr, source = h.ssh_cidr, "stack file"
+        elif cloud == "local":
+            cidr, source = LOCAL_SSH_CIDR, "local cloud (SSH is forwarded on 127.0.0.1 only)"
         elif detected_cidr:
             cidr, source = detected_cidr, "detected from the local route (set ssh_cidr to override)"
         else:
@@ -173,7 +181,7 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
                                   f"(one of: {', '.join(sorted(VOLUME_TYPES[cloud]))})", stack.path, h.line)
         volumes = tuple(
             VolumePlan(v.name, v.size_gb, v.type, v.encrypted, v.keep, v.iops,
-                       AWS_VOLUME_DEVICES[i] if cloud == "aws" else v.name,
+                       AWS_VOLUME_DEVICES[i] if _aws_style(cloud, settings) else v.name,
                        {**base_tags, TAG_VOLUME[cloud]: v.name, TAG_KEEP[cloud]: "true" if v.keep else "false",
                         **({"Name": f"{stack.name}-{h.name}-{v.name}"} if cloud == "aws" else {})})
             for i, v in enumerate(h.volumes))

@@ -37,11 +37,12 @@ class HostResult:
     ssh_cidr_source: str
     host_keys: HostKeys | None
     replaced: bool = False
+    ready_seconds: float | None = None   # from the start of the launch to host keys on the console
 
     def to_json(self):
         return {"host": self.host, "instance": self.instance, "volumes": self.volumes, "firewall": self.firewall,
                 "ssh_cidr": self.ssh_cidr, "ssh_cidr_source": self.ssh_cidr_source,
-                "host_keys": self.host_keys, "replaced": self.replaced}
+                "host_keys": self.host_keys, "replaced": self.replaced, "ready_seconds": self.ready_seconds}
 
 
 @dataclass
@@ -105,13 +106,28 @@ def _launch_host(driver: CloudDriver, plan: LaunchPlan, hp: HostPlan, key: Resou
         driver.attach_volume(inst, vol, vp)
         volumes.append(vol)
         status(f"{hp.host}: volume {vp.name} ({vp.size_gb} GiB) {vol.id} {verb} as {vp.device}")
-    keys = poll(lambda: parse_host_keys(driver.console_output(inst)), timeout=t.host_keys,
-                interval=t.interval, sleep=sleep, clock=clock)
-    if keys is None:
-        status(f"{hp.host}: no SSH host keys on the console after {t.host_keys:.0f}s; the SSH step must "
-               "verify the host key another way")
-    return HostResult(hp.host, inst, volumes, fw, plan.ssh_cidr[hp.host], plan.ssh_cidr_source[hp.host], keys,
+    return HostResult(hp.host, inst, volumes, fw, plan.ssh_cidr[hp.host], plan.ssh_cidr_source[hp.host], None,
                       replaced)
+
+
+def _wait_host_keys(driver: CloudDriver, results: list[HostResult], t: Timeouts, status, sleep, clock,
+                    started: float) -> None:
+    """Poll every host's console together until each shows its SSH host keys (they boot in parallel)."""
+    waiting = {r.host: r for r in results}
+
+    def check():
+        for name, r in list(waiting.items()):
+            keys = parse_host_keys(driver.console_output(r.instance))
+            if keys is not None:
+                r.host_keys = keys
+                r.ready_seconds = round(clock() - started, 1)
+                status(f"{name}: booted; SSH host keys on the console after {r.ready_seconds:.0f}s")
+                del waiting[name]
+        return True if not waiting else None
+    poll(check, timeout=t.host_keys, interval=t.interval, sleep=sleep, clock=clock)
+    for name in waiting:
+        status(f"{name}: no SSH host keys on the console after {t.host_keys:.0f}s; the SSH step must "
+               "verify the host key another way")
 
 
 def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None = None,
@@ -131,8 +147,10 @@ def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None =
         if key is not None:
             created.append(key)
         result = LaunchResult(plan.stack, plan.cloud, key)
+        started = clock()
         for hp in plan.hosts:
             result.hosts.append(_launch_host(driver, plan, hp, key, created, kept, t, status, sleep, clock))
+        _wait_host_keys(driver, result.hosts, t, status, sleep, clock, started)
         return result
     except BaseException as exc:
         status(f"launch failed ({exc}); removing the {len(created)} resource(s) it created")

@@ -17,7 +17,8 @@ from .model import CloudSettings, EphemeralSpec, Host, RootDisk, Service, Stack,
 from .ports import PortSyntaxError, parse_port
 
 TOP_KEYS = {"name", "hosts", "services", "volumes"}
-HOST_KEYS = {"name", "aws", "gce", "services", "disks", "ssh_cidr"}
+HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr"}
+LOCAL_KEYS = {"style", "memory", "cpus"}
 CLOUD_KEYS = {
     "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk"},
     "gce": {"machine_type", "image", "zone", "network", "subnet", "labels", "preemptible", "root_disk"},
@@ -164,8 +165,9 @@ def _host(c: _Ctx, h: dict, services: dict[str, Service]) -> Host:
         settings = c.mapping(h, cloud, where)
         if settings is not None:
             clouds[cloud] = _cloud(c, cloud, settings, f"{where}.{cloud}")
-    if not clouds:
-        raise c.fail(f"{where}: needs cloud settings under 'aws:' and/or 'gce:'", h)
+    local = c.mapping(h, "local", where)
+    # Every host can go to the local cloud (qemu on this machine), with defaults when `local:` is absent.
+    clouds["local"] = _local(c, local or {}, f"{where}.local", local is not None and yamlutil.line_of(local))
     placed = h.get("services") or []
     if not isinstance(placed, list) or not all(isinstance(s, str) for s in placed):
         raise c.fail(f"{where}.services must be a list of service names", h, "services")
@@ -221,6 +223,20 @@ def _cloud(c: _Ctx, cloud: str, d: dict, where: str) -> CloudSettings:
     return CloudSettings(cloud=cloud, instance_type=itype, image=image, region=region, zone=zone,
                          subnet=c.string(d, "subnet", where), network=network, tags=tags, spot=spot,
                          root_disk=root, line=yamlutil.line_of(d))
+
+
+def _local(c: _Ctx, d: dict, where: str, line) -> CloudSettings:
+    """`local:` — how the qemu VM looks: style (aws: NVMe disks with EBS-style serials, as on Nitro;
+    gce: virtio-scsi disks named like Persistent Disk / local SSD), memory (MiB) and cpus."""
+    c.keys(d, LOCAL_KEYS, where)
+    style = c.string(d, "style", where) or "aws"
+    if style not in ("aws", "gce"):
+        raise c.fail(f"{where}.style must be aws or gce (how the VM presents its disks)", d, "style")
+    memory = c.integer(d, "memory", where, 256, 65536) or 1024
+    cpus = c.integer(d, "cpus", where, 1, 64) or 1
+    return CloudSettings(cloud="local", instance_type=f"qemu-{cpus}cpu-{memory}m", image="bookworm", region=None,
+                         zone=None, subnet=None, network=None, tags={}, spot=False, root_disk=RootDisk(),
+                         line=line or None, options={"style": style, "memory_mb": memory, "cpus": cpus})
 
 
 def _disks(c: _Ctx, d: dict | None, where: str):

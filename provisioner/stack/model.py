@@ -28,6 +28,7 @@ class CloudSettings:
     spot: bool                  # spot / preemptible, falling back to on-demand
     root_disk: RootDisk
     line: int | None = None
+    options: dict = field(default_factory=dict)  # local cloud: style (aws|gce), memory_mb, cpus
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,7 @@ def test_cli_unknown_cloud_is_one_clear_error(tmp_path):
                            "--cloud", "azure", "-f", FIXTURE, "--ssh-cidr", "10.0.0.0/8"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: unknown cloud 'azure' (expected one of: aws, gce)"
+    assert proc.stderr.strip() == "error: unknown cloud 'azure' (expected one of: aws, gce, local)"
 
 
 def test_throttling_and_eventual_consistency_are_retried(aws, monkeypatch):

@@ -92,7 +92,9 @@ def test_errors_name_file_line_and_problem(tmp_path, edit, line, message):
 
 def test_structural_errors(tmp_path):
     for text, message in [("- a\n", "must be a mapping"), ("name: x\n", "'hosts' must be a non-empty list"),
-                          ("name: x\nhosts:\n  - name: a\n", "needs cloud settings"),
+                          ("name: x\nhosts:\n  - {name: a, local: {style: xen}}\n", "local.style must be aws or gce"),
+                          ("name: x\nhosts:\n  - {name: a, local: {memory: 64}}\n", r"local.memory must be an integer"),
+                          ("name: x\nhosts:\n  - {name: a, local: {disk: 1}}\n", "unknown key 'disk'"),
                           ("name: x\nhosts: [1]\n", r"hosts\[0\] must be a mapping"),
                           ("name: x\nhosts:\n  - {name: a, gce: {machine_type: e2-small, image: i, zone: us-central1-a},"
                            " services: [s]}\n  - {name: a, gce: {machine_type: e2-small, image: i, zone: us-central1-a}}"

@@ -66,10 +66,12 @@ class LocalDriver:
 
     def create_instance(self, hp: HostPlan, key: Resource | None, firewall: Resource) -> Resource:
         pubkey = getattr(hp, "ssh_public_key", "") or self._pubkey
-        spec = VmSpec(stack=hp.stack, host=hp.host, ssh_public_key=pubkey, style=self.style,
+        opts = hp.settings.options if hp.settings is not None else {}
+        spec = VmSpec(stack=hp.stack, host=hp.host, ssh_public_key=pubkey, style=opts.get("style", self.style),
+                      cpus=opts.get("cpus", 1),
                       ephemeral=hp.ephemeral_count,
                       volumes=tuple(VolumeDisk(v.name, v.size_gb * 1024, v.keep) for v in hp.volumes),
-                      ports=_forwards(hp), memory_mb=self.memory_mb, user=self.user, user_data=hp.user_data)
+                      ports=_forwards(hp), memory_mb=opts.get("memory_mb", self.memory_mb), user=self.user, user_data=hp.user_data)
         st = self.cloud.launch(spec, wait=False)
         return self._instance(st)
 
@@ -79,7 +81,9 @@ class LocalDriver:
         return Resource("instance", st.instance_id or f"{st.stack}-{st.host}", f"{st.stack}-{st.host}", st.host,
                         "running" if alive else "stopped",
                         {"stack": st.stack, "pid": st.pid, "ssh": f"127.0.0.1:{st.ssh_port}", "user": st.user,
-                         "accel": st.accel, "tags": {"provisioner-stack": st.stack, "provisioner-host": st.host}})
+                         "accel": st.accel, "ports": st.ports,
+                         "style": "gce" if any(d.get("interface") == "scsi" for d in st.disks) else "aws",
+                         "tags": {"provisioner-stack": st.stack, "provisioner-host": st.host}})
 
     def instance_state(self, inst: Resource) -> Resource:
         st = self.cloud.state(inst.extra["stack"], inst.host)
