@@ -72,6 +72,7 @@ class GceDouble:
         self.token, self.boot_polls = token, boot_polls
         self.instances: dict[tuple[str, str], dict] = {}
         self.disks: dict[tuple[str, str], dict] = {}
+        self.snapshots: dict[str, dict] = {}   # name -> snapshot (disks.createSnapshot)
         self.firewalls: dict[str, dict] = {}
         self.networks = {"default": {"name": "default", "selfLink": self.url("global/networks/default")}}
         self.requests: list[tuple[str, str, dict | None]] = []
@@ -461,3 +462,36 @@ class GceDouble:
                      "-----END SSH HOST KEY KEYS-----\r\n")
         return {"kind": "compute#serialPortOutput", "contents": text, "start": "0", "next": str(len(text)),
                 "selfLink": inst["selfLink"] + "/serialPort"}
+
+    # -- snapshots (added for `provision snapshot`) -----------------------------------------------------
+    # A snapshot is READY as soon as it is made; the source disk must exist in the zone.
+    def m_disks_createSnapshot(self, p, q, b):
+        z = self._zone(p)
+        d = self.disks.get((z, p["disk"]))
+        if d is None:
+            raise ApiError(404, "notFound", f"disk {p['disk']} not found")
+        name = b.get("name")
+        if not name or not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            raise ApiError(400, "invalid", f"Invalid value for field 'resource.name': {name!r}")
+        if name in self.snapshots:
+            raise ApiError(409, "alreadyExists", f"snapshot {name} exists")
+        snap = {**copy.deepcopy(b), "kind": "compute#snapshot", "id": str(next(self._ids)), "status": "READY",
+                "sourceDisk": d["selfLink"], "diskSizeGb": d.get("sizeGb", "10"),
+                "creationTimestamp": f"2026-11-23T00:00:{len(self.snapshots):02d}.000-00:00",
+                "selfLink": self.url(f"global/snapshots/{name}")}
+        self.snapshots[name] = snap
+        return self._op("createSnapshot", d["selfLink"], z)
+
+    def m_snapshots_get(self, p, q, b):
+        if p["snapshot"] not in self.snapshots:
+            raise ApiError(404, "notFound", f"snapshot {p['snapshot']} not found")
+        return self.snapshots[p["snapshot"]]
+
+    def m_snapshots_list(self, p, q, b):
+        return {"kind": "compute#snapshotList", "items": _filter(list(self.snapshots.values()), q.get("filter"))}
+
+    def m_snapshots_delete(self, p, q, b):
+        snap = self.snapshots.pop(p["snapshot"], None)
+        if snap is None:
+            raise ApiError(404, "notFound", f"snapshot {p['snapshot']} not found")
+        return self._op("delete", snap["selfLink"])

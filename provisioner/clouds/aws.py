@@ -19,6 +19,7 @@ from .base import TAG_HOST, TAG_STACK, TAG_VOLUME, HostPlan, LaunchPlan, Resourc
 from .errors import CloudAuthError, CloudError, CloudInvalid, CloudNotFound, CloudQuotaError, provider_call
 from .retry import poll, retry, retry_consistent
 
+TAG_SNAPSHOT = "provisioner:snapshot"   # on a snapshot: its name (the btrfs snapshot's too)
 _EC2_NS = re.compile(r"^\{http://ec2\.amazonaws\.com/doc/[^}]*\}")
 
 
@@ -331,6 +332,44 @@ class AwsCloud:
                       retry_on=(CloudError,), **self._retry_kw)
             else:
                 raise
+
+    # -- snapshots (provision snapshot / restore) ------------------------------------------------
+    def _snapshot(self, el) -> Resource:
+        tags = _tags(el)
+        return Resource("snapshot", _text(el, "snapshotId"), tags.get(TAG_SNAPSHOT, _text(el, "snapshotId")),
+                        tags.get(TAG_HOST["aws"]), _text(el, "status"),
+                        {"volume_id": _text(el, "volumeId"), "size_gb": int(_text(el, "volumeSize", "0")),
+                         "started": _text(el, "startTime"), "tags": tags})
+
+    def snapshot_volume(self, volume_id: str, name: str, tags: dict[str, str], *, zone: str | None = None) -> Resource:
+        """Start an EBS snapshot; its point in time is fixed when this returns (state "pending")."""
+        p = {"VolumeId": volume_id, "Description": f"provisioner snapshot {name} of {volume_id}"}
+        _tag_spec(p, 1, "snapshot", {**tags, TAG_SNAPSHOT: name})
+        return self._snapshot(self._call("CreateSnapshot", p, f"snapshot {volume_id}"))
+
+    def snapshots(self, stack: str | None) -> list[Resource]:
+        params = {"Owner.1": "self", **self._filters(stack, {"tag-key": [TAG_SNAPSHOT]})}
+        found = [self._snapshot(i) for i in self._call("DescribeSnapshots", params, "find snapshots").findall(
+            _q("snapshotSet/item"))]
+        mine = [s for s in found if TAG_SNAPSHOT in s.extra["tags"] and TAG_STACK["aws"] in s.extra["tags"]]
+        return sorted(mine, key=lambda s: (s.extra["started"] or "", s.id))
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        try:
+            self._call("DeleteSnapshot", {"SnapshotId": snapshot_id}, f"delete snapshot {snapshot_id}")
+        except CloudNotFound:
+            pass
+
+    def volume_from_snapshot(self, snapshot: Resource, zone: str, tags: dict[str, str],
+                             volume_type: str | None = None) -> Resource:
+        """A new volume holding `snapshot`, tagged `tags` (so a launch reattaches it as the stack's volume)."""
+        p = {"SnapshotId": snapshot.id, "AvailabilityZone": zone, "VolumeType": volume_type or "gp3"}
+        _tag_spec(p, 1, "volume", tags)
+        vid = _text(self._call("CreateVolume", p, f"create volume from {snapshot.id}"), "volumeId")
+        poll(lambda: self._volume_state(vid) == "available", timeout=600, interval=2,
+             **({"sleep": self.sleep} if self.sleep else {}))
+        return Resource("volume", vid, tags.get("Name", vid), tags.get(TAG_HOST["aws"]), "available",
+                        {"zone": zone, "tags": tags, "snapshot_id": snapshot.id})
 
     def wait_deleted(self, res: Resource, timeout: float) -> bool:
         def gone():

@@ -24,6 +24,7 @@ from .errors import CloudAuthError, CloudError, CloudInvalid, CloudNotFound, Clo
 from .retry import poll, retry
 
 API = "https://www.googleapis.com/compute/v1"
+TAG_SNAPSHOT = "provisioner-snapshot"   # label on a snapshot: its name (the btrfs snapshot's, lowercased)
 _FW_DESC = re.compile(r"^provisioner stack=(\S+) host=(\S+)$")
 _STATE = {"PROVISIONING": "pending", "STAGING": "pending", "RUNNING": "running", "STOPPING": "stopping",
           "SUSPENDING": "stopping", "SUSPENDED": "stopped", "TERMINATED": "stopped", "REPAIRING": "pending"}
@@ -71,6 +72,11 @@ class _Driver(GCENodeDriver):
         kw = super()._ex_connection_class_kwargs()
         kw.update(access_token=self._access_token, poll_interval=self._poll_interval)
         return kw
+
+
+def _label_value(text: str) -> str:
+    """A GCE label value / name part: lowercase letters, digits, '-' (at most 63)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63] or "snapshot"
 
 
 def image_url(image: str, project: str) -> str:
@@ -307,6 +313,67 @@ class GceCloud:
                 self._mutate(method, path, f"delete {res.kind} {path.rsplit('/', 1)[-1]}")
             except CloudNotFound:
                 pass  # already gone
+
+    # -- snapshots (provision snapshot / restore) ------------------------------------------------
+    def _snapshot(self, item: dict) -> Resource:
+        labels = item.get("labels", {})
+        src = item.get("sourceDisk", "")
+        zone = src.split("/zones/", 1)[1].split("/", 1)[0] if "/zones/" in src else None
+        return Resource("snapshot", item["name"], labels.get(TAG_SNAPSHOT, item["name"]), labels.get(TAG_HOST["gce"]),
+                        item.get("status", "").lower() or None,
+                        {"volume_id": src.rsplit("/", 1)[-1], "zone": zone, "size_gb": int(item.get("diskSizeGb", 0)),
+                         "started": item.get("creationTimestamp"), "tags": labels})
+
+    def snapshot_volume(self, volume_id: str, name: str, tags: dict[str, str], *, zone: str | None = None) -> Resource:
+        """Snapshot a PD; returns once the snapshot is UPLOADING or READY, when GCE has fixed its
+        point in time (Google: writes may resume then), not when the upload is done."""
+        if not zone:
+            raise ConfigError(f"gce: snapshot of disk {volume_id}: its zone is needed")
+        label = _label_value(name)
+        snap = f"{volume_id[:63 - len(label) - 1]}-{label}"
+        body = {"name": snap, "labels": {**tags, TAG_SNAPSHOT: label},
+                "description": f"provisioner snapshot {name} of {volume_id}"}
+
+        def once():
+            with provider_call("gce", f"snapshot disk {volume_id}"):
+                return self.driver.connection.request(f"/zones/{zone}/disks/{volume_id}/createSnapshot",
+                                                      method="POST", data=body).object
+        retry(once, **self._retry_kw)
+
+        def fixed():
+            try:
+                item = self._get(f"/global/snapshots/{snap}", f"read snapshot {snap}")
+            except CloudNotFound:
+                return None  # the operation has not made it yet
+            if item.get("status") in ("FAILED",):
+                raise CloudError(f"gce: snapshot {snap} of {volume_id} failed")
+            return item if item.get("status") in ("UPLOADING", "READY") else None
+        item = poll(fixed, timeout=600, interval=1, **({"sleep": self.sleep} if self.sleep else {}))
+        if item is None:
+            raise CloudError(f"gce: snapshot {snap} of {volume_id} not started after 600s")
+        return self._snapshot(item)
+
+    def snapshots(self, stack: str | None) -> list[Resource]:
+        key = TAG_STACK["gce"]
+        flt = (f'labels.{key} = "{stack}"' if stack else f"labels.{key}:*") + f" AND labels.{TAG_SNAPSHOT}:*"
+        items = self._get("/global/snapshots", "find snapshots", {"filter": flt}).get("items", [])
+        return sorted((self._snapshot(i) for i in items), key=lambda s: (s.extra["started"] or "", s.id))
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        try:
+            self._mutate("DELETE", f"/global/snapshots/{snapshot_id}", f"delete snapshot {snapshot_id}")
+        except CloudNotFound:
+            pass
+
+    def volume_from_snapshot(self, snapshot: Resource, zone: str, tags: dict[str, str],
+                             volume_type: str | None = None) -> Resource:
+        """A new PD holding `snapshot` (named like the snapshot), labelled `tags`."""
+        body = {"name": snapshot.id, "labels": tags,
+                "sourceSnapshot": f"{API}/projects/{self.project}/global/snapshots/{snapshot.id}",
+                "type": f"{self._z(zone)}/diskTypes/{volume_type or 'pd-balanced'}"}
+        self._mutate("POST", f"/zones/{zone}/disks", f"create disk from {snapshot.id}", body)
+        return Resource("volume", snapshot.id, snapshot.id, tags.get(TAG_HOST["gce"]), "available",
+                        {"zone": zone, "tags": tags, "snapshot_id": snapshot.id})
 
     def wait_deleted(self, res: Resource, timeout: float) -> bool:
         def gone():

@@ -1,0 +1,93 @@
+"""What the ops commands decide about a deployed host: which stack spec it runs, where a volume is
+mounted, which container a service is, and the exact remote command lines. Pure except for
+reading the stack file (the operator's copy, else the one deploy pushed to the host).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, HostError
+from ..stack import Stack
+from ..stack.loader import load_stack, parse_stack
+from .. import yamlutil
+from .inventory import HostRecord
+from .ops_remote import AGENT, Remote
+
+HOST_STACK_FILE = "/etc/provisioner/stack.yml"   # where deploy pushes the stack file
+
+
+def container_name(stack: str, service: str) -> str:
+    from ..containers.stack import container_name as name  # the one rule: "<stack>-<service>"
+
+    return name(stack, service)
+
+
+def load_record_stack(rec: HostRecord, remote: Remote | None = None) -> Stack:
+    """The stack the host was deployed from: the operator's file, else the host's copy."""
+    if rec.stack_file and Path(rec.stack_file).is_file():
+        return load_stack(rec.stack_file)
+    if remote is None:
+        raise HostError(f"{rec.name}: stack file {rec.stack_file or '(none recorded)'} is not on this machine")
+    out = remote.run(["cat", HOST_STACK_FILE], sudo=True, check=False)
+    if out.returncode != 0:
+        raise HostError(f"{rec.name}: stack file {rec.stack_file or '(none recorded)'} is not on this machine and "
+                        f"{HOST_STACK_FILE} is unreadable on the host ({out.stderr.strip() or out.returncode})")
+    where = f"{rec.name}:{HOST_STACK_FILE}"
+    return parse_stack(yamlutil.loads(out.stdout, where), where)
+
+
+@dataclass(frozen=True)
+class VolumeTarget:
+    name: str           # the stack's volume name
+    mount: str          # where the host mounts it
+    cloud_id: str       # EBS volume id / PD name ("" when the record has none, e.g. the local cloud)
+
+
+def volume_target(rec: HostRecord, stack: Stack, volume: str) -> VolumeTarget:
+    try:
+        host = stack.host(rec.host)
+    except KeyError:
+        raise ConfigError(f"host {rec.host!r} is not in stack file {stack.path}", stack.path) from None
+    vols = {v.name: v for v in (host.disks.volumes if host.disks is not None else ())}
+    if volume not in vols:
+        raise ConfigError(f"{rec.name}: no volume {volume!r} in the host's disks config "
+                          f"(volumes: {', '.join(sorted(vols)) or 'none'})", stack.path, host.line)
+    return VolumeTarget(volume, vols[volume].mount, rec.volumes.get(volume, ""))
+
+
+def service_container(rec: HostRecord, stack: Stack | None, service: str) -> str:
+    """The host's container for `service`, checking the stack places it on this host."""
+    if stack is not None:
+        if service not in stack.services:
+            raise ConfigError(f"unknown service {service!r} in stack {stack.name} "
+                              f"(services: {', '.join(sorted(stack.services))})", stack.path)
+        try:
+            placed = stack.host(rec.host).services
+        except KeyError:
+            placed = ()
+        if service not in placed:
+            raise ConfigError(f"service {service!r} is not placed on {rec.name} "
+                              f"(its services: {', '.join(placed) or 'none'})", stack.path)
+    return container_name(rec.stack, service)
+
+
+def logs_argv(container: str, *, follow: bool = False, tail: int | None = None, timestamps: bool = False,
+              agent: str = AGENT) -> list[str]:
+    argv = [agent, "container", "logs"]
+    if follow:
+        argv.append("--follow")
+    if tail is not None:
+        if tail < 0:
+            raise ConfigError(f"--tail must be 0 or more, not {tail}")
+        argv += ["--tail", str(tail)]
+    if timestamps:
+        argv.append("--timestamps")
+    return [*argv, container]
+
+
+def ssh_command(command: tuple[str, ...] | list[str]) -> str:
+    """Like OpenSSH: the words after `--` joined by spaces, for the remote shell to interpret."""
+    if not command:
+        raise ConfigError("no command given after '--'")
+    return " ".join(command)
