@@ -44,11 +44,14 @@ def container_group() -> None:
 @click.option("-h", "--hostname", metavar="NAME")
 @click.option("--rm", is_flag=True, help="Remove the container (and its anonymous volumes) when it exits.")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]")
+@click.option("--security-opt", "security_opt", multiple=True,
+              metavar="seccomp=unconfined|PROFILE.json|no-new-privileges",
+              help="Docker's security options: another seccomp profile, none, or no-new-privileges.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
 def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, restart, memory, cpus, user,
-            workdir, entrypoint, hostname, rm, insecure, image, command) -> None:
+            workdir, entrypoint, hostname, rm, insecure, security_opt, image, command) -> None:
     """Create and start a container from IMAGE (pulled when missing)."""
     from ..containers.lifecycle import RunRequest
 
@@ -56,7 +59,7 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
     req = RunRequest(image=image, command=tuple(command), name=name, detach=detach, ports=ports, volumes=volumes,
                      env=_env_from_cli(env), env_files=env_files, links=links, restart=restart, memory=memory,
                      cpus=cpus, user=user, workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm,
-                     insecure_registries=insecure)
+                     insecure_registries=insecure, security_opt=security_opt)
     rec = mgr.run(req)
     if detach:
         click.echo(rec.id)

@@ -13,6 +13,8 @@ the rootfs is. What mirrors Docker (moby `daemon/oci_linux.go`, `oci/defaults.go
 - Docker's default capability set, masked and read-only paths, /dev, /dev/pts, /dev/shm,
   /dev/mqueue, /proc, /sys (ro), /sys/fs/cgroup (ro).
 - `--memory` → linux.resources.memory.limit; `--cpus` → cpu quota/period (period 100 ms).
+- linux.seccomp: the default profile (seccomp.py) unless `--security-opt seccomp=unconfined` or a
+  profile of the user's (already converted to OCI form); `no-new-privileges` → noNewPrivileges.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import ConfigError, ContainerError
+from . import seccomp
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000  # µs, Docker's --cpus period
@@ -175,17 +178,20 @@ class RunOptions:
     memory: int | None = None             # bytes
     cpu_quota: int | None = None          # µs per CPU_PERIOD
     stop_signal: str | None = None
+    seccomp: object = None                # None: the default profile; "unconfined"; or an OCI profile dict
+    no_new_privileges: bool = False
 
     def to_json(self) -> dict:
         return {"command": list(self.command), "entrypoint": self.entrypoint, "env": [list(e) for e in self.env],
                 "user": self.user, "workdir": self.workdir, "hostname": self.hostname, "memory": self.memory,
-                "cpu_quota": self.cpu_quota, "stop_signal": self.stop_signal}
+                "cpu_quota": self.cpu_quota, "stop_signal": self.stop_signal, "seccomp": self.seccomp,
+                "no_new_privileges": self.no_new_privileges}
 
     @classmethod
     def from_json(cls, d: Mapping) -> "RunOptions":
         return cls(tuple(d.get("command") or ()), d.get("entrypoint"), tuple(tuple(e) for e in d.get("env") or ()),
                    d.get("user"), d.get("workdir"), d.get("hostname") or "", d.get("memory"), d.get("cpu_quota"),
-                   d.get("stop_signal"))
+                   d.get("stop_signal"), d.get("seccomp"), bool(d.get("no_new_privileges")))
 
 
 @dataclass(frozen=True)
@@ -276,7 +282,7 @@ def build_config(image_cfg: Mapping, opts: RunOptions, inputs: BundleInputs) -> 
         "env": merge_env(image_cfg.get("Env") or [], inputs.link_env, opts.env, hostname=hostname, home=user.home),
         "cwd": cwd,
         "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
-        "noNewPrivileges": False,
+        "noNewPrivileges": bool(opts.no_new_privileges),
     }
     mounts = [dict(m) for m in BASE_MOUNTS]
     taken = {m["destination"] for m in mounts}
@@ -295,17 +301,24 @@ def build_config(image_cfg: Mapping, opts: RunOptions, inputs: BundleInputs) -> 
         resources["memory"] = {"limit": int(opts.memory)}
     if opts.cpu_quota:
         resources["cpu"] = {"quota": int(opts.cpu_quota), "period": CPU_PERIOD}
+    linux: dict = {
+        "namespaces": namespaces,
+        "cgroupsPath": inputs.cgroups_path,
+        "resources": resources,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if opts.seccomp is None:
+        linux["seccomp"] = seccomp.default_profile(caps)
+    elif isinstance(opts.seccomp, Mapping):
+        linux["seccomp"] = dict(opts.seccomp)
+    elif opts.seccomp != seccomp.UNCONFINED:
+        raise ContainerError(f"bad seccomp setting {opts.seccomp!r} in the container's options")
     return {
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": str(inputs.rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": inputs.cgroups_path,
-            "resources": resources,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }

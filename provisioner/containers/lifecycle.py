@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 from .. import native
 from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
-from . import btrfs, bundle, network, reference, supervise, volumes
+from . import btrfs, bundle, network, reference, seccomp, supervise, volumes
 from .container import ContainerRecord, Containers, check_name
 from .network.manage import SystemPaths
 from .network.ports import parse_ports
@@ -65,6 +65,7 @@ class RunRequest:
     hostname: str | None = None
     rm: bool = False
     insecure_registries: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
 
 
 @dataclass
@@ -166,11 +167,13 @@ class Manager:
         policy = supervise.RestartPolicy.parse(req.restart)
         if req.rm and policy.name != "no":
             raise ConfigError("--rm and --restart cannot be used together (as in Docker)")
+        security = seccomp.parse_security_opts(req.security_opt, caps=bundle.DEFAULT_CAPS)
         opts = bundle.RunOptions(
             command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + opts_env),
             user=req.user, workdir=req.workdir, hostname=req.hostname or "",
             memory=bundle.parse_memory(req.memory) if req.memory else None,
             cpu_quota=bundle.parse_cpus(req.cpus) if req.cpus else None,
+            seccomp=security["seccomp"], no_new_privileges=security["no_new_privileges"],
         )
         if req.workdir and not req.workdir.startswith("/"):
             raise ConfigError(f"--workdir {req.workdir!r} is not an absolute path")

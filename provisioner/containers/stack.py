@@ -43,6 +43,8 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
     """What the service's container is made from: every field but its line, and env file contents."""
     data = asdict(spec)
     data.pop("line", None)
+    if not data.get("security_opt"):
+        data.pop("security_opt", None)  # the hash of a service without it stays what it was before the key
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -239,7 +241,7 @@ class Stacks:
             links=tuple(f"{container_name(stack, t)}:{a}" for t, a in spec.links), restart=spec.restart,
             memory=spec.mem_limit, cpus=spec.cpus, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
-            insecure_registries=self.insecure_registries)
+            insecure_registries=self.insecure_registries, security_opt=spec.security_opt)
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:

@@ -16,7 +16,8 @@ from ..errors import ConfigError, StackError
 from .ports import PortSyntaxError, parse_port
 
 SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "links",
-                "depends_on", "restart", "healthcheck", "mem_limit", "cpus", "user", "working_dir", "hostname"}
+                "depends_on", "restart", "healthcheck", "mem_limit", "cpus", "user", "working_dir", "hostname",
+                "security_opt"}
 HEALTH_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms|us|ns))+$")
@@ -57,6 +58,7 @@ class ServiceSpec:
     user: str | None = None
     working_dir: str | None = None
     hostname: str | None = None
+    security_opt: tuple[str, ...] = ()        # --security-opt values (a seccomp profile path made absolute)
     line: int | None = None
 
     def dependencies(self) -> list[str]:
@@ -254,7 +256,29 @@ def _service(p: _P, name: str, d: dict, named: set[str], name_line: int | None) 
         name=name, image=image, command=command, entrypoint=entrypoint, env=tuple(env), env_files=tuple(env_files),
         ports=tuple(ports), volumes=tuple(volumes), links=tuple(links), depends_on=tuple(depends), restart=restart,
         healthcheck=_healthcheck(p, d, where), mem_limit=mem, cpus=cpus, user=p.scalar(d, "user", where),
-        working_dir=workdir, hostname=hostname, line=yamlutil.line_of(d))
+        working_dir=workdir, hostname=hostname, security_opt=_security_opt(p, d, where), line=yamlutil.line_of(d))
+
+
+def _security_opt(p: _P, d: dict, where: str) -> tuple[str, ...]:
+    """Docker's values (seccomp=unconfined|PROFILE.json, no-new-privileges), checked now; a relative
+    profile path is taken from the stack file's directory, as env_file is."""
+    from ..containers import seccomp
+
+    out = []
+    items = p.str_list(d, "security_opt", where)
+    for i, item in enumerate(items):
+        w = f"{where}.security_opt[{i}]"
+        if not isinstance(item, str) or not item.strip():
+            raise p.fail(f"{w} must be a string such as seccomp=unconfined", items, i)
+        key, sep, value = item.strip().partition("=")
+        if key == "seccomp" and sep and value != seccomp.UNCONFINED:
+            item = f"seccomp={os.path.normpath(os.path.join(p.base, os.path.expanduser(value)))}"
+        try:
+            seccomp.parse_security_opts([item], where=w)
+        except ConfigError as exc:
+            raise p.fail(exc.message if exc.message.startswith(w) else f"{w}: {exc.message}", items, i) from None
+        out.append(item)
+    return tuple(out)
 
 
 def _environment(p: _P, d: dict, where: str) -> list[str]:

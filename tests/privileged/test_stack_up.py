@@ -132,7 +132,7 @@ def test_an_invalid_stack_is_one_error_line_and_creates_nothing(env):
     assert proc.stderr.strip().splitlines() == [
         f"error: {path}:{line}: services.worker: unsupported compose key 'privileged' (supported: command, cpus, "
         "depends_on, entrypoint, env_file, environment, healthcheck, hostname, image, links, mem_limit, ports, "
-        "restart, user, volumes, working_dir)"]
+        "restart, security_opt, user, volumes, working_dir)"]
     assert env.leftovers() == NOTHING
     assert not (env.root / "stacks").exists()
     assert not (env.root / "volumes").exists() or not any((env.root / "volumes").iterdir())

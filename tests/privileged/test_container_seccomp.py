@@ -1,0 +1,94 @@
+"""The default seccomp profile on real containers (busybox from the shared registry fixture):
+calls Docker's profile refuses fail with EPERM while ordinary ones work, in the container's
+process and in `exec`; `--security-opt seccomp=unconfined` lifts it; a profile file of the
+user's applies; a bad profile path is one error line and creates nothing. Peer check: the
+same config.json under runc refuses the same call."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.privileged.test_container import NOTHING, Env, env, images  # noqa: F401 (fixtures)
+
+pytestmark = [
+    pytest.mark.privileged,
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("skopeo", "docker-registry", "nft", "mkfs.btrfs")),
+                       reason="skopeo, docker-registry, nft and btrfs-progs are needed (scripts/install.sh)"),
+]
+
+USERNS = ["sh", "-c", "unshare -U true && echo unshared; echo ok"]
+
+
+def run_attached(env: Env, *args: str):
+    return env.provision("container", "run", "--rm", *args, check=False)
+
+
+def test_default_profile_refuses_namespaces_and_keeps_ordinary_calls(env):
+    out = run_attached(env, env.refs["busybox"], *USERNS)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ok\n" and "Operation not permitted" in out.stderr
+    # fork/exec, pipes, files and the allowed personality (PER_LINUX32) all work
+    out = run_attached(env, env.refs["busybox"], "sh", "-c",
+                       "echo a | tr a b > /tmp/f && cat /tmp/f && linux32 true && echo personality-ok")
+    assert (out.returncode, out.stdout) == (0, "b\npersonality-ok\n"), out.stderr
+
+
+def test_unconfined_lifts_it(env):
+    out = run_attached(env, "--security-opt", "seccomp=unconfined", env.refs["busybox"], *USERNS)
+    assert (out.returncode, out.stdout) == (0, "unshared\nok\n"), out.stderr
+
+
+def test_exec_gets_the_containers_profile(env):
+    env.run("--name", "confined", env.refs["busybox"], "sleep", "1000")
+    out = env.provision("container", "exec", "confined", *USERNS, check=False)
+    assert out.stdout == "ok\n" and "Operation not permitted" in out.stderr
+    env.run("--name", "free", "--security-opt", "seccomp=unconfined", env.refs["busybox"], "sleep", "1000")
+    assert env.provision("container", "exec", "free", *USERNS).stdout == "unshared\nok\n"
+    spec = json.loads((env.root / "containers" / env.inspect("confined")["id"] / "bundle" / "config.json").read_text())
+    assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ALLOW"
+    if shutil.which("runc"):
+        peer_check_runc(env, spec)
+
+
+def peer_check_runc(env: Env, spec: dict) -> None:
+    """runc, given our config.json (with its own fresh namespaces), refuses the same call."""
+    bundle = env.work / f"runc-{env.sfx}"
+    bundle.mkdir()
+    spec = json.loads(json.dumps(spec))
+    spec["process"]["args"] = USERNS
+    spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]
+    spec["linux"]["cgroupsPath"] = f"/provisioner-peer/{env.sfx}"
+    spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]  # no resolv.conf/hosts of ours
+    (bundle / "config.json").write_text(json.dumps(spec))
+    state = env.work / f"runc-state-{env.sfx}"
+    try:
+        out = subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle), f"peer-{env.sfx}"],
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert out.stdout == "ok\n" and "Operation not permitted" in out.stderr, (out.stdout, out.stderr)
+    finally:
+        subprocess.run(["runc", "--root", str(state), "delete", "--force", f"peer-{env.sfx}"], capture_output=True)
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def test_a_profile_file_applies(env, tmp_path):
+    prof = tmp_path / "no-mkdir.json"
+    prof.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}))
+    out = run_attached(env, "--security-opt", f"seccomp={prof}", env.refs["busybox"], "sh", "-c",
+                       "mkdir /tmp/d; echo rc=$?; unshare -U true && echo unshared")
+    assert "Permission denied" in out.stderr and out.stdout == "rc=1\nunshared\n", (out.stdout, out.stderr)
+
+
+def test_bad_profile_is_one_line_and_creates_nothing(env, tmp_path):
+    for arg, needle in ((f"seccomp={tmp_path}/missing.json", "missing.json: cannot read seccomp profile"),
+                        (f"seccomp={tmp_path}/bad.json", "bad.json:2: seccomp profile: syscalls[0].action")):
+        (tmp_path / "bad.json").write_text('{"defaultAction": "SCMP_ACT_ALLOW",\n "syscalls": [{"names": ["x"]}]}')
+        out = env.provision("container", "run", "-d", "--name", "never", "--security-opt", arg,
+                            env.refs["busybox"], "true", check=False)
+        assert out.returncode == 2 and out.stdout == ""
+        assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+        assert env.provision("container", "ps", "-a", "--json").stdout.strip() == "[]"
+        assert env.leftovers() == NOTHING
