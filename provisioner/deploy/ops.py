@@ -53,7 +53,10 @@ def volume_target(rec: HostRecord, stack: Stack, volume: str) -> VolumeTarget:
     if volume not in vols:
         raise ConfigError(f"{rec.name}: no volume {volume!r} in the host's disks config "
                           f"(volumes: {', '.join(sorted(vols)) or 'none'})", stack.path, host.line)
-    return VolumeTarget(volume, vols[volume].mount, rec.volumes.get(volume, ""))
+    # the record maps the stack's volume name to the cloud id; records written from a launch's
+    # Resource names ("<stack>-<host>-<volume>") are accepted too
+    cloud_id = rec.volumes.get(volume) or rec.volumes.get(f"{rec.stack}-{rec.host}-{volume}", "")
+    return VolumeTarget(volume, vols[volume].mount, cloud_id)
 
 
 def service_container(rec: HostRecord, stack: Stack | None, service: str) -> str:

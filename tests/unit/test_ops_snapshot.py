@@ -119,5 +119,7 @@ def test_plan_needs_a_cloud_volume_id_on_clouds_and_a_valid_name():
 def test_volume_target_reads_the_mount_from_the_stacks_disks_config():
     stack = load_stack(FIXTURE)
     assert volume_target(_rec(), stack, "data") == VolumeTarget("data", "/srv/data", "vol-1")
+    named = HostRecord(**{**_rec().to_json(), "fingerprints": ("SHA256:x",), "volumes": {"shop-web-data": "vol-9"}})
+    assert volume_target(named, stack, "data").cloud_id == "vol-9"
     with pytest.raises(ConfigError, match=r"no volume 'nope' .*volumes: data, logs"):
         volume_target(_rec(), stack, "nope")
