@@ -45,7 +45,7 @@ int console_send_fd(int sock, int fd, const char *name, pr_error *err) {
   return 0;
 }
 
-int console_setup(int sock, unsigned rows, unsigned cols, pr_error *err) {
+int console_setup(int sock, unsigned rows, unsigned cols, bool bind_console, pr_error *err) {
   cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (master < 0) return pr_fail(err, errno, "process.terminal: open /dev/ptmx (is /dev/pts mounted?)");
   if (unlockpt(master) < 0) return pr_fail(err, errno, "process.terminal: unlockpt");
@@ -58,11 +58,13 @@ int console_setup(int sock, unsigned rows, unsigned cols, pr_error *err) {
     ioctl(slave, TIOCSWINSZ, &ws);
   }
   if (console_send_fd(sock, master, name, err) < 0) return -1;
-  /* /dev/console of the container is the pty, as in runc. */
-  int f = open("/dev/console", O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-  if (f >= 0) close(f);
-  if (mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0)
-    return pr_fail(err, errno, "process.terminal: bind-mounting %s on /dev/console", name);
+  if (bind_console) {
+    /* /dev/console of the container is the pty, as in runc. */
+    int f = open("/dev/console", O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (f >= 0) close(f);
+    if (mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0)
+      return pr_fail(err, errno, "process.terminal: bind-mounting %s on /dev/console", name);
+  }
   if (ioctl(slave, TIOCSCTTY, 0) < 0) return pr_fail(err, errno, "process.terminal: TIOCSCTTY");
   for (int i = 0; i < 3; i++)
     if (dup2(slave, i) < 0) return pr_fail(err, errno, "process.terminal: dup2");

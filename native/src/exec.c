@@ -84,7 +84,7 @@ static void exec_child(struct pr_state *st, struct pr_process *p, struct pr_secc
     pr_fail(&err, errno, "setsid");
     goto fail;
   }
-  if (p->terminal && console_setup(console_fd, p->console_height, p->console_width, &err) < 0) goto fail;
+  if (p->terminal && console_setup(console_fd, p->console_height, p->console_width, false, &err) < 0) goto fail;
   if (process_set_oom(p, &err) < 0 || process_set_rlimits(p, &err) < 0) goto fail;
   if (chdir(p->cwd) < 0) {
     pr_fail(&err, errno, "process.cwd: %s", p->cwd);

@@ -139,7 +139,7 @@ static int setup(struct pr_container *ct, char **exec_path, pr_error *err) {
   if (mounts_prepare_rootfs(ct, err) < 0) return -1;
   if (run_ops(ct, err) < 0) return -1;
   if (setsid() < 0) return pr_fail(err, errno, "setsid");
-  if (c->process.terminal && console_setup(ct->console_fd, c->process.console_height, c->process.console_width, err) < 0)
+  if (c->process.terminal && console_setup(ct->console_fd, c->process.console_height, c->process.console_width, true, err) < 0)
     return -1;
   if (ct->console_fd >= 0) close(ct->console_fd);
   if (process_set_rlimits(&c->process, err) < 0) return -1;

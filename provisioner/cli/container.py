@@ -182,16 +182,23 @@ def rm_cmd(app: App, force: bool, volumes: bool, containers) -> None:
 
 
 @container_group.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached (it always is without -t).")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal (with -i: this terminal's input).")
 @click.option("-e", "--env", "env", multiple=True, metavar="K=V")
 @click.option("-u", "--user", metavar="USER[:GROUP]")
 @click.option("-w", "--workdir", metavar="DIR")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_app
-def exec_cmd(app: App, env, user, workdir, container, command) -> None:
-    """Run a command in a running container (sharing this stdin/stdout/stderr); exits with its code."""
-    code = _manager(app).exec_attached(container, list(command), env=_env_from_cli(env), user=user,
-                                       workdir=workdir)
+def exec_cmd(app: App, interactive, tty, env, user, workdir, container, command) -> None:
+    """Run a command in a running container (sharing this stdin/stdout/stderr, or a pty with -t);
+    exits with its code."""
+    mgr = _manager(app)
+    kw = {"env": _env_from_cli(env), "user": user, "workdir": workdir}
+    if tty:
+        code = mgr.exec_tty(container, list(command), interactive=interactive, **kw)
+    else:
+        code = mgr.exec_attached(container, list(command), **kw)
     sys.exit(code)
 
 

@@ -486,13 +486,24 @@ class Manager:
 
         return subprocess.run(self.exec_argv(ref, argv, **kw)).returncode
 
+    def exec_tty(self, ref: str, argv: list[str], *, interactive: bool, **kw) -> int:
+        """`docker exec -t[i]`: the command gets a pty (the runtime's console socket) proxied to our
+        stdin/stdout; returns its exit code."""
+        from . import console
+
+        with console.console_socket() as (sock, path):
+            full = self.exec_argv(ref, argv, console_socket=path, **kw)
+            return console.run_with_tty(full, sock, interactive=interactive)
+
     def exec_argv(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
-                  workdir: str | None = None) -> list[str]:
+                  workdir: str | None = None, console_socket: str | None = None) -> list[str]:
         rec = self.records.get(ref)
         if not self.is_running(rec):
             raise ContainerError(f"container {rec.name} is not running")
         rt = self.runtime()
         args = [rt.path, "--root", rt.state_root, "exec"]
+        if console_socket:
+            args += ["--tty", "--console-socket", console_socket]
         for k, v in bundle.parse_env(env):
             args += ["--env", f"{k}={v}"]
         if workdir:
