@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "launch": ("provisioner.cli.cloud",),
     "status": ("provisioner.cli.cloud",),
     "destroy": ("provisioner.cli.cloud",),
+    "deploy": ("provisioner.cli.deploy",),
     "ssh": ("provisioner.cli.ops",),
     "logs": ("provisioner.cli.ops",),
     "snapshot": ("provisioner.cli.ops",),

@@ -34,6 +34,7 @@ class HostRecord:
     volumes: dict[str, str] = field(default_factory=dict)     # stack volume name -> cloud volume id
     endpoints: dict[str, str] = field(default_factory=dict)   # "80/tcp" -> "127.0.0.1:8080" as the operator sees it
     stack_file: str = ""
+    style: str = ""                  # how its disks look: aws | gce (the local cloud can be either)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,68 @@
+"""`provision deploy --cloud aws|gce|local -f stack.yml`: thin layer over provisioner.deploy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..clouds.launch import Timeouts
+from ..errors import HostError
+from .app import App, emit, json_option, pass_app, status, table
+from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
+
+
+@click.command("deploy")
+@click.option("--cloud", "cloud", default="local", show_default=True, metavar="aws|gce|local",
+              help="Where the hosts run: aws, gce, or local (qemu VMs on this machine).")
+@click.option("-f", "--file", "stack_file", required=True, type=click.Path(dir_okay=False), help="Stack file.")
+@click.option("-i", "--identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Operator private key (its .pub is installed); default: a key made per stack.")
+@click.option("--user", default=None, help="SSH user (default: the image's: local debian, aws admin, gce debian).")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+              help="Registry reached over plain HTTP (loopback registries are allowed anyway).")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for each host to boot (host keys on its console) and for SSH.")
+@_ENDPOINT
+@_REGION
+@_PROJECT
+@json_option
+@pass_app
+def deploy_cmd(app: App, cloud, stack_file, identity, user, insecure, timeout, endpoint, region, project):
+    """Launch (or reuse) the stack's hosts, install the agent, prepare disks and host, push images,
+    start the services, check their health, and print where the time went."""
+    from ..clouds.keys import operator_key, read_public_key
+    from ..deploy.pipeline import Deployer, breakdown_rows
+    from ..deploy.plan import plan_deploy
+
+    plan = plan_deploy(stack_file, cloud)   # every input error, before anything is created
+    if identity is not None:
+        public, private = read_public_key(f"{identity}.pub"), identity
+    else:
+        key = operator_key(plan.stack.name, app.runner)
+        public, private = key.public_key, key.private_key
+    driver = _driver(app, cloud, region or _stack_region(plan.stack, cloud), project, endpoint)
+    deployer = Deployer(plan, driver, root=app.root, runner=app.runner, public_key=public, private_key=private,
+                        user=user, insecure_registries=tuple(insecure),
+                        timeouts=Timeouts(running=timeout, host_keys=timeout), ssh_timeout=timeout,
+                        progress=status)
+    result = deployer.run()
+
+    def human() -> None:
+        hosts = [h.host for h in result.hosts]
+        click.echo(f"stack {result.stack} on {result.cloud}: where the time went")
+        click.echo(table(breakdown_rows(result), ["PHASE", *hosts]))
+        for h in result.hosts:
+            for port, where in sorted(h.endpoints.items()):
+                scheme = "http://" if port in ("80/tcp", "8080/tcp", "8000/tcp") else ""
+                click.echo(f"{h.host}: {port} -> {scheme}{where}")
+            if h.error:
+                click.echo(f"{h.host}: FAILED: {h.error}")
+
+    emit(app, result, human)
+    failed = [h for h in result.hosts if h.error]
+    if failed:
+        raise HostError("deploy failed on " + "; ".join(f"{h.host} ({h.error})" for h in failed))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(deploy_cmd)

@@ -1,0 +1,321 @@
+"""`provision deploy`: launch (or reuse) the stack's hosts, then bring each one up, concurrently.
+
+Per host, timed like the RightScale boot-time table (launch and boot, SSH ready, agent install,
+host preparation, image pulls, container starts, total):
+
+1. launch through the cloud driver (or reuse running instances recorded by an earlier deploy);
+   the SSH host keys come from the console, so SSH never trusts on first use;
+2. wait for SSH; deliver the agent (wheels over SFTP, offline install; skipped when unchanged);
+3. push the stack file and /etc/provisioner/host.yml (which disk each volume is), run the boot
+   hook `provision host boot` (disks, users, sysctl, logs, firewall, time, containers);
+4. push every image the host's services use, layer by layer, only what the host lacks;
+5. `provision up --host H` on the host (dependency order, waits for health), then check each
+   service is running and healthy and each published TCP port answers from here.
+
+Deploying again an unchanged stack changes nothing: every step is idempotent and says so.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..clouds.base import plan_launch
+from ..clouds.launch import HostResult, Timeouts, launch
+from ..errors import HostError, ProvisionerError
+from . import inventory
+from .plan import REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
+
+PHASES = (("launch", "launch and boot"), ("ssh", "SSH ready"), ("agent", "agent install"),
+          ("prepare", "host preparation (disks)"), ("images", "image pulls"), ("containers", "container starts"),
+          ("total", "total"))
+DEFAULT_USER = {"aws": "admin", "gce": "debian"}   # Debian's cloud images' default users
+PROVISION = ("provision",)                         # the agent on the host (/usr/local/bin, via sudo)
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    launched: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    boot: list[dict] = field(default_factory=list)        # the boot hook's steps
+    images: list[dict] = field(default_factory=list)      # PushReport.to_json() per image
+    actions: list[dict] = field(default_factory=list)     # what `up` did
+    services: list[dict] = field(default_factory=list)    # `ps` rows
+    endpoints: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {"host": self.host, "launched": self.launched, "seconds": self.seconds, "boot": self.boot,
+                "images": self.images, "actions": self.actions, "services": self.services,
+                "endpoints": self.endpoints, "error": self.error}
+
+
+@dataclass
+class DeployResult:
+    stack: str
+    cloud: str
+    hosts: list[HostOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(h.error is None for h in self.hosts)
+
+    def to_json(self) -> dict:
+        return {"stack": self.stack, "cloud": self.cloud, "ok": self.ok, "hosts": self.hosts}
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = round(s)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def breakdown_rows(result: DeployResult) -> list[list[str]]:
+    """Rows: the phases; columns: one per host (the published table's shape)."""
+    def cell(h: HostOutcome, key: str) -> str:
+        if key == "launch" and not h.launched:
+            return "reused"
+        return fmt_seconds(h.seconds.get(key))
+    return [[label] + [cell(h, key) for h in result.hosts] for key, label in PHASES]
+
+
+class Deployer:
+    def __init__(self, plan: DeployPlan, driver, *, root: Path, runner, public_key: str, private_key: Path,
+                 user: str | None = None, insecure_registries: tuple[str, ...] = (),
+                 timeouts: Timeouts | None = None, ssh_timeout: float = 300.0,
+                 progress: Callable[[str], None] = lambda _m: None, bundle_builder=None, deliverer=None,
+                 pusher=None, ssh_factory=None):
+        self.plan = plan
+        self.driver = driver
+        self.root = Path(root)
+        self.runner = runner
+        self.public_key = public_key
+        self.private_key = Path(private_key)
+        self.user = user
+        self.insecure = tuple(insecure_registries)
+        self.timeouts = timeouts or Timeouts()
+        self.ssh_timeout = ssh_timeout
+        self.progress = progress
+        # seams for tests; the real ones by default
+        from ..host.deliver import build_bundle, deliver
+        from ..host.imagepush import push_image
+        from ..host.ssh import SshClient
+
+        self.build_bundle = bundle_builder or build_bundle
+        self.deliver = deliverer or deliver
+        self.push_image = pusher or push_image
+        self.ssh_factory = ssh_factory or SshClient
+        self._lock = threading.Lock()
+
+    # -- the whole deploy ----------------------------------------------------------------------
+    def run(self) -> DeployResult:
+        stack = self.plan.stack
+        self._start = time.monotonic()
+        self._preflight()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # the agent's wheels build while the VMs boot
+            bundle: Future = pool.submit(self.build_bundle, self.runner, progress=self.progress)
+            records, launched = self._hosts()
+            launch_seconds = dict(launched)
+            outcomes = [HostOutcome(hp.host, launched=hp.host in launched) for hp in self.plan.hosts]
+            with ThreadPoolExecutor(max_workers=max(1, len(outcomes))) as hosts_pool:
+                futures = [hosts_pool.submit(self._deploy_host, hp, records[hp.host], bundle, out)
+                           for hp, out in zip(self.plan.hosts, outcomes)]
+                for f in futures:
+                    f.result()
+        for out in outcomes:
+            out.seconds = {"launch": launch_seconds.get(out.host, 0.0), **out.seconds}
+        return DeployResult(stack.name, self.plan.cloud, outcomes)
+
+    def _say(self, host: str, msg: str) -> None:
+        with self._lock:
+            self.progress(f"{host}: {msg}")
+
+    def _preflight(self) -> None:
+        """Every image must resolve in its registry before a VM is launched for it."""
+        from ..containers.reference import parse
+        from ..containers.registry import Registry
+
+        for ref in self.plan.images:
+            self.progress(f"image {ref}: checking the registry")
+            Registry(parse(ref), insecure_hosts=self.insecure).resolve()
+
+    # -- launch or reuse -----------------------------------------------------------------------
+    def _hosts(self) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
+        stack = self.plan.stack
+        found = self.driver.find(stack.name)
+        instances = {r.host: r for r in found if r.kind == "instance"}
+        names = [h.host for h in self.plan.hosts]
+        if not instances:
+            return self._launch()
+        running = sorted(h for h, r in instances.items() if r.state == "running")
+        known = {r.host: r for r in inventory.records(self.root, stack.name)}
+        if set(running) == set(names) and set(known) >= set(names):
+            self.progress(f"{stack.name}: reusing running hosts {', '.join(names)}")
+            return {n: known[n] for n in names}, {}
+        missing = sorted(set(names) - set(running))
+        raise HostError(f"{self.plan.cloud}: stack {stack.name!r} is partly deployed (running: "
+                        f"{', '.join(running) or 'none'}; not running or not recorded: {', '.join(missing)}); "
+                        f"run 'provision destroy {stack.name} --cloud {self.plan.cloud}' and deploy again")
+
+    def _launch(self) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
+        stack = self.plan.stack
+        lp = plan_launch(stack, self.plan.cloud, self.public_key)
+        started = time.monotonic()
+        result = launch(lp, self.driver, timeouts=self.timeouts, status=self.progress)
+        took = time.monotonic() - started
+        records, seconds = {}, {}
+        for hr in result.hosts:
+            records[hr.host] = self._record(hr)
+            inventory.save(self.root, records[hr.host])
+            seconds[hr.host] = round(hr.ready_seconds if hr.ready_seconds is not None else took, 1)
+        return records, seconds
+
+    def _record(self, hr: HostResult) -> inventory.HostRecord:
+        stack, cloud = self.plan.stack, self.plan.cloud
+        inst = hr.instance
+        if hr.host_keys is None:
+            raise HostError(f"{cloud}: host {hr.host}: the console never showed its SSH host keys, so its identity "
+                            f"cannot be verified; see the console output, then destroy and deploy again")
+        if cloud == "local":
+            address, port = inst.extra["ssh"].rsplit(":", 1)
+            user = inst.extra.get("user") or "debian"
+            style = inst.extra.get("style", "aws")
+            endpoints = {f"{p['guest_port']}/{p['proto']}": f"127.0.0.1:{p['host_port']}"
+                         for p in inst.extra.get("ports", [])}
+            endpoints["22/tcp"] = inst.extra["ssh"]
+        else:
+            address, port = inst.extra.get("public_ip") or "", "22"
+            if not address:
+                raise HostError(f"{cloud}: host {hr.host}: instance {inst.id} has no public address to SSH to")
+            user, style = DEFAULT_USER[cloud], cloud
+            endpoints = {}
+        host = stack.host(hr.host)
+        for p in stack.published_ports(host):
+            for n in range(p.first, p.last + 1):
+                endpoints.setdefault(f"{n}/{p.protocol}", f"{address}:{n}")
+        volumes = {v.name: v.id for v in hr.volumes}
+        return inventory.HostRecord(
+            stack=stack.name, host=hr.host, cloud=cloud, address=address, port=int(port), user=self.user or user,
+            key_file=str(self.private_key), fingerprints=tuple(hr.host_keys.fingerprints.values()),
+            instance_id=inst.id, volumes=volumes, endpoints=endpoints, stack_file=str(Path(stack.path).resolve()),
+            style=style)
+
+    # -- one host ------------------------------------------------------------------------------
+    def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, bundle: Future, out: HostOutcome) -> None:
+        ssh = self.ssh_factory(rec.target())
+        phase, t = "ssh", time.monotonic()
+
+        def lap(name: str) -> None:
+            nonlocal phase, t
+            now = time.monotonic()
+            out.seconds[phase] = round(now - t, 1)
+            phase, t = name, now
+        try:
+            ssh.wait_ready(timeout=self.ssh_timeout)
+            self._say(hp.host, f"SSH ready at {rec.target().where} (host key verified)")
+            lap("agent")
+            self.deliver(ssh, bundle.result(), progress=lambda m: self._say(hp.host, m))
+            lap("prepare")
+            out.boot = self._prepare(ssh, hp, rec)
+            lap("images")
+            for ref in hp.images:
+                pushed = self.push_image(ssh, ref, insecure_registries=self.insecure)
+                out.images.append(pushed.to_json())
+                what = "already there" if pushed.up_to_date else \
+                    f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"
+                self._say(hp.host, f"image {ref}: {what}")
+            lap("containers")
+            out.actions = self._remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, "--json"], 1800)
+            self._say(hp.host, "; ".join(a.get("text", "") for a in out.actions) or "services up to date")
+            out.services = self._check_services(ssh, hp)
+            out.endpoints = self._check_ports(hp, rec)
+            lap("done")
+        except ProvisionerError as exc:
+            out.seconds[phase] = round(time.monotonic() - t, 1)
+            out.error = f"{phase}: {exc}"
+            self._say(hp.host, f"failed during {phase}: {exc}")
+        finally:
+            out.seconds["total"] = round(time.monotonic() - self._start, 1)
+            ssh.close()
+
+    def _remote_json(self, ssh, args: list[str], timeout: float = 600.0):
+        res = ssh.run([*PROVISION, *args], sudo=True, check=False, timeout=timeout)
+        if res.returncode != 0:
+            tail = " ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-2:])
+            raise HostError(f"`provision {shlex.join(args)}` failed on the host (exit {res.returncode}): {tail}")
+        try:
+            return json.loads(res.stdout or "null")
+        except ValueError:
+            raise HostError(f"`provision {shlex.join(args)}` printed no JSON: {res.stdout[:200]!r}") from None
+
+    def _write(self, ssh, path: str, text: str) -> None:
+        d = path.rsplit("/", 1)[0]
+        script = f"mkdir -p {shlex.quote(d)} && cat > {shlex.quote(path)}.new && mv {shlex.quote(path)}.new " \
+                 f"{shlex.quote(path)}"
+        ssh.run(["sh", "-c", script], sudo=True, input=text)
+
+    def _prepare(self, ssh, hp: HostDeployPlan, rec: inventory.HostRecord) -> list[dict]:
+        stack = self.plan.stack
+        host = stack.host(hp.host)
+        matches = {v.name: volume_match(self.plan.cloud, rec.style, v.name, rec.volumes[v.name])
+                   for v in host.volumes if v.name in rec.volumes}
+        self._write(ssh, REMOTE_STACK, Path(stack.path).read_text())
+        for local, remote in hp.files:
+            try:
+                self._write(ssh, remote, Path(local).read_text())
+            except OSError as exc:
+                raise HostError(f"cannot read {local} (env_file of a service on {hp.host}): {exc.strerror}") from None
+        self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches))
+        res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
+        try:
+            steps = json.loads(res.stdout).get("steps", [])
+        except ValueError:
+            steps = []
+        for s in steps:
+            self._say(hp.host, f"prepare: {s.get('name')}: {s.get('status')} ({s.get('seconds', 0):.1f}s)"
+                               f"{' ' + s['message'] if s.get('message') else ''}")
+        if res.returncode != 0:
+            failed = [f"{s.get('name')}: {s.get('message')}" for s in steps if s.get("status") == "failed"]
+            tail = "; ".join(failed) or " ".join(res.stderr.strip().splitlines()[-2:])
+            raise HostError(f"the boot hook failed on {hp.host}: {tail} (details: `provision ssh "
+                            f"{stack.name}/{hp.host} -- sudo provision host status`)")
+        return steps
+
+    def _check_services(self, ssh, hp: HostDeployPlan) -> list[dict]:
+        rows = self._remote_json(ssh, ["ps", "-f", REMOTE_STACK, "--host", hp.host, "--json"])
+        bad = [f"{r['service']} is {r['state']}{'/' + r['health'] if r.get('health') not in (None, 'none') else ''}"
+               for r in rows if r.get("state") != "running" or r.get("health") not in (None, "none", "healthy")]
+        if bad:
+            raise HostError("services not healthy: " + ", ".join(bad))
+        return rows
+
+    def _check_ports(self, hp: HostDeployPlan, rec: inventory.HostRecord, timeout: float = 30.0) -> dict[str, str]:
+        """Each published TCP port answers from the operator machine (through the cloud's firewall
+        or the local cloud's forward) — what a user of the service would see."""
+        out = {}
+        for port in hp.tcp_ports:
+            where = rec.endpoints.get(f"{port}/tcp")
+            if where is None:
+                continue
+            addr, p = where.rsplit(":", 1)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with socket.create_connection((addr, int(p)), timeout=3.0):
+                        break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        raise HostError(f"published port {port}/tcp does not answer at {where} ({exc})") from None
+                    time.sleep(0.5)
+            out[f"{port}/tcp"] = where
+        return out
+

@@ -1,0 +1,103 @@
+"""What a deploy will do, decided before anything is launched (pure, apart from reading the stack).
+
+Everything that can be wrong with the input is found here: the stack file (file:line), service
+placement, images that cannot be named, a cloud the hosts have no settings for. Launching a VM
+and then failing on a typo would leave something running; this is why the plan comes first.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..containers.reference import parse as parse_reference
+from ..errors import ConfigError, ImageError, StackError
+from ..stack import Stack, load_stack
+from ..stack.placement import check_placement
+from ..stack.services import ServiceSet, load_services
+
+REMOTE_DIR = "/etc/provisioner"
+REMOTE_STACK = f"{REMOTE_DIR}/stack.yml"
+REMOTE_HOST = f"{REMOTE_DIR}/host.yml"
+
+
+@dataclass(frozen=True)
+class HostDeployPlan:
+    host: str
+    services: tuple[str, ...]        # in dependency order
+    images: tuple[str, ...]          # distinct image references, in first-use order
+    files: tuple[tuple[str, str], ...]  # (local path, remote path): env files next to the stack
+    tcp_ports: tuple[int, ...]       # published TCP ports checked from the operator after `up`
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    stack: Stack
+    services: ServiceSet
+    cloud: str
+    hosts: tuple[HostDeployPlan, ...]
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i for h in self.hosts for i in h.images))
+
+
+def _env_files(stack: Stack, service: str) -> list[tuple[str, str]]:
+    """env_file entries are relative to the stack file; the host reads them next to its copy."""
+    raw = stack.services[service].raw.get("env_file") or []
+    base = Path(stack.path).resolve().parent
+    out = []
+    for entry in [raw] if isinstance(raw, str) else raw:
+        path = entry if isinstance(entry, str) else (entry.get("path") if isinstance(entry, dict) else None)
+        if not isinstance(path, str):
+            continue
+        if os.path.isabs(path):
+            raise StackError(f"service {service!r}: env_file {path} is absolute; deploy copies env files that sit "
+                             "next to the stack file (give a relative path)", stack.path, stack.services[service].line)
+        local = (base / path).resolve()
+        out.append((str(local), f"{REMOTE_DIR}/{os.path.normpath(path)}"))
+    return out
+
+
+def plan_deploy(stack_file: str | Path, cloud: str) -> DeployPlan:
+    stack = load_stack(stack_file)
+    _name, services = load_services(str(stack_file))
+    check_placement(stack, services)
+    hosts = []
+    for h in stack.hosts:
+        if cloud not in h.clouds:
+            raise ConfigError(f"host {h.name!r} has no '{cloud}:' settings", stack.path, h.line)
+        placed = [s for s in services.order if s in h.services]
+        images, files = [], []
+        for s in placed:
+            image = services.services[s].image
+            try:
+                parse_reference(image)
+            except ImageError as exc:
+                raise StackError(f"service {s!r}: {exc}", stack.path, services.services[s].line) from None
+            images.append(image)
+            files += _env_files(stack, s)
+        tcp = sorted({p for port in stack.published_ports(h) if port.protocol == "tcp"
+                      for p in range(port.first, port.last + 1)})
+        hosts.append(HostDeployPlan(h.name, tuple(placed), tuple(dict.fromkeys(images)), tuple(dict.fromkeys(files)),
+                                    tuple(tcp)))
+    return DeployPlan(stack, services, cloud, tuple(hosts))
+
+
+def host_yaml(stack: Stack, cloud: str, host: str, volume_matches: dict[str, dict[str, str]]) -> str:
+    """/etc/provisioner/host.yml: which host this is, its stack, and which disk each volume is."""
+    lines = [f"host: {host}", f"stack: {stack.name}", f"cloud: {cloud}", "stack_file: stack.yml"]
+    if volume_matches:
+        lines.append("volumes:")
+        for name, match in sorted(volume_matches.items()):
+            (key, value), = match.items()
+            lines.append(f"  {name}: {{{key}: {value!r}}}")
+    return "\n".join(lines) + "\n"
+
+
+def volume_match(cloud: str, style: str, name: str, volume_id: str) -> dict[str, str]:
+    """How the host finds the disk of a volume this deploy created (see ../shared cloud-disks facts):
+    AWS (and AWS-style local disks): the EBS volume id in the NVMe serial; GCE: the device name."""
+    if cloud == "gce" or (cloud == "local" and style == "gce"):
+        return {"gce_device_name": name}
+    return {"aws_volume_id": volume_id}
