@@ -55,8 +55,9 @@ class Exec:
 
 
 class FakeSshd(paramiko.ServerInterface):
-    def __init__(self, tmp: Path, user: str = "debian"):
+    def __init__(self, tmp: Path, user: str = "debian", authorized_keys: Path | None = None):
         self.user = user
+        self.authorized_keys = authorized_keys   # when set, the keys in this file are the ones accepted
         self.host_keys = [paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp / "host_ed25519"))),
                           paramiko.ECDSAKey.from_private_key_file(str(keygen(tmp / "host_ecdsa", "ecdsa")))]
         self.client_key = keygen(tmp / "operator")
@@ -139,7 +140,12 @@ class FakeSshd(paramiko.ServerInterface):
         return "publickey"
 
     def check_auth_publickey(self, username, key):
-        ok = username == self.user and key.asbytes() == self.authorized.asbytes()
+        if self.authorized_keys is not None:
+            lines = self.authorized_keys.read_text().splitlines() if self.authorized_keys.exists() else []
+            allowed = {ln.split()[1] for ln in lines if ln.strip() and not ln.startswith("#")}
+            ok = username == self.user and key.get_base64() in allowed
+        else:
+            ok = username == self.user and key.asbytes() == self.authorized.asbytes()
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind, chanid):
