@@ -3,7 +3,11 @@
  *   provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]
  *                  [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F]
  *                  [--log-max-size BYTES] [--log-max-files N] [--backoff-max-ms MS]
- *                  [--backoff-reset-ms MS] [--foreground] -- COMMAND [ARG...]
+ *                  [--backoff-reset-ms MS] [--exit-command PATH [--exit-command-arg ARG]...]
+ *                  [--foreground] -- COMMAND [ARG...]
+ *
+ * --exit-command (as conmon's): once the command is done for good and the pid file is released,
+ * PATH runs with the ARGs, detached, stdio on /dev/null; the shim does not wait for it.
  *
  * Without --foreground the launcher returns once the command has started, printing
  * "<shim pid> <child pid>", or fails with the reason (e.g. exec: No such file or directory);
@@ -26,7 +30,7 @@ static void usage(void) {
   fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
                   "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
                   "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--foreground]\n"
-                  "       -- COMMAND [ARG...]\n");
+                  "       [--exit-command PATH [--exit-command-arg ARG]...] -- COMMAND [ARG...]\n");
 }
 
 static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error *err) {
@@ -38,6 +42,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       {"log-max-size", required_argument, 0, 'M'}, {"log-max-files", required_argument, 0, 'N'},
       {"backoff-max-ms", required_argument, 0, 'B'}, {"backoff-reset-ms", required_argument, 0, 'R'},
       {"foreground", no_argument, 0, 'f'},
+      {"exit-command", required_argument, 0, 'x'}, {"exit-command-arg", required_argument, 0, 'a'},
       {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
   };
   *cfg = (struct shim_config){
@@ -47,6 +52,12 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
   };
   int c;
   char *end;
+  size_t n_exit = 0;
+  /* argv has room for every exit argument: at most argc of them, plus the path and NULL */
+  cfg->exit_argv = NULL;
+  char **exit_argv = calloc((size_t)argc + 2, sizeof(char *));
+  if (!exit_argv)
+    return shim_fail(err, errno, "calloc");
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (c) {
     case 'n': cfg->name = optarg; break;
@@ -55,6 +66,19 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     case 'l': cfg->log_path = optarg; break;
     case 'F': cfg->stop_path = optarg; break;
     case 'f': cfg->foreground = true; break;
+    case 'x':
+      if (optarg[0] != '/')
+        return shim_fail(err, 0, "--exit-command must be an absolute path (got %s)", optarg);
+      exit_argv[0] = optarg;
+      if (n_exit == 0)
+        n_exit = 1;
+      cfg->exit_argv = exit_argv;
+      break;
+    case 'a':
+      if (n_exit == 0)
+        n_exit = 1; /* the path's slot; --exit-command must come too (checked below) */
+      exit_argv[n_exit++] = optarg;
+      break;
     case 'r':
       if (parse_policy(optarg, cfg, err) < 0)
         return -1;
@@ -99,6 +123,8 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
   }
   if (!cfg->state_path || !cfg->pid_path || !cfg->log_path)
     return shim_fail(err, 0, "--state, --pid-file and --log are required");
+  if (n_exit > 0 && !cfg->exit_argv)
+    return shim_fail(err, 0, "--exit-command-arg needs --exit-command");
   /* The daemon works from / (so it pins no mount): make the paths absolute first. */
   const char **paths[] = {&cfg->state_path, &cfg->pid_path, &cfg->log_path, &cfg->stop_path};
   for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
@@ -157,7 +183,25 @@ static int run_daemon(struct shim_config *cfg, int notify_fd, shim_error *err) {
   int rc = supervise(cfg, notify_fd, err);
   /* Gone for good: drop the pid file so nobody signals a recycled pid. */
   unlink(cfg->pid_path);
+  if (rc == 0 && cfg->exit_argv) {
+    /* Release the lock first: the exit command sees this container as not running. */
+    shim_closep(&pidfd);
+    pidfd = -1;
+    run_exit_command(cfg);
+  }
   return rc;
+}
+
+void run_exit_command(const struct shim_config *cfg) {
+  /* Forked and not waited for (conmon does the same): it may take the container's locks and
+   * remove the very files this process was writing. Its child is reparented to init (or a
+   * subreaper); stdio is already /dev/null in the daemon. */
+  pid_t pid = fork();
+  if (pid != 0)
+    return;
+  setsid();
+  execv(cfg->exit_argv[0], cfg->exit_argv);
+  _exit(127);
 }
 
 int main(int argc, char **argv) {

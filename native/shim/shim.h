@@ -46,6 +46,9 @@ struct shim_config {
   long backoff_reset_ms;
   bool foreground;
   char **argv;
+  /* conmon's --exit-command: run once the supervisor is done for good (pid file released),
+   * e.g. `provision --root R container autoremove ID` for `run -d --rm`. NULL: none. */
+  char **exit_argv;
 };
 
 /* util.c */
@@ -85,6 +88,9 @@ struct shim_state {
   char error[512];
 };
 int state_write(const char *path, const struct shim_state *st, shim_error *err);
+
+/* main.c */
+void run_exit_command(const struct shim_config *cfg);
 
 /* supervise.c: runs until the command is done for good. notify_fd (or -1) receives
  * "ok <shim pid> <child pid>\n" once the first start succeeded, or "error <message>\n". */

@@ -202,6 +202,14 @@ def exec_cmd(app: App, interactive, tty, env, user, workdir, container, command)
     sys.exit(code)
 
 
+@container_group.command("autoremove", hidden=True)
+@click.argument("container")
+@pass_app
+def autoremove_cmd(app: App, container: str) -> None:
+    """Remove an exited `run -d --rm` container (the supervisor's exit command)."""
+    _manager(app).autoremove(container)
+
+
 @container_group.command("inspect")
 @json_option
 @click.argument("containers", nargs=-1, required=True)

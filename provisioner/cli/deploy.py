@@ -17,7 +17,7 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
 @click.option("-f", "--file", "stack_file", required=True, type=click.Path(dir_okay=False), help="Stack file.")
 @click.option("-i", "--identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Operator private key (its .pub is installed); default: a key made per stack.")
-@click.option("--user", default=None, help="SSH user (default: the image's: local debian, aws admin, gce debian).")
+@click.option("--user", default=None, help="SSH user (default: local debian, aws admin (Debian AMIs), gce provisioner).")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
               help="Registry reached over plain HTTP (loopback registries are allowed anyway).")
 @click.option("--timeout", type=float, default=600.0, show_default=True,

@@ -22,6 +22,7 @@ import ipaddress
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from .runtime import DEFAULT_STATE_ROOT, Runtime
 
 log = logging.getLogger(__name__)
 
+_PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the provisioner package
 NETWORK_CONFIG = "network.json"   # optional <root>/containers/network.json: NetworkConfig fields
 STOP_TIMEOUT = 10.0
 START_WAIT = 15.0
@@ -179,7 +181,8 @@ class Manager:
             raise ConfigError(f"--workdir {req.workdir!r} is not an absolute path")
         reference.parse(req.image)
         return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
-                "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm}
+                "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm,
+                "auto_remove": req.rm and req.detach}
 
     def _image(self, ref: str, insecure: tuple[str, ...]):
         store = self._store()
@@ -335,12 +338,37 @@ class Manager:
         opts = bundle.RunOptions.from_json(rec.config["options"])
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
-                        stop_timeout=STOP_TIMEOUT, shim=self.shim)
+                        stop_timeout=STOP_TIMEOUT, shim=self.shim, exit_command=self._exit_command(rec))
         undo.append(("supervisor", lambda: (self._halt(rec, 0),
                                             supervise.remove(rec.id, self._dir(rec), self.supervise_dir))))
         self._wait_started(rec, rt)
         rec.state.pop("stopped_by_user", None)
         self.records.save(rec)
+
+    def _exit_command(self, rec: ContainerRecord) -> list[str] | None:
+        """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`
+        with this Python and this package (found by path: the shim runs it from / with the
+        caller's environment). An attached `run --rm` is removed by the CLI waiting for it."""
+        if not rec.config.get("auto_remove"):
+            return None
+        boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from provisioner.cli.main import main; main()"
+        return [sys.executable, "-c", boot, str(_PKG_PARENT), "--root", str(self.root.resolve()), "container",
+                "autoremove", rec.id]
+
+    def autoremove(self, ref: str) -> bool:
+        """Removes a `--rm` container once it has exited (with its anonymous volumes); anything
+        else, or a container already gone, is left alone. The shim's exit command; `reap` is
+        the sweep that catches what it missed (a shim killed, an older record)."""
+        rec = self.records.find(ref)
+        if rec is None:
+            return False
+        with self.records.op_lock(rec.id):
+            rec = self.records.find(rec.id)
+            if rec is None or not rec.config.get("rm") or rec.state.get("phase") != "created" \
+                    or self.status(rec).state not in ("exited", "dead"):
+                return False  # gone, restarted meanwhile (`restart` holds the lock), or not --rm
+            self._rm(rec, True, True)
+            return True
 
     def _wait_started(self, rec: ContainerRecord, rt: Runtime) -> None:
         """Until the runtime reports the container running, or the supervisor's child ended.

@@ -175,10 +175,12 @@ def start(
     backoff_max_ms: int = 60_000,
     backoff_reset_ms: int = 10_000,
     shim: str | None = None,
+    exit_command: Sequence[str] | None = None,
 ) -> ShimStatus:
     """Starts `argv` under a detached shim; returns once the command has been exec'd.
     The command runs in / with the caller's environment and stdin on /dev/null (the runtime
-    sets the container's own cwd and env), in its own process group."""
+    sets the container's own cwd and env), in its own process group. `exit_command` (an argv with
+    an absolute path) runs once the command is done for good and the shim has let go of it."""
     paths = ShimPaths.of(name, log_dir, state_dir)
     if not argv:
         raise ContainerError(f"{name}: no command to run")
@@ -204,15 +206,23 @@ def start(
     paths.stop.unlink(missing_ok=True)
     spec = {"argv": list(argv), "policy": str(pol), "log_dir": str(Path(log_dir).resolve()),
             "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
-            "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms}
+            "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms,
+            "exit_command": list(exit_command) if exit_command else None}
     atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
         "--stop-file", str(paths.stop), "--log", str(paths.log), "--restart", str(pol),
         "--stop-signal", sig, "--stop-timeout", f"{stop_timeout:g}",
         "--log-max-size", str(log_max_size), "--log-max-files", str(log_max_files),
-        "--backoff-max-ms", str(backoff_max_ms), "--backoff-reset-ms", str(backoff_reset_ms), "--", *argv,
+        "--backoff-max-ms", str(backoff_max_ms), "--backoff-reset-ms", str(backoff_reset_ms),
     ]
+    if exit_command:
+        if not os.path.isabs(exit_command[0]):
+            raise ContainerError(f"{name}: the exit command must be an absolute path (got {exit_command[0]!r})")
+        cmd += ["--exit-command", exit_command[0]]
+        for arg in exit_command[1:]:
+            cmd += ["--exit-command-arg", arg]
+    cmd += ["--", *argv]
     # The launcher returns as soon as the daemon reports the first exec, so this is an
     # ordinary short command through the Runner; the daemon's stdio is /dev/null.
     try:
@@ -276,7 +286,7 @@ def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None)
                  stop_signal=spec["stop_signal"], stop_timeout=spec["stop_timeout"],
                  log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
                  backoff_max_ms=spec["backoff_max_ms"], backoff_reset_ms=spec.get("backoff_reset_ms", 10_000),
-                 shim=shim)
+                 shim=shim, exit_command=spec.get("exit_command"))
 
 
 def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,

@@ -35,7 +35,7 @@ from .plan import REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_ya
 PHASES = (("launch", "launch and boot"), ("ssh", "SSH ready"), ("agent", "agent install"),
           ("prepare", "host preparation (disks)"), ("images", "image pulls"), ("containers", "container starts"),
           ("total", "total"))
-DEFAULT_USER = {"aws": "admin", "gce": "debian"}   # Debian's cloud images' default users
+DEFAULT_USER = {"aws": "admin", "gce": "provisioner"}  # AWS: Debian AMIs; GCE: the ssh-keys metadata user
 PROVISION = ("provision",)                         # the agent on the host (/usr/local/bin, via sudo)
 
 
@@ -202,7 +202,8 @@ class Deployer:
         for p in stack.published_ports(host):
             for n in range(p.first, p.last + 1):
                 endpoints.setdefault(f"{n}/{p.protocol}", f"{address}:{n}")
-        volumes = {v.name: v.id for v in hr.volumes}
+        # launch attaches them in the order the host's disks: section lists them
+        volumes = {spec.name: res.id for spec, res in zip(host.volumes, hr.volumes)}
         return inventory.HostRecord(
             stack=stack.name, host=hr.host, cloud=cloud, address=address, port=int(port), user=self.user or user,
             key_file=str(self.private_key), fingerprints=tuple(hr.host_keys.fingerprints.values()),

@@ -45,6 +45,7 @@ def test_allinone_example_comes_up_healthy_and_down_leaves_nothing(tmp_path):
         for fixed, free in ports.items():
             text = text.replace(f"127.0.0.1:{fixed}:", f"127.0.0.1:{free}:")
         text = text.replace("127.0.0.1:8125:8125/udp", f"127.0.0.1:{free_port()}:8125/udp")
+        text = text.replace('"8000:80"', f'"127.0.0.1:{ports[8000]}:80"')
         stack = tmp_path / "allinone.yml"
         stack.write_text(text)
         try:

@@ -1,0 +1,112 @@
+"""`provision deploy` on AWS (moto server) and GCE (the discovery-validating double), up to SSH.
+
+Everything before the first SSH connection runs for real against the emulators: the plan, the
+image check in a registry, the launch, host keys read from the console, the host record. The SSH
+factory is the seam: it records the target deploy would connect to and stops there.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from provisioner.clouds.launch import Timeouts
+from provisioner.deploy import inventory
+from provisioner.deploy.pipeline import Deployer
+from provisioner.deploy.plan import plan_deploy
+from provisioner.errors import HostError, ImageError
+from tests.registry_fixture import FakeRegistry, make_image, serve_image
+
+from test_clouds_aws_moto import aws, moto_url  # noqa: F401  (fixtures)
+from test_clouds_gce_double import double, gce  # noqa: F401  (fixtures)
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C8okWi0dh2l9GKJl operator@test"
+CONSOLE_EC2 = (Path(__file__).parent.parent / "fixtures" / "clouds" / "console-ec2.txt").read_text()
+STACK = """\
+name: shop
+hosts:
+  - name: web
+    ssh_cidr: 198.51.100.0/24
+    services: [web]
+    aws: {instance_type: t3.small, image: ami-1e749f67, zone: us-east-1a}
+    gce: {machine_type: e2-small, image: family/ubuntu-cloudinit, zone: us-central1-a}
+    disks:
+      ephemeral: {mount: /var/lib/provisioner, count: 1}
+      volumes:
+        - {name: data, mount: /srv/data, size: 1}
+services:
+  web:
+    image: REGISTRY/shop/web:1
+    ports: ["80:80"]
+"""
+
+
+class StopAtSsh:
+    targets: list = []
+
+    def __init__(self, target):
+        StopAtSsh.targets.append(target)
+        self.target = target
+
+    def wait_ready(self, timeout):
+        raise HostError(f"ssh {self.target.where}: stopped here by the test")
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def registry():
+    with FakeRegistry() as reg:
+        serve_image(reg, "shop/web", ["1"], make_image([{"index.html": b"hi"}]))
+        yield reg
+
+
+def _deploy(tmp_path, registry, cloud, driver, image="shop/web:1"):
+    stack = tmp_path / "stack.yml"
+    stack.write_text(STACK.replace("REGISTRY/shop/web:1", f"{registry.address}/{image}"))
+    StopAtSsh.targets = []
+    d = Deployer(plan_deploy(stack, cloud), driver, root=tmp_path / "root", runner=None, public_key=PUBKEY,
+                 private_key=tmp_path / "id", timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
+                 bundle_builder=lambda runner, progress: pytest.fail("no agent without SSH"),
+                 ssh_factory=StopAtSsh)
+    return d.run()
+
+
+def test_aws_deploy_path_up_to_ssh(aws, registry, tmp_path, monkeypatch):
+    _url, ec2, driver = aws
+    monkeypatch.setattr(driver, "console_output", lambda inst: CONSOLE_EC2)  # moto's console has no keys
+    result = _deploy(tmp_path, registry, "aws", driver)
+    (host,) = result.hosts
+    assert host.launched and host.error.startswith("ssh: ") and "stopped here by the test" in host.error
+    rec = inventory.find(tmp_path / "root", "shop/web")
+    inst = ec2.describe_instances(InstanceIds=[rec.instance_id])["Reservations"][0]["Instances"][0]
+    assert (rec.address, rec.port, rec.user) == (inst["PublicIpAddress"], 22, "admin")
+    assert rec.fingerprints and all(fp.startswith("SHA256:") for fp in rec.fingerprints)
+    assert StopAtSsh.targets[0] == rec.target()
+    vol = ec2.describe_volumes(VolumeIds=[rec.volumes["data"]])["Volumes"][0]
+    assert vol["Attachments"][0]["InstanceId"] == rec.instance_id
+    assert rec.endpoints["80/tcp"] == f"{rec.address}:80"
+
+
+def test_gce_deploy_path_up_to_ssh(double, gce, registry, tmp_path):
+    result = _deploy(tmp_path, registry, "gce", gce)
+    (host,) = result.hosts
+    assert host.launched and "stopped here by the test" in host.error
+    rec = inventory.find(tmp_path / "root", "web")
+    nic = double.instances[("us-central1-a", "shop-web")]["networkInterfaces"][0]
+    assert rec.address == nic["accessConfigs"][0]["natIP"] and rec.user == "provisioner"
+    assert set(rec.fingerprints) == {"SHA256:shop-webEd25519FingerprintAAAAAAAAAAAAAAAAAAAA",
+                                     "SHA256:shop-webEcdsaFingerprintAAAAAAAAAAAAAAAAAAAAAA"}
+    assert set(rec.volumes) == {"data"}
+
+
+def test_an_unknown_image_fails_before_anything_is_launched(aws, registry, tmp_path):
+    _url, ec2, driver = aws
+    with pytest.raises(ImageError, match="shop/nope"):
+        _deploy(tmp_path, registry, "aws", driver, image="shop/nope:1")
+    running = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+               if i["State"]["Name"] != "terminated"]
+    assert running == [] and ec2.describe_volumes()["Volumes"] == []
+    assert inventory.records(tmp_path / "root") == []
