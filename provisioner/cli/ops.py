@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from ..deploy import ops_cloud
 from ..deploy.ops_remote import SshRemote, fetch_host_keys, interactive_argv, remote_command, stream, \
     write_known_hosts
 from ..deploy.ops_snapshot import apply_snapshot, plan_snapshot
+from ..errors import HostError
 from ..host.ssh import SshClient
 from .app import App, emit, json_option, pass_app, status, table
 
@@ -67,6 +69,9 @@ def ssh_cmd(app: App, host: str, command: tuple[str, ...]) -> None:
             rc = stream(client, ops.ssh_command(command), out, err, stdin=stdin)
         raise click.exceptions.Exit(rc)
     rec = inventory.find(app.root, host)
+    if shutil.which("ssh") is None:
+        raise HostError("no OpenSSH client (ssh) on this machine for an interactive session; "
+                        f"run commands with: provision ssh {host} -- COMMAND")
     target = rec.target()
     keys = fetch_host_keys(target)
     with tempfile.TemporaryDirectory(prefix="provision-ssh-") as tmp:
