@@ -1,0 +1,160 @@
+"""The per-host steps of `provision deploy` over a fake SSH: order, idempotence, failures, reuse."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from provisioner.clouds.base import Resource
+from provisioner.deploy import inventory
+from provisioner.deploy.pipeline import Deployer, breakdown_rows
+from provisioner.deploy.plan import host_yaml, plan_deploy, volume_match
+from provisioner.errors import HostError
+from provisioner.host.ssh import Output
+
+STACK = """\
+name: shop
+hosts:
+  - name: web
+    services: [web]
+    disks:
+      ephemeral: {mount: /var/lib/provisioner, count: 2}
+      volumes:
+        - {name: data, mount: /srv/data, size: 1}
+services:
+  web:
+    image: 127.0.0.1:5000/shop/web:1
+    env_file: web.env
+    ports: ["PORT:80"]
+"""
+
+
+class FakeDriver:
+    name = "local"
+
+    def __init__(self, state="running"):
+        self.state = state
+
+    def find(self, stack):
+        return [Resource("instance", "i-1", "shop-web", "web", self.state, {})]
+
+
+@dataclass
+class Pushed:
+    up_to_date: bool
+    sent: list
+    skipped: list
+    bytes_sent: int = 0
+
+    def to_json(self):
+        return {"up_to_date": self.up_to_date, "sent": self.sent}
+
+
+class FakeSsh:
+    log: list = []
+    fail_boot = False
+
+    def __init__(self, target):
+        self.target = target
+
+    def wait_ready(self, timeout):
+        FakeSsh.log.append("wait_ready")
+
+    def close(self):
+        pass
+
+    def run(self, argv, sudo=False, check=True, input=None, timeout=None):
+        cmd = argv if isinstance(argv, str) else " ".join(argv)
+        FakeSsh.log.append((cmd, input))
+        if cmd.startswith("provision host boot"):
+            steps = [{"name": "disks", "status": "failed" if self.fail_boot else "ok", "seconds": 0.1,
+                      "message": "no disk matches" if self.fail_boot else ""}]
+            return Output(1 if self.fail_boot else 0, json.dumps({"steps": steps}), "", 0.1)
+        if cmd.startswith("provision up"):
+            return Output(0, json.dumps([{"action": "create", "service": "web", "text": "create web"}]), "", 0.1)
+        if cmd.startswith("provision ps"):
+            return Output(0, json.dumps([{"service": "web", "state": "running", "health": "none"}]), "", 0.1)
+        return Output(0, "", "", 0.0)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    (tmp_path / "web.env").write_text("A=1\n")
+    stack = tmp_path / "stack.yml"
+    stack.write_text(STACK.replace("PORT", str(port)))
+    root = tmp_path / "root"
+    inventory.save(root, inventory.HostRecord(
+        stack="shop", host="web", cloud="local", address="127.0.0.1", port=2222, user="debian", key_file="/k",
+        fingerprints=("SHA256:x",), volumes={"data": "vol0123456789abcdef0"},
+        endpoints={f"{port}/tcp": f"127.0.0.1:{port}"}, style="aws"))
+    FakeSsh.log, FakeSsh.fail_boot = [], False
+    yield stack, root, port
+    listener.close()
+
+
+def _deployer(stack, root, driver=None, pushed=None):
+    pushes = []
+
+    def push(ssh, ref, insecure_registries=()):
+        pushes.append(ref)
+        return pushed or Pushed(False, [0, 1], [])
+    d = Deployer(plan_deploy(stack, "local"), driver or FakeDriver(), root=root, runner=None, public_key="k",
+                 private_key=root / "id", bundle_builder=lambda runner, progress: "bundle",
+                 deliverer=lambda ssh, bundle, progress: FakeSsh.log.append(("deliver", bundle)),
+                 pusher=push, ssh_factory=FakeSsh)
+    d._preflight = lambda: None   # the registry check is covered by the cloud-path tests
+    return d, pushes
+
+
+def test_reuse_runs_the_host_steps_in_order(setup):
+    stack, root, port = setup
+    d, pushes = _deployer(stack, root)
+    result = d.run()
+    (host,) = result.hosts
+    assert result.ok and not host.launched and host.error is None
+    cmds = [e if isinstance(e, str) else e[0] for e in FakeSsh.log]
+    order = [c for c in cmds if c in ("wait_ready", "deliver") or c.startswith(("provision", "sh -c"))]
+    assert order[:2] == ["wait_ready", "deliver"]
+    writes = [e for e in FakeSsh.log if isinstance(e, tuple) and e[0].startswith("sh -c")]
+    assert [w[0].split("cat > ")[1].split(".new")[0] for w in writes] == [
+        "/etc/provisioner/stack.yml", "/etc/provisioner/web.env", "/etc/provisioner/host.yml"]
+    assert writes[1][1] == "A=1\n"
+    assert "data: {aws_volume_id: 'vol0123456789abcdef0'}" in writes[2][1]
+    assert [c.split(" -f")[0] for c in cmds if c.startswith("provision")] == [
+        "provision host boot --json", "provision up", "provision ps"]
+    assert pushes == ["127.0.0.1:5000/shop/web:1"]
+    assert host.endpoints == {f"{port}/tcp": f"127.0.0.1:{port}"}
+    rows = breakdown_rows(result)
+    assert [r[0] for r in rows] == ["launch and boot", "SSH ready", "agent install", "host preparation (disks)",
+                                    "image pulls", "container starts", "total"]
+    assert rows[0][1] == "reused"
+
+
+def test_a_failed_boot_hook_stops_that_host_and_names_the_step(setup):
+    stack, root, _port = setup
+    FakeSsh.fail_boot = True
+    d, pushes = _deployer(stack, root)
+    (host,) = d.run().hosts
+    assert host.error.startswith("prepare: the boot hook failed on web: disks: no disk matches")
+    assert pushes == []   # nothing after the failed phase
+
+
+def test_a_partly_deployed_stack_is_one_clear_error(setup):
+    stack, root, _port = setup
+    d, _ = _deployer(stack, root, driver=FakeDriver(state="stopped"))
+    with pytest.raises(HostError, match=r"stack 'shop' is partly deployed \(running: none; not running or not "
+                                         r"recorded: web\); run 'provision destroy shop --cloud local'"):
+        d.run()
+
+
+def test_host_yaml_and_volume_matches():
+    assert volume_match("aws", "aws", "data", "vol-1") == {"aws_volume_id": "vol-1"}
+    assert volume_match("local", "gce", "data", "data") == {"gce_device_name": "data"}
+    assert volume_match("gce", "gce", "data", "x") == {"gce_device_name": "data"}
