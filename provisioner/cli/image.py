@@ -260,36 +260,45 @@ def _names(names: tuple[str, ...]) -> list[str]:
 @click.option("--name", "names", multiple=True, metavar="REF",
               help="Name to record the image under (repeatable; default: the layout's tag as layout/DIR:TAG).")
 @click.option("--tag", help="Which image of the layout (its org.opencontainers.image.ref.name); needed when it holds several.")
+@click.option("--all", "all_", is_flag=True, help="Load every image of the layout, each named by its tag (a full REF).")
 @click.option("--platform", "platform_", metavar="OS/ARCH[/VARIANT]", help="Platform to pick from an index.")
 @json_option
 @pass_app
-def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, platform_: str | None) -> None:
+def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all_: bool, platform_: str | None) -> None:
     """Load an OCI layout directory SOURCE (or `-`: a tar of one on stdin) into the store.
 
     Layer blobs may be left out of the layout when their layer chain is already stored (see
-    `image layers`); every blob present is verified."""
+    `image layers`); every blob present is verified; each image loads all-or-nothing."""
     from pathlib import Path
 
     from ..containers import imageload
 
+    if all_ and (names or tag):
+        raise ImageError("image load: --all names each image by its tag; it takes no --name or --tag")
     wanted = _names(names)
     plat = parse_platform(platform_) if platform_ else None
     store = _store(app)
 
-    def default_names(img) -> list[str]:
-        return wanted or [f"layout/{Path(source).name if source != '-' else 'stdin'}:{img.tag or 'latest'}"]
+    def load_from(layout: Path) -> list:
+        if all_:
+            return imageload.load_all(store, layout, platform=plat)
+        img = imageload.read_layout(layout, tag, plat)
+        default = f"layout/{Path(source).name if source != '-' else 'stdin'}:{img.tag or 'latest'}"
+        return [imageload.load(store, layout, wanted or [default], tag=tag, platform=plat)]
 
     if source == "-":
         with imageload.incoming(app.root) as work:
             imageload.receive_tar(click.get_binary_stream("stdin"), work)
-            img = imageload.read_layout(work, tag, plat)
-            result = imageload.load(store, work, default_names(img), tag=tag, platform=plat)
+            results = load_from(work)
     else:
-        img = imageload.read_layout(Path(source), tag, plat)
-        result = imageload.load(store, Path(source), default_names(img), tag=tag, platform=plat)
-    emit(app, result.to_json(),
-         lambda: click.echo(f"loaded {', '.join(result.names)} (id {result.image_id[:19]}): {result.layers} layers, "
-                            f"{len(result.applied)} applied, {len(result.present)} already present"))
+        results = load_from(Path(source))
+
+    def human() -> None:
+        for r in results:
+            click.echo(f"loaded {', '.join(r.names)} (id {r.image_id[:19]}): {r.layers} layers, "
+                       f"{len(r.applied)} applied, {len(r.present)} already present")
+
+    emit(app, {"images": [r.to_json() for r in results]} if all_ else results[0].to_json(), human)
 
 
 @image_group.command("layers")
@@ -298,7 +307,8 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, pla
 @json_option
 @pass_app
 def layers_cmd(app: App, missing: bool, name: str | None) -> None:
-    """Read an image config (or a JSON list of diff_ids) on stdin; say which layers the store holds."""
+    """Say which layers of an image the store holds: an image config (or a JSON list of diff_ids) on
+    stdin, or {"images": [{"name": REF, "diff_ids": [...]}, ...]} for several at once."""
     import json
 
     from ..containers import imageload
@@ -308,21 +318,14 @@ def layers_cmd(app: App, missing: bool, name: str | None) -> None:
         doc = json.loads(click.get_binary_stream("stdin").read())
     except ValueError as exc:
         raise ImageError(f"image layers: stdin is not JSON ({exc}); give an image config") from None
-    diff_ids = imageload.diff_ids_of(doc, "image config on stdin")
-    store = _store(app)
-    states = imageload.layer_states(store, diff_ids)
-    image = None
-    if key:
-        try:
-            rec = store.get_image(key)
-            image = {"name": key, "id": rec.id, "manifest_digest": rec.manifest_digest}
-        except ImageError:
-            image = None
-    shown = [s for s in states if not (missing and s.present)]
-    data = {"layers": [s.to_json() for s in shown], "missing": [s.index for s in states if not s.present],
-            "image": image}
-    emit(app, data, lambda: click.echo(table([[str(s.index), s.diff_id[7:19], "present" if s.present else "missing"]
-                                             for s in shown], ["INDEX", "DIFF_ID", "STATE"])))
+    data = imageload.answer_query(_store(app), doc, key, missing)
+
+    def human() -> None:
+        for one in data.get("images") or [data]:
+            click.echo(table([[str(x["index"]), x["diff_id"][7:19], "present" if x["present"] else "missing"]
+                              for x in one["layers"]], ["INDEX", "DIFF_ID", "STATE"]))
+
+    emit(app, data, human)
 
 
 class PushProgress:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import ImageError
+from . import reference as _reference
 from .registry import INDEX_TYPES, LAYER_TYPES, Platform, host_platform
 from .store import ImageRecord, Store, check_digest
 from .transport import ReadStream
@@ -73,6 +74,40 @@ def layer_states(store, diff_ids: list[str]) -> list[LayerState]:
         parent = store.chain_id(parent, diff_id)
         out.append(LayerState(i, diff_id, parent, store.has_chain(parent)))
     return out
+
+
+def layers_answer(store, diff_ids: list[str], name: str | None = None, missing_only: bool = False) -> dict:
+    """What `provision image layers` prints for one image: its layers' states, the missing indices,
+    and the image the store holds under `name` (a normalised reference), if any."""
+    states = layer_states(store, diff_ids)
+    image = None
+    if name:
+        try:
+            rec = store.get_image(name)
+            image = {"name": name, "id": rec.id, "manifest_digest": rec.manifest_digest}
+        except ImageError:
+            pass
+    return {"layers": [s.to_json() for s in states if not (missing_only and s.present)],
+            "missing": [s.index for s in states if not s.present], "image": image}
+
+
+def answer_query(store, doc: object, name: str | None = None, missing_only: bool = False) -> dict:
+    """`layers_answer` for an image config / diff_id list, or for each entry of
+    {"images": [{"name": REF, "diff_ids": [...] or "config": {...}}, ...]} (then {"images": [answers]})."""
+    if not (isinstance(doc, dict) and "images" in doc):
+        return layers_answer(store, diff_ids_of(doc, "image config on stdin"), name, missing_only)
+    entries = doc["images"]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ImageError("image query on stdin: 'images' must be a list of {name, diff_ids} objects")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"image query on stdin, entry {i}"
+        if not isinstance(entry.get("name"), str):
+            raise ImageError(f"{where}: no name")
+        ref = str(_reference.parse(entry["name"]))
+        ids = diff_ids_of(entry["diff_ids"] if "diff_ids" in entry else entry.get("config"), where)
+        out.append({"name": ref, **layers_answer(store, ids, ref, missing_only)})
+    return {"images": out}
 
 
 # ---- reading a layout ----------------------------------------------------------------------------
@@ -126,25 +161,16 @@ def _json(data: bytes, where: str) -> dict:
 def read_layout(layout: Path, tag: str | None = None, platform: Platform | None = None) -> LayoutImage:
     """The image `tag` names in the layout (the only entry when `tag` is None), verified."""
     layout = Path(layout)
-    if not (layout / "oci-layout").is_file():
-        raise ImageError(f"{layout}: not an OCI image layout (no oci-layout file)")
-    try:
-        index = _json((layout / "index.json").read_bytes(), f"{layout}/index.json")
-    except FileNotFoundError:
-        raise ImageError(f"{layout}: not an OCI image layout (no index.json)") from None
-    entries = index.get("manifests")
-    if not isinstance(entries, list) or not entries:
-        raise ImageError(f"{layout}/index.json: no manifests")
-    tags = [(e.get("annotations") or {}).get(REF_NAME) if isinstance(e, dict) else None for e in entries]
+    entries, tags = _index(layout)
     if tag is None:
         if len(entries) != 1:
-            raise ImageError(f"{layout} holds {len(entries)} images ({', '.join(str(t) for t in tags)}): "
+            raise ImageError(f"{layout} holds {len(entries)} images ({', '.join(tags)}): "
                              "name one with --tag")
         desc = _descriptor(entries[0], f"{layout}/index.json entry 0")
     else:
         if tag not in tags:
             raise ImageError(f"tag {tag!r} not found in OCI layout {layout} "
-                             f"(tags: {', '.join(str(t) for t in tags if t) or 'none'})")
+                             f"(tags: {', '.join(t for t in tags if t) or 'none'})")
         desc = _descriptor(entries[tags.index(tag)], f"{layout}/index.json tag {tag}")
     doc = _json(_read_blob(layout, desc, "manifest"), f"{layout}: manifest {desc['digest']}")
     if doc.get("mediaType") in INDEX_TYPES or ("manifests" in doc and "layers" not in doc):
@@ -169,6 +195,21 @@ def read_layout(layout: Path, tag: str | None = None, platform: Platform | None 
         raise ImageError(f"{layout}: image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
     manifest = _blob_path(layout, desc["digest"]).read_bytes()
     return LayoutImage(desc["digest"], manifest, config, layers, diff_ids, tag)
+
+
+def _index(layout: Path) -> tuple[list, list[str]]:
+    """index.json's entries and their ref.name annotations ("" when untagged)."""
+    if not (layout / "oci-layout").is_file():
+        raise ImageError(f"{layout}: not an OCI image layout (no oci-layout file)")
+    try:
+        index = _json((layout / "index.json").read_bytes(), f"{layout}/index.json")
+    except FileNotFoundError:
+        raise ImageError(f"{layout}: not an OCI image layout (no index.json)") from None
+    entries = index.get("manifests")
+    if not isinstance(entries, list) or not entries:
+        raise ImageError(f"{layout}/index.json: no manifests")
+    return entries, [str((e.get("annotations") or {}).get(REF_NAME) or "") if isinstance(e, dict) else ""
+                     for e in entries]
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -258,6 +299,21 @@ def load(store: Store, layout: Path, names: list[str], *, tag: str | None = None
     applied = [s.index for s in states if not s.present]
     return LoadResult(list(names), record.id, img.manifest_digest, len(states), applied,
                       [s.index for s in states if s.present], time.monotonic() - start, record)
+
+
+def load_all(store: Store, layout: Path, *, platform: Platform | None = None) -> list[LoadResult]:
+    """Load every image of the layout, each named by its tag (which must be a full image reference,
+    as `image push` writes them). Each image is loaded all-or-nothing, in index order, so a layer
+    blob shared by two of them is needed once."""
+    _, tags = _index(Path(layout))
+    names = []
+    for tag in tags:
+        try:
+            names.append(str(_reference.parse(tag)))
+        except ImageError as exc:
+            raise ImageError(f"{layout}: tag {tag!r} is not an image reference ({exc}); load it with --tag and "
+                             "--name") from None
+    return [load(store, layout, [name], tag=tag, platform=platform) for tag, name in zip(tags, names)]
 
 
 # ---- receiving a layout as a tar stream ----------------------------------------------------------

@@ -152,3 +152,21 @@ def test_load_from_stdin_tar_stages_and_cleans_up(root, tmp_path):
     assert store_state(root) == before
     assert [p.name for p in (root / "incoming").iterdir()] == [".lock"]
     shutil.rmtree(tmp_path / "cut")
+
+
+def test_load_all_two_images_sharing_a_layer(root, tmp_path):
+    base = {"opt/shared": os.urandom(30_000)}
+    one, two = make_image([base, {"x": b"1"}]), make_image([base, {"x": b"2"}])
+    dest = write_oci_layout(tmp_path / "two", "example.com/one:1", [one])
+    # a second tagged entry in the same layout, as `image push` writes several images
+    second = write_oci_layout(tmp_path / "tmp2", "example.com/two:1", [two])
+    for blob in (second / "blobs" / "sha256").iterdir():
+        shutil.copy(blob, dest / "blobs" / "sha256" / blob.name)
+    index = json.loads((dest / "index.json").read_text())
+    index["manifests"] += json.loads((second / "index.json").read_text())["manifests"]
+    (dest / "index.json").write_text(json.dumps(index))
+    before = len(store_state(root)["layers"])
+    res = ok(provision(root, "--json", "image", "load", str(dest), "--all"))
+    assert [(r["names"], r["applied"], r["present"]) for r in res["images"]] == [
+        (["example.com/one:1"], [0, 1], []), (["example.com/two:1"], [1], [0])]
+    assert len(store_state(root)["layers"]) == before + 2 * 3  # 3 chains, each a subvolume + its .json

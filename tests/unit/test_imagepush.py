@@ -298,7 +298,7 @@ def _tar_of(registry, repo: str, send_layers, platform="linux/amd64") -> tuple[b
     reg = Registry(parse(f"{registry.address}/{repo}:1"), insecure_hosts=[registry.address])
     image = reg.resolve(parse_platform(platform))
     buf = bytearray()
-    imagepush.write_layout_tar(buf.extend, image, send_layers, reg.open_blob)
+    imagepush.write_layout_tar(buf.extend, [imagepush.Shipment(image, reg.open_blob, tuple(send_layers))])
     return bytes(buf), image
 
 
@@ -409,3 +409,54 @@ def test_read_layout_errors(tmp_path, registry):
     (full / "blobs" / "sha256" / a.config_digest.split(":", 1)[1]).write_bytes(b"{}")
     with pytest.raises(ImageError, match=f"config blob {a.config_digest} failed verification"):
         imageload.read_layout(full)
+
+
+# ---- several images in one push --------------------------------------------------------------------------
+def test_push_images_batch_sends_a_shared_base_once(registry, host):
+    ssh, store = host
+    a_ref, b_ref = f"{registry.address}/team/a:1", f"{registry.address}/team/b:1"
+    seen: list[tuple[str, int]] = []
+    a, b = imagepush.push_images(ssh, [a_ref, b_ref], insecure_registries=[registry.address],
+                                 progress=lambda ref, i, done, size: seen.append((ref, i)) if done == size else None)
+    assert (a.sent, a.skipped) == ([0, 1], []) and (b.sent, b.skipped) == ([1], [0])
+    layers_a = json.loads(registry.images["a"]["manifest"])["layers"]
+    layers_b = json.loads(registry.images["b"]["manifest"])["layers"]
+    assert a.bytes_sent == layers_a[0]["size"] + layers_a[1]["size"] and b.bytes_sent == layers_b[1]["size"]
+    assert seen == [(a_ref, 0), (a_ref, 1), (b_ref, 1)]
+    # one question and one stream for both images
+    assert [c.split(" image ")[1].split()[0] for c in ssh.calls if " image " in c] == ["layers", "load"]
+    assert store.names == {a_ref: a.manifest_digest, b_ref: b.manifest_digest}
+    assert len(store.applied) == 3
+
+    again = imagepush.push_images(ssh, [b_ref, a_ref, b_ref], insecure_registries=[registry.address])
+    assert [r.ref for r in again] == [b_ref, a_ref, b_ref] and all(r.up_to_date for r in again)
+    assert len(ssh.streamed) == 1
+
+
+def test_layers_query_for_several_images_and_its_errors(tmp_path):
+    img = make_image([BASE, TOP_A])
+    store = FakeStore()
+    store.chains.add(Store.chain_id(None, img["diff_ids"][0]))
+    data = imageload.answer_query(store, {"images": [{"name": "a:1", "diff_ids": img["diff_ids"]},
+                                                     {"name": "b", "config": json.loads(img["config"])}]})
+    assert [(x["name"], x["missing"], x["image"]) for x in data["images"]] == [
+        ("docker.io/library/a:1", [1], None), ("docker.io/library/b:latest", [1], None)]
+    for doc, match in [({"images": {}}, "must be a list"), ({"images": [{"diff_ids": []}]}, "entry 0: no name"),
+                       ({"images": [{"name": "Bad Name", "diff_ids": []}]}, "invalid image reference 'Bad Name'"),
+                       ({"images": [{"name": "a", "diff_ids": ["x"]}]}, "entry 0")]:
+        with pytest.raises(ImageError, match=match):
+            imageload.answer_query(store, doc)
+
+
+def test_load_all_names_each_image_by_its_tag(registry, tmp_path):
+    store = FakeStore()
+    data, image = _tar_of(registry, "team/a", [0, 1])
+    dest = tmp_path / "all"
+    imageload.receive_tar(io.BytesIO(data), dest)
+    (res,) = imageload.load_all(store, dest)
+    assert res.names == [str(image.reference)] and store.names[str(image.reference)] == image.manifest_digest
+    index = json.loads((dest / "index.json").read_text())
+    index["manifests"][0]["annotations"][imageload.REF_NAME] = "latest but not a ref"
+    (dest / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ImageError, match="tag 'latest but not a ref' is not an image reference"):
+        imageload.load_all(FakeStore(), dest)
