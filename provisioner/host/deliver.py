@@ -83,6 +83,23 @@ def content_digest(wheel: Path) -> str:
     return h.hexdigest()
 
 
+_SOURCE_PARTS = ("pyproject.toml", "setup.py", "provisioner", "templates", "native")
+_SKIP_DIRS = {"__pycache__", "build", "tests", ".pytest_cache"}
+
+
+def source_digest(source: Path) -> str:
+    """sha256 over what goes into the wheel (package, templates, C sources), so an unchanged
+    checkout reuses its wheel instead of rebuilding it on every deploy."""
+    h = hashlib.sha256()
+    for part in _SOURCE_PARTS:
+        top = source / part
+        paths = [top] if top.is_file() else sorted(
+            p for p in top.rglob("*") if p.is_file() and not _SKIP_DIRS & set(p.relative_to(source).parts))
+        for p in paths:
+            h.update(str(p.relative_to(source)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | None = None,
                  progress: Callable[[str], None] = lambda _m: None) -> AgentBundle:
     cache = cache or DEFAULT_CACHE
@@ -111,13 +128,18 @@ def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | No
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    progress(f"agent: building the provisioner wheel from {source}…")
-    out = cache / "agent"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
-                "--wheel-dir", str(out), str(source)], timeout=900)
-    wheels = sorted(out.glob("provisioner-*.whl"))
+    out = cache / "agent" / source_digest(source)[:16]
+    wheels = sorted(out.glob("provisioner-*.whl")) if (out / _DONE).exists() else []
+    if wheels:
+        progress(f"agent: the provisioner wheel of this source is built already ({wheels[0].name})")
+    else:
+        progress(f"agent: building the provisioner wheel from {source}…")
+        shutil.rmtree(cache / "agent", ignore_errors=True)   # one source version kept
+        out.mkdir(parents=True)
+        runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--wheel-dir", str(out), str(source)], timeout=900)
+        (out / _DONE).write_text("")
+        wheels = sorted(out.glob("provisioner-*.whl"))
     if len(wheels) != 1:
         raise HostError(f"agent delivery: expected one provisioner wheel in {out}, found {len(wheels)}")
     deps = tuple(sorted(deps_dir.glob("*.whl")))

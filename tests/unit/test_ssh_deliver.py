@@ -127,3 +127,19 @@ def test_same_agent_contents_are_not_reinstalled(tmp_path):
     changed = _bundle(tmp_path / "c" if (tmp_path / "c").mkdir() is None else tmp_path, b"print('v2')\n")
     d.deliver(FakeSsh(marker=marker), changed)  # different contents: installed
     assert d.content_digest(changed.project_wheel) != d.content_digest(first.project_wheel)
+
+
+def test_source_digest_follows_what_goes_into_the_wheel(tmp_path):
+    from provisioner.host.deliver import source_digest
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
+    pkg = tmp_path / "provisioner"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("A = 1\n")
+    first = source_digest(tmp_path)
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")   # byte code: not the source
+    (tmp_path / "native" / "build").mkdir(parents=True)
+    (tmp_path / "native" / "build" / "provision-runtime").write_bytes(b"\0")
+    assert source_digest(tmp_path) == first
+    (pkg / "a.py").write_text("A = 2\n")
+    assert source_digest(tmp_path) != first
