@@ -69,7 +69,23 @@ def test_push_human_reports_layers_and_megabytes(registry, pushed_to):  # noqa: 
                                    "--insecure-registry", registry.address])
     assert res.exit_code == 0, (res.output, res.exception)
     assert "2 layers sent, 0 skipped" in res.stdout and " MB in " in res.stdout
-    assert "layer 1: sent" in res.stderr and "layer 2: sent" in res.stderr
+    assert "team/b:1 layer 1: sent" in res.stderr and "team/b:1 layer 2: sent" in res.stderr
+
+
+def test_push_several_refs_lists_reports(registry, pushed_to):  # noqa: F811
+    root, store, _ = pushed_to
+    refs = [f"{registry.address}/team/a:1", f"{registry.address}/team/b:1"]
+    res = CliRunner().invoke(cli, ["--root", str(root), "image", "push", "web/h1", *refs,
+                                   "--insecure-registry", registry.address])
+    assert res.exit_code == 0, (res.output, res.exception)
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"pushed {refs[0]} to web/h1: 2 layers sent, 0 skipped")
+    assert lines[1].startswith(f"pushed {refs[1]} to web/h1: 1 layers sent, 1 skipped")
+    assert lines[2].startswith("2 images: 3 layers sent,") and len(lines) == 3
+    res = CliRunner().invoke(cli, ["--root", str(root), "--json", "image", "push", "web/h1", *refs,
+                                   "--insecure-registry", registry.address])
+    data = json.loads(res.stdout)
+    assert [(d["ref"], d["up_to_date"], d["host"]) for d in data] == [(r, True, "web/h1") for r in refs]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -20,12 +20,13 @@ import pytest
 from provisioner.clouds.local import VmSpec
 from provisioner.deploy import inventory
 from provisioner.host.deliver import build_bundle, deliver
-from provisioner.host.imagepush import push_image
+from provisioner.host.imagepush import push_image, push_images
 from provisioner.host.ssh import SshClient, target_for
-from provisioner.imagebuild.layout import LayoutWriter
+from provisioner.imagebuild.layout import Layer, LayoutWriter
 from provisioner.imagebuild.recipes import BUSYBOX_CONFIG, build, busybox_layers, push
+from provisioner.imagebuild.tarbuild import F
 from provisioner.runner import Runner
-from tests.registry_fixture import docker_registry
+from tests.registry_fixture import docker_registry, wait_until
 
 from conftest import public_key
 from vmhelpers import qemu_processes_for, wait_not_listening
@@ -53,6 +54,11 @@ def registry(tmp_path_factory):
         second = LayoutWriter(work / "second")
         second.tag(second.image(busybox_layers(runner, marker="second"), BUSYBOX_CONFIG), "latest")
         push(work / "second", f"{reg.address}/test/second:1", runner=runner)
+        third = LayoutWriter(work / "third")  # busybox's base + 2 MB of its own
+        layers = busybox_layers(runner, marker="third")
+        layers[1] = Layer(layers[1].entries + (F("srv/blob", os.urandom(2 << 20)),))
+        third.tag(third.image(layers, BUSYBOX_CONFIG), "latest")
+        push(work / "third", f"{reg.address}/test/third:1", runner=runner)
         yield reg
 
 
@@ -126,6 +132,36 @@ def test_pushed_image_runs_on_the_host_without_a_pull(registry, ssh):
     out = ssh.run(["sudo", "-n", "provision", "container", "run", "--rm", f"{registry.address}/test/busybox:1",
                    "echo", "hi"], check=False)
     assert (out.returncode, out.stdout.strip()) == (0, "hi"), out.stderr
+
+
+def test_interrupted_push_leaves_nothing_and_the_next_sweeps_stale_staging(registry, ssh):
+    incoming = f"{AGENT_ROOT}/incoming"
+    ssh.run(f"mkdir -p {incoming}/1-1-killed && touch {incoming}/1-1-killed/blob", sudo=True)  # a kill -9 leftover
+    before = host_images(ssh)
+    third, busybox = f"{registry.address}/test/third:1", f"{registry.address}/test/busybox:1"
+
+    class Interrupted(Exception):
+        pass
+
+    def cut(ref, index, done, size):
+        if done < size:
+            raise Interrupted(f"{ref} layer {index} cut at {done} of {size} bytes")
+
+    with pytest.raises(Interrupted):
+        push_images(ssh, [third], insecure_registries=[registry.address], progress=cut)
+    # the host's load saw its stdin end mid-blob: it fails, removes its staging, records nothing
+    def settled() -> bool:  # no load running ([p]: pgrep must not match its own shell) and no staging left
+        busy = ssh.run(["pgrep", "-f", "[p]rovision .*image load"], check=False).returncode == 0
+        return not busy and ssh.run(f"ls -A {incoming}", sudo=True).stdout.split() == [".lock"]
+
+    wait_until(settled, timeout=90, interval=0.5, what="the interrupted load to exit and its staging to go")
+    assert host_images(ssh) == before
+
+    third_report, busybox_report = push_images(ssh, [third, busybox], insecure_registries=[registry.address])
+    print(f"\nafter the interruption: {third_report.to_json()}")
+    assert (third_report.sent, third_report.skipped) == ([1], [0]) and third_report.bytes_sent > 2 << 20
+    assert busybox_report.up_to_date
+    assert host_images(ssh)[third] == third_report.manifest_digest
 
 
 def test_cli_push_finds_the_host_in_the_inventory(registry, vm, ssh, operator_key, tmp_path):
