@@ -100,10 +100,10 @@ def source_digest(source: Path) -> str:
     return h.hexdigest()
 
 
-def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | None = None,
-                 progress: Callable[[str], None] = lambda _m: None) -> AgentBundle:
+def dependency_wheels(runner: Runner, *, cache: Path | None = None,
+                      progress: Callable[[str], None] = lambda _m: None) -> tuple[list[str], Path]:
+    """The runtime dependencies and a directory of their wheels for the host (built once, cached)."""
     cache = cache or DEFAULT_CACHE
-    source = source or project_dir()
     reqs = runtime_requirements()
     key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12]
     deps_dir = cache / "wheels" / f"py{python_tag()}-glibc{GUEST_GLIBC}-{key}"
@@ -128,6 +128,14 @@ def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | No
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    return reqs, deps_dir
+
+
+def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | None = None,
+                 progress: Callable[[str], None] = lambda _m: None) -> AgentBundle:
+    cache = cache or DEFAULT_CACHE
+    source = source or project_dir()
+    _reqs, deps_dir = dependency_wheels(runner, cache=cache, progress=progress)
     out = cache / "agent" / source_digest(source)[:16]
     wheels = sorted(out.glob("provisioner-*.whl")) if (out / _DONE).exists() else []
     if wheels:

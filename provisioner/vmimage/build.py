@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -61,15 +62,30 @@ FILES = {
 }
 
 
+AGENT_VENV = "/opt/provisioner/venv"
+AGENT_WHEELS = "/var/tmp/provisioner-wheels"   # where agent delivery stages wheels on a host
+
+
 @dataclass(frozen=True)
 class Debootstrap:
     spec: ImageSpec
     target: Path
+    agent_wheels: Path | None = None   # wheels of the agent's dependencies, baked into AGENT_VENV
 
     def argv(self) -> list[str]:
+        hooks = []
+        if self.agent_wheels is not None:
+            # mmdebstrap runs customize hooks with /proc, /sys and /dev mounted in the chroot
+            reqs = " ".join(shlex.quote(r) for r in self.spec.agent_requirements())
+            script = (f"mv /var/tmp/{self.agent_wheels.name} {AGENT_WHEELS} && rm -f {AGENT_WHEELS}/.complete && "
+                      f"python3 -m venv --without-pip {AGENT_VENV} && "
+                      f"python3 -m pip --python {AGENT_VENV}/bin/python install -q --disable-pip-version-check "
+                      f"--no-index --find-links {AGENT_WHEELS} --no-compile {reqs}")
+            hooks = [f"--customize-hook=copy-in {self.agent_wheels} /var/tmp",
+                     f"--customize-hook=chroot \"$1\" sh -c {shlex.quote(script)}"]
         return ["mmdebstrap", "--mode=root", f"--variant={self.spec.variant}", "--quiet",
                 "--include=" + ",".join(self.spec.all_packages()),
-                "--aptopt=APT::Install-Recommends \"false\"",
+                "--aptopt=APT::Install-Recommends \"false\"", *hooks,
                 self.spec.suite, str(self.target), f"deb {self.spec.mirror} {self.spec.suite} main"]
 
 
@@ -98,9 +114,9 @@ class Publish:
     key: str
 
 
-def plan(spec: ImageSpec, cache: Path, staging: Path) -> list:
+def plan(spec: ImageSpec, cache: Path, staging: Path, agent_wheels: Path | None = None) -> list:
     tree = staging / "rootfs"
-    return [Debootstrap(spec, tree), Customise(tree), ExtractBoot(tree, staging),
+    return [Debootstrap(spec, tree, agent_wheels if spec.agent else None), Customise(tree), ExtractBoot(tree, staging),
             MakeFilesystem(tree, staging / "disk.raw", spec.size_mb),
             Publish(staging, cache / "images" / spec.key(), spec.key())]
 
@@ -196,9 +212,14 @@ def build(spec: ImageSpec | None = None, *, runner: Runner, cache: Path | None =
     if os.geteuid() != 0:
         raise ImageError("VM image build needs root (mmdebstrap --mode=root and a root-owned tree)")
     (cache / "images").mkdir(parents=True, exist_ok=True)
+    wheels = None
+    if spec.agent:
+        from ..host.deliver import dependency_wheels
+
+        _reqs, wheels = dependency_wheels(runner, progress=progress)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=cache / "images"))
     try:
-        img = apply(plan(spec, cache, staging), runner, progress)
+        img = apply(plan(spec, cache, staging, wheels), runner, progress)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -12,7 +12,7 @@ DEFAULT_CACHE = Path("/var/tmp/provisioner-vm-cache")
 
 # Bumped whenever the customisation steps in build.py change what ends up in the image,
 # so an old cached image is not mistaken for a new one.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 PACKAGES = (
     # boot: kernel (its initramfs is built by initramfs-tools in the chroot), init, device manager
@@ -22,6 +22,8 @@ PACKAGES = (
     # what the on-host agent uses
     "btrfs-progs", "e2fsprogs", "nvme-cli", "iproute2", "nftables", "util-linux", "procps",
     "python3", "python3-venv", "python3-pip",
+    # what the boot hook's steps configure: time sync and log rotation
+    "systemd-timesyncd", "logrotate",
 )
 
 
@@ -37,6 +39,16 @@ class ImageSpec:
     packages: tuple[str, ...] = PACKAGES
     extra_packages: tuple[str, ...] = field(default_factory=tuple)
     size_mb: int = 0  # 0: size the filesystem from the tree (+ headroom)
+    # Bake the host agent's Python dependencies into /opt/provisioner/venv, so a deploy sends and
+    # installs only the provisioner wheel itself (the wheels stay in /var/tmp/provisioner-wheels).
+    agent: bool = True
+
+    def agent_requirements(self) -> list[str]:
+        if not self.agent:
+            return []
+        from ..host.deliver import runtime_requirements
+
+        return runtime_requirements()
 
     def all_packages(self) -> list[str]:
         return sorted(set(self.packages) | set(self.extra_packages))
@@ -44,7 +56,8 @@ class ImageSpec:
     def key(self) -> str:
         """Stable cache key: same suite, mirror, variant, packages and recipe → same image."""
         data = {"recipe": RECIPE_VERSION, "suite": self.suite, "mirror": self.mirror,
-                "variant": self.variant, "packages": self.all_packages(), "size_mb": self.size_mb}
+                "variant": self.variant, "packages": self.all_packages(), "size_mb": self.size_mb,
+                **({"agent": self.agent_requirements()} if self.agent else {})}
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         return f"{self.suite}-{digest[:16]}"
 
