@@ -1,0 +1,109 @@
+"""exec / logs / wait / ps / inspect: reaching into running containers and reading their state.
+Part of lifecycle.Manager (a mixin)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Iterator
+
+from ..errors import ContainerError
+from . import bundle, network, supervise, volumes
+from .container import ContainerRecord
+
+if TYPE_CHECKING:
+    from .lifecycle import Status
+
+
+class Accessing:
+    """What `exec`, `logs`, `ps` and `inspect` do."""
+
+    def exec(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
+             workdir: str | None = None):
+        """Runs `argv` in the running container through the Runner (output captured)."""
+        return self.runner.run(self.exec_argv(ref, argv, env=env, user=user, workdir=workdir), check=False)
+
+    def exec_attached(self, ref: str, argv: list[str], **kw) -> int:
+        """`docker exec -i`: the command shares our stdin/stdout/stderr and its output appears as
+        it is written, so this is a streaming process run with subprocess directly (the Runner
+        captures output until exit). Returns its exit code."""
+        import subprocess
+
+        return subprocess.run(self.exec_argv(ref, argv, **kw)).returncode
+
+    def exec_tty(self, ref: str, argv: list[str], *, interactive: bool, **kw) -> int:
+        """`docker exec -t[i]`: the command gets a pty (the runtime's console socket) proxied to our
+        stdin/stdout; returns its exit code."""
+        from . import console
+
+        with console.console_socket() as (sock, path):
+            full = self.exec_argv(ref, argv, console_socket=path, **kw)
+            return console.run_with_tty(full, sock, interactive=interactive)
+
+    def exec_argv(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
+                  workdir: str | None = None, console_socket: str | None = None) -> list[str]:
+        rec = self.records.get(ref)
+        if not self.is_running(rec):
+            raise ContainerError(f"container {rec.name} is not running")
+        rt = self.runtime()
+        args = [rt.path, "--root", rt.state_root, "exec"]
+        if console_socket:
+            args += ["--tty", "--console-socket", console_socket]
+        for k, v in bundle.parse_env(env):
+            args += ["--env", f"{k}={v}"]
+        if workdir:
+            args += ["--cwd", workdir]
+        if user:
+            rootfs = self._dir(rec) / "rootfs"
+            u = bundle.resolve_user(user, volumes.read_in(rootfs, "/etc/passwd"), volumes.read_in(rootfs, "/etc/group"))
+            args += ["--user", f"{u.uid}:{u.gid}"]
+        return args + [rec.id, "--", *argv]
+
+    def logs(self, ref: str, *, tail: int | None = None, follow: bool = False) -> Iterator[supervise.LogLine]:
+        rec = self.records.get(ref)
+        return supervise.logs(rec.id, self._dir(rec), tail=tail, follow=follow, state_dir=self.supervise_dir)
+
+    def wait(self, rec: ContainerRecord) -> Status:
+        while self.is_running(rec):
+            time.sleep(0.05)
+        return self.status(rec)
+
+    def ps(self, all_: bool = False) -> list[dict]:
+        self.reap()
+        out = []
+        for rec in self.records.all():
+            st = self.status(rec)
+            if not all_ and st.state not in ("running", "restarting"):
+                continue
+            out.append(self.describe(rec, st))
+        return out
+
+    def describe(self, rec: ContainerRecord, st: Status | None = None) -> dict:
+        st = st or self.status(rec)
+        ep = network.endpoint(self.root, rec.name)
+        return {"id": rec.id, "name": rec.name, "image": rec.image, "image_id": rec.image_id,
+                "created": rec.created, "status": st.to_json(), "restart": rec.config.get("restart", "no"),
+                "command": _command(rec), "ports": [str(p) for p in ep.ports] if ep else list(rec.config["ports"]),
+                "address": ep.address if ep else None, "mounts": rec.config.get("mounts", []),
+                "options": rec.config["options"], "links": rec.config["links"]}
+
+    def inspect(self, ref: str) -> dict:
+        rec = self.records.get(ref)
+        info = self.describe(rec)
+        info["rootfs"] = str(self._dir(rec) / "rootfs")
+        info["log"] = str(self._dir(rec) / f"{rec.id}.log")
+        info["image_config"] = rec.config["image_config"]
+        cfg = self._dir(rec) / "bundle" / "config.json"
+        if cfg.exists():
+            spec = json.loads(cfg.read_text())
+            info["process"] = {k: spec["process"][k] for k in ("args", "env", "cwd", "user")}
+            info["resources"] = spec["linux"].get("resources", {})
+            info["cgroups_path"] = spec["linux"].get("cgroupsPath")
+        return info
+
+
+def _command(rec: ContainerRecord) -> str:
+    try:
+        return " ".join(bundle.process_args(rec.config["image_config"],
+                                            bundle.RunOptions.from_json(rec.config["options"])))
+    except ContainerError:
+        return ""

@@ -1,0 +1,306 @@
+"""`run`: check a request, create a container (snapshot, volumes, bundle) and start it under its
+supervisor; also the start step `start`/`restart` reuse. Part of lifecycle.Manager (a mixin: the
+Manager holds root, runner, records, volumes, net and the runtime settings).
+
+`run` checks every input first, then creates step by step with an undo stack: a failure at any
+step removes whatever the earlier steps made (snapshot, volumes it created, netns, veth, rules,
+record) before the error is raised.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
+from ..fsutil import atomic_write
+from . import btrfs, bundle, network, reference, seccomp, supervise, volumes
+from .container import ContainerRecord, check_name
+from .network.ports import parse_ports
+from .runtime import Runtime
+
+log = logging.getLogger("provisioner.containers.lifecycle")
+
+_PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the provisioner package
+STOP_TIMEOUT = 10.0
+START_WAIT = 15.0
+
+
+@dataclass
+class RunRequest:
+    """`provision container run`, parsed by the CLI but not yet checked."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    detach: bool = False
+    ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
+    restart: str = "no"
+    memory: str | None = None
+    cpus: str | None = None
+    user: str | None = None
+    workdir: str | None = None
+    entrypoint: str | None = None
+    hostname: str | None = None
+    rm: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+
+
+def parse_link(text: str) -> tuple[str, str]:
+    name, _, alias = text.partition(":")
+    if not name or (":" in alias):
+        raise ConfigError(f"bad --link {text!r} (want NAME[:ALIAS])")
+    return name, alias or name
+
+
+class Creating:
+    """check / run and the steps of creating and starting a container."""
+
+    def check(self, req: RunRequest) -> dict:
+        """Every input checked, nothing touched: the container's config."""
+        if req.name:
+            check_name(req.name)
+        opts_env = list(bundle.parse_env(req.env))
+        env_file_entries: list[tuple[str, str]] = []
+        for f in req.env_files:
+            try:
+                text = Path(f).read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read env file ({exc.strerror})", f) from exc
+            env_file_entries += bundle.parse_env_file(text, f)
+        ports = list(req.ports)
+        parse_ports(ports)
+        specs = [volumes.parse_volume(v) for v in req.volumes]
+        volumes.check_unique(specs)
+        links = [parse_link(x) for x in req.links]
+        policy = supervise.RestartPolicy.parse(req.restart)
+        if req.rm and policy.name != "no":
+            raise ConfigError("--rm and --restart cannot be used together (as in Docker)")
+        security = seccomp.parse_security_opts(req.security_opt, caps=bundle.DEFAULT_CAPS)
+        opts = bundle.RunOptions(
+            command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + opts_env),
+            user=req.user, workdir=req.workdir, hostname=req.hostname or "",
+            memory=bundle.parse_memory(req.memory) if req.memory else None,
+            cpu_quota=bundle.parse_cpus(req.cpus) if req.cpus else None,
+            seccomp=security["seccomp"], no_new_privileges=security["no_new_privileges"],
+        )
+        if req.workdir and not req.workdir.startswith("/"):
+            raise ConfigError(f"--workdir {req.workdir!r} is not an absolute path")
+        reference.parse(req.image)
+        return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
+                "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm,
+                "auto_remove": req.rm and req.detach}
+
+    def _image(self, ref: str, insecure: tuple[str, ...]):
+        store = self._store()
+        key = str(reference.parse(ref))
+        try:
+            return store.get_image(key)
+        except ImageError:
+            pass
+        from .pull import pull
+
+        log.info("unable to find image %r locally; pulling it", ref)
+        try:
+            return pull(ref, store, self.root, insecure_registries=insecure, runner=self.runner).record
+        except ProvisionerError as exc:
+            raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
+
+    def run(self, req: RunRequest) -> ContainerRecord:
+        """Creates and starts a container; returns its record once the runtime has started it."""
+        self.reap()
+        config = self.check(req)
+        for target, _alias in config["links"]:
+            other = self.records.find(target)
+            if other is None or not self.is_running(other):
+                raise ContainerError(f"cannot link to {target}: no running container with that name")
+        image = self._image(req.image, req.insecure_registries)
+        config["image_config"] = (image.config or {}).get("config") or {}
+        rec = self.records.reserve(req.name, req.image, image.id, config)
+        undo: list[tuple[str, Callable[[], None]]] = [("record", lambda: self.records.delete(rec))]
+        with self.records.op_lock(rec.id):
+            try:
+                self._create(rec, image, undo)
+                self._start(rec, fresh=True, undo=undo)
+            except BaseException:
+                self._undo(rec, undo)
+                raise
+        return rec
+
+    def _undo(self, rec: ContainerRecord, undo) -> None:
+        for what, fn in reversed(undo):
+            try:
+                fn()
+            except (ProvisionerError, OSError) as exc:
+                log.warning("%s: rollback of %s failed: %s", rec.name, what, exc)
+
+    def _create(self, rec: ContainerRecord, image, undo) -> None:
+        d = self._dir(rec)
+        rootfs = d / "rootfs"
+        store = self._store()
+        if image.top_chain:
+            store.snapshot(image.top_chain, rootfs)
+        else:
+            btrfs.create(self.runner, rootfs)
+        undo.append(("rootfs snapshot", lambda: btrfs.delete(self.runner, rootfs)))
+        img_cfg = rec.config["image_config"]
+        specs = [volumes.VolumeSpec.from_json(s) for s in rec.config["volumes"]]
+        wanted = {s.destination for s in specs}
+        for dest in sorted(img_cfg.get("Volumes") or {}):
+            norm = os.path.normpath(dest)
+            if norm not in wanted:  # the image's VOLUME: an anonymous volume unless -v covers it
+                specs.append(volumes.VolumeSpec("anonymous", "", norm))
+        resolved = []
+        for s in specs:
+            if s.kind == "bind":
+                Path(s.source).mkdir(parents=True, exist_ok=True)  # docker run -v creates it too
+                resolved.append(s)
+                continue
+            name = s.source or self.volumes.new_anonymous_name()
+            if self.volumes.create(name, anonymous=s.kind == "anonymous"):
+                undo.append((f"volume {name}", lambda n=name: self.volumes.remove(n)))
+                self._copy_up(rootfs, s.destination, self.volumes.path(name))
+            resolved.append(volumes.VolumeSpec(s.kind, name, s.destination, s.readonly))
+        rec.config["mounts"] = [s.to_json() for s in resolved]
+        workdir = rec.config["options"].get("workdir") or img_cfg.get("WorkingDir")
+        if workdir:
+            volumes.make_dir_in(rootfs, workdir)
+        rec.state["phase"] = "created"
+        self.records.save(rec)
+
+    def _copy_up(self, rootfs: Path, dest: str, volume: Path) -> None:
+        """A new volume starts with the image's content at its mount point (Docker does the same)."""
+        src = volumes.resolve_in(rootfs, dest)
+        if not src.is_dir() or src.is_symlink():
+            return
+        if any(src.iterdir()):
+            self.runner.run(["cp", "-a", "--reflink=auto", "-T", str(src), str(volume)])
+        st = src.stat()  # an empty directory still gives its owner and mode (redis's /var/lib/redis)
+        os.chown(volume, st.st_uid, st.st_gid)
+        os.chmod(volume, st.st_mode & 0o7777)
+
+    def _bundle(self, rec: ContainerRecord, ep) -> Path:
+        d = self._dir(rec)
+        rootfs = d / "rootfs"
+        opts = bundle.RunOptions.from_json(rec.config["options"])
+        if not opts.hostname:
+            opts = replace(opts, hostname=ep.hostname)
+        mounts = []
+        for m in rec.config.get("mounts", []):
+            spec = volumes.VolumeSpec.from_json(m)
+            src = spec.source if spec.kind == "bind" else str(self.volumes.path(spec.source))
+            mounts.append(bundle.Mount(spec.destination, src, spec.readonly))
+        inputs = bundle.BundleInputs(
+            rootfs=str(rootfs), cgroups_path=f"{self.cgroup_parent}/{rec.id}",
+            passwd=volumes.read_in(rootfs, "/etc/passwd"), group=volumes.read_in(rootfs, "/etc/group"),
+            netns_path=ep.netns_path, network_mounts=ep.oci_mounts(), volume_mounts=mounts,
+            link_env={**ep.env, **self._linked_env(rec)})
+        cfg = bundle.build_config(rec.config["image_config"], opts, inputs)
+        (d / "bundle").mkdir(exist_ok=True)
+        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n")
+        return d / "bundle"
+
+    def _linked_env(self, rec: ContainerRecord) -> dict[str, str]:
+        """<ALIAS>_ENV_<K> for each linked container's own environment (image Env + its -e), as
+        Docker gives; the network layer knows addresses and ports, not environments."""
+        out: dict[str, str] = {}
+        for target, alias in rec.config.get("links", []):
+            other = self.records.find(target)
+            if other is None:
+                continue
+            env = dict(e.partition("=")[::2] for e in other.config["image_config"].get("Env") or [])
+            env.update({k: v for k, v in other.config["options"].get("env") or []})
+            prefix = network.hosts.env_prefix(alias)
+            out.update({f"{prefix}_ENV_{k}": v for k, v in env.items() if k not in ("HOME", "PATH")})
+        return out
+
+    def _pin_mac(self, ep) -> None:
+        """The container's MAC from its address, as Docker does (02:42 + the IPv4 bytes): a
+        restarted container keeps its address, and with the same MAC its neighbours' ARP caches
+        stay right (with a fresh random MAC, a linker reaches it again only after ~1 min)."""
+        mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ep.address).packed)
+        self.runner.run(["nsenter", f"--net={ep.netns_path}", "ip", "link", "set", "dev", self.net.inner_ifname,
+                         "address", mac])
+
+    def _connect(self, rec: ContainerRecord):
+        img_cfg = rec.config["image_config"]
+        return network.connect(
+            self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths,
+            hostname=rec.config["options"].get("hostname") or rec.id[:12], ports=list(rec.config["ports"]),
+            exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]])
+
+    def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:
+        undo = undo if undo is not None else []
+        if network.endpoint(self.root, rec.name) is None:
+            ep = self._connect(rec)
+            undo.append(("network", lambda: network.disconnect(self.root, self.net, rec.name, runner=self.runner,
+                                                              keep_address=not fresh, paths=self.net_paths)))
+            self._pin_mac(ep)
+        else:
+            ep = network.endpoint(self.root, rec.name)
+        path = self._bundle(rec, ep)
+        rt = self.runtime()
+        self._reap_runtime(rt, rec.id)
+        argv = [rt.path, "--root", rt.state_root, "run", "--bundle", str(path), rec.id]
+        opts = bundle.RunOptions.from_json(rec.config["options"])
+        supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
+                        runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
+                        stop_timeout=STOP_TIMEOUT, shim=self.shim, exit_command=self._exit_command(rec))
+        undo.append(("supervisor", lambda: (self._halt(rec, 0),
+                                            supervise.remove(rec.id, self._dir(rec), self.supervise_dir))))
+        self._wait_started(rec, rt)
+        rec.state.pop("stopped_by_user", None)
+        self.records.save(rec)
+
+    def _exit_command(self, rec: ContainerRecord) -> list[str] | None:
+        """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`
+        with this Python and this package (found by path: the shim runs it from / with the
+        caller's environment). An attached `run --rm` is removed by the CLI waiting for it."""
+        if not rec.config.get("auto_remove"):
+            return None
+        boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from provisioner.cli.main import main; main()"
+        return [sys.executable, "-c", boot, str(_PKG_PARENT), "--root", str(self.root.resolve()), "container",
+                "autoremove", rec.id]
+
+    def _wait_started(self, rec: ContainerRecord, rt: Runtime) -> None:
+        """Until the runtime reports the container running, or the supervisor's child ended.
+        A runtime failure (bad config, missing executable) is the error of `run`/`start`."""
+        deadline = time.monotonic() + START_WAIT
+        while time.monotonic() < deadline:
+            st = supervise.status(rec.id, self.supervise_dir, self._dir(rec))
+            if st.status in ("running",) and st.restart_count == 0:
+                try:
+                    if rt.state(rec.id).status == "running":
+                        return
+                except ContainerError:
+                    pass
+            elif st.status in ("exited", "dead", "restarting") or st.restart_count:
+                # the shim may record the exit before it has drained the last output into the log
+                grace = time.monotonic() + (1.0 if st.exit_code else 0.0)
+                while True:
+                    err = self._runtime_error(rec)
+                    if err:
+                        raise ContainerError(f"cannot start container {rec.name}: {err}")
+                    if time.monotonic() >= grace:
+                        return
+                    time.sleep(0.05)
+            time.sleep(0.02)
+        raise ContainerError(f"container {rec.name} did not start within {START_WAIT:g}s")
+
+    def _runtime_error(self, rec: ContainerRecord) -> str | None:
+        for line in supervise.logs(rec.id, self._dir(rec), state_dir=self.supervise_dir):
+            text = line.text.strip()
+            if line.stream == "stderr" and text.startswith(("provision-runtime:", "time=", "ERRO")):
+                return text.removeprefix("provision-runtime: ")
+        return None
