@@ -120,10 +120,17 @@ class Deployer:
         stack = self.plan.stack
         self._start = time.monotonic()
         self._preflight()
+        records = self._reuse()
+        launch_plan = None
+        if records is None:
+            launch_plan = plan_launch(stack, self.plan.cloud, self.public_key)
+            self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
         with ThreadPoolExecutor(max_workers=1) as pool:
             # the agent's wheels build while the VMs boot
             bundle: Future = pool.submit(self.build_bundle, self.runner, progress=self.progress)
-            records, launched = self._hosts()
+            launched: dict[str, float] = {}
+            if launch_plan is not None:
+                records, launched = self._launch(launch_plan)
             launch_seconds = dict(launched)
             outcomes = [HostOutcome(hp.host, launched=hp.host in launched) for hp in self.plan.hosts]
             with ThreadPoolExecutor(max_workers=max(1, len(outcomes))) as hosts_pool:
@@ -149,26 +156,25 @@ class Deployer:
             Registry(parse(ref), insecure_hosts=self.insecure).resolve()
 
     # -- launch or reuse -----------------------------------------------------------------------
-    def _hosts(self) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
+    def _reuse(self) -> dict[str, inventory.HostRecord] | None:
+        """The recorded hosts when every one is running; None when nothing exists yet."""
         stack = self.plan.stack
         found = self.driver.find(stack.name)
         instances = {r.host: r for r in found if r.kind == "instance"}
         names = [h.host for h in self.plan.hosts]
         if not instances:
-            return self._launch()
+            return None
         running = sorted(h for h, r in instances.items() if r.state == "running")
         known = {r.host: r for r in inventory.records(self.root, stack.name)}
         if set(running) == set(names) and set(known) >= set(names):
             self.progress(f"{stack.name}: reusing running hosts {', '.join(names)}")
-            return {n: known[n] for n in names}, {}
+            return {n: known[n] for n in names}
         missing = sorted(set(names) - set(running))
         raise HostError(f"{self.plan.cloud}: stack {stack.name!r} is partly deployed (running: "
                         f"{', '.join(running) or 'none'}; not running or not recorded: {', '.join(missing)}); "
                         f"run 'provision destroy {stack.name} --cloud {self.plan.cloud}' and deploy again")
 
-    def _launch(self) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
-        stack = self.plan.stack
-        lp = plan_launch(stack, self.plan.cloud, self.public_key)
+    def _launch(self, lp) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
         started = time.monotonic()
         result = launch(lp, self.driver, timeouts=self.timeouts, status=self.progress)
         took = time.monotonic() - started
