@@ -69,6 +69,10 @@ class Output:
     seconds: float
 
 
+class _StdinClosed(Exception):
+    """The remote command stopped reading its stdin (it exited): stop producing it."""
+
+
 class SshClient:
     def __init__(self, target: Target):
         if not target.fingerprints:
@@ -161,9 +165,11 @@ class SshClient:
         """Run a command whose stdin is produced by `write(send)`, e.g. a tar stream (`… | ssh cmd`).
 
         `write` calls `send(chunk)` as often as it likes; stdout and stderr are read meanwhile (so a
-        chatty command never stalls the stream). If the command exits early (it failed), the rest of
-        the stream is dropped and its exit status and stderr are reported. If `write` raises, the
-        channel is closed, so the command sees its stdin end early, and the exception propagates."""
+        chatty command never stalls the stream). If the command exits early (it failed), `send`
+        raises out of `write` (which should close what it opened in `finally`), the rest of the
+        stream is not produced, and the command's exit status and stderr are reported. If `write`
+        raises, the channel is closed, so the command sees its stdin end early, and the exception
+        propagates."""
         cmd = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv)
         if sudo:
             cmd = "sudo -n sh -c " + shlex.quote(cmd)
@@ -184,22 +190,25 @@ class SshClient:
                        threading.Thread(target=drain, args=("err", chan.makefile_stderr("rb")), daemon=True)]
             for t in readers:
                 t.start()
-            closed = []
 
             def send(chunk: bytes) -> None:
-                if closed:
-                    return
                 try:
                     chan.sendall(chunk)
-                except OSError:  # the command exited and closed its stdin: its status says why
-                    closed.append(True)
+                except socket.timeout:
+                    raise
+                except OSError as exc:  # the command exited and closed its stdin: its status says why
+                    raise _StdinClosed() from exc
 
-            write(send)
-            if not closed:
+            try:
+                write(send)
                 chan.shutdown_write()
+            except _StdinClosed:
+                pass
             for t in readers:
                 t.join(timeout)
-            rc = chan.recv_exit_status()
+            if not chan.status_event.wait(timeout):
+                raise socket.timeout()
+            rc = chan.exit_status
         except socket.timeout as exc:
             raise HostError(f"ssh {self.target.where}: `{cmd}` timed out after {timeout}s") from exc
         finally:

@@ -1,0 +1,163 @@
+"""SshClient.run_streaming (what `image push` streams its tar through) against an in-process paramiko
+SSH server on loopback whose exec requests run `sh -c` here: a large stream arrives intact, a
+command that exits early stops the stream and reports its status, a writer that fails closes the
+command's stdin (it sees EOF), and the host key is still verified."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+
+import paramiko
+import pytest
+
+from provisioner.errors import HostError
+from provisioner.host.ssh import HostKeyMismatch, SshClient, sha256_fingerprint, target_for
+from tests.registry_fixture import wait_until
+
+
+class _Server(paramiko.ServerInterface):
+    def __init__(self, client_key: paramiko.PKey):
+        self.client_key = client_key
+
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_auth_publickey(self, username, key):
+        ok = key.asbytes() == self.client_key.asbytes()
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind, chanid):
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel, command):
+        threading.Thread(target=_execute, args=(channel, command.decode()), daemon=True).start()
+        return True
+
+
+def _execute(channel: paramiko.Channel, command: str) -> None:
+    """Like sshd: the command's stdin/stdout/stderr are the channel's; its exit status is sent."""
+    proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+    def pump_in():
+        try:
+            while data := channel.recv(65536):
+                proc.stdin.write(data)
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def pump_out(src, send):
+        while data := src.read1(65536):
+            send(data)
+
+    threads = [threading.Thread(target=pump_in, daemon=True),
+               threading.Thread(target=pump_out, args=(proc.stdout, channel.sendall), daemon=True),
+               threading.Thread(target=pump_out, args=(proc.stderr, channel.sendall_stderr), daemon=True)]
+    for t in threads:
+        t.start()
+    threads[1].join()
+    threads[2].join()
+    channel.send_exit_status(proc.wait())
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    host_key = paramiko.ECDSAKey.generate()
+    client_key = paramiko.ECDSAKey.generate()
+    key_file = tmp_path_factory.mktemp("sshkeys") / "id_ecdsa"
+    client_key.write_private_key_file(str(key_file))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    transports = []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            t = paramiko.Transport(conn)
+            t.add_server_key(host_key)
+            t.start_server(server=_Server(client_key))
+            transports.append(t)
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    yield target_for([sha256_fingerprint(host_key)], port, os.environ.get("USER", "root"), key_file)
+    listener.close()
+    for t in transports:
+        t.close()
+
+
+@pytest.fixture
+def client(server):
+    c = SshClient(server)
+    yield c
+    c.close()
+
+
+def _chunks(total: int, size: int = 1 << 16):
+    block = os.urandom(size)
+    for _ in range(total // size):
+        yield block
+
+
+def test_a_large_stream_arrives_intact(client):
+    h, sent = hashlib.sha256(), 0
+
+    def write(send):
+        nonlocal sent
+        for chunk in _chunks(8 << 20):
+            h.update(chunk)
+            send(chunk)
+            sent += len(chunk)
+
+    out = client.run_streaming("sha256sum; echo done >&2", write)
+    assert out.returncode == 0 and out.stdout.split()[0] == h.hexdigest() and sent == 8 << 20
+    assert out.stderr.strip() == "done"
+
+
+def test_a_command_that_exits_early_stops_the_stream_and_reports_why(client):
+    produced = 0
+
+    def write(send):
+        nonlocal produced
+        for chunk in _chunks(256 << 20):  # far more than the channel's window
+            send(chunk)
+            produced += len(chunk)
+
+    with pytest.raises(HostError, match=r"failed \(exit 3\): refused: bad header"):
+        client.run_streaming("head -c 100 >/dev/null; echo 'refused: bad header' >&2; exit 3", write)
+    assert produced < 64 << 20  # the writer was stopped, not run to the end
+    out = client.run_streaming("exit 4", lambda send: send(b"x" * 10), check=False)
+    assert out.returncode == 4
+
+
+def test_a_failing_writer_closes_the_commands_stdin(client, tmp_path):
+    marker = tmp_path / "seen"
+
+    def write(send):
+        send(b"partial")
+        raise RuntimeError("registry went away")
+
+    with pytest.raises(RuntimeError, match="registry went away"):
+        client.run_streaming(f"cat > {marker}.tmp; mv {marker}.tmp {marker}", write)
+    # the command saw EOF (it finished) rather than hanging on its stdin
+    wait_until(marker.exists, timeout=10, what="the command to finish after its stdin ended")
+    assert marker.read_bytes() == b"partial"
+
+
+def test_the_host_key_is_verified(server):
+    wrong = target_for(["SHA256:" + "B" * 43], server.port, server.user, server.key_file)
+    with pytest.raises(HostKeyMismatch):
+        SshClient(wrong).run_streaming("cat", lambda send: None)
