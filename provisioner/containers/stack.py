@@ -39,12 +39,25 @@ def volume_name(stack: str, volume: str) -> str:
     return f"{stack}_{volume}"
 
 
+def profile_paths(spec: ServiceSpec) -> list[str]:
+    """The seccomp profile files a service names (absolute: the loader made them so)."""
+    out = []
+    for item in spec.security_opt:
+        key, sep, value = item.partition("=")
+        if key == "seccomp" and sep and value != "unconfined":
+            out.append(value)
+    return out
+
+
 def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
-    """What the service's container is made from: every field but its line, and env file contents."""
+    """What the service's container is made from: every field but its line, and the contents of its
+    env files and seccomp profiles (`env_file_texts`: path → text, for both)."""
     data = asdict(spec)
     data.pop("line", None)
     if not data.get("security_opt"):
         data.pop("security_opt", None)  # the hash of a service without it stays what it was before the key
+    else:  # a changed seccomp profile recreates the service, as a changed env file does
+        data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -160,6 +173,11 @@ class Stacks:
                     texts[f] = Path(f).read_text()
                 except OSError as exc:
                     raise StackError(f"services.{name}.env_file: cannot read ({exc.strerror})", f) from exc
+            for f in profile_paths(spec):
+                try:
+                    texts[f] = Path(f).read_text()
+                except OSError as exc:
+                    raise StackError(f"services.{name}.security_opt: cannot read ({exc.strerror})", f) from exc
             out[name] = config_hash(spec, texts)
         return out
 

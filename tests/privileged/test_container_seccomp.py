@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.privileged.test_container import NOTHING, Env, env, images  # noqa: F401 (fixtures)
+from tests.privileged.test_container import NOTHING, Env, env, images, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.privileged,
@@ -92,3 +92,29 @@ def test_bad_profile_is_one_line_and_creates_nothing(env, tmp_path):
         assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
         assert env.provision("container", "ps", "-a", "--json").stdout.strip() == "[]"
         assert env.leftovers() == NOTHING
+
+
+def test_stack_security_opt(env, tmp_path):
+    """`security_opt:` in a stack file: the default profile for one service, unconfined for the other."""
+    stack = tmp_path / "stack.yml"
+    script = "unshare -U true && echo unshared || echo refused; sleep 1000"
+    stack.write_text(f"""\
+name: sc{env.sfx}
+services:
+  confined:
+    image: {env.refs['busybox']}
+    command: ["sh", "-c", "{script}"]
+  free:
+    image: {env.refs['busybox']}
+    command: ["sh", "-c", "{script}"]
+    security_opt: [seccomp=unconfined]
+""")
+    try:
+        env.provision("up", "-f", str(stack))
+        logs = {s: lambda s=s: env.provision("container", "logs", f"sc{env.sfx}-{s}").stdout
+                for s in ("confined", "free")}
+        assert wait_for(lambda: "refused" in logs["confined"](), what="confined output")
+        assert wait_for(lambda: "unshared" in logs["free"](), what="unconfined output")
+    finally:
+        env.provision("down", "-f", str(stack), check=False)
+    assert env.leftovers() == NOTHING

@@ -281,3 +281,17 @@ def test_stack_unknown_security_key_is_still_a_file_line_error(tmp_path):
     p.write_text("name: s\nservices:\n  web:\n    image: busybox\n    cap_add: [SYS_ADMIN]\n")
     with pytest.raises(StackError, match=f"{p}:5: services.web: unsupported compose key 'cap_add'"):
         load_services(str(p))
+
+
+def test_a_changed_profile_file_changes_the_service_hash(tmp_path):
+    from provisioner.containers.stack import Stacks
+    from provisioner.stack.services import load_services
+
+    prof = tmp_path / "p.json"
+    prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
+    _, s = load_services(_stack(tmp_path, "seccomp=p.json"))
+    stacks = Stacks(Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false"))
+    before = stacks.hashes(s)["web"]
+    assert stacks.hashes(s)["web"] == before
+    prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}')
+    assert stacks.hashes(s)["web"] != before
