@@ -460,3 +460,36 @@ def test_load_all_names_each_image_by_its_tag(registry, tmp_path):
     (dest / "index.json").write_text(json.dumps(index))
     with pytest.raises(ImageError, match="tag 'latest but not a ref' is not an image reference"):
         imageload.load_all(FakeStore(), dest)
+
+
+def test_docker_schema2_and_multi_platform_images_push(host):
+    ssh, store = host
+    with FakeRegistry() as reg:
+        docker = make_image([BASE, {"etc/docker": b"1\n"}], docker=True)
+        serve_image(reg, "d/img", ["1"], docker)
+        amd, arm = make_image([{"arch": b"amd64\n"}]), make_image([{"arch": b"arm64\n"}], arch="arm64")
+        for img in (amd, arm):
+            serve_image(reg, "m/img", [], img)
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"mediaType": img["media_type"], "digest": sha256(img["manifest"]), "size": len(img["manifest"]),
+             "platform": {"os": "linux", "architecture": arch}} for img, arch in ((amd, "amd64"), (arm, "arm64"))]})
+        reg.add_manifest("m/img", ["1"], "application/vnd.oci.image.index.v1+json", index.encode())
+        d, m = imagepush.push_images(ssh, [f"{reg.address}/d/img:1", f"{reg.address}/m/img:1"],
+                                     insecure_registries=[reg.address])
+        # the host said x86_64: the amd64 manifest of the index went, not the index
+        assert d.manifest_digest == sha256(docker["manifest"]) and m.manifest_digest == sha256(amd["manifest"])
+        assert store.names[f"{reg.address}/m/img:1"] == sha256(amd["manifest"])
+        arm_push = imagepush.push_image(ssh, f"{reg.address}/m/img:1", insecure_registries=[reg.address],
+                                        platform="linux/arm64")
+        assert arm_push.manifest_digest == sha256(arm["manifest"]) and arm_push.sent == [0]
+
+
+def test_a_host_side_failure_is_one_host_error(registry, host, monkeypatch):
+    ssh, store = host
+
+    def broken(app):
+        raise ImageError("image store /var/lib/provisioner/images must be on btrfs (it is on ext4)")
+
+    monkeypatch.setattr(image_cli, "_store", broken)
+    with pytest.raises(HostError, match="must be on btrfs"):
+        _push(ssh, registry, "team/a")
