@@ -84,3 +84,20 @@ def test_restore_creates_a_labelled_disk_from_the_snapshot_that_launch_reattache
     attached = {d["deviceName"]: d["source"].rsplit("/", 1)[-1] for d in web["disks"] if d.get("source")
                 and not d.get("boot")}
     assert attached["logs"] == new.id
+
+
+def test_snapshot_list_and_delete_cli_on_gce(double, gce, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from provisioner.cli.main import cli
+
+    rec = _launched(gce)
+    snap = ops_cloud.cloud_snapshotter(gce, rec, VolumeTarget("data", "/srv/data", rec.volumes["data"]), "s1")()
+    monkeypatch.setenv("PROVISION_GCE_TOKEN", double.token)
+    common = ["--cloud", "gce", "--project", "test-project", "--endpoint", double.base_url]
+    r = CliRunner().invoke(cli, ["--root", str(tmp_path), "snapshot", "list", "shop", *common])
+    assert r.exit_code == 0, r.output
+    assert snap.id in r.output and "shop-web-data" in r.output and "ready" in r.output
+    r = CliRunner().invoke(cli, ["--root", str(tmp_path), "snapshot", "delete", snap.id, *common])
+    assert r.exit_code == 0, r.output
+    assert double.snapshots == {}
