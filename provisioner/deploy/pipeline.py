@@ -106,12 +106,12 @@ class Deployer:
         self.progress = progress
         # seams for tests; the real ones by default
         from ..host.deliver import build_bundle, deliver
-        from ..host.imagepush import push_image
+        from ..host.imagepush import push_images
         from ..host.ssh import SshClient
 
         self.build_bundle = bundle_builder or build_bundle
         self.deliver = deliverer or deliver
-        self.push_image = pusher or push_image
+        self.push_images = pusher or push_images
         self.ssh_factory = ssh_factory or SshClient
         self._lock = threading.Lock()
 
@@ -234,8 +234,9 @@ class Deployer:
             lap("prepare")
             out.boot = self._prepare(ssh, hp, rec)
             lap("images")
-            for ref in hp.images:
-                pushed = self.push_image(ssh, ref, insecure_registries=self.insecure)
+            # one batch per host: a layer two images share travels once
+            for ref, pushed in zip(hp.images, self.push_images(ssh, list(hp.images),
+                                                               insecure_registries=self.insecure)):
                 out.images.append(pushed.to_json())
                 what = "already there" if pushed.up_to_date else \
                     f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"

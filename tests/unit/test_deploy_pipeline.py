@@ -102,9 +102,9 @@ def setup(tmp_path):
 def _deployer(stack, root, driver=None, pushed=None):
     pushes = []
 
-    def push(ssh, ref, insecure_registries=()):
-        pushes.append(ref)
-        return pushed or Pushed(False, [0, 1], [])
+    def push(ssh, refs, insecure_registries=()):
+        pushes.extend(refs)
+        return [pushed or Pushed(False, [0, 1], []) for _ in refs]
     d = Deployer(plan_deploy(stack, "local"), driver or FakeDriver(), root=root, runner=None, public_key="k",
                  private_key=root / "id", bundle_builder=lambda runner, progress: "bundle",
                  deliverer=lambda ssh, bundle, progress: FakeSsh.log.append(("deliver", bundle)),
