@@ -131,6 +131,17 @@ def dependency_wheels(runner: Runner, *, cache: Path | None = None,
     return reqs, deps_dir
 
 
+def _prune_agent_wheels(keep: Path, max_age: float = 3600.0) -> None:
+    """Drop wheels of other source versions once nobody can still be installing them."""
+    now = time.time()
+    for d in keep.parent.iterdir():
+        try:
+            if d != keep and d.is_dir() and now - d.stat().st_mtime > max_age:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | None = None,
                  progress: Callable[[str], None] = lambda _m: None) -> AgentBundle:
     cache = cache or DEFAULT_CACHE
@@ -142,11 +153,20 @@ def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | No
         progress(f"agent: the provisioner wheel of this source is built already ({wheels[0].name})")
     else:
         progress(f"agent: building the provisioner wheel from {source}…")
-        shutil.rmtree(cache / "agent", ignore_errors=True)   # one source version kept
-        out.mkdir(parents=True)
-        runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--wheel-dir", str(out), str(source)], timeout=900)
-        (out / _DONE).write_text("")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Built aside and renamed into place: concurrent deploys share this cache.
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
+        try:
+            runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                        "--wheel-dir", str(tmp), str(source)], timeout=900)
+            (tmp / _DONE).write_text("")
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                pass  # another deploy of the same source got there first: use its wheel
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _prune_agent_wheels(out)
         wheels = sorted(out.glob("provisioner-*.whl"))
     if len(wheels) != 1:
         raise HostError(f"agent delivery: expected one provisioner wheel in {out}, found {len(wheels)}")

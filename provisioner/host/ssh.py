@@ -24,6 +24,9 @@ from ..errors import HostError
 from ..runner import Runner
 
 log = logging.getLogger(__name__)
+# paramiko logs every refused connection while a host boots as an ERROR with a traceback; the
+# errors we raise carry the cause, so its own logging only speaks for real emergencies.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 def sha256_fingerprint(key: paramiko.PKey) -> str:
