@@ -118,3 +118,70 @@ services:
     finally:
         env.provision("down", "-f", str(stack), check=False)
     assert env.leftovers() == NOTHING
+
+
+PROBE_C = r"""#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/sched.h>
+static void report(const char *what, long r) { printf("%s=%s\n", what, r < 0 ? strerrorname_np(errno) : "ok"); }
+static long do_clone(unsigned long flags) {
+  long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+  if (pid == 0) _exit(0);
+  if (pid > 0) waitpid((pid_t)pid, NULL, 0);
+  return pid;
+}
+int main(void) {
+  report("personality_query", syscall(SYS_personality, 0xffffffffUL));
+  report("personality_linux32", syscall(SYS_personality, 0x8UL));
+  syscall(SYS_personality, 0UL);
+  report("personality_addr_no_randomize", syscall(SYS_personality, 0x0040000UL));
+  syscall(SYS_personality, 0UL);
+  report("clone_plain", do_clone(0));
+  report("clone_newuser", do_clone(CLONE_NEWUSER));
+  struct clone_args a; memset(&a, 0, sizeof a); a.exit_signal = SIGCHLD;
+  long p = syscall(435, &a, sizeof a);
+  if (p == 0) _exit(0);
+  if (p > 0) waitpid((pid_t)p, NULL, 0);
+  report("clone3", p);
+  report("keyctl", syscall(SYS_keyctl, 0, -3, 0));
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """A static program making the raw calls busybox cannot (personality values, clone flags,
+    clone3, keyctl), bind-mounted into the container."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the syscall probe")
+    d = tmp_path_factory.mktemp("probe")
+    (d / "probe.c").write_text(PROBE_C)
+    out = subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "probe"), str(d / "probe.c")], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot build a static probe here: {out.stderr.strip()[-200:]}")
+    return d
+
+
+def _probe(env: Env, probe, *opts: str) -> dict[str, str]:
+    out = run_attached(env, *opts, "-v", f"{probe}:/probe:ro", env.refs["busybox"], "/probe/probe")
+    assert out.returncode == 0, out.stderr
+    return dict(line.split("=", 1) for line in out.stdout.split())
+
+
+def test_argument_rules_in_the_kernel(env, probe):
+    """The filter's argument comparisons as the kernel applies them (the unit tests emulate them)."""
+    assert _probe(env, probe) == {
+        "personality_query": "ok", "personality_linux32": "ok", "personality_addr_no_randomize": "EPERM",
+        "clone_plain": "ok", "clone_newuser": "EPERM", "clone3": "ENOSYS", "keyctl": "EPERM"}
+    free = _probe(env, probe, "--security-opt", "seccomp=unconfined")
+    assert free["personality_addr_no_randomize"] == "ok" and free["clone_newuser"] == "ok" and free["clone3"] == "ok"
