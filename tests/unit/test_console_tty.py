@@ -110,9 +110,13 @@ def test_input_reaches_the_process_on_a_pty_and_the_exit_code_returns(fake):
 
 
 def test_without_interactive_no_input_is_forwarded(fake):
-    code, term = run(fake, "echo ready; read -t 1 x || echo no-input; echo END", answers=[(b"ready", b"typed\n")],
-                     interactive=False)
-    assert code == 0 and b"no-input" in term.out
+    term = UserTerminal()
+    attrs = termios.tcgetattr(term.slave)
+    attrs[3] &= ~termios.ECHO  # our terminal's own echo off: "typed" could only come back from the container's pty
+    termios.tcsetattr(term.slave, termios.TCSANOW, attrs)
+    code, term = run(fake, "echo ready; sleep 1; echo END", answers=[(b"ready", b"typed\n")], interactive=False,
+                     term=term)
+    assert code == 0 and b"ready" in term.out and b"END" in term.out and b"typed" not in term.out
     term.close()
 
 
