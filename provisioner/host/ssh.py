@@ -237,6 +237,8 @@ class SshClient:
                 return {a.filename: a.st_size for a in sftp.listdir_attr(remote) if stat.S_ISREG(a.st_mode or 0)}
             except FileNotFoundError:
                 return {}
+            except OSError as exc:
+                raise HostError(f"ssh {self.target.where}: cannot list {remote}: {exc.strerror or exc}") from None
 
 
 def ensure_keypair(path: Path, runner: Runner, comment: str = "provision") -> Path:

@@ -77,7 +77,9 @@ class Debootstrap:
         if self.agent_wheels is not None:
             # mmdebstrap runs customize hooks with /proc, /sys and /dev mounted in the chroot
             reqs = " ".join(shlex.quote(r) for r in self.spec.agent_requirements())
+            # the login user stages new wheels there at delivery: world-writable and sticky, like /tmp
             script = (f"mv /var/tmp/{self.agent_wheels.name} {AGENT_WHEELS} && rm -f {AGENT_WHEELS}/.complete && "
+                      f"chmod 1777 {AGENT_WHEELS} && chmod 0644 {AGENT_WHEELS}/* && "
                       f"python3 -m venv --without-pip {AGENT_VENV} && "
                       f"python3 -m pip --python {AGENT_VENV}/bin/python install -q --disable-pip-version-check "
                       f"--no-index --find-links {AGENT_WHEELS} --no-compile {reqs}")
