@@ -288,8 +288,12 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
 
     if source == "-":
         with imageload.incoming(app.root) as work:
-            imageload.receive_tar(click.get_binary_stream("stdin"), work)
-            results = load_from(work)
+            stdin = click.get_binary_stream("stdin")
+            if all_:  # layers applied as they arrive
+                results = imageload.receive_and_load(stdin, store, work, platform=plat)
+            else:
+                imageload.receive_tar(stdin, work)
+                results = load_from(work)
     else:
         results = load_from(Path(source))
 

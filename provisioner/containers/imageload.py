@@ -12,7 +12,8 @@ The receiving half of `provision image push` (host/imagepush.py), usable on its 
   A failure leaves the store as it was: chains this load added are discarded again.
 - `incoming(root)` + `receive_tar(stream, dir)`: a staging directory for a layout arriving as a tar
   on stdin (`docker save | ssh … load`), held by a flock while in use; directories whose lock is
-  free were left by an interrupted load and are removed by the next one.
+  free were left by an interrupted load and are removed by the next one. `receive_and_load`
+  applies layer blobs straight from such a stream when it can, staging only the rest.
 """
 from __future__ import annotations
 
@@ -253,6 +254,7 @@ class LoadResult:
     present: list[int] = field(default_factory=list)
     seconds: float = 0.0
     record: ImageRecord | None = None
+    chain_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"names": self.names, "id": self.image_id, "manifest_digest": self.manifest_digest,
@@ -298,7 +300,8 @@ def load(store: Store, layout: Path, names: list[str], *, tag: str | None = None
             raise
     applied = [s.index for s in states if not s.present]
     return LoadResult(list(names), record.id, img.manifest_digest, len(states), applied,
-                      [s.index for s in states if s.present], time.monotonic() - start, record)
+                      [s.index for s in states if s.present], time.monotonic() - start, record,
+                      [s.chain_id for s in states])
 
 
 def load_all(store: Store, layout: Path, *, platform: Platform | None = None) -> list[LoadResult]:
@@ -363,36 +366,103 @@ def incoming(root: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def receive_tar(stream: BinaryIO, dest: Path) -> int:
-    """Unpack a tar of an OCI layout (oci-layout, index.json, blobs/sha256/<hex>: nothing else) into
-    `dest`, checking each blob's sha256 against its name as it arrives. Returns the bytes received."""
-    dest = Path(dest)
-    total = 0
+@contextlib.contextmanager
+def _stream_errors():
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./").rstrip("/")
-                if member.isdir() and name in ("", "blobs", "blobs/sha256"):
-                    continue
-                blob = _BLOB_NAME.match(name)
-                if not member.isfile() or not (blob or name in ("oci-layout", "index.json")):
-                    raise ImageError(f"image stream: unexpected entry {member.name!r} (an OCI layout holds only "
-                                     "oci-layout, index.json and blobs/sha256/<hex>)")
-                if not blob and member.size > MAX_JSON:
-                    raise ImageError(f"image stream: {name} is larger than {MAX_JSON} bytes; refused")
-                path = dest / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                h = hashlib.sha256()
-                src = tar.extractfile(member)
-                with open(path, "wb") as out:
-                    while chunk := src.read(CHUNK):
-                        h.update(chunk)
-                        out.write(chunk)
-                        total += len(chunk)
-                if blob and h.hexdigest() != blob.group(1):
-                    raise ImageError(f"image stream: blob sha256:{blob.group(1)} failed verification "
-                                     f"(content is sha256:{h.hexdigest()})")
+        yield
     except (tarfile.TarError, EOFError) as exc:
         raise ImageError(f"image stream: not a complete tar of an OCI layout ({exc}); was the sender interrupted?") \
             from None
-    return total
+
+
+def _entries(stream: BinaryIO) -> Iterator[tuple[str, BinaryIO]]:
+    """(name, reader) per entry of a tar of an OCI layout: oci-layout, index.json, blobs/sha256/<hex>
+    and nothing else (no links, no other paths). Use inside `_stream_errors()`."""
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./").rstrip("/")
+            if member.isdir() and name in ("", "blobs", "blobs/sha256"):
+                continue
+            blob = _BLOB_NAME.match(name)
+            if not member.isfile() or not (blob or name in ("oci-layout", "index.json")):
+                raise ImageError(f"image stream: unexpected entry {member.name!r} (an OCI layout holds only "
+                                 "oci-layout, index.json and blobs/sha256/<hex>)")
+            if not blob and member.size > MAX_JSON:
+                raise ImageError(f"image stream: {name} is larger than {MAX_JSON} bytes; refused")
+            yield name, tar.extractfile(member)
+
+
+def _save(src: BinaryIO, path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "wb") as out:
+        while chunk := src.read(CHUNK):
+            out.write(chunk)
+            n += len(chunk)
+    return n
+
+
+def receive_tar(stream: BinaryIO, dest: Path) -> int:
+    """Unpack a tar of an OCI layout into `dest`; returns the bytes received. Nothing is trusted
+    yet: `read_layout` and `load` verify every blob they use."""
+    with _stream_errors():
+        return sum(_save(src, Path(dest) / name) for name, src in _entries(stream))
+
+
+def _places(store, work: Path, platform: Platform | None) -> dict[str, list[tuple]] | None:
+    """Once every manifest and config has arrived: layer blob digest -> the (parent chain, diff_id,
+    chain, descriptor) places it fills whose chain the store lacks. None while metadata is missing."""
+    try:
+        _, tags = _index(work)
+        images = [read_layout(work, tag, platform) for tag in tags]
+    except ImageError:
+        return None
+    places: dict[str, list[tuple]] = {}
+    for img in images:
+        parent = None
+        for s in layer_states(store, img.diff_ids):
+            desc = img.layers[s.index]
+            if not s.present and s.chain_id not in {p[2] for p in places.get(desc["digest"], [])}:
+                places.setdefault(desc["digest"], []).append((parent, s.diff_id, s.chain_id, desc))
+            parent = s.chain_id
+    return places
+
+
+def receive_and_load(stream: BinaryIO, store: Store, work: Path, *,
+                     platform: Platform | None = None) -> list[LoadResult]:
+    """`image load - --all` in one pass. A layer blob whose place is known when it arrives (the
+    manifests and configs came first, as `image push` sends them; its parent chain is stored) is
+    applied straight from the stream and verified as it goes; any other blob is staged in `work`.
+    Then every image is recorded as by `load_all`. On failure the chains added are discarded."""
+    added: list[str] = []
+    places = None
+    with store.lock():
+        store.recover()
+        try:
+            with _stream_errors():
+                for name, src in _entries(stream):
+                    digest = "sha256:" + name.rsplit("/", 1)[1] if name.startswith("blobs/") else ""
+                    spots = (places or {}).get(digest, [])
+                    if len(spots) == 1 and (spots[0][0] is None or store.has_chain(spots[0][0])):
+                        parent, diff_id, chain, desc = spots[0]
+                        reader = VerifiedFile(src, desc, "image stream")
+                        try:
+                            store.add_layer(parent, diff_id, reader, desc["mediaType"])
+                        except ImageError as err:
+                            reader.blame(err)
+                            raise
+                        added.append(chain)
+                        continue
+                    _save(src, work / name)
+                    if places is None and not spots:
+                        places = _places(store, work, platform)
+            results = load_all(store, work, platform=platform)
+        except BaseException:
+            store.discard_unused(added)
+            raise
+    fresh = set(added)  # layers applied from the stream count as applied by the first image using them
+    for r in results:
+        mine = [i for i in r.present if r.chain_ids[i] in fresh]
+        fresh -= {r.chain_ids[i] for i in mine}
+        r.applied, r.present = sorted(r.applied + mine), [i for i in r.present if i not in mine]
+    return results

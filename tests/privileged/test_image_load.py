@@ -4,6 +4,7 @@ layout lacking a needed blob, or with a corrupt one, fails with one clear line a
 exactly as it was; a layout arriving as a tar on stdin is staged and the staging removed."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -125,16 +126,22 @@ def test_corrupt_later_blob_discards_the_layers_it_added(root, tmp_path):
     assert store_state(root) == before  # layer 0 was applied, then discarded again
 
 
-def _tar_of(directory: Path) -> bytes:
+def _tar_of(directory: Path, first: list[str] = ()) -> bytes:
+    files = [str(p.relative_to(directory)) for p in sorted(directory.rglob("*")) if p.is_file()]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(directory.rglob("*")):
-            if path.is_file():
-                tar.add(path, arcname=str(path.relative_to(directory)))
+        for name in [f for f in first if f in files] + [f for f in files if f not in first]:
+            tar.add(directory / name, arcname=name)
     return buf.getvalue()
 
 
+def sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def test_load_from_stdin_tar_stages_and_cleans_up(root, tmp_path):
+    ok(provision(root, "--json", "image", "load", str(layout(tmp_path, "a", make_image([BASE, TOP_A]))),
+                 "--name", "example.com/a:1"))  # BASE's chain is stored (again: no-op)
     img = make_image([BASE, {"etc/hostname": b"stdin\n"}])
     data = _tar_of(layout(tmp_path, "stdin", img, drop=[0]))
     stale = root / "incoming" / "1-1-stale"
@@ -154,7 +161,8 @@ def test_load_from_stdin_tar_stages_and_cleans_up(root, tmp_path):
     shutil.rmtree(tmp_path / "cut")
 
 
-def test_load_all_two_images_sharing_a_layer(root, tmp_path):
+@pytest.mark.parametrize("source", ["dir", "stdin"])
+def test_load_all_two_images_sharing_a_layer(root, tmp_path, source):
     base = {"opt/shared": os.urandom(30_000)}
     one, two = make_image([base, {"x": b"1"}]), make_image([base, {"x": b"2"}])
     dest = write_oci_layout(tmp_path / "two", "example.com/one:1", [one])
@@ -166,7 +174,13 @@ def test_load_all_two_images_sharing_a_layer(root, tmp_path):
     index["manifests"] += json.loads((second / "index.json").read_text())["manifests"]
     (dest / "index.json").write_text(json.dumps(index))
     before = len(store_state(root)["layers"])
-    res = ok(provision(root, "--json", "image", "load", str(dest), "--all"))
+    if source == "dir":
+        res = ok(provision(root, "--json", "image", "load", str(dest), "--all"))
+    else:  # layers applied straight from the stream (manifests and configs first, as `image push` sends)
+        order = ["oci-layout", "index.json"] + [f"blobs/sha256/{d[7:]}" for img in (one, two) for d in (
+            sha256_of(img["manifest"]), sha256_of(img["config"]))]
+        res = ok(provision(root, "--json", "image", "load", "-", "--all", input=_tar_of(dest, first=order)))
+        assert [p.name for p in (root / "incoming").iterdir()] == [".lock"]
     assert [(r["names"], r["applied"], r["present"]) for r in res["images"]] == [
         (["example.com/one:1"], [0, 1], []), (["example.com/two:1"], [1], [0])]
     assert len(store_state(root)["layers"]) == before + 2 * 3  # 3 chains, each a subvolume + its .json

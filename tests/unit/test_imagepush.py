@@ -319,12 +319,51 @@ def test_interrupted_stream_is_one_error_and_staging_goes(registry, tmp_path):
     assert [p.name for p in (tmp_path / "incoming").iterdir()] == [".lock"]
 
 
-def test_tampered_blob_in_the_stream_is_refused(registry, tmp_path):
-    data, image = _tar_of(registry, "team/a", [0])
-    blob = registry.blobs[image.layers[0].digest]
+def test_tampered_blob_in_the_stream_is_refused_and_nothing_kept(registry, tmp_path):
+    data, image = _tar_of(registry, "team/a", [0, 1])
+    blob = registry.blobs[image.layers[1].digest]
     bad = data.replace(blob[100:140], bytes(40))
-    with pytest.raises(ImageError, match=f"blob {image.layers[0].digest} failed verification"):
-        imageload.receive_tar(io.BytesIO(bad), tmp_path)
+    store = FakeStore()
+    with pytest.raises(ImageError, match=f"blob {image.layers[1].digest} failed verification"):
+        imageload.receive_and_load(io.BytesIO(bad), store, tmp_path)
+    assert store.snapshot() == (set(), {}) and len(store.applied) == 1  # layer 0 went in, then out again
+
+
+def test_receive_and_load_applies_layers_as_they_arrive(registry, tmp_path):
+    data, image = _tar_of(registry, "team/a", [0, 1])
+    store = FakeStore()
+    (res,) = imageload.receive_and_load(io.BytesIO(data), store, tmp_path)
+    assert res.names == [str(image.reference)] and store.names[res.names[0]] == image.manifest_digest
+    assert (res.applied, res.present) == ([0, 1], [])
+    # applied from the stream: no layer blob was staged
+    staged = {p.name for p in (tmp_path / "blobs" / "sha256").iterdir()}
+    assert staged == {image.manifest_digest[7:], image.config_digest[7:]}
+
+
+def test_receive_and_load_stages_blobs_that_arrive_before_their_metadata(registry, tmp_path):
+    import tarfile
+
+    data, image = _tar_of(registry, "team/a", [0, 1])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for m, body in members[::-1]:  # layers first, index.json last
+            tar.addfile(m, io.BytesIO(body))
+    out.seek(0)
+    store = FakeStore()
+    (res,) = imageload.receive_and_load(out, store, tmp_path)
+    assert res.applied == [0, 1] and store.names[res.names[0]] == image.manifest_digest
+    assert (tmp_path / "blobs" / "sha256" / image.layers[0].digest[7:]).exists()
+
+
+def test_interrupted_stream_after_a_layer_was_applied_keeps_nothing(registry, tmp_path):
+    data, image = _tar_of(registry, "team/a", [0, 1])
+    store = FakeStore()
+    cut = data[: data.index(registry.blobs[image.layers[1].digest][:64]) + 100]  # inside layer 1
+    with pytest.raises(ImageError, match="not a complete tar of an OCI layout"):
+        imageload.receive_and_load(io.BytesIO(cut), store, tmp_path)
+    assert store.snapshot() == (set(), {}) and len(store.applied) == 1
 
 
 @pytest.mark.parametrize("name,kind", [("../evil", "file"), ("blobs/sha256/../../x", "file"),
