@@ -53,7 +53,7 @@ static int rotate(struct log_writer *w, shim_error *err) {
 }
 
 /* Escapes data into out (JSON string body). out must hold 6*len+1 bytes. */
-static size_t escape(char *out, const char *data, size_t len) {
+size_t json_escape(char *out, const char *data, size_t len) {
   static const char hex[] = "0123456789abcdef";
   size_t o = 0;
   for (size_t i = 0; i < len; i++) {
@@ -88,7 +88,7 @@ int log_record(struct log_writer *w, const char *stream, const char *data, size_
   size_t o = 0;
   memcpy(rec, "{\"log\":\"", 8);
   o = 8;
-  o += escape(rec + o, data, len);
+  o += json_escape(rec + o, data, len);
   o += snprintf(rec + o, sizeof rec - o, "\",\"stream\":\"%s\",\"time\":\"%s\"}\n", stream, ts);
   if (w->size > 0 && w->size + (long long)o > w->max_size && rotate(w, err) < 0)
     return -1;

@@ -4,10 +4,17 @@
  *                  [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F]
  *                  [--log-max-size BYTES] [--log-max-files N] [--backoff-max-ms MS]
  *                  [--backoff-reset-ms MS] [--exit-command PATH [--exit-command-arg ARG]...]
+ *                  [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]
+ *                   [--health-interval SECS] [--health-timeout SECS] [--health-retries N]
+ *                   [--health-start-period SECS]]
  *                  [--foreground] -- COMMAND [ARG...]
  *
  * --exit-command (as conmon's): once the command is done for good and the pid file is released,
  * PATH runs with the ARGs, detached, stdio on /dev/null; the shim does not wait for it.
+ *
+ * --health-cmd (the container's healthcheck, health.c): PATH with the ARGs runs every interval while
+ * the command runs; the health state goes to the --health-file. Defaults are Docker's: 30 s
+ * interval, 30 s timeout, 3 retries, no start period. SIGUSR1 asks for a check now.
  *
  * Without --foreground the launcher returns once the command has started, printing
  * "<shim pid> <child pid>", or fails with the reason (e.g. exec: No such file or directory);
@@ -30,8 +37,23 @@ static void usage(void) {
   fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
                   "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
                   "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--foreground]\n"
-                  "       [--exit-command PATH [--exit-command-arg ARG]...] -- COMMAND [ARG...]\n");
+                  "       [--exit-command PATH [--exit-command-arg ARG]...]\n"
+                  "       [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]\n"
+                  "        [--health-interval SECS] [--health-timeout SECS] [--health-retries N]\n"
+                  "        [--health-start-period SECS]] -- COMMAND [ARG...]\n");
 }
+
+/* A duration in seconds (fractions allowed) as milliseconds; negative on a bad value. */
+static long parse_secs(const char *text, double min_secs) {
+  char *end;
+  double secs = strtod(text, &end);
+  if (end == text || *end || secs < min_secs || secs > 86400.0 * 365)
+    return -1;
+  return (long)(secs * 1000 + 0.5);
+}
+
+enum { OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
+       OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START };
 
 static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error *err) {
   static const struct option opts[] = {
@@ -43,12 +65,21 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       {"backoff-max-ms", required_argument, 0, 'B'}, {"backoff-reset-ms", required_argument, 0, 'R'},
       {"foreground", no_argument, 0, 'f'},
       {"exit-command", required_argument, 0, 'x'}, {"exit-command-arg", required_argument, 0, 'a'},
+      {"health-cmd", required_argument, 0, OPT_HEALTH_CMD},
+      {"health-cmd-arg", required_argument, 0, OPT_HEALTH_ARG},
+      {"health-file", required_argument, 0, OPT_HEALTH_FILE},
+      {"health-pid-file", required_argument, 0, OPT_HEALTH_PID},
+      {"health-interval", required_argument, 0, OPT_HEALTH_INTERVAL},
+      {"health-timeout", required_argument, 0, OPT_HEALTH_TIMEOUT},
+      {"health-retries", required_argument, 0, OPT_HEALTH_RETRIES},
+      {"health-start-period", required_argument, 0, OPT_HEALTH_START},
       {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
   };
   *cfg = (struct shim_config){
       .name = "", .log_max_size = 10 * 1024 * 1024, .log_max_files = 3, .policy = POLICY_NO,
       .policy_text = "no", .stop_signal = SIGTERM, .stop_timeout_ms = 10000,
       .backoff_max_ms = 60000, .backoff_reset_ms = 10000,
+      .health = {.interval_ms = 30000, .timeout_ms = 30000, .retries = 3},
   };
   int c;
   char *end;
@@ -56,7 +87,9 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
   /* argv has room for every exit argument: at most argc of them, plus the path and NULL */
   cfg->exit_argv = NULL;
   char **exit_argv = calloc((size_t)argc + 2, sizeof(char *));
-  if (!exit_argv)
+  size_t n_health = 0;
+  char **health_argv = calloc((size_t)argc + 2, sizeof(char *));
+  if (!exit_argv || !health_argv)
     return shim_fail(err, errno, "calloc");
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (c) {
@@ -117,6 +150,36 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       if (end == optarg || *end || cfg->backoff_reset_ms < 0)
         return shim_fail(err, 0, "bad --backoff-reset-ms %s", optarg);
       break;
+    case OPT_HEALTH_CMD:
+      health_argv[0] = optarg;
+      if (n_health == 0)
+        n_health = 1;
+      cfg->health.argv = health_argv;
+      break;
+    case OPT_HEALTH_ARG:
+      if (n_health == 0)
+        n_health = 1;
+      health_argv[n_health++] = optarg;
+      break;
+    case OPT_HEALTH_FILE: cfg->health.path = optarg; break;
+    case OPT_HEALTH_PID: cfg->health.pid_path = optarg; break;
+    case OPT_HEALTH_INTERVAL:
+    case OPT_HEALTH_TIMEOUT:
+    case OPT_HEALTH_START: {
+      /* Docker wants interval and timeout >= 1 ms; a start period may be 0 */
+      long ms = parse_secs(optarg, c == OPT_HEALTH_START ? 0 : 0.001);
+      if (ms < 0)
+        return shim_fail(err, 0, "bad --%s %s", c == OPT_HEALTH_INTERVAL ? "health-interval"
+                         : c == OPT_HEALTH_TIMEOUT ? "health-timeout" : "health-start-period", optarg);
+      *(c == OPT_HEALTH_INTERVAL ? &cfg->health.interval_ms
+        : c == OPT_HEALTH_TIMEOUT ? &cfg->health.timeout_ms : &cfg->health.start_period_ms) = ms;
+      break;
+    }
+    case OPT_HEALTH_RETRIES:
+      cfg->health.retries = (int)strtol(optarg, &end, 10);
+      if (end == optarg || *end || cfg->health.retries < 1 || cfg->health.retries > 1000000)
+        return shim_fail(err, 0, "bad --health-retries %s (at least 1)", optarg);
+      break;
     case 'h': usage(); exit(0);
     default: usage(); exit(2);
     }
@@ -125,8 +188,15 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     return shim_fail(err, 0, "--state, --pid-file and --log are required");
   if (n_exit > 0 && !cfg->exit_argv)
     return shim_fail(err, 0, "--exit-command-arg needs --exit-command");
+  if (n_health > 0 && !cfg->health.argv)
+    return shim_fail(err, 0, "--health-cmd-arg needs --health-cmd");
+  if (cfg->health.argv && !cfg->health.path)
+    return shim_fail(err, 0, "--health-cmd needs --health-file");
+  if (!cfg->health.argv && (cfg->health.path || cfg->health.pid_path))
+    return shim_fail(err, 0, "--health-file and --health-pid-file need --health-cmd");
   /* The daemon works from / (so it pins no mount): make the paths absolute first. */
-  const char **paths[] = {&cfg->state_path, &cfg->pid_path, &cfg->log_path, &cfg->stop_path};
+  const char **paths[] = {&cfg->state_path, &cfg->pid_path, &cfg->log_path, &cfg->stop_path,
+                          &cfg->health.path, &cfg->health.pid_path};
   for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
     if (*paths[i] && (*paths[i])[0] != '/') {
       char *abs = NULL, cwd[4096];

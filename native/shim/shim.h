@@ -49,6 +49,14 @@ struct shim_config {
   /* conmon's --exit-command: run once the supervisor is done for good (pid file released),
    * e.g. `provision --root R container autoremove ID` for `run -d --rm`. NULL: none. */
   char **exit_argv;
+  /* the container's healthcheck (health.c); health.argv NULL: none */
+  struct health_config {
+    char **argv;           /* one check: e.g. `provision-runtime exec --pid-file F ID -- CMD...` */
+    const char *path;      /* the health file (JSON, replaced atomically) */
+    const char *pid_path;  /* where the check writes the pid to kill on timeout (optional) */
+    long interval_ms, timeout_ms, start_period_ms;
+    int retries;
+  } health;
 };
 
 /* util.c */
@@ -70,6 +78,7 @@ struct log_writer {
 int log_open(struct log_writer *w, const char *path, long long max_size, int max_files, shim_error *err);
 int log_record(struct log_writer *w, const char *stream, const char *data, size_t len, shim_error *err);
 void log_close(struct log_writer *w);
+size_t json_escape(char *out, const char *data, size_t len); /* out holds 6*len+1 bytes */
 
 /* state.c */
 struct shim_state {
@@ -88,6 +97,45 @@ struct shim_state {
   char error[512];
 };
 int state_write(const char *path, const struct shim_state *st, shim_error *err);
+
+/* health.c */
+#define HEALTH_OUTPUT_MAX 4096 /* Docker keeps the first 4 KiB of a check's output too */
+enum health_status { HEALTH_STARTING, HEALTH_HEALTHY, HEALTH_UNHEALTHY };
+struct health_state {
+  enum health_status status;
+  int failing_streak;
+  int checks;        /* since the container's latest start */
+  int exit_code;     /* of the latest check; -1: timed out */
+  pid_t pid;         /* the container run the state is about */
+  int restart_count; /* and its restart count */
+  char started_at[48];
+  char checked_at[48];
+  char output[HEALTH_OUTPUT_MAX];
+  size_t output_len;
+};
+struct health {
+  const struct health_config *cfg; /* NULL: no healthcheck, every call is a no-op */
+  struct health_state st;
+  pid_t pid;              /* the running check, 0: none */
+  int fd;                 /* its stdout+stderr, -1: none */
+  bool timed_out;
+  int64_t run_started;    /* the container's start (0: not running) */
+  int64_t check_started;
+  int64_t due;            /* the next check (0: none scheduled) */
+  int64_t deadline;       /* the running check's timeout */
+  size_t out_len;
+  char out[HEALTH_OUTPUT_MAX];
+};
+const char *health_status_name(enum health_status s);
+void health_apply(struct health_state *s, const struct health_config *c, int exit_code, int64_t since_start_ms);
+int health_write(const char *path, const struct health_state *s, shim_error *err);
+void health_reset(struct health *h, pid_t container_pid, int restart_count, int64_t now);
+void health_now(struct health *h);
+void health_tick(struct health *h, int64_t now);
+void health_read(struct health *h);
+bool health_reaped(struct health *h, pid_t pid, int wait_status);
+void health_abort(struct health *h);
+int health_poll_timeout(const struct health *h, int64_t now);
 
 /* main.c */
 void run_exit_command(const struct shim_config *cfg);

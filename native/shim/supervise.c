@@ -1,4 +1,5 @@
-/* The supervision loop: spawn, capture output, wait, decide on a restart, back off. */
+/* The supervision loop: spawn, capture output, run the healthcheck (health.c) while the command
+ * runs, wait, decide on a restart, back off. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -32,7 +33,7 @@ static int setup_signals(shim_error *err) {
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-  int handled[] = {SIGCHLD, SIGTERM, SIGINT};
+  int handled[] = {SIGCHLD, SIGTERM, SIGINT, SIGUSR1};
   for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
     if (sigaction(handled[i], &sa, NULL) < 0)
       return shim_fail(err, errno, "sigaction");
@@ -58,6 +59,7 @@ struct run {
   int wait_status;
   bool stopping;
   int64_t kill_deadline; /* 0: none */
+  struct health health;
 };
 
 static void save_state(struct run *r) {
@@ -192,7 +194,27 @@ static void request_stop(struct run *r) {
   save_state(r);
 }
 
-/* Handles pending signals; returns false if a stop was requested. */
+/* Reaps every exited child: the command, a health check, or a stray (none expected). Peeks first
+ * (WNOWAIT) so each pid is reaped by its own waitpid with its status kept. */
+static void reap(struct run *r) {
+  for (;;) {
+    siginfo_t si;
+    si.si_pid = 0;
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+      return;
+    int status = 0;
+    if (waitpid(si.si_pid, &status, WNOHANG) != si.si_pid)
+      return;
+    if (r->child_alive && si.si_pid == r->child) {
+      r->child_alive = false;
+      r->wait_status = status;
+    } else {
+      health_reaped(&r->health, si.si_pid, status);
+    }
+  }
+}
+
+/* Handles pending signals: a stop request, a check asked for now, exited children. */
 static void handle_signals(struct run *r) {
   unsigned char b[64];
   ssize_t n;
@@ -200,29 +222,30 @@ static void handle_signals(struct run *r) {
     for (ssize_t i = 0; i < n; i++) {
       if (b[i] == SIGTERM || b[i] == SIGINT)
         request_stop(r);
+      else if (b[i] == SIGUSR1 && r->child_alive && !r->stopping)
+        health_now(&r->health);
     }
   }
-  if (r->child_alive) {
-    int status;
-    pid_t p = waitpid(r->child, &status, WNOHANG);
-    if (p == r->child) {
-      r->child_alive = false;
-      r->wait_status = status;
-    }
-  }
-  while (waitpid(-1, NULL, WNOHANG) > 0) /* any strays (none expected) */
-    ;
+  reap(r);
 }
 
 /* Waits until the child exited and its output is drained. */
 static void wait_child(struct run *r) {
   int64_t drain_deadline = 0;
   for (;;) {
-    struct pollfd p[3] = {{sig_pipe[0], POLLIN, 0}, {r->out.fd, POLLIN, 0}, {r->err.fd, POLLIN, 0}};
-    int timeout = -1;
     int64_t now = now_ms();
+    if (r->child_alive && !r->stopping)
+      health_tick(&r->health, now);
+    struct pollfd p[4] = {{sig_pipe[0], POLLIN, 0}, {r->out.fd, POLLIN, 0}, {r->err.fd, POLLIN, 0},
+                          {r->health.fd, POLLIN, 0}};
+    int timeout = -1;
     if (r->kill_deadline && r->child_alive)
       timeout = r->kill_deadline > now ? (int)(r->kill_deadline - now) : 0;
+    int ht = r->child_alive && !r->stopping ? health_poll_timeout(&r->health, now) : -1;
+    if (ht >= 0 && (timeout < 0 || ht < timeout))
+      timeout = ht;
+    if (!r->child_alive || r->stopping)
+      health_abort(&r->health); /* no checks of a container that is gone or going */
     if (!r->child_alive) {
       if (r->out.fd < 0 && r->err.fd < 0)
         return;
@@ -236,9 +259,12 @@ static void wait_child(struct run *r) {
         break;
       timeout = (int)(drain_deadline - now);
     }
-    int rc = poll(p, 3, timeout);
+    p[3].fd = r->health.fd; /* health_abort may have closed it */
+    int rc = poll(p, 4, timeout);
     if (rc < 0 && errno != EINTR)
       break;
+    if (p[3].revents && r->health.fd >= 0)
+      health_read(&r->health);
     if (p[0].revents)
       handle_signals(r);
     if (p[1].revents && r->out.fd >= 0)
@@ -311,6 +337,8 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
   r.st.name = cfg->name;
   r.st.policy = cfg->policy_text;
   r.st.shim_pid = getpid();
+  r.health.cfg = cfg->health.argv ? &cfg->health : NULL;
+  r.health.fd = -1;
   if (setup_signals(err) < 0 || log_open(&r.log, cfg->log_path, cfg->log_max_size, cfg->log_max_files, err) < 0) {
     notify(&notify_fd, "error %s\n", err->msg);
     return -1;
@@ -338,6 +366,7 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
     r.st.pid = r.child;
     r.st.status = "running";
     r.st.error[0] = '\0';
+    health_reset(&r.health, r.child, r.st.restart_count, now_ms()); /* "starting" again, as Docker does */
     if (rc < 0)
       snprintf(r.st.error, sizeof r.st.error, "%s", serr.msg);
     save_state(&r);
