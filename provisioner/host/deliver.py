@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -212,16 +213,24 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
            "--no-index", "--find-links", staging, "--no-compile"]
     wheel = f"{staging}/{bundle.project_wheel.name}"
     fresh = ssh.run(["test", "-x", f"{venv}/bin/python"], check=False).returncode != 0
+    deps = "\n".join(sorted(w.name for w in bundle.dependency_wheels))
+    deps_file = f"{venv}.deps"   # which dependency wheels the venv holds (the VM image writes it too)
     if fresh:
         ssh.run(["python3", "-m", "venv", "--without-pip", venv], sudo=True)
-    ssh.run([*pip, wheel], sudo=True, timeout=900)
-    if not fresh:
-        # Same version number, new code: reinstall the project wheel itself (dependencies stay).
+    if not fresh and ssh.run(["cat", deps_file], check=False).stdout.strip() == deps:
+        # The dependencies are in place (e.g. baked into the image): one pip run for the agent itself.
         ssh.run([*pip, "--no-deps", "--force-reinstall", wheel], sudo=True, timeout=900)
-    ssh.run(["ln", "-sfn", f"{venv}/bin/provision", "/usr/local/bin/provision"], sudo=True)
-    ssh.run(["tee", marker], sudo=True, input=digest + "\n")
-    report.seconds["install"] = round(time.monotonic() - t1, 2)
+    else:
+        ssh.run([*pip, wheel], sudo=True, timeout=900)
+        if not fresh:
+            # Same version number, new code: reinstall the project wheel itself (dependencies stay).
+            ssh.run([*pip, "--no-deps", "--force-reinstall", wheel], sudo=True, timeout=900)
+        ssh.run(["tee", deps_file], sudo=True, input=deps + "\n")
     # As root, so this first run also writes the byte code of what the agent imports.
-    report.version = ssh.run(["/usr/local/bin/provision", "--version"], sudo=True).stdout.strip()
+    report.version = ssh.run(
+        f"ln -sfn {shlex.quote(venv)}/bin/provision /usr/local/bin/provision && "
+        f"printf '%s\\n' {shlex.quote(digest)} > {shlex.quote(marker)} && /usr/local/bin/provision --version",
+        sudo=True).stdout.strip()
+    report.seconds["install"] = round(time.monotonic() - t1, 2)
     progress(f"agent: installed {report.version} in {venv} in {report.seconds['install']}s")
     return report

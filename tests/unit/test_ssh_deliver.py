@@ -112,7 +112,26 @@ def test_first_delivery_makes_a_venv_without_pip_and_installs_once(tmp_path):
     assert "python3 -m venv --without-pip /opt/provisioner/venv" in ssh.commands
     installs = [c for c in ssh.commands if " install " in c]
     assert len(installs) == 1 and "--no-index" in installs[0] and "--force-reinstall" not in installs[0]
-    assert "ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision" in ssh.commands
+    assert any(c.startswith("ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision && ")
+               for c in ssh.commands)
+    assert "tee /opt/provisioner/venv.deps" in ssh.commands   # the next delivery knows the deps are there
+
+
+def test_dependencies_already_in_the_venv_mean_one_pip_run_without_deps(tmp_path):
+    bundle = _bundle(tmp_path)
+
+    class Baked(FakeSsh):   # like the local cloud's VM image: venv and its .deps list baked in
+        def run(self, argv, **kw):
+            out = super().run(argv, **kw)
+            if out.stdout == "" and self.commands[-1] == "cat /opt/provisioner/venv.deps":
+                out.stdout = "\n".join(sorted(w.name for w in bundle.dependency_wheels)) + "\n"
+            return out
+
+    ssh = Baked(have={w.name: w.stat().st_size for w in bundle.dependency_wheels})
+    d.deliver(ssh, bundle)
+    installs = [c for c in ssh.commands if " install " in c]
+    assert len(installs) == 1 and "--no-deps --force-reinstall" in installs[0]
+    assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl"]
 
 
 def test_same_agent_contents_are_not_reinstalled(tmp_path):

@@ -82,7 +82,7 @@ class LocalDriver:
                         "running" if alive else "stopped",
                         {"stack": st.stack, "pid": st.pid, "ssh": f"127.0.0.1:{st.ssh_port}", "user": st.user,
                          "accel": st.accel, "ports": st.ports,
-                         "style": "gce" if any(d.get("interface") == "scsi" for d in st.disks) else "aws",
+                         "style": "gce" if any(d.get("bus") == "scsi" for d in st.disks) else "aws",
                          "tags": {"provisioner-stack": st.stack, "provisioner-host": st.host}})
 
     def instance_state(self, inst: Resource) -> Resource:
