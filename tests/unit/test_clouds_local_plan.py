@@ -43,3 +43,18 @@ def test_make_driver_local_keeps_state_under_root(tmp_path):
     d = make_driver("local", root=tmp_path)
     assert isinstance(d, LocalDriver) and d.name == "local" and d.cloud.root == tmp_path
     assert d.find("hello") == []
+
+
+def test_instances_report_the_disk_style_they_were_launched_with(tmp_path):
+    from dataclasses import asdict
+
+    from provisioner.clouds.local import state
+    from provisioner.clouds.local.spec import VmSpec, VolumeDisk, plan_disks
+
+    d = make_driver("local", root=tmp_path)
+    for style in ("aws", "gce"):
+        spec = VmSpec("s", "h", "ssh-ed25519 AAAA k", style=style, ephemeral=1, volumes=(VolumeDisk("v", 1024),))
+        st = state.VmState(stack="s", host="h", disks=[asdict(x) for x in plan_disks(spec)],
+                           ports=[{"host_port": 8080, "guest_port": 8080, "proto": "tcp"}])
+        inst = d._instance(st)
+        assert inst.extra["style"] == style and inst.extra["ports"] == st.ports
