@@ -15,7 +15,8 @@ from provisioner.deploy import inventory
 from provisioner.deploy.pipeline import PHASES
 from tests.registry_fixture import docker_registry, free_port
 
-from deployhelpers import EXAMPLES, deploy, http_get, provision, push_images, ssh_to
+from deployhelpers import EXAMPLES, deploy, http_get, provision, push_images, reboot_and_wait, ssh_to
+from vmhelpers import qemu_processes_for, wait_not_listening
 
 pytestmark = pytest.mark.vm
 
@@ -36,13 +37,13 @@ def deployed(vm_root, vm_image, tmp_path_factory):
                          .replace("127.0.0.1:5000/", f"{reg.address}/").replace('"8000:80"', f'"{port}:80"'))
         env = {"XDG_CONFIG_HOME": str(tmp / "config")}
         try:
-            yield deploy(vm_root, stack, env), port
+            yield deploy(vm_root, stack, env), port, stack, env
         finally:
             provision(vm_root, "destroy", "allinone", "--cloud", "local", "--yes", env=env, check=False)
 
 
 def test_allinone_deployed_every_service_healthy(deployed, vm_root):
-    result, port = deployed
+    result, port, _stack, _env = deployed
     (host,) = result["hosts"]
     assert result["ok"], host["error"]
     assert {s["service"]: (s["state"], s["health"]) for s in host["services"]} == {
@@ -53,10 +54,14 @@ def test_allinone_deployed_every_service_healthy(deployed, vm_root):
         store = ssh.run(["findmnt", "-no", "FSTYPE,SOURCE", "/var/lib/provisioner"]).stdout.split()
         backups = ssh.run(["findmnt", "-no", "FSTYPE,SOURCE", "/srv/backups"]).stdout.split()
         assert store[0] == "btrfs" and backups[0] == "btrfs"
-        models = {dev: ssh.run(["lsblk", "-dno", "VENDOR,MODEL", dev]).stdout.split()
-                  for dev in (store[1], backups[1])}
-        assert models[store[1]] == ["Google", "EphemeralDisk"], models
-        assert models[backups[1]] == ["Google", "PersistentDisk"], models
+        # real udev in the guest reports what GCE's would (vendor, model, serial = device name)
+        props = {}
+        for dev in (store[1], backups[1]):
+            out = ssh.run(["udevadm", "info", "--query=property", "--name", dev]).stdout
+            props[dev] = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        assert [props[store[1]][k] for k in ("ID_VENDOR", "ID_MODEL", "ID_BUS")] == ["Google", "EphemeralDisk", "scsi"]
+        assert [props[backups[1]][k] for k in ("ID_VENDOR", "ID_MODEL", "ID_SERIAL_SHORT")] == \
+            ["Google", "PersistentDisk", "backups"]
         assert ssh.run(["hostname"]).stdout.strip() == "allinone"
         assert "allinone" in ssh.run(["cat", "/etc/hosts"]).stdout
         # the python app answers and PINGs redis through its link alias
@@ -65,3 +70,45 @@ def test_allinone_deployed_every_service_healthy(deployed, vm_root):
                                   ".read().decode())"]).stdout)
         assert api["redis"]["reply"] == "+PONG", api
     assert inventory.find(vm_root, "allinone/allinone").style == "gce"
+
+
+def test_a_changed_service_is_recreated_alone(deployed, vm_root):
+    _result, _port, path, env = deployed
+    text = path.read_text()
+    head, web = text.split("\n  web:\n", 1)
+    # nobody links to the front end: changing it touches nothing else
+    path.write_text(head + "\n  web:\n" + web.replace("    restart: always\n",
+                                                             "    restart: always\n    environment: {REVISION: '2'}\n", 1))
+    again = deploy(vm_root, path, env)
+    (host,) = again["hosts"]
+    assert again["ok"] and not host["launched"], host["error"]
+    assert [(a["action"], a["service"]) for a in host["actions"]] == [("recreate", "web")], host["actions"]
+    assert all(s["health"] == "healthy" for s in host["services"])
+
+
+def test_reboot_brings_the_stack_back_with_the_volume_intact(deployed, vm_root):
+    _result, port, _stack, _env = deployed
+    name = "allinone/allinone"
+    with ssh_to(vm_root, name) as ssh:
+        ssh.run("echo kept > /srv/backups/marker", sudo=True)
+        uuid = ssh.run(["findmnt", "-no", "UUID", "/srv/backups"]).stdout.strip()
+    took = reboot_and_wait(vm_root, name)
+    print(f"\nreboot: SSH back after {took:.0f}s")
+    assert "welcome to nginx" in http_get(port, "/", timeout=600).lower()   # restarted by the boot hook
+    with ssh_to(vm_root, name) as ssh:
+        assert ssh.run(["cat", "/srv/backups/marker"]).stdout.strip() == "kept"
+        assert ssh.run(["findmnt", "-no", "UUID", "/srv/backups"]).stdout.strip() == uuid   # not reformatted
+        ps = json.loads(ssh.run("sudo -n provision ps -f /etc/provisioner/stack.yml --json").stdout)
+        assert {r["service"]: r["state"] for r in ps} == {s: "running" for s in SERVICES}
+
+
+def test_destroy_keep_volumes_keeps_only_the_volume_files(deployed, vm_root):
+    _result, port, _stack, env = deployed
+    directory = vm_root / "local" / "allinone" / "allinone"
+    provision(vm_root, "destroy", "allinone", "--cloud", "local", "--keep-volumes", "--yes", env=env)
+    assert qemu_processes_for(directory) == [] and wait_not_listening(port)
+    left = sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+    assert left == ["volumes", "volumes/backups.json", "volumes/backups.qcow2"]
+    assert inventory.records(vm_root, "allinone") == []
+    provision(vm_root, "destroy", "allinone", "--cloud", "local", "--yes", env=env)   # now the volume too
+    assert not directory.parent.exists()

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from provisioner.clouds.local import state
+from provisioner.clouds.local import local_nvme_role, state
 from provisioner.deploy import inventory
 from tests.registry_fixture import docker_registry, free_port
 
@@ -60,6 +60,15 @@ def test_deploy_serves_from_the_forwarded_port_with_disks_like_aws(env, first):
         assert src[0] == "btrfs"
         serial = ssh.run(["lsblk", "-dno", "SERIAL", src[1]]).stdout.strip()
         assert serial == rec.volumes["data"]            # the EBS-style volume, matched by its id
+        # what the on-host discovery saw: real udev properties of qemu's NVMe disks, told apart by serial
+        st = state.load(env["root"] / "local" / "hello" / "web")
+        for disk in st.disks:
+            dev = ssh.run(f"lsblk -dno NAME,SERIAL | awk '$2 == \"{disk['serial']}\" {{print $1}}'").stdout.strip()
+            out = ssh.run(["udevadm", "info", "--query=property", "--name", f"/dev/{dev}"]).stdout
+            props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+            assert props["ID_SERIAL_SHORT"] == disk["serial"] and props["ID_MODEL"] == "QEMU NVMe Ctrl", props
+            assert local_nvme_role(disk["serial"]) == disk["role"]
+        assert sorted(d["role"] for d in st.disks) == ["ephemeral", "ephemeral", "volume"]
         status = json.loads(ssh.run("sudo -n provision host status --json").stdout)
         assert {s["name"]: s["status"] for s in status["steps"]}["disks"] in ("ok", "changed")
 
