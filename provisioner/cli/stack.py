@@ -22,7 +22,7 @@ def _load(app: App, path: str, host: str | None = None):
         from ..stack.placement import services_for_host
 
         services = services_for_host(load_stack(path), services, host)
-    return name, services, Stacks(Manager(app.root, app.runner), progress=status, monitor=True)
+    return name, services, Stacks(Manager(app.root, app.runner), progress=status)
 
 
 @click.command("up")

@@ -58,6 +58,16 @@ class Accessing:
             args += ["--user", f"{u.uid}:{u.gid}"]
         return args + [rec.id, "--", *argv]
 
+    def health(self, rec: ContainerRecord) -> supervise.Health | None:
+        """The healthcheck's state as the container's shim last wrote it (None: no healthcheck)."""
+        if not rec.config.get("healthcheck"):
+            return None
+        return supervise.health(rec.id, self.supervise_dir)
+
+    def check_health_now(self, rec: ContainerRecord) -> bool:
+        """A healthcheck now rather than at the next interval (the shim's SIGUSR1)."""
+        return bool(rec.config.get("healthcheck")) and supervise.check_health_now(rec.id, self.supervise_dir)
+
     def logs(self, ref: str, *, tail: int | None = None, follow: bool = False) -> Iterator[supervise.LogLine]:
         rec = self.records.get(ref)
         return supervise.logs(rec.id, self._dir(rec), tail=tail, follow=follow, state_dir=self.supervise_dir)
@@ -80,11 +90,13 @@ class Accessing:
     def describe(self, rec: ContainerRecord, st: Status | None = None) -> dict:
         st = st or self.status(rec)
         ep = network.endpoint(self.root, rec.name)
+        health = self.health(rec)
         return {"id": rec.id, "name": rec.name, "image": rec.image, "image_id": rec.image_id,
                 "created": rec.created, "status": st.to_json(), "restart": rec.config.get("restart", "no"),
                 "command": _command(rec), "ports": [str(p) for p in ep.ports] if ep else list(rec.config["ports"]),
                 "address": ep.address if ep else None, "mounts": rec.config.get("mounts", []),
-                "options": rec.config["options"], "links": rec.config["links"]}
+                "options": rec.config["options"], "links": rec.config["links"],
+                "health": health.to_json() if health is not None else None}
 
     def inspect(self, ref: str) -> dict:
         rec = self.records.get(ref)

@@ -55,6 +55,12 @@ class RunRequest:
     rm: bool = False
     insecure_registries: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
+    healthcheck: object | None = None   # stack.services.Healthcheck: run by the container's shim
+
+
+def _healthcheck_json(hc) -> dict:
+    return {"test": list(hc.test), "interval": hc.interval, "timeout": hc.timeout, "retries": hc.retries,
+            "start_period": hc.start_period}
 
 
 def parse_link(text: str) -> tuple[str, str]:
@@ -100,7 +106,8 @@ class Creating:
         reference.parse(req.image)
         return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
                 "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm,
-                "auto_remove": req.rm and req.detach}
+                "auto_remove": req.rm and req.detach,
+                **({"healthcheck": _healthcheck_json(req.healthcheck)} if req.healthcheck else {})}
 
     def _image(self, ref: str, insecure: tuple[str, ...]):
         store = self._store()
@@ -256,12 +263,24 @@ class Creating:
         opts = bundle.RunOptions.from_json(rec.config["options"])
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
-                        stop_timeout=STOP_TIMEOUT, shim=self.shim, exit_command=self._exit_command(rec))
+                        stop_timeout=STOP_TIMEOUT, shim=self.shim, exit_command=self._exit_command(rec),
+                        health=self._health(rec, rt))
         undo.append(("supervisor", lambda: (self._halt(rec, 0),
                                             supervise.remove(rec.id, self._dir(rec), self.supervise_dir))))
         self._wait_started(rec, rt)
         rec.state.pop("stopped_by_user", None)
         self.records.save(rec)
+
+    def _health(self, rec: ContainerRecord, rt: Runtime) -> supervise.HealthCheck | None:
+        """The shim runs the healthcheck as `exec` does (the runtime's exec of the test into the
+        container, as the container's user); --pid-file names what to kill when a check times out."""
+        hc = rec.config.get("healthcheck")
+        if not hc:
+            return None
+        pid_file = str(supervise.ShimPaths.of(rec.id, self._dir(rec), self.supervise_dir).health_pid)
+        argv = (rt.path, "--root", rt.state_root, "exec", "--pid-file", pid_file, rec.id, "--", *hc["test"])
+        return supervise.HealthCheck(argv, hc["interval"], hc["timeout"], hc["retries"], hc["start_period"],
+                                     pid_file=pid_file)
 
     def _exit_command(self, rec: ContainerRecord) -> list[str] | None:
         """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`

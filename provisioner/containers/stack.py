@@ -1,8 +1,9 @@
 """`provision up/down/ps`: a stack's services as containers named `<stack>-<service>`.
 
 Facts: `<root>/stacks/<stack>.json` records, per service, the container made for it and the hash
-of the config it was made from (plus the last health seen); the container records say whether
-it runs. `plan()` is pure: desired hashes + facts -> Remove/Create/Recreate/Start actions; an
+of the config it was made from; the container records say whether it runs. A service's
+healthcheck is part of its container: the container's supervisor (provision-shim) runs it every
+interval and keeps its health in a file, which `up` waits on and `ps` shows. `plan()` is pure: desired hashes + facts -> Remove/Create/Recreate/Start actions; an
 unchanged, running stack plans nothing. `Stacks.apply()` runs the actions through the container
 Manager, waiting before each service for its depends_on conditions, then for every healthcheck.
 
@@ -21,14 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import ContainerError, ProvisionerError, StackError
+from ..errors import ContainerError, StackError
 from ..fsutil import atomic_write
-from ..stack.services import Healthcheck, ServiceSet, ServiceSpec
+from ..stack.services import ServiceSet, ServiceSpec
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "stacks"
 UP_TIMEOUT = 120.0
+HEALTH_POLL = 0.05   # how often `up` reads a service's health file while it waits
 
 
 def container_name(stack: str, service: str) -> str:
@@ -135,7 +137,6 @@ class Stacks:
     sleep: Callable[[float], None] = time.sleep
     insecure_registries: tuple[str, ...] = ()
     progress: Callable[[str], None] = field(default=lambda msg: None)
-    monitor: bool = False            # after `up`, keep a health monitor process running (healthmon)
 
     @property
     def root(self) -> Path:
@@ -192,6 +193,9 @@ class Stacks:
             rec = self.manager.records.find(cname)
             if rec is None and name not in state.get("services", {}):
                 continue
+            if rec is not None and (state["services"].get(name) or {}).get("healthcheck") \
+                    and not rec.config.get("healthcheck"):
+                h = ""   # made before its supervisor ran healthchecks: recreate it so that it does
             out[name] = Current(cname, h, rec is not None, rec is not None and self.manager.is_running(rec))
         return out
 
@@ -200,6 +204,7 @@ class Stacks:
 
     # -- up -------------------------------------------------------------------------------------
     def up(self, stack: str, services: ServiceSet) -> list:
+        _stop_legacy_monitor(self.root, stack)
         with self.locked(stack):
             state = self.load_state(stack)
             hashes = self.hashes(services)
@@ -226,17 +231,12 @@ class Stacks:
                     self.manager.run(self.request(stack, spec))
                 state["services"][spec.name] = {
                     "container": cname, "hash": hashes[spec.name],
-                    "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None,
-                    "health": {"status": "starting" if spec.healthcheck else "none", "failing_streak": 0}}
+                    "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}
                 self.save_state(stack, state)
             for name in services.order:
                 spec = services.services[name]
                 if spec.healthcheck is not None:
                     self._wait_condition(stack, spec, "service_healthy", state, deadline)
-            if self.monitor and any(spec.healthcheck for spec in services.services.values()):
-                from . import healthmon
-
-                healthmon.start(self.root, stack)
             return actions
 
     def request(self, stack: str, spec: ServiceSpec):
@@ -259,22 +259,14 @@ class Stacks:
             links=tuple(f"{container_name(stack, t)}:{a}" for t, a in spec.links), restart=spec.restart,
             memory=spec.mem_limit, cpus=spec.cpus, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
-            insecure_registries=self.insecure_registries, security_opt=spec.security_opt)
+            insecure_registries=self.insecure_registries, security_opt=spec.security_opt,
+            healthcheck=spec.healthcheck)
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:
             self.manager.rm(cname, force=True, remove_volumes=True)
 
     # -- health ---------------------------------------------------------------------------------
-    def probe(self, cname: str, hc: Healthcheck) -> tuple[bool, str]:
-        """One run of the healthcheck through the runtime's exec into the container."""
-        try:
-            argv = self.manager.exec_argv(cname, list(hc.test))
-            res = self.manager.runner.run(argv, check=False, timeout=hc.timeout)
-        except ProvisionerError as exc:
-            return False, str(exc)
-        return res.returncode == 0, (res.stdout + res.stderr)[-200:]
-
     def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str, state: dict, deadline: float) -> None:
         cname = container_name(stack, spec.name)
         if cond == "service_started":
@@ -292,44 +284,32 @@ class Stacks:
                     raise ContainerError(f"service {spec.name} did not complete within {UP_TIMEOUT:g}s")
                 self.sleep(0.05)
         hc = spec.healthcheck
-        health = state["services"][spec.name].setdefault("health", {"status": "starting", "failing_streak": 0})
-        if health.get("status") == "healthy":
-            return
-        started = self.now()
+        rec = self.manager.records.find(cname)
+        if rec is not None:
+            # the shim's first check comes one interval after the start (as Docker's); ask for one
+            # now, so a service that is ready at once does not hold `up` for its interval
+            self.manager.check_health_now(rec)
         while True:
-            ok, output = self.probe(cname, hc)
-            health["checked_at"] = time.time()
-            health["last_output"] = output
-            if ok:
-                health.update(status="healthy", failing_streak=0)
-                self.save_state(stack, state)
-                self.progress(f"{spec.name} is healthy")
-                return
             rec = self.manager.records.find(cname)
             st = self.manager.status(rec) if rec is not None else None
+            health = self.manager.health(rec) if rec is not None else None
+            if health is not None and health.status == "healthy":
+                self.progress(f"{spec.name} is healthy")
+                return
             if st is None or st.state in ("exited", "dead"):
-                health["status"] = "unhealthy"
-                self.save_state(stack, state)
                 code = f" (exit code {st.exit_code})" if st is not None else ""
                 raise ContainerError(f"service {spec.name} stopped{code} before it became healthy; "
                                      f"see `provision container logs {cname}`")
-            if self.now() - started >= hc.start_period:
-                health["failing_streak"] = health.get("failing_streak", 0) + 1
-                if health["failing_streak"] >= hc.retries:
-                    health["status"] = "unhealthy"
-                    self.save_state(stack, state)
-                    raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
-                                         f"(last: {output.strip()[-120:] or 'no output'})")
+            if health is not None and health.status == "unhealthy":
+                raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
+                                     f"(last: {health.output.strip()[-120:] or 'no output'})")
             if self.now() > deadline:
                 raise ContainerError(f"service {spec.name} did not become healthy within {UP_TIMEOUT:g}s")
-            self.sleep(hc.interval)
+            self.sleep(HEALTH_POLL)
 
     # -- down / ps ------------------------------------------------------------------------------
     def down(self, stack: str, services: ServiceSet, *, remove_volumes: bool = False) -> list[str]:
-        if self.monitor:
-            from . import healthmon
-
-            healthmon.stop(self.root, stack)
+        _stop_legacy_monitor(self.root, stack)
         with self.locked(stack):
             state = self.load_state(stack)
             names = [container_name(stack, s) for s in reversed(services.order)]
@@ -349,10 +329,10 @@ class Stacks:
             return removed
 
     def ps(self, stack: str, services: ServiceSet) -> list[dict]:
+        """Each service's container, its state and its health as its supervisor last checked it
+        ("none": no healthcheck; "" for a service without a container)."""
         state = self.load_state(stack)
-        from . import healthmon
-
-        monitored = healthmon.running_pid(self.root, stack) is not None
+        hashes = self.hashes(services)
         rows = []
         for name in services.order:
             spec = services.services[name]
@@ -365,23 +345,34 @@ class Stacks:
                 st = self.manager.status(rec)
                 row.update(state=st.state, pid=st.pid, restart_count=st.restart_count, exit_code=st.exit_code)
             if entry is not None:
-                row["up_to_date"] = entry.get("hash") == self.hashes(services)[name]
-                if spec.healthcheck is not None and row["state"] == "running" and not monitored:
-                    ok, output = self.probe(cname, spec.healthcheck)
-                    h = entry.setdefault("health", {"failing_streak": 0})
-                    h["failing_streak"] = 0 if ok else h.get("failing_streak", 0) + 1
-                    h["status"] = "healthy" if ok else ("unhealthy" if h["failing_streak"] >= spec.healthcheck.retries
-                                                        else h.get("status", "starting"))
-                    h["checked_at"], h["last_output"] = time.time(), output
-                row["health"] = (entry.get("health") or {}).get("status", "")
+                row["up_to_date"] = entry.get("hash") == hashes[name]
+                if spec.healthcheck is None:
+                    row["health"] = "none"
+                elif rec is not None:
+                    health = self.manager.health(rec)
+                    row["health"] = health.status if health is not None else "starting"
+                    if health is not None:
+                        row["health_detail"] = health.to_json()
             rows.append(row)
-        if state.get("services"):
-            with self.locked(stack):   # re-read: an `up` may have changed the state meanwhile
-                fresh = self.load_state(stack)
-                for name, entry in fresh.get("services", {}).items():
-                    old = state["services"].get(name)
-                    if old and old.get("container") == entry.get("container") and "health" in old:
-                        entry["health"] = old["health"]
-                if fresh.get("services"):
-                    self.save_state(stack, fresh)
         return rows
+
+
+def _stop_legacy_monitor(root: Path, stack: str) -> None:
+    """Before the shim ran healthchecks, one Python monitor per stack did (containers.healthmon,
+    now gone): stop one still running from then, so it stops probing and writing the state."""
+    import os
+    import signal
+
+    pid_file = Path(root) / STATE_DIR / f".{stack}.monitor.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return
+    if b"provisioner.containers.healthmon" in cmdline and stack.encode() in cmdline:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    pid_file.unlink(missing_ok=True)

@@ -8,6 +8,9 @@ CLI; everything we know about it afterwards is in these files:
   <state_dir>/<name>.pid         the shim's pid, flock-ed by it for its whole life
   <log_dir>/<name>.log[.1 .2]    JSON lines {"log", "stream", "time"} (Docker's json-file shape)
   <state_dir>/<name>.spec.json   how it was started (argv, policy, ...), for restore() at boot
+  <state_dir>/<name>.health.json the healthcheck's state, written atomically by the shim, which runs
+                                 the check itself (status, failing streak, last output; see health())
+  <state_dir>/<name>.health.pid  the pid a running check's exec writes (killed on its timeout)
 
 `stop()` writes the wanted timeout to <state_dir>/<name>.stop and sends the shim SIGTERM; the
 shim sends the stop signal, waits, then SIGKILLs the process group, and does not restart.
@@ -97,6 +100,63 @@ class ShimPaths:
     def spec(self) -> Path:
         return self.state.with_name(self.state.name.replace(".state.json", ".spec.json"))
 
+    @property
+    def health(self) -> Path:
+        return self.state.with_name(self.state.name.replace(".state.json", ".health.json"))
+
+    @property
+    def health_pid(self) -> Path:
+        return self.state.with_name(self.state.name.replace(".state.json", ".health.pid"))
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A healthcheck as the shim runs it: `argv` is one check (e.g. the runtime's exec of the
+    test into the container), with Docker's meanings and defaults for the rest (seconds)."""
+
+    argv: tuple[str, ...]
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+    pid_file: str | None = None   # where the check writes the pid to kill on timeout
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "argv": list(self.argv)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "HealthCheck":
+        return cls(**{**data, "argv": tuple(data["argv"])})
+
+    def shim_args(self, health_file: Path) -> list[str]:
+        args = ["--health-cmd", self.argv[0]]
+        for a in self.argv[1:]:
+            args += ["--health-cmd-arg", a]
+        args += ["--health-file", str(health_file), "--health-interval", f"{self.interval:g}",
+                 "--health-timeout", f"{self.timeout:g}", "--health-retries", str(self.retries),
+                 "--health-start-period", f"{self.start_period:g}"]
+        if self.pid_file:
+            args += ["--health-pid-file", self.pid_file]
+        return args
+
+
+@dataclass(frozen=True)
+class Health:
+    """The shim's health file: about the container's latest start (`pid`, `restart_count`)."""
+
+    status: str                 # starting | healthy | unhealthy
+    failing_streak: int = 0
+    checks: int = 0             # since that start
+    exit_code: int | None = None  # of the last check; -1: it timed out
+    output: str = ""            # the last check's output (its first 4 KiB)
+    started_at: str = ""
+    checked_at: str = ""        # when the last check ended ("" before the first)
+    pid: int | None = None
+    restart_count: int = 0
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
 
 @dataclass(frozen=True)
 class ShimStatus:
@@ -160,6 +220,37 @@ def status(name: str, state_dir: str | os.PathLike, log_dir: str | os.PathLike |
     )
 
 
+def health(name: str, state_dir: str | os.PathLike) -> Health | None:
+    """The container's health as its shim last wrote it; None without a healthcheck (or before
+    the shim's first write)."""
+    path = ShimPaths.of(name, state_dir, state_dir).health
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ContainerError(f"{path}: unreadable health state ({exc})") from exc
+    fields = {k: data[k] for k in Health.__dataclass_fields__ if k in data}
+    if fields.get("status") not in ("starting", "healthy", "unhealthy"):
+        raise ContainerError(f"{path}: unreadable health state (status {fields.get('status')!r})")
+    return Health(**fields)
+
+
+def check_health_now(name: str, state_dir: str | os.PathLike) -> bool:
+    """Asks the shim for a healthcheck now (SIGUSR1) rather than at the next interval: what `up`
+    does once a container runs. False if there is no live shim running checks."""
+    paths = ShimPaths.of(name, state_dir, state_dir)
+    pid = _read_pid(paths.pid)
+    # only a shim that writes a health file runs checks (and handles SIGUSR1 rather than dying of it)
+    if pid is None or not paths.health.exists() or not _pid_alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def start(
     name: str,
     argv: Sequence[str],
@@ -176,11 +267,13 @@ def start(
     backoff_reset_ms: int = 10_000,
     shim: str | None = None,
     exit_command: Sequence[str] | None = None,
+    health: HealthCheck | None = None,
 ) -> ShimStatus:
     """Starts `argv` under a detached shim; returns once the command has been exec'd.
     The command runs in / with the caller's environment and stdin on /dev/null (the runtime
     sets the container's own cwd and env), in its own process group. `exit_command` (an argv with
-    an absolute path) runs once the command is done for good and the shim has let go of it."""
+    an absolute path) runs once the command is done for good and the shim has let go of it.
+    `health`: the shim runs this healthcheck while the command runs (see health())."""
     paths = ShimPaths.of(name, log_dir, state_dir)
     if not argv:
         raise ContainerError(f"{name}: no command to run")
@@ -191,6 +284,9 @@ def start(
         raise ContainerError(f"{name}: unknown stop signal {stop_signal!r}")
     if log_max_size < 1024 or log_max_files < 1:
         raise ContainerError(f"{name}: log limits must be >= 1024 bytes and >= 1 file")
+    if health is not None and (not health.argv or health.interval <= 0 or health.timeout <= 0
+                               or health.retries < 1 or health.start_period < 0):
+        raise ContainerError(f"{name}: bad healthcheck (a command, interval and timeout > 0, retries >= 1)")
     current = status(name, state_dir, log_dir)
     if current.shim_alive:
         raise ContainerError(f"{name} is already running (supervisor pid {current.shim_pid})")
@@ -204,10 +300,12 @@ def start(
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop.unlink(missing_ok=True)
+    paths.health.unlink(missing_ok=True)   # a new shim writes it afresh: never a stale health
     spec = {"argv": list(argv), "policy": str(pol), "log_dir": str(Path(log_dir).resolve()),
             "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
             "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms,
-            "exit_command": list(exit_command) if exit_command else None}
+            "exit_command": list(exit_command) if exit_command else None,
+            "health": health.to_json() if health else None}
     atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
@@ -222,6 +320,8 @@ def start(
         cmd += ["--exit-command", exit_command[0]]
         for arg in exit_command[1:]:
             cmd += ["--exit-command-arg", arg]
+    if health is not None:
+        cmd += health.shim_args(paths.health)
     cmd += ["--", *argv]
     # The launcher returns as soon as the daemon reports the first exec, so this is an
     # ordinary short command through the Runner; the daemon's stdio is /dev/null.
@@ -267,7 +367,8 @@ def remove(name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) 
     paths = ShimPaths.of(name, log_dir, state_dir)
     if status(name, state_dir, log_dir).shim_alive:
         raise ContainerError(f"{name} is running; stop it first")
-    for p in (paths.state, paths.pid, paths.stop, paths.spec, *_log_files(paths.log)):
+    for p in (paths.state, paths.pid, paths.stop, paths.spec, paths.health, paths.health_pid,
+              *_log_files(paths.log)):
         p.unlink(missing_ok=True)
 
 
@@ -286,7 +387,8 @@ def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None)
                  stop_signal=spec["stop_signal"], stop_timeout=spec["stop_timeout"],
                  log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
                  backoff_max_ms=spec["backoff_max_ms"], backoff_reset_ms=spec.get("backoff_reset_ms", 10_000),
-                 shim=shim, exit_command=spec.get("exit_command"))
+                 shim=shim, exit_command=spec.get("exit_command"),
+                 health=HealthCheck.from_json(spec["health"]) if spec.get("health") else None)
 
 
 def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,

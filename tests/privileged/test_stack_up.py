@@ -149,24 +149,3 @@ def test_a_failing_healthcheck_fails_up_naming_the_service(env):
     assert ps["front"]["state"] == "missing" and ps["web"]["health"] == "unhealthy"
     env.provision("down", "-f", path)
     assert env.leftovers() == NOTHING
-
-
-def test_the_health_monitor_records_health_between_ups_and_down_stops_it(env):
-    from provisioner.containers import healthmon
-
-    path = _write(env, free_port(), **{"      retries: 25\n  api": "      retries: 2\n  api"})
-    env.provision("up", "-f", path)
-    stack = f"s{env.sfx}"
-    pid = wait_for(lambda: healthmon.running_pid(env.root, stack), what="health monitor running")
-    web = f"{stack}-web"
-    env.provision("container", "exec", web, "mv", "/www/index.html", "/www/away.html")
-    wait_for(lambda: _ps(env, path)["web"]["health"] == "unhealthy", timeout=10, what="web unhealthy")
-    assert _ps(env, path)["front"]["health"] == "healthy"   # front probes api, which still serves
-    env.provision("container", "exec", web, "mv", "/www/away.html", "/www/index.html")
-    wait_for(lambda: _ps(env, path)["web"]["health"] == "healthy", timeout=10, what="web healthy again")
-    # a re-up leaves the monitor (and every container) alone
-    assert env.provision("up", "-f", path).stdout.strip() == f"{stack}: up to date"
-    assert healthmon.running_pid(env.root, stack) == pid
-    env.provision("down", "-f", path)
-    assert not alive(pid) and healthmon.running_pid(env.root, stack) is None
-    assert env.leftovers() == NOTHING

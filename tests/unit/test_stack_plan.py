@@ -123,8 +123,9 @@ from provisioner.errors import ContainerError  # noqa: E402
 
 
 class _Rec:
-    def __init__(self, name):
+    def __init__(self, name, config=None):
         self.id = self.name = name
+        self.config = config or {}
 
 
 class _Status:
@@ -143,29 +144,25 @@ class _Volumes:
         self.names.discard(n)
 
 
-class _Result:
-    def __init__(self, rc):
-        self.returncode, self.stdout, self.stderr = rc, "", "" if rc == 0 else "fail"
-
-
 class FakeManager:
-    """Containers as names; `healthy_after[name]` = probes that fail before one succeeds."""
+    """Containers as names. Their supervisors' health files as scripts: `health[name]` is the
+    status each read returns, in turn (the last one repeats); without a script, "healthy"."""
 
-    def __init__(self, root, healthy_after=None):
+    def __init__(self, root, health=None):
         self.root = root
         self.containers: dict[str, bool] = {}
+        self.configs: dict[str, dict] = {}
         self.log: list[str] = []
-        self.healthy_after = dict(healthy_after or {})
+        self.health_script = {k: list(v) for k, v in (health or {}).items()}
         self.volumes = _Volumes()
         self.records = self
-        self.runner = self
 
     # records
     def find(self, ref):
-        return _Rec(ref) if ref in self.containers else None
+        return _Rec(ref, self.configs.get(ref)) if ref in self.containers else None
 
     def get(self, ref):
-        return _Rec(ref)
+        return _Rec(ref, self.configs.get(ref))
 
     # manager
     def is_running(self, rec):
@@ -177,6 +174,7 @@ class FakeManager:
     def run(self, req):
         assert req.name not in self.containers, f"{req.name} created twice"
         self.containers[req.name] = True
+        self.configs[req.name] = {"healthcheck": {"test": list(req.healthcheck.test)}} if req.healthcheck else {}
         for v in req.volumes:
             if not v.startswith("/"):
                 self.volumes.names.add(v.split(":")[0])
@@ -190,16 +188,20 @@ class FakeManager:
         self.containers[name] = True
         self.log.append(f"start {name}")
 
-    def exec_argv(self, name, argv):
-        return [name, *argv]
+    # the shim's health file
+    def health(self, rec):
+        from provisioner.containers.supervise import Health
 
-    # runner
-    def run_probe(self, argv, check, timeout):
-        name = argv[0]
-        self.log.append(f"probe {name}")
-        left = self.healthy_after.get(name, 0)
-        self.healthy_after[name] = left - 1
-        return _Result(0 if left <= 0 else 1)
+        if not rec.config.get("healthcheck"):
+            return None
+        self.log.append(f"health {rec.name}")
+        script = self.health_script.get(rec.name) or ["healthy"]
+        status = script.pop(0) if len(script) > 1 else script[0]
+        return Health(status, output="fail\n" if status == "unhealthy" else "")
+
+    def check_health_now(self, rec):
+        self.log.append(f"check-now {rec.name}")
+        return True
 
 
 class _Clock:
@@ -216,46 +218,60 @@ class _Clock:
 def _stacks(tmp_path, mgr):
     from provisioner.containers.stack import Stacks
 
-    mgr.runner = type("R", (), {"run": staticmethod(mgr.run_probe)})()
     clock = _Clock()
     return Stacks(manager=mgr, now=clock.now, sleep=clock.sleep), clock
 
 
 def test_up_creates_in_order_waits_for_health_and_re_up_does_nothing(tmp_path):
     s = _services(tmp_path)
-    mgr = FakeManager(tmp_path, {"shop-web": 2})
+    mgr = FakeManager(tmp_path, {"shop-web": ["starting", "starting", "healthy"]})
     st, clock = _stacks(tmp_path, mgr)
     actions = st.up("shop", s)
     assert [type(a).__name__ for a in actions] == ["Create"] * 5
     runs = [x for x in mgr.log if x.startswith("run")]
-    # app waits for web's health before it is created
-    assert mgr.log.index("run shop-app") > max(i for i, x in enumerate(mgr.log) if x == "probe shop-web")
-    assert mgr.log.count("probe shop-web") == 3 and clock.t == pytest.approx(0.4)
+    # app waits for web's health (read from web's supervisor) before it is created; web's first
+    # check is asked for at once rather than one interval after its start
+    app = mgr.log.index("run shop-app")
+    assert mgr.log[mgr.log.index("run shop-web"):app] == [
+        "run shop-web", "check-now shop-web", "health shop-web", "health shop-web", "health shop-web"]
+    assert clock.t == pytest.approx(0.1)   # two polls of 50 ms while web was starting
     assert len(runs) == 5
-    state = st.load_state("shop")
-    assert state["services"]["web"]["health"]["status"] == "healthy"
+    rows = {r["service"]: r["health"] for r in st.ps("shop", s)}
+    assert rows == {"web": "healthy", "app": "none", "api": "none", "db": "none", "cron": "none"}
     mgr.log.clear()
-    assert st.up("shop", s) == [] and mgr.log == []
+    # a re-up only reads web's health (healthy): nothing created, started or asked of the shim
+    assert st.up("shop", s) == [] and [x for x in mgr.log if not x.startswith("health ")] == ["check-now shop-web"]
     assert st.plan("shop", s) == []
 
 
 def test_a_failing_healthcheck_stops_up_before_the_dependents(tmp_path):
     s = _services(tmp_path)
-    mgr = FakeManager(tmp_path, {"shop-web": 99})
+    mgr = FakeManager(tmp_path, {"shop-web": ["starting", "starting", "unhealthy"]})
     st, _ = _stacks(tmp_path, mgr)
-    with pytest.raises(ContainerError, match="service web is unhealthy: 3 checks failed"):
+    with pytest.raises(ContainerError, match=r"service web is unhealthy: 3 checks failed \(last: fail\)"):
         st.up("shop", s)
-    assert "run shop-app" not in mgr.log and mgr.log.count("probe shop-web") == 3
-    assert st.load_state("shop")["services"]["web"]["health"]["status"] == "unhealthy"
+    assert "run shop-app" not in mgr.log and mgr.log.count("health shop-web") == 3
+    assert {r["service"]: r["health"] for r in st.ps("shop", s)}["web"] == "unhealthy"
 
 
-def test_start_period_failures_do_not_count(tmp_path):
-    text = STACK.replace("interval: 200ms}", "interval: 200ms, start_period: 1s}")
+def test_the_healthcheck_goes_to_the_container_and_its_supervisor(tmp_path):
+    """The rules (start period, retries, timeouts) are the shim's: native/shim/tests/test_health.c."""
+    text = STACK.replace("interval: 200ms}", "interval: 200ms, start_period: 1s, retries: 5, timeout: 2s}")
     s = _services(tmp_path, text)
-    mgr = FakeManager(tmp_path, {"shop-web": 6})   # 6 failures in the first 1.2 s: only 1 counts
+    st = Stacks(manager=type("M", (), {"root": tmp_path})())
+    hc = st.request("shop", s.services["web"]).healthcheck
+    assert (hc.test, hc.interval, hc.timeout, hc.retries, hc.start_period) == (
+        ("/bin/sh", "-c", "wget -q -O- http://localhost/"), 0.2, 2.0, 5, 1.0)
+    assert st.request("shop", s.services["db"]).healthcheck is None
+
+
+def test_a_container_made_before_the_shim_ran_healthchecks_is_recreated(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path)
     st, _ = _stacks(tmp_path, mgr)
     st.up("shop", s)
-    assert mgr.log.count("probe shop-web") == 7
+    mgr.configs["shop-web"] = {}   # its record has no healthcheck: the old Python monitor probed it
+    assert st.plan("shop", s) == [Recreate("web", "configuration changed")]
 
 
 def test_a_container_the_state_lost_is_recreated_not_duplicated(tmp_path):
@@ -286,7 +302,7 @@ def test_down_removes_dependents_first_and_named_volumes_only_with_v(tmp_path):
 
 def test_a_service_that_exits_before_healthy_fails_up_at_once(tmp_path):
     s = _services(tmp_path)
-    mgr = FakeManager(tmp_path, {"shop-web": 99})
+    mgr = FakeManager(tmp_path, {"shop-web": ["starting"]})
     st, _ = _stacks(tmp_path, mgr)
     real_run = mgr.run
 
@@ -297,7 +313,7 @@ def test_a_service_that_exits_before_healthy_fails_up_at_once(tmp_path):
     mgr.run = run_and_die
     with pytest.raises(ContainerError, match=r"service web stopped \(exit code 0\) before it became healthy"):
         st.up("shop", s)
-    assert mgr.log.count("probe shop-web") == 1
+    assert mgr.log.count("health shop-web") == 1
 
 
 def test_completed_successfully_waits_for_exit_zero(tmp_path):
