@@ -45,6 +45,20 @@ def shim_path() -> str | None:
     return find_binary(SHIM, "PROVISION_SHIM", _SHIM_DIR / "build")
 
 
+def checkout_build_is_stale(shim: str) -> bool:
+    """True for the checkout's own build when a source is newer: a shim built before an option was
+    added (e.g. --health-cmd) would refuse the command line with a usage text, not a clear error."""
+    path = Path(shim)
+    if path.parent != _SHIM_DIR / "build" or not (_SHIM_DIR / "Makefile").exists():
+        return False
+    try:
+        built = path.stat().st_mtime
+        sources = [*_SHIM_DIR.glob("*.c"), *_SHIM_DIR.glob("*.h"), _SHIM_DIR / "Makefile"]
+        return any(p.stat().st_mtime > built for p in sources)
+    except OSError:
+        return False
+
+
 def build_shim(runner) -> str:
     """Builds the shim from a checkout (`make -C native/shim`) and returns its path."""
     if not (_SHIM_DIR / "Makefile").exists():
@@ -290,6 +304,8 @@ def start(
     current = status(name, state_dir, log_dir)
     if current.shim_alive:
         raise ContainerError(f"{name} is already running (supervisor pid {current.shim_pid})")
+    if shim is None and (found := shim_path()) and checkout_build_is_stale(found):
+        shim = build_shim(runner)   # `make` rebuilds only what changed
     shim = shim or shim_path()
     if not shim:
         if not (_SHIM_DIR / "Makefile").exists():
