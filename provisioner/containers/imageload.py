@@ -393,12 +393,15 @@ def _entries(stream: BinaryIO) -> Iterator[tuple[str, BinaryIO]]:
 
 
 def _save(src: BinaryIO, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(path, "wb") as out:
-        while chunk := src.read(CHUNK):
-            out.write(chunk)
-            n += len(chunk)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+                n += len(chunk)
+    except OSError as exc:
+        raise ImageError(f"image stream: cannot stage {path}: {exc.strerror or exc}") from None
     return n
 
 

@@ -72,7 +72,9 @@ def plan_push(image: ResolvedImage, answer: dict) -> PushPlan:
     try:
         missing = sorted({int(i) for i in answer["missing"]})
         current = answer.get("image") or {}
-    except (KeyError, TypeError, ValueError) as exc:
+        if not isinstance(current, dict):
+            raise TypeError(f"'image' is {type(current).__name__}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise HostError(f"the host's `image layers` answer is not understood ({exc}): {str(answer)[:200]}") from None
     bad = [i for i in missing if not 0 <= i < len(image.layers)]
     if bad:

@@ -170,6 +170,8 @@ def test_plan_push_sends_only_missing_layers(answer, send, skip, up_to_date):
     ({"missing": [3]}, "reports layer 3 missing, but example.com/x:1 has 3 layers"),
     ({"layers": []}, "answer is not understood"),
     ({"missing": ["x"]}, "answer is not understood"),
+    ({"missing": [], "image": "sha256:x"}, "answer is not understood"),
+    (["not", "an", "object"], "answer is not understood"),
 ])
 def test_plan_push_rejects_a_confused_host(answer, match):
     with pytest.raises(HostError, match=match):
