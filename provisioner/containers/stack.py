@@ -292,7 +292,8 @@ class Stacks:
         while True:
             rec = self.manager.records.find(cname)
             st = self.manager.status(rec) if rec is not None else None
-            health = self.manager.health(rec) if rec is not None else None
+            # while it restarts (its policy), the file still tells of the run before: wait for the next
+            health = self.manager.health(rec) if st is not None and st.state == "running" else None
             if health is not None and health.status == "healthy":
                 self.progress(f"{spec.name} is healthy")
                 return
