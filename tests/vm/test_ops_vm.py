@@ -129,3 +129,41 @@ def test_the_watchdog_thaws_after_the_operator_vanishes(env):
             assert time.monotonic() < deadline, "/srv/data still frozen 60 s after the operator left"
             time.sleep(1)
         probe.run(["touch", "/srv/data/after-thaw"], sudo=True, timeout=30)
+
+
+def test_rotate_ssh_keys_runbook_on_the_vm(env):
+    """docs/runbooks/rotate-ssh-keys.md, its blocks run as written against the VM (last: it
+    changes the key every other test logs in with)."""
+    import os
+    import re
+    import shlex
+    import sys
+
+    rec = inventory.find(env["root"], NAME)
+    keys = Path(rec.key_file).parent
+    text = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "rotate-ssh-keys.md").read_text()
+    subs = {"~/.config/provisioner/keys/shop": str(keys), "provision ssh web ": f"provision ssh {NAME} ",
+            "name: admin": f"name: {rec.user}", "/home/admin": f"/home/{rec.user}"}
+    prelude = (f"set -e; provision() {{ {shlex.quote(sys.executable)} -m provisioner.cli.main "
+               f"--root {shlex.quote(str(env['root']))} \"$@\"; }}\n")
+    old_pub = Path(rec.key_file + ".pub").read_text().split()[1]
+    outputs = {}
+    for body in re.findall(r"```sh\n(.*?)```", text, re.S):
+        step = re.match(r"# step: (\S+)\n", body).group(1)
+        for a, b in subs.items():
+            body = body.replace(a, b)
+        p = subprocess.run(["bash", "-c", prelude + body], capture_output=True, text=True, timeout=600,
+                           stdin=subprocess.DEVNULL, env={**os.environ, **env["env"]})
+        assert p.returncode == 0, f"{step}: {p.stdout}{p.stderr}"
+        outputs[step] = p.stdout
+    new_pub = Path(rec.key_file + ".pub").read_text().split()[1]
+    assert new_pub != old_pub
+    shown = [ln.split()[1] for ln in outputs["remove-old"].splitlines() if ln.startswith("ssh-")]
+    assert shown == [new_pub]
+    # the old key is refused by the real sshd, the new one works
+    old = SshClient(inventory.HostRecord(**{**rec.to_json(), "fingerprints": rec.fingerprints,
+                                            "key_file": rec.key_file + ".old"}).target())
+    with pytest.raises(Exception):
+        old.connect()
+    with _client(env["root"]) as c:
+        assert c.run(["true"]).returncode == 0
