@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..disks.snapshot import _check_name, default_name
-from ..errors import CloudError, DiskError, ProvisionerError
+from ..errors import CloudError, ConfigError, DiskError, ProvisionerError
 from .inventory import HostRecord
 from .ops import VolumeTarget
 from .ops_remote import AGENT, Remote
@@ -80,6 +80,8 @@ def plan_snapshot(rec: HostRecord, vt: VolumeTarget, name: str | None = None, *,
     """Pure: what `apply_snapshot` will do. Local-cloud hosts (and volumes the record has no cloud
     id for) get the btrfs snapshot only."""
     name = _check_name(name or default_name(now))
+    if not 1 <= freeze_limit <= 3600:
+        raise ConfigError(f"--freeze-limit must be between 1 and 3600 seconds, not {freeze_limit:g}")
     cloud = rec.cloud in CLOUDS_WITH_SNAPSHOTS
     if cloud and not vt.cloud_id:
         raise DiskError(f"{rec.name}: the host record has no {rec.cloud} volume id for {vt.name!r}; "

@@ -114,6 +114,8 @@ def test_plan_needs_a_cloud_volume_id_on_clouds_and_a_valid_name():
     with pytest.raises(DiskError, match="invalid snapshot name"):
         plan_snapshot(_rec(), VolumeTarget("data", MOUNT, "vol-1"), "../x")
     assert plan_snapshot(_rec(), VolumeTarget("data", MOUNT, "vol-1"), None, now=0).name == "19700101T000000Z"
+    with pytest.raises(ConfigError, match="--freeze-limit must be between 1 and 3600 seconds, not 0"):
+        plan_snapshot(_rec(), VolumeTarget("data", MOUNT, "vol-1"), "s1", freeze_limit=0)
 
 
 def test_volume_target_reads_the_mount_from_the_stacks_disks_config():
