@@ -9,6 +9,7 @@ Recipes (name -> images written under tags in one layout):
   debian-nginx   Debian bookworm minbase + nginx-light via mmdebstrap                     tag: latest
   debian-mariadb      ... + mariadb-server, entrypoint initialising an empty datadir (appfiles.py) tag: latest
   debian-python-app   ... + python3 and a stdlib-only HTTP status app on 5000 (appfiles.py)     tag: latest
+  debian-zookeeper    ... + ZooKeeper on openjdk-17-jre-headless, slimmed, config from env (zookeeper.py) tag: latest
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ImageError
+from . import zookeeper
 from .appfiles import MARIADB_FILES, PYTHON_APP_FILES
 from .crafted import CRAFTED, MALICIOUS
 from .layout import Layer, LayoutWriter
@@ -103,15 +105,25 @@ DEBIAN_RECIPES = {
         "config": {"Cmd": ["python3", "/srv/app/status_app.py"], "Env": [PATH_ENV, "PORT=5000"],
                    "ExposedPorts": {"5000/tcp": {}}, "User": "nobody", "WorkingDir": "/srv/app"},
     },
+    # "mmdebstrap": keyword arguments of mmdebstrap_tar (extra options: dpkg path filters, hooks)
+    "debian-zookeeper": {
+        "include": zookeeper.INCLUDE,
+        "mmdebstrap": {"options": zookeeper.mmdebstrap_options()},
+        "files": zookeeper.FILES,
+        "config": {**zookeeper.CONFIG, "Env": [PATH_ENV, *zookeeper.CONFIG["Env"]]},
+    },
 }
 # a rootfs split by path into layers (first matching prefix wins; everything else: the base layer)
 DEBIAN_SPLIT = [("usr/share/",), ("usr/lib/", "lib/"), ("var/lib/", "var/cache/")]
 
 
 def mmdebstrap_tar(runner, include: list[str], *, variant: str = "minbase", suite: str = DEBIAN_SUITE,
-                   cache: Path = CACHE_DIR) -> Path:
-    """A rootfs tarball from mmdebstrap, cached under `cache` keyed by the recipe."""
-    key = hashlib.sha256(json.dumps([suite, variant, sorted(include), 1]).encode()).hexdigest()[:16]
+                   cache: Path = CACHE_DIR, options: list[str] | tuple[str, ...] = ()) -> Path:
+    """A rootfs tarball from mmdebstrap, cached under `cache` keyed by the recipe (`options`: more
+    mmdebstrap arguments, part of the key when given)."""
+    # the key without options is the one the first recipes' caches already carry
+    key = hashlib.sha256(json.dumps([suite, variant, sorted(include), 1, *([list(options)] if options else [])])
+                         .encode()).hexdigest()[:16]
     out = Path(cache) / f"{suite}-{variant}-{'-'.join(sorted(include)) or 'base'}-{key}.tar"
     if out.exists():
         return out
@@ -122,6 +134,7 @@ def mmdebstrap_tar(runner, include: list[str], *, variant: str = "minbase", suit
     argv = ["mmdebstrap", f"--variant={variant}", "--quiet"]
     if include:
         argv.append("--include=" + ",".join(include))
+    argv += options
     try:
         runner.run(argv + [suite, str(tmp)], timeout=1800)
         os.replace(tmp, out)
@@ -166,7 +179,7 @@ def _debian_recipe(name: str) -> Callable:
     spec = DEBIAN_RECIPES[name]
 
     def recipe(w: LayoutWriter, runner, fmt: str) -> list[str]:
-        rootfs = mmdebstrap_tar(runner, spec["include"])
+        rootfs = mmdebstrap_tar(runner, spec["include"], **spec.get("mmdebstrap", {}))
         layers = [Layer(tar=t, compression="gzip") for t in split_rootfs_tar(rootfs)]
         if spec.get("files"):
             layers.append(Layer(tuple(spec["files"])))

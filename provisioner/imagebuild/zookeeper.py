@@ -1,0 +1,150 @@
+"""The debian-zookeeper recipe's parts: Apache ZooKeeper from Debian's libzookeeper-java on the
+headless OpenJDK 17 runtime, started with `java` directly in the foreground (no init script, no
+`zookeeper` package: that one depends on the full default-jre and its X11 stack).
+
+The rootfs is slimmed while it is bootstrapped: dpkg path filters drop docs (not the copyright
+files), man pages, locales, info, maven poms, the JRE's javac-only ct.sym and the CDS archive for
+heaps over 32 GB; and perl goes: apt satisfies init-system-helpers' "usrmerge | usr-is-merged" with
+usrmerge, which needs perl, so usr-is-merged is installed too and the usrmerge chain purged.
+"""
+from __future__ import annotations
+
+from .tarbuild import D, F
+
+ZK_UID = ZK_GID = 999   # fixed, so a data volume keeps its owner across image rebuilds
+ZK_DATA = "/var/lib/zookeeper"
+ZK_CONF = "/etc/zookeeper"
+CLIENT_PORT = 2181
+
+INCLUDE = ["openjdk-17-jre-headless", "libzookeeper-java", "usr-is-merged"]
+
+SLIM_PATHS = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*",
+              "/usr/share/lintian/*", "/usr/share/maven-repo/*", "/usr/lib/jvm/*/lib/ct.sym",
+              # only used with compressed oops off (heaps over 32 GB); without it the JVM just starts unshared
+              "/usr/lib/jvm/*/lib/server/classes_nocoops.jsa")
+# nothing else in the rootfs depends on these once usr-is-merged is there (~48 MB)
+PERL_CHAIN = ("usrmerge", "libfile-find-rule-perl", "libnumber-compare-perl", "libtext-glob-perl", "perl",
+              "libperl5.36", "perl-modules-5.36", "libgdbm-compat4", "libgdbm6")
+
+
+def mmdebstrap_options() -> list[str]:
+    """mmdebstrap arguments (besides variant, include and suite) that slim the rootfs and add the
+    zookeeper user."""
+    opts = [f"--dpkgopt=path-exclude={p}" for p in SLIM_PATHS]
+    opts.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+    # openjdk's postinst registers man pages as update-alternatives slaves: their directory must exist
+    opts.append('--essential-hook=mkdir -p "$1/usr/share/man/man1"')
+    opts.append(f'--customize-hook=chroot "$1" dpkg --purge {" ".join(PERL_CHAIN)}')
+    opts.append(f'--customize-hook=chroot "$1" groupadd --system --gid {ZK_GID} zookeeper')
+    opts.append(f'--customize-hook=chroot "$1" useradd --system --uid {ZK_UID} --gid zookeeper '
+                f'--home-dir {ZK_DATA} --no-create-home --shell /usr/sbin/nologin zookeeper')
+    return opts
+
+
+# Debian's zookeeper.jar names its dependencies in its manifest's Class-Path; slf4j's log4j binding
+# and log4j itself are not among them (without them ZooKeeper logs nothing).
+CLASSPATH = ":".join(f"/usr/share/java/{j}" for j in ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar"))
+MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+
+# Config from the environment, with the docker-library image's variable names.  `--print-config`
+# writes zoo.cfg to stdout and stops (the unit tests use it).
+ENTRYPOINT = r"""#!/bin/sh
+set -e
+: "${ZOO_DATA_DIR:=__DATA__}"
+: "${ZOO_MY_ID:=1}"
+: "${ZOO_CLIENT_PORT:=__PORT__}"
+case "$ZOO_MY_ID" in
+    [1-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5]) ;;
+    *) echo "zookeeper-entrypoint: ZOO_MY_ID must be a number from 1 to 255, not '$ZOO_MY_ID'" >&2
+       exit 2 ;;
+esac
+config() {
+    echo "dataDir=$ZOO_DATA_DIR"
+    echo "clientPort=$ZOO_CLIENT_PORT"
+    echo "tickTime=${ZOO_TICK_TIME:-2000}"
+    echo "initLimit=${ZOO_INIT_LIMIT:-5}"
+    echo "syncLimit=${ZOO_SYNC_LIMIT:-2}"
+    echo "maxClientCnxns=${ZOO_MAX_CLIENT_CNXNS:-60}"
+    echo "autopurge.snapRetainCount=${ZOO_AUTOPURGE_SNAPRETAINCOUNT:-3}"
+    echo "autopurge.purgeInterval=${ZOO_AUTOPURGE_PURGEINTERVAL:-0}"
+    echo "4lw.commands.whitelist=${ZOO_4LW_COMMANDS_WHITELIST:-ruok,srvr}"
+    echo "admin.enableServer=${ZOO_ADMINSERVER_ENABLED:-false}"
+    echo "standaloneEnabled=${ZOO_STANDALONE_ENABLED:-true}"
+    # an ensemble: ZOO_SERVERS="server.1=zk1:2888:3888;2181 server.2=..."
+    for server in $ZOO_SERVERS; do
+        echo "$server"
+    done
+}
+if [ "$1" = "--print-config" ]; then
+    config
+    exit 0
+fi
+mkdir -p "$ZOO_DATA_DIR"
+config > __CONF__/zoo.cfg
+[ -f "$ZOO_DATA_DIR/myid" ] || echo "$ZOO_MY_ID" > "$ZOO_DATA_DIR/myid"
+drop=""
+if [ "$(id -u)" = 0 ]; then
+    # a fresh volume is root's: hand it to zookeeper, then run java as zookeeper with no capabilities
+    chown zookeeper:zookeeper "$ZOO_DATA_DIR" "$ZOO_DATA_DIR/myid"
+    drop="setpriv --reuid=zookeeper --regid=zookeeper --init-groups --inh-caps=-all --bounding-set=-all"
+fi
+# JVMFLAGS is split into words on purpose
+exec $drop java $JVMFLAGS -Dzookeeper.root.logger="${ZOO_LOG_LEVEL:-INFO},CONSOLE" \
+    -Dlog4j.configuration=file:__CONF__/log4j.properties -cp __CLASSPATH__ __MAIN__ __CONF__/zoo.cfg
+""".replace("__DATA__", ZK_DATA).replace("__PORT__", str(CLIENT_PORT)).replace("__CONF__", ZK_CONF) \
+   .replace("__CLASSPATH__", CLASSPATH).replace("__MAIN__", MAIN_CLASS)
+
+LOG4J = """log4j.rootLogger=${zookeeper.root.logger}
+log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
+log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
+log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%n
+log4j.appender.STDERR=org.apache.log4j.ConsoleAppender
+log4j.appender.STDERR.Target=System.err
+log4j.appender.STDERR.layout=org.apache.log4j.PatternLayout
+log4j.appender.STDERR.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%n
+"""
+
+# A four-letter-word client for health checks: bash's /dev/tcp (a JVM per check would cost seconds
+# and the image has no nc).  ZooKeeper answers and closes the connection.
+FOUR_LW = r"""#!/bin/bash
+# zk-4lw WORD [HOST [PORT]]: print ZooKeeper's answer to a four-letter word (ruok, srvr, ...)
+word=${1:?usage: zk-4lw WORD [HOST [PORT]]} host=${2:-127.0.0.1} port=${3:-${ZOO_CLIENT_PORT:-__PORT__}}
+exec 3<>"/dev/tcp/$host/$port" || exit 1
+printf %s "$word" >&3
+answer=$(timeout 5 cat <&3) || true
+[ -n "$answer" ] || { echo "zk-4lw: no answer to $word from $host:$port" >&2; exit 1; }
+printf '%s\n' "$answer"
+""".replace("__PORT__", str(CLIENT_PORT))
+
+RUOK = r"""#!/bin/bash
+# zk-ruok [HOST [PORT]]: exit 0 when ZooKeeper answers "ruok" with "imok" (the image's health check)
+answer=$(zk-4lw ruok "$@") || exit 1
+[ "$answer" = imok ] && echo imok
+"""
+
+# ZooKeeper's own command-line client (one JVM per call: for people and tests, not health checks)
+CLI = r"""#!/bin/sh
+# zk-cli [-server HOST:PORT] CMD ARGS...   e.g. zk-cli create /app data; zk-cli get /app
+exec java -Xmx64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.root.logger=WARN,STDERR \
+    -Dlog4j.configuration=file:__CONF__/log4j.properties -cp __CLASSPATH__ org.apache.zookeeper.ZooKeeperMain "$@"
+""".replace("__CONF__", ZK_CONF).replace("__CLASSPATH__", CLASSPATH)
+
+FILES = (
+    D(ZK_CONF.lstrip("/"), uid=ZK_UID, gid=ZK_GID),
+    D(ZK_DATA.lstrip("/"), mode=0o750, uid=ZK_UID, gid=ZK_GID),
+    F(f"{ZK_CONF.lstrip('/')}/log4j.properties", LOG4J),
+    F("usr/local/bin/zookeeper-entrypoint", ENTRYPOINT, mode=0o755),
+    F("usr/local/bin/zk-4lw", FOUR_LW, mode=0o755),
+    F("usr/local/bin/zk-ruok", RUOK, mode=0o755),
+    F("usr/local/bin/zk-cli", CLI, mode=0o755),
+)
+
+JVMFLAGS = "-Xmx256m -XX:+UseSerialGC -XX:-UsePerfData"
+
+CONFIG = {
+    "Entrypoint": ["/usr/local/bin/zookeeper-entrypoint"],
+    "Env": [f"JVMFLAGS={JVMFLAGS}"],
+    "ExposedPorts": {f"{CLIENT_PORT}/tcp": {}, "2888/tcp": {}, "3888/tcp": {}},
+    "Volumes": {ZK_DATA: {}},
+    "WorkingDir": ZK_DATA,
+}
