@@ -8,11 +8,13 @@ destroy leaves no VM process, disk file, port or host record behind.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from provisioner.clouds.local import local_nvme_role, state
 from provisioner.deploy import inventory
+from provisioner.host.ssh import HostKeyMismatch, SshClient
 from tests.registry_fixture import docker_registry, free_port
 
 from deployhelpers import EXAMPLES, deploy, http_get, provision, push_images, reboot_and_wait, ssh_to
@@ -51,6 +53,10 @@ def test_deploy_serves_from_the_forwarded_port_with_disks_like_aws(env, first):
     assert http_get(env["port"]).strip() == "hello from provisioner"
     print("\nbreakdown: " + json.dumps(host["seconds"]))
     rec = inventory.find(env["root"], "hello/web")
+    # the real sshd's key is checked against the console's fingerprints: a wrong one is refused
+    wrong = replace(rec.target(), fingerprints=("SHA256:" + "A" * 43,))
+    with pytest.raises(HostKeyMismatch, match="not among the fingerprints"):
+        SshClient(wrong).connect()
     with ssh_to(env["root"], "hello/web") as ssh:
         store = ssh.run(["findmnt", "-no", "FSTYPE", "/var/lib/provisioner"]).stdout.strip()
         df = ssh.run(["btrfs", "filesystem", "df", "/var/lib/provisioner"], sudo=True).stdout
