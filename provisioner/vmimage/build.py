@@ -82,7 +82,7 @@ class Debootstrap:
                       f"chmod 1777 {AGENT_WHEELS} && chmod 0644 {AGENT_WHEELS}/* && "
                       f"python3 -m venv --without-pip {AGENT_VENV} && "
                       f"python3 -m pip --python {AGENT_VENV}/bin/python install -q --disable-pip-version-check "
-                      f"--no-index --find-links {AGENT_WHEELS} --no-compile {reqs} && "
+                      f"--no-index --find-links {AGENT_WHEELS} {reqs} && "   # byte code made here, once
                       # which wheels the venv holds: agent delivery then installs only its own wheel
                       f"(cd {AGENT_WHEELS} && ls -1 *.whl | LC_ALL=C sort > {AGENT_VENV}.deps)")
             hooks = [f"--customize-hook=copy-in {self.agent_wheels} /var/tmp",
