@@ -7,6 +7,8 @@
  * run of >= 10 s, as Docker's restartmanager does), and keeps pid, exit code, restart count
  * and state in a state file written atomically (temp + rename). SIGTERM stops the child
  * with the configured stop signal, then SIGKILL after the timeout; no restart follows.
+ * With --health-cmd it also runs the container's healthcheck while the command runs (health.c:
+ * Docker's schedule and rules, state in a health file written the same way; SIGUSR1: check now).
  *
  * Error handling follows native/'s house style: fallible functions fill a shim_error and
  * return -1; only main() prints. */
