@@ -68,6 +68,7 @@ class SnapshotResult:
     cloud: object = None            # the driver's Resource for the cloud snapshot
     frozen_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    thawed: bool = True             # False when the thaw could not be sent (the watchdog will do it)
 
     def to_json(self) -> dict:
         return {**self.plan.to_json(), "btrfs_path": self.btrfs_path,
@@ -114,13 +115,19 @@ def _frozen(remote: Remote, plan: SnapshotPlan, take: Callable[[], object], resu
         try:
             return take()
         finally:
-            thaw = remote.run(["fsfreeze", "-u", m], sudo=True, check=False)
+            try:
+                thaw = remote.run(["fsfreeze", "-u", m], sudo=True, check=False)
+            except ProvisionerError as exc:  # the connection died: the watchdog is the thaw now
+                result.thawed = False
+                result.notes.append(f"could not thaw {m} ({exc}); the host's watchdog thaws it within "
+                                    f"{plan.freeze_limit:.0f}s")
+            else:
+                if thaw.returncode != 0:
+                    result.notes.append(f"{m} was no longer frozen at thaw time (the {plan.freeze_limit:.0f}s "
+                                        "watchdog thawed it?): the cloud snapshot is crash-consistent only")
             result.frozen_seconds = clock() - start
-            if thaw.returncode != 0:
-                result.notes.append(f"{m} was no longer frozen at thaw time (the {plan.freeze_limit:.0f}s "
-                                    "watchdog thawed it?): the cloud snapshot is crash-consistent only")
     finally:
-        if pid.isdigit():
+        if pid.isdigit() and result.thawed:
             remote.run(["kill", pid], sudo=True, check=False)
 
 
@@ -138,7 +145,9 @@ def apply_snapshot(plan: SnapshotPlan, remote: Remote, cloud_snapshot: Callable[
         result.cloud = _frozen(remote, plan, cloud_snapshot, result, clock)
     except ProvisionerError as err:
         # one line that still says what exists: the btrfs snapshot was made and the fs is thawed
+        thawed = "is thawed" if result.thawed else \
+            f"could not be thawed from here: the host's watchdog thaws it within {plan.freeze_limit:.0f}s"
         raise CloudError(f"{plan.host}: {plan.cloud} snapshot of {plan.volume.cloud_id} failed: {err} "
-                         f"(the btrfs snapshot {result.btrfs_path} was made; {plan.volume.mount} is thawed)",
+                         f"(the btrfs snapshot {result.btrfs_path} was made; {plan.volume.mount} {thawed})",
                          cause=err) from err
     return result

@@ -125,3 +125,20 @@ def test_volume_target_reads_the_mount_from_the_stacks_disks_config():
     assert volume_target(named, stack, "data").cloud_id == "vol-9"
     with pytest.raises(ConfigError, match=r"no volume 'nope' .*volumes: data, logs"):
         volume_target(_rec(), stack, "nope")
+
+
+def test_a_connection_lost_during_the_freeze_leaves_the_thaw_to_the_watchdog_and_says_so():
+    from provisioner.errors import HostError
+
+    r = _runner()
+
+    def lost(argv):
+        raise HostError("ssh debian@h:22: connection lost")
+    r.expectations = [e for e in r.expectations if e.argv != ("fsfreeze", "-u", MOUNT)]
+    r.expect(["fsfreeze", "-u", MOUNT], handler=lost)
+
+    def take():
+        raise CloudError("aws: throttled")
+    with pytest.raises(CloudError, match="watchdog thaws it within 120s"):
+        apply_snapshot(_plan(), RunnerRemote(r), take)
+    assert ("kill", "4242") not in r.calls      # the watchdog is left to do its job
