@@ -14,6 +14,13 @@ started must keep running; at shutdown systemd's final SIGTERM reaches them anyw
 RequiresMountsFor=<root>: when the ephemeral filesystem is not there yet (a stopped-and-started
 cloud instance gets blank local disks), the unit fails instead of restoring from an empty
 directory, and the hook's containers step restarts it once the disks step has mounted <root>.
+
+Restart policies alone do not bring a stack back in order: a service that started before what
+it depends on was ready may have used up `on-failure:N`. So when this host runs a deployed stack
+(host config `stack_file:`, and the stack was brought up here before), the step then converges
+it as `provision up --host H` does: whatever is not running starts, in dependency order, each
+waiting for the health its dependants need. On the first boot (nothing brought up yet) it does
+nothing: `provision deploy` pushes the images and runs `up` itself.
 """
 from __future__ import annotations
 
@@ -60,6 +67,16 @@ class Systemctl:
 
 
 @dataclass(frozen=True)
+class StackUp:
+    stack_file: str
+    stack: str
+    host: str
+
+    def describe(self) -> str:
+        return f"bring stack {self.stack} up on {self.host} (services not running start, in dependency order)"
+
+
+@dataclass(frozen=True)
 class Restore:
     state_dir: str
 
@@ -73,7 +90,30 @@ def _unit_state(ctx: StepContext) -> tuple[bool, bool]:
     return enabled, active
 
 
+def _stack_up(ctx: StepContext) -> tuple:
+    cfg = ctx.config
+    if not (cfg.stack_file and cfg.stack and (Path(ctx.root) / "stacks" / f"{cfg.stack}.json").is_file()):
+        return ()
+    return (StackUp(cfg.stack_file, cfg.stack, cfg.host),)
+
+
+def stack_up(root: Path, action: StackUp, runner) -> list[str]:
+    from ...containers.lifecycle import Manager
+    from ...containers.stack import Stacks, describe as describe_action
+    from ...stack import load_stack
+    from ...stack.placement import services_for_host
+    from ...stack.services import load_services
+
+    name, services = load_services(action.stack_file)
+    services = services_for_host(load_stack(action.stack_file), services, action.host)
+    return [describe_action(a) for a in Stacks(Manager(root=Path(root), runner=runner)).up(name, services)]
+
+
 def plan(ctx: StepContext) -> tuple:
+    return _restore_plan(ctx) + _stack_up(ctx)
+
+
+def _restore_plan(ctx: StepContext) -> tuple:
     if not ctx.systemd:
         return (Restore(str(state_dir(ctx))),)
     actions: list = []
@@ -114,18 +154,21 @@ def restore(root: Path, state: Path, runner) -> list[str]:
 def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
     actions = plan(ctx)
     if dry_run:
-        return Outcome(tuple(a.describe() for a in actions if not isinstance(a, Restore)),
+        return Outcome(tuple(a.describe() for a in actions if not isinstance(a, (Restore, StackUp))),
                        "would restore containers" if actions else "")
     started: list[str] = []
+    converged: list[str] = []
     for a in actions:
         if isinstance(a, WriteFile):
             write(a)
         elif isinstance(a, Systemctl):
             ctx.runner.run(["systemctl", *a.args])
+        elif isinstance(a, StackUp):
+            converged = stack_up(ctx.root, a, ctx.runner)
         else:
             started = restore(ctx.root, Path(a.state_dir), ctx.runner)
-    changes = [d for a, d in zip(actions, describe(actions)) if not isinstance(a, Restore)]
-    changes += [f"started {name}" for name in started]
+    changes = [d for a, d in zip(actions, describe(actions)) if not isinstance(a, (Restore, StackUp))]
+    changes += [f"started {name}" for name in started] + converged
     if ctx.systemd:
         return Outcome(tuple(changes), f"{UNIT} enabled and active")
     return Outcome(tuple(changes), f"{len(started)} container(s) started" if started
