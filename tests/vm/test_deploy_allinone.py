@@ -8,6 +8,7 @@ device name, its own btrfs. The breakdown table is printed (bench/deploy.py reco
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -98,8 +99,17 @@ def test_reboot_brings_the_stack_back_with_the_volume_intact(deployed, vm_root):
     with ssh_to(vm_root, name) as ssh:
         assert ssh.run(["cat", "/srv/backups/marker"]).stdout.strip() == "kept"
         assert ssh.run(["findmnt", "-no", "UUID", "/srv/backups"]).stdout.strip() == uuid   # not reformatted
-        ps = json.loads(ssh.run("sudo -n provision ps -f /etc/provisioner/stack.yml --json").stdout)
-        assert {r["service"]: r["state"] for r in ps} == {s: "running" for s in SERVICES}
+        # the boot hook converges the stack after the restart policies had their go: poll until it has
+        deadline = time.monotonic() + 600
+        while True:
+            ps = json.loads(ssh.run("sudo -n provision ps -f /etc/provisioner/stack.yml --json").stdout)
+            states = {r["service"]: (r["state"], r["health"]) for r in ps}
+            if states == {s: ("running", "healthy") for s in SERVICES} or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        assert states == {s: ("running", "healthy") for s in SERVICES}
+        steps = json.loads(ssh.run("sudo -n provision host status --json").stdout)["steps"]
+        assert {s["name"]: s["status"] for s in steps}["containers"] in ("ok", "changed"), steps
 
 
 def test_destroy_keep_volumes_keeps_only_the_volume_files(deployed, vm_root):
