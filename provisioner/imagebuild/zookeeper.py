@@ -1,11 +1,19 @@
-"""The debian-zookeeper recipe's parts: Apache ZooKeeper from Debian's libzookeeper-java on the
-headless OpenJDK 17 runtime, started with `java` directly in the foreground (no init script, no
-`zookeeper` package: that one depends on the full default-jre and its X11 stack).
+"""The debian-zookeeper recipe's parts: Apache ZooKeeper from Debian's libzookeeper-java on a
+Java runtime cut down with jlink from Debian's OpenJDK 17, started with `java` directly in the
+foreground (no init script, no `zookeeper` package: that one depends on the full default-jre and
+its X11 stack).
 
-The rootfs is slimmed while it is bootstrapped: dpkg path filters drop docs (not the copyright
-files), man pages, locales, info, maven poms, the JRE's javac-only ct.sym and the CDS archive for
-heaps over 32 GB; and perl goes: apt satisfies init-system-helpers' "usrmerge | usr-is-merged" with
-usrmerge, which needs perl, so usr-is-merged is installed too and the usrmerge chain purged.
+The rootfs is slimmed while it is bootstrapped:
+- jlink (from openjdk-17-jdk-headless, installed for the build only) writes a runtime of just the
+  modules ZooKeeper, its jars and log4j use (`jdeps --print-module-deps`, plus jdk.management and
+  jdk.crypto.ec, which ZooKeeper reaches by reflection) with a CDS archive; it is installed as a
+  local package `zookeeper-jre` that provides java*-runtime-headless (junit4, a dependency of
+  libzookeeper-java, wants one), so apt can then purge the JDK, the JRE and what only they needed
+  (fonts, cups, X libraries) and the dpkg database stays consistent;
+- dpkg path filters drop docs (not the copyright files), man pages, locales, info, maven poms
+  and the CDS archive for heaps over 32 GB;
+- perl goes: apt satisfies init-system-helpers' "usrmerge | usr-is-merged" with usrmerge, which
+  needs perl, so usr-is-merged is installed too and the usrmerge chain purged.
 """
 from __future__ import annotations
 
@@ -16,12 +24,38 @@ ZK_DATA = "/var/lib/zookeeper"
 ZK_CONF = "/etc/zookeeper"
 CLIENT_PORT = 2181
 
-INCLUDE = ["openjdk-17-jre-headless", "libzookeeper-java", "usr-is-merged"]
+INCLUDE = ["openjdk-17-jdk-headless", "libzookeeper-java", "usr-is-merged"]
 
 SLIM_PATHS = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*",
-              "/usr/share/lintian/*", "/usr/share/maven-repo/*", "/usr/lib/jvm/*/lib/ct.sym",
+              "/usr/share/lintian/*", "/usr/share/maven-repo/*",
               # only used with compressed oops off (heaps over 32 GB); without it the JVM just starts unshared
               "/usr/lib/jvm/*/lib/server/classes_nocoops.jsa")
+JDK = "/usr/lib/jvm/java-17-openjdk-amd64"
+JRE = "/usr/lib/jvm/zookeeper-jre"
+# `jdeps --print-module-deps` over zookeeper.jar, its Class-Path jars, slf4j-log4j12 and log4j 1.2
+# (java.desktop is log4j's and jackson's java.beans), plus what ZooKeeper loads by reflection:
+# jdk.management (open file descriptor counts in srvr/mntr) and jdk.crypto.ec (TLS)
+JRE_MODULES = ("java.base", "java.desktop", "java.management", "java.naming", "java.security.jgss",
+               "java.security.sasl", "java.sql", "jdk.unsupported", "jdk.management", "jdk.crypto.ec")
+JRE_PROVIDES = "java5-runtime-headless, java8-runtime-headless, java11-runtime-headless, java17-runtime-headless"
+# run by mmdebstrap as `sh -c HOOK exec ROOT`
+JLINK_HOOK = f"""set -e
+pkg="$1/tmp/zookeeper-jre"
+mkdir -p "$pkg/DEBIAN" "$pkg/usr/lib/jvm"
+chroot "$1" {JDK}/bin/jlink --module-path {JDK}/jmods --add-modules {",".join(JRE_MODULES)} \\
+    --strip-java-debug-attributes --no-man-pages --no-header-files --compress=2 --generate-cds-archive \\
+    --output /tmp/zookeeper-jre{JRE}
+version=$(chroot "$1" dpkg-query -W -f '${{Version}}' openjdk-17-jdk-headless)
+printf '%s\\n' "Package: zookeeper-jre" "Version: $version" "Architecture: amd64" \\
+    "Maintainer: provisioner test images <root@localhost>" "Provides: {JRE_PROVIDES}" \\
+    "Description: OpenJDK 17 runtime cut down with jlink for ZooKeeper" > "$pkg/DEBIAN/control"
+chroot "$1" dpkg-deb --root-owner-group -b /tmp/zookeeper-jre /tmp/zookeeper-jre.deb >/dev/null
+chroot "$1" dpkg -i /tmp/zookeeper-jre.deb
+rm -rf "$pkg" "$1/tmp/zookeeper-jre.deb"
+chroot "$1" apt-get purge -y --auto-remove -o Dpkg::Use-Pty=0 openjdk-17-jdk-headless openjdk-17-jre-headless \\
+    ca-certificates-java java-common >/dev/null
+ln -sf {JRE}/bin/java "$1/usr/bin/java"
+"""
 # nothing else in the rootfs depends on these once usr-is-merged is there (~48 MB)
 PERL_CHAIN = ("usrmerge", "libfile-find-rule-perl", "libnumber-compare-perl", "libtext-glob-perl", "perl",
               "libperl5.36", "perl-modules-5.36", "libgdbm-compat4", "libgdbm6")
@@ -35,6 +69,7 @@ def mmdebstrap_options() -> list[str]:
     # openjdk's postinst registers man pages as update-alternatives slaves: their directory must exist
     opts.append('--essential-hook=mkdir -p "$1/usr/share/man/man1"')
     opts.append(f'--customize-hook=chroot "$1" dpkg --purge {" ".join(PERL_CHAIN)}')
+    opts.append(f"--customize-hook={JLINK_HOOK}")
     opts.append(f'--customize-hook=chroot "$1" groupadd --system --gid {ZK_GID} zookeeper')
     opts.append(f'--customize-hook=chroot "$1" useradd --system --uid {ZK_UID} --gid zookeeper '
                 f'--home-dir {ZK_DATA} --no-create-home --shell /usr/sbin/nologin zookeeper')

@@ -1,10 +1,10 @@
-"""The debian-zookeeper image, run for real: Apache ZooKeeper (Debian's libzookeeper-java on
-openjdk-17-jre-headless) answers "ruok" with "imok" inside the container and through a published
+"""The debian-zookeeper image, run for real: Apache ZooKeeper (Debian's libzookeeper-java on a
+jlinked cut of Debian's OpenJDK 17) answers "ruok" with "imok" inside the container and through a published
 port, reports standalone mode, runs java as the zookeeper user without capabilities, keeps a znode
 on its named volume across rm + re-run, and refuses a bad ZOO_MY_ID in one line.
 
 Prints the numbers (build, rootfs size, start to "imok"). The first run on a machine bootstraps
-Debian with the JRE (~90 s here), cached under /var/tmp/provisioner-imagecache."""
+Debian with the JDK and runs jlink (2-4 min here), cached under /var/tmp/provisioner-imagecache."""
 from __future__ import annotations
 
 import shutil
@@ -29,7 +29,8 @@ pytestmark = [
 ]
 
 # the old estimate for Debian's zookeeper package on the full default-jre was 733 MB
-MAX_ROOTFS = 420 << 20
+# (305 MiB on Debian's whole openjdk-17-jre-headless; 179 MiB with the jlinked runtime)
+MAX_ROOTFS = 220 << 20
 START_TIMEOUT = 60.0
 
 
@@ -68,6 +69,8 @@ def test_rootfs_is_well_under_the_full_jre_and_has_no_docs():
     print(f"\ndebian-zookeeper rootfs: {size / 2**20:.0f} MiB in {len(members)} entries")
     assert size < MAX_ROOTFS, f"{size / 2**20:.0f} MiB"
     assert "usr/share/java/zookeeper.jar" in names and "usr/bin/java" in names
+    assert "usr/lib/jvm/zookeeper-jre/lib/server/classes.jsa" in names    # jlink wrote a CDS archive
+    assert not [n for n in names if n.startswith("usr/lib/jvm/java-17-openjdk")]   # the JDK is gone
     files = {m.name.removeprefix("./") for m in members if m.isreg()}
     # (update-alternatives leaves its man page links dangling: symlinks, not files)
     assert not [n for n in files if n.startswith(("usr/share/man/", "usr/share/locale/", "usr/share/perl/"))]

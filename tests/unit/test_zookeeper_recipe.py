@@ -43,11 +43,16 @@ def test_mmdebstrap_gets_the_slimming_options_and_they_key_the_cache(tmp_path):
     plain = recipes.mmdebstrap_tar(runner, zookeeper.INCLUDE, cache=tmp_path)
     assert slim != plain and len(seen) == 2
     argv = seen[0]
-    assert argv[-2] == "bookworm" and "--include=openjdk-17-jre-headless,libzookeeper-java,usr-is-merged" in argv
+    assert argv[-2] == "bookworm" and "--include=openjdk-17-jdk-headless,libzookeeper-java,usr-is-merged" in argv
     assert "--dpkgopt=path-exclude=/usr/share/doc/*" in argv
     assert "--dpkgopt=path-include=/usr/share/doc/*/copyright" in argv
     assert '--essential-hook=mkdir -p "$1/usr/share/man/man1"' in argv
     assert any("useradd --system --uid 999" in a for a in argv)
+    # the jlinked runtime becomes a package that stands in for a JRE, then the JDK and JRE are purged
+    (hook,) = [a.split("=", 1)[1] for a in argv if "jlink" in a]
+    assert "--add-modules java.base,java.desktop," in hook and "--generate-cds-archive" in hook
+    assert "Provides: java5-runtime-headless," in hook and "apt-get purge -y --auto-remove" in hook
+    subprocess.run(["sh", "-n", "-c", hook], check=True)
     assert not [a for a in seen[1] if a.startswith(("--dpkgopt", "--customize-hook"))]
     # the earlier recipes keep the key (and so the cached tarballs) they had before options existed
     old = hashlib.sha256(json.dumps(["bookworm", "minbase", ["redis-server"], 1]).encode()).hexdigest()[:16]
