@@ -107,10 +107,13 @@ def test_rotate_ssh_keys_per_the_runbook(tmp_path):
         return [ln.split()[1] for ln in host.authorized.read_text().splitlines() if ln and not ln.startswith("#")]
 
     def can_login(key: Path) -> bool:
+        import paramiko
+
         try:
             with SshClient(Target("127.0.0.1", sshd.port, "admin", key, sshd.fingerprints)) as c:
-                return c.connect().run(["true"], check=False).returncode == 0
-        except Exception:  # paramiko's AuthenticationException: the key was refused
+                # a generous timeout: on a loaded machine a slow handshake must not read as "refused"
+                return c.connect(timeout=60).run(["true"], check=False).returncode == 0
+        except paramiko.AuthenticationException:  # the key was refused
             return False
 
     try:
