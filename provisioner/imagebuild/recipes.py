@@ -9,7 +9,7 @@ Recipes (name -> images written under tags in one layout):
   debian-nginx   Debian bookworm minbase + nginx-light via mmdebstrap                     tag: latest
   debian-mariadb      ... + mariadb-server, entrypoint initialising an empty datadir (appfiles.py) tag: latest
   debian-python-app   ... + python3 and a stdlib-only HTTP status app on 5000 (appfiles.py)     tag: latest
-  debian-zookeeper    ... + ZooKeeper on openjdk-17-jre-headless, slimmed, config from env (zookeeper.py) tag: latest
+  debian-zookeeper    ... + ZooKeeper 3.8 on a jlinked OpenJDK 17, config from ZOO_* env (zookeeper.py)  tag: latest
 """
 from __future__ import annotations
 
