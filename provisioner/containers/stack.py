@@ -209,7 +209,6 @@ class Stacks:
             state = self.load_state(stack)
             hashes = self.hashes(services)
             actions = plan(services, hashes, self.facts(stack, state, services))
-            deadline = self.now() + UP_TIMEOUT
             for action in actions:
                 self.progress(describe(action))
                 if isinstance(action, Remove):
@@ -219,7 +218,7 @@ class Stacks:
                     continue
                 spec = services.services[action.service]
                 for dep, cond in spec.depends_on:
-                    self._wait_condition(stack, services.services[dep], cond, state, deadline)
+                    self._wait_condition(stack, services.services[dep], cond, state)
                 cname = container_name(stack, spec.name)
                 if isinstance(action, Start):
                     self.manager.start(cname)
@@ -236,7 +235,7 @@ class Stacks:
             for name in services.order:
                 spec = services.services[name]
                 if spec.healthcheck is not None:
-                    self._wait_condition(stack, spec, "service_healthy", state, deadline)
+                    self._wait_condition(stack, spec, "service_healthy", state)
             return actions
 
     def request(self, stack: str, spec: ServiceSpec):
@@ -267,8 +266,20 @@ class Stacks:
             self.manager.rm(cname, force=True, remove_volumes=True)
 
     # -- health ---------------------------------------------------------------------------------
-    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str, state: dict, deadline: float) -> None:
+    @staticmethod
+    def wait_budget(spec: ServiceSpec) -> float:
+        """How long `up` waits for a service: UP_TIMEOUT, or longer when its healthcheck needs it
+        to decide (start period plus retries+1 checks, each an interval and at most a timeout) —
+        a slow starter on a small or emulated host is not cut off before its own check could."""
+        hc = spec.healthcheck
+        if hc is None:
+            return UP_TIMEOUT
+        return max(UP_TIMEOUT, hc.start_period + (hc.retries + 1) * (hc.interval + hc.timeout))
+
+    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str, state: dict) -> None:
         cname = container_name(stack, spec.name)
+        budget = self.wait_budget(spec)
+        deadline = self.now() + budget
         if cond == "service_started":
             return   # `run` returned once the runtime reported it running
         if cond == "service_completed_successfully":
@@ -281,7 +292,7 @@ class Stacks:
                     raise ContainerError(f"service {spec.name} exited with code {st.exit_code}; its dependents "
                                          "need it to complete successfully")
                 if self.now() > deadline:
-                    raise ContainerError(f"service {spec.name} did not complete within {UP_TIMEOUT:g}s")
+                    raise ContainerError(f"service {spec.name} did not complete within {budget:g}s")
                 self.sleep(0.05)
         hc = spec.healthcheck
         rec = self.manager.records.find(cname)
@@ -305,7 +316,7 @@ class Stacks:
                 raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
                                      f"(last: {health.output.strip()[-120:] or 'no output'})")
             if self.now() > deadline:
-                raise ContainerError(f"service {spec.name} did not become healthy within {UP_TIMEOUT:g}s")
+                raise ContainerError(f"service {spec.name} did not become healthy within {budget:g}s")
             self.sleep(HEALTH_POLL)
 
     # -- down / ps ------------------------------------------------------------------------------

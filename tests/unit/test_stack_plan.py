@@ -357,3 +357,15 @@ def test_completed_successfully_waits_for_exit_zero(tmp_path):
     st.up("shop", s)
     assert "shop-db" in seen and clock.t >= 0.5
     assert mgr.log.index("run shop-api") > mgr.log.index("run shop-db")
+
+
+def test_up_waits_as_long_as_a_services_own_healthcheck_needs():
+    from provisioner.containers.stack import UP_TIMEOUT, Stacks
+    from provisioner.stack.services import Healthcheck, ServiceSpec
+
+    quick = ServiceSpec(name="a", image="x", healthcheck=Healthcheck(("true",), interval=1, timeout=1, retries=3))
+    slow = ServiceSpec(name="b", image="x", healthcheck=Healthcheck(("true",), interval=10, timeout=30, retries=5,
+                                                                      start_period=60))
+    assert Stacks.wait_budget(ServiceSpec(name="c", image="x")) == UP_TIMEOUT
+    assert Stacks.wait_budget(quick) == UP_TIMEOUT
+    assert Stacks.wait_budget(slow) == 60 + 6 * 40
