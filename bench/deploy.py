@@ -28,7 +28,7 @@ from provisioner.runner import Runner  # noqa: E402
 from tests.registry_fixture import docker_registry, free_port  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "allinone-stack.yml"
-IMAGES = {"redis": "debian-redis", "nginx": "debian-nginx", "mariadb": "debian-mariadb",
+IMAGES = {"zookeeper": "debian-zookeeper", "redis": "debian-redis", "nginx": "debian-nginx", "mariadb": "debian-mariadb",
           "python-app": "debian-python-app", "busybox": "busybox"}
 RIGHTSCALE = {"launch": 53, "prepare": 36, "containers": 4 * 60 + 57 + 2 * 60 + 23, "total": 8 * 60 + 50}
 

@@ -1,11 +1,11 @@
 """`provision up` of examples/allinone-stack.yml: every service healthy (real Debian redis, nginx,
-mariadb and a python3 status app; busybox stand-ins for the rest), reachable through its published
-ports from 127.0.0.1 and its link aliases, and `down -v`
+mariadb, zookeeper and a python3 status app; busybox stand-ins for the rest), reachable through its
+published ports from 127.0.0.1 and its link aliases, and `down -v`
 leaves no process, mount, veth, rule, snapshot or volume. The example's registry address and
 host ports are rewritten to this test's loopback registry and free ports.
 
-The first run on a machine bootstraps Debian four times (redis, nginx, mariadb, python3: ~25 s each
-here with a warm apt mirror, cached under /var/tmp)."""
+The first run on a machine bootstraps Debian five times (redis, nginx, mariadb, python3: ~25 s each
+here with a warm apt mirror; zookeeper, with the JDK and jlink, 2-4 min; cached under /var/tmp)."""
 from __future__ import annotations
 
 import json
@@ -34,9 +34,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "allinone-stack.yml
 def test_allinone_example_comes_up_healthy_and_down_leaves_nothing(tmp_path):
     build_runtime()
     runner = Runner()
-    with docker_registry(tmp_path / "registry") as reg, loop_btrfs(tmp_path / "fs", runner, size="2G") as mnt:
+    with docker_registry(tmp_path / "registry") as reg, loop_btrfs(tmp_path / "fs", runner, size="3G") as mnt:
         for recipe, name in (("debian-redis", "redis"), ("debian-nginx", "nginx"), ("debian-mariadb", "mariadb"),
-                             ("debian-python-app", "python-app"), ("busybox", "busybox")):
+                             ("debian-python-app", "python-app"), ("debian-zookeeper", "zookeeper"),
+                             ("busybox", "busybox")):
             build(recipe, tmp_path / recipe, runner)
             push(tmp_path / recipe, f"{reg.address}/allinone/{name}:1", runner=runner)
         e = Env(tmp_path, mnt, {})
@@ -53,6 +54,12 @@ def test_allinone_example_comes_up_healthy_and_down_leaves_nothing(tmp_path):
             ps = {r["service"]: r for r in json.loads(e.provision("ps", "-f", str(stack), "--json").stdout)}
             assert {s: (r["state"], r["health"]) for s, r in ps.items()} == {
                 s: ("running", "healthy") for s in ("zookeeper", "redis", "kafka", "mariadb", "graphite", "app", "web")}
+            # the real ZooKeeper answers its four-letter words; kafka's stand-in asked it "ruok" by its link
+            assert e.provision("container", "exec", "allinone-zookeeper", "zk-ruok").stdout == "imok\n"
+            srvr = e.provision("container", "exec", "allinone-zookeeper", "zk-4lw", "srvr").stdout
+            assert "Zookeeper version: 3.8" in srvr and "Mode: standalone" in srvr, srvr
+            assert e.provision("container", "exec", "allinone-kafka", "sh", "-c",
+                               "printf ruok | nc zookeeper 2181").stdout == "imok"
             with socket.create_connection(("127.0.0.1", ports[6379]), timeout=5) as s:
                 s.sendall(b"PING\r\n")
                 assert s.recv(64) == b"+PONG\r\n"

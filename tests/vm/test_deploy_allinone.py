@@ -21,7 +21,7 @@ from vmhelpers import qemu_processes_for, wait_not_listening
 
 pytestmark = pytest.mark.vm
 
-IMAGES = {"allinone/redis:1": "debian-redis", "allinone/nginx:1": "debian-nginx",
+IMAGES = {"allinone/zookeeper:1": "debian-zookeeper", "allinone/redis:1": "debian-redis", "allinone/nginx:1": "debian-nginx",
           "allinone/mariadb:1": "debian-mariadb", "allinone/python-app:1": "debian-python-app",
           "allinone/busybox:1": "busybox"}
 SERVICES = ("zookeeper", "redis", "kafka", "mariadb", "graphite", "app", "web")
