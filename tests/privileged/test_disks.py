@@ -377,7 +377,7 @@ BAD_INPUTS = {
     "unknown device": ("ephemeral:\n  mount: {mnt}/eph\n  devices: [{d0}, /dev/loop-nope]\n",
                        "disks.yaml:3: ephemeral.devices: unknown device /dev/loop-nope"),
     "missing key": ("volumes:\n  - name: data\n    mount: {mnt}/data\n",
-                    "disks.yaml:2: volume 'data': missing required key 'match'"),
+                    "disks.yaml:3: volume 'data': no 'match:' says which disk it is"),
     "mount under a file": ("ephemeral:\n  mount: {mnt}/afile/eph\n  devices: [{d0}]\n",
                            "disks.yaml:2: ephemeral: mountpoint {mnt}/afile/eph is under {mnt}/afile"),
     "duplicate mountpoints": ("ephemeral:\n  mount: {mnt}/x\n  devices: [{d0}]\nvolumes:\n  - name: v\n"
