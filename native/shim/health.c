@@ -104,20 +104,7 @@ static int spawn_check(struct health *h, shim_error *err) {
     return shim_fail(err, e, "fork");
   }
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != shim)
-      _exit(127);
-    setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-      dup2(devnull, 0);
-    dup2(outp[1], 1);
-    dup2(outp[1], 2);
+    shim_child_prepare(shim, outp[1], outp[1]);
     execvp(h->cfg->argv[0], h->cfg->argv);
     dprintf(2, "exec %s: %s\n", h->cfg->argv[0], strerror(errno));
     _exit(127);

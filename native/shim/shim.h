@@ -145,4 +145,5 @@ void run_exit_command(const struct shim_config *cfg);
 /* supervise.c: runs until the command is done for good. notify_fd (or -1) receives
  * "ok <shim pid> <child pid>\n" once the first start succeeded, or "error <message>\n". */
 int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err);
+void shim_child_prepare(pid_t shim, int out, int err); /* in a forked child, before exec */
 #endif

@@ -14,6 +14,27 @@
 
 #include "shim.h"
 
+/* In a child of the supervisor, before exec: it dies with the supervisor (an unsupervised orphan
+ * would hold the container's ports and make a later start run it twice; checked after arming, in
+ * case the supervisor died in between), leads its own process group, starts with default signal
+ * handling and an empty mask, reads /dev/null and writes to `out` / `err`. */
+void shim_child_prepare(pid_t shim, int out, int err) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != shim)
+    _exit(127);
+  setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  signal(SIGHUP, SIG_DFL);
+  int devnull = open("/dev/null", O_RDONLY);
+  if (devnull >= 0)
+    dup2(devnull, 0);
+  dup2(out, 1);
+  dup2(err, 2);
+}
+
 #define LINE_MAX_BYTES 16384 /* Docker splits log lines at 16 KiB too */
 #define BACKOFF_START_MS 100
 
@@ -119,23 +140,7 @@ static int spawn(struct run *r, shim_error *err) {
   if (pid < 0)
     return shim_fail(err, errno, "fork");
   if (pid == 0) {
-    /* If the supervisor is killed, its command goes too: an unsupervised orphan would hold the
-     * container's ports and make a later start run it twice. Checked after arming, in case the
-     * supervisor died in between. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != shim)
-      _exit(127);
-    setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-      dup2(devnull, 0);
-    dup2(outp[1], 1);
-    dup2(errp[1], 2);
+    shim_child_prepare(shim, outp[1], errp[1]);
     execvp(r->cfg->argv[0], r->cfg->argv);
     int e = errno;
     (void)!write(execp[1], &e, sizeof e);
