@@ -2,18 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
 from click.testing import CliRunner
 
-from cloudtest import free_port, wait_for_port
 from provisioner.cli.main import cli
-from provisioner.clouds.aws import AwsCloud
 from provisioner.clouds.base import plan_launch
 from provisioner.clouds.launch import Timeouts, destroy, launch
 from provisioner.deploy import ops_cloud
@@ -21,37 +15,11 @@ from provisioner.deploy.inventory import HostRecord
 from provisioner.deploy.ops import VolumeTarget
 from provisioner.errors import CloudError, ConfigError
 from provisioner.stack import load_stack
+from test_clouds_aws_moto import aws, moto_url  # noqa: F401  (the moto server and driver fixtures)
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "clouds" / "stack.yml"
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C8okWi0dh2l9GKJl operator@test"
 FAST = Timeouts(running=10, host_keys=0, deleted=10, interval=0.05)
-
-
-@pytest.fixture(scope="module")
-def moto():
-    exe = shutil.which("moto_server")
-    assert exe, "moto_server not installed (pip install -e .[test])"
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def aws(moto, monkeypatch):
-    requests.post(f"{moto}/moto-api/reset", timeout=10).raise_for_status()
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    for var in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "PROVISION_AWS_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto, aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
-    return moto, ec2, AwsCloud("us-east-1", endpoint=moto, sleep=lambda s: None)
 
 
 def _tags(obj):

@@ -6,36 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from gce_double import GceDouble
 from provisioner.clouds.base import plan_launch
-from provisioner.clouds.gce import GceCloud
 from provisioner.clouds.launch import Timeouts, destroy, launch
 from provisioner.deploy import ops_cloud
 from provisioner.deploy.inventory import HostRecord
 from provisioner.deploy.ops import VolumeTarget
 from provisioner.errors import CloudError
 from provisioner.stack import load_stack
+from test_clouds_gce_double import double, gce  # noqa: F401  (the GCE double and driver fixtures)
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "clouds" / "stack.yml"
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C8okWi0dh2l9GKJl operator@test"
 FAST = Timeouts(running=5, host_keys=5, deleted=5, interval=0.01)
-
-
-@pytest.fixture
-def double():
-    dbl = GceDouble(project="test-project")
-    dbl.base_url = dbl.start()
-    yield dbl
-    dbl.stop()
-    assert dbl.violations == [], "requests that break the compute v1 discovery document"
-
-
-@pytest.fixture
-def gce(double, monkeypatch):
-    for var in ("PROVISION_GCE_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "PROVISION_GCE_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    return GceCloud("test-project", endpoint=double.base_url, token=double.token, sleep=lambda s: None,
-                    poll_interval=0.01)
 
 
 def _launched(gce):
