@@ -22,7 +22,7 @@ from provisioner.deploy import ops_cloud
 from provisioner.deploy.ops import VolumeTarget
 from provisioner.host.ssh import SshClient, Target
 from provisioner.stack import load_stack
-from test_ops_cloud_aws import FAST, FIXTURE, PUBKEY, _launched, _tags, aws, moto  # noqa: F401 (fixtures)
+from test_ops_cloud_aws import FAST, FIXTURE, PUBKEY, _launched, _tags, aws, moto_url  # noqa: F401 (fixtures)
 from test_ops_sshd import FakeSshd, keygen
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
