@@ -203,12 +203,17 @@ class Stacks:
         return plan(services, self.hashes(services), self.facts(stack, self.load_state(stack), services))
 
     # -- up -------------------------------------------------------------------------------------
-    def up(self, stack: str, services: ServiceSet) -> list:
+    def up(self, stack: str, services: ServiceSet, *, start_only: bool = False) -> list:
+        """Create, recreate, remove and start what the plan says, in dependency order, waiting for
+        health. `start_only`: only start existing containers that are not running (the boot hook's
+        convergence: it must not create or recreate from a stack file whose images may not be here)."""
         _stop_legacy_monitor(self.root, stack)
         with self.locked(stack):
             state = self.load_state(stack)
             hashes = self.hashes(services)
             actions = plan(services, hashes, self.facts(stack, state, services))
+            if start_only:
+                actions = [a for a in actions if isinstance(a, Start)]
             for action in actions:
                 self.progress(describe(action))
                 if isinstance(action, Remove):

@@ -369,3 +369,16 @@ def test_up_waits_as_long_as_a_services_own_healthcheck_needs():
     assert Stacks.wait_budget(ServiceSpec(name="c", image="x")) == UP_TIMEOUT
     assert Stacks.wait_budget(quick) == UP_TIMEOUT
     assert Stacks.wait_budget(slow) == 60 + 6 * 40
+
+
+def test_start_only_starts_what_exists_and_never_creates(tmp_path):
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path)
+    st, _clock = _stacks(tmp_path, mgr)
+    st.up("shop", s)
+    mgr.containers["shop-db"] = False          # stopped (e.g. gave up while a dependency started)
+    del mgr.containers["shop-cron"]             # gone: only `up` may create it again
+    mgr.log.clear()
+    actions = st.up("shop", s, start_only=True)
+    assert [(type(a).__name__, a.service) for a in actions] == [("Start", "db")]
+    assert [x for x in mgr.log if x.startswith(("run", "start", "rm"))] == ["start shop-db"]

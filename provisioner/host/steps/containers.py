@@ -17,10 +17,11 @@ directory, and the hook's containers step restarts it once the disks step has mo
 
 Restart policies alone do not bring a stack back in order: a service that started before what
 it depends on was ready may have used up `on-failure:N`. So when this host runs a deployed stack
-(host config `stack_file:`, and the stack was brought up here before), the step then converges
-it as `provision up --host H` does: whatever is not running starts, in dependency order, each
-waiting for the health its dependants need. On the first boot (nothing brought up yet) it does
-nothing: `provision deploy` pushes the images and runs `up` itself.
+(host config `stack_file:`, and the stack was brought up here before), the step then starts
+whatever of it is not running, in dependency order, each waiting for the health its dependants
+need — start only: creating or recreating is `provision up`'s job (deploy runs it after pushing
+the images a changed stack file may need). On the first boot (nothing brought up yet) it does
+nothing.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class StackUp:
     host: str
 
     def describe(self) -> str:
-        return f"bring stack {self.stack} up on {self.host} (services not running start, in dependency order)"
+        return f"start what of stack {self.stack} is not running on {self.host}, in dependency order"
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def stack_up(root: Path, action: StackUp, runner) -> list[str]:
 
     name, services = load_services(action.stack_file)
     services = services_for_host(load_stack(action.stack_file), services, action.host)
-    return [describe_action(a) for a in Stacks(Manager(root=Path(root), runner=runner)).up(name, services)]
+    stacks = Stacks(Manager(root=Path(root), runner=runner))
+    return [describe_action(a) for a in stacks.up(name, services, start_only=True)]
 
 
 def plan(ctx: StepContext) -> tuple:
