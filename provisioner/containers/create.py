@@ -256,6 +256,10 @@ class Creating:
             self._pin_mac(ep)
         else:
             ep = network.endpoint(self.root, rec.name)
+            if ep.netns_path and not os.path.exists(ep.netns_path):
+                # after a reboot (netns, veth, bridge and rules gone): bring the recorded endpoint
+                # back as it was, as the boot-time restore does for what it restarts itself
+                ep = network.reconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
         path = self._bundle(rec, ep)
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)

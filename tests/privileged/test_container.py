@@ -425,3 +425,8 @@ def test_containers_come_back_after_a_simulated_reboot_per_policy(env):
     states = {c["name"]: c["status"]["state"] for c in json.loads(env.provision("container", "ps", "-a", "--json").stdout)}
     assert states["web"] == "running" and states["keep"] == "running"
     assert states["once"] != "running" and states["parked"] == "exited"
+    # what restore left alone starts by hand (or by the boot hook's stack convergence) although
+    # its netns vanished with the "reboot": the recorded endpoint comes back first
+    env.provision("container", "start", "once")   # died in the "reboot" with its endpoint recorded
+    info = env.inspect("once")
+    assert info["status"]["state"] == "running", info
