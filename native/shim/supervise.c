@@ -371,10 +371,11 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
     r.st.pid = r.child;
     r.st.status = "running";
     r.st.error[0] = '\0';
-    health_reset(&r.health, r.child, r.st.restart_count, now_ms()); /* "starting" again, as Docker does */
     if (rc < 0)
       snprintf(r.st.error, sizeof r.st.error, "%s", serr.msg);
     save_state(&r);
+    /* after the state: whoever reads this run's health then finds this run's state too */
+    health_reset(&r.health, r.child, r.st.restart_count, now_ms()); /* "starting" again, as Docker does */
     notify(&notify_fd, "ok %d %d\n", (int)getpid(), (int)r.child);
 
     wait_child(&r);
