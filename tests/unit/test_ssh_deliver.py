@@ -46,11 +46,12 @@ class FakeSsh:
     def __init__(self, python="3.11", have=None, marker=""):
         self.target = Target("127.0.0.1", 2222, "provision", Path("k"), ("SHA256:x",))
         self.python, self.have, self.commands, self.puts = python, have or {}, [], []
-        self.marker = marker
+        self.marker, self.inputs = marker, {}
 
     def run(self, argv, **kw):
         cmd = argv if isinstance(argv, str) else " ".join(argv)
         self.commands.append(cmd)
+        self.inputs[cmd] = kw.get("input")
         out = (self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd
                else self.marker if cmd.startswith("cat ") else "")
         return type("O", (), {"stdout": out, "stderr": "", "returncode": 0})()
@@ -81,8 +82,12 @@ def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
     assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl", "pyyaml-6-cp311.whl"]
     assert report.skipped == ["click-8.1-py3-none-any.whl"]
     installs = [c for c in ssh.commands if " install " in c]
-    assert len(installs) == 2 and all("--python /opt/provisioner/venv/bin/python" in c for c in installs)
-    assert all("--no-index" in c for c in installs) and any("--force-reinstall" in c for c in installs)
+    assert len(installs) == 1 and "--python /opt/provisioner/venv/bin/python" in installs[0]
+    assert "--no-index" in installs[0] and "--no-deps" not in installs[0]
+    # then the agent's own wheel over the installed one (same version, new code): wheelinstall
+    own = "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl"
+    assert ssh.commands.index(own) > ssh.commands.index(installs[0])
+    assert ssh.inputs[own] == Path(d.wheelinstall.__file__).read_text()
     assert report.version == "provision, version 0.1.0"
 
 
@@ -117,7 +122,7 @@ def test_first_delivery_makes_a_venv_without_pip_and_installs_once(tmp_path):
     assert "tee /opt/provisioner/venv.deps" in ssh.commands   # the next delivery knows the deps are there
 
 
-def test_dependencies_already_in_the_venv_mean_one_pip_run_without_deps(tmp_path):
+def test_dependencies_already_in_the_venv_mean_no_pip_run(tmp_path):
     bundle = _bundle(tmp_path)
 
     class Baked(FakeSsh):   # like the local cloud's VM image: venv and its .deps list baked in
@@ -129,8 +134,9 @@ def test_dependencies_already_in_the_venv_mean_one_pip_run_without_deps(tmp_path
 
     ssh = Baked(have={w.name: w.stat().st_size for w in bundle.dependency_wheels})
     d.deliver(ssh, bundle)
-    installs = [c for c in ssh.commands if " install " in c]
-    assert len(installs) == 1 and "--no-deps --force-reinstall" in installs[0]
+    assert not [c for c in ssh.commands if " pip " in c]
+    assert "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl" \
+        in ssh.commands
     assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl"]
 
 

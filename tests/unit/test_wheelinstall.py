@@ -1,0 +1,125 @@
+"""wheelinstall against pip itself: the same wheel installed by both into two fresh venvs gives the
+same files and a working console script; an upgrade removes what the old version had; a wheel
+whose content does not match its RECORD is refused before anything is touched."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from provisioner.host import wheelinstall
+
+SOURCE = Path(wheelinstall.__file__).read_text()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(dirpath: Path, version: str, modules: dict[str, str], *, tamper: str | None = None) -> Path:
+    info = f"demo_tool-{version}.dist-info"
+    files = {f"demo_tool/{m}": text.encode() for m, text in modules.items()}
+    files[f"demo_tool-{version}.data/scripts/demo-sh"] = b"#!python\nprint('from a data script')\n"
+    files[f"demo_tool/_bin/helper"] = b"#!/bin/sh\necho helper\n"
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: demo-tool\nVersion: {version}\n".encode()
+    files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{info}/entry_points.txt"] = b"[console_scripts]\ndemo = demo_tool.cli:main\n"
+    record = "".join(f"{n},{_digest(d)},{len(d)}\n" for n, d in files.items()) + f"{info}/RECORD,,\n"
+    if tamper:
+        files[tamper] += b"# changed after RECORD was written\n"
+    path = dirpath / f"demo_tool-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in files.items():
+            zi = zipfile.ZipInfo(n)
+            zi.external_attr = (stat.S_IFREG | (0o755 if n.endswith(("helper", "demo-sh")) else 0o644)) << 16
+            zf.writestr(zi, d)
+        zf.writestr(f"{info}/RECORD", record)
+    return path
+
+
+V1 = {"__init__.py": "", "cli.py": "def main():\n    print('demo one')\n", "old.py": "X = 1\n"}
+V2 = {"__init__.py": "", "cli.py": "def main():\n    print('demo two')\n", "new.py": "Y = 2\n"}
+
+
+def venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path
+
+
+def ours(env: Path, wheel: Path) -> subprocess.CompletedProcess:
+    # as deliver runs it: this file's text on the venv python's stdin
+    return subprocess.run([str(env / "bin" / "python"), "-", str(wheel)], input=SOURCE, text=True,
+                          capture_output=True)
+
+
+def tree(env: Path) -> set[str]:
+    skip = {"INSTALLER", "RECORD", "REQUESTED", "direct_url.json"}
+    return {str(p.relative_to(env)) for p in env.rglob("*")
+            if p.is_file() and p.name not in skip and "__pycache__" not in p.parts and "demo" in str(p)}
+
+
+def test_same_files_as_pip_and_the_console_script_runs(tmp_path):
+    wheel = make_wheel(tmp_path, "1.0", V1)
+    a, b = venv(tmp_path / "pip"), venv(tmp_path / "ours")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(a / "bin/python"), "install", "-q",
+                    "--disable-pip-version-check", "--no-index", "--no-deps", "--no-compile", str(wheel)], check=True)
+    res = ours(b, wheel)
+    assert res.returncode == 0, res.stderr
+    assert "installed demo_tool-1.0" in res.stdout
+    assert tree(a) == tree(b) and len(tree(b)) >= 7
+    for env in (a, b):
+        assert subprocess.run([str(env / "bin/demo")], capture_output=True, text=True).stdout == "demo one\n"
+        assert subprocess.run([str(env / "bin/demo-sh")], capture_output=True, text=True).stdout == \
+            "from a data script\n"
+    helper = next((b / "lib").rglob("_bin/helper"))
+    assert os.access(helper, os.X_OK)
+    info = next((b / "lib").rglob("demo_tool-1.0.dist-info"))
+    assert (info / "INSTALLER").read_text() == "provisioner\n"
+    rows = (info / "RECORD").read_text().splitlines()
+    assert any(r.startswith("../../../bin/demo,sha256=") for r in rows)
+    assert "demo_tool/old.py" in "\n".join(rows)
+
+
+def test_upgrade_removes_what_the_old_version_had(tmp_path):
+    env = venv(tmp_path / "env")
+    assert ours(env, make_wheel(tmp_path, "1.0", V1)).returncode == 0
+    subprocess.run([str(env / "bin/python"), "-c", "import demo_tool.old"], check=True)  # leaves byte code
+    res = ours(env, make_wheel(tmp_path, "2.0", V2))
+    assert res.returncode == 0, res.stderr
+    site = next((env / "lib").glob("python*/site-packages"))
+    assert not (site / "demo_tool/old.py").exists()
+    assert not list(site.glob("demo_tool/__pycache__/old.*"))
+    assert (site / "demo_tool/new.py").exists()
+    assert sorted(p.name for p in site.glob("demo_tool-*.dist-info")) == ["demo_tool-2.0.dist-info"]
+    assert subprocess.run([str(env / "bin/demo")], capture_output=True, text=True).stdout == "demo two\n"
+
+
+def test_a_wheel_not_matching_its_record_changes_nothing(tmp_path):
+    env = venv(tmp_path / "env")
+    assert ours(env, make_wheel(tmp_path, "1.0", V1)).returncode == 0
+    before = {p: p.read_bytes() for p in env.rglob("*") if p.is_file()}
+    bad = make_wheel(tmp_path, "2.0", V2, tamper="demo_tool/cli.py")
+    res = ours(env, bad)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"wheelinstall: {bad}: demo_tool/cli.py does not match its RECORD hash"
+    assert {p: p.read_bytes() for p in env.rglob("*") if p.is_file()} == before
+
+
+def test_refuses_what_is_not_a_wheel(tmp_path):
+    env = venv(tmp_path / "env")
+    junk = tmp_path / "junk.whl"
+    junk.write_bytes(b"not a zip")
+    res = ours(env, junk)
+    assert res.returncode == 1 and res.stderr.startswith("wheelinstall: ")
+    with pytest.raises(wheelinstall.WheelError, match="expected one .dist-info"):
+        empty = tmp_path / "empty.whl"
+        with zipfile.ZipFile(empty, "w") as zf:
+            zf.writestr("x.py", "")
+        wheelinstall.install(str(empty))
