@@ -374,14 +374,16 @@ def test_containers_with_systemd_installs_the_unit(tmp_path):
     runner.expect(["systemctl", "is-active", containers.UNIT],
                   handler=lambda a: Result(a, 0 if state["active"] == "active" else 3, state["active"] + "\n", ""))
     runner.expect(["systemctl", "daemon-reload"])
-    runner.expect(["systemctl", "enable", containers.UNIT], handler=lambda a: state.update(enabled="enabled")
+    runner.expect(["systemctl", "enable", "--no-reload", containers.UNIT], handler=lambda a: state.update(enabled="enabled")
                   or Result(a, 0, "", ""))
     runner.expect(["systemctl", "restart", containers.UNIT], handler=lambda a: state.update(active="active")
                   or Result(a, 0, "", ""))
     ctx = make_ctx(tmp_path, runner, systemd=True)
     out = containers.run(ctx)
-    assert out.changes == (f"write {ctx.path(containers.UNIT_PATH)} (644)", "systemctl daemon-reload",
-                           f"systemctl enable {containers.UNIT}", f"systemctl restart {containers.UNIT}")
+    assert out.changes == (f"write {ctx.path(containers.UNIT_PATH)} (644)",
+                           f"systemctl enable --no-reload {containers.UNIT}", "systemctl daemon-reload",
+                           f"systemctl restart {containers.UNIT}")
+    assert runner.calls.count(("systemctl", "daemon-reload")) == 1
     unit = ctx.path(containers.UNIT_PATH).read_text()
     assert f"ExecStart=/opt/p/bin/python -m provisioner.host.restore --root {ctx.root}\n" in unit
     assert f"RequiresMountsFor={ctx.root}\n" in unit

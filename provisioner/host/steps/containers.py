@@ -122,10 +122,14 @@ def _restore_plan(ctx: StepContext) -> tuple:
     custom = Path(ctx.config.containers_state_dir) if ctx.config.containers_state_dir else None
     unit = plan_file(ctx.path(UNIT_PATH), unit_text(ctx.python, ctx.root, custom))
     enabled, active = _unit_state(ctx)
+    # One daemon-reload, and only for a new unit file (each costs seconds on a small host):
+    # `enable` alone would reload too, so it is told not to.
     if unit:
-        actions += [unit, Systemctl(("daemon-reload",))]
+        actions.append(unit)
     if unit or not enabled:
-        actions.append(Systemctl(("enable", UNIT)))
+        actions.append(Systemctl(("enable", "--no-reload", UNIT)))
+    if unit:
+        actions.append(Systemctl(("daemon-reload",)))
     if unit or not active:
         # restart, not start: an active RemainAfterExit unit would make start a no-op
         actions.append(Systemctl(("restart", UNIT)))
