@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..errors import HostError
 from ..runner import Runner
-from . import wheelinstall
+from . import bytecode, wheelinstall
 from .ssh import SshClient
 
 DEFAULT_CACHE = Path(os.environ.get("PROVISION_WHEEL_CACHE", "/var/tmp/provisioner-wheel-cache"))
@@ -163,6 +163,8 @@ def build_bundle(runner: Runner, *, cache: Path | None = None, source: Path | No
         try:
             runner.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
                         "--wheel-dir", str(tmp), str(source)], timeout=900)
+            for built in tmp.glob("provisioner-*.whl"):
+                bytecode.add_to_wheel(built)   # the host then compiles nothing on first use
             (tmp / _DONE).write_text("")
             try:
                 os.rename(tmp, out)

@@ -123,3 +123,29 @@ def test_refuses_what_is_not_a_wheel(tmp_path):
         with zipfile.ZipFile(empty, "w") as zf:
             zf.writestr("x.py", "")
         wheelinstall.install(str(empty))
+
+
+def test_shipped_byte_code_is_what_the_host_imports(tmp_path):
+    from provisioner.host import bytecode
+
+    wheel = make_wheel(tmp_path, "1.0", V1)
+    assert bytecode.add_to_wheel(wheel) == 3    # the package's three modules; not the data script
+    with zipfile.ZipFile(wheel) as zf:
+        assert f"demo_tool/__pycache__/cli.{sys.implementation.cache_tag}.pyc" in zf.namelist()
+    env = venv(tmp_path / "env")
+    res = ours(env, wheel)                      # also checks the new RECORD rows
+    assert res.returncode == 0, res.stderr
+    site = next((env / "lib").glob("python*/site-packages"))
+    pyc = site / f"demo_tool/__pycache__/cli.{sys.implementation.cache_tag}.pyc"
+    shipped = pyc.read_bytes()
+    assert shipped[4:8] == (0b11).to_bytes(4, "little")   # hash-checked: mtimes do not matter
+    run = subprocess.run([str(env / "bin/python"), "-v", "-c", "import demo_tool.cli as c; c.main()"],
+                         capture_output=True, text=True)
+    assert run.stdout == "demo one\n"
+    assert f"code object from '{pyc}'" in run.stderr   # loaded, not compiled again
+    assert pyc.read_bytes() == shipped
+    # the old version's byte code goes with it on an upgrade
+    v2 = make_wheel(tmp_path / "v2" if (tmp_path / "v2").mkdir() is None else tmp_path, "2.0", V2)
+    bytecode.add_to_wheel(v2)
+    assert ours(env, v2).returncode == 0
+    assert not list(site.glob("demo_tool/__pycache__/old.*")) and list(site.glob("demo_tool/__pycache__/new.*"))
