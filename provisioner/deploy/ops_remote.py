@@ -85,10 +85,7 @@ def stream(client: SshClient, command: str, out: BinaryIO, err: BinaryIO, *, std
     With `pty`, closing the channel (Ctrl-C here) hangs up the remote command, which matters for
     commands that never end on their own (`logs -f`); stderr then arrives merged into stdout.
     """
-    transport = client._c().get_transport()  # SshClient connected and verified the host key
-    if transport is None:
-        raise HostError(f"ssh {client.target.where}: not connected")
-    chan = transport.open_session()
+    chan = client.open_session()  # on the connection whose host key SshClient verified
     try:
         if pty:
             chan.get_pty()

@@ -139,6 +139,14 @@ class SshClient:
         assert self._client is not None
         return self._client
 
+    def open_session(self) -> paramiko.Channel:
+        """A new session channel on the verified connection (connecting first if needed), for
+        callers that drive a channel themselves (a pty, a stream that never ends)."""
+        transport = self._c().get_transport()
+        if transport is None or not transport.is_active():
+            raise HostError(f"ssh {self.target.where}: not connected")
+        return transport.open_session()
+
     # -- commands -----------------------------------------------------------------------------
     def run(self, argv: Sequence[str] | str, *, check: bool = True, timeout: float | None = 600.0,
             sudo: bool = False, input: str | None = None) -> Output:
