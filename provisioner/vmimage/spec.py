@@ -12,7 +12,7 @@ DEFAULT_CACHE = Path("/var/tmp/provisioner-vm-cache")
 
 # Bumped whenever the customisation steps in build.py change what ends up in the image,
 # so an old cached image is not mistaken for a new one.
-RECIPE_VERSION = 7
+RECIPE_VERSION = 8
 
 PACKAGES = (
     # boot: kernel (its initramfs is built by initramfs-tools in the chroot), init, device manager

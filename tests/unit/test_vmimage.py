@@ -73,6 +73,8 @@ def test_apply_customises_extracts_and_publishes(tmp_path):
     assert any("mmdebstrap" in m for m in seen)
     assert fake.commands("systemctl")[0][-3:] == ("enable", "systemd-networkd.service",
                                                   "provisioner-hostkeys.service")
+    assert fake.commands("systemctl")[1][-4:] == ("mask", "e2scrub_reap.service", "e2scrub_all.timer",
+                                                  "e2scrub_all.service")
 
 
 def test_customise_removes_host_keys_and_machine_id(tmp_path):
