@@ -5,7 +5,8 @@ Recipes (name -> images written under tags in one layout):
   crafted        every entry type, whiteouts, opaque dirs, xattrs (crafted.py)      tags: types, whiteouts, xattrs
   malicious      hostile layers (`..`, absolute names, escaping symlinks/hardlinks, devices): crafted.MALICIOUS
   multiplatform  an index with linux/amd64 and linux/arm64 busybox-style images      tag: latest
-  debian-redis   Debian bookworm minbase + redis-server via mmdebstrap, split in layers  tag: latest
+  debian-redis   Debian bookworm minbase (split in layers, shared by every debian-* image) + one layer
+                 of what mmdebstrap's redis-server install changed (rootdiff)               tag: latest
   debian-nginx   Debian bookworm minbase + nginx-light via mmdebstrap                     tag: latest
   debian-mariadb      ... + mariadb-server, entrypoint initialising an empty datadir (appfiles.py) tag: latest
   debian-python-app   ... + python3 and a stdlib-only HTTP status app on 5000 (appfiles.py)     tag: latest
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ImageError
-from . import zookeeper
+from . import slim, zookeeper
 from .appfiles import MARIADB_FILES, PYTHON_APP_FILES
 from .crafted import CRAFTED, MALICIOUS
 from .layout import Layer, LayoutWriter
+from .rootdiff import diff_layer
 from .tarbuild import D, F, L
 
 CACHE_DIR = Path(os.environ.get("PROVISIONER_IMAGECACHE", "/var/tmp/provisioner-imagecache"))
@@ -80,32 +82,41 @@ def recipe_multiplatform(w: LayoutWriter, runner, fmt: str) -> list[str]:
 
 
 # ---- Debian images via mmdebstrap ------------------------------------------------------------
+# Every Debian image is the same base (minbase, slimmed, no perl) as its first layers, the same
+# bytes in each, plus one layer of what its packages changed (rootdiff): a host holding one of
+# them receives only that layer of the next, as with images built FROM one debian image.
+BASE_INCLUDE = ["usr-is-merged"]
+# apt satisfies "usrmerge | usr-is-merged" with usrmerge, which pulls perl; usr-is-merged makes it
+# removable, and perl goes with it unless a package of the recipe needs it
+BASE_OPTIONS = [*slim.options(),
+                '--customize-hook=chroot "$1" apt-get purge -y --auto-remove -o Dpkg::Use-Pty=0 usrmerge >/dev/null']
 DEBIAN_RECIPES = {
     "debian-redis": {
-        "include": ["redis-server"],
+        "include": ["redis-server", *BASE_INCLUDE],
         "config": {"Entrypoint": ["redis-server"], "Cmd": ["--protected-mode", "no", "--bind", "0.0.0.0"],
                    "Env": [PATH_ENV], "ExposedPorts": {"6379/tcp": {}}, "User": "redis",
                    "WorkingDir": "/var/lib/redis"},
     },
     "debian-nginx": {
-        "include": ["nginx-light"],
+        "include": ["nginx-light", *BASE_INCLUDE],
         "config": {"Cmd": ["nginx", "-g", "daemon off;"], "Env": [PATH_ENV], "ExposedPorts": {"80/tcp": {}},
                    "WorkingDir": "/", "StopSignal": "SIGQUIT"},
     },
     # "files": entries of one extra layer on top of the split rootfs
     "debian-mariadb": {
-        "include": ["mariadb-server"],
+        "include": ["mariadb-server", *BASE_INCLUDE],
         "files": MARIADB_FILES,
         "config": {"Entrypoint": ["/usr/local/bin/mariadb-entrypoint"], "Env": [PATH_ENV],
                    "ExposedPorts": {"3306/tcp": {}}, "Volumes": {"/var/lib/mysql": {}}, "WorkingDir": "/"},
     },
     "debian-python-app": {
-        "include": ["python3"],
+        "include": ["python3", *BASE_INCLUDE],
         "files": PYTHON_APP_FILES,
         "config": {"Cmd": ["python3", "/srv/app/status_app.py"], "Env": [PATH_ENV, "PORT=5000"],
                    "ExposedPorts": {"5000/tcp": {}}, "User": "nobody", "WorkingDir": "/srv/app"},
     },
-    # "mmdebstrap": keyword arguments of mmdebstrap_tar (extra options: dpkg path filters, hooks)
+    # "mmdebstrap": keyword arguments of mmdebstrap_tar (default: BASE_OPTIONS); zookeeper's start
+    # with the same slimming and purge perl themselves
     "debian-zookeeper": {
         "include": zookeeper.INCLUDE,
         "mmdebstrap": {"options": zookeeper.mmdebstrap_options()},
@@ -175,12 +186,18 @@ def split_rootfs_tar(path: Path, groups=DEBIAN_SPLIT) -> list[bytes]:
     return out
 
 
+def debian_base(runner) -> Path:
+    return mmdebstrap_tar(runner, BASE_INCLUDE, options=BASE_OPTIONS)
+
+
 def _debian_recipe(name: str) -> Callable:
     spec = DEBIAN_RECIPES[name]
 
     def recipe(w: LayoutWriter, runner, fmt: str) -> list[str]:
-        rootfs = mmdebstrap_tar(runner, spec["include"], **spec.get("mmdebstrap", {}))
-        layers = [Layer(tar=t, compression="gzip") for t in split_rootfs_tar(rootfs)]
+        base = debian_base(runner)
+        rootfs = mmdebstrap_tar(runner, spec["include"], **spec.get("mmdebstrap", {"options": BASE_OPTIONS}))
+        layers = [Layer(tar=t, compression="gzip") for t in split_rootfs_tar(base)]
+        layers.append(Layer(tar=diff_layer(base, rootfs), compression="gzip"))
         if spec.get("files"):
             layers.append(Layer(tuple(spec["files"])))
         w.tag(w.image(layers, spec["config"], fmt=fmt), "latest")

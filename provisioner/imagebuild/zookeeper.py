@@ -17,6 +17,8 @@ The rootfs is slimmed while it is bootstrapped:
 """
 from __future__ import annotations
 
+from . import slim
+from .slim import SLIM_PATHS  # noqa: F401 (the recipe's slimming is every Debian recipe's)
 from .tarbuild import D, F
 
 ZK_UID = ZK_GID = 999   # fixed, so a data volume keeps its owner across image rebuilds
@@ -26,10 +28,6 @@ CLIENT_PORT = 2181
 
 INCLUDE = ["openjdk-17-jdk-headless", "libzookeeper-java", "usr-is-merged"]
 
-SLIM_PATHS = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*",
-              "/usr/share/lintian/*", "/usr/share/maven-repo/*",
-              # only used with compressed oops off (heaps over 32 GB); without it the JVM just starts unshared
-              "/usr/lib/jvm/*/lib/server/classes_nocoops.jsa")
 JDK = "/usr/lib/jvm/java-17-openjdk-amd64"
 JRE = "/usr/lib/jvm/zookeeper-jre"
 # `jdeps --print-module-deps` over zookeeper.jar, its Class-Path jars, slf4j-log4j12 and log4j 1.2
@@ -64,10 +62,7 @@ PERL_CHAIN = ("usrmerge", "libfile-find-rule-perl", "libnumber-compare-perl", "l
 def mmdebstrap_options() -> list[str]:
     """mmdebstrap arguments (besides variant, include and suite) that slim the rootfs and add the
     zookeeper user."""
-    opts = [f"--dpkgopt=path-exclude={p}" for p in SLIM_PATHS]
-    opts.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
-    # openjdk's postinst registers man pages as update-alternatives slaves: their directory must exist
-    opts.append('--essential-hook=mkdir -p "$1/usr/share/man/man1"')
+    opts = slim.options()
     opts.append(f'--customize-hook=chroot "$1" dpkg --purge {" ".join(PERL_CHAIN)}')
     opts.append(f"--customize-hook={JLINK_HOOK}")
     opts.append(f'--customize-hook=chroot "$1" groupadd --system --gid {ZK_GID} zookeeper')

@@ -48,6 +48,9 @@ CASES = {
 EXTRA = {"debian-mariadb": ("usr/sbin/mariadbd",), "debian-python-app": ("usr/bin/python3",)}
 
 
+BASES: dict[str, list[str]] = {}
+
+
 @pytest.mark.parametrize("recipe", list(CASES))
 def test_debian_recipe_and_export_matches_umoci(tmp_path, recipe):
     binary, want_config = CASES[recipe]
@@ -55,7 +58,11 @@ def test_debian_recipe_and_export_matches_umoci(tmp_path, recipe):
     layout = tmp_path / recipe
     assert build(recipe, layout, runner) == ["latest"]
     manifest, config, _ = read_image(layout, "latest")
-    assert len(manifest["layers"]) == 4 + (recipe in EXTRA)
+    # the shared Debian base (4 layers, the same blobs in every recipe) + what the packages changed
+    assert len(manifest["layers"]) == 5 + (recipe in EXTRA)
+    base = [d["digest"] for d in manifest["layers"][:4]]
+    assert BASES.setdefault("base", base) == base
+    assert manifest["layers"][4]["size"] < 80 << 20
     assert {k: config["config"][k] for k in want_config} == want_config
     with loop_btrfs(tmp_path / "fs", runner, size="2G") as mnt:
         store = Store(mnt, runner)

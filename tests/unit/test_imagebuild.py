@@ -109,6 +109,25 @@ def test_split_rootfs_tar_reassembles_to_the_same_tree(tmp_path):
     assert treecmp.diff(treecmp.describe(split, mtimes=False), treecmp.describe(whole, mtimes=False)) == []
 
 
+def test_debian_images_share_their_base_layers(tmp_path, monkeypatch):
+    base = tar_bytes([D("etc"), F("etc/debian_version", "12\n"), D("usr"), D("usr/lib"), F("usr/lib/libc.so", "c")])
+    tars = {"base": base}
+    for pkg in ("redis-server", "nginx-light"):
+        tars[pkg] = tar_bytes([D("etc"), F("etc/debian_version", "12\n"), D("usr"), D("usr/lib"),
+                               F("usr/lib/libc.so", "c"), F(f"usr/lib/{pkg}.so", pkg)])
+    for name, raw in tars.items():
+        (tmp_path / f"{name}.tar").write_bytes(raw)
+    monkeypatch.setattr(recipes, "mmdebstrap_tar", lambda runner, include, **kw:
+                        tmp_path / f"{'base' if include == recipes.BASE_INCLUDE else include[0]}.tar")
+    layers = {}
+    for recipe in ("debian-redis", "debian-nginx"):
+        recipes.build(recipe, tmp_path / recipe, FakeRunner())
+        layers[recipe] = [d["digest"] for d in read_image(tmp_path / recipe, "latest")[0]["layers"]]
+    assert layers["debian-redis"][:4] == layers["debian-nginx"][:4]      # the base: same blobs
+    assert layers["debian-redis"][4] != layers["debian-nginx"][4]
+    assert "usr-is-merged" in recipes.DEBIAN_RECIPES["debian-redis"]["include"]
+
+
 def test_mmdebstrap_tarball_is_cached_by_recipe(tmp_path):
     runner = FakeRunner(known_commands={"mmdebstrap"})
 
@@ -146,14 +165,19 @@ def test_cli_image_build_writes_the_layout_and_reports_json(tmp_path):
     ("debian-python-app", "srv/app/status_app.py", {"Cmd": ["python3", "/srv/app/status_app.py"]}),
 ])
 def test_debian_app_recipes_add_their_files_as_a_top_layer(tmp_path, monkeypatch, recipe, path, entry):
-    rootfs = tmp_path / "rootfs.tar"
+    base, rootfs = tmp_path / "base.tar", tmp_path / "rootfs.tar"
+    base.write_bytes(tar_bytes([D("usr"), F("etc/debian_version", "12\n")]))
     rootfs.write_bytes(tar_bytes([D("usr"), F("usr/share/doc/x", "x"), F("etc/debian_version", "12\n")]))
     seen = []
-    monkeypatch.setattr(recipes, "mmdebstrap_tar", lambda runner, include: seen.append(include) or rootfs)
+    monkeypatch.setattr(recipes, "mmdebstrap_tar", lambda runner, include, **kw: seen.append((include, kw)) or
+                        (base if include == recipes.BASE_INCLUDE else rootfs))
     assert recipes.build(recipe, tmp_path / "l", FakeRunner()) == ["latest"]
-    assert seen == [recipes.DEBIAN_RECIPES[recipe]["include"]]
+    opts = {"options": recipes.BASE_OPTIONS}
+    assert seen == [(recipes.BASE_INCLUDE, opts), (recipes.DEBIAN_RECIPES[recipe]["include"], opts)]
     manifest, config, _ = read_image(tmp_path / "l", "latest")
-    assert len(manifest["layers"]) == 5
+    assert len(manifest["layers"]) == 6   # the base split in 4, what the packages changed, the recipe's files
+    diff = tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(tmp_path / "l", manifest["layers"][4]["digest"]))))
+    assert diff.getnames() == ["usr/share/doc/x"]
     top = tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(tmp_path / "l", manifest["layers"][-1]["digest"]))))
     assert top.getmember(path).isfile()
     assert {k: config["config"][k] for k in entry} == entry

@@ -67,9 +67,10 @@ def test_recipe_layers_and_config(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(recipes, "mmdebstrap_tar", lambda runner, include, **kw: seen.append((include, kw)) or rootfs)
     assert recipes.build("debian-zookeeper", tmp_path / "l", FakeRunner()) == ["latest"]
-    assert seen == [(zookeeper.INCLUDE, {"options": zookeeper.mmdebstrap_options()})]
+    assert seen == [(recipes.BASE_INCLUDE, {"options": recipes.BASE_OPTIONS}),
+                    (zookeeper.INCLUDE, {"options": zookeeper.mmdebstrap_options()})]
     manifest, config, _ = read_image(tmp_path / "l", "latest")
-    assert len(manifest["layers"]) == 5
+    assert len(manifest["layers"]) == 6
     top = tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(tmp_path / "l", manifest["layers"][-1]["digest"]))))
     assert top.getmember("usr/local/bin/zookeeper-entrypoint").mode == 0o755
     assert top.getmember("usr/local/bin/zk-ruok").mode == 0o755
