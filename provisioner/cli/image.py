@@ -271,7 +271,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
     `image layers`); every blob present is verified; each image loads all-or-nothing."""
     from pathlib import Path
 
-    from ..containers import imageload
+    from ..containers import imageload, imagereceive
 
     if all_ and (names or tag):
         raise ImageError("image load: --all names each image by its tag; it takes no --name or --tag")
@@ -287,12 +287,12 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
         return [imageload.load(store, layout, wanted or [default], tag=tag, platform=plat)]
 
     if source == "-":
-        with imageload.incoming(app.root) as work:
+        with imagereceive.incoming(app.root) as work:
             stdin = click.get_binary_stream("stdin")
             if all_:  # layers applied as they arrive
-                results = imageload.receive_and_load(stdin, store, work, platform=plat)
+                results = imagereceive.receive_and_load(stdin, store, work, platform=plat)
             else:
-                imageload.receive_tar(stdin, work)
+                imagereceive.receive_tar(stdin, work)
                 results = load_from(work)
     else:
         results = load_from(Path(source))

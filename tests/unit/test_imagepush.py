@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from provisioner.cli import image as image_cli
 from provisioner.cli.main import cli
-from provisioner.containers import imageload
+from provisioner.containers import imageload, imagereceive
 from provisioner.containers.reference import parse
 from provisioner.containers.registry import Registry, parse_platform
 from provisioner.containers.store import Store
@@ -306,7 +306,7 @@ def _tar_of(registry, repo: str, send_layers, platform="linux/amd64") -> tuple[b
 
 def test_stream_round_trip_and_layout_read(registry, tmp_path):
     data, image = _tar_of(registry, "team/a", [0, 1])
-    n = imageload.receive_tar(io.BytesIO(data), tmp_path)
+    n = imagereceive.receive_tar(io.BytesIO(data), tmp_path)
     assert n == sum(d.size for d in image.layers) + len(image.manifest) + len(image.config) + len(
         (tmp_path / "index.json").read_bytes()) + len((tmp_path / "oci-layout").read_bytes())
     got = imageload.read_layout(tmp_path)
@@ -316,8 +316,8 @@ def test_stream_round_trip_and_layout_read(registry, tmp_path):
 def test_interrupted_stream_is_one_error_and_staging_goes(registry, tmp_path):
     data, _ = _tar_of(registry, "team/a", [0, 1])
     with pytest.raises(ImageError, match="not a complete tar of an OCI layout"):
-        with imageload.incoming(tmp_path) as work:
-            imageload.receive_tar(io.BytesIO(data[: len(data) // 2]), work)
+        with imagereceive.incoming(tmp_path) as work:
+            imagereceive.receive_tar(io.BytesIO(data[: len(data) // 2]), work)
     assert [p.name for p in (tmp_path / "incoming").iterdir()] == [".lock"]
 
 
@@ -327,14 +327,14 @@ def test_tampered_blob_in_the_stream_is_refused_and_nothing_kept(registry, tmp_p
     bad = data.replace(blob[100:140], bytes(40))
     store = FakeStore()
     with pytest.raises(ImageError, match=f"blob {image.layers[1].digest} failed verification"):
-        imageload.receive_and_load(io.BytesIO(bad), store, tmp_path)
+        imagereceive.receive_and_load(io.BytesIO(bad), store, tmp_path)
     assert store.snapshot() == (set(), {}) and len(store.applied) == 1  # layer 0 went in, then out again
 
 
 def test_receive_and_load_applies_layers_as_they_arrive(registry, tmp_path):
     data, image = _tar_of(registry, "team/a", [0, 1])
     store = FakeStore()
-    (res,) = imageload.receive_and_load(io.BytesIO(data), store, tmp_path)
+    (res,) = imagereceive.receive_and_load(io.BytesIO(data), store, tmp_path)
     assert res.names == [str(image.reference)] and store.names[res.names[0]] == image.manifest_digest
     assert (res.applied, res.present) == ([0, 1], [])
     # applied from the stream: no layer blob was staged
@@ -354,7 +354,7 @@ def test_receive_and_load_stages_blobs_that_arrive_before_their_metadata(registr
             tar.addfile(m, io.BytesIO(body))
     out.seek(0)
     store = FakeStore()
-    (res,) = imageload.receive_and_load(out, store, tmp_path)
+    (res,) = imagereceive.receive_and_load(out, store, tmp_path)
     assert res.applied == [0, 1] and store.names[res.names[0]] == image.manifest_digest
     assert (tmp_path / "blobs" / "sha256" / image.layers[0].digest[7:]).exists()
 
@@ -364,7 +364,7 @@ def test_interrupted_stream_after_a_layer_was_applied_keeps_nothing(registry, tm
     store = FakeStore()
     cut = data[: data.index(registry.blobs[image.layers[1].digest][:64]) + 100]  # inside layer 1
     with pytest.raises(ImageError, match="not a complete tar of an OCI layout"):
-        imageload.receive_and_load(io.BytesIO(cut), store, tmp_path)
+        imagereceive.receive_and_load(io.BytesIO(cut), store, tmp_path)
     assert store.snapshot() == (set(), {}) and len(store.applied) == 1
 
 
@@ -384,7 +384,7 @@ def test_stream_with_foreign_entries_is_refused(tmp_path, name, kind):
             tar.addfile(ti, io.BytesIO(b"abc"))
     buf.seek(0)
     with pytest.raises(ImageError, match="unexpected entry"):
-        imageload.receive_tar(buf, tmp_path / "dest")
+        imagereceive.receive_tar(buf, tmp_path / "dest")
     assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").rglob("*"))
 
 
@@ -397,7 +397,7 @@ def test_incoming_sweeps_stale_dirs_but_not_ones_in_use(tmp_path):
     fd = os.open(busy, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with imageload.incoming(tmp_path) as work:
+        with imagereceive.incoming(tmp_path) as work:
             assert work.is_dir() and work.parent == base
             assert not stale.exists() and busy.exists()
         assert not work.exists()
@@ -408,7 +408,7 @@ def test_incoming_sweeps_stale_dirs_but_not_ones_in_use(tmp_path):
 def _layout(registry, tmp_path, repo, send_layers):
     data, image = _tar_of(registry, repo, send_layers)
     dest = tmp_path / repo.replace("/", "-")
-    imageload.receive_tar(io.BytesIO(data), dest)
+    imagereceive.receive_tar(io.BytesIO(data), dest)
     return dest, image
 
 
@@ -493,7 +493,7 @@ def test_load_all_names_each_image_by_its_tag(registry, tmp_path):
     store = FakeStore()
     data, image = _tar_of(registry, "team/a", [0, 1])
     dest = tmp_path / "all"
-    imageload.receive_tar(io.BytesIO(data), dest)
+    imagereceive.receive_tar(io.BytesIO(data), dest)
     (res,) = imageload.load_all(store, dest)
     assert res.names == [str(image.reference)] and store.names[str(image.reference)] == image.manifest_digest
     index = json.loads((dest / "index.json").read_text())
