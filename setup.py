@@ -15,10 +15,14 @@ HERE = Path(__file__).resolve().parent
 
 class BuildWithNative(build_py):
     def run(self):
+        pkg = Path(self.build_lib) / "provisioner"
+        if not self.editable_mode:
+            # build_py only adds and updates: a module deleted from the source would stay in an
+            # in-tree build/lib and ship in the next wheel
+            shutil.rmtree(pkg, ignore_errors=True)
         super().run()
         if self.editable_mode:
             return
-        pkg = Path(self.build_lib) / "provisioner"
         # The C binaries: the OCI runtime and the per-container supervision shim.
         for subdir, name in (("native", "provision-runtime"), ("native/shim", "provision-shim")):
             if (HERE / subdir / "Makefile").exists():
