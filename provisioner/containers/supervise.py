@@ -24,7 +24,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from ..errors import CommandError, ConfigError, ContainerError
 from ..fsutil import atomic_write
@@ -384,7 +384,7 @@ def remove(name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) 
     if status(name, state_dir, log_dir).shim_alive:
         raise ContainerError(f"{name} is running; stop it first")
     for p in (paths.state, paths.pid, paths.stop, paths.spec, paths.health, paths.health_pid,
-              *_log_files(paths.log)):
+              *shimlogs.log_files(paths.log)):
         p.unlink(missing_ok=True)
 
 
@@ -437,153 +437,6 @@ def restore(state_dir: str | os.PathLike, *, runner, shim: str | None = None,
     return started
 
 
-# -- logs ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LogLine:
-    time: str
-    stream: str
-    text: str  # as the process wrote it, trailing newline included when there was one
-
-    def format(self, timestamps: bool = False) -> str:
-        return f"{self.time} {self.text}" if timestamps else self.text
-
-
-def _log_files(base: Path) -> list[Path]:
-    """Oldest first: base.N ... base.1, base."""
-    rotated = []
-    for p in base.parent.glob(base.name + ".*"):
-        suffix = p.name[len(base.name) + 1:]
-        if suffix.isdigit():
-            rotated.append((int(suffix), p))
-    return [p for _, p in sorted(rotated, reverse=True)] + ([base] if base.exists() else [])
-
-
-def _parse(raw: bytes) -> LogLine | None:
-    try:
-        rec = json.loads(raw.decode("utf-8", errors="replace"))
-        return LogLine(rec["time"], rec["stream"], rec["log"])
-    except (ValueError, KeyError, TypeError):
-        return None  # a torn last line (the shim is mid-write) or foreign junk
-
-
-def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
-         state_dir: str | os.PathLike | None = None, poll_interval: float = 0.1,
-         follow_timeout: float | None = None) -> Iterator[LogLine]:
-    """The container's log lines, oldest first; `tail` keeps the last N; `follow` then waits
-    for more (across rotations, without losing or repeating a line) until the supervisor is
-    gone or `follow_timeout` passes."""
-    base = ShimPaths.of(name, log_dir, state_dir or log_dir).log
-    readers = _open_all(base)
-    lines: list[LogLine] = []
-    for r in readers:
-        lines.extend(r.lines())
-    last = readers.pop() if readers and follow else None
-    for r in readers:
-        r.close()
-    if tail is not None:
-        lines = lines[-tail:] if tail > 0 else []
-    yield from lines
-    if follow:
-        yield from _follow(name, base, state_dir or log_dir, last, poll_interval, follow_timeout)
-
-
-def log_text(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
-             timestamps: bool = False, state_dir: str | os.PathLike | None = None,
-             follow_timeout: float | None = None) -> Iterator[str]:
-    """`logs [--tail N] [-f] [--timestamps]` as text: each line as the process wrote it,
-    prefixed with its RFC 3339 time under `timestamps`."""
-    for line in logs(name, log_dir, tail=tail, follow=follow, state_dir=state_dir, follow_timeout=follow_timeout):
-        yield line.format(timestamps)
-
-
-class _Reader:
-    """Reads complete JSON lines from one open log file (a torn last line waits for its end)."""
-
-    def __init__(self, f):
-        self.f, self.pending = f, b""
-        self.inode = os.fstat(f.fileno()).st_ino
-
-    def lines(self) -> list[LogLine]:
-        chunk = self.f.read()
-        if not chunk:
-            return []
-        self.pending += chunk
-        *complete, self.pending = self.pending.split(b"\n")
-        return [line for raw in complete if (line := _parse(raw))]
-
-    def close(self):
-        self.f.close()
-
-
-def _inode(p: Path) -> int | None:
-    try:
-        return p.stat().st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _open_all(base: Path) -> list[_Reader]:
-    """Opens every log file, oldest first, as one consistent snapshot: the shim may rotate
-    while we open them one by one, so retry until the names point at the same files before
-    and after (a rotation is rare next to a few opens)."""
-    for _ in range(20):
-        files = _log_files(base)
-        before = [_inode(p) for p in files]
-        readers = []
-        for p in files:
-            try:
-                readers.append(_Reader(open(p, "rb")))
-            except FileNotFoundError:
-                break
-        if len(readers) == len(files) and [r.inode for r in readers] == before == [_inode(p) for p in files] \
-                and _log_files(base) == files:
-            return readers
-        for r in readers:
-            r.close()
-        time.sleep(0.005)
-    raise ContainerError(f"{base}: log files keep rotating under the reader; try again")
-
-
-def _follow(name, base: Path, state_dir, reader: _Reader | None, poll_interval: float,
-            follow_timeout: float | None):
-    deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
-    try:
-        while True:
-            new = reader.lines() if reader else []
-            yield from new
-            if new:
-                continue
-            current = _inode(base)
-            if current is not None and (reader is None or current != reader.inode):
-                # Rotated (or created): finish our file, then every newer one in order.
-                if reader:
-                    yield from reader.lines()
-                snapshot = _open_all(base)
-                inodes = [r.inode for r in snapshot]
-                if reader is not None and reader.inode in inodes:
-                    cut = inodes.index(reader.inode) + 1
-                    for r in snapshot[:cut]:
-                        r.close()
-                    snapshot = snapshot[cut:]
-                # else: our file already fell off the end (the reader lagged more than
-                # max-files rotations); what was in between is gone, as with Docker.
-                if not snapshot:
-                    continue  # base changed again under us; look again
-                if reader:
-                    reader.close()
-                for r in snapshot[:-1]:
-                    yield from r.lines()
-                    r.close()
-                reader = snapshot[-1]
-                continue
-            if not status(name, state_dir, base.parent).shim_alive:
-                if reader:
-                    yield from reader.lines()
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            time.sleep(poll_interval)
-    finally:
-        if reader:
-            reader.close()
+# the log reading lives in shimlogs; these names stay importable from here
+from . import shimlogs  # noqa: E402
+from .shimlogs import LogLine, log_text, logs  # noqa: E402,F401
