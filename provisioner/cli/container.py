@@ -47,19 +47,29 @@ def container_group() -> None:
 @click.option("--security-opt", "security_opt", multiple=True,
               metavar="seccomp=unconfined|PROFILE.json|no-new-privileges",
               help="Docker's security options: another seccomp profile, none, or no-new-privileges.")
+@click.option("--health-cmd", metavar="CMD", help="Healthcheck command, run by /bin/sh -c in the container.")
+@click.option("--health-interval", metavar="DURATION", help="Time between checks (e.g. 30s, 1m30s).")
+@click.option("--health-timeout", metavar="DURATION", help="Time a check may take.")
+@click.option("--health-retries", type=int, metavar="N", help="Failures in a row that make it unhealthy.")
+@click.option("--health-start-period", metavar="DURATION", help="Start-up time whose failures do not count.")
+@click.option("--no-healthcheck", is_flag=True, help="Run no healthcheck, not even the image's HEALTHCHECK.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
 def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, restart, memory, cpus, user,
-            workdir, entrypoint, hostname, rm, insecure, security_opt, image, command) -> None:
+            workdir, entrypoint, hostname, rm, insecure, security_opt, health_cmd, health_interval, health_timeout,
+            health_retries, health_start_period, no_healthcheck, image, command) -> None:
     """Create and start a container from IMAGE (pulled when missing)."""
+    from ..containers.healthcfg import HealthFlags
     from ..containers.lifecycle import RunRequest
 
     mgr = _manager(app)
+    health = HealthFlags(cmd=health_cmd, interval=health_interval, timeout=health_timeout, retries=health_retries,
+                         start_period=health_start_period, disable=no_healthcheck)
     req = RunRequest(image=image, command=tuple(command), name=name, detach=detach, ports=ports, volumes=volumes,
                      env=_env_from_cli(env), env_files=env_files, links=links, restart=restart, memory=memory,
                      cpus=cpus, user=user, workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm,
-                     insecure_registries=insecure, security_opt=security_opt)
+                     insecure_registries=insecure, security_opt=security_opt, health_flags=health)
     rec = mgr.run(req)
     if detach:
         click.echo(rec.id)

@@ -21,6 +21,7 @@ from typing import Callable
 from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
 from . import btrfs, bundle, network, reference, seccomp, supervise, volumes
+from .healthcfg import HealthFlags, resolve as resolve_health
 from .container import ContainerRecord, check_name
 from .network.ports import parse_ports
 from .runtime import Runtime
@@ -55,7 +56,8 @@ class RunRequest:
     rm: bool = False
     insecure_registries: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
-    healthcheck: object | None = None   # stack.services.Healthcheck: run by the container's shim
+    healthcheck: object | None = None   # stack.services.Healthcheck: replaces the image's whole
+    health_flags: HealthFlags = HealthFlags()   # docker run --health-* / --no-healthcheck
 
 
 def _healthcheck_json(hc) -> dict:
@@ -94,6 +96,7 @@ class Creating:
         if req.rm and policy.name != "no":
             raise ConfigError("--rm and --restart cannot be used together (as in Docker)")
         security = seccomp.parse_security_opts(req.security_opt, caps=bundle.DEFAULT_CAPS)
+        req.health_flags.check()
         opts = bundle.RunOptions(
             command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + opts_env),
             user=req.user, workdir=req.workdir, hostname=req.hostname or "",
@@ -106,8 +109,7 @@ class Creating:
         reference.parse(req.image)
         return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
                 "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm,
-                "auto_remove": req.rm and req.detach,
-                **({"healthcheck": _healthcheck_json(req.healthcheck)} if req.healthcheck else {})}
+                "auto_remove": req.rm and req.detach}
 
     def _image(self, ref: str, insecure: tuple[str, ...]):
         store = self._store()
@@ -134,6 +136,11 @@ class Creating:
                 raise ContainerError(f"cannot link to {target}: no running container with that name")
         image = self._image(req.image, req.insecure_registries)
         config["image_config"] = (image.config or {}).get("config") or {}
+        # the image's HEALTHCHECK unless the run replaces, changes or disables it; run by the shim
+        health = resolve_health(req.health_flags, config["image_config"],
+                                _healthcheck_json(req.healthcheck) if req.healthcheck else None)
+        if health is not None:
+            config["healthcheck"] = health
         rec = self.records.reserve(req.name, req.image, image.id, config)
         undo: list[tuple[str, Callable[[], None]]] = [("record", lambda: self.records.delete(rec))]
         with self.records.op_lock(rec.id):

@@ -56,6 +56,8 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
     env files and seccomp profiles (`env_file_texts`: path → text, for both)."""
     data = asdict(spec)
     data.pop("line", None)
+    if not data.get("health_disabled"):
+        data.pop("health_disabled", None)   # likewise: only a disabled check changes the hash
     if not data.get("security_opt"):
         data.pop("security_opt", None)  # the hash of a service without it stays what it was before the key
     else:  # a changed seccomp profile recreates the service, as a changed env file does
@@ -244,6 +246,7 @@ class Stacks:
             return actions
 
     def request(self, stack: str, spec: ServiceSpec):
+        from .healthcfg import HealthFlags
         from .lifecycle import RunRequest
 
         command = tuple(spec.command or ())
@@ -264,7 +267,7 @@ class Stacks:
             memory=spec.mem_limit, cpus=spec.cpus, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
             insecure_registries=self.insecure_registries, security_opt=spec.security_opt,
-            healthcheck=spec.healthcheck)
+            healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled))
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:

@@ -59,6 +59,7 @@ class ServiceSpec:
     working_dir: str | None = None
     hostname: str | None = None
     security_opt: tuple[str, ...] = ()        # --security-opt values (a seccomp profile path made absolute)
+    health_disabled: bool = False             # healthcheck: {disable: true} or test: ["NONE"]: not the image's either
     line: int | None = None
 
     def dependencies(self) -> list[str]:
@@ -255,7 +256,7 @@ def _service(p: _P, name: str, d: dict, named: set[str], name_line: int | None) 
     return ServiceSpec(
         name=name, image=image, command=command, entrypoint=entrypoint, env=tuple(env), env_files=tuple(env_files),
         ports=tuple(ports), volumes=tuple(volumes), links=tuple(links), depends_on=tuple(depends), restart=restart,
-        healthcheck=_healthcheck(p, d, where), mem_limit=mem, cpus=cpus, user=p.scalar(d, "user", where),
+        healthcheck=_healthcheck(p, d, where), health_disabled=_health_disabled(d), mem_limit=mem, cpus=cpus, user=p.scalar(d, "user", where),
         working_dir=workdir, hostname=hostname, security_opt=_security_opt(p, d, where), line=yamlutil.line_of(d))
 
 
@@ -355,6 +356,11 @@ def _depends_on(p: _P, d: dict, where: str) -> list[tuple[str, str]]:
             out.append((str(s), cond))
         return out
     raise p.fail(f"{where}.depends_on must be a list or a mapping", d, "depends_on")
+
+
+def _health_disabled(d: dict) -> bool:
+    h = d.get("healthcheck")
+    return isinstance(h, dict) and (h.get("disable") is True or h.get("test") == ["NONE"])
 
 
 def _healthcheck(p: _P, d: dict, where: str) -> Healthcheck | None:

@@ -60,6 +60,11 @@ def build_images(work: Path, registry: str) -> dict[str, str]:
         "web": (busybox_layers(runner) + [Layer((D("www"), F("www/index.html", PAGE)))],
                 {"Cmd": ["httpd", "-f", "-v", "-p", "80", "-h", "/www"], "Env": [PATH_ENV, "ROLE=web"],
                  "ExposedPorts": {"80/tcp": {}}, "WorkingDir": "/www"}),
+        # the web page with the image's own HEALTHCHECK (Docker's config shape: nanoseconds)
+        "checked": (busybox_layers(runner) + [Layer((D("www"), F("www/index.html", PAGE)))],
+                    {"Cmd": ["httpd", "-f", "-p", "80", "-h", "/www"], "Env": [PATH_ENV],
+                     "Healthcheck": {"Test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1/"],
+                                     "Interval": 200_000_000, "Timeout": 2_000_000_000, "Retries": 2}}),
         # an image VOLUME with content, a named user and a stop signal
         "data": (busybox_layers(runner) + [Layer((D("data"), F("data/seed", "seeded\n"),
                                                   F("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
