@@ -410,7 +410,8 @@ def _healthcheck(p: _P, d: dict, where: str) -> Healthcheck | None:
 
 
 def _order(p: _P, services: dict[str, ServiceSpec], raw: dict) -> tuple[str, ...]:
-    """Dependencies first; file order among independent services. A cycle is an error naming it."""
+    """Dependencies first, by depth (a service after everything it depends on or links to); within
+    a depth, the order a walk of the file finds them. A cycle is an error naming it."""
     done: list[str] = []
     state: dict[str, int] = {}
 
@@ -428,7 +429,12 @@ def _order(p: _P, services: dict[str, ServiceSpec], raw: dict) -> tuple[str, ...
 
     for name in services:
         visit(name, [])
-    return tuple(done)
+    # By depth: every service that waits on nothing comes before any that waits, so `up` starts
+    # the independent ones together instead of holding them behind another's healthcheck.
+    level: dict[str, int] = {}
+    for name in done:
+        level[name] = 1 + max((level[d] for d in services[name].dependencies()), default=-1)
+    return tuple(sorted(done, key=level.__getitem__))
 
 
 def load_services(path: str) -> tuple[str, ServiceSet]:

@@ -257,7 +257,7 @@ def test_stack_security_opt_reaches_the_run_request(tmp_path):
     import hashlib
 
     plain = type(web)(name="web", image="busybox")
-    before = {k: v for k, v in dataclasses.asdict(plain).items() if k not in ("line", "security_opt")}
+    before = {k: v for k, v in dataclasses.asdict(plain).items() if k not in ("line", "security_opt", "health_disabled")}
     before["env_file_texts"] = []
     assert config_hash(plain, {}) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert config_hash(web, {}) != config_hash(plain, {})

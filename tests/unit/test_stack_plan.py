@@ -230,10 +230,13 @@ def test_up_creates_in_order_waits_for_health_and_re_up_does_nothing(tmp_path):
     assert [type(a).__name__ for a in actions] == ["Create"] * 5
     runs = [x for x in mgr.log if x.startswith("run")]
     # app waits for web's health (read from web's supervisor) before it is created; web's first
-    # check is asked for at once rather than one interval after its start
+    # check is asked for at once rather than one interval after its start; api and cron, which
+    # wait on nothing unmet, are created before that wait, not held behind it
     app = mgr.log.index("run shop-app")
     assert mgr.log[mgr.log.index("run shop-web"):app] == [
-        "run shop-web", "check-now shop-web", "health shop-web", "health shop-web", "health shop-web"]
+        "run shop-web", "run shop-api", "run shop-cron",
+        "check-now shop-web", "health shop-web", "health shop-web", "health shop-web"]
+    assert mgr.log.index("run shop-db") < mgr.log.index("run shop-web")
     assert clock.t == pytest.approx(0.1)   # two polls of 50 ms while web was starting
     assert len(runs) == 5
     rows = {r["service"]: r["health"] for r in st.ps("shop", s)}
