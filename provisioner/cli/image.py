@@ -288,7 +288,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
 
     if source == "-":
         with imagereceive.incoming(app.root) as work:
-            stdin = click.get_binary_stream("stdin")
+            stdin = sys.stdin.buffer
             if all_:  # layers applied as they arrive
                 results = imagereceive.receive_and_load(stdin, store, work, platform=plat)
             else:
@@ -319,7 +319,7 @@ def layers_cmd(app: App, missing: bool, name: str | None) -> None:
 
     key = _names((name,))[0] if name else None
     try:
-        doc = json.loads(click.get_binary_stream("stdin").read())
+        doc = json.loads(sys.stdin.buffer.read())
     except ValueError as exc:
         raise ImageError(f"image layers: stdin is not JSON ({exc}); give an image config") from None
     data = imageload.answer_query(_store(app), doc, key, missing)

@@ -44,7 +44,7 @@ def _connect(app: App, host: str):
 
 
 def _out():
-    return click.get_binary_stream("stdout"), click.get_binary_stream("stderr")
+    return sys.stdout.buffer, sys.stderr.buffer
 
 
 # -- ssh -------------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def ssh_cmd(app: App, host: str, command: tuple[str, ...]) -> None:
         rec, client = _connect(app, host)
         with client:
             out, err = _out()
-            stdin = None if sys.stdin.isatty() else click.get_binary_stream("stdin")
+            stdin = None if sys.stdin.isatty() else sys.stdin.buffer
             rc = stream(client, ops.ssh_command(command), out, err, stdin=stdin)
         raise click.exceptions.Exit(rc)
     rec = inventory.find(app.root, host)
