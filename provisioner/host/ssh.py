@@ -76,20 +76,6 @@ class _StdinClosed(Exception):
     """The remote command stopped reading its stdin (it exited): stop producing it."""
 
 
-# AES-GCM first (paramiko prefers AES-CTR with HMAC-SHA2): on the host, sshd then needs no
-# separate SHA-256 pass over every byte pushed (images, wheels), which an emulated CPU without
-# SHA instructions pays dearly for; AES and GHASH have CPU instructions everywhere. The rest of
-# paramiko's list stays behind it for a server without GCM.
-_GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-def _transport(sock, **kw) -> paramiko.Transport:
-    t = paramiko.Transport(sock, **kw)
-    opts = t.get_security_options()
-    opts.ciphers = tuple(c for c in _GCM if c in opts.ciphers) + tuple(c for c in opts.ciphers if c not in _GCM)
-    return t
-
-
 class SshClient:
     def __init__(self, target: Target):
         if not target.fingerprints:
@@ -104,8 +90,7 @@ class SshClient:
         try:
             client.connect(self.target.host, port=self.target.port, username=self.target.user,
                            key_filename=str(self.target.key_file), timeout=timeout, banner_timeout=timeout,
-                           auth_timeout=timeout, allow_agent=False, look_for_keys=False,
-                           transport_factory=_transport)
+                           auth_timeout=timeout, allow_agent=False, look_for_keys=False)
         except HostError:
             client.close()
             raise
