@@ -110,9 +110,8 @@ class Creating:
         return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
                 "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm,
                 "auto_remove": req.rm and req.detach,
-                # a stack's own check replaces the image's whole; the image's is resolved in run()
-                **({"healthcheck": _healthcheck_json(req.healthcheck)}
-                   if req.healthcheck and not req.health_flags.disable else {})}
+                # a stack's own check; run() decides between it, the image's and the flags
+                **({"healthcheck": _healthcheck_json(req.healthcheck)} if req.healthcheck else {})}
 
     def _image(self, ref: str, insecure: tuple[str, ...]):
         store = self._store()
@@ -139,11 +138,10 @@ class Creating:
                 raise ContainerError(f"cannot link to {target}: no running container with that name")
         image = self._image(req.image, req.insecure_registries)
         config["image_config"] = (image.config or {}).get("config") or {}
-        if "healthcheck" not in config:
-            # the image's HEALTHCHECK unless the run changes or disables it; run by the shim
-            health = resolve_health(req.health_flags, config["image_config"])
-            if health is not None:
-                config["healthcheck"] = health
+        # the image's HEALTHCHECK unless the run changes, replaces or disables it; run by the shim
+        health = resolve_health(req.health_flags, config["image_config"], config.pop("healthcheck", None))
+        if health is not None:
+            config["healthcheck"] = health
         rec = self.records.reserve(req.name, req.image, image.id, config)
         undo: list[tuple[str, Callable[[], None]]] = [("record", lambda: self.records.delete(rec))]
         with self.records.op_lock(rec.id):

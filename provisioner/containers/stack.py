@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 from ..errors import ContainerError, StackError
 from ..fsutil import atomic_write
 from ..stack.services import ServiceSet, ServiceSpec
+from .healthcfg import HealthFlags
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,6 @@ class Stacks:
             return actions
 
     def request(self, stack: str, spec: ServiceSpec):
-        from .healthcfg import HealthFlags
         from .lifecycle import RunRequest
 
         command = tuple(spec.command or ())

@@ -35,7 +35,6 @@ DEFAULT_CACHE = Path(os.environ.get("PROVISION_WHEEL_CACHE", "/var/tmp/provision
 REMOTE_WHEELS = "/var/tmp/provisioner-wheels"
 REMOTE_VENV = "/opt/provisioner/venv"
 _DONE = ".complete"
-_INSTALLER_SOURCE = Path(wheelinstall.__file__).read_text()
 GUEST_GLIBC = "2_36"  # Debian bookworm, the local cloud's image and the clouds' default
 
 
@@ -225,13 +224,14 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
     # The agent's own wheel (same version number, new code) replaces the installed one through
     # wheelinstall, not pip: pip's start-up alone is 12-30 s on an emulated host.
     own = [f"{venv}/bin/python", "-", wheel]
+    installer = Path(wheelinstall.__file__).read_text()
     if not fresh and ssh.run(["cat", deps_file], check=False).stdout.strip() == deps:
         # The dependencies are in place (e.g. baked into the image): only the agent itself.
-        ssh.run(own, sudo=True, timeout=900, input=_INSTALLER_SOURCE)
+        ssh.run(own, sudo=True, timeout=900, input=installer)
     else:
         ssh.run([*pip, wheel], sudo=True, timeout=900)
         if not fresh:
-            ssh.run(own, sudo=True, timeout=900, input=_INSTALLER_SOURCE)
+            ssh.run(own, sudo=True, timeout=900, input=installer)
         ssh.run(["tee", deps_file], sudo=True, input=deps + "\n")
     # As root, so this first run also writes the byte code of what the agent imports.
     report.version = ssh.run(

@@ -60,8 +60,9 @@ def diff_layer(base, full) -> bytes:
     base_sigs, _ = _index(base)
     full_sigs, full_links = _index(full)
     changed = {n for n, sig in full_sigs.items() if base_sigs.get(n) != sig}
+    groups = _groups(full_links)
     for n in list(changed):                       # whole hardlink groups
-        changed |= _groups(full_links).get(n, set())
+        changed |= groups.get(n, set())
     gone = sorted(n for n in base_sigs if n not in full_sigs
                   and str(PurePosixPath(n).parent) in full_sigs)   # topmost removed paths only
     out = io.BytesIO()

@@ -253,10 +253,13 @@ def _service(p: _P, name: str, d: dict, named: set[str], name_line: int | None) 
     hostname = p.scalar(d, "hostname", where)
     if hostname is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$", hostname):
         raise p.fail(f"{where}.hostname {hostname!r} is not a valid host name", d, "hostname")
+    health = _healthcheck(p, d, where)
     return ServiceSpec(
         name=name, image=image, command=command, entrypoint=entrypoint, env=tuple(env), env_files=tuple(env_files),
         ports=tuple(ports), volumes=tuple(volumes), links=tuple(links), depends_on=tuple(depends), restart=restart,
-        healthcheck=_healthcheck(p, d, where), health_disabled=_health_disabled(d), mem_limit=mem, cpus=cpus, user=p.scalar(d, "user", where),
+        # a healthcheck key that gives no check (disable, NONE) turns the image's off too
+        healthcheck=health, health_disabled=health is None and d.get("healthcheck") is not None,
+        mem_limit=mem, cpus=cpus, user=p.scalar(d, "user", where),
         working_dir=workdir, hostname=hostname, security_opt=_security_opt(p, d, where), line=yamlutil.line_of(d))
 
 
@@ -356,11 +359,6 @@ def _depends_on(p: _P, d: dict, where: str) -> list[tuple[str, str]]:
             out.append((str(s), cond))
         return out
     raise p.fail(f"{where}.depends_on must be a list or a mapping", d, "depends_on")
-
-
-def _health_disabled(d: dict) -> bool:
-    h = d.get("healthcheck")
-    return isinstance(h, dict) and (h.get("disable") is True or h.get("test") == ["NONE"])
 
 
 def _healthcheck(p: _P, d: dict, where: str) -> Healthcheck | None:
