@@ -71,14 +71,16 @@ class NetnsRunner(Runner):
         return super().run(argv, **kw)
 
 
-def wait_for(cond, timeout=10.0, what="condition"):
+def wait_for(cond, timeout=10.0, what="condition", explain=None):
+    """`explain()`, when given, says what the system looked like at the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f"\n{explain()}" if explain else ""))
 
 
 def digest(path: str) -> str:
@@ -346,7 +348,16 @@ def test_reboot_reconnects_a_containers_network_before_restarting_it(netenv, tmp
     supervise.start(rec.id, argv, "always", e.root / "containers" / rec.id, state, runner=e.runner)
     url = f"http://127.0.0.1:{port}/"
     serving = lambda: e.wget(url, check=False).stdout == "served\n"  # noqa: E731
-    wait_for(serving, what="the container serving before the reboot")
+
+    def explain() -> str:
+        st = supervise.status(rec.id, state)
+        log = "".join(supervise.log_text(rec.id, e.root / "containers" / rec.id, tail=20))
+        return "\n".join([f"supervisor: {st}", f"log:\n{log}", f"wget: {e.wget(url, check=False).stderr.strip()}",
+                          sh("ip", "-n", ns, "-br", "addr", check=False).stdout,
+                          sh("ip", "-br", "addr", "show", "dev", e.cfg.bridge, check=False).stdout,
+                          sh("nft", "list", "table", "ip", e.cfg.table, check=False).stdout])
+
+    wait_for(serving, what="the container serving before the reboot", explain=explain)
 
     def reboot():
         st = supervise.status(rec.id, state)
@@ -362,7 +373,7 @@ def test_reboot_reconnects_a_containers_network_before_restarting_it(netenv, tmp
     ctx = StepContext(config=HostConfig(host="h1"), runner=Runner(), root=e.root, sysroot=tmp_path / "sys")
     result = boot.boot(ctx, only=("containers",))
     assert statuses(result) == {"containers": "changed"} and changes(result, "containers") == ["started web"]
-    wait_for(serving, what="the container serving after the boot hook")
+    wait_for(serving, what="the container serving after the boot hook", explain=explain)
     assert net.endpoint(e.root, "web").address == ep.address
     assert boot.boot(ctx, only=("containers",)).steps[0].changes == []
 
@@ -372,4 +383,4 @@ def test_reboot_reconnects_a_containers_network_before_restarting_it(netenv, tmp
     exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))[len("ExecStart="):].split()
     out = sh(*exec_start)
     assert out.stdout == "started: web\n", out.stderr
-    wait_for(serving, what="the container serving after the unit's command")
+    wait_for(serving, what="the container serving after the unit's command", explain=explain)
