@@ -117,13 +117,15 @@ def status_cmd(app: App, stack, cloud, endpoint, region, project):
 @click.argument("stack")
 @_CLOUD
 @click.option("--keep-volumes", is_flag=True, help="Keep every volume (volumes with keep: true are always kept).")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="Only this host's instance, firewall and volumes (repeatable); the rest of the stack stays.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @_ENDPOINT
 @_REGION
 @_PROJECT
 @json_option
 @pass_app
-def destroy_cmd(app: App, stack, cloud, keep_volumes, yes, endpoint, region, project):
+def destroy_cmd(app: App, stack, cloud, keep_volumes, hosts, yes, endpoint, region, project):
     """Remove the instances, firewalls, key pair and volumes tagged with STACK, and nothing else."""
     driver = _driver(app, cloud, region, project, endpoint)
     if not yes:
@@ -134,15 +136,19 @@ def destroy_cmd(app: App, stack, cloud, keep_volumes, yes, endpoint, region, pro
         keep_tag = TAG_KEEP[cloud]
 
         def fate(r):
+            if hosts and r.host not in hosts:
+                return "stay"
             keep = r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")
             return "keep" if keep else "remove"
         click.echo(table([[r.host or "-", r.kind, r.name, r.id, fate(r)] for r in found],
                          ["HOST", "KIND", "NAME", "ID", "ACTION"]), err=True)
-        click.confirm(f"destroy these resources of stack {stack}?", abort=True, err=True)
-    removed, kept = destroy(driver, stack, keep_volumes=keep_volumes, status=status)
+        whose = f"host(s) {', '.join(hosts)} of stack {stack}" if hosts else f"stack {stack}"
+        click.confirm(f"destroy these resources of {whose}?", abort=True, err=True)
+    removed, kept = destroy(driver, stack, keep_volumes=keep_volumes, status=status, hosts=tuple(hosts))
     from ..deploy import inventory
 
-    inventory.forget(app.root, stack)
+    for host in hosts or (None,):
+        inventory.forget(app.root, stack, host)
     emit(app, {"removed": removed, "kept": kept},
          f"removed {len(removed)} resource(s)" + (f"; kept {len(kept)} volume(s): " +
                                                   ", ".join(f"{v.name} ({v.id})" for v in kept) if kept else ""))

@@ -3,6 +3,8 @@
 A failed launch removes what it created (newest first) before re-raising; volumes kept from an
 earlier launch (`keep: true`) are reattached, never created twice and never removed by a rollback.
 An instance that does not reach "running" in time is replaced once, then reported.
+One host can be replaced on its own: `destroy(hosts=…)` removes only its resources, and
+`launch(alongside=True)` launches it next to the stack's running hosts, reusing the key pair.
 """
 from __future__ import annotations
 
@@ -130,22 +132,37 @@ def _wait_host_keys(driver: CloudDriver, results: list[HostResult], t: Timeouts,
                "verify the host key another way")
 
 
+def _in_the_way(existing: list[Resource], plan: LaunchPlan, alongside: bool) -> list[Resource]:
+    """What must not exist before launching the plan's hosts: kept volumes (keep: true, or a
+    destroy --keep-volumes) may outlive a destroy, anything else means the host is still up.
+    `alongside`: the stack's other hosts run on, so their resources and the stack's key stay."""
+    mine = {hp.host for hp in plan.hosts}
+    return [r for r in existing if (r.kind != "volume" or r.state == "in-use")
+            and not (alongside and (r.kind == "key" or (r.host is not None and r.host not in mine)))]
+
+
 def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None = None,
-           status: Callable[[str], None] = lambda m: None, sleep=time.sleep, clock=time.monotonic) -> LaunchResult:
+           status: Callable[[str], None] = lambda m: None, sleep=time.sleep, clock=time.monotonic,
+           alongside: bool = False) -> LaunchResult:
+    """Launch the plan's hosts. `alongside=True` launches them next to the stack's other hosts,
+    which keep running (a replaced host): the stack's key pair is reused, not imported again."""
     t = timeouts or Timeouts()
     driver.check(plan)  # unknown zone / type / image fail here, before anything exists
-    # kept volumes (keep: true) may outlive a destroy; anything else means the stack is still up
     existing = driver.find(plan.stack)
-    if [r for r in existing if r.kind != "volume" or r.state == "in-use"]:
-        raise CloudError(f"{plan.cloud}: stack {plan.stack!r} already has resources; "
+    blocking = _in_the_way(existing, plan, alongside)
+    if blocking:
+        whose = f" for host(s) {', '.join(sorted({r.host or '-' for r in blocking}))}" if alongside else ""
+        raise CloudError(f"{plan.cloud}: stack {plan.stack!r} already has resources{whose}; "
                          f"run 'provision status {plan.stack}' or destroy it first")
     vol_tag = TAG_VOLUME[plan.cloud]
     kept = {(r.host, r.extra.get("tags", {}).get(vol_tag)): r for r in existing if r.kind == "volume"}
     created: list[Resource] = []
     try:
-        key = driver.import_key(plan)
-        if key is not None:
-            created.append(key)
+        key = next((r for r in existing if r.kind == "key"), None) if alongside else None
+        if key is None:
+            key = driver.import_key(plan)
+            if key is not None:
+                created.append(key)
         result = LaunchResult(plan.stack, plan.cloud, key)
         started = clock()
         for hp in plan.hosts:
@@ -192,12 +209,23 @@ def status_of(driver: CloudDriver, stack: str) -> list[Resource]:
 
 
 def destroy(driver: CloudDriver, stack: str, *, keep_volumes: bool = False, timeouts: Timeouts | None = None,
-            status: Callable[[str], None] = lambda m: None) -> tuple[list[Resource], list[Resource]]:
-    """Remove what the stack's tags name. Volumes tagged keep=true (or all, with keep_volumes) stay."""
+            status: Callable[[str], None] = lambda m: None,
+            hosts: tuple[str, ...] = ()) -> tuple[list[Resource], list[Resource]]:
+    """Remove what the stack's tags name. Volumes tagged keep=true (or all, with keep_volumes) stay.
+    `hosts`: only what belongs to those hosts (instance, firewall, volumes); the stack's key pair
+    and its other hosts stay."""
     t = timeouts or Timeouts()
     found = driver.find(stack)
+    if hosts:
+        unknown = sorted(set(hosts) - {r.host for r in found})
+        if unknown:
+            have = sorted({r.host for r in found if r.host})
+            raise CloudError(f"{driver.name}: stack {stack!r} has nothing for host(s) {', '.join(unknown)} "
+                             f"(hosts with resources: {', '.join(have) or 'none'})")
+        found = [r for r in found if r.host in hosts]
     keep_tag = TAG_KEEP[driver.name]
-    kept = [r for r in found if r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")]
+    kept = [r for r in found
+            if r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")]
     doomed = [r for r in found if r not in kept]
     for r in doomed:
         status(f"removing {r.kind} {r.name} ({r.id})")

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -120,17 +120,19 @@ class Deployer:
         stack = self.plan.stack
         self._start = time.monotonic()
         self._preflight()
-        records = self._reuse()
+        records, missing = self._reuse()
         launch_plan = None
-        if records is None:
+        if missing:
             launch_plan = plan_launch(stack, self.plan.cloud, self.public_key)
+            launch_plan = replace(launch_plan, hosts=tuple(h for h in launch_plan.hosts if h.host in missing))
             self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
         with ThreadPoolExecutor(max_workers=1) as pool:
             # the agent's wheels build while the VMs boot
             bundle: Future = pool.submit(self.build_bundle, self.runner, progress=self.progress)
             launched: dict[str, float] = {}
             if launch_plan is not None:
-                records, launched = self._launch(launch_plan)
+                new, launched = self._launch(launch_plan, alongside=bool(records))
+                records.update(new)
             launch_seconds = dict(launched)
             outcomes = [HostOutcome(hp.host, launched=hp.host in launched) for hp in self.plan.hosts]
             with ThreadPoolExecutor(max_workers=max(1, len(outcomes))) as hosts_pool:
@@ -156,27 +158,45 @@ class Deployer:
             Registry(parse(ref), insecure_hosts=self.insecure).resolve()
 
     # -- launch or reuse -----------------------------------------------------------------------
-    def _reuse(self) -> dict[str, inventory.HostRecord] | None:
-        """The recorded hosts when every one is running; None when nothing exists yet."""
-        stack = self.plan.stack
+    def _reuse(self) -> tuple[dict[str, inventory.HostRecord], list[str]]:
+        """The running, recorded hosts to reuse, and the hosts to launch: those the cloud has no
+        instance for (a first deploy, or a host replaced with `destroy --host`). Anything else —
+        a stopped instance, one this machine has no record of, a host the stack file dropped — is
+        one error naming each, before anything changes."""
+        stack, cloud = self.plan.stack, self.plan.cloud
         found = self.driver.find(stack.name)
         instances = {r.host: r for r in found if r.kind == "instance"}
-        names = [h.host for h in self.plan.hosts]
-        if not instances:
-            return None
-        running = sorted(h for h, r in instances.items() if r.state == "running")
         known = {r.host: r for r in inventory.records(self.root, stack.name)}
-        if set(running) == set(names) and set(known) >= set(names):
-            self.progress(f"{stack.name}: reusing running hosts {', '.join(names)}")
-            return {n: known[n] for n in names}
-        missing = sorted(set(names) - set(running))
-        raise HostError(f"{self.plan.cloud}: stack {stack.name!r} is partly deployed (running: "
-                        f"{', '.join(running) or 'none'}; not running or not recorded: {', '.join(missing)}); "
-                        f"run 'provision destroy {stack.name} --cloud {self.plan.cloud}' and deploy again")
+        names = [h.host for h in self.plan.hosts]
+        reuse, missing, problems = {}, [], []
+        for name in names:
+            inst = instances.get(name)
+            # an instance the cloud terminated by itself (a reclaimed spot VM) leaves its firewall
+            left = sorted({f"{r.kind} {r.name}" for r in found if r.host == name and r.kind == "firewall"})
+            if inst is None and left:
+                problems.append(f"host {name} has no instance but still has its {', '.join(left)}")
+            elif inst is None:
+                missing.append(name)
+            elif inst.state != "running":
+                problems.append(f"host {name}'s instance {inst.id} is {inst.state or 'not running'}")
+            elif name not in known:
+                problems.append(f"host {name} runs ({inst.id}) but {self.root} has no record of it")
+            else:
+                reuse[name] = known[name]
+        problems += [f"host {h} ({instances[h].id}) is not in {stack.path} any more"
+                     for h in sorted(set(instances) - set(names))]
+        if problems:
+            raise HostError(f"{cloud}: stack {stack.name!r}: {'; '.join(problems)}; to replace a host: "
+                            f"'provision destroy {stack.name} --cloud {cloud} --host NAME --keep-volumes', "
+                            "then deploy again")
+        if reuse:
+            self.progress(f"{stack.name}: reusing running hosts {', '.join(reuse)}"
+                          + (f"; launching {', '.join(missing)}" if missing else ""))
+        return reuse, missing
 
-    def _launch(self, lp) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
+    def _launch(self, lp, alongside: bool = False) -> tuple[dict[str, inventory.HostRecord], dict[str, float]]:
         started = time.monotonic()
-        result = launch(lp, self.driver, timeouts=self.timeouts, status=self.progress)
+        result = launch(lp, self.driver, timeouts=self.timeouts, status=self.progress, alongside=alongside)
         took = time.monotonic() - started
         records, seconds = {}, {}
         for hr in result.hosts:

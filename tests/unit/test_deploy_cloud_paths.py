@@ -6,16 +6,20 @@ factory is the seam: it records the target deploy would connect to and stops the
 """
 from __future__ import annotations
 
-import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from provisioner.clouds.launch import Timeouts
+from provisioner.cli.main import cli, main
+from provisioner.clouds.base import plan_launch
+from provisioner.clouds.launch import Timeouts, launch
 from provisioner.deploy import inventory
 from provisioner.deploy.pipeline import Deployer
 from provisioner.deploy.plan import plan_deploy
-from provisioner.errors import HostError, ImageError
+from provisioner.errors import CloudError, HostError, ImageError
+from provisioner.stack import load_stack
 from tests.registry_fixture import FakeRegistry, make_image, serve_image
 
 from test_clouds_aws_moto import aws, moto_url  # noqa: F401  (fixtures)
@@ -110,3 +114,76 @@ def test_an_unknown_image_fails_before_anything_is_launched(aws, registry, tmp_p
                if i["State"]["Name"] != "terminated"]
     assert running == [] and ec2.describe_volumes()["Volumes"] == []
     assert inventory.records(tmp_path / "root") == []
+
+
+TWO_HOSTS = STACK.replace("services:\n  web:", """  - name: db
+    ssh_cidr: 198.51.100.0/24
+    services: [db]
+    aws: {instance_type: t3.small, image: ami-1e749f67, zone: us-east-1a}
+    disks:
+      ephemeral: {mount: /var/lib/provisioner, count: 1}
+services:
+  db:
+    image: REGISTRY/shop/web:1
+  web:""")
+
+
+def test_aws_replacing_one_host_leaves_the_others_running(aws, registry, tmp_path, monkeypatch, capsys):
+    """destroy --host web --keep-volumes, then deploy: web is launched again with its volume
+    reattached; db, its instance, record and the stack's key pair are reused as they are."""
+    url, ec2, driver = aws
+    monkeypatch.setattr(driver, "console_output", lambda inst: CONSOLE_EC2)
+    stack = tmp_path / "stack.yml"
+    stack.write_text(TWO_HOSTS.replace("REGISTRY/shop/web:1", f"{registry.address}/shop/web:1"))
+    root = tmp_path / "root"
+
+    def deploy():
+        return Deployer(plan_deploy(stack, "aws"), driver, root=root, runner=None, public_key=PUBKEY,
+                        private_key=tmp_path / "id",
+                        timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
+                        bundle_builder=lambda runner, progress: None, ssh_factory=StopAtSsh).run()
+
+    def live():
+        return {i["InstanceId"]: i["State"]["Name"]
+                for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+
+    first = {h.host: h.launched for h in deploy().hosts}
+    assert first == {"web": True, "db": True}
+    web, db = inventory.find(root, "shop/web"), inventory.find(root, "shop/db")
+    ec2.stop_instances(InstanceIds=[web.instance_id])                    # the failure
+
+    with pytest.raises(HostError, match=rf"host web's instance {web.instance_id} is stopped; to replace a host: "
+                                         r"'provision destroy shop --cloud aws --host NAME --keep-volumes'"):
+        deploy()
+    r = CliRunner().invoke(cli, ["--root", str(root), "destroy", "shop", "--cloud", "aws", "--host", "web",
+                                 "--keep-volumes", "--yes", "--endpoint", url])
+    assert r.exit_code == 0, r.output
+    assert live()[web.instance_id] == "terminated" and live()[db.instance_id] == "running"
+    assert [rec.host for rec in inventory.records(root, "shop")] == ["db"]
+    assert ec2.describe_volumes(VolumeIds=[web.volumes["data"]])["Volumes"][0]["State"] == "available"
+
+    second = deploy()
+    assert {h.host: h.launched for h in second.hosts} == {"web": True, "db": False}
+    new_web = inventory.find(root, "shop/web")
+    assert new_web.instance_id != web.instance_id and live()[new_web.instance_id] == "running"
+    assert inventory.find(root, "shop/db") == db and live()[db.instance_id] == "running"
+    vol = ec2.describe_volumes(VolumeIds=[web.volumes["data"]])["Volumes"][0]
+    assert new_web.volumes == web.volumes and vol["Attachments"][0]["InstanceId"] == new_web.instance_id
+    assert len(ec2.describe_key_pairs()["KeyPairs"]) == 1
+    assert StopAtSsh.targets[-2:] in ([new_web.target(), db.target()], [db.target(), new_web.target()])
+
+    # launching a host next to the others while its own instance is still there: refused
+    lp = plan_launch(load_stack(stack), "aws", PUBKEY)
+    with pytest.raises(CloudError, match=r"^aws: stack 'shop' already has resources for host\(s\) web; "):
+        launch(replace(lp, hosts=tuple(h for h in lp.hosts if h.host == "web")), driver, alongside=True)
+
+    # the cloud terminating db by itself (a reclaimed spot VM) leaves its security group: named
+    ec2.terminate_instances(InstanceIds=[db.instance_id])
+    with pytest.raises(HostError, match=r"^aws: stack 'shop': host db has no instance but still has its firewall "
+                                         r"provisioner-shop-db; to replace a host: "):
+        deploy()
+
+    with pytest.raises(SystemExit):
+        main(["--root", str(root), "destroy", "shop", "--cloud", "aws", "--host", "wbe", "--yes", "--endpoint", url])
+    assert capsys.readouterr().err == ("error: aws: stack 'shop' has nothing for host(s) wbe "
+                                       "(hosts with resources: db, web)\n")

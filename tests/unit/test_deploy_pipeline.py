@@ -9,7 +9,7 @@ import pytest
 from provisioner.clouds.base import Resource
 from provisioner.deploy import inventory
 from provisioner.deploy.pipeline import Deployer, breakdown_rows
-from provisioner.deploy.plan import host_yaml, plan_deploy, volume_match
+from provisioner.deploy.plan import plan_deploy, volume_match
 from provisioner.errors import HostError
 from provisioner.host.ssh import Output
 
@@ -35,9 +35,10 @@ class FakeDriver:
 
     def __init__(self, state="running"):
         self.state = state
+        self.extra = []
 
     def find(self, stack):
-        return [Resource("instance", "i-1", "shop-web", "web", self.state, {})]
+        return [Resource("instance", "i-1", "shop-web", "web", self.state, {}), *self.extra]
 
 
 @dataclass
@@ -146,12 +147,21 @@ def test_a_failed_boot_hook_stops_that_host_and_names_the_step(setup):
     assert pushes == []   # nothing after the failed phase
 
 
-def test_a_partly_deployed_stack_is_one_clear_error(setup):
+def test_a_stopped_unrecorded_or_dropped_host_is_one_error_naming_each(setup):
     stack, root, _port = setup
     d, _ = _deployer(stack, root, driver=FakeDriver(state="stopped"))
-    with pytest.raises(HostError, match=r"stack 'shop' is partly deployed \(running: none; not running or not "
-                                         r"recorded: web\); run 'provision destroy shop --cloud local'"):
+    with pytest.raises(HostError, match=r"^local: stack 'shop': host web's instance i-1 is stopped; to replace a "
+                                         r"host: 'provision destroy shop --cloud local --host NAME --keep-volumes', "
+                                         r"then deploy again$"):
         d.run()
+    inventory.forget(root, "shop", "web")
+    driver = FakeDriver()
+    driver.extra = [Resource("instance", "i-2", "shop-old", "old", "running", {})]
+    d, _ = _deployer(stack, root, driver=driver)
+    with pytest.raises(HostError, match=rf"host web runs \(i-1\) but {root} has no record of it; host old \(i-2\) "
+                                         rf"is not in {stack} any more; to replace"):
+        d.run()
+    assert FakeSsh.log == []   # nothing was touched
 
 
 def test_host_yaml_and_volume_matches():

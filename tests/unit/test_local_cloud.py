@@ -273,3 +273,27 @@ def test_make_local_driver_ignores_cloud_only_options(tmp_path):
                           style="gce")
     assert isinstance(d, LocalDriver) and d.name == "local" and d.style == "gce" and d.cloud.root == tmp_path
     assert d.find("nothing") == []
+
+
+def test_destroying_one_host_leaves_the_others_and_keeps_its_volumes(tmp_path):
+    from provisioner.clouds.launch import destroy
+    from provisioner.clouds.local.adapter import LocalDriver
+
+    driver = LocalDriver(LocalCloud(tmp_path, FakeRunner()))
+    for host in ("web", "db"):
+        hdir = state.host_dir(tmp_path, "s", host)
+        (hdir / "volumes").mkdir(parents=True)
+        (hdir / "volumes" / "data.qcow2").write_bytes(host.encode())
+        (hdir / "volumes" / "data.json").write_text(json.dumps({"serial": f"vol{host:0>17}", "keep": False}))
+        (hdir / "root.qcow2").write_bytes(b"")
+        state.save(hdir, state.VmState(stack="s", host=host, pid=999999999, instance_id=f"i-{host}",
+                                       disks=[{"role": "volume", "name": "data", "serial": f"vol{host:0>17}"}]))
+    with pytest.raises(CloudError, match=r"^local: stack 's' has nothing for host\(s\) wbe \(hosts with resources: "
+                                         r"db, web\)$"):
+        destroy(driver, "s", hosts=("wbe",))
+    removed, kept = destroy(driver, "s", hosts=("web",), keep_volumes=True)
+    assert [(r.kind, r.host) for r in removed] == [("instance", "web")]
+    assert [(r.kind, r.host) for r in kept] == [("volume", "web")]
+    assert sorted((r.host, r.kind) for r in driver.find("s")) == [("db", "instance"), ("db", "volume"),
+                                                                   ("web", "volume")]
+    assert (state.host_dir(tmp_path, "s", "web") / "volumes" / "data.qcow2").read_bytes() == b"web"

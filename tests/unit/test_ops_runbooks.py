@@ -1,8 +1,9 @@
 """The runbooks' fenced `sh` blocks, run: rotate-ssh-keys.md in a shell against an SSH server on
 loopback whose accepted keys are the authorized_keys file the host agent's users step writes;
 replace-a-failed-host.md and restore-a-volume-from-a-snapshot.md (part B) through the CLI against
-moto. The `provision deploy` line runs deploy's launch phase (SSH and the boot hook need a VM: the
-deploy tests cover them)."""
+moto. The `provision deploy` line runs deploy up to SSH (replace: the real pipeline, which reuses
+the running hosts; restore: the launch) — SSH and the boot hook need a VM: the deploy tests cover
+them."""
 from __future__ import annotations
 
 import os
@@ -12,19 +13,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from provisioner.cli.main import cli
 from provisioner.clouds.base import plan_launch
 from provisioner.clouds.launch import launch
-from provisioner.deploy import ops_cloud
+from provisioner.deploy import inventory, ops_cloud
 from provisioner.deploy.ops import VolumeTarget
+from provisioner.deploy.pipeline import Deployer
+from provisioner.deploy.plan import plan_deploy
+from provisioner.errors import HostError
 from provisioner.host.ssh import SshClient, Target
 from provisioner.stack import load_stack
 from test_ops_cloud_aws import FAST, FIXTURE, PUBKEY, _launched, _tags, aws, moto_url  # noqa: F401 (fixtures)
 from test_ops_sshd import FakeSshd, keygen
 
+CONSOLE_EC2 = (Path(__file__).parent.parent / "fixtures" / "clouds" / "console-ec2.txt").read_text()
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 PY = shlex.quote(sys.executable)
 
@@ -158,27 +162,58 @@ def _volumes(ec2) -> dict[str, dict]:
             if "provisioner:volume" in _tags(v)}
 
 
-def test_replace_a_failed_host_per_the_runbook(aws, tmp_path):
+class _StopAtSsh:
+    """deploy's SSH seam: the launch phase ran for real; connecting needs a VM (the deploy tests)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def wait_ready(self, timeout):
+        raise HostError(f"ssh {self.target.where}: stopped here by the test")
+
+    def close(self):
+        pass
+
+
+def test_replace_a_failed_host_per_the_runbook(aws, tmp_path, monkeypatch):
+    """The whole stack (web and db) deployed; web fails; the runbook replaces web alone."""
     url, ec2, driver = aws
-    _DRIVER[:] = [driver]
+    monkeypatch.setattr(driver, "console_output", lambda inst: CONSOLE_EC2)  # moto's console has no keys
+    root = tmp_path / "root"
     steps = {k: commands(v) for k, v in blocks("replace-a-failed-host.md").items()}
     assert list(steps) == ["inspect", "destroy", "deploy", "check"]
-    rec, web = _launched(driver)
+
+    def deploy(line: str):
+        # `provision deploy --cloud aws -f stack.yml` through the real pipeline, up to SSH
+        assert shlex.split(line) == ["provision", "deploy", "--cloud", "aws", "-f", "stack.yml"], line
+        d = Deployer(plan_deploy(FIXTURE, "aws"), driver, root=root, runner=None, public_key=PUBKEY,
+                     private_key=tmp_path / "id", timeouts=FAST, bundle_builder=lambda runner, progress: None,
+                     ssh_factory=_StopAtSsh)
+        d._preflight = lambda: None   # nginx:1.25 & co. live on Docker Hub; the registry check has its own tests
+        return {h.host: h for h in d.run().hosts}
+
+    first = deploy(steps["deploy"][0])
+    web, db = inventory.find(root, "shop/web"), inventory.find(root, "shop/db")
+    assert first["web"].launched and first["db"].launched
     before = {n: v["VolumeId"] for n, v in _volumes(ec2).items()}
 
-    assert web.instance.id in _cli(steps["inspect"][0], url, tmp_path)
-    ec2.stop_instances(InstanceIds=[web.instance.id])          # the failure
-    _cli(steps["destroy"][0], url, tmp_path)
-    after_destroy = _cli(steps["destroy"][1], url, tmp_path)
-    assert "instance" not in after_destroy and after_destroy.count("available") == 2
-    result = _cli(steps["deploy"][0], url, tmp_path)
-    new_web = next(h for h in result.hosts if h.host == "web")
-    assert new_web.instance.id != web.instance.id
+    assert web.instance_id in _cli(steps["inspect"][0], url, root)
+    ec2.stop_instances(InstanceIds=[web.instance_id])          # the failure
+    _cli(steps["destroy"][0], url, root)
+    after_destroy = _cli(steps["destroy"][1], url, root)
+    rows = [ln.split() for ln in after_destroy.splitlines()[1:]]
+    assert sorted((r[1], r[2], r[-1]) for r in rows if r[0] == "shop") == [
+        ("-", "key", "-"), ("db", "firewall", "-"), ("db", "instance", "running"),
+        ("web", "volume", "available"), ("web", "volume", "available")], after_destroy
+    second = deploy(steps["deploy"][0])
+    assert second["web"].launched and not second["db"].launched
+    new_web = inventory.find(root, "shop/web")
+    assert new_web.instance_id != web.instance_id and inventory.find(root, "shop/db") == db
     vols = _volumes(ec2)
     # both volumes (data is keep: false, kept by --keep-volumes) are the old ones, attached to the new host
     assert {n: v["VolumeId"] for n, v in vols.items()} == before
-    assert all([a["InstanceId"] for a in v["Attachments"]] == [new_web.instance.id] for v in vols.values())
-    assert new_web.instance.id in _cli(steps["check"][0], url, tmp_path)
+    assert all([a["InstanceId"] for a in v["Attachments"]] == [new_web.instance_id] for v in vols.values())
+    assert new_web.instance_id in _cli(steps["check"][0], url, root)
 
 
 def test_restore_part_b_per_the_runbook(aws, tmp_path):
