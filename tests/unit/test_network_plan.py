@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,8 @@ def test_plan_connect_on_a_bare_host():
 
 
 def converged(e: Endpoint) -> NetFacts:
-    return NetFacts(links=frozenset({"prov0", e.veth}), netns=frozenset({"prov-web"}), ip_forward="1",
+    return NetFacts(links=frozenset({"prov0", e.veth}), bridged=frozenset({e.veth}), netns=frozenset({"prov-web"}),
+                    ip_forward="1",
                     route_localnet="1", table_exists=True,
                     rules={e.name: tuple((10 + i, str(m)) for i, m in enumerate(e.ports))})
 
@@ -135,6 +137,8 @@ class FakeHost:
 
     def __init__(self, tmp: Path, fail_on: str | None = None):
         self.links: set[str] = set()
+        self.masters: dict[str, str] = {}
+        self.vanishing: set[str] = set()   # links the kernel removes before our `ip link del` gets there
         self.netns: set[str] = set()
         self.table = False
         self.rules: dict[int, str] = {}
@@ -159,13 +163,20 @@ class FakeHost:
             return Result(argv, 2, "", f"simulated failure of {self.fail_on}")
         out = ""
         if argv[:3] == ("ip", "-j", "link"):
-            out = json.dumps([{"ifname": n} for n in sorted(self.links)])
+            out = json.dumps([{"ifname": n, **({"master": self.masters[n]} if n in self.masters else {})}
+                              for n in sorted(self.links)])
         elif argv[:3] == ("ip", "-j", "-4"):
             out = json.dumps([{"ifname": "lo", "addr_info": [{"local": "127.0.0.1"}]}])
         elif argv[:3] == ("ip", "link", "add"):
             self.links.add(argv[3])
         elif argv[:3] == ("ip", "link", "del"):
+            if argv[3] in self.vanishing:
+                self.links.discard(argv[3])
+                return Result(argv, 1, "", f'Cannot find device "{argv[3]}"')
             self.links.discard(argv[3])
+            self.masters = {k: v for k, v in self.masters.items() if argv[3] not in (k, v)}
+        elif argv[:3] == ("ip", "link", "set") and argv[4:5] == ("master",):
+            self.masters[argv[3]] = argv[5]
         elif argv[:3] == ("ip", "netns", "add"):
             self.netns.add(argv[3])
             (self.netns_dir / argv[3]).touch()
@@ -316,6 +327,37 @@ def test_reconnect_rebuilds_a_recorded_endpoint(host):
     calls = len(host.runner.calls)
     net.reconnect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
     assert all(c[:2] in (("ip", "-j"),) or c[:3] == ("nft", "-j", "-a") for c in host.runner.calls[calls:])
+
+
+@pytest.mark.parametrize("vanishes", [False, True], ids=["still-there", "gone-meanwhile"])
+def test_reconnect_replaces_a_leftover_veth(host, vanishes):
+    """The host end of a veth whose netns was just deleted outlives `ip netns del` for a moment
+    (the kernel tears a namespace down asynchronously): reconnect must not take it for the
+    endpoint's own link, and its deletion tolerates the kernel removing it first."""
+    web = net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    host.links, host.masters, host.netns, host.table, host.rules = {web.veth}, {}, set(), False, {}
+    for p in host.netns_dir.iterdir():
+        p.unlink()
+    if vanishes:
+        host.vanishing = {web.veth}
+    calls = len(host.runner.calls)
+    assert net.reconnect(host.root, CFG, "web", runner=host.runner, paths=host.paths) == web
+    made = [c for c in host.runner.calls[calls:] if c[:3] in (("ip", "link", "del"), ("ip", "link", "add"))]
+    assert [c[:4] for c in made] == [("ip", "link", "add", "prov0"), ("ip", "link", "del", web.veth),
+                                     ("ip", "link", "add", web.veth)]
+    assert host.links == {"prov0", web.veth} and host.masters == {web.veth: "prov0"}
+
+    # a veth still there but cut off from the bridge is replaced too; one on it is left alone
+    facts = converged(web)
+    assert plan_connect(replace(facts, bridged=frozenset()), CFG, web)[:1] == [DeleteLink(web.veth, if_present=True)]
+    assert plan_connect(facts, CFG, web) == []
+
+
+def test_a_failed_link_deletion_still_fails_unless_the_link_may_vanish():
+    runner = FakeRunner().expect(["ip", "link", "del"], prefix=True, returncode=1, stderr='Cannot find device "v"')
+    assert napply.apply([DeleteLink("v", if_present=True)], runner) == []
+    with pytest.raises(CommandError, match="Cannot find device"):
+        napply.apply([DeleteLink("v")], runner)
 
 
 def test_reconnect_of_an_unknown_container_is_refused(host):

@@ -134,6 +134,8 @@ def apply(actions: Iterable[Action], runner, *, best_effort: bool = False) -> li
             try:
                 runner.run(argv, input=stdin)
             except CommandError as exc:
+                if isinstance(action, DeleteLink) and action.if_present and "Cannot find device" in exc.stderr:
+                    continue
                 if not best_effort:
                     raise
                 log.warning("network teardown step failed: %s", exc)

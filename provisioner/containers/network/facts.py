@@ -16,6 +16,7 @@ RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<
 @dataclass(frozen=True)
 class NetFacts:
     links: frozenset[str] = frozenset()
+    bridged: frozenset[str] = frozenset()            # links whose master is the bridge
     netns: frozenset[str] = frozenset()              # names under /run/netns
     ip_forward: str = "0"
     route_localnet: str | None = None                # of the bridge; None if no bridge
@@ -75,6 +76,7 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
     sysnet = Path(proc) / "sys" / "net" / "ipv4"
     return NetFacts(
         links=frozenset(link["ifname"] for link in links),
+        bridged=frozenset(link["ifname"] for link in links if link.get("master") == cfg.bridge),
         netns=netns,
         ip_forward=_read(sysnet / "ip_forward") or "0",
         route_localnet=_read(sysnet / "conf" / cfg.bridge / "route_localnet"),

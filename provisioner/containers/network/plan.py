@@ -94,6 +94,7 @@ class ReplacePortRules:
 @dataclass(frozen=True)
 class DeleteLink:
     name: str
+    if_present: bool = False   # a link the kernel may be removing by itself meanwhile
 
     def describe(self) -> str:
         return f"delete link {self.name}"
@@ -152,9 +153,17 @@ def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
 
 def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Action]:
     actions = plan_infrastructure(facts, cfg)
-    if ep.owns_netns and ep.netns_name not in facts.netns:
+    new_netns = ep.owns_netns and ep.netns_name not in facts.netns
+    if new_netns:
         actions.append(CreateNetns(ep.netns_name))
-    if ep.veth not in facts.links:
+    veth = ep.veth in facts.links
+    if veth and (new_netns or ep.veth not in facts.bridged):
+        # A leftover, not this endpoint's link: its peer is in a namespace being torn down (the
+        # kernel removes a deleted netns's links asynchronously, so the host end can outlive
+        # `ip netns del` for a moment), or the bridge it was on is gone.
+        actions.append(DeleteLink(ep.veth, if_present=True))
+        veth = False
+    if not veth:
         actions.append(CreateVeth(ep.veth, cfg.bridge, ep.netns_path, cfg.inner_ifname,
                                   f"{ep.address}/{ep.prefixlen}", ep.gateway))
     want = port_rules(ep)
