@@ -369,9 +369,20 @@ def test_reboot_reconnects_a_containers_network_before_restarting_it(netenv, tmp
         sh("nft", "delete", "table", "ip", e.cfg.table)
         assert not serving()
 
-    reboot()
-    ctx = StepContext(config=HostConfig(host="h1"), runner=Runner(), root=e.root, sysroot=tmp_path / "sys")
-    result = boot.boot(ctx, only=("containers",))
+    # The kernel tears a deleted netns down asynchronously, so the host end of its veth can
+    # outlive `ip netns del`; a process still in the namespace makes that moment last: the
+    # reconnect must replace that veth, not take it for the container's own.
+    straggler = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "120"])
+    try:
+        in_ns = lambda: os.stat(f"/proc/{straggler.pid}/ns/net").st_ino == os.stat(ep.netns_path).st_ino  # noqa: E731
+        wait_for(in_ns, what="the straggler inside the container's namespace")
+        reboot()
+        assert sh("ip", "link", "show", ep.veth, check=False).returncode == 0   # the leftover is there
+        ctx = StepContext(config=HostConfig(host="h1"), runner=Runner(), root=e.root, sysroot=tmp_path / "sys")
+        result = boot.boot(ctx, only=("containers",))
+    finally:
+        straggler.kill()
+        straggler.wait()
     assert statuses(result) == {"containers": "changed"} and changes(result, "containers") == ["started web"]
     wait_for(serving, what="the container serving after the boot hook", explain=explain)
     assert net.endpoint(e.root, "web").address == ep.address
