@@ -8,7 +8,7 @@ import click
 from ..clouds import make_driver
 from ..clouds.base import CLOUDS, TAG_KEEP, TAG_STACK, plan_launch
 from ..clouds.keys import operator_key
-from ..clouds.launch import Timeouts, destroy, launch, status_of
+from ..clouds.launch import Timeouts, destroy, launch, of_hosts, status_of
 from ..clouds.operator import detect_operator_cidr
 from ..errors import ConfigError
 from ..stack import load_stack
@@ -135,8 +135,10 @@ def destroy_cmd(app: App, stack, cloud, keep_volumes, hosts, yes, endpoint, regi
             return
         keep_tag = TAG_KEEP[cloud]
 
+        mine = of_hosts(found, tuple(hosts), cloud, stack)   # an unknown --host fails before the prompt
+
         def fate(r):
-            if hosts and r.host not in hosts:
+            if r not in mine:
                 return "stay"
             keep = r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")
             return "keep" if keep else "remove"

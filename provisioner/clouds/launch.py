@@ -208,6 +208,18 @@ def status_of(driver: CloudDriver, stack: str) -> list[Resource]:
     return sorted(driver.find(stack), key=lambda r: (r.host or "", r.kind, r.name))
 
 
+def of_hosts(found: list[Resource], hosts: tuple[str, ...], cloud: str, stack: str) -> list[Resource]:
+    """The resources of those hosts (all of them when `hosts` is empty); a host with none is an error."""
+    if not hosts:
+        return found
+    unknown = sorted(set(hosts) - {r.host for r in found})
+    if unknown:
+        have = sorted({r.host for r in found if r.host})
+        raise CloudError(f"{cloud}: stack {stack!r} has nothing for host(s) {', '.join(unknown)} "
+                         f"(hosts with resources: {', '.join(have) or 'none'})")
+    return [r for r in found if r.host in hosts]
+
+
 def destroy(driver: CloudDriver, stack: str, *, keep_volumes: bool = False, timeouts: Timeouts | None = None,
             status: Callable[[str], None] = lambda m: None,
             hosts: tuple[str, ...] = ()) -> tuple[list[Resource], list[Resource]]:
@@ -215,14 +227,7 @@ def destroy(driver: CloudDriver, stack: str, *, keep_volumes: bool = False, time
     `hosts`: only what belongs to those hosts (instance, firewall, volumes); the stack's key pair
     and its other hosts stay."""
     t = timeouts or Timeouts()
-    found = driver.find(stack)
-    if hosts:
-        unknown = sorted(set(hosts) - {r.host for r in found})
-        if unknown:
-            have = sorted({r.host for r in found if r.host})
-            raise CloudError(f"{driver.name}: stack {stack!r} has nothing for host(s) {', '.join(unknown)} "
-                             f"(hosts with resources: {', '.join(have) or 'none'})")
-        found = [r for r in found if r.host in hosts]
+    found = of_hosts(driver.find(stack), hosts, driver.name, stack)
     keep_tag = TAG_KEEP[driver.name]
     kept = [r for r in found
             if r.kind == "volume" and (keep_volumes or r.extra.get("tags", {}).get(keep_tag) == "true")]
