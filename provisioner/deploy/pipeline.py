@@ -171,12 +171,13 @@ class Deployer:
         reuse, missing, problems = {}, [], []
         for name in names:
             inst = instances.get(name)
-            # an instance the cloud terminated by itself (a reclaimed spot VM) leaves its firewall
-            left = sorted({f"{r.kind} {r.name}" for r in found if r.host == name and r.kind == "firewall"})
-            if inst is None and left:
-                problems.append(f"host {name} has no instance but still has its {', '.join(left)}")
-            elif inst is None:
-                missing.append(name)
+            if inst is None:
+                # an instance the cloud terminated by itself (a reclaimed spot VM) leaves its firewall
+                left = sorted({f"firewall {r.name}" for r in found if r.host == name and r.kind == "firewall"})
+                if left:
+                    problems.append(f"host {name} has no instance but still has its {', '.join(left)}")
+                else:
+                    missing.append(name)
             elif inst.state != "running":
                 problems.append(f"host {name}'s instance {inst.id} is {inst.state or 'not running'}")
             elif name not in known:

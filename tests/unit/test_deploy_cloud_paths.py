@@ -67,15 +67,23 @@ def registry():
         yield reg
 
 
+def up_to_ssh(stack: Path, cloud: str, driver, root: Path, *, preflight: bool = True):
+    """`provision deploy` through the real pipeline, stopped at the first SSH connection.
+    `preflight=False` skips the registry check (for stacks naming images from Docker Hub)."""
+    d = Deployer(plan_deploy(stack, cloud), driver, root=root, runner=None, public_key=PUBKEY,
+                 private_key=root.parent / "id", timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
+                 bundle_builder=lambda runner, progress: pytest.fail("no agent without SSH"),
+                 ssh_factory=StopAtSsh)
+    if not preflight:
+        d._preflight = lambda: None
+    return d.run()
+
+
 def _deploy(tmp_path, registry, cloud, driver, image="shop/web:1"):
     stack = tmp_path / "stack.yml"
     stack.write_text(STACK.replace("REGISTRY/shop/web:1", f"{registry.address}/{image}"))
     StopAtSsh.targets = []
-    d = Deployer(plan_deploy(stack, cloud), driver, root=tmp_path / "root", runner=None, public_key=PUBKEY,
-                 private_key=tmp_path / "id", timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
-                 bundle_builder=lambda runner, progress: pytest.fail("no agent without SSH"),
-                 ssh_factory=StopAtSsh)
-    return d.run()
+    return up_to_ssh(stack, cloud, driver, tmp_path / "root")
 
 
 def test_aws_deploy_path_up_to_ssh(aws, registry, tmp_path, monkeypatch):
@@ -138,10 +146,7 @@ def test_aws_replacing_one_host_leaves_the_others_running(aws, registry, tmp_pat
     root = tmp_path / "root"
 
     def deploy():
-        return Deployer(plan_deploy(stack, "aws"), driver, root=root, runner=None, public_key=PUBKEY,
-                        private_key=tmp_path / "id",
-                        timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
-                        bundle_builder=lambda runner, progress: None, ssh_factory=StopAtSsh).run()
+        return up_to_ssh(stack, "aws", driver, root)
 
     def live():
         return {i["InstanceId"]: i["State"]["Name"]

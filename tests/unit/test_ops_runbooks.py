@@ -20,15 +20,12 @@ from provisioner.clouds.base import plan_launch
 from provisioner.clouds.launch import launch
 from provisioner.deploy import inventory, ops_cloud
 from provisioner.deploy.ops import VolumeTarget
-from provisioner.deploy.pipeline import Deployer
-from provisioner.deploy.plan import plan_deploy
-from provisioner.errors import HostError
 from provisioner.host.ssh import SshClient, Target
 from provisioner.stack import load_stack
 from test_ops_cloud_aws import FAST, FIXTURE, PUBKEY, _launched, _tags, aws, moto_url  # noqa: F401 (fixtures)
+from test_deploy_cloud_paths import CONSOLE_EC2, up_to_ssh
 from test_ops_sshd import FakeSshd, keygen
 
-CONSOLE_EC2 = (Path(__file__).parent.parent / "fixtures" / "clouds" / "console-ec2.txt").read_text()
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 PY = shlex.quote(sys.executable)
 
@@ -162,19 +159,6 @@ def _volumes(ec2) -> dict[str, dict]:
             if "provisioner:volume" in _tags(v)}
 
 
-class _StopAtSsh:
-    """deploy's SSH seam: the launch phase ran for real; connecting needs a VM (the deploy tests)."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def wait_ready(self, timeout):
-        raise HostError(f"ssh {self.target.where}: stopped here by the test")
-
-    def close(self):
-        pass
-
-
 def test_replace_a_failed_host_per_the_runbook(aws, tmp_path, monkeypatch):
     """The whole stack (web and db) deployed; web fails; the runbook replaces web alone."""
     url, ec2, driver = aws
@@ -186,11 +170,8 @@ def test_replace_a_failed_host_per_the_runbook(aws, tmp_path, monkeypatch):
     def deploy(line: str):
         # `provision deploy --cloud aws -f stack.yml` through the real pipeline, up to SSH
         assert shlex.split(line) == ["provision", "deploy", "--cloud", "aws", "-f", "stack.yml"], line
-        d = Deployer(plan_deploy(FIXTURE, "aws"), driver, root=root, runner=None, public_key=PUBKEY,
-                     private_key=tmp_path / "id", timeouts=FAST, bundle_builder=lambda runner, progress: None,
-                     ssh_factory=_StopAtSsh)
-        d._preflight = lambda: None   # nginx:1.25 & co. live on Docker Hub; the registry check has its own tests
-        return {h.host: h for h in d.run().hosts}
+        # nginx:1.25 & co. live on Docker Hub; the registry check has its own tests
+        return {h.host: h for h in up_to_ssh(FIXTURE, "aws", driver, root, preflight=False).hosts}
 
     first = deploy(steps["deploy"][0])
     web, db = inventory.find(root, "shop/web"), inventory.find(root, "shop/db")
