@@ -4,15 +4,16 @@ Pure reads only (files under /proc and /sys, `--version` of tools, a TCP connect
 """
 from __future__ import annotations
 
-import fcntl
+import json
 import os
-import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import native
+from .errors import CommandError
+from .runner import Runner
+from .sysinfo import cgroup_mode, filesystems, fstype_of, kvm_usable
 
 INSTALL_HINT = "run scripts/install.sh (installs every system package the project uses)"
 
@@ -26,84 +27,19 @@ class Check:
     required: bool = True  # False: a warning, the rest of the tool still works
 
 
-def _tool_version(argv: list[str]) -> str | None:
-    if not shutil.which(argv[0]):
+def _tool_version(runner: Runner, argv: list[str]) -> str | None:
+    if not runner.which(argv[0]):
         return None
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        out = runner.run(argv, check=False, timeout=10)
+    except CommandError:   # timed out
         return None
     text = (out.stdout or out.stderr).strip()
     return text.splitlines()[0] if text else argv[0]
 
 
-def cgroup_mode(mountinfo: str | None = None) -> str:
-    """'v2' (unified), 'hybrid' (v1 controllers + a cgroup2 mount), 'v1' (legacy) or 'none'."""
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    v1 = v2_root = v2_any = False
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if " - " not in line:
-            continue
-        mountpoint = fields[4]
-        fstype = line.split(" - ", 1)[1].split()[0]
-        if fstype == "cgroup2":
-            v2_any = True
-            v2_root = v2_root or mountpoint == "/sys/fs/cgroup"
-        elif fstype == "cgroup":
-            v1 = True
-    if v2_root and not v1:
-        return "v2"
-    if v1 and v2_any:
-        return "hybrid"
-    if v1:
-        return "v1"
-    return "v2" if v2_any else "none"
-
-
-def _filesystems() -> set[str]:
-    try:
-        return {line.split()[-1] for line in Path("/proc/filesystems").read_text().splitlines() if line.strip()}
-    except OSError:
-        return set()
-
-
-def fstype_of(path: Path) -> str | None:
-    """The filesystem type of the mount holding `path` (longest mountpoint prefix wins)."""
-    path = path.resolve()
-    while not path.exists():
-        path = path.parent
-    best, best_type = "", None
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        mnt = left.split()[4].replace("\\040", " ")
-        if (str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, best_type = mnt, right.split()[0]
-    return best_type
-
-
-def kvm_usable() -> tuple[bool, str]:
-    """True when /dev/kvm opens read-write and answers KVM_GET_API_VERSION."""
-    if not os.path.exists("/dev/kvm"):
-        return False, "/dev/kvm absent"
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError as exc:
-        return False, f"/dev/kvm: {exc.strerror}"
-    try:
-        version = fcntl.ioctl(fd, 0xAE00)  # KVM_GET_API_VERSION
-        return version == 12, f"/dev/kvm API {version}"
-    except OSError as exc:
-        return False, f"/dev/kvm ioctl: {exc.strerror}"
-    finally:
-        os.close(fd)
-
-
 def _recorded_kvm_verdict(root: Path) -> bool | None:
     """What a local-cloud launch found out: /dev/kvm can answer yet never run a guest (broken nesting)."""
-    import json
-
     try:
         v = json.loads((root / "local" / "accel.json").read_text())
     except (OSError, ValueError):
@@ -121,9 +57,10 @@ def _registry_reachable(host: str, port: int = 443, timeout: float = 2.0) -> tup
         return False, f"{host}:{port}: {exc.strerror or exc}"
 
 
-def run_checks(root: Path, registries: list[str] | None = None) -> list[Check]:
+def run_checks(root: Path, registries: list[str] | None = None, runner: Runner | None = None) -> list[Check]:
+    runner = runner or Runner()
     checks: list[Check] = []
-    fs = _filesystems()
+    fs = filesystems()
     ns = sorted(p.name for p in Path("/proc/self/ns").iterdir()) if Path("/proc/self/ns").is_dir() else []
     need_ns = {"mnt", "pid", "net", "uts", "ipc", "user", "cgroup"}
     missing_ns = need_ns - set(ns)
@@ -140,10 +77,10 @@ def run_checks(root: Path, registries: list[str] | None = None) -> list[Check]:
         ("btrfs-progs", ["mkfs.btrfs", "--version"], "btrfs-progs"),
         ("blkid/wipefs", ["wipefs", "--version"], "util-linux"),
     ):
-        v = _tool_version(argv)
+        v = _tool_version(runner, argv)
         checks.append(Check(tool, v is not None, v or "not found", f"apt-get install {pkg}"))
     rt = native.runtime_path()
-    rv = native.runtime_version(rt) if rt else None
+    rv = native.runtime_version(rt, runner) if rt else None
     checks.append(Check("native runtime", bool(rt and rv), f"{rt} ({rv})" if rt else "provision-runtime not found",
                         "make -C native (or reinstall the package)"))
     store_fs = fstype_of(root)
@@ -151,7 +88,7 @@ def run_checks(root: Path, registries: list[str] | None = None) -> list[Check]:
                         f"the image store needs btrfs: e.g. truncate -s 20G /var/tmp/store.img && "
                         f"mkfs.btrfs /var/tmp/store.img && mkdir -p {root} && mount -o loop /var/tmp/store.img {root}"
                         f" (or `provision host disks apply` on an instance-store disk)", required=False))
-    qemu = _tool_version(["qemu-system-x86_64", "--version"])
+    qemu = _tool_version(runner, ["qemu-system-x86_64", "--version"])
     checks.append(Check("qemu", qemu is not None, qemu or "not found", "apt-get install qemu-system-x86 qemu-utils",
                         required=False))
     kvm_ok, kvm_detail = kvm_usable()

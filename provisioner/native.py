@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from .errors import CommandError
+from .runner import Runner
 
 BINARY = "provision-runtime"
 _PKG = Path(__file__).resolve().parent
@@ -26,12 +28,12 @@ def runtime_path() -> str | None:
     return find_binary(BINARY, "PROVISION_RUNTIME", _PKG.parent / "native" / "build")
 
 
-def runtime_version(path: str | None = None) -> str | None:
+def runtime_version(path: str | None = None, runner: Runner | None = None) -> str | None:
     path = path or runtime_path()
     if not path:
         return None
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
-    except OSError:
+        out = (runner or Runner()).run([path, "--version"], check=False, timeout=10)
+    except CommandError:   # not executable, or timed out
         return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None

@@ -16,7 +16,7 @@ from .app import App, emit, json_option, pass_app
 @pass_app
 def doctor_cmd(app: App, registries: tuple[str, ...]) -> None:
     """Check this machine: kernel, tools, cgroups, registries, native runtime, qemu/KVM."""
-    checks = doctor.run_checks(app.root, list(registries) or None)
+    checks = doctor.run_checks(app.root, list(registries) or None, app.runner)
 
     def human() -> None:
         for c in checks:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import fsutil
-from ..doctor import fstype_of
+from ..sysinfo import fstype_of
 from ..errors import CommandError, ImageError
 from . import btrfs
 from .layers import apply_layer

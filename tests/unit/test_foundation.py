@@ -5,7 +5,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from provisioner import __version__, doctor, yamlutil
+from provisioner import __version__, doctor, sysinfo, yamlutil
 from provisioner.cli.main import cli, main
 from provisioner.errors import CommandError, CommandNotFound, ConfigError, ProvisionerError
 from provisioner.fsutil import atomic_write
@@ -86,7 +86,7 @@ def test_yaml_lines_and_errors(tmp_path):
     ("", "none"),
 ])
 def test_cgroup_mode(mountinfo, mode):
-    assert doctor.cgroup_mode(mountinfo) == mode
+    assert sysinfo.cgroup_mode(mountinfo) == mode
 
 
 def test_cli_version():

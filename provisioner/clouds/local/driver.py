@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from ...doctor import kvm_usable
+from ...sysinfo import kvm_usable
 from ...errors import CloudError, CommandError
 from ...fsutil import atomic_write
 from ...runner import Runner
