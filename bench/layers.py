@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from provisioner.containers.layers import apply_layer  # noqa: E402
-from provisioner.containers.store import Store  # noqa: E402
+from provisioner.images.layers import apply_layer  # noqa: E402
+from provisioner.images.store import Store  # noqa: E402
 from provisioner.imagebuild.layout import read_image  # noqa: E402
 from provisioner.imagebuild.load import load_layout  # noqa: E402
 from provisioner.imagebuild.loopfs import loop_btrfs  # noqa: E402

@@ -190,8 +190,8 @@ def profile_once(ref: str, mnt: Path) -> None:
     import cProfile
     import pstats
 
-    from provisioner.containers.pull import pull
-    from provisioner.containers.store import Store
+    from provisioner.images.pull import pull
+    from provisioner.images.store import Store
 
     root = mnt / "profile"
     prof = cProfile.Profile()
@@ -204,8 +204,8 @@ def profile_once(ref: str, mnt: Path) -> None:
 
 def timeline_once(ref: str, mnt: Path) -> list[str]:
     """One in-process pull with an observer: when each layer finished downloading and applying."""
-    from provisioner.containers.pull import Observer, pull
-    from provisioner.containers.store import Store
+    from provisioner.images.pull import Observer, pull
+    from provisioner.images.store import Store
 
     t0 = time.monotonic()
     events: list[tuple[float, str, int]] = []

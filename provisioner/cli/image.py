@@ -8,15 +8,15 @@ import time
 
 import click
 
-from ..containers import reference
-from ..containers.pull import Observer, PullResult, pull
-from ..containers.registry import parse_platform
+from ..images import reference
+from ..images.pull import Observer, PullResult, pull
+from ..images.registry import parse_platform
 from ..errors import ImageError
 from .app import App, emit, is_tty, json_option, pass_app, status, table
 
 
 def _store(app: App):
-    from ..containers.store import Store  # imported late: `provision --help` must not need the store
+    from ..images.store import Store  # imported late: `provision --help` must not need the store
 
     return Store(app.root, app.runner)
 
@@ -271,7 +271,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
     `image layers`); every blob present is verified; each image loads all-or-nothing."""
     from pathlib import Path
 
-    from ..containers import imageload, imagereceive
+    from ..images import imageload, imagereceive
 
     if all_ and (names or tag):
         raise ImageError("image load: --all names each image by its tag; it takes no --name or --tag")
@@ -315,7 +315,7 @@ def layers_cmd(app: App, missing: bool, name: str | None) -> None:
     stdin, or {"images": [{"name": REF, "diff_ids": [...]}, ...]} for several at once."""
     import json
 
-    from ..containers import imageload
+    from ..images import imageload
 
     key = _names((name,))[0] if name else None
     try:

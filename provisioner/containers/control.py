@@ -7,7 +7,8 @@ import contextlib
 from typing import Iterator
 
 from ..errors import ContainerError
-from . import btrfs, network, supervise
+from ..images import btrfs
+from . import network, supervise
 from .container import ContainerRecord
 from .create import STOP_TIMEOUT
 from .runtime import Runtime

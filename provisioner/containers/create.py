@@ -20,7 +20,8 @@ from typing import Callable
 
 from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
-from . import btrfs, bundle, network, reference, seccomp, supervise, volumes
+from ..images import btrfs, reference
+from . import bundle, network, seccomp, supervise, volumes
 from .healthcfg import HealthFlags, resolve as resolve_health
 from .container import ContainerRecord, check_name
 from .network.ports import parse_ports
@@ -120,7 +121,7 @@ class Creating:
             return store.get_image(key)
         except ImageError:
             pass
-        from .pull import pull
+        from ..images.pull import pull
 
         log.info("unable to find image %r locally; pulling it", ref)
         try:

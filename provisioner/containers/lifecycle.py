@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .. import native
 from ..errors import ConfigError, ContainerError
-from . import btrfs, network, supervise, volumes  # noqa: F401 (btrfs: callers and tests patch lifecycle.btrfs)
+from ..images import btrfs  # noqa: F401 (callers and tests patch lifecycle.btrfs)
+from . import network, supervise, volumes
 from .access import Accessing
 from .container import ContainerRecord, Containers
 from .control import Controlling
@@ -92,7 +93,7 @@ class Manager(Creating, Controlling, Accessing):
         return self.records.path(rec.id)
 
     def _store(self):
-        from .store import Store  # needs btrfs under root: only when an image is wanted
+        from ..images.store import Store  # needs btrfs under root: only when an image is wanted
 
         return Store(self.root, self.runner)
 

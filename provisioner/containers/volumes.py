@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import CommandError, ConfigError, ContainerError, ImageError
 from ..fsutil import atomic_write
-from . import btrfs
+from ..images import btrfs
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
 

@@ -150,8 +150,8 @@ class Deployer:
 
     def _preflight(self) -> None:
         """Every image must resolve in its registry before a VM is launched for it."""
-        from ..containers.reference import parse
-        from ..containers.registry import Registry
+        from ..images.reference import parse
+        from ..images.registry import Registry
 
         for ref in self.plan.images:
             self.progress(f"image {ref}: checking the registry")

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..containers.reference import parse as parse_reference
+from ..images.reference import parse as parse_reference
 from ..errors import ConfigError, ImageError, StackError
 from ..stack import Stack, load_stack
 from ..stack.placement import check_placement

@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from ..containers import reference as _reference
-from ..containers.registry import Platform, Registry, ResolvedImage, parse_platform
+from ..images import reference as _reference
+from ..images.registry import Platform, Registry, ResolvedImage, parse_platform
 from ..errors import HostError, ImageError
 
 REMOTE = ("sudo", "-n", "provision")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..containers.store import ImageRecord, Store
+from ..images.store import ImageRecord, Store
 from .layout import read_image
 
 

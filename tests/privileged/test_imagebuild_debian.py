@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from provisioner.containers.store import Store
+from provisioner.images.store import Store
 from provisioner.imagebuild import treecmp
 from provisioner.imagebuild.layout import read_image
 from provisioner.imagebuild.load import load_layout

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from provisioner.containers.store import Store
+from provisioner.images.store import Store
 from provisioner.imagebuild import treecmp
 from provisioner.imagebuild.crafted import CRAFTED
 from provisioner.imagebuild.load import load_layout

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers import pull as pullmod
-from provisioner.containers.store import Store
+from provisioner.images import pull as pullmod
+from provisioner.images.store import Store
 from provisioner.errors import RegistryError
 from provisioner.imagebuild.loopfs import loop_btrfs
 from provisioner.runner import Runner

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers.layers import MT_OCI_GZIP, MT_OCI_TAR
-from provisioner.containers.store import Store
+from provisioner.images.layers import MT_OCI_GZIP, MT_OCI_TAR
+from provisioner.images.store import Store
 from provisioner.errors import ImageError
 from provisioner.imagebuild.loopfs import loop_btrfs
 from provisioner.imagebuild.tarbuild import C, D, F, FIFO, H, L, OPQ, WH, tar_bytes
@@ -117,7 +117,7 @@ def test_wrong_diff_id_rejected_store_unchanged(store, btrfs_mnt):
 _CHILD = """
 import sys
 from pathlib import Path
-from provisioner.containers.store import Store
+from provisioner.images.store import Store
 from provisioner.runner import Runner
 store = Store(Path(sys.argv[1]), Runner())
 store.add_layer(None, sys.argv[2], sys.stdin.buffer, sys.argv[3])
@@ -169,7 +169,7 @@ def test_recover_flags_a_layer_renamed_but_not_yet_readonly(store):
 
 
 def test_lock_excludes_other_processes(store):
-    code = ("import sys,time;from pathlib import Path;from provisioner.containers.store import Store;"
+    code = ("import sys,time;from pathlib import Path;from provisioner.images.store import Store;"
             "from provisioner.runner import Runner;s=Store(Path(sys.argv[1]),Runner());"
             "print('trying', flush=True)\nwith s.lock(): print(time.time(), flush=True)")
     with store.lock():
@@ -185,7 +185,7 @@ def test_lock_excludes_other_processes(store):
 _LOADER = """
 import sys
 from pathlib import Path
-from provisioner.containers.store import Store
+from provisioner.images.store import Store
 from provisioner.imagebuild.load import load_layout
 from provisioner.runner import Runner
 store = Store(Path(sys.argv[1]), Runner())

@@ -10,7 +10,7 @@ from provisioner.containers import lifecycle
 from provisioner.containers.container import Containers, check_name
 from provisioner.containers.lifecycle import Manager, RunRequest, parse_link
 from provisioner.containers.network import NetworkConfig
-from provisioner.containers.store import ImageRecord
+from provisioner.images.store import ImageRecord
 from provisioner.errors import ConfigError, ContainerError, ImageError
 from provisioner.testing import FakeRunner
 

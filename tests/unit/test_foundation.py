@@ -156,7 +156,7 @@ def test_every_command_module_registers_what_the_map_says():
 def test_light_commands_do_not_import_the_heavy_stacks():
     code = ("import sys; from provisioner.cli.main import main\n"
             "try:\n    main(['host', '--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('requests', 'libcloud', 'paramiko', 'provisioner.containers.pull') if m in sys.modules]\n"
+            "heavy = [m for m in ('requests', 'libcloud', 'paramiko', 'provisioner.images.pull') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from provisioner.containers.layers import apply_layer
+from provisioner.images.layers import apply_layer
 from provisioner.errors import ImageError
 from provisioner.imagebuild import recipes, treecmp
 from provisioner.imagebuild.layout import REF_NAME, Layer, LayoutWriter, read_image

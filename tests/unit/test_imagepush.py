@@ -18,10 +18,10 @@ from click.testing import CliRunner
 
 from provisioner.cli import image as image_cli
 from provisioner.cli.main import cli
-from provisioner.containers import imageload, imagereceive
-from provisioner.containers.reference import parse
-from provisioner.containers.registry import Registry, parse_platform
-from provisioner.containers.store import Store
+from provisioner.images import imageload, imagereceive
+from provisioner.images.reference import parse
+from provisioner.images.registry import Registry, parse_platform
+from provisioner.images.store import Store
 from provisioner.errors import HostError, ImageError, RegistryError
 from provisioner.host import imagepush
 from provisioner.host.ssh import Output

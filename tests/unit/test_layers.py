@@ -10,8 +10,8 @@ import stat
 import pytest
 import zstandard
 
-from provisioner.containers import layers
-from provisioner.containers.layers import apply_layer
+from provisioner.images import layers
+from provisioner.images.layers import apply_layer
 from provisioner.errors import ImageError
 from provisioner.imagebuild.tarbuild import C, D, F, FIFO, H, L, OPQ, WH, tar_bytes
 
@@ -211,7 +211,7 @@ def test_caller_stream_errors_propagate_unchanged(tmp_path):
 def test_small_fd_cache_and_no_fd_leaks(tmp_path, monkeypatch):
     """Evicting cached directory fds never closes one still in use (hardlinks and whiteouts
     resolve a second path mid-entry), and every fd is closed at the end."""
-    from provisioner.containers import tarapply
+    from provisioner.images import tarapply
 
     monkeypatch.setattr(tarapply, "_FD_CACHE_MAX", 2)
     entries = []

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from provisioner.containers import layers
-from provisioner.containers.layers import apply_layer
+from provisioner.images import layers
+from provisioner.images.layers import apply_layer
 from provisioner.errors import ImageError
 from provisioner.imagebuild.tarbuild import F, H, L, OPQ, WH, D, tar_bytes
 

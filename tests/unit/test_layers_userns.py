@@ -14,7 +14,7 @@ from provisioner.imagebuild.tarbuild import C, F, tar_bytes
 
 CHILD = """
 import json, sys
-from provisioner.containers.layers import apply_layer
+from provisioner.images.layers import apply_layer
 r = apply_layer(open(sys.argv[1], "rb"), "application/vnd.oci.image.layer.v1.tar", sys.argv[2])
 print(json.dumps({"warnings": list(r.warnings), "entries": r.entries}))
 """

@@ -1,6 +1,6 @@
 import pytest
 
-from provisioner.containers import reference
+from provisioner.images import reference
 from provisioner.errors import ImageError
 
 D = "sha256:" + "a" * 64

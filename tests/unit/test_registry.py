@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from provisioner.containers import reference
-from provisioner.containers.registry import Platform, Registry, parse_platform
-from provisioner.containers.transport import read_all
+from provisioner.images import reference
+from provisioner.images.registry import Platform, Registry, parse_platform
+from provisioner.images.transport import read_all
 from provisioner.errors import ImageError, RegistryError
 from tests.registry_fixture import (
     OCI_INDEX, Fault, FakeRegistry, FaultProxy, make_image, serve_image, sha256,
@@ -260,7 +260,7 @@ def test_schema1_refused(fake):
 def test_scheme_choice_and_insecure_fallback():
     import requests
 
-    from provisioner.containers.transport import Transport, is_loopback
+    from provisioner.images.transport import Transport, is_loopback
 
     for host in ("localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "::1"):
         assert is_loopback(host), host
@@ -303,7 +303,7 @@ def test_revoked_token_is_fetched_again():
 def test_redirect_to_plain_http_refused_for_https_registries():
     import requests
 
-    from provisioner.containers.transport import Transport
+    from provisioner.images.transport import Transport
 
     class Redirecting(requests.Session):
         def __init__(self):
@@ -327,7 +327,7 @@ def test_redirect_to_plain_http_refused_for_https_registries():
 def test_tls_failure_is_not_retried_and_suggests_insecure_registry():
     import requests
 
-    from provisioner.containers.transport import Transport
+    from provisioner.images.transport import Transport
 
     class BadCert(requests.Session):
         calls = 0

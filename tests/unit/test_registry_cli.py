@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from provisioner.cli.image import ProgressBars, _key, human_bytes
-from provisioner.containers import reference
-from provisioner.containers.pull import PullResult
+from provisioner.images import reference
+from provisioner.images.pull import PullResult
 from provisioner.errors import ImageError
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers import pull as pullmod
-from provisioner.containers.auth import load_credentials, parse_challenge
-from provisioner.containers.layers import apply_layer
-from provisioner.containers.transport import retry_after
+from provisioner.images import pull as pullmod
+from provisioner.images.auth import load_credentials, parse_challenge
+from provisioner.images.layers import apply_layer
+from provisioner.images.transport import retry_after
 from provisioner.errors import ConfigError, ImageError, RegistryError
 from tests.registry_fixture import Fault, FakeRegistry, FaultProxy, make_image, serve_image, sha256
 

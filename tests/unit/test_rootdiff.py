@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from provisioner.containers.layers import apply_layer
+from provisioner.images.layers import apply_layer
 from provisioner.imagebuild import treecmp
 from provisioner.imagebuild.rootdiff import diff_layer
 from provisioner.imagebuild.tarbuild import D, F, H, L, tar_bytes

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers.layers import MT_OCI_TAR
-from provisioner.containers.store import Store
+from provisioner.images.layers import MT_OCI_TAR
+from provisioner.images.store import Store
 from provisioner.errors import ImageError
 from provisioner.imagebuild.tarbuild import F, WH, tar_bytes
 from provisioner.runner import Result

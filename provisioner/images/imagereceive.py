@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import ImageError
-from .imageload import (_BLOB_NAME, CHUNK, INCOMING, MAX_JSON, LoadResult, VerifiedFile, _index, layer_states,
-                        load_all, read_layout)
+from .imageload import (
+    _BLOB_NAME, CHUNK, INCOMING, MAX_JSON, LoadResult, VerifiedFile, _index, layer_states, load_all, read_layout,
+)
 from .registry import Platform
 from .store import Store
 

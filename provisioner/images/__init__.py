@@ -1,0 +1,1 @@
+"""Images: references, the registry client, the btrfs layer store, and loading image layouts."""
