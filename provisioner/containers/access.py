@@ -7,7 +7,8 @@ import time
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import ContainerError
-from . import bundle, network, supervise, volumes
+from . import bundle, supervise, volumes
+from .. import network
 from .container import ContainerRecord
 
 if TYPE_CHECKING:

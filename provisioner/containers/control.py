@@ -8,7 +8,8 @@ from typing import Iterator
 
 from ..errors import ContainerError
 from ..images import btrfs
-from . import network, supervise
+from .. import network
+from . import supervise
 from .container import ContainerRecord
 from .create import STOP_TIMEOUT
 from .runtime import Runtime

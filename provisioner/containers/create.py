@@ -21,10 +21,11 @@ from typing import Callable
 from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
 from ..images import btrfs, reference
-from . import bundle, network, seccomp, supervise, volumes
+from . import bundle, seccomp, supervise, volumes
+from .. import network
 from .healthcfg import HealthFlags, resolve as resolve_health
 from .container import ContainerRecord, check_name
-from .network.ports import parse_ports
+from ..network.ports import parse_ports
 from .runtime import Runtime
 
 log = logging.getLogger("provisioner.containers.lifecycle")

@@ -25,12 +25,13 @@ from pathlib import Path
 from .. import native
 from ..errors import ConfigError, ContainerError
 from ..images import btrfs  # noqa: F401 (callers and tests patch lifecycle.btrfs)
-from . import network, supervise, volumes
+from .. import network
+from . import supervise, volumes
 from .access import Accessing
 from .container import ContainerRecord, Containers
 from .control import Controlling
 from .create import START_WAIT, STOP_TIMEOUT, Creating, RunRequest, parse_link  # noqa: F401 (re-exported)
-from .network.manage import SystemPaths
+from ..network.manage import SystemPaths
 from .runtime import DEFAULT_STATE_ROOT, Runtime
 
 NETWORK_CONFIG = "network.json"   # optional <root>/containers/network.json: NetworkConfig fields

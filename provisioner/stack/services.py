@@ -213,7 +213,7 @@ def _service(p: _P, name: str, d: dict, named: set[str], name_line: int | None) 
                     if item.get("host_ip"):
                         text = f"{item['host_ip']}:{text}"
                 item = f"{text}/{item.get('protocol', 'tcp')}"
-            from ..containers.network.ports import parse_port as run_port
+            from ..network.ports import parse_port as run_port
             run_port(str(item))
         except PortSyntaxError as exc:
             raise p.fail(f"{where}.ports[{i}]: {exc}", ports_raw, i) from None

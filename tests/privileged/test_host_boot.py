@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers import network as net
+from provisioner import network as net
 from provisioner.containers import supervise
 from provisioner.containers.container import Containers
 from provisioner.host import boot

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers import network as net
+from provisioner import network as net
 from provisioner.errors import ContainerError
 from provisioner.runner import Runner
 
@@ -260,8 +260,8 @@ def test_ip_forward_is_on_after_connect(env):
 
 
 def test_rules_are_removed_exactly_and_a_converged_plan_is_empty(env):
-    from provisioner.containers.network.facts import read_facts
-    from provisioner.containers.network.plan import plan_connect
+    from provisioner.network.facts import read_facts
+    from provisioner.network.plan import plan_connect
 
     p1, p2 = free_port(), free_port()
     a = env.connect("a", ports=[f"{p1}:80", f"{p1}:53/udp"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers import network as net
+from provisioner import network as net
 from provisioner.containers import supervise
 from provisioner.runner import Runner
 

@@ -6,7 +6,7 @@ import sys
 
 from provisioner.containers import supervise
 from provisioner.containers.lifecycle import Manager, RunRequest, Status
-from provisioner.containers.network import NetworkConfig
+from provisioner.network import NetworkConfig
 from provisioner.runner import Result
 from provisioner.testing import FakeRunner
 

@@ -9,7 +9,7 @@ import pytest
 from provisioner.containers import lifecycle
 from provisioner.containers.container import Containers, check_name
 from provisioner.containers.lifecycle import Manager, RunRequest, parse_link
-from provisioner.containers.network import NetworkConfig
+from provisioner.network import NetworkConfig
 from provisioner.images.store import ImageRecord
 from provisioner.errors import ConfigError, ContainerError, ImageError
 from provisioner.testing import FakeRunner

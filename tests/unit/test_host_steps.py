@@ -337,7 +337,7 @@ def test_containers_without_systemd_restores(tmp_path, monkeypatch):
 
 
 def test_containers_network_is_reconnected_before_the_command_starts(tmp_path, monkeypatch):
-    from provisioner.containers import network
+    from provisioner import network
     from provisioner.containers.container import Containers
 
     shim = tmp_path / "shim"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from provisioner.containers.network import hosts
-from provisioner.containers.network.hosts import LinkTarget
+from provisioner.network import hosts
+from provisioner.network.hosts import LinkTarget
 
 
 def test_hosts_file_has_links_and_own_name():

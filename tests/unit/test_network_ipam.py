@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from provisioner.containers.network import ipam
+from provisioner.network import ipam
 from provisioner.errors import ConfigError, ContainerError
 
 

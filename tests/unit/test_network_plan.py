@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.containers import network as net
-from provisioner.containers.network import apply as napply
-from provisioner.containers.network.facts import NetFacts, parse_nft_table, rule_comment
-from provisioner.containers.network.manage import SystemPaths
-from provisioner.containers.network.model import Endpoint, NetworkConfig
-from provisioner.containers.network.plan import (CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink,
-                                                 DeleteNetns, DeleteTable, ReplacePortRules, SetSysctl,
-                                                 plan_connect, plan_disconnect, port_rules)
-from provisioner.containers.network.ports import PortMapping, parse_ports
+from provisioner import network as net
+from provisioner.network import apply as napply
+from provisioner.network.facts import NetFacts, parse_nft_table, rule_comment
+from provisioner.network.manage import SystemPaths
+from provisioner.network.model import Endpoint, NetworkConfig
+from provisioner.network.plan import (
+    CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, ReplacePortRules,
+    SetSysctl, plan_connect, plan_disconnect, port_rules,
+)
+from provisioner.network.ports import PortMapping, parse_ports
 from provisioner.errors import CommandError, ConfigError, ContainerError
 from provisioner.runner import Result
 from provisioner.testing import FakeRunner
@@ -377,7 +378,7 @@ def test_oci_fragments_for_the_runtime(host):
 
 
 def test_subnet_overlapping_another_interface_is_refused():
-    from provisioner.containers.network.plan import check_subnet
+    from provisioner.network.plan import check_subnet
     facts = NetFacts(interface_networks=(("lo", "127.0.0.1/8"), ("eth0", "192.0.2.2/24"), ("prov0", "10.88.0.1/16")))
     check_subnet(facts, CFG)  # our own bridge and unrelated networks are fine
     clash = NetFacts(interface_networks=(("podman0", "10.88.0.1/16"),))
@@ -388,7 +389,7 @@ def test_subnet_overlapping_another_interface_is_refused():
 
 
 def test_preflight_names_missing_tools(tmp_path, monkeypatch):
-    from provisioner.containers.network.facts import preflight
+    from provisioner.network.facts import preflight
     monkeypatch.setattr("os.geteuid", lambda: 0)
     (tmp_path / "sys/net/ipv4").mkdir(parents=True)
     (tmp_path / "sys/net/ipv4/ip_forward").write_text("0\n")

@@ -13,7 +13,7 @@ from provisioner.cli.main import main
 from provisioner.containers import bundle, seccomp
 from provisioner.containers.bundle import BundleInputs, RunOptions, build_config
 from provisioner.containers.lifecycle import Manager, RunRequest
-from provisioner.containers.network import NetworkConfig
+from provisioner.network import NetworkConfig
 from provisioner.errors import ConfigError
 from provisioner.testing import FakeRunner
 

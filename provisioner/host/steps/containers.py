@@ -142,7 +142,7 @@ def restore(root: Path, state: Path, runner) -> list[str]:
     names started (the container's name when it has a record)."""
     if not state.is_dir():
         return []
-    from ...containers import network
+    from ... import network
     from ...containers.lifecycle import Manager
 
     mgr = Manager(root=Path(root), runner=runner)

@@ -5,7 +5,7 @@ Only that table is ours: other tables (the containers' NAT table, the distributi
 
 Applied atomically with `nft -f`: one transaction that creates, deletes and re-creates the table,
 so there is no moment without rules and a syntax error applies nothing. Published container
-ports are DNAT-ed in prerouting (containers/network) and pass through forward, not input; the
+ports are DNAT-ed in prerouting (provisioner/network) and pass through forward, not input; the
 input rules cover listeners on the host itself.
 
 Idempotence: after applying, nft's own listing of the table is saved next to the source in

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ...errors import ConfigError, ContainerError
+from ..errors import ConfigError, ContainerError
 
 WILDCARD = "0.0.0.0"
 _PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")

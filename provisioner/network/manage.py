@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ...errors import CommandError, ContainerError
-from ...fsutil import atomic_write
+from ..errors import CommandError, ContainerError
+from ..fsutil import atomic_write
 from . import hosts, ipam
 from .apply import apply
 from .facts import read_facts

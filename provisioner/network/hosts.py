@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ...fsutil import atomic_write
+from ..fsutil import atomic_write
 
 # Docker's fallback when the host has only loopback resolvers left (libnetwork resolvconf).
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")

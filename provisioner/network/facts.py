@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ...errors import ContainerError
+from ..errors import ContainerError
 from .model import NetworkConfig
 
 RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<mapping>"

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 from .ports import PortMapping
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_-]{1,15}$")  # no '.': sysctl keys use it as separator

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ...errors import ConfigError, ContainerError
-from ...fsutil import atomic_write
+from ..errors import ConfigError, ContainerError
+from ..fsutil import atomic_write
 
 
 def state_dir(root: str | os.PathLike) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ...errors import ContainerError
+from ..errors import ContainerError
 
 from .facts import NetFacts, rule_comment
 from .model import Endpoint, NetworkConfig

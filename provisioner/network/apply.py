@@ -28,9 +28,11 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-from ...errors import CommandError
-from .plan import (Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns,
-                   DeleteTable, PortRule, ReplacePortRules, SetSysctl)
+from ..errors import CommandError
+from .plan import (
+    Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, PortRule,
+    ReplacePortRules, SetSysctl,
+)
 from .ports import WILDCARD
 
 log = logging.getLogger(__name__)
