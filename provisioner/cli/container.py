@@ -60,16 +60,16 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
             workdir, entrypoint, hostname, rm, insecure, security_opt, health_cmd, health_interval, health_timeout,
             health_retries, health_start_period, no_healthcheck, image, command) -> None:
     """Create and start a container from IMAGE (pulled when missing)."""
-    from ..containers.healthcfg import HealthFlags
-    from ..containers.lifecycle import RunRequest
+    from ..runspec.health import HealthFlags
+    from ..runspec.request import from_flags
 
-    mgr = _manager(app)
     health = HealthFlags(cmd=health_cmd, interval=health_interval, timeout=health_timeout, retries=health_retries,
                          start_period=health_start_period, disable=no_healthcheck)
-    req = RunRequest(image=image, command=tuple(command), name=name, detach=detach, ports=ports, volumes=volumes,
-                     env=_env_from_cli(env), env_files=env_files, links=links, restart=restart, memory=memory,
-                     cpus=cpus, user=user, workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm,
-                     insecure_registries=insecure, security_opt=security_opt, health_flags=health)
+    req = from_flags(image, tuple(command), name=name, detach=detach, ports=ports, volumes=volumes, env=env,
+                     env_files=env_files, links=links, restart=restart, memory=memory, cpus=cpus, user=user,
+                     workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm, insecure_registries=insecure,
+                     security_opt=security_opt, health_flags=health)
+    mgr = _manager(app)
     rec = mgr.run(req)
     if detach:
         click.echo(rec.id)
@@ -84,19 +84,6 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
     if rm and mgr.records.find(rec.id) is not None:  # a concurrent `ps` may have reaped it already
         mgr.rm(rec.id, force=True, remove_volumes=True)
     sys.exit(st.exit_code or 0)
-
-
-def _env_from_cli(items: tuple[str, ...]) -> tuple[str, ...]:
-    """`-e K` (no '=') takes K from this environment, as Docker's CLI does; unset → dropped."""
-    import os
-
-    out = []
-    for item in items:
-        if "=" in item:
-            out.append(item)
-        elif item in os.environ:
-            out.append(f"{item}={os.environ[item]}")
-    return tuple(out)
 
 
 def _ago(ts: float) -> str:
@@ -203,8 +190,10 @@ def rm_cmd(app: App, force: bool, volumes: bool, containers) -> None:
 def exec_cmd(app: App, interactive, tty, env, user, workdir, container, command) -> None:
     """Run a command in a running container (sharing this stdin/stdout/stderr, or a pty with -t);
     exits with its code."""
+    from ..runspec.request import env_from_cli
+
     mgr = _manager(app)
-    kw = {"env": _env_from_cli(env), "user": user, "workdir": workdir}
+    kw = {"env": env_from_cli(env), "user": user, "workdir": workdir}
     if tty:
         code = mgr.exec_tty(container, list(command), interactive=interactive, **kw)
     else:

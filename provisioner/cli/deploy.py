@@ -33,8 +33,9 @@ def deploy_cmd(app: App, cloud, stack_file, identity, user, insecure, timeout, e
     from ..clouds.keys import operator_key, read_public_key
     from ..deploy.pipeline import Deployer, breakdown_rows
     from ..deploy.plan import plan_deploy
+    from ..stack import load_stack
 
-    plan = plan_deploy(stack_file, cloud)   # every input error, before anything is created
+    plan = plan_deploy(load_stack(stack_file), cloud)   # every input error, before anything is created
     if identity is not None:
         public, private = read_public_key(f"{identity}.pub"), identity
     else:

@@ -1,4 +1,4 @@
-"""`provision up|down|ps -f stack.yml`: a stack's services on this host, thin over containers.stack."""
+"""`provision up|down|ps -f stack.yml`: a stack's services on this host, thin over compose.engine."""
 from __future__ import annotations
 
 import click
@@ -12,17 +12,15 @@ _host = click.option("--host", "host", default=None, metavar="NAME",
 
 
 def _load(app: App, path: str, host: str | None = None):
+    from ..compose.engine import Stacks
     from ..containers.lifecycle import Manager
-    from ..containers.stack import Stacks
-    from ..stack.services import load_services
+    from ..stack import load_stack
+    from ..stack.placement import for_host
 
-    name, services = load_services(path)   # the whole file is checked before anything is touched
+    stack = load_stack(path, hosts_required=False)   # the whole file is checked before anything is touched
     if host is not None:
-        from ..stack import load_stack
-        from ..stack.placement import services_for_host
-
-        services = services_for_host(load_stack(path), services, host)
-    return name, services, Stacks(Manager(app.root, app.runner), progress=status)
+        stack = for_host(stack, host)
+    return stack, Stacks(Manager(app.root, app.runner), progress=status)
 
 
 @click.command("up")
@@ -34,16 +32,13 @@ def _load(app: App, path: str, host: str | None = None):
 @pass_app
 def up_cmd(app: App, path: str, host: str | None, dry_run: bool, insecure) -> None:
     """Create or update the stack's services in dependency order and wait for their health."""
-    from ..containers.stack import describe
+    from ..compose.engine import describe
 
-    name, services, stacks = _load(app, path, host)
+    stack, stacks = _load(app, path, host)
     stacks.insecure_registries = tuple(insecure)
-    if dry_run:
-        actions = stacks.plan(name, services)
-    else:
-        actions = stacks.up(name, services)
+    actions = stacks.plan(stack) if dry_run else stacks.up(stack)
     emit(app, [{"action": type(a).__name__.lower(), "service": a.service, "text": describe(a)} for a in actions],
-         lambda: click.echo("\n".join(describe(a) for a in actions) if actions else f"{name}: up to date"))
+         lambda: click.echo("\n".join(describe(a) for a in actions) if actions else f"{stack.name}: up to date"))
 
 
 @click.command("down")
@@ -53,8 +48,8 @@ def up_cmd(app: App, path: str, host: str | None, dry_run: bool, insecure) -> No
 @pass_app
 def down_cmd(app: App, path: str, host: str | None, volumes: bool) -> None:
     """Remove every container of the stack (anonymous volumes too; named ones with -v)."""
-    name, services, stacks = _load(app, path, host)
-    for cname in stacks.down(name, services, remove_volumes=volumes):
+    stack, stacks = _load(app, path, host)
+    for cname in stacks.down(stack, remove_volumes=volumes):
         click.echo(cname)
 
 
@@ -65,8 +60,8 @@ def down_cmd(app: App, path: str, host: str | None, volumes: bool) -> None:
 @pass_app
 def ps_cmd(app: App, path: str, host: str | None) -> None:
     """List the stack's services with their state and health."""
-    name, services, stacks = _load(app, path, host)
-    rows = stacks.ps(name, services)
+    stack, stacks = _load(app, path, host)
+    rows = stacks.ps(stack)
     emit(app, rows, lambda: click.echo(table(
         [[r["service"], r["container"], r["state"], r["health"] if r["health"] != "none" else "",
           ", ".join(r["ports"])] for r in rows], ["SERVICE", "CONTAINER", "STATE", "HEALTH", "PORTS"])))

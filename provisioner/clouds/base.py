@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import ConfigError
-from ..stack import CloudSettings, PublishedPort, Stack
+from ..runspec.ports import PublishedPort
+from ..stack import CloudSettings, Stack
 from .userdata import host_context, render_user_data
 
 CLOUDS = ("aws", "gce", "local")

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import ContainerError
+from ..runspec.env import parse_env
 from . import bundle, supervise, volumes
 from .. import network
 from .container import ContainerRecord
@@ -49,7 +50,7 @@ class Accessing:
         args = [rt.path, "--root", rt.state_root, "exec"]
         if console_socket:
             args += ["--tty", "--console-socket", console_socket]
-        for k, v in bundle.parse_env(env):
+        for k, v in parse_env(env):
             args += ["--env", f"{k}={v}"]
         if workdir:
             args += ["--cwd", workdir]

@@ -18,15 +18,14 @@ the rootfs is. What mirrors Docker (moby `daemon/oci_linux.go`, `oci/defaults.go
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..errors import ConfigError, ContainerError
-from . import seccomp
+from ..errors import ContainerError
+from ..runspec import seccomp
+from ..runspec.resources import CPU_PERIOD
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-CPU_PERIOD = 100_000  # µs, Docker's --cpus period
 
 # moby oci/caps/defaults.go
 DEFAULT_CAPS = sorted([
@@ -53,62 +52,6 @@ BASE_MOUNTS = [
     {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
      "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
 ]
-
-_MEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.I)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_ENV_KEY = re.compile(r"^[^=\s]+$")
-
-
-def parse_memory(text: str) -> int:
-    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
-    m = _MEM.match(str(text).strip())
-    if not m:
-        raise ConfigError(f"bad --memory value {text!r} (want a number with an optional unit b, k, m or g)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if n < 6 * (1 << 20):
-        raise ConfigError(f"--memory {text} is below the 6 MB minimum Docker enforces")
-    return n
-
-
-def parse_cpus(text: str) -> int:
-    """--cpus → CFS quota in µs per CPU_PERIOD."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bad --cpus value {text!r} (want a number such as 0.5 or 2)") from None
-    if not value > 0:
-        raise ConfigError(f"--cpus must be more than 0 (got {text})")
-    quota = int(round(value * CPU_PERIOD))
-    if quota < 1000:
-        raise ConfigError(f"--cpus {text} is too small (the kernel's minimum CFS quota is 1 ms)")
-    return quota
-
-
-def parse_env(items: Iterable[str], where: str = "-e") -> list[tuple[str, str]]:
-    """`K=V` entries; a bare `K` is dropped here (Docker takes it from the CLI's environment:
-    the caller resolves that before)."""
-    out = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not _ENV_KEY.match(key):
-            raise ConfigError(f"bad environment entry {item!r} in {where} (want KEY=VALUE)")
-        out.append((key, value))
-    return out
-
-
-def parse_env_file(text: str, path: str) -> list[tuple[str, str]]:
-    """Docker's --env-file: KEY=VALUE lines, '#' comments and blank lines skipped, no quoting."""
-    out = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.lstrip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not _ENV_KEY.match(key):
-            raise ConfigError(f"bad line {raw!r} (want KEY=VALUE)", path, n)
-        out.append((key, value))
-    return out
-
 
 # ---- users -----------------------------------------------------------------------------------
 

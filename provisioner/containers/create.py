@@ -14,18 +14,21 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from .. import network
 from ..errors import ConfigError, ContainerError, ImageError, ProvisionerError
 from ..fsutil import atomic_write
 from ..images import btrfs, reference
-from . import bundle, seccomp, supervise, volumes
-from .. import network
-from .healthcfg import HealthFlags, resolve as resolve_health
+from ..runspec import seccomp
+from ..runspec.env import parse_env, parse_env_file
+from ..runspec.health import resolve as resolve_health
+from ..runspec.mounts import VolumeSpec
+from ..runspec.request import RunRequest
+from . import bundle, supervise, volumes
 from .container import ContainerRecord, check_name
-from ..network.ports import parse_ports
 from .runtime import Runtime
 
 log = logging.getLogger("provisioner.containers.lifecycle")
@@ -35,85 +38,33 @@ STOP_TIMEOUT = 10.0
 START_WAIT = 15.0
 
 
-@dataclass
-class RunRequest:
-    """`provision container run`, parsed by the CLI but not yet checked."""
-
-    image: str
-    command: tuple[str, ...] = ()
-    name: str | None = None
-    detach: bool = False
-    ports: tuple[str, ...] = ()
-    volumes: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()
-    env_files: tuple[str, ...] = ()
-    links: tuple[str, ...] = ()
-    restart: str = "no"
-    memory: str | None = None
-    cpus: str | None = None
-    user: str | None = None
-    workdir: str | None = None
-    entrypoint: str | None = None
-    hostname: str | None = None
-    rm: bool = False
-    insecure_registries: tuple[str, ...] = ()
-    security_opt: tuple[str, ...] = ()
-    healthcheck: object | None = None   # stack.services.Healthcheck: replaces the image's whole
-    health_flags: HealthFlags = HealthFlags()   # docker run --health-* / --no-healthcheck
-
-
-def _healthcheck_json(hc) -> dict:
-    return {"test": list(hc.test), "interval": hc.interval, "timeout": hc.timeout, "retries": hc.retries,
-            "start_period": hc.start_period}
-
-
-def parse_link(text: str) -> tuple[str, str]:
-    name, _, alias = text.partition(":")
-    if not name or (":" in alias):
-        raise ConfigError(f"bad --link {text!r} (want NAME[:ALIAS])")
-    return name, alias or name
-
-
 class Creating:
     """check / run and the steps of creating and starting a container."""
 
     def check(self, req: RunRequest) -> dict:
-        """Every input checked, nothing touched: the container's config."""
+        """What needs the host checked (name, env files), nothing touched: the container's config.
+        The request's values were parsed and checked when it was made."""
         if req.name:
             check_name(req.name)
-        opts_env = list(bundle.parse_env(req.env))
         env_file_entries: list[tuple[str, str]] = []
         for f in req.env_files:
             try:
                 text = Path(f).read_text()
             except OSError as exc:
                 raise ConfigError(f"cannot read env file ({exc.strerror})", f) from exc
-            env_file_entries += bundle.parse_env_file(text, f)
-        ports = list(req.ports)
-        parse_ports(ports)
-        specs = [volumes.parse_volume(v) for v in req.volumes]
-        volumes.check_unique(specs)
-        links = [parse_link(x) for x in req.links]
-        policy = supervise.RestartPolicy.parse(req.restart)
-        if req.rm and policy.name != "no":
-            raise ConfigError("--rm and --restart cannot be used together (as in Docker)")
-        security = seccomp.parse_security_opts(req.security_opt, caps=bundle.DEFAULT_CAPS)
-        req.health_flags.check()
+            env_file_entries += parse_env_file(text, f)
         opts = bundle.RunOptions(
-            command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + opts_env),
-            user=req.user, workdir=req.workdir, hostname=req.hostname or "",
-            memory=bundle.parse_memory(req.memory) if req.memory else None,
-            cpu_quota=bundle.parse_cpus(req.cpus) if req.cpus else None,
-            seccomp=security["seccomp"], no_new_privileges=security["no_new_privileges"],
+            command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + parse_env(req.env)),
+            user=req.user, workdir=req.workdir, hostname=req.hostname or "", memory=req.memory,
+            cpu_quota=req.cpu_quota, seccomp=seccomp.profile_for(req.security, bundle.DEFAULT_CAPS),
+            no_new_privileges=req.security.no_new_privileges,
         )
-        if req.workdir and not req.workdir.startswith("/"):
-            raise ConfigError(f"--workdir {req.workdir!r} is not an absolute path")
         reference.parse(req.image)
-        return {"options": opts.to_json(), "ports": ports, "volumes": [s.to_json() for s in specs],
-                "links": [list(x) for x in links], "restart": str(policy), "rm": req.rm,
-                "auto_remove": req.rm and req.detach,
+        return {"options": opts.to_json(), "ports": [str(m) for m in req.ports],
+                "volumes": [s.to_json() for s in req.volumes], "links": [list(x) for x in req.links],
+                "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
                 # a stack's own check; run() decides between it, the image's and the flags
-                **({"healthcheck": _healthcheck_json(req.healthcheck)} if req.healthcheck else {})}
+                **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
     def _image(self, ref: str, insecure: tuple[str, ...]):
         store = self._store()
@@ -172,12 +123,12 @@ class Creating:
             btrfs.create(self.runner, rootfs)
         undo.append(("rootfs snapshot", lambda: btrfs.delete(self.runner, rootfs)))
         img_cfg = rec.config["image_config"]
-        specs = [volumes.VolumeSpec.from_json(s) for s in rec.config["volumes"]]
+        specs = [VolumeSpec.from_json(s) for s in rec.config["volumes"]]
         wanted = {s.destination for s in specs}
         for dest in sorted(img_cfg.get("Volumes") or {}):
             norm = os.path.normpath(dest)
             if norm not in wanted:  # the image's VOLUME: an anonymous volume unless -v covers it
-                specs.append(volumes.VolumeSpec("anonymous", "", norm))
+                specs.append(VolumeSpec("anonymous", "", norm))
         resolved = []
         for s in specs:
             if s.kind == "bind":
@@ -188,7 +139,7 @@ class Creating:
             if self.volumes.create(name, anonymous=s.kind == "anonymous"):
                 undo.append((f"volume {name}", lambda n=name: self.volumes.remove(n)))
                 self._copy_up(rootfs, s.destination, self.volumes.path(name))
-            resolved.append(volumes.VolumeSpec(s.kind, name, s.destination, s.readonly))
+            resolved.append(VolumeSpec(s.kind, name, s.destination, s.readonly))
         rec.config["mounts"] = [s.to_json() for s in resolved]
         workdir = rec.config["options"].get("workdir") or img_cfg.get("WorkingDir")
         if workdir:
@@ -215,7 +166,7 @@ class Creating:
             opts = replace(opts, hostname=ep.hostname)
         mounts = []
         for m in rec.config.get("mounts", []):
-            spec = volumes.VolumeSpec.from_json(m)
+            spec = VolumeSpec.from_json(m)
             src = spec.source if spec.kind == "bind" else str(self.volumes.path(spec.source))
             mounts.append(bundle.Mount(spec.destination, src, spec.readonly))
         inputs = bundle.BundleInputs(

@@ -30,7 +30,7 @@ from . import supervise, volumes
 from .access import Accessing
 from .container import ContainerRecord, Containers
 from .control import Controlling
-from .create import START_WAIT, STOP_TIMEOUT, Creating, RunRequest, parse_link  # noqa: F401 (re-exported)
+from .create import Creating
 from ..network.manage import SystemPaths
 from .runtime import DEFAULT_STATE_ROOT, Runtime
 

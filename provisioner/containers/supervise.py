@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import CommandError, ConfigError, ContainerError
+from ..errors import CommandError, ContainerError
 from ..fsutil import atomic_write
 from ..native import find_binary
+from ..runspec.restart import RestartPolicy
 
 SHIM = "provision-shim"
 _PKG = Path(__file__).resolve().parent.parent
@@ -65,34 +66,6 @@ def build_shim(runner) -> str:
         raise ContainerError(f"{SHIM} is not installed and there is no native/shim to build it from")
     runner.run(["make", "-s", "-C", str(_SHIM_DIR)])
     return str(_SHIM_DIR / "build" / SHIM)
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Docker's --restart: no | on-failure[:N] | always | unless-stopped."""
-
-    name: str = "no"
-    max_retries: int = 0  # on-failure only; 0 = unlimited
-
-    @classmethod
-    def parse(cls, text: str) -> "RestartPolicy":
-        text = (text or "no").strip()
-        if text in ("no", "always", "unless-stopped"):
-            return cls(text)
-        m = re.fullmatch(r"on-failure(?::(\d+))?", text)
-        if m:
-            return cls("on-failure", int(m.group(1) or 0))
-        raise ConfigError(f"bad restart policy {text!r} (want no, on-failure[:N], always or unless-stopped)")
-
-    def __str__(self) -> str:
-        if self.name == "on-failure" and self.max_retries:
-            return f"on-failure:{self.max_retries}"
-        return self.name
-
-    def restart_at_boot(self, stop_requested: bool) -> bool:
-        """What the host agent does at boot (Docker's daemon start): `always` comes back,
-        `unless-stopped` unless the user stopped it. The shim itself treats both alike."""
-        return self.name == "always" or (self.name == "unless-stopped" and not stop_requested)
 
 
 @dataclass(frozen=True)

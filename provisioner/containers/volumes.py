@@ -1,12 +1,5 @@
-"""Volumes: `-v SRC:DST[:ro]` parsing with Docker's rules, and named volumes as btrfs subvolumes.
-
-Docker's rules for `-v` (moby volume/mounts/linux_parser.go):
-  DST                   an anonymous volume (a fresh named volume with a random name)
-  SRC:DST[:MODE]        SRC absolute → bind mount of that host path (created as a directory when
-                        missing, as `docker run -v` does); otherwise SRC is a volume name
-                        ([A-Za-z0-9][A-Za-z0-9_.-]+) — "./data" or "data/x" is an error, not a path
-  MODE                  ro | rw (default rw)
-DST must be absolute and not "/".
+"""Named volumes as btrfs subvolumes, and paths inside a container's rootfs. (`-v` itself is
+runspec.mounts.)
 
 Named volumes live under `<root>/volumes/<name>` (a btrfs subvolume each, so they are cheap to
 create and delete and outlive containers) with `<root>/volumes/<name>.json` beside it.
@@ -15,77 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CommandError, ConfigError, ContainerError, ImageError
+from ..errors import CommandError, ContainerError, ImageError
 from ..fsutil import atomic_write
+from ..runspec.mounts import VOLUME_NAME as _NAME
 from ..images import btrfs
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
-
-
-@dataclass(frozen=True)
-class VolumeSpec:
-    kind: str          # "bind" | "volume" | "anonymous"
-    source: str        # host path (bind), volume name (volume), "" (anonymous, named later)
-    destination: str
-    readonly: bool = False
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "destination": self.destination, "readonly": self.readonly}
-
-    @classmethod
-    def from_json(cls, d) -> "VolumeSpec":
-        return cls(d["kind"], d["source"], d["destination"], bool(d.get("readonly")))
-
-
-def _check_destination(dst: str, spec: str) -> str:
-    if not dst.startswith("/"):
-        raise ConfigError(f"bad volume {spec!r}: the container path {dst!r} is not absolute")
-    norm = os.path.normpath(dst)
-    if norm == "/":
-        raise ConfigError(f"bad volume {spec!r}: cannot mount over the container's /")
-    return norm
-
-
-def parse_volume(spec: str) -> VolumeSpec:
-    """One `-v` value."""
-    parts = spec.split(":")
-    if not spec or any(p == "" for p in parts):
-        raise ConfigError(f"bad volume {spec!r} (want SRC:DST[:ro] or DST)")
-    if len(parts) == 1:
-        return VolumeSpec("anonymous", "", _check_destination(parts[0], spec))
-    if len(parts) > 3:
-        raise ConfigError(f"bad volume {spec!r}: too many ':' (want SRC:DST[:ro])")
-    src, dst = parts[0], parts[1]
-    readonly = False
-    if len(parts) == 3:
-        modes = parts[2].split(",")
-        for mode in modes:
-            if mode not in ("ro", "rw"):
-                raise ConfigError(f"bad volume {spec!r}: mode {mode!r} is not supported (want ro or rw)")
-        readonly = "ro" in modes
-    dst = _check_destination(dst, spec)
-    if src.startswith("/"):
-        return VolumeSpec("bind", os.path.normpath(src), dst, readonly)
-    if not _NAME.match(src):
-        raise ConfigError(
-            f"bad volume {spec!r}: {src!r} is not a valid volume name ([A-Za-z0-9][A-Za-z0-9_.-]+); "
-            "to mount a host directory, give an absolute path")
-    return VolumeSpec("volume", src, dst, readonly)
-
-
-def check_unique(specs: list[VolumeSpec]) -> None:
-    seen = set()
-    for s in specs:
-        if s.destination in seen:
-            raise ConfigError(f"duplicate mount point {s.destination} in -v")
-        seen.add(s.destination)
-
 
 class Volumes:
     """Named volumes under `<root>/volumes`."""
@@ -95,7 +25,7 @@ class Volumes:
         self.runner = runner
 
     def path(self, name: str) -> Path:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContainerError(f"bad volume name {name!r}")
         return self.dir / name
 
@@ -131,7 +61,7 @@ class Volumes:
         if not self.dir.is_dir():
             return []
         return [self.info(p.name) | {"path": str(p)} for p in sorted(self.dir.iterdir())
-                if p.is_dir() and _NAME.match(p.name)]
+                if p.is_dir() and _NAME.fullmatch(p.name)]
 
     def remove(self, name: str) -> None:
         path = self.path(name)

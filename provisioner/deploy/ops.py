@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compose.names import container_name
 from ..errors import ConfigError, HostError
 from ..stack import Stack
 from ..stack.loader import load_stack, parse_stack
@@ -15,12 +16,6 @@ from .inventory import HostRecord
 from .ops_remote import AGENT, Remote
 
 HOST_STACK_FILE = "/etc/provisioner/stack.yml"   # where deploy pushes the stack file
-
-
-def container_name(stack: str, service: str) -> str:
-    from ..containers.stack import container_name as name  # the one rule: "<stack>-<service>"
-
-    return name(stack, service)
 
 
 def load_record_stack(rec: HostRecord, remote: Remote | None = None) -> Stack:

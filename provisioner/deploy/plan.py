@@ -1,4 +1,4 @@
-"""What a deploy will do, decided before anything is launched (pure, apart from reading the stack).
+"""What a deploy will do, decided before anything is launched (pure: it takes the parsed stack).
 
 Everything that can be wrong with the input is found here: the stack file (file:line), service
 placement, images that cannot be named, a cloud the hosts have no settings for. Launching a VM
@@ -6,15 +6,13 @@ and then failing on a typo would leave something running; this is why the plan c
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..images.reference import parse as parse_reference
 from ..errors import ConfigError, ImageError, StackError
-from ..stack import Stack, load_stack
+from ..images.reference import parse as parse_reference
+from ..stack import Stack
 from ..stack.placement import check_placement
-from ..stack.services import ServiceSet, load_services
 
 REMOTE_DIR = "/etc/provisioner"
 REMOTE_STACK = f"{REMOTE_DIR}/stack.yml"
@@ -33,7 +31,6 @@ class HostDeployPlan:
 @dataclass(frozen=True)
 class DeployPlan:
     stack: Stack
-    services: ServiceSet
     cloud: str
     hosts: tuple[HostDeployPlan, ...]
 
@@ -43,45 +40,40 @@ class DeployPlan:
 
 
 def _env_files(stack: Stack, service: str) -> list[tuple[str, str]]:
-    """env_file entries are relative to the stack file; the host reads them next to its copy."""
-    raw = stack.services[service].raw.get("env_file") or []
+    """A service's env files, which sit next to the stack file; the host reads them next to its copy."""
     base = Path(stack.path).resolve().parent
     out = []
-    for entry in [raw] if isinstance(raw, str) else raw:
-        path = entry if isinstance(entry, str) else (entry.get("path") if isinstance(entry, dict) else None)
-        if not isinstance(path, str):
-            continue
-        if os.path.isabs(path):
-            raise StackError(f"service {service!r}: env_file {path} is absolute; deploy copies env files that sit "
-                             "next to the stack file (give a relative path)", stack.path, stack.services[service].line)
-        local = (base / path).resolve()
-        out.append((str(local), f"{REMOTE_DIR}/{os.path.normpath(path)}"))
+    for path in stack.services[service].env_files:
+        local = Path(path).resolve()
+        if not local.is_relative_to(base):
+            raise StackError(f"service {service!r}: env_file {path} is outside the stack file's directory; deploy "
+                             "copies env files that sit next to the stack file", stack.path,
+                             stack.services[service].line)
+        out.append((str(local), f"{REMOTE_DIR}/{local.relative_to(base)}"))
     return out
 
 
-def plan_deploy(stack_file: str | Path, cloud: str) -> DeployPlan:
-    stack = load_stack(stack_file)
-    _name, services = load_services(str(stack_file))
-    check_placement(stack, services)
+def plan_deploy(stack: Stack, cloud: str) -> DeployPlan:
+    check_placement(stack)
     hosts = []
     for h in stack.hosts:
         if cloud not in h.clouds:
             raise ConfigError(f"host {h.name!r} has no '{cloud}:' settings", stack.path, h.line)
-        placed = [s for s in services.order if s in h.services]
+        placed = [s for s in stack.order if s in h.services]
         images, files = [], []
         for s in placed:
-            image = services.services[s].image
+            image = stack.services[s].image
             try:
                 parse_reference(image)
             except ImageError as exc:
-                raise StackError(f"service {s!r}: {exc}", stack.path, services.services[s].line) from None
+                raise StackError(f"service {s!r}: {exc}", stack.path, stack.services[s].line) from None
             images.append(image)
             files += _env_files(stack, s)
         tcp = sorted({p for port in stack.published_ports(h) if port.protocol == "tcp"
                       for p in range(port.first, port.last + 1)})
         hosts.append(HostDeployPlan(h.name, tuple(placed), tuple(dict.fromkeys(images)), tuple(dict.fromkeys(files)),
                                     tuple(tcp)))
-    return DeployPlan(stack, services, cloud, tuple(hosts))
+    return DeployPlan(stack, cloud, tuple(hosts))
 
 
 def host_yaml(stack: Stack, cloud: str, host: str, volume_matches: dict[str, dict[str, str]]) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 
 from .. import yamlutil
 from ..errors import ConfigError
-from ..stack.ports import PublishedPort
+from ..runspec.ports import PublishedPort
 
 ETC_FILE = "/etc/provisioner/host.yml"
 HOST_FILE = "host/host.yml"
@@ -50,7 +50,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
                   r"@openssh\.com)[ \t]+[A-Za-z0-9+/=]+([ \t]+[^\r\n]*)?")
 _SYSCTL = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$")
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/(tcp|udp))?$")
+_PORT = re.compile(r"(\d+)(?:-(\d+))?(?:/(tcp|udp))?")
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,6 @@ def _volume_matches(doc: dict, path: str, disks):
 
 
 def _from_stack(doc: dict, path: str, host: str) -> dict:
-    from ..disks.config import parse_config
     from ..stack import load_stack
 
     sf = doc["stack_file"]
@@ -187,10 +186,7 @@ def _from_stack(doc: dict, path: str, host: str) -> dict:
         known = ", ".join(x.name for x in stack.hosts)
         raise _fail(f"host {host!r} is not in stack {stack.name!r} ({stack_path}; hosts: {known})",
                     path, doc, "host") from None
-    disks = h.disks
-    if disks is None and h.disks_raw is not None:
-        disks = parse_config(h.disks_raw, str(stack_path))
-    return {"stack": stack.name, "stack_file": str(stack_path), "disks": disks,
+    return {"stack": stack.name, "stack_file": str(stack_path), "disks": h.disks,
             "ports": tuple(stack.published_ports(h)), "ssh_cidr": h.ssh_cidr,
             "services": tuple(doc.get("services") or h.services)}
 
@@ -219,7 +215,7 @@ def _ports(v: Any, path: str, doc: dict) -> tuple[PublishedPort, ...]:
         raise _fail("'ports' must be a list like [\"80/tcp\", \"8000-8010/udp\"]", path, doc, "ports")
     out = set()
     for i, p in enumerate(v):
-        m = _PORT.match(str(p)) if isinstance(p, (str, int)) and not isinstance(p, bool) else None
+        m = _PORT.fullmatch(str(p)) if isinstance(p, (str, int)) and not isinstance(p, bool) else None
         first, last = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
         if not m or not 1 <= first <= last <= 65535:
             raise _fail(f"ports[{i}]: {p!r} is not a port or range like 80, \"443/tcp\" or \"8000-8010/udp\"",

@@ -33,7 +33,7 @@ from .plan import (
     Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, PortRule,
     ReplacePortRules, SetSysctl,
 )
-from .ports import WILDCARD
+from ..runspec.ports import WILDCARD
 
 log = logging.getLogger(__name__)
 

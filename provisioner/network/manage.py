@@ -28,7 +28,8 @@ from .apply import apply
 from .facts import read_facts
 from .model import Endpoint, NetworkConfig
 from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect
-from .ports import PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_port
+from ..runspec.ports import PortMapping, parse_port
+from .ports import assign_host_ports, check_conflicts, ephemeral_range, host_listeners
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
-from .ports import PortMapping
+from ..runspec.ports import PortMapping
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_-]{1,15}$")  # no '.': sysctl keys use it as separator
 _NFT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")

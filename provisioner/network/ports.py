@@ -1,109 +1,15 @@
-"""Published ports: Docker's `-p` syntax and the conflict rules.
-
-Accepted (as `docker run -p`):
-  CONTAINER                      host port chosen from the ephemeral range, all addresses
-  HOST:CONTAINER                 e.g. 8080:80
-  IP:HOST:CONTAINER              e.g. 127.0.0.1:8080:80
-  IP::CONTAINER                  chosen host port on IP
-  ranges                         8000-8002:80-82 (same length), or 8000-8010:80: the first
-                                 free host port of the range (as Docker)
-  any of them + /tcp or /udp     default tcp
-IPv6 host addresses ([::1]:80:80) are refused: the container network is IPv4 only.
-"""
+"""Published ports on this host: the conflict rules, choosing free host ports, and the
+sockets the host already listens on. The `-p` grammar itself is runspec.ports."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import ConfigError, ContainerError
+from ..errors import ContainerError
+from ..runspec.ports import WILDCARD, PortMapping
 
-WILDCARD = "0.0.0.0"
-_PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-@dataclass(frozen=True)
-class PortMapping:
-    host_ip: str          # "0.0.0.0" for all addresses
-    host_port: int        # 0: choose one at connect time…
-    container_port: int
-    proto: str = "tcp"
-    choose_from: tuple[int, int] | None = None  # …from this range (else the ephemeral range)
-
-    def __str__(self) -> str:
-        ip = "" if self.host_ip == WILDCARD else f"{self.host_ip}:"
-        host = f"{self.choose_from[0]}-{self.choose_from[1]}" if self.choose_from and not self.host_port \
-            else str(self.host_port)
-        return f"{ip}{host}:{self.container_port}/{self.proto}"
-
-    def to_json(self) -> dict:
-        return {"host_ip": self.host_ip, "host_port": self.host_port,
-                "container_port": self.container_port, "proto": self.proto}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> "PortMapping":
-        return cls(str(d["host_ip"]), int(d["host_port"]), int(d["container_port"]), str(d.get("proto", "tcp")))
-
-
-def _range(text: str, spec: str, what: str, allow_zero: bool = False) -> list[int]:
-    m = _PORT_RANGE.match(text)
-    if not m:
-        raise ConfigError(f"bad port mapping {spec!r}: {what} {text!r} is not a port or a range")
-    lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-    for p in (lo, hi):
-        if not (1 <= p <= 65535):
-            raise ConfigError(f"bad port mapping {spec!r}: {what} {p} is outside 1-65535")
-    if hi < lo:
-        raise ConfigError(f"bad port mapping {spec!r}: {what} range {text} runs backwards")
-    return list(range(lo, hi + 1))
-
-
-def parse_port(spec: str) -> list[PortMapping]:
-    """One `-p` value → its mappings (a range gives several)."""
-    text = spec.strip()
-    proto = "tcp"
-    if "/" in text:
-        text, proto = text.rsplit("/", 1)
-        proto = proto.lower()
-        if proto not in ("tcp", "udp"):
-            raise ConfigError(f"bad port mapping {spec!r}: protocol must be tcp or udp, not {proto!r}")
-    if text.startswith("["):
-        raise ConfigError(f"bad port mapping {spec!r}: IPv6 host addresses are not supported (IPv4 network)")
-    parts = text.split(":")
-    if len(parts) == 1:
-        ip, host, cont = WILDCARD, "", parts[0]
-    elif len(parts) == 2:
-        ip, (host, cont) = WILDCARD, parts
-    elif len(parts) == 3:
-        ip, host, cont = parts
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            raise ConfigError(f"bad port mapping {spec!r}: {ip!r} is not an IP address") from None
-        if addr.version != 4:
-            raise ConfigError(f"bad port mapping {spec!r}: IPv6 host addresses are not supported (IPv4 network)")
-        ip = str(addr)
-    else:
-        raise ConfigError(f"bad port mapping {spec!r} (want [IP:]HOST:CONTAINER[/udp] or CONTAINER)")
-    cports = _range(cont, spec, "container port")
-    if host == "":
-        hports = [0] * len(cports)
-    else:
-        hports = _range(host, spec, "host port")
-        if len(cports) == 1 and len(hports) > 1:
-            return [PortMapping(ip, 0, cports[0], proto, (hports[0], hports[-1]))]
-        if len(hports) != len(cports):
-            raise ConfigError(f"bad port mapping {spec!r}: host and container ranges differ in length")
-    return [PortMapping(ip, h, c, proto) for h, c in zip(hports, cports)]
-
-
-def parse_ports(specs: Iterable[str]) -> list[PortMapping]:
-    out: list[PortMapping] = []
-    for spec in specs:
-        out.extend(parse_port(spec))
-    return out
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,19 @@
-"""The parsed stack: plain frozen data, no behaviour beyond small lookups."""
+"""The parsed stack: plain frozen data, no behaviour beyond small lookups.
+
+One stack file parses into one `Stack`: its hosts (where it runs, on which cloud, with which
+disks) and its services (what runs, as typed container options). Every consumer — deploy, the
+clouds, `provision up/down/ps`, the host's boot hook — takes this model, never the file.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .ports import PublishedPort
+from ..runspec.health import Healthcheck
+from ..runspec.mounts import VolumeSpec
+from ..runspec.ports import PortMapping, PublishedPort, published
+from ..runspec.restart import RestartPolicy
+from ..runspec.seccomp import SecurityOpts
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class CloudSettings:
 
 
 @dataclass(frozen=True)
-class VolumeSpec:
+class CloudVolume:
     """The cloud-facing part of a `disks.volumes` entry (the disk layer owns the rest)."""
 
     name: str
@@ -55,19 +64,42 @@ class Host:
     clouds: dict[str, CloudSettings]
     services: tuple[str, ...]
     ssh_cidr: str | None
-    volumes: tuple[VolumeSpec, ...]
+    volumes: tuple[CloudVolume, ...]
     ephemeral: EphemeralSpec | None
-    disks_raw: Any = None        # the raw `disks:` mapping (line-aware), for the host agent
-    disks: Any = None            # provisioner.disks.config.parse_config() result, when available
+    disks: Any = None            # provisioner.disks.config.DisksConfig, when the host has `disks:`
     line: int | None = None
 
 
 @dataclass(frozen=True)
-class Service:
+class ServiceSpec:
+    """One service, as typed container options (the values `provision container run` takes)."""
+
     name: str
-    ports: tuple[PublishedPort, ...]
-    raw: Any                     # the compose entry, line-aware (YDict), for the containers layer
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()                 # "K=V", in file order
+    env_files: tuple[str, ...] = ()           # absolute paths
+    ports: tuple[PortMapping, ...] = ()
+    volumes: tuple[VolumeSpec, ...] = ()      # named volumes by their name in the stack
+    links: tuple[tuple[str, str], ...] = ()   # (service, alias)
+    depends_on: tuple[tuple[str, str], ...] = ()  # (service, condition)
+    restart: RestartPolicy = RestartPolicy()
+    healthcheck: Healthcheck | None = None
+    health_disabled: bool = False             # healthcheck: {disable: true} or test: ["NONE"]: not the image's either
+    memory: int | None = None                 # bytes (mem_limit)
+    cpu_quota: int | None = None              # µs per runspec.resources.CPU_PERIOD (cpus)
+    user: str | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    security: SecurityOpts = SecurityOpts()
     line: int | None = None
+
+    def dependencies(self) -> list[str]:
+        return sorted({d for d, _ in self.depends_on} | {t for t, _ in self.links})
+
+    def published(self) -> list[PublishedPort]:
+        return published(self.ports)
 
 
 @dataclass(frozen=True)
@@ -75,8 +107,9 @@ class Stack:
     name: str
     path: str
     hosts: tuple[Host, ...]
-    services: dict[str, Service]
-    volumes: Any = field(default=None)   # compose top-level named volumes, raw
+    services: dict[str, ServiceSpec]
+    order: tuple[str, ...] = ()          # service names, dependencies first (by depth)
+    volumes: tuple[str, ...] = ()        # top-level named volumes
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -86,5 +119,9 @@ class Stack:
 
     def published_ports(self, host: Host) -> list[PublishedPort]:
         """The ports to open on `host`: the union of its services' published ports."""
-        ports = {p for s in host.services for p in self.services[s].ports}
-        return sorted(ports)
+        return published(m for s in host.services for m in self.services[s].ports)
+
+    def only(self, names: set[str] | tuple[str, ...]) -> "Stack":
+        """The same stack with only the services named (in dependency order)."""
+        return replace(self, services={n: s for n, s in self.services.items() if n in names},
+                       order=tuple(n for n in self.order if n in names))

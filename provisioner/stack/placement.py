@@ -6,14 +6,11 @@ its published ports instead).
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..errors import StackError
 from .model import Stack
-from .services import ServiceSet
 
 
-def check_placement(stack: Stack, services: ServiceSet) -> None:
+def check_placement(stack: Stack) -> None:
     owner: dict[str, str] = {}
     for h in stack.hosts:
         for s in h.services:
@@ -21,7 +18,7 @@ def check_placement(stack: Stack, services: ServiceSet) -> None:
                 raise StackError(f"service {s!r} is placed on hosts {owner[s]!r} and {h.name!r}; place it on one "
                                  "(run a second copy as a second service)", stack.path, h.line)
             owner[s] = h.name
-    for name, spec in services.services.items():
+    for name, spec in stack.services.items():
         if name not in owner:
             raise StackError(f"service {name!r} is placed on no host (add it to a host's services:)", stack.path,
                              spec.line)
@@ -32,13 +29,12 @@ def check_placement(stack: Stack, services: ServiceSet) -> None:
                                  "host's service through its published ports)", stack.path, spec.line)
 
 
-def services_for_host(stack: Stack, services: ServiceSet, host: str) -> ServiceSet:
-    """The services placed on `host`, in dependency order."""
+def for_host(stack: Stack, host: str) -> Stack:
+    """The stack with only the services placed on `host`, in dependency order."""
     try:
         placed = set(stack.host(host).services)
     except KeyError:
         known = ", ".join(h.name for h in stack.hosts)
         raise StackError(f"host {host!r} is not in stack {stack.name!r} (hosts: {known})", stack.path) from None
-    check_placement(stack, services)
-    return replace(services, services={n: s for n, s in services.services.items() if n in placed},
-                   order=tuple(n for n in services.order if n in placed))
+    check_placement(stack)
+    return stack.only(placed)

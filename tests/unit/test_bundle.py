@@ -6,6 +6,7 @@ import pytest
 from provisioner.containers import bundle
 from provisioner.containers.bundle import BundleInputs, Mount, RunOptions, build_config
 from provisioner.errors import ConfigError, ContainerError
+from provisioner.runspec import env, resources
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "redis:x:100:101:redis:/var/lib/redis:/usr/sbin/nologin\n"
@@ -74,34 +75,34 @@ def test_env_order_and_defaults():
 @pytest.mark.parametrize("text, value", [("6m", 6 << 20), ("64m", 64 << 20), ("1g", 1 << 30), ("1.5g", 3 << 29),
                                          ("10000000", 10_000_000), ("512MB", 512 << 20), ("2G", 2 << 30)])
 def test_parse_memory(text, value):
-    assert bundle.parse_memory(text) == value
+    assert resources.parse_memory(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "lots", "-1m", "1x", "4m"])
 def test_parse_memory_rejects(text):
     with pytest.raises(ConfigError, match="--memory"):
-        bundle.parse_memory(text)
+        resources.parse_memory(text)
 
 
 @pytest.mark.parametrize("text, quota", [("0.5", 50_000), ("1", 100_000), ("2.25", 225_000), ("0.01", 1000)])
 def test_parse_cpus(text, quota):
-    assert bundle.parse_cpus(text) == quota
+    assert resources.parse_cpus(text) == quota
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "x", "0.001"])
 def test_parse_cpus_rejects(text):
     with pytest.raises(ConfigError, match="--cpus"):
-        bundle.parse_cpus(text)
+        resources.parse_cpus(text)
 
 
 def test_env_parsing():
-    assert bundle.parse_env(["A=1", "B=", "C=x=y"]) == [("A", "1"), ("B", ""), ("C", "x=y")]
+    assert env.parse_env(["A=1", "B=", "C=x=y"]) == [("A", "1"), ("B", ""), ("C", "x=y")]
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        bundle.parse_env(["=x"])
+        env.parse_env(["=x"])
     text = "# comment\n\nA=1\n  B=two words\nC=\n"
-    assert bundle.parse_env_file(text, "f.env") == [("A", "1"), ("B", "two words"), ("C", "")]
+    assert env.parse_env_file(text, "f.env") == [("A", "1"), ("B", "two words"), ("C", "")]
     with pytest.raises(ConfigError, match=r"^f.env:2: bad line"):
-        bundle.parse_env_file("A=1\nnot a pair\n", "f.env")
+        env.parse_env_file("A=1\nnot a pair\n", "f.env")
 
 
 def test_full_config_mirrors_docker_defaults():

@@ -22,7 +22,8 @@ from provisioner.clouds.retry import poll, retry, retry_consistent
 from provisioner.clouds.userdata import render_user_data
 from provisioner.errors import CloudError, ConfigError
 from provisioner.runner import Result
-from provisioner.stack import PublishedPort, load_stack
+from provisioner.runspec.ports import PublishedPort
+from provisioner.stack import load_stack
 from provisioner.testing import FakeRunner
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "clouds"

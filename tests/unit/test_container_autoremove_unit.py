@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from provisioner.containers import supervise
-from provisioner.containers.lifecycle import Manager, RunRequest, Status
+from provisioner.containers.lifecycle import Manager, Status
+from provisioner.runspec.request import RunRequest, from_flags
 from provisioner.network import NetworkConfig
 from provisioner.runner import Result
 from provisioner.testing import FakeRunner

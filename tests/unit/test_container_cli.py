@@ -67,9 +67,10 @@ def test_run_parses_docker_flags_and_keeps_the_command_s_own_flags(mgr, capsys, 
             "busybox", "-c", "echo hi"])
     req = mgr.calls[0][1]
     assert req.image == "busybox" and req.command == ("-c", "echo hi") and req.detach
-    assert req.ports == ("8080:80", "53:53/udp") and req.volumes == ("data:/d:ro",)
+    assert [str(p) for p in req.ports] == ["8080:80/tcp", "53:53/udp"] and [str(v) for v in req.volumes] == ["data:/d:ro"]
     assert req.env == ("A=1", "FROM_SHELL=yes")           # -e K takes K from the shell; unset: dropped
-    assert (req.links, req.restart, req.memory, req.cpus) == (("db:database",), "always", "64m", "0.5")
+    assert (req.links, str(req.restart), req.memory, req.cpu_quota) == ((("db", "database"),), "always", 64 << 20,
+                                                                         50_000)
     assert (req.user, req.workdir, req.entrypoint, req.hostname) == ("app", "/srv", "sh", "box")
     assert capsys.readouterr().out == "f" * 64 + "\n"
 

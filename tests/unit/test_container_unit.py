@@ -8,7 +8,8 @@ import pytest
 
 from provisioner.containers import lifecycle
 from provisioner.containers.container import Containers, check_name
-from provisioner.containers.lifecycle import Manager, RunRequest, parse_link
+from provisioner.containers.lifecycle import Manager
+from provisioner.runspec.request import RunRequest, from_flags, parse_link
 from provisioner.network import NetworkConfig
 from provisioner.images.store import ImageRecord
 from provisioner.errors import ConfigError, ContainerError, ImageError
@@ -63,32 +64,35 @@ def manager(tmp_path) -> Manager:
     return Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false")
 
 
-@pytest.mark.parametrize("req, msg", [
-    (RunRequest("busybox", ports=("99999:80",)), "outside 1-65535"),
-    (RunRequest("busybox", volumes=("./x:/y",)), "not a valid volume name"),
-    (RunRequest("busybox", restart="sometimes"), "bad restart policy"),
-    (RunRequest("busybox", rm=True, restart="always"), "--rm and --restart"),
-    (RunRequest("busybox", memory="lots"), "--memory"),
-    (RunRequest("busybox", cpus="0"), "--cpus"),
-    (RunRequest("busybox", env=("=x",)), "KEY=VALUE"),
-    (RunRequest("busybox", links=("a:b:c",)), "bad --link"),
-    (RunRequest("busybox", workdir="rel"), "not an absolute path"),
-    (RunRequest("busybox", name="x"), "bad container name"),
-    (RunRequest("Bad Image!"), "invalid reference|invalid"),
+@pytest.mark.parametrize("flags, msg", [
+    ({"ports": ("99999:80",)}, "outside 1-65535"),
+    ({"volumes": ("./x:/y",)}, "not a valid volume name"),
+    ({"volumes": ("a1:/x", "/h:/x/")}, "duplicate mount point /x"),
+    ({"restart": "sometimes"}, "bad restart policy"),
+    ({"rm": True, "restart": "always"}, "--rm and --restart"),
+    ({"memory": "lots"}, "--memory"),
+    ({"cpus": "0"}, "--cpus"),
+    ({"env": ("=x",)}, "KEY=VALUE"),
+    ({"links": ("a:b:c",)}, "bad --link"),
+    ({"workdir": "rel"}, "not an absolute path"),
+    ({"name": "x"}, "bad container name"),
+    ({"image": "Bad Image!"}, "invalid reference|invalid"),
 ])
-def test_check_refuses_bad_input_before_touching_anything(tmp_path, req, msg):
+def test_bad_input_is_refused_before_touching_anything(tmp_path, flags, msg):
+    """Parsing the flags or checking the request, before anything on the host."""
+    flags = {"image": "busybox", **flags}
     with pytest.raises((ConfigError, ContainerError, ImageError), match=msg):
-        manager(tmp_path).check(req)
+        manager(tmp_path).check(from_flags(**flags))
     assert not (tmp_path / "containers").exists() or not any((tmp_path / "containers").iterdir())
 
 
 def test_check_reads_env_files(tmp_path):
     f = tmp_path / "app.env"
     f.write_text("# c\nA=1\nB=2\n")
-    cfg = manager(tmp_path).check(RunRequest("busybox", env=("B=3",), env_files=(str(f),), ports=("8080:80",),
+    cfg = manager(tmp_path).check(from_flags("busybox", env=("B=3",), env_files=(str(f),), ports=("8080:80",),
                                              volumes=("data:/d:ro",), links=("db:database",), restart="on-failure:2"))
     assert cfg["options"]["env"] == [["A", "1"], ["B", "2"], ["B", "3"]]  # -e after --env-file: it wins
-    assert cfg["ports"] == ["8080:80"] and cfg["links"] == [["db", "database"]] and cfg["restart"] == "on-failure:2"
+    assert cfg["ports"] == ["8080:80/tcp"] and cfg["links"] == [["db", "database"]] and cfg["restart"] == "on-failure:2"
     assert cfg["volumes"] == [{"kind": "volume", "source": "data", "destination": "/d", "readonly": True}]
     with pytest.raises(ConfigError, match=r"missing.env: cannot read env file"):
         manager(tmp_path).check(RunRequest("busybox", env_files=(str(tmp_path / "missing.env"),)))
@@ -124,7 +128,7 @@ def test_failed_network_connect_rolls_everything_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lifecycle.network, "connect", refuse)
     with pytest.raises(ContainerError, match="already in use"):
-        m.run(RunRequest("busybox", name="web", ports=("8080:80",)))
+        m.run(from_flags("busybox", name="web", ports=("8080:80",)))
     assert m.records.all() == []
     assert [p.name for p in deleted] == ["rootfs"]
     assert len(volumes_removed) == 1 and not any((tmp_path / "volumes").iterdir())

@@ -70,7 +70,7 @@ def registry():
 def up_to_ssh(stack: Path, cloud: str, driver, root: Path, *, preflight: bool = True):
     """`provision deploy` through the real pipeline, stopped at the first SSH connection.
     `preflight=False` skips the registry check (for stacks naming images from Docker Hub)."""
-    d = Deployer(plan_deploy(stack, cloud), driver, root=root, runner=None, public_key=PUBKEY,
+    d = Deployer(plan_deploy(load_stack(stack), cloud), driver, root=root, runner=None, public_key=PUBKEY,
                  private_key=root.parent / "id", timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
                  bundle_builder=lambda runner, progress: pytest.fail("no agent without SSH"),
                  ssh_factory=StopAtSsh)

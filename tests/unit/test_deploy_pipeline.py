@@ -11,6 +11,7 @@ from provisioner.deploy import inventory
 from provisioner.deploy.pipeline import Deployer, breakdown_rows
 from provisioner.deploy.plan import plan_deploy, volume_match
 from provisioner.errors import HostError
+from provisioner.stack import load_stack
 from provisioner.host.ssh import Output
 
 STACK = """\
@@ -106,7 +107,7 @@ def _deployer(stack, root, driver=None, pushed=None):
     def push(ssh, refs, insecure_registries=()):
         pushes.extend(refs)
         return [pushed or Pushed(False, [0, 1], []) for _ in refs]
-    d = Deployer(plan_deploy(stack, "local"), driver or FakeDriver(), root=root, runner=None, public_key="k",
+    d = Deployer(plan_deploy(load_stack(stack), "local"), driver or FakeDriver(), root=root, runner=None, public_key="k",
                  private_key=root / "id", bundle_builder=lambda runner, progress: "bundle",
                  deliverer=lambda ssh, bundle, progress: FakeSsh.log.append(("deliver", bundle)),
                  pusher=push, ssh_factory=FakeSsh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.containers.healthcfg import HealthFlags, resolve
+from provisioner.runspec.health import HealthFlags, resolve
 from provisioner.errors import ConfigError
 
 IMAGE = {"Healthcheck": {"Test": ["CMD", "redis-cli", "ping"], "Interval": 5_000_000_000, "Timeout": 0,
@@ -46,14 +46,13 @@ def test_bad_flags_are_one_line(flags, image, msg):
 
 
 def test_a_stack_disable_is_kept_and_only_it_changes_the_service_hash(tmp_path):
-    from provisioner.containers.stack import config_hash
-    from provisioner.stack.services import load_services
+    from provisioner.compose.engine import config_hash
+    from provisioner.stack import load_stack
 
     f = tmp_path / "s.yml"
     f.write_text("name: s\nservices:\n  a:\n    image: x:1\n  b:\n    image: x:1\n    healthcheck: {disable: true}\n"
                  "  c:\n    image: x:1\n    healthcheck: {test: [NONE]}\n")
-    _, services = load_services(f)
-    specs = services.services
+    specs = load_stack(f, hosts_required=False).services
     assert [specs[n].health_disabled for n in "abc"] == [False, True, True]
     from dataclasses import replace
     assert config_hash(specs["a"], {}) != config_hash(replace(specs["a"], health_disabled=True), {})

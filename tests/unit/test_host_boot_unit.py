@@ -18,7 +18,7 @@ from provisioner.host import boot
 from provisioner.host.config import HostConfig, User
 from provisioner.host.steps import Outcome, Skip, StepContext
 from provisioner.host.steps import disks as disks_step
-from provisioner.stack.ports import PublishedPort
+from provisioner.runspec.ports import PublishedPort
 from provisioner.testing import FakeRunner
 
 from test_host_steps import KEY1, FakeNft, FakeSysctl, fake_useradd

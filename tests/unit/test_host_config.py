@@ -7,7 +7,7 @@ import pytest
 
 from provisioner.errors import ConfigError
 from provisioner.host import config as hc
-from provisioner.stack.ports import PublishedPort
+from provisioner.runspec.ports import PublishedPort
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxtest me@laptop"
 

@@ -11,7 +11,7 @@ from provisioner.host.config import HostConfig, User
 from provisioner.host.steps import Skip, StepContext
 from provisioner.host.steps import containers, firewall, logrotate, sysctl, timesync, users
 from provisioner.runner import Result
-from provisioner.stack.ports import PublishedPort
+from provisioner.runspec.ports import PublishedPort
 from provisioner.testing import FakeRunner
 
 KEY1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxone one@x"

@@ -16,7 +16,7 @@ from provisioner.network.plan import (
     CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, ReplacePortRules,
     SetSysctl, plan_connect, plan_disconnect, port_rules,
 )
-from provisioner.network.ports import PortMapping, parse_ports
+from provisioner.runspec.ports import PortMapping, parse_ports
 from provisioner.errors import CommandError, ConfigError, ContainerError
 from provisioner.runner import Result
 from provisioner.testing import FakeRunner

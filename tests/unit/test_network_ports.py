@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.network.ports import (
-    Listener, PortMapping, assign_host_ports, check_conflicts, ephemeral_range, host_listeners, parse_port,
-    parse_ports,
-)
+from provisioner.network.ports import Listener, assign_host_ports, check_conflicts, ephemeral_range, host_listeners
+from provisioner.runspec.ports import PortMapping, parse_port, parse_ports
 from provisioner.errors import ConfigError, ContainerError
 
 W = "0.0.0.0"

@@ -10,9 +10,11 @@ import json
 import pytest
 
 from provisioner.cli.main import main
-from provisioner.containers import bundle, seccomp
+from provisioner.containers import bundle
+from provisioner.runspec import seccomp
 from provisioner.containers.bundle import BundleInputs, RunOptions, build_config
-from provisioner.containers.lifecycle import Manager, RunRequest
+from provisioner.containers.lifecycle import Manager
+from provisioner.runspec.request import RunRequest, from_flags
 from provisioner.network import NetworkConfig
 from provisioner.errors import ConfigError
 from provisioner.testing import FakeRunner
@@ -134,11 +136,11 @@ def test_a_capability_lifts_its_rules_as_dockers_includes_caps():
 # ---- --security-opt ---------------------------------------------------------------------------
 
 def test_parse_security_opts():
-    assert seccomp.parse_security_opts([]) == {"seccomp": None, "no_new_privileges": False}
-    assert seccomp.parse_security_opts(["seccomp=unconfined"])["seccomp"] == "unconfined"
-    assert seccomp.parse_security_opts(["seccomp:unconfined"])["seccomp"] == "unconfined"
-    assert seccomp.parse_security_opts(["no-new-privileges"])["no_new_privileges"] is True
-    assert seccomp.parse_security_opts(["no-new-privileges=false"])["no_new_privileges"] is False
+    assert seccomp.parse_security_opts([]) == seccomp.SecurityOpts(None, False)
+    assert seccomp.parse_security_opts(["seccomp=unconfined"]).seccomp == "unconfined"
+    assert seccomp.parse_security_opts(["seccomp:unconfined"]).seccomp == "unconfined"
+    assert seccomp.parse_security_opts(["no-new-privileges"]).no_new_privileges is True
+    assert seccomp.parse_security_opts(["no-new-privileges=false"]).no_new_privileges is False
     with pytest.raises(ConfigError, match="unsupported security option 'apparmor=x'"):
         seccomp.parse_security_opts(["apparmor=x"])
     with pytest.raises(ConfigError, match="stack.yml:7: services.web.security_opt: unsupported"):
@@ -150,11 +152,13 @@ def test_profile_file_oci_form(tmp_path):
     f.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                              "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
                                            "errnoRet": 13}]}))
-    got = seccomp.parse_security_opts([f"seccomp={f}"], machine="x86_64")["seccomp"]
+    opts = seccomp.parse_security_opts([f"seccomp={f}"])
+    assert opts.seccomp == str(f)   # checked now, converted when the container is made
+    got = seccomp.profile_for(opts, (), machine="x86_64")
     assert got == {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
     # relative to the base directory (a stack file's)
-    assert seccomp.parse_security_opts(["seccomp=p.json"], base=str(tmp_path), machine="x86_64")["seccomp"] == got
+    assert seccomp.parse_security_opts(["seccomp=p.json"], base=str(tmp_path)) == opts
 
 
 def test_profile_file_docker_form(tmp_path):
@@ -199,7 +203,7 @@ def test_bad_profile_is_one_error_with_file_and_line(tmp_path, text, where):
     f = tmp_path / "bad.json"
     f.write_text(text)
     with pytest.raises(ConfigError) as exc:
-        seccomp.parse_security_opts([f"seccomp={f}"], machine="x86_64")
+        seccomp.load_profile(f, machine="x86_64")
     assert str(exc.value).startswith(f"{f}{where}"), str(exc.value)
     assert "\n" not in str(exc.value)
 
@@ -213,7 +217,7 @@ def test_manager_check_keeps_the_profile_in_the_options(tmp_path):
     f = tmp_path / "p.json"
     f.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}')
     m = Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false")
-    opts = m.check(RunRequest("busybox", security_opt=(f"seccomp={f}", "no-new-privileges")))["options"]
+    opts = m.check(from_flags("busybox", security_opt=(f"seccomp={f}", "no-new-privileges")))["options"]
     assert opts["seccomp"]["syscalls"] == [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
     assert opts["no_new_privileges"] is True
     assert m.check(RunRequest("busybox"))["options"]["seccomp"] is None
@@ -242,24 +246,17 @@ def _stack(tmp_path, *items: str) -> str:
 
 
 def test_stack_security_opt_reaches_the_run_request(tmp_path):
-    from provisioner.containers.stack import Stacks, config_hash
-    from provisioner.stack.services import load_services
+    from provisioner.compose.engine import Stacks, config_hash
+    from provisioner.stack import load_stack
 
     (tmp_path / "prof").mkdir()
     (tmp_path / "prof" / "p.json").write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
-    _, s = load_services(_stack(tmp_path, "seccomp=prof/p.json", "no-new-privileges"))
-    web = s.services["web"]
-    assert web.security_opt == (f"seccomp={tmp_path}/prof/p.json", "no-new-privileges")
+    web = load_stack(_stack(tmp_path, "seccomp=prof/p.json", "no-new-privileges"), hosts_required=False).services["web"]
+    assert web.security == seccomp.SecurityOpts(f"{tmp_path}/prof/p.json", True)
+    assert web.security.values() == (f"seccomp={tmp_path}/prof/p.json", "no-new-privileges")
     req = Stacks(Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false")).request("s", web)
-    assert req.security_opt == web.security_opt
-    # a service without the key hashes as it did before the key existed
-    import dataclasses
-    import hashlib
-
+    assert req.security == web.security
     plain = type(web)(name="web", image="busybox")
-    before = {k: v for k, v in dataclasses.asdict(plain).items() if k not in ("line", "security_opt", "health_disabled")}
-    before["env_file_texts"] = []
-    assert config_hash(plain, {}) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert config_hash(web, {}) != config_hash(plain, {})
 
 
@@ -269,11 +266,11 @@ def test_stack_security_opt_reaches_the_run_request(tmp_path):
 ])
 def test_stack_security_opt_errors_name_the_stack_file_and_line(tmp_path, item, message):
     from provisioner.errors import StackError
-    from provisioner.stack.services import load_services
+    from provisioner.stack import load_stack
 
     path = _stack(tmp_path, item)
     with pytest.raises(StackError) as exc:
-        load_services(path)
+        load_stack(path, hosts_required=False)
     assert str(exc.value).startswith(f"{path}:6: {message}"), str(exc.value)
     if "missing" in item:
         assert "cannot read seccomp profile" in str(exc.value)
@@ -281,21 +278,21 @@ def test_stack_security_opt_errors_name_the_stack_file_and_line(tmp_path, item, 
 
 def test_stack_unknown_security_key_is_still_a_file_line_error(tmp_path):
     from provisioner.errors import StackError
-    from provisioner.stack.services import load_services
+    from provisioner.stack import load_stack
 
     p = tmp_path / "stack.yml"
     p.write_text("name: s\nservices:\n  web:\n    image: busybox\n    cap_add: [SYS_ADMIN]\n")
     with pytest.raises(StackError, match=f"{p}:5: services.web: unsupported compose key 'cap_add'"):
-        load_services(str(p))
+        load_stack(p, hosts_required=False)
 
 
 def test_a_changed_profile_file_changes_the_service_hash(tmp_path):
-    from provisioner.containers.stack import Stacks
-    from provisioner.stack.services import load_services
+    from provisioner.compose.engine import Stacks
+    from provisioner.stack import load_stack
 
     prof = tmp_path / "p.json"
     prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
-    _, s = load_services(_stack(tmp_path, "seccomp=p.json"))
+    s = load_stack(_stack(tmp_path, "seccomp=p.json"), hosts_required=False)
     stacks = Stacks(Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false"))
     before = stacks.hashes(s)["web"]
     assert stacks.hashes(s)["web"] == before

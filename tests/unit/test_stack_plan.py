@@ -5,9 +5,10 @@ from __future__ import annotations
 import textwrap
 from dataclasses import replace
 
-from provisioner.containers.stack import (Create, Current, Recreate, Remove, Stacks, Start, config_hash,
-                                          container_name, plan)
-from provisioner.stack.services import load_services
+from provisioner.compose.engine import (
+    Create, Current, Recreate, Remove, Stacks, Start, config_hash, container_name, plan,
+)
+from provisioner.stack import load_stack
 
 STACK = """\
 name: shop
@@ -38,7 +39,7 @@ services:
 def _services(tmp_path, text=STACK):
     p = tmp_path / "stack.yml"
     p.write_text(textwrap.dedent(text))
-    return load_services(str(p))[1]
+    return load_stack(p, hosts_required=False)
 
 
 def _hashes(s):
@@ -108,9 +109,9 @@ def test_run_requests_carry_stack_names(tmp_path):
     st = Stacks(manager=type("M", (), {"root": tmp_path})())
     app = st.request("shop", s.services["app"])
     assert (app.name, app.links, app.command, app.hostname, app.detach) == (
-        "shop-app", ("shop-api:backend",), ("sleep", "1000"), "app", True)
+        "shop-app", (("shop-api", "backend"),), ("sleep", "1000"), "app", True)
     api = st.request("shop", s.services["api"])
-    assert api.volumes == ("shop_data:/srv", "/scratch")
+    assert [str(v) for v in api.volumes] == ["shop_data:/srv", "/scratch"]
     ep = st.request("shop", replace(s.services["app"], entrypoint=("/bin/sh", "-c"), command=("echo hi",)))
     assert (ep.entrypoint, ep.command) == ("/bin/sh", ("-c", "echo hi"))
 
@@ -176,8 +177,8 @@ class FakeManager:
         self.containers[req.name] = True
         self.configs[req.name] = {"healthcheck": {"test": list(req.healthcheck.test)}} if req.healthcheck else {}
         for v in req.volumes:
-            if not v.startswith("/"):
-                self.volumes.names.add(v.split(":")[0])
+            if v.kind == "volume":
+                self.volumes.names.add(v.source)
         self.log.append(f"run {req.name}")
 
     def rm(self, name, force, remove_volumes):
@@ -216,7 +217,7 @@ class _Clock:
 
 
 def _stacks(tmp_path, mgr):
-    from provisioner.containers.stack import Stacks
+    from provisioner.compose.engine import Stacks
 
     clock = _Clock()
     return Stacks(manager=mgr, now=clock.now, sleep=clock.sleep), clock
@@ -226,7 +227,7 @@ def test_up_creates_in_order_waits_for_health_and_re_up_does_nothing(tmp_path):
     s = _services(tmp_path)
     mgr = FakeManager(tmp_path, {"shop-web": ["starting", "starting", "healthy"]})
     st, clock = _stacks(tmp_path, mgr)
-    actions = st.up("shop", s)
+    actions = st.up(s)
     assert [type(a).__name__ for a in actions] == ["Create"] * 5
     runs = [x for x in mgr.log if x.startswith("run")]
     # app waits for web's health (read from web's supervisor) before it is created; web's first
@@ -239,12 +240,12 @@ def test_up_creates_in_order_waits_for_health_and_re_up_does_nothing(tmp_path):
     assert mgr.log.index("run shop-db") < mgr.log.index("run shop-web")
     assert clock.t == pytest.approx(0.1)   # two polls of 50 ms while web was starting
     assert len(runs) == 5
-    rows = {r["service"]: r["health"] for r in st.ps("shop", s)}
+    rows = {r["service"]: r["health"] for r in st.ps(s)}
     assert rows == {"web": "healthy", "app": "none", "api": "none", "db": "none", "cron": "none"}
     mgr.log.clear()
     # a re-up only reads web's health (healthy): nothing created, started or asked of the shim
-    assert st.up("shop", s) == [] and [x for x in mgr.log if not x.startswith("health ")] == ["check-now shop-web"]
-    assert st.plan("shop", s) == []
+    assert st.up(s) == [] and [x for x in mgr.log if not x.startswith("health ")] == ["check-now shop-web"]
+    assert st.plan(s) == []
 
 
 def test_a_failing_healthcheck_stops_up_before_the_dependents(tmp_path):
@@ -252,9 +253,9 @@ def test_a_failing_healthcheck_stops_up_before_the_dependents(tmp_path):
     mgr = FakeManager(tmp_path, {"shop-web": ["starting", "starting", "unhealthy"]})
     st, _ = _stacks(tmp_path, mgr)
     with pytest.raises(ContainerError, match=r"service web is unhealthy: 3 checks failed \(last: fail\)"):
-        st.up("shop", s)
+        st.up(s)
     assert "run shop-app" not in mgr.log and mgr.log.count("health shop-web") == 3
-    assert {r["service"]: r["health"] for r in st.ps("shop", s)}["web"] == "unhealthy"
+    assert {r["service"]: r["health"] for r in st.ps(s)}["web"] == "unhealthy"
 
 
 def test_the_healthcheck_goes_to_the_container_and_its_supervisor(tmp_path):
@@ -272,34 +273,34 @@ def test_a_container_made_before_the_shim_ran_healthchecks_is_recreated(tmp_path
     s = _services(tmp_path)
     mgr = FakeManager(tmp_path)
     st, _ = _stacks(tmp_path, mgr)
-    st.up("shop", s)
+    st.up(s)
     mgr.configs["shop-web"] = {}   # its record has no healthcheck: the old Python monitor probed it
-    assert st.plan("shop", s) == [Recreate("web", "configuration changed")]
+    assert st.plan(s) == [Recreate("web", "configuration changed")]
 
 
 def test_a_container_the_state_lost_is_recreated_not_duplicated(tmp_path):
     s = _services(tmp_path)
     mgr = FakeManager(tmp_path)
     st, _ = _stacks(tmp_path, mgr)
-    st.up("shop", s)
+    st.up(s)
     st._state_path("shop").unlink()
-    assert {type(a).__name__ for a in st.plan("shop", s)} == {"Recreate"}
-    st.up("shop", s)
-    assert st.plan("shop", s) == []
+    assert {type(a).__name__ for a in st.plan(s)} == {"Recreate"}
+    st.up(s)
+    assert st.plan(s) == []
 
 
 def test_down_removes_dependents_first_and_named_volumes_only_with_v(tmp_path):
     s = _services(tmp_path)
     mgr = FakeManager(tmp_path)
     st, _ = _stacks(tmp_path, mgr)
-    st.up("shop", s)
+    st.up(s)
     mgr.log.clear()
-    removed = st.down("shop", s)
+    removed = st.down(s)
     assert removed.index("shop-app") < removed.index("shop-api") < removed.index("shop-db")
     assert mgr.containers == {} and mgr.volumes.names == {"shop_data"}
     assert not st._state_path("shop").exists()
-    st.up("shop", s)
-    st.down("shop", s, remove_volumes=True)
+    st.up(s)
+    st.down(s, remove_volumes=True)
     assert mgr.volumes.names == set()
 
 
@@ -315,7 +316,7 @@ def test_a_service_that_exits_before_healthy_fails_up_at_once(tmp_path):
             mgr.containers[req.name] = False
     mgr.run = run_and_die
     with pytest.raises(ContainerError, match=r"service web stopped \(exit code 0\) before it became healthy"):
-        st.up("shop", s)
+        st.up(s)
     assert mgr.log.count("health shop-web") == 0   # what its file says is moot: it stopped
 
 
@@ -336,7 +337,7 @@ def test_the_health_of_a_run_before_a_restart_is_not_taken_for_the_current_one(t
                 out.state = "restarting"
         return out
     mgr.status = status
-    st.up("shop", s)
+    st.up(s)
     app = mgr.log.index("run shop-app")
     assert "health shop-web" in mgr.log[:app] and clock.t >= 0.2
     assert mgr.log[:app].count("health shop-web") == 1   # read only once it ran again
@@ -357,14 +358,15 @@ def test_completed_successfully_waits_for_exit_zero(tmp_path):
         seen.append(rec.name)
         return real_status(rec)
     mgr.status = status
-    st.up("shop", s)
+    st.up(s)
     assert "shop-db" in seen and clock.t >= 0.5
     assert mgr.log.index("run shop-api") > mgr.log.index("run shop-db")
 
 
 def test_up_waits_as_long_as_a_services_own_healthcheck_needs():
-    from provisioner.containers.stack import UP_TIMEOUT, Stacks
-    from provisioner.stack.services import Healthcheck, ServiceSpec
+    from provisioner.compose.engine import UP_TIMEOUT, Stacks
+    from provisioner.runspec.health import Healthcheck
+    from provisioner.stack import ServiceSpec
 
     quick = ServiceSpec(name="a", image="x", healthcheck=Healthcheck(("true",), interval=1, timeout=1, retries=3))
     slow = ServiceSpec(name="b", image="x", healthcheck=Healthcheck(("true",), interval=10, timeout=30, retries=5,
@@ -378,10 +380,10 @@ def test_start_only_starts_what_exists_and_never_creates(tmp_path):
     s = _services(tmp_path)
     mgr = FakeManager(tmp_path)
     st, _clock = _stacks(tmp_path, mgr)
-    st.up("shop", s)
+    st.up(s)
     mgr.containers["shop-db"] = False          # stopped (e.g. gave up while a dependency started)
     del mgr.containers["shop-cron"]             # gone: only `up` may create it again
     mgr.log.clear()
-    actions = st.up("shop", s, start_only=True)
+    actions = st.up(s, start_only=True)
     assert [(type(a).__name__, a.service) for a in actions] == [("Start", "db")]
     assert [x for x in mgr.log if x.startswith(("run", "start", "rm"))] == ["start shop-db"]

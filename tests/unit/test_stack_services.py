@@ -6,7 +6,16 @@ import textwrap
 import pytest
 
 from provisioner.errors import StackError
-from provisioner.stack.services import Healthcheck, load_services, parse_duration
+from provisioner.runspec.durations import parse_duration
+from provisioner.runspec.health import Healthcheck
+from provisioner.runspec.mounts import VolumeSpec
+from provisioner.runspec.ports import PortMapping
+from provisioner.stack import load_stack
+
+
+def load_services(path):
+    stack = load_stack(path, hosts_required=False)
+    return stack.name, stack
 
 GOOD = """\
 name: demo
@@ -58,17 +67,19 @@ def test_supported_keys_parse(tmp_path):
     name, s = load_services(_write(tmp_path, GOOD))
     assert name == "demo" and s.volumes == ("data",)
     web, app, db = s.services["web"], s.services["app"], s.services["db"]
-    assert web.ports == ("127.0.0.1:8080:80", "9000:9000/udp", "8081:81/tcp")
+    assert web.ports == (PortMapping("127.0.0.1", 8080, 80), PortMapping("0.0.0.0", 9000, 9000, "udp"),
+                         PortMapping("0.0.0.0", 8081, 81))
     assert web.env == ("ROLE=web", "DEBUG=true")
-    assert web.volumes == ("data:/srv", f"{tmp_path}/static:/static:ro", "/cache")
+    assert web.volumes == (VolumeSpec("volume", "data", "/srv"), VolumeSpec("bind", f"{tmp_path}/static", "/static", True),
+                           VolumeSpec("anonymous", "", "/cache"))
     assert web.healthcheck == Healthcheck(("wget", "-q", "-O-", "http://localhost/"), 90.0, 0.5, 5, 2.0)
-    assert (web.restart, web.mem_limit, web.cpus) == ("unless-stopped", "64m", "0.5")
+    assert (str(web.restart), web.memory, web.cpu_quota) == ("unless-stopped", 64 << 20, 50_000)
     assert app.command == ("sleep", "1000") and app.entrypoint == ("/bin/sh", "-c")
     assert app.env == ("A=1", "B=two words")
     assert app.links == (("web", "api"),) and app.depends_on == (("web", "service_healthy"),)
     assert (app.user, app.working_dir, app.hostname) == ("1000:1000", "/work", "app1")
     assert db.healthcheck.test == ("/bin/sh", "-c", "true") and db.healthcheck.interval == 1.0
-    assert db.restart == "no"   # YAML's bare `no` is false: compose's "no"
+    assert str(db.restart) == "no"   # YAML's bare `no` is false: compose's "no"
     order = s.order
     assert order.index("web") < order.index("app") < order.index("worker")
     assert order.index("db") < order.index("worker")
@@ -104,7 +115,7 @@ def _line_of(text: str, needle: str) -> int:
      "services.app: unsupported compose key 'networks'"),
     ("    restart: no\n    healthcheck: {test", "    restart: no\n    build: .\n    healthcheck: {test",
      "build: .", "unsupported compose key 'build'"),
-    ('"9000:9000/udp"', '"99999:80"', "99999", r"services.web.ports\[1\]: host port '99999' is out of range"),
+    ('"9000:9000/udp"', '"99999:80"', "99999", r"services.web.ports\[1\]: bad port mapping '99999:80': host port 99999 is outside 1-65535"),
     ('"9000:9000/udp"', '"80:80/sctp"', "sctp", r"services.web.ports\[1\].*protocol"),
     ('links: ["web:api"]', 'links: ["nope:api"]', "nope:api", "services.app.links: unknown service 'nope'"),
     ("depends_on: [db, app]", "depends_on: [db, ghost]", "ghost",
@@ -167,7 +178,7 @@ def test_the_full_loader_checks_services_too(tmp_path):
         load_stack(path)
     # and a stack with hosts can still be brought up locally
     name, s = load_services(_write(tmp_path, text.replace("deploy: {replicas: 2}", "ports: ['80:80']")))
-    assert name == "shop" and s.services["frontend"].ports == ("80:80",)
+    assert name == "shop" and s.services["frontend"].ports == (PortMapping("0.0.0.0", 80, 80),)
 
 
 def test_unknown_top_key_and_missing_name(tmp_path):

@@ -128,8 +128,9 @@ def test_the_containers_check_is_the_runtimes_exec_with_a_pid_file(tmp_path):
 
 
 def test_run_request_healthcheck_is_kept_in_the_container_config(tmp_path):
-    from provisioner.containers.lifecycle import Manager, RunRequest
-    from provisioner.stack.services import Healthcheck
+    from provisioner.containers.lifecycle import Manager
+    from provisioner.runspec.health import Healthcheck
+    from provisioner.runspec.request import RunRequest
 
     mgr = Manager(tmp_path, FakeRunner())
     cfg = mgr.check(RunRequest("busybox", healthcheck=Healthcheck(("true",), 1.0, 2.0, 3, 4.0)))

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from provisioner.containers import volumes
-from provisioner.containers.volumes import VolumeSpec, parse_volume
+from provisioner.runspec.mounts import VolumeSpec, parse_volume
 from provisioner.errors import ConfigError, ContainerError
 from provisioner.testing import FakeRunner
 
@@ -39,11 +39,6 @@ def test_parse(spec, expected):
 def test_parse_rejects(spec, msg):
     with pytest.raises(ConfigError, match=msg):
         parse_volume(spec)
-
-
-def test_duplicate_destinations():
-    with pytest.raises(ConfigError, match="duplicate mount point /x"):
-        volumes.check_unique([parse_volume("a1:/x"), parse_volume("/h:/x/")])
 
 
 def test_spec_round_trip():

@@ -99,16 +99,14 @@ def _stack_up(ctx: StepContext) -> tuple:
 
 
 def stack_up(root: Path, action: StackUp, runner) -> list[str]:
+    from ...compose.engine import Stacks, describe as describe_action
     from ...containers.lifecycle import Manager
-    from ...containers.stack import Stacks, describe as describe_action
     from ...stack import load_stack
-    from ...stack.placement import services_for_host
-    from ...stack.services import load_services
+    from ...stack.placement import for_host
 
-    name, services = load_services(action.stack_file)
-    services = services_for_host(load_stack(action.stack_file), services, action.host)
+    stack = for_host(load_stack(action.stack_file), action.host)
     stacks = Stacks(Manager(root=Path(root), runner=runner))
-    return [describe_action(a) for a in stacks.up(name, services, start_only=True)]
+    return [describe_action(a) for a in stacks.up(stack, start_only=True)]
 
 
 def plan(ctx: StepContext) -> tuple:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -146,12 +147,26 @@ def default_profile(caps: Iterable[str], machine: str | None = None) -> dict:
 UNCONFINED = "unconfined"
 
 
-def parse_security_opts(values: Iterable[str], *, base: str | None = None, caps: Iterable[str] = (),
-                        where: str = "--security-opt", path: str | None = None, line: int | None = None,
-                        machine: str | None = None, kernel: str | None = None) -> dict:
-    """Docker's `--security-opt` values → {"seccomp": None | "unconfined" | profile, "no_new_privileges": bool}.
-    None means the default profile. `seccomp=PATH` is read and checked now (relative to `base`)."""
-    out: dict[str, Any] = {"seccomp": None, "no_new_privileges": False}
+@dataclass(frozen=True)
+class SecurityOpts:
+    """Docker's `--security-opt` values, parsed."""
+
+    seccomp: str | None = None       # None: the default profile; "unconfined"; or a profile file (absolute)
+    no_new_privileges: bool = False
+
+    def values(self) -> tuple[str, ...]:
+        """Back to `--security-opt` texts."""
+        out = () if self.seccomp is None else (f"seccomp={self.seccomp}",)
+        return out + (("no-new-privileges",) if self.no_new_privileges else ())
+
+
+def parse_security_opts(values: Iterable[str], *, base: str | None = None, where: str = "--security-opt",
+                        path: str | None = None, line: int | None = None) -> SecurityOpts:
+    """Docker's `--security-opt` values. A profile (`seccomp=PATH`, relative to `base`) is read and
+    checked now, so a bad one is an error before anything is created; `profile_for` converts it
+    when the container is made."""
+    seccomp_opt: str | None = None
+    nnp = False
     for raw in values:
         text = str(raw).strip()
         key, sep, value = text.partition("=")
@@ -159,21 +174,32 @@ def parse_security_opts(values: Iterable[str], *, base: str | None = None, caps:
             key, sep, value = text.partition(":")  # Docker's older KEY:VALUE spelling
         if key == "seccomp" and value:
             if value == UNCONFINED:
-                out["seccomp"] = UNCONFINED
+                seccomp_opt = UNCONFINED
             else:
                 p = Path(value).expanduser()
                 if base and not p.is_absolute():
                     p = Path(base) / p
-                out["seccomp"] = load_profile(p, caps, machine=machine, kernel=kernel)
+                p = Path(os.path.normpath(p.absolute()))
+                load_profile(p)
+                seccomp_opt = str(p)
         elif key == "no-new-privileges":
             if value not in ("", "true", "false"):
                 raise ConfigError(f"{where}: bad no-new-privileges value {value!r} (want true or false)", path,
                                   line)
-            out["no_new_privileges"] = value != "false"
+            nnp = value != "false"
         else:
             raise ConfigError(f"{where}: unsupported security option {text!r} (supported: seccomp=unconfined, "
                               "seccomp=PROFILE.json, no-new-privileges[=true|false])", path, line)
-    return out
+    return SecurityOpts(seccomp_opt, nnp)
+
+
+def profile_for(opts: SecurityOpts, caps: Iterable[str], *, machine: str | None = None,
+                kernel: str | None = None) -> Any:
+    """What the OCI config gets: None (the default profile), "unconfined", or the user's profile
+    converted for these capabilities and this machine."""
+    if opts.seccomp is None or opts.seccomp == UNCONFINED:
+        return opts.seccomp
+    return load_profile(opts.seccomp, caps, machine=machine, kernel=kernel)
 
 
 def load_profile(path: str | os.PathLike, caps: Iterable[str] = (), *, machine: str | None = None,

@@ -24,8 +24,12 @@ from typing import Callable, Iterator
 
 from ..errors import ContainerError, StackError
 from ..fsutil import atomic_write
-from ..stack.services import ServiceSet, ServiceSpec
-from .healthcfg import HealthFlags
+from ..containers.lifecycle import Manager
+from .names import container_name, volume_name
+from ..runspec.health import HealthFlags
+from ..runspec.mounts import VolumeSpec
+from ..runspec.request import RunRequest
+from ..stack.model import ServiceSpec, Stack
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +38,9 @@ UP_TIMEOUT = 120.0
 HEALTH_POLL = 0.05   # how often `up` reads a service's health file while it waits
 
 
-def container_name(stack: str, service: str) -> str:
-    return f"{stack}-{service}"
-
-
-def volume_name(stack: str, volume: str) -> str:
-    return f"{stack}_{volume}"
-
-
 def profile_paths(spec: ServiceSpec) -> list[str]:
-    """The seccomp profile files a service names (absolute: the loader made them so)."""
-    out = []
-    for item in spec.security_opt:
-        key, sep, value = item.partition("=")
-        if key == "seccomp" and sep and value != "unconfined":
-            out.append(value)
-    return out
+    """The seccomp profile file a service names (absolute: the loader made it so)."""
+    return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
 
 
 def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
@@ -59,9 +50,7 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
     data.pop("line", None)
     if not data.get("health_disabled"):
         data.pop("health_disabled", None)   # likewise: only a disabled check changes the hash
-    if not data.get("security_opt"):
-        data.pop("security_opt", None)  # the hash of a service without it stays what it was before the key
-    else:  # a changed seccomp profile recreates the service, as a changed env file does
+    if profile_paths(spec):   # a changed seccomp profile recreates the service, as a changed env file does
         data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -99,15 +88,15 @@ class Remove:
     container: str
 
 
-def plan(services: ServiceSet, hashes: dict[str, str], current: dict[str, Current]) -> list:
+def plan(stack: Stack, hashes: dict[str, str], current: dict[str, Current]) -> list:
     """Removals first (services gone from the file), then services in dependency order."""
     actions: list = []
     for name, cur in sorted(current.items()):
-        if name not in services.services and cur.exists:
+        if name not in stack.services and cur.exists:
             actions.append(Remove(name, cur.container))
     recreated: set[str] = set()
-    for name in services.order:
-        spec = services.services[name]
+    for name in stack.order:
+        spec = stack.services[name]
         cur = current.get(name)
         if cur is None or not cur.exists:
             actions.append(Create(name))
@@ -135,7 +124,7 @@ def describe(action) -> str:
 
 @dataclass
 class Stacks:
-    manager: object                  # containers.lifecycle.Manager
+    manager: Manager
     now: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     insecure_registries: tuple[str, ...] = ()
@@ -168,9 +157,9 @@ class Stacks:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def hashes(self, services: ServiceSet) -> dict[str, str]:
+    def hashes(self, stack: Stack) -> dict[str, str]:
         out = {}
-        for name, spec in services.services.items():
+        for name, spec in stack.services.items():
             texts = {}
             for f in spec.env_files:
                 try:
@@ -185,12 +174,12 @@ class Stacks:
             out[name] = config_hash(spec, texts)
         return out
 
-    def facts(self, stack: str, state: dict, services: ServiceSet) -> dict[str, Current]:
+    def facts(self, stack: Stack, state: dict) -> dict[str, Current]:
         """What exists: the recorded containers, plus any `<stack>-<service>` container the state
         does not know (its state file lost): unknown hash, so it is recreated, never duplicated."""
         entries = {n: (e["container"], e.get("hash", "")) for n, e in state.get("services", {}).items()}
-        for name in services.services:
-            entries.setdefault(name, (container_name(stack, name), ""))
+        for name in stack.services:
+            entries.setdefault(name, (container_name(stack.name, name), ""))
         out = {}
         for name, (cname, h) in entries.items():
             rec = self.manager.records.find(cname)
@@ -202,19 +191,19 @@ class Stacks:
             out[name] = Current(cname, h, rec is not None, rec is not None and self.manager.is_running(rec))
         return out
 
-    def plan(self, stack: str, services: ServiceSet) -> list:
-        return plan(services, self.hashes(services), self.facts(stack, self.load_state(stack), services))
+    def plan(self, stack: Stack) -> list:
+        return plan(stack, self.hashes(stack), self.facts(stack, self.load_state(stack.name)))
 
     # -- up -------------------------------------------------------------------------------------
-    def up(self, stack: str, services: ServiceSet, *, start_only: bool = False) -> list:
+    def up(self, stack: Stack, *, start_only: bool = False) -> list:
         """Create, recreate, remove and start what the plan says, in dependency order, waiting for
         health. `start_only`: only start existing containers that are not running (the boot hook's
         convergence: it must not create or recreate from a stack file whose images may not be here)."""
-        _stop_legacy_monitor(self.root, stack)
-        with self.locked(stack):
-            state = self.load_state(stack)
-            hashes = self.hashes(services)
-            actions = plan(services, hashes, self.facts(stack, state, services))
+        _stop_legacy_monitor(self.root, stack.name)
+        with self.locked(stack.name):
+            state = self.load_state(stack.name)
+            hashes = self.hashes(stack)
+            actions = plan(stack, hashes, self.facts(stack, state))
             if start_only:
                 actions = [a for a in actions if isinstance(a, Start)]
             for action in actions:
@@ -222,51 +211,47 @@ class Stacks:
                 if isinstance(action, Remove):
                     self._remove(action.container)
                     state["services"].pop(action.service, None)
-                    self.save_state(stack, state)
+                    self.save_state(stack.name, state)
                     continue
-                spec = services.services[action.service]
+                spec = stack.services[action.service]
                 for dep, cond in spec.depends_on:
-                    self._wait_condition(stack, services.services[dep], cond, state)
-                cname = container_name(stack, spec.name)
+                    self._wait_condition(stack.name, stack.services[dep], cond)
+                cname = container_name(stack.name, spec.name)
                 if isinstance(action, Start):
                     self.manager.start(cname)
                 else:
                     if isinstance(action, Recreate):
                         self._remove(cname)
                         state["services"].pop(spec.name, None)
-                        self.save_state(stack, state)
-                    self.manager.run(self.request(stack, spec))
+                        self.save_state(stack.name, state)
+                    self.manager.run(self.request(stack.name, spec))
                 state["services"][spec.name] = {
                     "container": cname, "hash": hashes[spec.name],
                     "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}
-                self.save_state(stack, state)
-            for name in services.order:
-                spec = services.services[name]
+                self.save_state(stack.name, state)
+            for name in stack.order:
+                spec = stack.services[name]
                 if spec.healthcheck is not None:
-                    self._wait_condition(stack, spec, "service_healthy", state)
+                    self._wait_condition(stack.name, spec, "service_healthy")
             return actions
 
-    def request(self, stack: str, spec: ServiceSpec):
-        from .lifecycle import RunRequest
-
+    def request(self, stack: str, spec: ServiceSpec) -> RunRequest:
+        """The service as one container's run request: named `<stack>-<service>`, its named
+        volumes and links the stack's own."""
         command = tuple(spec.command or ())
         entrypoint = None
         if spec.entrypoint is not None:
             entrypoint = spec.entrypoint[0] if spec.entrypoint else ""
             command = tuple(spec.entrypoint[1:]) + command
-        vols = []
-        for v in spec.volumes:
-            src, sep, rest = v.partition(":")
-            if sep and not src.startswith("/"):   # a named volume: the stack's own
-                v = f"{volume_name(stack, src)}:{rest}"
-            vols.append(v)
+        vols = tuple(VolumeSpec(v.kind, volume_name(stack, v.source), v.destination, v.readonly)
+                     if v.kind == "volume" else v for v in spec.volumes)
         return RunRequest(
             image=spec.image, command=command, name=container_name(stack, spec.name), detach=True, ports=spec.ports,
-            volumes=tuple(vols), env=spec.env, env_files=spec.env_files,
-            links=tuple(f"{container_name(stack, t)}:{a}" for t, a in spec.links), restart=spec.restart,
-            memory=spec.mem_limit, cpus=spec.cpus, user=spec.user, workdir=spec.working_dir,
+            volumes=vols, env=spec.env, env_files=spec.env_files,
+            links=tuple((container_name(stack, t), a) for t, a in spec.links), restart=spec.restart,
+            memory=spec.memory, cpu_quota=spec.cpu_quota, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
-            insecure_registries=self.insecure_registries, security_opt=spec.security_opt,
+            insecure_registries=self.insecure_registries, security=spec.security,
             healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled))
 
     def _remove(self, cname: str) -> None:
@@ -284,7 +269,7 @@ class Stacks:
             return UP_TIMEOUT
         return max(UP_TIMEOUT, hc.start_period + (hc.retries + 1) * (hc.interval + hc.timeout))
 
-    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str, state: dict) -> None:
+    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str) -> None:
         cname = container_name(stack, spec.name)
         budget = self.wait_budget(spec)
         deadline = self.now() + budget
@@ -328,11 +313,11 @@ class Stacks:
             self.sleep(HEALTH_POLL)
 
     # -- down / ps ------------------------------------------------------------------------------
-    def down(self, stack: str, services: ServiceSet, *, remove_volumes: bool = False) -> list[str]:
-        _stop_legacy_monitor(self.root, stack)
-        with self.locked(stack):
-            state = self.load_state(stack)
-            names = [container_name(stack, s) for s in reversed(services.order)]
+    def down(self, stack: Stack, *, remove_volumes: bool = False) -> list[str]:
+        _stop_legacy_monitor(self.root, stack.name)
+        with self.locked(stack.name):
+            state = self.load_state(stack.name)
+            names = [container_name(stack.name, s) for s in reversed(stack.order)]
             names += sorted(e["container"] for s, e in state.get("services", {}).items()
                             if e["container"] not in names)
             removed = []
@@ -342,25 +327,25 @@ class Stacks:
                     self.manager.rm(cname, force=True, remove_volumes=True)
                     removed.append(cname)
             if remove_volumes:
-                for v in services.volumes:
-                    if self.manager.volumes.exists(volume_name(stack, v)):
-                        self.manager.volumes.remove(volume_name(stack, v))
-            self._state_path(stack).unlink(missing_ok=True)
+                for v in stack.volumes:
+                    if self.manager.volumes.exists(volume_name(stack.name, v)):
+                        self.manager.volumes.remove(volume_name(stack.name, v))
+            self._state_path(stack.name).unlink(missing_ok=True)
             return removed
 
-    def ps(self, stack: str, services: ServiceSet) -> list[dict]:
+    def ps(self, stack: Stack) -> list[dict]:
         """Each service's container, its state and its health as its supervisor last checked it
         ("none": no healthcheck; "" for a service without a container)."""
-        state = self.load_state(stack)
-        hashes = self.hashes(services)
+        state = self.load_state(stack.name)
+        hashes = self.hashes(stack)
         rows = []
-        for name in services.order:
-            spec = services.services[name]
-            cname = container_name(stack, name)
+        for name in stack.order:
+            spec = stack.services[name]
+            cname = container_name(stack.name, name)
             entry = state.get("services", {}).get(name)
             rec = self.manager.records.find(cname)
             row = {"service": name, "container": cname, "state": "missing", "health": "", "pid": None,
-                   "ports": list(spec.ports), "up_to_date": None}
+                   "ports": [str(m) for m in spec.ports], "up_to_date": None}
             if rec is not None:
                 st = self.manager.status(rec)
                 row.update(state=st.state, pid=st.pid, restart_count=st.restart_count, exit_code=st.exit_code)

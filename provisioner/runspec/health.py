@@ -1,4 +1,4 @@
-"""Which healthcheck a container gets, as Docker decides it: the image's HEALTHCHECK unless the run
+"""A container's healthcheck, and which one it gets, as Docker decides it: the image's HEALTHCHECK unless the run
 says otherwise. `docker run --health-cmd/--health-interval/--health-timeout/--health-retries/
 --health-start-period` replace single fields of the image's check, `--no-healthcheck` (or a stack's
 `healthcheck: {disable: true}`) turns it off, and a stack's own `healthcheck:` replaces it whole.
@@ -8,12 +8,28 @@ The image config's Healthcheck: {"Test": ["CMD", ...] | ["CMD-SHELL", "cmd"] | [
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
+from .durations import parse_duration
 
 DEFAULTS = {"interval": 30.0, "timeout": 30.0, "retries": 3, "start_period": 0.0}
 _IMAGE_KEYS = {"interval": "Interval", "timeout": "Timeout", "start_period": "StartPeriod"}
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    """A check given whole (a stack's `healthcheck:`): the argv to exec in the container
+    ("CMD-SHELL x" is ("/bin/sh", "-c", x)), seconds, and how many failures make it unhealthy."""
+
+    test: tuple[str, ...]
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "test": list(self.test)}
 
 
 @dataclass(frozen=True)
@@ -33,8 +49,6 @@ class HealthFlags:
 
     def check(self) -> dict:
         """The flags' values parsed (seconds, count); one ConfigError naming the flag otherwise."""
-        from ..stack.services import parse_duration
-
         if self.disable and self.given():
             raise ConfigError(f"--no-healthcheck conflicts with {', '.join(self.given())} (as in Docker)")
         out: dict = {}

@@ -1,0 +1,146 @@
+"""A stack file's `hosts:` entries: each host's clouds, placed services, SSH range and disks.
+
+`disks:` is checked by the disk layer's own parser (provisioner.disks.config); what the cloud
+must create (volumes, ephemeral disks) is picked out of it here.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from .. import yamlutil
+from ..disks.config import parse_config
+from ..errors import ConfigError, StackError
+from .fields import Fields
+from .model import CloudSettings, CloudVolume, EphemeralSpec, Host, RootDisk
+
+HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr"}
+LOCAL_KEYS = {"style", "memory", "cpus"}
+CLOUD_KEYS = {
+    "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk"},
+    "gce": {"machine_type", "image", "zone", "network", "subnet", "labels", "preemptible", "root_disk"},
+}
+# Names end up in resource names, DNS labels and GCE labels: keep them to what all accept.
+NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]")
+NAME_HINT = "lowercase letters, digits, '-', at most 32 characters"
+AMI_RE = re.compile(r"ami-[0-9a-f]{8,17}")
+
+
+def parse_host(c: Fields, h: dict, services: dict) -> Host:
+    c.keys(h, HOST_KEYS, "a host")
+    name = c.string(h, "name", "host", required=True, pattern=NAME_RE,
+                    hint=NAME_HINT)
+    where = f"hosts.{name}"
+    clouds = {}
+    for cloud in ("aws", "gce"):
+        settings = c.mapping(h, cloud, where)
+        if settings is not None:
+            clouds[cloud] = _cloud(c, cloud, settings, f"{where}.{cloud}")
+    local = c.mapping(h, "local", where)
+    # Every host can go to the local cloud (qemu on this machine), with defaults when `local:` is absent.
+    clouds["local"] = _local(c, local or {}, f"{where}.local", local is not None and yamlutil.line_of(local))
+    placed = h.get("services") or []
+    if not isinstance(placed, list) or not all(isinstance(s, str) for s in placed):
+        raise c.fail(f"{where}.services must be a list of service names", h, "services")
+    for i, s in enumerate(placed):
+        if s not in services:
+            known = ", ".join(sorted(services)) or "none defined"
+            raise c.fail(f"{where}.services: unknown service {s!r} (known: {known})", placed, i)
+    ssh_cidr = c.string(h, "ssh_cidr", where)
+    if ssh_cidr is not None:
+        try:
+            net = ipaddress.ip_network(ssh_cidr, strict=True)
+        except ValueError as exc:
+            raise c.fail(f"{where}.ssh_cidr: {exc}", h, "ssh_cidr") from None
+        if net.prefixlen == 0:
+            raise c.fail(f"{where}.ssh_cidr: {ssh_cidr} opens SSH to the whole internet; name your range", h,
+                         "ssh_cidr")
+    volumes, ephemeral, parsed = _disks(c, c.mapping(h, "disks", where), where)
+    return Host(name=name, clouds=clouds, services=tuple(placed), ssh_cidr=ssh_cidr, volumes=volumes,
+                ephemeral=ephemeral, disks=parsed, line=yamlutil.line_of(h))
+
+
+def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
+    c.keys(d, CLOUD_KEYS[cloud], where)
+    if cloud == "aws":
+        itype = c.string(d, "instance_type", where, required=True,
+                         pattern=re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"), hint="like t3.small")
+        image = c.string(d, "image", where, required=True, pattern=AMI_RE, hint="an AMI id like ami-0abc12345678")
+        region = c.string(d, "region", where, pattern=re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"), hint="like us-east-1")
+        zone = c.string(d, "zone", where, pattern=re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$"), hint="like us-east-1a")
+        if zone and region and not zone.startswith(region):
+            raise c.fail(f"{where}.zone {zone!r} is not in region {region!r}", d, "zone")
+        if not region and not zone:
+            raise c.fail(f"{where}: needs 'region' or 'zone'", d)
+        region = region or zone[:-1]
+        tags, spot, network = c.str_map(d, "tags", where), c.boolean(d, "spot", where, False), None
+    else:
+        itype = c.string(d, "machine_type", where, required=True,
+                         pattern=re.compile(r"^[a-z][a-z0-9-]*$"), hint="like e2-small")
+        image = c.string(d, "image", where, required=True)
+        zone = c.string(d, "zone", where, required=True,
+                        pattern=re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$"), hint="like us-central1-a")
+        region = zone.rsplit("-", 1)[0]
+        network = c.string(d, "network", where)
+        tags, spot = c.str_map(d, "labels", where), c.boolean(d, "preemptible", where, False)
+        for k, v in tags.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", k) or not re.fullmatch(r"[a-z0-9_-]{0,63}", v):
+                raise c.fail(f"{where}.labels.{k}: GCE labels are lowercase letters, digits, '_' and '-'",
+                             d.get("labels"), k)
+    rd = c.mapping(d, "root_disk", where) or {}
+    c.keys(rd, {"size", "type"}, f"{where}.root_disk")
+    root = RootDisk(c.integer(rd, "size", f"{where}.root_disk", 1, 65536), c.string(rd, "type", f"{where}.root_disk"))
+    return CloudSettings(cloud=cloud, instance_type=itype, image=image, region=region, zone=zone,
+                         subnet=c.string(d, "subnet", where), network=network, tags=tags, spot=spot,
+                         root_disk=root, line=yamlutil.line_of(d))
+
+
+def _local(c: Fields, d: dict, where: str, line) -> CloudSettings:
+    """`local:` — how the qemu VM looks: style (aws: NVMe disks with EBS-style serials, as on Nitro;
+    gce: virtio-scsi disks named like Persistent Disk / local SSD), memory (MiB) and cpus."""
+    c.keys(d, LOCAL_KEYS, where)
+    style = c.string(d, "style", where) or "aws"
+    if style not in ("aws", "gce"):
+        raise c.fail(f"{where}.style must be aws or gce (how the VM presents its disks)", d, "style")
+    memory = c.integer(d, "memory", where, 256, 65536) or 1024
+    cpus = c.integer(d, "cpus", where, 1, 64) or 1
+    return CloudSettings(cloud="local", instance_type=f"qemu-{cpus}cpu-{memory}m", image="bookworm", region=None,
+                         zone=None, subnet=None, network=None, tags={}, spot=False, root_disk=RootDisk(),
+                         line=line or None, options={"style": style, "memory_mb": memory, "cpus": cpus})
+
+
+def _disks(c: Fields, d: dict | None, where: str):
+    """Validate `disks:` with the disk layer's parser, then pick out what the cloud must create."""
+    if d is None:
+        return (), None, None
+    try:
+        parsed = parse_config(d, c.path)
+    except StackError:
+        raise
+    except ConfigError as err:
+        raise StackError(err.message.split(": ", 1)[-1] if err.path else err.message, c.path, err.line) from None
+    eph = c.mapping(d, "ephemeral", f"{where}.disks")
+    ephemeral = None
+    if eph is not None:
+        iface = eph.get("interface")
+        if iface is not None and iface not in ("nvme", "scsi"):
+            raise c.fail(f"{where}.disks.ephemeral.interface must be nvme or scsi", eph, "interface")
+        ephemeral = EphemeralSpec(c.integer(eph, "count", f"{where}.disks.ephemeral", 0, 24), iface)
+    vols_raw = d.get("volumes") or []
+    if not isinstance(vols_raw, list):
+        raise c.fail(f"{where}.disks.volumes must be a list", d, "volumes")
+    volumes, names = [], set()
+    for i, v in enumerate(vols_raw):
+        if not isinstance(v, dict):
+            raise c.fail(f"{where}.disks.volumes[{i}] must be a mapping", vols_raw, i)
+        vw = f"{where}.disks.volumes[{i}]"
+        vname = c.string(v, "name", vw, required=True, pattern=NAME_RE, hint="lowercase letters, digits, '-'")
+        if vname in names:
+            raise c.fail(f"{vw}: duplicate volume name {vname!r}", v, "name")
+        names.add(vname)
+        size = c.integer(v, "size", vw, 1, 65536)
+        if size is None:
+            raise c.fail(f"{vw}: 'size' (GiB) is needed to create volume {vname!r}", v)
+        volumes.append(CloudVolume(vname, size, c.string(v, "type", vw), c.boolean(v, "encrypted", vw, True),
+                                  c.boolean(v, "keep", vw, False), c.integer(v, "iops", vw, 100, 256000)))
+    return tuple(volumes), ephemeral, parsed
