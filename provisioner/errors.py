@@ -39,15 +39,19 @@ class StackError(ConfigError):
 
 
 class CommandError(ProvisionerError):
-    """An external command failed: carries argv, exit code and the tail of stderr."""
+    """An external command failed: carries argv, where it ran (a host's "user@address:port"; None
+    for this machine), exit code and the tail of stderr."""
 
-    def __init__(self, argv, returncode: int, stdout: str = "", stderr: str = ""):
+    def __init__(self, argv, returncode: int, stdout: str = "", stderr: str = "", where: str | None = None):
         self.argv = list(argv)
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+        self.where = where
         tail = " ".join(stderr.strip().splitlines()[-3:]) if stderr else ""
         msg = f"command failed (exit {returncode}): {' '.join(self.argv)}"
+        if where:
+            msg = f"ssh {where}: {msg}"
         if tail:
             msg += f": {tail}"
         super().__init__(msg, argv=self.argv, returncode=returncode)

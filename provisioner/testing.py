@@ -2,7 +2,8 @@
 
 FakeRunner answers only the commands it was told about and refuses everything else, so a
 unit test can never touch the real host by accident (Invoke's MockContext, cloud-init's
-`disable_subp_usage`).
+`disable_subp_usage`). It honours the whole Runner contract (runner.py) — run, stream,
+interactive — so it stands in for this machine or for a host over SSH alike.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class FakeRunner:
     expectations: list[_Expectation] = field(default_factory=list)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     known_commands: set[str] = field(default_factory=set)
+    where: str = "localhost"                         # another name: it stands in for a host
+    inputs: list = field(default_factory=list)       # what each call got on stdin (None: nothing)
 
     def expect(
         self,
@@ -52,22 +55,49 @@ class FakeRunner:
         )
         return self
 
-    def run(self, argv, *, check=True, input=None, timeout=None, env=None, cwd=None, text=True):
-        argv = tuple(str(a) for a in argv)
-        self.calls.append(argv)
+    def _answer(self, argv: tuple[str, ...]) -> Result:
         for exp in self.expectations:
             matched = argv[: len(exp.argv)] == exp.argv if exp.prefix else argv == exp.argv
             if not matched or (exp.times is not None and exp.used >= exp.times):
                 continue
             exp.used += 1
             if exp.handler is not None:
-                result = exp.handler(argv)
-            else:
-                result = Result(argv, exp.returncode, exp.stdout, exp.stderr)
-            if check and result.returncode != 0:
-                raise CommandError(argv, result.returncode, result.stdout, result.stderr)
-            return result
+                return exp.handler(argv)
+            return Result(argv, exp.returncode, exp.stdout, exp.stderr)
         raise UnexpectedCommand(f"FakeRunner refused an undeclared command: {' '.join(argv)}")
+
+    def run(self, argv, *, check=True, input=None, timeout=None, env=None, cwd=None, text=True, sudo=False):
+        """`sudo` is not part of the argv matched: a test declares the command itself."""
+        argv = tuple(str(a) for a in argv)
+        self.calls.append(argv)
+        if callable(input):   # a producer streaming stdin: collect what it sends
+            chunks: list[bytes] = []
+            input(chunks.append)
+            input = b"".join(chunks)
+        self.inputs.append(input)
+        result = self._answer(argv)
+        if check and result.returncode != 0:
+            raise CommandError(argv, result.returncode, result.stdout, result.stderr,
+                               where=None if self.where == "localhost" else self.where)
+        return result
+
+    def stream(self, argv, *, stdout, stderr, stdin=None, sudo=False, pty=False, timeout=None) -> int:
+        argv = tuple(str(a) for a in argv)
+        self.calls.append(argv)
+        self.inputs.append(stdin.read() if stdin is not None else None)
+        result = self._answer(argv)
+        stdout.write(result.stdout.encode())
+        stderr.write(result.stderr.encode())
+        return result.returncode
+
+    def interactive(self, argv, *, sudo=False) -> int:
+        argv = tuple(str(a) for a in argv)
+        self.calls.append(argv)
+        self.inputs.append(None)
+        return self._answer(argv).returncode
+
+    def spawn(self, argv, **_kw):
+        raise UnexpectedCommand(f"FakeRunner does not start processes: {' '.join(map(str, argv))}")
 
     def which(self, name: str) -> str | None:
         return f"/usr/bin/{name}" if name in self.known_commands else None

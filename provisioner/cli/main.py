@@ -22,7 +22,8 @@ from .app import DEFAULT_ROOT, App
 COMMANDS: dict[str, tuple[str, ...]] = {
     "doctor": ("provisioner.cli.doctor",),
     "host": ("provisioner.cli.host", "provisioner.cli.disks", "provisioner.cli.boot"),
-    "image": ("provisioner.cli.image", "provisioner.cli.imagebuild", "provisioner.cli.vmimage"),
+    "image": ("provisioner.cli.image", "provisioner.cli.imagebuild", "provisioner.cli.vmimage",
+              "provisioner.cli.imagepush"),
     "container": ("provisioner.cli.container",),
     "up": ("provisioner.cli.stack",),
     "down": ("provisioner.cli.stack",),

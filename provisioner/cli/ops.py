@@ -3,23 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import click
 
 from ..clouds import make_driver
-from ..deploy import inventory
-from ..deploy import ops
-from ..deploy import ops_cloud
-from ..deploy.ops_remote import SshRemote, fetch_host_keys, interactive_argv, remote_command, stream, \
-    write_known_hosts
+from ..deploy import inventory, ops, ops_cloud
 from ..deploy.ops_snapshot import apply_snapshot, plan_snapshot
 from ..errors import HostError
-from ..host.ssh import SshClient
+from ..remote.ssh import SshClient
 from .app import App, emit, json_option, pass_app, status, table
 
 _ENDPOINT = click.option("--endpoint", metavar="URL", default=None,
@@ -66,23 +58,13 @@ def ssh_cmd(app: App, host: str, command: tuple[str, ...]) -> None:
         with client:
             out, err = _out()
             stdin = None if sys.stdin.isatty() else sys.stdin.buffer
-            rc = stream(client, ops.ssh_command(command), out, err, stdin=stdin)
+            rc = client.stream(["sh", "-c", ops.ssh_command(command)], stdout=out, stderr=err, stdin=stdin)
         raise click.exceptions.Exit(rc)
     rec = inventory.find(app.root, host)
     if shutil.which("ssh") is None:
         raise HostError("no OpenSSH client (ssh) on this machine for an interactive session; "
                         f"run commands with: provision ssh {host} -- COMMAND")
-    target = rec.target()
-    keys = fetch_host_keys(target)
-    with tempfile.TemporaryDirectory(prefix="provision-ssh-") as tmp:
-        known = write_known_hosts(Path(tmp) / "known_hosts", target, keys)
-        argv = interactive_argv(target, known, keys)
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the remote shell
-        try:
-            rc = subprocess.call(argv)  # hands the terminal to OpenSSH
-        finally:
-            signal.signal(signal.SIGINT, old)
-    raise click.exceptions.Exit(rc)
+    raise click.exceptions.Exit(SshClient(rec.target()).interactive())
 
 
 # -- logs ------------------------------------------------------------------------------------------
@@ -97,12 +79,12 @@ def logs_cmd(app: App, host: str, service: str, follow: bool, tail: int | None, 
     """Print the output of SERVICE's container on HOST, as it comes."""
     rec, client = _connect(app, host)
     with client:
-        stack = ops.load_record_stack(rec, SshRemote(client))
+        stack = ops.load_record_stack(rec, client)
         name = ops.service_container(rec, stack, service)
-        cmd = remote_command(ops.logs_argv(name, follow=follow, tail=tail, timestamps=timestamps), sudo=True)
+        argv = ops.logs_argv(name, follow=follow, tail=tail, timestamps=timestamps)
         out, err = _out()
         try:
-            rc = stream(client, cmd, out, err, pty=follow)
+            rc = client.stream(argv, stdout=out, stderr=err, sudo=True, pty=follow)
         except KeyboardInterrupt:
             rc = 0  # closing the channel hangs up the remote `logs -f`
     raise click.exceptions.Exit(rc)
@@ -141,8 +123,7 @@ def snapshot_create(app: App, host, volume, name, freeze_limit, dry_run, endpoin
     """Snapshot VOLUME (a name from the host's disks config) of HOST."""
     rec, client = _connect(app, host)
     with client:
-        remote = SshRemote(client)
-        stack = ops.load_record_stack(rec, remote)
+        stack = ops.load_record_stack(rec, client)
         plan = plan_snapshot(rec, ops.volume_target(rec, stack, volume), name, freeze_limit=freeze_limit)
         if dry_run:
             emit(app, plan, lambda: click.echo("\n".join(f"{i:2}. {s}" for i, s in enumerate(plan.steps(), 1))))
@@ -152,7 +133,7 @@ def snapshot_create(app: App, host, volume, name, freeze_limit, dry_run, endpoin
             driver = _driver(rec.cloud, region, project, endpoint, stack, rec.host)
             take = ops_cloud.cloud_snapshotter(driver, rec, plan.volume, plan.name)
         status(f"{rec.name}: snapshot {plan.name} of {plan.volume.name} ({plan.volume.mount})")
-        result = apply_snapshot(plan, remote, take)
+        result = apply_snapshot(plan, client, take)
 
     def human() -> None:
         click.echo(f"btrfs snapshot {plan.name}: {result.btrfs_path} on {rec.name}")

@@ -26,11 +26,8 @@ class Accessing:
 
     def exec_attached(self, ref: str, argv: list[str], **kw) -> int:
         """`docker exec -i`: the command shares our stdin/stdout/stderr and its output appears as
-        it is written, so this is a streaming process run with subprocess directly (the Runner
-        captures output until exit). Returns its exit code."""
-        import subprocess
-
-        return subprocess.run(self.exec_argv(ref, argv, **kw)).returncode
+        it is written (the Runner's interactive run). Returns its exit code."""
+        return self.runner.interactive(self.exec_argv(ref, argv, **kw))
 
     def exec_tty(self, ref: str, argv: list[str], *, interactive: bool, **kw) -> int:
         """`docker exec -t[i]`: the command gets a pty (the runtime's console socket) proxied to our
@@ -39,7 +36,7 @@ class Accessing:
 
         with console.console_socket() as (sock, path):
             full = self.exec_argv(ref, argv, console_socket=path, **kw)
-            return console.run_with_tty(full, sock, interactive=interactive)
+            return console.run_with_tty(self.runner, full, sock, interactive=interactive)
 
     def exec_argv(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
                   workdir: str | None = None, console_socket: str | None = None) -> list[str]:

@@ -8,8 +8,8 @@ in raw mode (the pty in the container does the line editing and echo) and its si
 to ours (SIGWINCH).
 
 The runtime runs for as long as the process does and our terminal must be proxied meanwhile,
-so it is started with subprocess.Popen directly, not through the Runner (which captures output
-until exit); its stderr is read once it has ended, for the error message.
+so it is started with the Runner's spawn (a child we keep a handle on), not run (which captures
+output until exit); its stderr is read once it has ended, for the error message.
 """
 from __future__ import annotations
 
@@ -154,15 +154,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def run_with_tty(argv: Sequence[str], sock: socket.socket, *, interactive: bool, stdin: int = 0,
+def run_with_tty(runner, argv: Sequence[str], sock: socket.socket, *, interactive: bool, stdin: int = 0,
                  stdout: int = 1) -> int:
-    """Runs the runtime's `exec --tty` (argv, already naming the console socket) and proxies its
-    pty; returns the process's exit code."""
+    """Runs the runtime's `exec --tty` (argv, already naming the console socket) through the
+    Runner and proxies its pty; returns the process's exit code."""
     if interactive and not os.isatty(stdin):
         raise ContainerError("the input device is not a TTY (use -i without -t, or run from a terminal)")
     # the runtime's stdio is not the pty: it only reports its own errors on stderr
-    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = runner.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     master = -1
     old_winch = None
     try:

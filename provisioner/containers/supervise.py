@@ -46,28 +46,6 @@ def shim_path() -> str | None:
     return find_binary(SHIM, "PROVISION_SHIM", _SHIM_DIR / "build")
 
 
-def checkout_build_is_stale(shim: str) -> bool:
-    """True for the checkout's own build when a source is newer: a shim built before an option was
-    added (e.g. --health-cmd) would refuse the command line with a usage text, not a clear error."""
-    path = Path(shim)
-    if path.parent != _SHIM_DIR / "build" or not (_SHIM_DIR / "Makefile").exists():
-        return False
-    try:
-        built = path.stat().st_mtime
-        sources = [*_SHIM_DIR.glob("*.c"), *_SHIM_DIR.glob("*.h"), _SHIM_DIR / "Makefile"]
-        return any(p.stat().st_mtime > built for p in sources)
-    except OSError:
-        return False
-
-
-def build_shim(runner) -> str:
-    """Builds the shim from a checkout (`make -C native/shim`) and returns its path."""
-    if not (_SHIM_DIR / "Makefile").exists():
-        raise ContainerError(f"{SHIM} is not installed and there is no native/shim to build it from")
-    runner.run(["make", "-s", "-C", str(_SHIM_DIR)])
-    return str(_SHIM_DIR / "build" / SHIM)
-
-
 @dataclass(frozen=True)
 class ShimPaths:
     state: Path
@@ -277,15 +255,10 @@ def start(
     current = status(name, state_dir, log_dir)
     if current.shim_alive:
         raise ContainerError(f"{name} is already running (supervisor pid {current.shim_pid})")
-    if shim is None and (found := shim_path()) and checkout_build_is_stale(found):
-        shim = build_shim(runner)   # `make` rebuilds only what changed
     shim = shim or shim_path()
-    if not shim:
-        if not (_SHIM_DIR / "Makefile").exists():
-            raise ContainerError(f"{SHIM} not found (set PROVISION_SHIM or install it on PATH)")
-        # A checkout that was never built (scripts/install.sh builds only native/'s runtime):
-        # build the shim once, through the Runner like any other command.
-        shim = build_shim(runner)
+    if not shim:   # built when the package is installed (scripts/install.sh, the wheel's build)
+        raise ContainerError(f"{SHIM} not found: build it with `make -C native/shim` (scripts/install.sh does), "
+                             "or set PROVISION_SHIM")
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop.unlink(missing_ok=True)

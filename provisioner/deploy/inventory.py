@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import HostError
 from ..fsutil import atomic_write
-from ..host.ssh import Target
+from ..remote.hostkeys import Target
 
 DIR = "deploy"
 

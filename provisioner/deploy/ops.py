@@ -13,12 +13,13 @@ from ..stack import Stack
 from ..stack.loader import load_stack, parse_stack
 from .. import yamlutil
 from .inventory import HostRecord
-from .ops_remote import AGENT, Remote
+from ..remote.deliver import AGENT
+from ..runner import Runner
 
 HOST_STACK_FILE = "/etc/provisioner/stack.yml"   # where deploy pushes the stack file
 
 
-def load_record_stack(rec: HostRecord, remote: Remote | None = None) -> Stack:
+def load_record_stack(rec: HostRecord, remote: Runner | None = None) -> Stack:
     """The stack the host was deployed from: the operator's file, else the host's copy."""
     if rec.stack_file and Path(rec.stack_file).is_file():
         return load_stack(rec.stack_file)

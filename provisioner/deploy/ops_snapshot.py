@@ -25,7 +25,8 @@ from ..disks.snapshot import _check_name, default_name
 from ..errors import CloudError, ConfigError, DiskError, ProvisionerError
 from .inventory import HostRecord
 from .ops import VolumeTarget
-from .ops_remote import AGENT, Remote
+from ..remote.deliver import AGENT
+from ..runner import Runner
 
 FREEZE_LIMIT = 120.0
 CLOUDS_WITH_SNAPSHOTS = ("aws", "gce")
@@ -90,7 +91,7 @@ def plan_snapshot(rec: HostRecord, vt: VolumeTarget, name: str | None = None, *,
     return SnapshotPlan(rec.name, rec.cloud, vt, name, cloud, freeze_limit)
 
 
-def _btrfs_snapshot(remote: Remote, plan: SnapshotPlan, agent: str) -> str:
+def _btrfs_snapshot(remote: Runner, plan: SnapshotPlan, agent: str) -> str:
     m = plan.volume.mount
     fs = remote.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", m], sudo=True, check=False)
     if fs.returncode != 0 or fs.stdout.strip() != "btrfs":
@@ -104,7 +105,7 @@ def _btrfs_snapshot(remote: Remote, plan: SnapshotPlan, agent: str) -> str:
                         f"{out.stdout.strip()[:200]!r}") from None
 
 
-def _frozen(remote: Remote, plan: SnapshotPlan, take: Callable[[], object], result: SnapshotResult,
+def _frozen(remote: Runner, plan: SnapshotPlan, take: Callable[[], object], result: SnapshotResult,
             clock: Callable[[], float]) -> object:
     m = plan.volume.mount
     dog = remote.run(["sh", "-c", WATCHDOG, "watchdog", m, str(int(plan.freeze_limit))], sudo=True)
@@ -131,7 +132,7 @@ def _frozen(remote: Remote, plan: SnapshotPlan, take: Callable[[], object], resu
             remote.run(["kill", pid], sudo=True, check=False)
 
 
-def apply_snapshot(plan: SnapshotPlan, remote: Remote, cloud_snapshot: Callable[[], object] | None = None, *,
+def apply_snapshot(plan: SnapshotPlan, remote: Runner, cloud_snapshot: Callable[[], object] | None = None, *,
                    agent: str = AGENT, clock: Callable[[], float] = time.monotonic) -> SnapshotResult:
     """Run the plan. `cloud_snapshot` makes the provider's snapshot (called with the fs frozen)."""
     result = SnapshotResult(plan)

@@ -105,9 +105,10 @@ class Deployer:
         self.ssh_timeout = ssh_timeout
         self.progress = progress
         # seams for tests; the real ones by default
-        from ..host.deliver import build_bundle, deliver
-        from ..host.imagepush import push_images
-        from ..host.ssh import SshClient
+        from ..remote.bundle import build_bundle
+        from ..remote.deliver import deliver
+        from ..remote.imagepush import push_images
+        from ..remote.ssh import SshClient
 
         self.build_bundle = bundle_builder or build_bundle
         self.deliver = deliverer or deliver

@@ -222,7 +222,7 @@ def build(spec: ImageSpec | None = None, *, runner: Runner, cache: Path | None =
     (cache / "images").mkdir(parents=True, exist_ok=True)
     wheels = None
     if spec.agent:
-        from ..host.deliver import dependency_wheels
+        from ..remote.bundle import dependency_wheels
 
         _reqs, wheels = dependency_wheels(runner, progress=progress)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=cache / "images"))

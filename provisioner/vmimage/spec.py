@@ -46,7 +46,7 @@ class ImageSpec:
     def agent_requirements(self) -> list[str]:
         if not self.agent:
             return []
-        from ..host.deliver import runtime_requirements
+        from ..remote.bundle import runtime_requirements
 
         return runtime_requirements()
 

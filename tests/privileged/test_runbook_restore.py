@@ -3,7 +3,7 @@ host side of `provision snapshot` with real fsfreeze: frozen while the cloud sna
 thawed after (also when it fails), and the watchdog thaws a filesystem nobody came back for.
 
 `provision snapshot web data` runs through the same library as the CLI, with this machine as the
-host (RunnerRemote instead of SSH) and the agent being this checkout's CLI. The runbook's
+host (this machine's Runner instead of SSH: the same contract) and the agent being this checkout's CLI. The runbook's
 stop-services/start-services lines need a deployed stack and are not run here (they are the
 stack CLI's `down`/`up --host`, tested with the stack).
 """
@@ -19,7 +19,6 @@ import pytest
 
 from provisioner.deploy.inventory import HostRecord
 from provisioner.deploy.ops import VolumeTarget
-from provisioner.deploy.ops_remote import RunnerRemote
 from provisioner.deploy.ops_snapshot import apply_snapshot, plan_snapshot
 from provisioner.errors import CloudError
 from provisioner.runner import Runner
@@ -46,7 +45,7 @@ def _snapshot_line(line: str, mount: Path, agent: str, cloud: str = "local", tak
     words = shlex.split(line)
     assert words[:4] == ["provision", "snapshot", "web", "data"] and words[4] == "--name", line
     plan = plan_snapshot(_rec(cloud), VolumeTarget("data", str(mount), "vol-1"), words[5], freeze_limit=limit)
-    return apply_snapshot(plan, RunnerRemote(Runner(), "web"), take, agent=agent)
+    return apply_snapshot(plan, Runner(), take, agent=agent)
 
 
 def _frozen(mount: Path) -> bool:

@@ -18,6 +18,7 @@ import pytest
 
 from provisioner.containers import console
 from provisioner.errors import ContainerError
+from provisioner.runner import Runner
 
 FAKE_RUNTIME = textwrap.dedent("""\
     import os, socket, sys
@@ -87,7 +88,7 @@ def run(fake: str, script: str, answers=(), interactive=True, term=None):
     t.start()
     try:
         with console.console_socket() as (sock, path):
-            code = console.run_with_tty([sys.executable, fake, path, script], sock, interactive=interactive,
+            code = console.run_with_tty(Runner(), [sys.executable, fake, path, script], sock, interactive=interactive,
                                         stdin=term.slave, stdout=term.slave)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and b"END" in script.encode() and b"END" not in term.out:
@@ -132,7 +133,7 @@ def test_interactive_needs_a_terminal(fake, tmp_path):
     try:
         with console.console_socket() as (sock, _path):
             with pytest.raises(ContainerError, match="the input device is not a TTY"):
-                console.run_with_tty([sys.executable, fake], sock, interactive=True, stdin=r, stdout=w)
+                console.run_with_tty(Runner(), [sys.executable, fake], sock, interactive=True, stdin=r, stdout=w)
     finally:
         os.close(r)
         os.close(w)

@@ -6,7 +6,7 @@ import sys
 
 from provisioner.containers import supervise
 from provisioner.containers.lifecycle import Manager, Status
-from provisioner.runspec.request import RunRequest, from_flags
+from provisioner.runspec.request import RunRequest
 from provisioner.network import NetworkConfig
 from provisioner.runner import Result
 from provisioner.testing import FakeRunner

@@ -12,7 +12,8 @@ from provisioner.deploy.pipeline import Deployer, breakdown_rows
 from provisioner.deploy.plan import plan_deploy, volume_match
 from provisioner.errors import HostError
 from provisioner.stack import load_stack
-from provisioner.host.ssh import Output
+from provisioner.runner import Result
+from provisioner.testing import FakeRunner
 
 STACK = """\
 name: shop
@@ -53,12 +54,25 @@ class Pushed:
         return {"up_to_date": self.up_to_date, "sent": self.sent}
 
 
-class FakeSsh:
+class FakeSsh(FakeRunner):
+    """The host over SSH, faked as any Runner is: only the commands a deploy runs there answer."""
+
     log: list = []
     fail_boot = False
 
     def __init__(self, target):
-        self.target = target
+        super().__init__(where=target.where)
+        self.expect(["provision", "host", "boot"], prefix=True, handler=self._boot)
+        self.expect(["provision", "up"], prefix=True,
+                    stdout=json.dumps([{"action": "create", "service": "web", "text": "create web"}]))
+        self.expect(["provision", "ps"], prefix=True,
+                    stdout=json.dumps([{"service": "web", "state": "running", "health": "none"}]))
+        self.expect(["sh", "-c"], prefix=True)   # file writes
+
+    def _boot(self, argv):
+        steps = [{"name": "disks", "status": "failed" if self.fail_boot else "ok", "seconds": 0.1,
+                  "message": "no disk matches" if self.fail_boot else ""}]
+        return Result(argv, 1 if self.fail_boot else 0, json.dumps({"steps": steps}), "")
 
     def wait_ready(self, timeout):
         FakeSsh.log.append("wait_ready")
@@ -66,18 +80,9 @@ class FakeSsh:
     def close(self):
         pass
 
-    def run(self, argv, sudo=False, check=True, input=None, timeout=None):
-        cmd = argv if isinstance(argv, str) else " ".join(argv)
-        FakeSsh.log.append((cmd, input))
-        if cmd.startswith("provision host boot"):
-            steps = [{"name": "disks", "status": "failed" if self.fail_boot else "ok", "seconds": 0.1,
-                      "message": "no disk matches" if self.fail_boot else ""}]
-            return Output(1 if self.fail_boot else 0, json.dumps({"steps": steps}), "", 0.1)
-        if cmd.startswith("provision up"):
-            return Output(0, json.dumps([{"action": "create", "service": "web", "text": "create web"}]), "", 0.1)
-        if cmd.startswith("provision ps"):
-            return Output(0, json.dumps([{"service": "web", "state": "running", "health": "none"}]), "", 0.1)
-        return Output(0, "", "", 0.0)
+    def run(self, argv, **kw):
+        FakeSsh.log.append((" ".join(argv), kw.get("input")))
+        return super().run(argv, **kw)
 
 
 @pytest.fixture

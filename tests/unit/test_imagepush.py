@@ -22,9 +22,10 @@ from provisioner.images import imageload, imagereceive
 from provisioner.images.reference import parse
 from provisioner.images.registry import Registry, parse_platform
 from provisioner.images.store import Store
-from provisioner.errors import HostError, ImageError, RegistryError
-from provisioner.host import imagepush
-from provisioner.host.ssh import Output
+from provisioner.errors import CommandError, HostError, ImageError, RegistryError
+from provisioner.remote import imagepush
+from provisioner.runner import Result
+from provisioner.testing import FakeRunner
 from tests.registry_fixture import FakeRegistry, make_image, serve_image, sha256
 
 BASE = {"bin/sh": os.urandom(60000), "etc/passwd": b"root:x:0:0::/root:/bin/sh\n"}
@@ -84,44 +85,33 @@ class FakeStore:
         return set(self.chains), dict(self.names)
 
 
-class FakeSsh:
-    """An SshClient stand-in: `uname -m`, and `sudo -n provision …` run through the real CLI."""
-
-    target = SimpleNamespace(where="op@host:22")
+class FakeSsh(FakeRunner):
+    """The host, faked as any Runner is: `uname -m`, and `provision …` (as root) run through the
+    real CLI with what was streamed to its stdin."""
 
     def __init__(self, root: Path, monkeypatch, store: FakeStore):
+        super().__init__(where="op@host:22")
         self.root = root
         self.store = store
-        self.calls: list[str] = []
         self.streamed: list[int] = []
         monkeypatch.setattr(image_cli, "_store", lambda app: store)
+        self.expect(["uname", "-m"], stdout="x86_64\n")
+        self.expect(list(imagepush.REMOTE), prefix=True, handler=self._provision)
 
-    def _provision(self, argv, stdin: bytes) -> Output:
-        assert tuple(argv[:3]) == imagepush.REMOTE, argv
-        res = CliRunner().invoke(cli, ["--root", str(self.root), *argv[3:]], input=stdin)
+    @property
+    def shell_calls(self) -> list[str]:
+        return [shlex.join(c) for c in self.calls]
+
+    def _provision(self, argv) -> Result:
+        stdin = self.inputs[-1]
+        stdin = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+        if "load" in argv:
+            self.streamed.append(len(stdin))
+        res = CliRunner().invoke(cli, ["--root", str(self.root), *argv[len(imagepush.REMOTE):]], input=stdin)
         if isinstance(res.exception, ImageError):
-            return Output(1, res.output, f"error: {res.exception}", 0.0)
+            return Result(argv, 1, res.output, f"error: {res.exception}")
         assert res.exit_code == 0, (res.output, res.exception)
-        return Output(0, res.output, "", 0.0)
-
-    def run(self, argv, *, check=True, input=None, timeout=None, sudo=False):
-        self.calls.append(shlex.join(argv))
-        if argv == ["uname", "-m"]:
-            return Output(0, "x86_64\n", "", 0.0)
-        out = self._provision(argv, (input or "").encode())
-        if check and out.returncode:
-            raise HostError(out.stderr)
-        return out
-
-    def run_streaming(self, argv, write, *, check=True, timeout=None, sudo=False):
-        self.calls.append(shlex.join(argv))
-        buf = bytearray()
-        write(buf.extend)
-        self.streamed.append(len(buf))
-        out = self._provision(argv, bytes(buf))
-        if check and out.returncode:
-            raise HostError(out.stderr)
-        return out
+        return Result(argv, 0, res.output, "")
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +232,7 @@ def test_push_sends_missing_layers_then_nothing_then_only_the_new_layer(registry
     again = _push(ssh, registry, "team/a")
     assert again.up_to_date and again.sent == [] and again.skipped == [0, 1] and again.bytes_sent == 0
     assert len(ssh.streamed) == 1  # no load ran
-    assert not any("image load" in c for c in ssh.calls[-2:])
+    assert not any("image load" in c for c in ssh.shell_calls[-2:])
 
     b = _push(ssh, registry, "team/b")
     assert (b.sent, b.skipped) == ([1], [0])
@@ -465,7 +455,7 @@ def test_push_images_batch_sends_a_shared_base_once(registry, host):
     assert a.bytes_sent == layers_a[0]["size"] + layers_a[1]["size"] and b.bytes_sent == layers_b[1]["size"]
     assert seen == [(a_ref, 0), (a_ref, 1), (b_ref, 1)]
     # one question and one stream for both images
-    assert [c.split(" image ")[1].split()[0] for c in ssh.calls if " image " in c] == ["layers", "load"]
+    assert [c.split(" image ")[1].split()[0] for c in ssh.shell_calls if " image " in c] == ["layers", "load"]
     assert store.names == {a_ref: a.manifest_digest, b_ref: b.manifest_digest}
     assert len(store.applied) == 3
 
@@ -525,12 +515,13 @@ def test_docker_schema2_and_multi_platform_images_push(host):
         assert arm_push.manifest_digest == sha256(arm["manifest"]) and arm_push.sent == [0]
 
 
-def test_a_host_side_failure_is_one_host_error(registry, host, monkeypatch):
+def test_a_host_side_failure_is_one_error_naming_the_host(registry, host, monkeypatch):
     ssh, store = host
 
     def broken(app):
         raise ImageError("image store /var/lib/provisioner/images must be on btrfs (it is on ext4)")
 
     monkeypatch.setattr(image_cli, "_store", broken)
-    with pytest.raises(HostError, match="must be on btrfs"):
+    with pytest.raises(CommandError, match=r"^ssh op@host:22: command failed \(exit 1\): provision --json image "
+                                           r"layers: error: image store .* must be on btrfs"):
         _push(ssh, registry, "team/a")

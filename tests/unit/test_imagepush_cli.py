@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from provisioner.cli.main import cli
 from provisioner.deploy import inventory
-from provisioner.host import ssh as sshmod
+from provisioner.remote import ssh as sshmod
 
 from test_imagepush import FakeSsh, FakeStore, registry  # noqa: F401  (the registry fixture)
 

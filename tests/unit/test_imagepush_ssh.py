@@ -1,7 +1,8 @@
-"""SshClient.run_streaming (what `image push` streams its tar through) against an in-process paramiko
-SSH server on loopback whose exec requests run `sh -c` here: a large stream arrives intact, a
-command that exits early stops the stream and reports its status, a writer that fails closes the
-command's stdin (it sees EOF), and the host key is still verified."""
+"""A Runner's streamed stdin (`run(argv, input=producer)`, what `image push` streams its tar through),
+the same for this machine's Runner and for SshClient against an in-process paramiko SSH server on
+loopback whose exec requests run `sh -c` here: a large stream arrives intact, a command that exits
+early stops the stream and reports its status, a writer that fails closes the command's stdin (it
+sees EOF), and the host key is still verified."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,10 @@ import threading
 import paramiko
 import pytest
 
-from provisioner.errors import HostError
-from provisioner.host.ssh import HostKeyMismatch, SshClient, sha256_fingerprint, target_for
+from provisioner.errors import CommandError
+from provisioner.remote.hostkeys import HostKeyMismatch, sha256_fingerprint, target_for
+from provisioner.remote.ssh import SshClient
+from provisioner.runner import Runner
 from tests.registry_fixture import wait_until
 
 
@@ -99,9 +102,13 @@ def server(tmp_path_factory):
         t.close()
 
 
-@pytest.fixture
-def client(server):
-    c = SshClient(server)
+@pytest.fixture(params=["ssh", "local"])
+def client(request):
+    """The same calls through either Runner: a host over SSH, or this machine."""
+    if request.param == "local":
+        yield Runner()
+        return
+    c = SshClient(request.getfixturevalue("server"))
     yield c
     c.close()
 
@@ -122,7 +129,7 @@ def test_a_large_stream_arrives_intact(client):
             send(chunk)
             sent += len(chunk)
 
-    out = client.run_streaming("sha256sum; echo done >&2", write)
+    out = client.run(["sh", "-c", "sha256sum; echo done >&2"], input=write)
     assert out.returncode == 0 and out.stdout.split()[0] == h.hexdigest() and sent == 8 << 20
     assert out.stderr.strip() == "done"
 
@@ -136,10 +143,10 @@ def test_a_command_that_exits_early_stops_the_stream_and_reports_why(client):
             send(chunk)
             produced += len(chunk)
 
-    with pytest.raises(HostError, match=r"failed \(exit 3\): refused: bad header"):
-        client.run_streaming("head -c 100 >/dev/null; echo 'refused: bad header' >&2; exit 3", write)
+    with pytest.raises(CommandError, match=r"failed \(exit 3\): sh -c .*: refused: bad header"):
+        client.run(["sh", "-c", "head -c 100 >/dev/null; echo 'refused: bad header' >&2; exit 3"], input=write)
     assert produced < 64 << 20  # the writer was stopped, not run to the end
-    out = client.run_streaming("exit 4", lambda send: send(b"x" * 10), check=False)
+    out = client.run(["sh", "-c", "exit 4"], input=lambda send: send(b"x" * 10), check=False)
     assert out.returncode == 4
 
 
@@ -151,7 +158,7 @@ def test_a_failing_writer_closes_the_commands_stdin(client, tmp_path):
         raise RuntimeError("registry went away")
 
     with pytest.raises(RuntimeError, match="registry went away"):
-        client.run_streaming(f"cat > {marker}.tmp; mv {marker}.tmp {marker}", write)
+        client.run(["sh", "-c", f"cat > {marker}.tmp; mv {marker}.tmp {marker}"], input=write)
     # the command saw EOF (it finished) rather than hanging on its stdin
     wait_until(marker.exists, timeout=10, what="the command to finish after its stdin ended")
     assert marker.read_bytes() == b"partial"
@@ -160,4 +167,4 @@ def test_a_failing_writer_closes_the_commands_stdin(client, tmp_path):
 def test_the_host_key_is_verified(server):
     wrong = target_for(["SHA256:" + "B" * 43], server.port, server.user, server.key_file)
     with pytest.raises(HostKeyMismatch):
-        SshClient(wrong).run_streaming("cat", lambda send: None)
+        SshClient(wrong).run(["cat"], input=lambda send: None)

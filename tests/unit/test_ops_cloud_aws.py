@@ -141,14 +141,14 @@ def test_snapshot_cli_over_ssh_freezes_around_the_ebs_snapshot(aws, tmp_path):
             OwnerIds=["self"], Filters=[{"Name": "tag:provisioner:snapshot", "Values": ["s1"]}])["Snapshots"]))
         state["frozen"] = False
         return 0
-    sudo = "sudo -n sh -c "
-    sshd.on(f"{sudo}'findmnt -n -o FSTYPE --mountpoint /srv/data'", lambda x: x.out("btrfs\n") or 0)
-    sshd.on(f"{sudo}'/usr/local/bin/provision --json host disks snapshot create /srv/data --name s1'",
+    sudo = "sudo -n "
+    sshd.on(f"{sudo}findmnt -n -o FSTYPE --mountpoint /srv/data", lambda x: x.out("btrfs\n") or 0)
+    sshd.on(f"{sudo}/usr/local/bin/provision --json host disks snapshot create /srv/data --name s1",
             lambda x: x.out(json.dumps({"name": "s1", "path": "/srv/data/.snapshots/s1"})) or 0)
-    sshd.on(f"{sudo}'sh -c ", lambda x: x.out("4242\n") or 0)
-    sshd.on(f"{sudo}'fsfreeze -f /srv/data'", freeze)
-    sshd.on(f"{sudo}'fsfreeze -u /srv/data'", thaw)
-    sshd.on(f"{sudo}'kill 4242'", lambda x: 0)
+    sshd.on(f"{sudo}sh -c ", lambda x: x.out("4242\n") or 0)
+    sshd.on(f"{sudo}fsfreeze -f /srv/data", freeze)
+    sshd.on(f"{sudo}fsfreeze -u /srv/data", thaw)
+    sshd.on(f"{sudo}kill 4242", lambda x: 0)
     try:
         sshd.record(tmp_path, cloud="aws", volumes=rec.volumes)
         r = CliRunner().invoke(cli, ["--root", str(tmp_path), "snapshot", "web", "data", "--name", "s1",
@@ -158,8 +158,8 @@ def test_snapshot_cli_over_ssh_freezes_around_the_ebs_snapshot(aws, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["btrfs_path"] == "/srv/data/.snapshots/s1" and out["cloud_snapshot_id"].startswith("snap-")
-    assert [c.split("'")[1].split()[0] for c in sshd.commands] == ["findmnt", "/usr/local/bin/provision", "sh",
-                                                                   "fsfreeze", "fsfreeze", "kill"]
+    assert [c.split()[2] for c in sshd.commands] == ["findmnt", "/usr/local/bin/provision", "sh",
+                                                     "fsfreeze", "fsfreeze", "kill"]
     assert frozen_during == [1] and state["frozen"] is False   # the EBS snapshot existed before the thaw
     [snap] = ec2.describe_snapshots(SnapshotIds=[out["cloud_snapshot_id"]])["Snapshots"]
     assert snap["VolumeId"] == rec.volumes["data"] and _tags(snap)["provisioner:snapshot"] == "s1"

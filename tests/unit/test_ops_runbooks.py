@@ -20,7 +20,8 @@ from provisioner.clouds.base import plan_launch
 from provisioner.clouds.launch import launch
 from provisioner.deploy import inventory, ops_cloud
 from provisioner.deploy.ops import VolumeTarget
-from provisioner.host.ssh import SshClient, Target
+from provisioner.remote.hostkeys import Target
+from provisioner.remote.ssh import SshClient
 from provisioner.stack import load_stack
 from test_ops_cloud_aws import FAST, FIXTURE, PUBKEY, _launched, _tags, aws, moto_url  # noqa: F401 (fixtures)
 from test_deploy_cloud_paths import CONSOLE_EC2, up_to_ssh

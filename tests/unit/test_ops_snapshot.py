@@ -9,7 +9,6 @@ import pytest
 
 from provisioner.deploy.inventory import HostRecord
 from provisioner.deploy.ops import VolumeTarget, volume_target
-from provisioner.deploy.ops_remote import RunnerRemote
 from provisioner.deploy.ops_snapshot import WATCHDOG, apply_snapshot, plan_snapshot
 from provisioner.errors import CloudError, ConfigError, DiskError
 from provisioner.stack import load_stack
@@ -50,7 +49,7 @@ def test_btrfs_snapshot_then_freeze_cloud_snapshot_thaw_then_watchdog_stopped():
         seen.append(list(r.calls))  # what had run when the provider was asked
         return type("Snap", (), {"id": "snap-1", "state": "pending"})()
 
-    res = apply_snapshot(_plan(), RunnerRemote(r), take)
+    res = apply_snapshot(_plan(), r, take)
     assert [c[0] if c[0] != "fsfreeze" else " ".join(c[:2]) for c in r.calls] == [
         "findmnt", AGENT, "sh", "fsfreeze -f", "fsfreeze -u", "kill"]
     assert seen[0][-1] == ("fsfreeze", "-f", MOUNT)       # frozen while the cloud snapshot is taken
@@ -64,7 +63,7 @@ def test_cloud_snapshot_failure_still_thaws_and_stops_the_watchdog():
         raise CloudError("aws: quota or capacity exceeded")
 
     with pytest.raises(CloudError) as exc:
-        apply_snapshot(_plan(), RunnerRemote(r), take)
+        apply_snapshot(_plan(), r, take)
     assert r.calls[-2:] == [("fsfreeze", "-u", MOUNT), ("kill", "4242")]
     msg = str(exc.value)
     assert "quota" in msg and f"{MOUNT}/.snapshots/s1 was made" in msg and "thawed" in msg
@@ -73,7 +72,7 @@ def test_cloud_snapshot_failure_still_thaws_and_stops_the_watchdog():
 def test_a_bug_in_the_cloud_call_still_thaws():
     r = _runner()
     with pytest.raises(ZeroDivisionError):
-        apply_snapshot(_plan(), RunnerRemote(r), lambda: 1 / 0)
+        apply_snapshot(_plan(), r, lambda: 1 / 0)
     assert ("fsfreeze", "-u", MOUNT) in r.calls and r.calls[-1] == ("kill", "4242")
 
 
@@ -81,19 +80,19 @@ def test_failed_freeze_takes_no_cloud_snapshot_and_stops_the_watchdog():
     r = _runner(freeze_rc=1)
     called = []
     with pytest.raises(CloudError, match="cannot freeze"):
-        apply_snapshot(_plan(), RunnerRemote(r), lambda: called.append(1))
+        apply_snapshot(_plan(), r, lambda: called.append(1))
     assert called == [] and ("fsfreeze", "-u", MOUNT) not in r.calls and r.calls[-1] == ("kill", "4242")
 
 
 def test_thaw_by_the_watchdog_is_reported():
     r = _runner(thaw_rc=1)
-    res = apply_snapshot(_plan(), RunnerRemote(r), lambda: type("S", (), {"id": "snap-2", "state": "x"})())
+    res = apply_snapshot(_plan(), r, lambda: type("S", (), {"id": "snap-2", "state": "x"})())
     assert "crash-consistent only" in res.notes[0]
 
 
 def test_local_cloud_takes_the_btrfs_snapshot_only_and_says_so():
     r = _runner()
-    res = apply_snapshot(_plan("local"), RunnerRemote(r))
+    res = apply_snapshot(_plan("local"), r)
     assert [c[0] for c in r.calls] == ["findmnt", AGENT]
     assert res.cloud is None and "btrfs snapshot only" in res.notes[0]
     assert len(_plan("local").steps()) == 2 and "fsfreeze -u" in _plan().steps()[5]
@@ -104,7 +103,7 @@ def test_refuses_a_mount_that_is_not_a_btrfs_before_touching_anything(fstype, wh
     r = FakeRunner().expect(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", MOUNT], stdout=fstype,
                             returncode=0 if fstype else 1)
     with pytest.raises(DiskError, match=what):
-        apply_snapshot(_plan(), RunnerRemote(r), lambda: None)
+        apply_snapshot(_plan(), r, lambda: None)
     assert len(r.calls) == 1
 
 
@@ -140,5 +139,5 @@ def test_a_connection_lost_during_the_freeze_leaves_the_thaw_to_the_watchdog_and
     def take():
         raise CloudError("aws: throttled")
     with pytest.raises(CloudError, match="watchdog thaws it within 120s"):
-        apply_snapshot(_plan(), RunnerRemote(r), take)
+        apply_snapshot(_plan(), r, take)
     assert ("kill", "4242") not in r.calls      # the watchdog is left to do its job

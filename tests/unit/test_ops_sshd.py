@@ -21,9 +21,8 @@ from click.testing import CliRunner
 
 from provisioner.cli.main import cli
 from provisioner.deploy import inventory
-from provisioner.deploy.ops_remote import fetch_host_keys, interactive_argv, write_known_hosts
+from provisioner.remote.hostkeys import HostKeyMismatch, fetch_host_keys, openssh_argv, sha256_fingerprint, write_known_hosts
 from provisioner.errors import ConfigError
-from provisioner.host.ssh import HostKeyMismatch, sha256_fingerprint
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "clouds" / "stack.yml"
 
@@ -209,17 +208,17 @@ def test_ssh_unknown_host_is_one_clear_error(tmp_path):
 
 
 def test_logs_streams_the_services_container_output(sshd, tmp_path):
-    sshd.on("sudo -n sh -c '/usr/local/bin/provision container logs", lambda x: x.out("line 1\nline 2\n") or 0)
+    sshd.on("sudo -n /usr/local/bin/provision container logs", lambda x: x.out("line 1\nline 2\n") or 0)
     sshd.record(tmp_path)
     r = _invoke(tmp_path, "logs", "web", "frontend", "-n", "2", "-t")
     assert r.exit_code == 0 and r.stdout == "line 1\nline 2\n"
-    assert sshd.commands == ["sudo -n sh -c '/usr/local/bin/provision container logs --tail 2 --timestamps "
-                             "shop-frontend'"]
+    assert sshd.commands == ["sudo -n /usr/local/bin/provision container logs --tail 2 --timestamps "
+                             "shop-frontend"]
     assert sshd.ptys == 0
 
 
 def test_logs_follow_uses_a_pty_so_closing_hangs_up_the_remote_side(sshd, tmp_path):
-    sshd.on("sudo -n sh -c '/usr/local/bin/provision container logs --follow shop-api'",
+    sshd.on("sudo -n /usr/local/bin/provision container logs --follow shop-api",
             lambda x: x.out("started\n") or 0)
     sshd.record(tmp_path)
     r = _invoke(tmp_path, "logs", "web", "api", "-f")
@@ -237,8 +236,8 @@ def test_logs_of_a_service_not_on_the_host_names_where_it_is(sshd, tmp_path):
 
 
 def test_logs_reads_the_hosts_stack_file_when_the_operator_has_none(sshd, tmp_path):
-    sshd.on("sudo -n sh -c 'cat /etc/provisioner/stack.yml'", lambda x: x.out(FIXTURE.read_text()) or 0)
-    sshd.on("sudo -n sh -c '/usr/local/bin/provision container logs shop-api'", lambda x: x.out("ok\n") or 0)
+    sshd.on("sudo -n cat /etc/provisioner/stack.yml", lambda x: x.out(FIXTURE.read_text()) or 0)
+    sshd.on("sudo -n /usr/local/bin/provision container logs shop-api", lambda x: x.out("ok\n") or 0)
     rec = sshd.record(tmp_path)
     inventory.save(tmp_path, inventory.HostRecord(**{**rec.to_json(), "fingerprints": rec.fingerprints,
                                                      "stack_file": str(tmp_path / "gone.yml")}))
@@ -257,8 +256,8 @@ def test_snapshot_dry_run_prints_the_steps(sshd, tmp_path):
 
 
 def test_snapshot_on_the_local_cloud_is_btrfs_only(sshd, tmp_path):
-    sshd.on("sudo -n sh -c 'findmnt -n -o FSTYPE --mountpoint /srv/data'", lambda x: x.out("btrfs\n") or 0)
-    sshd.on("sudo -n sh -c '/usr/local/bin/provision --json host disks snapshot create /srv/data --name s1'",
+    sshd.on("sudo -n findmnt -n -o FSTYPE --mountpoint /srv/data", lambda x: x.out("btrfs\n") or 0)
+    sshd.on("sudo -n /usr/local/bin/provision --json host disks snapshot create /srv/data --name s1",
             lambda x: x.out(json.dumps({"name": "s1", "path": "/srv/data/.snapshots/s1"})) or 0)
     sshd.record(tmp_path, cloud="local")
     r = _invoke(tmp_path, "snapshot", "web", "data", "--name", "s1")
@@ -281,13 +280,13 @@ def test_interactive_known_hosts_holds_only_verified_keys_and_openssh_accepts_it
     assert known.read_text().splitlines()[0].startswith(f"[127.0.0.1]:{sshd.port} ssh-ed25519 ")
     if not shutil.which("ssh"):
         pytest.skip("OpenSSH client not installed")
-    argv = interactive_argv(target, known, keys, ["echo", "hi"])
+    argv = openssh_argv(target, known, keys, ["echo", "hi"])
     done = subprocess.run([argv[0], "-o", "BatchMode=yes", *argv[1:]], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "hi\n", done.stderr
     # and OpenSSH refuses the server when known_hosts holds another key
     other = paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp_path / "other")))
     write_known_hosts(known, target, [other])
-    bad = subprocess.run([argv[0], "-o", "BatchMode=yes", *interactive_argv(target, known, [other], ["echo", "hi"])[1:]],
+    bad = subprocess.run([argv[0], "-o", "BatchMode=yes", *openssh_argv(target, known, [other], ["echo", "hi"])[1:]],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 255 and "verification failed" in bad.stderr
 
@@ -300,7 +299,8 @@ def test_ssh_without_a_command_hands_openssh_the_verified_keys(sshd, tmp_path, m
         known = next(a.split("=", 1)[1] for a in argv if a.startswith("UserKnownHostsFile="))
         seen["argv"], seen["known"] = argv, Path(known).read_text()
         return 7
-    monkeypatch.setattr("provisioner.cli.ops.subprocess.call", call)
+    # this machine's Runner is the seam that hands the terminal to OpenSSH
+    monkeypatch.setattr("provisioner.runner.Runner.interactive", lambda self, argv, sudo=False: call(argv))
     r = _invoke(tmp_path, "ssh", "web")
     assert r.exit_code == 7
     assert "StrictHostKeyChecking=yes" in seen["argv"] and seen["argv"][-1] == "127.0.0.1"

@@ -8,8 +8,12 @@ import paramiko
 import pytest
 
 from provisioner.errors import HostError
-from provisioner.host import deliver as d
-from provisioner.host.ssh import HostKeyMismatch, SshClient, Target, _VerifyFingerprints, sha256_fingerprint
+from provisioner.remote import bundle as b
+from provisioner.remote import deliver as d
+from provisioner.runner import Result
+from provisioner.testing import FakeRunner
+from provisioner.remote.hostkeys import HostKeyMismatch, Target, VerifyFingerprints, sha256_fingerprint
+from provisioner.remote.ssh import SshClient
 
 
 @pytest.fixture
@@ -29,10 +33,10 @@ def test_fingerprint_matches_ssh_keygen(host_key):
 def test_policy_accepts_only_console_fingerprints(host_key):
     key = paramiko.Ed25519Key.from_private_key_file(str(host_key))
     client = paramiko.SSHClient()
-    _VerifyFingerprints({sha256_fingerprint(key)}, "h").missing_host_key(client, "[127.0.0.1]:2222", key)
+    VerifyFingerprints({sha256_fingerprint(key)}, "h").missing_host_key(client, "[127.0.0.1]:2222", key)
     assert client.get_host_keys().lookup("[127.0.0.1]:2222")
     with pytest.raises(HostKeyMismatch, match="not among the fingerprints"):
-        _VerifyFingerprints({"SHA256:other"}, "h").missing_host_key(paramiko.SSHClient(), "x", key)
+        VerifyFingerprints({"SHA256:other"}, "h").missing_host_key(paramiko.SSHClient(), "x", key)
 
 
 def test_client_refuses_to_run_without_fingerprints(tmp_path):
@@ -40,21 +44,27 @@ def test_client_refuses_to_run_without_fingerprints(tmp_path):
         SshClient(Target("127.0.0.1", 22, "u", tmp_path / "k", ()))
 
 
-class FakeSsh:
-    """Stands in for SshClient: records commands and puts, answers python3 and listdir."""
+class FakeSsh(FakeRunner):
+    """Stands in for SshClient as any Runner does: records commands and puts, answers python3 and
+    listdir (every command answers; what each prints depends on it)."""
 
     def __init__(self, python="3.11", have=None, marker=""):
-        self.target = Target("127.0.0.1", 2222, "provision", Path("k"), ("SHA256:x",))
+        super().__init__(where="provision@127.0.0.1:2222")
         self.python, self.have, self.commands, self.puts = python, have or {}, [], []
-        self.marker, self.inputs = marker, {}
+        self.marker, self.by_command = marker, {}
+        self.expect([], prefix=True, handler=self.answer)
 
-    def run(self, argv, **kw):
-        cmd = argv if isinstance(argv, str) else " ".join(argv)
-        self.commands.append(cmd)
-        self.inputs[cmd] = kw.get("input")
+    def answer(self, argv) -> Result:
+        cmd = " ".join(argv)
         out = (self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd
                else self.marker if cmd.startswith("cat ") else "")
-        return type("O", (), {"stdout": out, "stderr": "", "returncode": 0})()
+        return Result(argv, 0, out, "")
+
+    def run(self, argv, **kw):
+        cmd = " ".join(argv)
+        self.commands.append(cmd)
+        self.by_command[cmd] = kw.get("input")
+        return super().run(argv, **kw)
 
     def listdir(self, remote):
         return self.have
@@ -63,7 +73,7 @@ class FakeSsh:
         self.puts.append(Path(local).name)
 
 
-def _bundle(tmp_path, content=b"print('agent')\n") -> d.AgentBundle:
+def _bundle(tmp_path, content=b"print('agent')\n") -> b.AgentBundle:
     import zipfile
 
     wheels = []
@@ -71,7 +81,7 @@ def _bundle(tmp_path, content=b"print('agent')\n") -> d.AgentBundle:
         with zipfile.ZipFile(tmp_path / name, "w") as z:
             z.writestr("mod.py", content if name.startswith("provisioner") else b"x")
         wheels.append(tmp_path / name)
-    return d.AgentBundle(wheels[0], tuple(wheels[1:]), "3.11")
+    return b.AgentBundle(wheels[0], tuple(wheels[1:]), "3.11")
 
 
 def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
@@ -87,7 +97,7 @@ def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
     # then the agent's own wheel over the installed one (same version, new code): wheelinstall
     own = "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl"
     assert ssh.commands.index(own) > ssh.commands.index(installs[0])
-    assert ssh.inputs[own] == Path(d.wheelinstall.__file__).read_text()
+    assert ssh.by_command[own] == Path(d.wheelinstall.__file__).read_text()
     assert report.version == "provision, version 0.1.0"
 
 
@@ -98,26 +108,25 @@ def test_deliver_refuses_a_python_mismatch_before_sending(tmp_path):
     assert ssh.puts == []
 
 
-def test_runtime_requirements_leave_out_test_extras():
-    reqs = d.runtime_requirements()
-    assert any(r.startswith("paramiko") for r in reqs)
+def test_runtime_requirements_leave_out_test_extras_and_operator_libraries():
+    reqs = b.runtime_requirements()
+    assert any(r.startswith("click") for r in reqs) and any(r.startswith("PyYAML") for r in reqs)
     assert not any("pytest" in r or "moto" in r for r in reqs)
+    assert not any(r.lower().startswith(("paramiko", "apache-libcloud", "jinja2")) for r in reqs)
 
 
 def test_first_delivery_makes_a_venv_without_pip_and_installs_once(tmp_path):
     class Fresh(FakeSsh):
-        def run(self, argv, **kw):
-            out = super().run(argv, **kw)
-            if not isinstance(argv, str) and argv[:2] == ["test", "-x"]:
-                out.returncode = 1
-            return out
+        def answer(self, argv):
+            out = super().answer(argv)
+            return Result(argv, 1, "", "") if list(argv[:2]) == ["test", "-x"] else out
 
     ssh = Fresh()
     d.deliver(ssh, _bundle(tmp_path))
     assert "python3 -m venv --without-pip /opt/provisioner/venv" in ssh.commands
     installs = [c for c in ssh.commands if " install " in c]
     assert len(installs) == 1 and "--no-index" in installs[0] and "--force-reinstall" not in installs[0]
-    assert any(c.startswith("ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision && ")
+    assert any(c.startswith("sh -c ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision && ")
                for c in ssh.commands)
     assert "tee /opt/provisioner/venv.deps" in ssh.commands   # the next delivery knows the deps are there
 
@@ -126,11 +135,10 @@ def test_dependencies_already_in_the_venv_mean_no_pip_run(tmp_path):
     bundle = _bundle(tmp_path)
 
     class Baked(FakeSsh):   # like the local cloud's VM image: venv and its .deps list baked in
-        def run(self, argv, **kw):
-            out = super().run(argv, **kw)
-            if out.stdout == "" and self.commands[-1] == "cat /opt/provisioner/venv.deps":
-                out.stdout = "\n".join(sorted(w.name for w in bundle.dependency_wheels)) + "\n"
-            return out
+        def answer(self, argv):
+            if " ".join(argv) == "cat /opt/provisioner/venv.deps":
+                return Result(argv, 0, "\n".join(sorted(w.name for w in bundle.dependency_wheels)) + "\n", "")
+            return super().answer(argv)
 
     ssh = Baked(have={w.name: w.stat().st_size for w in bundle.dependency_wheels})
     d.deliver(ssh, bundle)
@@ -143,19 +151,19 @@ def test_dependencies_already_in_the_venv_mean_no_pip_run(tmp_path):
 def test_same_agent_contents_are_not_reinstalled(tmp_path):
     first = _bundle(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path)
     second = _bundle(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path)  # rebuilt: new zip times
-    assert d.content_digest(first.project_wheel) == d.content_digest(second.project_wheel)
-    marker = d.content_digest(first.project_wheel) + " " + ",".join(w.name for w in first.dependency_wheels)
+    assert b.content_digest(first.project_wheel) == b.content_digest(second.project_wheel)
+    marker = b.content_digest(first.project_wheel) + " " + ",".join(w.name for w in first.dependency_wheels)
     ssh = FakeSsh(marker=marker)
     report = d.deliver(ssh, second)
     assert ssh.puts == [] and report.sent == [] and len(report.skipped) == 3
     assert not [c for c in ssh.commands if " install " in c]
     changed = _bundle(tmp_path / "c" if (tmp_path / "c").mkdir() is None else tmp_path, b"print('v2')\n")
     d.deliver(FakeSsh(marker=marker), changed)  # different contents: installed
-    assert d.content_digest(changed.project_wheel) != d.content_digest(first.project_wheel)
+    assert b.content_digest(changed.project_wheel) != b.content_digest(first.project_wheel)
 
 
 def test_source_digest_follows_what_goes_into_the_wheel(tmp_path):
-    from provisioner.host.deliver import source_digest
+    from provisioner.remote.bundle import source_digest
 
     (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
     pkg = tmp_path / "provisioner"

@@ -184,15 +184,6 @@ def test_restore_starts_what_the_policy_brings_back_at_boot(tmp_path):
     assert started == [("run", "a"), ("run", "c")]
 
 
-def test_start_builds_the_shim_in_a_checkout_when_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(supervise, "shim_path", lambda: None)
-    built = str(supervise._SHIM_DIR / "build" / "provision-shim")
-    runner = (FakeRunner().expect(["make", "-s", "-C", str(supervise._SHIM_DIR)])
-              .expect([built], prefix=True, stdout="1 2\n"))
-    supervise.start("web", ["true"], "no", tmp_path, tmp_path, runner=runner)
-    assert [c[0] for c in runner.commands()] == ["make", built]
-
-
 def test_log_text_tail_and_timestamps(tmp_path):
     (tmp_path / "c1.log").write_text(rec("a\n", t="T1") + rec("b\n", "stderr", t="T2") + rec("c", t="T3"))
     assert list(supervise.log_text("c1", tmp_path)) == ["a\n", "b\n", "c"]

@@ -138,22 +138,9 @@ def test_run_request_healthcheck_is_kept_in_the_container_config(tmp_path):
     assert "healthcheck" not in mgr.check(RunRequest("busybox"))
 
 
-def test_a_stale_checkout_build_of_the_shim_is_rebuilt_first(tmp_path, monkeypatch):
-    shim_dir = tmp_path / "shim"
-    (shim_dir / "build").mkdir(parents=True)
-    built = shim_dir / "build" / "provision-shim"
-    built.write_text("")
-    built.chmod(0o755)
-    (shim_dir / "Makefile").write_text("")
-    (shim_dir / "health.c").write_text("")
-    os.utime(built, (1000, 1000))   # older than the sources
-    monkeypatch.setattr(supervise, "_SHIM_DIR", shim_dir)
-    monkeypatch.setattr(supervise, "shim_path", lambda: str(built))
-    assert supervise.checkout_build_is_stale(str(built))
-    runner = (FakeRunner().expect(["make", "-s", "-C", str(shim_dir)])
-              .expect([str(built)], prefix=True, stdout="1 2\n"))
-    supervise.start("web", ["true"], "no", tmp_path, tmp_path, runner=runner)
-    assert [c[0] for c in runner.commands()] == ["make", str(built)]
-    os.utime(built)   # now newer: used as it is
-    assert not supervise.checkout_build_is_stale(str(built))
-    assert not supervise.checkout_build_is_stale("/usr/bin/provision-shim")   # not a checkout's build
+def test_a_missing_shim_is_one_error_and_nothing_is_built_at_run_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(supervise, "shim_path", lambda: None)
+    runner = FakeRunner()   # refuses any command: no `make` at run time
+    with pytest.raises(ContainerError, match="provision-shim not found: build it with `make -C native/shim`"):
+        supervise.start("web", ["true"], "no", tmp_path, tmp_path, runner=runner)
+    assert runner.calls == []

@@ -126,7 +126,7 @@ def test_refuses_what_is_not_a_wheel(tmp_path):
 
 
 def test_shipped_byte_code_is_what_the_host_imports(tmp_path):
-    from provisioner.host import bytecode
+    from provisioner.remote import bytecode
 
     wheel = make_wheel(tmp_path, "1.0", V1)
     assert bytecode.add_to_wheel(wheel) == 3    # the package's three modules; not the data script

@@ -11,7 +11,7 @@ import pytest
 
 from provisioner.clouds.local import LocalCloud
 from provisioner.errors import ProvisionerError
-from provisioner.host.ssh import ensure_keypair
+from provisioner.remote.ssh import ensure_keypair
 from provisioner.runner import Runner
 from provisioner.vmimage import default_cache_dir
 from provisioner.vmimage.build import build

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from provisioner.deploy import inventory
-from provisioner.host.ssh import SshClient
+from provisioner.remote.ssh import SshClient
 from provisioner.imagebuild.recipes import build, push
 from provisioner.runner import Runner
 

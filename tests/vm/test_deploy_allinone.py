@@ -91,7 +91,7 @@ def test_reboot_brings_the_stack_back_with_the_volume_intact(deployed, vm_root):
     _result, port, _stack, _env = deployed
     name = "allinone/allinone"
     with ssh_to(vm_root, name) as ssh:
-        ssh.run("echo kept > /srv/backups/marker", sudo=True)
+        ssh.run(["sh", "-c", "echo kept > /srv/backups/marker"], sudo=True)
         uuid = ssh.run(["findmnt", "-no", "UUID", "/srv/backups"]).stdout.strip()
     took = reboot_and_wait(vm_root, name)
     print(f"\nreboot: SSH back after {took:.0f}s")
@@ -102,13 +102,13 @@ def test_reboot_brings_the_stack_back_with_the_volume_intact(deployed, vm_root):
         # the boot hook converges the stack after the restart policies had their go: poll until it has
         deadline = time.monotonic() + 600
         while True:
-            ps = json.loads(ssh.run("sudo -n provision ps -f /etc/provisioner/stack.yml --json").stdout)
+            ps = json.loads(ssh.run(["provision", "ps", "-f", "/etc/provisioner/stack.yml", "--json"], sudo=True).stdout)
             states = {r["service"]: (r["state"], r["health"]) for r in ps}
             if states == {s: ("running", "healthy") for s in SERVICES} or time.monotonic() > deadline:
                 break
             time.sleep(5)
         assert states == {s: ("running", "healthy") for s in SERVICES}
-        steps = json.loads(ssh.run("sudo -n provision host status --json").stdout)["steps"]
+        steps = json.loads(ssh.run(["provision", "host", "status", "--json"], sudo=True).stdout)["steps"]
         assert {s["name"]: s["status"] for s in steps}["containers"] in ("ok", "changed"), steps
 
 

@@ -27,9 +27,9 @@ import pytest
 from provisioner.clouds.local import local_nvme_role, state
 from provisioner.deploy import inventory
 from provisioner.deploy.ops import VolumeTarget
-from provisioner.deploy.ops_remote import SshRemote, fetch_host_keys, interactive_argv, write_known_hosts
+from provisioner.remote.hostkeys import fetch_host_keys, openssh_argv, write_known_hosts
 from provisioner.deploy.ops_snapshot import WATCHDOG, SnapshotPlan, apply_snapshot
-from provisioner.host.ssh import HostKeyMismatch, SshClient
+from provisioner.remote.ssh import HostKeyMismatch, SshClient
 from tests.registry_fixture import docker_registry, free_port
 
 from deployhelpers import EXAMPLES, deploy, http_get, provision, push_images, reboot_and_wait, ssh_to
@@ -86,13 +86,14 @@ def test_deploy_serves_from_the_forwarded_port_with_disks_like_aws(env, first):
         # what the on-host discovery saw: real udev properties of qemu's NVMe disks, told apart by serial
         st = state.load(env["root"] / "local" / "hello" / "web")
         for disk in st.disks:
-            dev = ssh.run(f"lsblk -dno NAME,SERIAL | awk '$2 == \"{disk['serial']}\" {{print $1}}'").stdout.strip()
+            dev = ssh.run(["sh", "-c", f"lsblk -dno NAME,SERIAL | awk '$2 == \"{disk['serial']}\" {{print $1}}'"]
+                          ).stdout.strip()
             out = ssh.run(["udevadm", "info", "--query=property", "--name", f"/dev/{dev}"]).stdout
             props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
             assert props["ID_SERIAL_SHORT"] == disk["serial"] and props["ID_MODEL"] == "QEMU NVMe Ctrl", props
             assert local_nvme_role(disk["serial"]) == disk["role"]
         assert sorted(d["role"] for d in st.disks) == ["ephemeral", "ephemeral", "volume"]
-        status = json.loads(ssh.run("sudo -n provision host status --json").stdout)
+        status = json.loads(ssh.run(["provision", "host", "status", "--json"], sudo=True).stdout)
         assert {s["name"]: s["status"] for s in status["steps"]}["disks"] in ("ok", "changed")
 
 
@@ -130,7 +131,7 @@ def test_openssh_accepts_the_verified_known_hosts(env, first):
     assert keys
     with tempfile.TemporaryDirectory() as tmp:
         known = write_known_hosts(Path(tmp) / "known_hosts", rec.target(), keys)
-        argv = interactive_argv(rec.target(), known, keys, ["hostname"])
+        argv = openssh_argv(rec.target(), known, keys, ["hostname"])
         done = subprocess.run([argv[0], "-o", "BatchMode=yes", *argv[1:]], capture_output=True, text=True,
                               timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
@@ -154,7 +155,7 @@ def test_snapshot_on_the_local_cloud_is_a_btrfs_snapshot(env, first):
     assert out["btrfs_path"] == "/srv/data/.snapshots/s1" and out["cloud_snapshot_id"] is None
     assert "btrfs snapshot only" in out["notes"][0]
     with _client(env["root"]) as c:
-        listed = c.run("sudo -n provision host disks snapshot list /srv/data").stdout
+        listed = c.run(["provision", "host", "disks", "snapshot", "list", "/srv/data"], sudo=True).stdout
         assert "s1" in listed
         assert c.run(["cat", "/srv/data/.snapshots/s1/www/index.html"], sudo=True).stdout.strip()
 
@@ -167,10 +168,10 @@ def test_freeze_over_ssh_is_held_during_the_provider_call_and_released(env, firs
         def provider():
             seen.append(_frozen(probe))
             return type("Snap", (), {"id": "snap-x", "state": "pending"})()
-        res = apply_snapshot(plan, SshRemote(c), provider)
+        res = apply_snapshot(plan, c, provider)
         assert seen == [True] and not _frozen(probe) and res.notes == []
         # no watchdog left behind
-        assert "watchdog" not in c.run("ps -eo args", check=False).stdout
+        assert "watchdog" not in c.run(["ps", "-eo", "args"], check=False).stdout
 
 
 def test_the_watchdog_thaws_after_the_operator_vanishes(env, first):
@@ -228,7 +229,7 @@ def test_rotate_ssh_keys_runbook_on_the_vm(env, first):
 def test_reboot_brings_everything_back_with_the_volume_intact(env, first):
     root = env["root"]
     with ssh_to(root, "hello/web") as ssh:
-        ssh.run("echo survived > /srv/data/www/index.html", sudo=True)
+        ssh.run(["sh", "-c", "echo survived > /srv/data/www/index.html"], sudo=True)
         uuid = ssh.run(["findmnt", "-no", "UUID", "/srv/data"]).stdout.strip()
     took = reboot_and_wait(root, "hello/web")
     print(f"\nreboot: SSH back after {took:.0f}s")
@@ -236,7 +237,7 @@ def test_reboot_brings_everything_back_with_the_volume_intact(env, first):
     with ssh_to(root, "hello/web") as ssh:
         assert ssh.run(["findmnt", "-no", "UUID", "/srv/data"]).stdout.strip() == uuid   # not reformatted
         assert ssh.run(["findmnt", "-no", "FSTYPE", "/var/lib/provisioner"]).stdout.strip() == "btrfs"
-        ps = json.loads(ssh.run("sudo -n provision ps -f /etc/provisioner/stack.yml --json").stdout)
+        ps = json.loads(ssh.run(["provision", "ps", "-f", "/etc/provisioner/stack.yml", "--json"], sudo=True).stdout)
         assert [(r["service"], r["state"]) for r in ps] == [("web", "running")]
 
 
@@ -252,7 +253,8 @@ def test_replace_a_failed_host_runbook_on_the_vm(env, first):
     root = env["root"]
     with _client(root) as c:
         # synced: a killed VM loses what sat in its page cache, like a real power loss
-        c.run("echo survived replacement > /srv/data/www/index.html && sync -f /srv/data/www", sudo=True)
+        c.run(["sh", "-c", "echo survived replacement > /srv/data/www/index.html && sync -f /srv/data/www"],
+              sudo=True)
         uuid = c.run(["findmnt", "-no", "UUID", "/srv/data"]).stdout.strip()
     old = inventory.find(root, NAME)
     pid = int((root / "local" / "hello" / "web" / "qemu.pid").read_text().split()[0])

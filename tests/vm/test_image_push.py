@@ -19,9 +19,9 @@ import pytest
 
 from provisioner.clouds.local import VmSpec
 from provisioner.deploy import inventory
-from provisioner.host.deliver import build_bundle, deliver
-from provisioner.host.imagepush import push_image, push_images
-from provisioner.host.ssh import SshClient, target_for
+from provisioner.remote.deliver import build_bundle, deliver
+from provisioner.remote.imagepush import push_image, push_images
+from provisioner.remote.ssh import SshClient, target_for
 from provisioner.imagebuild.layout import Layer, LayoutWriter
 from provisioner.imagebuild.recipes import BUSYBOX_CONFIG, build, busybox_layers, push
 from provisioner.imagebuild.tarbuild import F
@@ -82,14 +82,15 @@ def ssh(vm, operator_key):
     serial = next(d["serial"] for d in vm.disks if d["role"] == "ephemeral")
     devices = json.loads(client.run(["lsblk", "--json", "-d", "-o", "NAME,SERIAL"]).stdout)["blockdevices"]
     dev = "/dev/" + next(d["name"] for d in devices if (d.get("serial") or "").strip() == serial)
-    client.run(f"mkfs.btrfs -q -f {dev} && mkdir -p {AGENT_ROOT} && mount {dev} {AGENT_ROOT}", sudo=True)
+    client.run(["sh", "-c", f"mkfs.btrfs -q -f {dev} && mkdir -p {AGENT_ROOT} && mount {dev} {AGENT_ROOT}"],
+               sudo=True)
     assert client.run(["findmnt", "-n", "-o", "FSTYPE", AGENT_ROOT]).stdout.strip() == "btrfs"
     yield client
     client.close()
 
 
 def host_images(ssh) -> dict[str, str]:
-    data = json.loads(ssh.run("sudo -n provision --json image ls").stdout)
+    data = json.loads(ssh.run(["provision", "--json", "image", "ls"], sudo=True).stdout)
     return {name: rec["manifest_digest"] for rec in data for name in rec["names"]}
 
 
@@ -104,7 +105,7 @@ def test_first_push_sends_every_layer(registry, ssh):
     assert sorted(finished) == [0, 1] and sum(finished.values()) == report.bytes_sent
     assert host_images(ssh)[ref] == report.manifest_digest
     # the staging directory is gone once loaded
-    assert ssh.run(f"ls -A {AGENT_ROOT}/incoming", sudo=True).stdout.split() == [".lock"]
+    assert ssh.run(["ls", "-A", f"{AGENT_ROOT}/incoming"], sudo=True).stdout.split() == [".lock"]
 
 
 def test_second_push_sends_nothing(registry, ssh):
@@ -136,7 +137,8 @@ def test_pushed_image_runs_on_the_host_without_a_pull(registry, ssh):
 
 def test_interrupted_push_leaves_nothing_and_the_next_sweeps_stale_staging(registry, ssh):
     incoming = f"{AGENT_ROOT}/incoming"
-    ssh.run(f"mkdir -p {incoming}/1-1-killed && touch {incoming}/1-1-killed/blob", sudo=True)  # a kill -9 leftover
+    # a kill -9 leftover
+    ssh.run(["sh", "-c", f"mkdir -p {incoming}/1-1-killed && touch {incoming}/1-1-killed/blob"], sudo=True)
     before = host_images(ssh)
     third, busybox = f"{registry.address}/test/third:1", f"{registry.address}/test/busybox:1"
 
@@ -152,7 +154,7 @@ def test_interrupted_push_leaves_nothing_and_the_next_sweeps_stale_staging(regis
     # the host's load saw its stdin end mid-blob: it fails, removes its staging, records nothing
     def settled() -> bool:  # no load running ([p]: pgrep must not match its own shell) and no staging left
         busy = ssh.run(["pgrep", "-f", "[p]rovision .*image load"], check=False).returncode == 0
-        return not busy and ssh.run(f"ls -A {incoming}", sudo=True).stdout.split() == [".lock"]
+        return not busy and ssh.run(["ls", "-A", incoming], sudo=True).stdout.split() == [".lock"]
 
     wait_until(settled, timeout=90, interval=0.5, what="the interrupted load to exit and its staging to go")
     assert host_images(ssh) == before

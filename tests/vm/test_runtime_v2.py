@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.clouds.local import VmSpec
-from provisioner.host.ssh import SshClient, target_for
+from provisioner.remote.ssh import SshClient, target_for
 
 from conftest import public_key
 from vmhelpers import qemu_processes_for, wait_not_listening
@@ -59,7 +59,7 @@ class Guest:
         self.ssh = ssh
 
     def sh(self, cmd: str, check: bool = True) -> str:
-        return self.ssh.run(cmd, sudo=True, check=check).stdout
+        return self.ssh.run(["sh", "-c", cmd], sudo=True, check=check).stdout
 
     def agent(self, *args, input: str | None = None):
         out = self.ssh.run(["python3", AGENT, *map(str, args)], sudo=True, input=input).stdout
@@ -73,7 +73,7 @@ class Guest:
         if args[0] == "create":
             err = f"{WORK}/create.err"
             cmd = f"{cmd} </dev/null >/dev/null 2>{err}; rc=$?; cat {err} >&2; exit $rc"
-        out = self.ssh.run(cmd, sudo=True, check=False)
+        out = self.ssh.run(["sh", "-c", cmd], sudo=True, check=False)
         return {"rc": out.returncode, "out": out.stdout, "err": out.stderr}
 
     def bundle(self, name: str, cfg: dict) -> str:
@@ -233,8 +233,7 @@ def test_limits_read_back_from_the_vm_and_from_inside(guest, host_facts):
     upd = guest.rt("update", "--memory", 48 << 20, "--pids-limit", 17, "--cpu-share", 1024, cid)
     assert upd["rc"] == 0, upd["err"]
     res = json.dumps({"cpu": {"quota": 20000, "period": 50000}})
-    upd = guest.ssh.run(shlex.join([RUNTIME, "--root", STATE, "update", "-r", "-", cid]), sudo=True, input=res,
-                        check=False)
+    upd = guest.ssh.run([RUNTIME, "--root", STATE, "update", "-r", "-", cid], sudo=True, input=res, check=False)
     assert upd.returncode == 0, upd.stderr
     after = guest.cg(f"{CG}/{cid}")["files"]
     assert (after["memory.max"], after["pids.max"], after["cpu.weight"], after["cpu.max"]) == (

@@ -26,11 +26,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from ..errors import HostError, ImageError
 from ..images import reference as _reference
 from ..images.registry import Platform, Registry, ResolvedImage, parse_platform
-from ..errors import HostError, ImageError
+from ..runner import Runner
 
-REMOTE = ("sudo", "-n", "provision")
+REMOTE = ("provision",)   # the agent on the host, run as root
 REF_NAME = "org.opencontainers.image.ref.name"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 CHUNK = 1 << 20
@@ -191,7 +192,7 @@ def _answers(data: dict, names: list[str], where: str) -> list[dict]:
     return got
 
 
-def push_images(ssh, refs: Sequence[str], *, insecure_registries: Iterable[str] = (),
+def push_images(ssh: Runner, refs: Sequence[str], *, insecure_registries: Iterable[str] = (),
                 platform: Platform | str | None = None, remote: Sequence[str] = REMOTE,
                 progress: BatchProgress | None = None, registries: dict[str, Registry] | None = None,
                 runner=None) -> list[PushReport]:
@@ -201,7 +202,7 @@ def push_images(ssh, refs: Sequence[str], *, insecure_registries: Iterable[str] 
     the same push is listed in `skipped` of the later ones."""
     start = time.monotonic()
     names = list(dict.fromkeys(str(_reference.parse(r)) for r in refs))  # all refs checked before any contact
-    where = ssh.target.where
+    where = ssh.where
     if isinstance(platform, str):
         platform = parse_platform(platform)
     if platform is None:
@@ -211,7 +212,8 @@ def push_images(ssh, refs: Sequence[str], *, insecure_registries: Iterable[str] 
     images = {n: regs[n].resolve(platform) for n in names}
     query = [*remote, "--json", "image", "layers"]
     stdin = json.dumps({"images": [{"name": n, "diff_ids": images[n].diff_ids} for n in names]})
-    answers = _answers(_remote_json(ssh.run(query, input=stdin).stdout, " ".join(query), where), names, where)
+    answers = _answers(_remote_json(ssh.run(query, input=stdin, sudo=True).stdout, " ".join(query), where), names,
+                       where)
     reports, shipments, queued = {}, [], set()
     for n, answer in zip(names, answers):
         image = images[n]
@@ -230,7 +232,7 @@ def push_images(ssh, refs: Sequence[str], *, insecure_registries: Iterable[str] 
             sent[:] = write_layout_tar(out, shipments, progress)
 
         load = [*remote, "--json", "image", "load", "-", "--all"]
-        data = _remote_json(ssh.run_streaming(load, write).stdout, " ".join(load), where)
+        data = _remote_json(ssh.run(load, input=write, sudo=True).stdout, " ".join(load), where)
         loaded = {r.get("names", [None])[0]: r.get("manifest_digest") for r in data.get("images") or []
                   if isinstance(r, dict) and r.get("names")}
         for s, nbytes in zip(shipments, sent):
@@ -245,10 +247,11 @@ def push_images(ssh, refs: Sequence[str], *, insecure_registries: Iterable[str] 
     return [reports[str(_reference.parse(r))] for r in refs]
 
 
-def push_image(ssh, ref: str, *, insecure_registries: Iterable[str] = (), platform: Platform | str | None = None,
+def push_image(ssh: Runner, ref: str, *, insecure_registries: Iterable[str] = (), platform: Platform | str | None = None,
                remote: Sequence[str] = REMOTE, progress: Progress | None = None, registry: Registry | None = None,
                runner=None) -> PushReport:
-    """Push `ref` from its registry (reached from here) to the host behind `ssh` (an SshClient)."""
+    """Push `ref` from its registry (reached from here) to the host behind `ssh` (an SshClient, or
+    any Runner)."""
     name = str(_reference.parse(ref))
     batch = (lambda _ref, index, done, size: progress(index, done, size)) if progress else None
     return push_images(ssh, [ref], insecure_registries=insecure_registries, platform=platform, remote=remote,
