@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..agentlibs import missing_operator_library
 from ..errors import ProvisionerError
 from .app import DEFAULT_ROOT, App
 
@@ -107,6 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        dist = missing_operator_library(exc)
+        if dist is None:
+            click.echo(f"error: internal error ({type(exc).__name__}: {exc}); details in {_crash_log(exc)}", err=True)
+            sys.exit(70)
+        # a host's agent is installed without the operator's libraries
+        click.echo(f"error: this command runs on the operator's machine: it needs {dist}, which is not installed "
+                   "here (a host's agent goes without it)", err=True)
+        sys.exit(1)
     except Exception as exc:  # the error boundary: bugs get a log, not a wall of text
         click.echo(f"error: internal error ({type(exc).__name__}: {exc}); details in {_crash_log(exc)}", err=True)
         sys.exit(70)

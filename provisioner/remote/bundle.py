@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..agentlibs import OPERATOR_LIBRARIES
 from ..errors import HostError
 from ..runner import Runner
 from . import bytecode
@@ -41,9 +42,7 @@ class AgentBundle:
         return (self.project_wheel, *self.dependency_wheels)
 
 
-# What only the operator's side uses: cloud APIs, SSH, cloud-init templates. The agent never
-# imports them (tests/unit/test_layering.py holds it to that), so a host never installs them.
-OPERATOR_ONLY = {"apache-libcloud", "paramiko", "jinja2"}
+OPERATOR_ONLY = {d.lower() for d in OPERATOR_LIBRARIES.values()}
 
 
 def _name(requirement: str) -> str:
