@@ -19,9 +19,11 @@ import pytest
 
 from provisioner.clouds.local import VmSpec
 from provisioner.deploy import inventory
-from provisioner.remote.deliver import build_bundle, deliver
+from provisioner.remote.bundle import build_bundle
+from provisioner.remote.deliver import deliver
 from provisioner.remote.imagepush import push_image, push_images
-from provisioner.remote.ssh import SshClient, target_for
+from provisioner.remote.hostkeys import target_for
+from provisioner.remote.ssh import SshClient
 from provisioner.imagebuild.layout import Layer, LayoutWriter
 from provisioner.imagebuild.recipes import BUSYBOX_CONFIG, build, busybox_layers, push
 from provisioner.imagebuild.tarbuild import F

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.clouds.local import VmSpec
-from provisioner.remote.ssh import SshClient, target_for
+from provisioner.remote.hostkeys import target_for
+from provisioner.remote.ssh import SshClient
 
 from conftest import public_key
 from vmhelpers import qemu_processes_for, wait_not_listening
