@@ -10,14 +10,42 @@ _MEM = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_memory(text: str) -> int:
-    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
+def parse_bytes(text, what: str = "size") -> int:
+    """Docker's RAMInBytes: "512m", "1g", "1.5G", "64mb", 100000 (bytes); binary units."""
+    if isinstance(text, bool):
+        raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m or g)")
     m = _MEM.fullmatch(str(text).strip())
     if not m:
-        raise ConfigError(f"bad --memory value {text!r} (want a number with an optional unit b, k, m or g)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m or g)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_memory(text: str, what: str = "--memory") -> int:
+    """A memory limit: parse_bytes, at least the 6 MB Docker enforces."""
+    n = parse_bytes(text, what)
     if n < 6 * (1 << 20):
-        raise ConfigError(f"--memory {text} is below the 6 MB minimum Docker enforces")
+        raise ConfigError(f"{what} {text} is below the 6 MB minimum Docker enforces")
+    return n
+
+
+def parse_pids(value, what: str = "--pids-limit") -> int | None:
+    """A pids limit: a positive number; 0 or -1 mean unlimited (None), as Docker."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"bad {what} value {value!r} (want a number; -1 for unlimited)") from None
+    if isinstance(value, bool) or n < -1:
+        raise ConfigError(f"bad {what} value {value!r} (want a number; -1 for unlimited)")
+    return n if n > 0 else None
+
+
+def parse_cpu_shares(value, what: str = "--cpu-shares") -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"bad {what} value {value!r} (want a number, 2 to 262144)") from None
+    if isinstance(value, bool) or not 2 <= n <= 262144:
+        raise ConfigError(f"bad {what} value {value!r} (want a number, 2 to 262144)")
     return n
 
 
