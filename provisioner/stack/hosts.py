@@ -60,6 +60,16 @@ def parse_host(c: Fields, h: dict, services: dict) -> Host:
                 ephemeral=ephemeral, disks=parsed, line=yamlutil.line_of(h))
 
 
+IMPLICIT_HOST = "main"
+
+
+def implicit_host(c: Fields, services: tuple[str, ...]) -> Host:
+    """A file without `hosts:` deployed: one host running every service, with the local cloud's
+    defaults (aws and gce have no defaults: their settings need a `hosts:` section)."""
+    return Host(name=IMPLICIT_HOST, clouds={"local": _local(c, {}, f"hosts.{IMPLICIT_HOST}.local", None)},
+                services=services, ssh_cidr=None, volumes=(), ephemeral=None, disks=None, line=None)
+
+
 def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
     c.keys(d, CLOUD_KEYS[cloud], where)
     if cloud == "aws":

@@ -281,8 +281,8 @@ def test_stack_unknown_security_key_is_still_a_file_line_error(tmp_path):
     from provisioner.stack import load_stack
 
     p = tmp_path / "stack.yml"
-    p.write_text("name: s\nservices:\n  web:\n    image: busybox\n    cap_add: [SYS_ADMIN]\n")
-    with pytest.raises(StackError, match=f"{p}:5: services.web: unsupported compose key 'cap_add'"):
+    p.write_text("name: s\nservices:\n  web:\n    image: busybox\n    devices: [/dev/fuse]\n")
+    with pytest.raises(StackError, match=f"{p}:5: services.web: unsupported compose key 'devices'"):
         load_stack(p, hosts_required=False)
 
 
