@@ -10,10 +10,13 @@ Layout (house style: facts → pure plan → apply):
   facts.py   reads the system (links, netns, sysctls, nft rules, listening sockets)
   plan.py    pure: facts + desired endpoint → actions
   apply.py   actions → `ip`, `nft`, `sysctl` through the Runner
-  manage.py  connect / disconnect / reconnect / relink: the entry points the container code calls
+  registry.py user-defined networks: a bridge, subnet and table each, recorded with their labels
+  names.py   what /etc/hosts says: links, and every container on a shared network, kept current
+  manage.py  connect / disconnect / reconnect / relink / remove_network: what the container code calls
 """
-from .model import Endpoint, NetworkConfig
-from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, teardown
+from .model import DEFAULT_NETWORK, Endpoint, NetworkConfig
+from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, remove_network, teardown
+from .registry import NetworkSpec, all_networks, ensure
 
-__all__ = ["Endpoint", "NetworkConfig", "connect", "disconnect", "endpoint", "endpoints", "reconnect", "relink",
-           "teardown"]
+__all__ = ["DEFAULT_NETWORK", "Endpoint", "NetworkConfig", "NetworkSpec", "all_networks", "connect", "disconnect",
+           "endpoint", "endpoints", "ensure", "reconnect", "relink", "remove_network", "teardown"]

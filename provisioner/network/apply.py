@@ -14,7 +14,9 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
   input (filter)            drop new connections from a container to the host's 127.0.0.0/8,
                             which route_localnet would let in (CVE-2020-8558; kube-proxy's fix);
                             replies to DNAT-ed 127.0.0.1 traffic still pass
-  forward (filter)          accept to/from the bridge (a drop in another table still wins)
+  forward (filter)          accept replies and published ports into the bridge, anything from
+                            it; drop the rest into it (isolation: another network, or the LAN,
+                            reaches a container only through a published port)
 
 We chose kernel DNAT over a userland proxy for 127.0.0.1: no process per port, no copying.
 Linux refuses to route a packet with a 127.x source out of a non-loopback device unless that
@@ -38,7 +40,12 @@ from ..runspec.ports import WILDCARD
 log = logging.getLogger(__name__)
 
 
-def table_script(table: str, bridge: str, subnet: str) -> str:
+def table_script(table: str, bridge: str, subnet: str, internal: bool = False) -> str:
+    """Also isolation, as Docker's DOCKER-ISOLATION chains give it: nothing reaches the bridge from
+    another network or interface but replies, published ports and its own traffic (a drop in any
+    table wins). An internal network has no NAT, and nothing leaves its bridge."""
+    egress = "" if internal else f'    ip saddr {subnet} oifname != "{bridge}" masquerade\n'
+    confined = f'    iifname "{bridge}" oifname != "{bridge}" drop\n' if internal else ""
     return f"""table ip {table} {{
   chain ports {{
   }}
@@ -52,8 +59,7 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {subnet} oifname != "{bridge}" masquerade
-    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
+{egress}    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
     oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade
   }}
   chain input {{
@@ -64,7 +70,8 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
     type filter hook forward priority filter; policy accept;
     oifname "{bridge}" ct state established,related accept
     oifname "{bridge}" ct status dnat accept
-    iifname "{bridge}" accept
+{confined}    iifname "{bridge}" accept
+    oifname "{bridge}" drop
   }}
 }}
 """
@@ -100,7 +107,7 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
                 (["ip", "addr", "add", a.address, "dev", a.name], None),
                 (["ip", "link", "set", a.name, "up"], None)]
     if isinstance(a, CreateTable):
-        return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet))]
+        return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet, a.internal))]
     if isinstance(a, CreateNetns):
         return [(["ip", "netns", "add", a.name], None)]
     if isinstance(a, CreateVeth):
@@ -113,8 +120,8 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
                 (["ip", "link", "set", a.host, "up"], None),
                 (_in_ns(a.netns_path, ["ip", "link", "set", "lo", "up"]), None),
                 (_in_ns(a.netns_path, ["ip", "addr", "add", a.address, "dev", a.inner]), None),
-                (_in_ns(a.netns_path, ["ip", "link", "set", a.inner, "up"]), None),
-                (_in_ns(a.netns_path, ["ip", "route", "add", "default", "via", a.gateway]), None)]
+                (_in_ns(a.netns_path, ["ip", "link", "set", a.inner, "up"]), None)] + \
+            ([(_in_ns(a.netns_path, ["ip", "route", "add", "default", "via", a.gateway]), None)] if a.gateway else [])
     if isinstance(a, ReplacePortRules):
         return [(["nft", "-f", "-"], ports_script(a))] if (a.delete or a.add) else []
     if isinstance(a, DeleteLink):

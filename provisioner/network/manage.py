@@ -1,14 +1,17 @@
-"""Entry points: connect a container to the network, disconnect it, keep links right.
+"""Entry points: connect a container to its networks, disconnect it, keep names right.
 
 State under <root>/network/ (all changed under the network lock, written atomically):
-  ipam.json             address allocations
-  endpoints/<name>.json one record per connected container
+  ipam.json             address allocations of the default bridge
+  networks/<n>.json     a user-defined network (registry.py), networks/<n>.ipam.json its allocations
+  endpoints/<name>.json one record per connected container (its attachments, one per network)
   files/<name>/         hosts, resolv.conf, hostname for the runtime to bind-mount
 
-connect() checks everything it can before touching the system (name, links, ports against
-other containers' rules and the host's listening sockets, address space), then applies the
-plan; if a step fails it rolls back what it created and re-raises, so a failure leaves no
-netns, veth, rule or allocation behind.
+A container is on the default bridge, or on one or more user-defined networks: one network
+namespace, one veth per network (eth0, eth1, …; the first network holds the default route and the
+published ports). connect() checks everything it can before touching the system (name, networks,
+links, ports against other containers' rules and the host's listening sockets, fixed addresses,
+address space), then applies the plan; if a step fails it rolls back what it created and
+re-raises, so a failure leaves no netns, veth, rule or allocation behind.
 """
 from __future__ import annotations
 
@@ -23,12 +26,13 @@ from typing import Iterable, Mapping, Sequence
 
 from ..errors import CommandError, ContainerError
 from ..fsutil import atomic_write
-from . import hosts, ipam
-from .apply import apply
-from .facts import read_facts
-from .model import Endpoint, NetworkConfig
-from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect
+from ..runspec.netopts import HOST_GATEWAY, NetworkAttachment
 from ..runspec.ports import PortMapping, parse_port
+from . import hosts, ipam, names, registry
+from .apply import apply
+from .facts import NetFacts, read_facts
+from .model import DEFAULT_NETWORK, Attachment, Endpoint, NetworkConfig
+from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect, plan_remove_network
 from .ports import assign_host_ports, check_conflicts, ephemeral_range, host_listeners
 
 log = logging.getLogger(__name__)
@@ -74,26 +78,35 @@ def _check_name(name: str) -> None:
         raise ContainerError(f"bad container name {name!r} for the network (letters, digits, '_', '.', '-'; ≤ 64)")
 
 
-def _link_targets(eps: dict[str, Endpoint], ep: Endpoint) -> list[hosts.LinkTarget]:
-    out = []
-    for target, alias in ep.links:
-        t = eps.get(target)
-        if t is not None:
-            out.append(hosts.LinkTarget(target, alias, t.address, t.exposed))
-    return out
+def _net(root, cfg: NetworkConfig, att: Attachment | NetworkAttachment, ifname: str | None = None) -> NetworkConfig:
+    """The NetworkConfig that plans this attachment (its network's, with the interface's name)."""
+    netcfg = registry.require(root, cfg, att.network).config
+    return replace(netcfg, inner_ifname=ifname or getattr(att, "ifname", netcfg.inner_ifname))
 
 
-def _write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
-    d = Path(ep.files_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    hosts.write_file(d / "hosts", hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep)))
-    hosts.write_file(d / "resolv.conf", resolv)
-    hosts.write_file(d / "hostname", ep.hostname + "\n")
+def _view(ep: Endpoint, att: Attachment, netcfg: NetworkConfig, primary: bool) -> Endpoint:
+    """The endpoint as plan_connect sees one attachment: a second network gets no netns of its own,
+    no published ports and no default route; an internal network no default route either."""
+    return replace(ep, address=att.address, prefixlen=att.prefixlen, veth=att.veth,
+                   gateway="" if (not primary or netcfg.internal) else att.gateway,
+                   owns_netns=ep.owns_netns and primary, ports=ep.ports if primary else ())
+
+
+def _plan_all(root, cfg, ep: Endpoint, runner, paths: SystemPaths) -> tuple[list[Action], NetFacts]:
+    actions: list[Action] = []
+    first: NetFacts | None = None
+    for i, att in enumerate(ep.attachments):
+        netcfg = _net(root, cfg, att)
+        facts = read_facts(runner, netcfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        check_subnet(facts, netcfg)
+        first = first or facts
+        actions += [a for a in plan_connect(facts, netcfg, _view(ep, att, netcfg, i == 0)) if a not in actions]
+    return actions, first
 
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
-             paths: SystemPaths, allocs: ipam.Allocations, link_envs: Mapping[str, Mapping[str, str]] | None = None,
-             ) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
+             paths: SystemPaths, networks: Sequence[NetworkAttachment] = (), extra_hosts=(), dns=None,
+             link_envs: Mapping[str, Mapping[str, str]] | None = None):
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -103,117 +116,156 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         if target not in eps:
             raise ContainerError(f"cannot link {name} to {target}: {target} is not running (no network endpoint)")
         link_pairs.append((target, alias or target))
+    wanted_nets = list(networks) or [NetworkAttachment(DEFAULT_NETWORK)]
+    if len(wanted_nets) > 1 and any(a.network == DEFAULT_NETWORK for a in wanted_nets):
+        raise ContainerError(f"{name}: the default bridge cannot be combined with user-defined networks")
+    if len({a.network for a in wanted_nets}) != len(wanted_nets):
+        raise ContainerError(f"{name}: a network is given twice")
+    owns = netns_path is None
+    netns = str(Path(paths.netns_dir) / cfg.netns_name(name)) if owns else str(netns_path)
+    allocs, attachments = {}, []
+    for i, want in enumerate(wanted_nets):
+        netcfg = _net(root, cfg, want, f"eth{i}" if want.network != DEFAULT_NETWORK else cfg.inner_ifname)
+        key = None if want.network == DEFAULT_NETWORK else want.network
+        allocs[key] = ipam.load(root, netcfg.subnet, key, gateway_ip=netcfg.gateway_ip, ip_range=netcfg.ip_range)
+        address = allocs[key].allocate(name, want.ipv4_address)
+        veth = cfg.veth_name(name) if key is None else cfg.veth_name(f"{name}@{want.network}")
+        attachments.append(Attachment(want.network, str(address), netcfg.network.prefixlen, str(netcfg.gateway),
+                                      veth, netcfg.inner_ifname, tuple(want.aliases)))
+    primary = attachments[0]
     wanted = [m for p in ports for m in (parse_port(p) if isinstance(p, str) else [p])]
     facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
-    check_subnet(facts, cfg)
     listeners = host_listeners(paths.proc)
     published = {n: e.ports for n, e in eps.items()}
     wanted = assign_host_ports(name, wanted, published, listeners, ephemeral_range(paths.proc))
     check_conflicts(name, wanted, published, listeners, facts.local_addresses)
-    address = allocs.allocate(name)
-    owns = netns_path is None
+    dns = dns or ((), (), ())
     ep = Endpoint(
-        name=name, address=str(address), prefixlen=cfg.network.prefixlen, gateway=str(cfg.gateway),
-        veth=cfg.veth_name(name),
-        netns_path=str(Path(paths.netns_dir) / cfg.netns_name(name)) if owns else str(netns_path),
-        owns_netns=owns, hostname=hostname or name, ports=tuple(wanted),
+        name=name, address=primary.address, prefixlen=primary.prefixlen, gateway=primary.gateway, veth=primary.veth,
+        netns_path=netns, owns_netns=owns, hostname=hostname or name, ports=tuple(wanted),
         exposed=tuple(sorted({(int(p), str(proto)) for p, proto in exposed}
                              | {(m.container_port, m.proto) for m in wanted})),
         links=tuple(link_pairs), files_dir=str(_files_dir(root, name)),
-    )
+        extra=tuple(attachments) if primary.network != DEFAULT_NETWORK else (),
+        extra_hosts=tuple((h, primary.gateway if ip == HOST_GATEWAY else ip) for h, ip in extra_hosts),
+        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])))
     env: dict[str, str] = {}
-    for t in _link_targets(eps, ep):
+    for t in names.link_targets(eps, ep):
         env.update(hosts.link_env(name, replace(t, env=(link_envs or {}).get(t.name))))
     ep = replace(ep, env=env)
-    return ep, plan_connect(facts, cfg, ep), eps
+    actions, _ = _plan_all(root, cfg, ep, runner, paths)
+    return ep, actions, eps, allocs
 
 
 def plan(root, cfg: NetworkConfig, name: str, *, runner, netns_path=None, hostname=None,
          ports: Sequence[str | PortMapping] = (), exposed: Iterable[tuple[int, str]] = (),
-         links: Iterable[tuple[str, str | None]] = (), paths: SystemPaths = SystemPaths()) -> list[Action]:
+         links: Iterable[tuple[str, str | None]] = (), paths: SystemPaths = SystemPaths(),
+         networks: Sequence[NetworkAttachment] = ()) -> list[Action]:
     """What connect() would do (for --dry-run); reads facts only."""
     with ipam.lock(root):
-        allocs = ipam.load(root, cfg.subnet)
-        _, actions, _ = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports,
-                                 exposed=exposed, links=links, paths=paths, allocs=allocs)
+        _, actions, _, _ = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports,
+                                    exposed=exposed, links=links, paths=paths, networks=networks)
     return actions
+
+
+def _resolv(name: str, paths: SystemPaths) -> str:
+    resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf, paths.resolved_upstream))
+    if note:
+        log.warning("%s: %s", name, note)
+    return resolv
+
+
+def _save(root, ep: Endpoint) -> None:
+    atomic_write(_endpoints_dir(root) / f"{ep.name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
 
 
 def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | None = None,
             hostname: str | None = None, ports: Sequence[str | PortMapping] = (),
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
-            paths: SystemPaths = SystemPaths()) -> Endpoint:
-    """Attaches `name` (in a new named netns, or the one at `netns_path`) to the bridge, with
-    published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs).
-    `link_envs` maps a linked container to its environment, for the <ALIAS>_ENV_* variables.
-    Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
+            paths: SystemPaths = SystemPaths(), networks: Sequence[NetworkAttachment] = (),
+            extra_hosts: Iterable[tuple[str, str]] = (), dns=None) -> Endpoint:
+    """Attaches `name` (in a new named netns, or the one at `netns_path`) to its `networks` (user-
+    defined ones, which must exist; none: the default bridge), with published `ports` ("-p"
+    strings or PortMappings), `links` ((container, alias) pairs), `extra_hosts` ((name, address)
+    lines; address "host-gateway": the primary network's gateway) and `dns` ((servers, search,
+    options) for its resolv.conf). `link_envs` maps a linked container to its environment, for the
+    <ALIAS>_ENV_* variables. Returns the endpoint; `.env` holds the link env vars."""
     with ipam.lock(root):
-        allocs = ipam.load(root, cfg.subnet)
-        ep, actions, eps = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname,
-                                    ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs,
-                                    link_envs=link_envs)
+        ep, actions, eps, allocs = _prepare(
+            root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports, exposed=exposed,
+            links=links, paths=paths, networks=networks, extra_hosts=extra_hosts, dns=dns, link_envs=link_envs)
         try:
             apply(actions, runner)
-            resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf,
-                                                                              paths.resolved_upstream))
-            if note:
-                log.warning("%s: %s", name, note)
-            _write_files(ep, eps, resolv)
-            atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
-            ipam.save(root, allocs)
+            names.write_files(ep, {**eps, name: ep}, _resolv(name, paths))
+            _save(root, ep)
+            for key, a in allocs.items():
+                ipam.save(root, a, key)
         except BaseException:
-            _rollback(root, cfg, ep, runner, paths, last=not eps)
+            _rollback(root, cfg, ep, runner, paths, eps)
             raise
         eps[name] = ep
-        _relink(eps, name)
+        names.refresh(eps, name, [a.network for a in ep.attachments])
     return ep
 
 
 def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | None = None,
               paths: SystemPaths = SystemPaths()) -> Endpoint:
-    """Brings a recorded endpoint back as it was (same address, ports, links): after a reboot
-    (bridge, table, netns and veth are gone; a named netns is recreated), or when a restarted
-    container has a new network namespace (`netns_path`; the old veth is removed first)."""
+    """Brings a recorded endpoint back as it was (same addresses, ports, links): after a reboot
+    (bridges, tables, netns and veths are gone; a named netns is recreated), or when a restarted
+    container has a new network namespace (`netns_path`; the old veths are removed first)."""
     _check_name(name)
     with ipam.lock(root):
         eps = endpoints(root)
         ep = eps.get(name)
         if ep is None:
             raise ContainerError(f"container {name} has no network endpoint to reconnect")
-        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
-        check_subnet(facts, cfg)
         actions: list[Action] = []
         if netns_path is not None and str(netns_path) != ep.netns_path:
-            if ep.veth in facts.links:
-                actions.append(DeleteLink(ep.veth))
-                facts = replace(facts, links=facts.links - {ep.veth})
+            facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+            for att in ep.attachments:
+                if att.veth in facts.links:
+                    actions.append(DeleteLink(att.veth))
             if ep.owns_netns and ep.netns_name in facts.netns:
                 actions.append(DeleteNetns(ep.netns_name))
-                facts = replace(facts, netns=facts.netns - {ep.netns_name})
+            apply(actions, runner)
             ep = replace(ep, netns_path=str(netns_path), owns_netns=False)
+        primary = _net(root, cfg, ep.attachments[0])
+        facts = read_facts(runner, primary, proc=paths.proc, netns_dir=paths.netns_dir)
         others = {n: e.ports for n, e in eps.items() if n != name}
         own_rules = {m for _, m in facts.rules.get(name, ())}
-        listeners = host_listeners(paths.proc)
         # our own DNAT rules are no listeners; after a reboot they are gone and sockets count
-        check_conflicts(name, [m for m in ep.ports if str(m) not in own_rules], others, listeners,
+        check_conflicts(name, [m for m in ep.ports if str(m) not in own_rules], others, host_listeners(paths.proc),
                         facts.local_addresses)
-        actions += plan_connect(facts, cfg, ep)
-        apply(actions, runner)
-        resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf, paths.resolved_upstream))
-        if note:
-            log.warning("%s: %s", name, note)
+        plan_actions, _ = _plan_all(root, cfg, ep, runner, paths)
+        apply(plan_actions, runner)
         eps[name] = ep
-        _write_files(ep, eps, resolv)
-        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
-        _relink(eps, name)
+        names.write_files(ep, eps, _resolv(name, paths))
+        _save(root, ep)
+        names.refresh(eps, name, [a.network for a in ep.attachments])
     return ep
 
 
-def _rollback(root, cfg, ep: Endpoint, runner, paths: SystemPaths, *, last: bool) -> None:
-    try:
+def _disconnect_actions(root, cfg, ep: Endpoint | None, name: str, eps, runner, paths) -> list[Action]:
+    if ep is None:   # a half-made endpoint: what the default network's names say
         facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
-        apply(plan_disconnect(facts, cfg, ep.name, netns_name=ep.netns_name, last=last), runner, best_effort=True)
+        return plan_disconnect(facts, cfg, name, netns_name=cfg.netns_name(name),
+                               last=not any(e.on(DEFAULT_NETWORK) for e in eps.values()))
+    actions: list[Action] = []
+    atts = ep.attachments
+    for i, att in reversed(list(enumerate(atts))):   # the primary (and the netns) last
+        net = registry.get(root, cfg, att.network)
+        netcfg = net.config if net is not None else cfg
+        facts = read_facts(runner, netcfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        last = att.network == DEFAULT_NETWORK and not any(e.on(DEFAULT_NETWORK) for e in eps.values())
+        actions += plan_disconnect(facts, netcfg, name, netns_name=ep.netns_name if i == 0 else None, last=last,
+                                   veth=att.veth)
+    return actions
+
+
+def _rollback(root, cfg, ep: Endpoint, runner, paths: SystemPaths, eps) -> None:
+    try:
+        apply(_disconnect_actions(root, cfg, ep, ep.name, eps, runner, paths), runner, best_effort=True)
     except CommandError as exc:  # keep the original error; say the cleanup had trouble too
         log.warning("network rollback for %s incomplete: %s", ep.name, exc)
     shutil.rmtree(_files_dir(root, ep.name), ignore_errors=True)
@@ -222,46 +274,63 @@ def _rollback(root, cfg, ep: Endpoint, runner, paths: SystemPaths, *, last: bool
 
 def disconnect(root, cfg: NetworkConfig, name: str, *, runner, keep_address: bool = False,
                paths: SystemPaths = SystemPaths()) -> list[Action]:
-    """Removes the container's veth, netns (if we made it), port rules, files and record; its
-    address too unless `keep_address` (a restart: the linkers' env vars stay right). The bridge
-    and the table go with the last endpoint. Returns what was done."""
+    """Removes the container's veths, netns (if we made it), port rules, files and record; its
+    addresses too unless `keep_address` (a restart: the linkers' env vars stay right). The default
+    bridge and its table go with its last endpoint (user-defined networks stay until removed).
+    The hosts files that named it are rewritten. Returns what was done."""
     _check_name(name)
     with ipam.lock(root):
         eps = endpoints(root)
         ep = eps.pop(name, None)
-        netns_name = ep.netns_name if ep else cfg.netns_name(name)
-        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
-        actions = plan_disconnect(facts, cfg, name, netns_name=netns_name, last=not eps)
+        actions = _disconnect_actions(root, cfg, ep, name, eps, runner, paths)
         apply(actions, runner)
         shutil.rmtree(_files_dir(root, name), ignore_errors=True)
         (_endpoints_dir(root) / f"{name}.json").unlink(missing_ok=True)
+        nets = [a.network for a in ep.attachments] if ep is not None else [DEFAULT_NETWORK]
         if not keep_address:
-            with ipam.transaction(root, cfg.subnet, locked=True) as allocs:
-                allocs.release(name)
+            for n in nets:
+                net = registry.get(root, cfg, n)
+                if net is None:
+                    continue
+                key = None if n == DEFAULT_NETWORK else n
+                with ipam.transaction_for(root, net.config, key) as allocs:
+                    allocs.release(name)
+        names.refresh(eps, name, nets)
     return actions
 
 
-def _relink(eps: dict[str, Endpoint], target: str) -> list[str]:
-    changed = []
-    for ep in eps.values():
-        if any(t == target for t, _ in ep.links) and Path(ep.files_dir).is_dir():
-            hosts.write_file(Path(ep.files_dir) / "hosts",
-                             hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep)))
-            changed.append(ep.name)
-    return changed
-
-
 def relink(root: str | os.PathLike, target: str) -> list[str]:
-    """Rewrites (in place) the hosts files of the containers linking to `target` with its
-    current address; returns their names. connect() calls it for every new endpoint."""
+    """Rewrites (in place) the hosts files that name `target` with its current addresses; returns
+    whose. connect() and disconnect() call it for every endpoint."""
     with ipam.lock(root):
-        return _relink(endpoints(root), target)
+        eps = endpoints(root)
+        ep = eps.get(target)
+        return names.refresh(eps, target, [a.network for a in ep.attachments] if ep else [])
+
+
+def remove_network(root, cfg: NetworkConfig, name: str, *, runner, paths: SystemPaths = SystemPaths()) -> bool:
+    """Removes user-defined network `name` (its table, bridge, record and allocations); refused while
+    a container is on it. False when there is no such network."""
+    with ipam.lock(root):
+        net = registry.get(root, cfg, name)
+        if net is None or name == DEFAULT_NETWORK:
+            return False
+        users = registry.in_use(endpoints(root), name)
+        if users:
+            raise ContainerError(f"network {name} is in use by {', '.join(users)}")
+        facts = read_facts(runner, net.config, proc=paths.proc, netns_dir=paths.netns_dir)
+        apply(plan_remove_network(facts, net.config), runner)
+        registry.forget(root, name)
+    return True
 
 
 def teardown(root, cfg: NetworkConfig, *, runner, paths: SystemPaths = SystemPaths()) -> None:
-    """Disconnects every endpoint (releasing addresses); the bridge and table go with the last."""
+    """Disconnects every endpoint (releasing addresses); the default bridge and table go with the
+    last, and every user-defined network is removed."""
     for name in list(endpoints(root)):
         disconnect(root, cfg, name, runner=runner, paths=paths)
+    for name in registry.all_networks(root, cfg):
+        remove_network(root, cfg, name, runner=runner, paths=paths)
     with ipam.lock(root):
         facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
         apply(plan_disconnect(facts, cfg, "-", netns_name=None, last=True), runner)

@@ -37,8 +37,11 @@ class CreateTable:
     table: str
     bridge: str
     subnet: str
+    internal: bool = False      # no NAT, nothing forwarded off the bridge
 
     def describe(self) -> str:
+        if self.internal:
+            return f"create nftables table ip {self.table} ({self.subnet} on {self.bridge}, internal: no way out)"
         return f"create nftables table ip {self.table} (NAT for {self.subnet} via {self.bridge})"
 
 
@@ -57,7 +60,7 @@ class CreateVeth:
     netns_path: str
     inner: str
     address: str  # CIDR
-    gateway: str
+    gateway: str  # "": no default route through this interface (a second network, an internal one)
 
     def describe(self) -> str:
         return f"create veth {self.host} on {self.bridge} ↔ {self.inner} {self.address} in {self.netns_path}"
@@ -147,7 +150,7 @@ def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
         # Lets 127.0.0.1 → published port be DNAT-ed out of the bridge (see apply.table_script).
         actions.append(SetSysctl(f"net.ipv4.conf.{cfg.bridge}.route_localnet", "1"))
     if not facts.table_exists:
-        actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet))
+        actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal))
     return actions
 
 
@@ -173,16 +176,27 @@ def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Acti
     return actions
 
 
+def plan_remove_network(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
+    """A user-defined network with nobody on it: its table and bridge go."""
+    actions: list[Action] = []
+    if facts.table_exists:
+        actions.append(DeleteTable(cfg.table))
+    if cfg.bridge in facts.links:
+        actions.append(DeleteLink(cfg.bridge, if_present=True))
+    return actions
+
+
 def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_name: str | None,
-                    last: bool) -> list[Action]:
+                    last: bool, veth: str | None = None) -> list[Action]:
     """Removes what `name` has, found from the facts (works after a half-done connect too).
     `netns_name`: the named netns we created for it (None when the caller gave a path).
-    `last`: no other endpoint remains, so the bridge and table go too."""
+    `last`: no other endpoint remains, so the bridge and table go too. `veth`: its host end on
+    this network (default: the default network's name for it)."""
     actions: list[Action] = []
     rules = facts.rules.get(name, ())
     if rules and not last:
         actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in rules)))
-    veth = cfg.veth_name(name)
+    veth = veth or cfg.veth_name(name)
     if veth in facts.links:
         actions.append(DeleteLink(veth))  # takes the peer in the namespace with it
     if netns_name and netns_name in facts.netns:

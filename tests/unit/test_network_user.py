@@ -1,0 +1,168 @@
+"""User-defined networks: a bridge, subnet and table each; a container on several of them (one
+netns, a veth per network); every container on a shared network resolvable by name and alias
+through /etc/hosts kept current; fixed addresses; extra hosts and DNS settings; removal."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provisioner import network as net
+from provisioner.errors import CommandError, ContainerError
+from provisioner.network import registry
+from provisioner.network.model import NetworkConfig
+from provisioner.runner import Result
+from provisioner.runspec.netopts import NetworkAttachment as Att
+from tests.unit.test_network_plan import FakeHost
+
+CFG = NetworkConfig(pool="10.89.0.0/16", pool_prefixlen=24)
+
+
+class Host(FakeHost):
+    """FakeHost with a table per network and interface addresses."""
+
+    def __init__(self, tmp: Path):
+        super().__init__(tmp)
+        self.tables: dict[str, dict[int, str]] = {}
+        self.addrs: list[tuple[str, str, int]] = [("eth0", "10.89.0.5", 24)]   # the LAN takes the pool's first block
+
+    def handle(self, argv):
+        if argv[:3] == ("ip", "-j", "-4"):
+            return Result(argv, 0, json.dumps([{"ifname": i, "addr_info": [{"local": a, "prefixlen": p}]}
+                                               for i, a, p in self.addrs]), "")
+        if argv[:4] == ("nft", "-j", "-a", "list"):
+            t = argv[-1]
+            if t not in self.tables:
+                return Result(argv, 1, "", "Error: No such file or directory")
+            return Result(argv, 0, json.dumps({"nftables": [{"rule": {"chain": "ports", "handle": h, "comment": c}}
+                                                            for h, c in self.tables[t].items()]}), "")
+        if argv[:3] == ("nft", "delete", "table"):
+            self.tables.pop(argv[-1], None)
+            return Result(argv, 0, "", "")
+        return super().handle(argv)
+
+    def nft_script(self, script: str):
+        for line in script.splitlines():
+            if line.startswith("table ip "):
+                self.tables.setdefault(line.split()[2], {})
+            elif line.startswith("delete rule"):
+                for rules in self.tables.values():
+                    rules.pop(int(line.split()[-1]), None)
+            elif line.startswith("add rule"):
+                self.tables[line.split()[3]][self.next_handle] = line.split('comment "')[1].rstrip('"')
+                self.next_handle += 1
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path)
+    real_run = h.runner.run
+
+    def run(argv, **kw):
+        if list(argv[:3]) == ["nft", "-f", "-"]:
+            h.nft_script(kw["input"])
+        return real_run(argv, **kw)
+
+    h.runner.run = run
+    h.root = tmp_path / "root"
+    return h
+
+
+def _connect(host, name, networks, **kw):
+    return net.connect(host.root, CFG, name, runner=host.runner, paths=host.paths, networks=networks, **kw)
+
+
+def _hosts(ep) -> str:
+    return (Path(ep.files_dir) / "hosts").read_text()
+
+
+def test_networks_take_free_subnets_from_the_pool_and_are_recorded(host):
+    front = net.ensure(host.root, CFG, net.NetworkSpec("shop_front", labels=(("project", "shop"),)), runner=host.runner)
+    back = net.ensure(host.root, CFG, net.NetworkSpec("shop_back", internal=True), runner=host.runner)
+    assert (front.config.subnet, back.config.subnet) == ("10.89.1.0/24", "10.89.2.0/24")   # 10.89.0/24 is the LAN's
+    assert front.config.bridge == "prov0-" + registry.names_for(CFG, "shop_front")[0][6:]
+    assert back.config.internal and registry.get(host.root, CFG, "shop_back") == back
+    assert net.ensure(host.root, CFG, net.NetworkSpec("shop_front"), runner=host.runner) == front   # idempotent
+    assert registry.labelled(host.root, CFG, "project", "shop") == [front]
+    fixed = net.ensure(host.root, CFG, net.NetworkSpec("dns", subnet="172.20.0.0/24"), runner=host.runner)
+    assert fixed.config.subnet == "172.20.0.0/24"
+    with pytest.raises(ContainerError, match="subnet 172.20.0.0/25 overlaps 172.20.0.0/24"):
+        net.ensure(host.root, CFG, net.NetworkSpec("other", subnet="172.20.0.0/25"), runner=host.runner)
+    with pytest.raises(ContainerError, match="network shop_back exists with subnet 10.89.2.0/24 \\(internal\\)"):
+        net.ensure(host.root, CFG, net.NetworkSpec("shop_back"), runner=host.runner)
+    with pytest.raises(ContainerError, match="network nowhere not found"):
+        _connect(host, "x", [Att("nowhere")])
+
+
+def test_a_container_on_two_networks_and_names_on_shared_ones(host):
+    for n in ("front", "back", "other"):
+        net.ensure(host.root, CFG, net.NetworkSpec(n), runner=host.runner)
+    db = _connect(host, "p-db", [Att("back", ("db",))])
+    web = _connect(host, "p-web", [Att("front", ("web", "www")), Att("back", ("web",))], ports=["8080:80"])
+    lone = _connect(host, "p-lone", [Att("other", ("lone",))])
+    # one netns, a veth on each bridge; the primary network holds the default route and the port
+    assert [a.ifname for a in web.attachments] == ["eth0", "eth1"]
+    assert web.address == web.attachments[0].address and web.attachments[0].address.startswith("10.89.1.")
+    adds = [c for c in host.runner.calls if c[:3] == ("nsenter", f"--net={web.netns_path}", "ip")]
+    routes = [c for c in adds if "route" in c]
+    assert len(routes) == 1 and routes[0][-1] == web.attachments[0].gateway
+    front_table = registry.get(host.root, CFG, "front").config.table
+    assert list(host.tables[front_table].values()) == ["prov:p-web|8080:80/tcp"]
+    # names: web sees db (shared back), db sees web's back address; lone sees neither
+    assert f"{db.address}\tdb p-db\n" in _hosts(web)
+    assert f"{web.attachments[1].address}\tweb p-web\n" in _hosts(db)       # updated when web came
+    assert f"{web.attachments[0].address}\tweb www p-web\n" in _hosts(web)
+    assert "p-db" not in _hosts(lone) and "p-web" not in _hosts(lone)
+    assert web.attachments[0].address not in _hosts(db)                  # db is not on front
+    # a restart keeps the addresses, a removal takes the names away
+    net.disconnect(host.root, CFG, "p-db", runner=host.runner, keep_address=True, paths=host.paths)
+    assert "p-db" not in _hosts(web)
+    again = _connect(host, "p-db", [Att("back", ("db",))])
+    assert again.address == db.address and f"{db.address}\tdb p-db\n" in _hosts(web)
+    net.disconnect(host.root, CFG, "p-web", runner=host.runner, paths=host.paths)
+    assert "p-web" not in _hosts(again)
+    assert not any(web.veth in link or web.attachments[1].veth in link for link in host.links)
+    assert host.tables[front_table] == {}
+    with pytest.raises(ContainerError, match="network back is in use by p-db"):
+        net.remove_network(host.root, CFG, "back", runner=host.runner, paths=host.paths)
+    net.disconnect(host.root, CFG, "p-db", runner=host.runner, paths=host.paths)
+    back = registry.get(host.root, CFG, "back")
+    assert net.remove_network(host.root, CFG, "back", runner=host.runner, paths=host.paths)
+    assert back.config.table not in host.tables and back.config.bridge not in host.links
+    assert registry.get(host.root, CFG, "back") is None and not net.remove_network(host.root, CFG, "back",
+                                                                                  runner=host.runner, paths=host.paths)
+
+
+def test_fixed_addresses_extra_hosts_and_dns(host):
+    net.ensure(host.root, CFG, net.NetworkSpec("dns", subnet="172.20.0.0/24"), runner=host.runner)
+    a = _connect(host, "a", [Att("dns", (), "172.20.0.2")], extra_hosts=[("gw", "host-gateway"), ("x", "1.2.3.4")],
+                 dns=(("9.9.9.9",), ("example.com",), ("ndots:2",)))
+    assert a.address == "172.20.0.2"
+    assert "172.20.0.1\tgw\n" in _hosts(a) and "1.2.3.4\tx\n" in _hosts(a)
+    assert (Path(a.files_dir) / "resolv.conf").read_text() == ("nameserver 9.9.9.9\nsearch example.com\n"
+                                                              "options ndots:2\n")
+    with pytest.raises(ContainerError, match="address 172.20.0.2 is already in use by a"):
+        _connect(host, "b", [Att("dns", (), "172.20.0.2")])
+    assert net.endpoint(host.root, "b") is None
+    b = _connect(host, "b", [Att("dns")])
+    assert b.address == "172.20.0.3"
+    assert net.endpoint(host.root, "a") == a                        # the record round-trips
+
+
+def test_mixing_the_default_bridge_with_user_networks_is_refused(host):
+    net.ensure(host.root, CFG, net.NetworkSpec("front"), runner=host.runner)
+    with pytest.raises(ContainerError, match="default bridge cannot be combined"):
+        _connect(host, "x", [Att("bridge"), Att("front")])
+    assert host.runner.calls == [c for c in host.runner.calls if c[:2] == ("ip", "-j")]
+
+
+def test_a_failed_connect_on_the_second_network_rolls_everything_back(host):
+    for n in ("front", "back"):
+        net.ensure(host.root, CFG, net.NetworkSpec(n), runner=host.runner)
+    back_bridge = registry.get(host.root, CFG, "back").config.bridge
+    host.fail_on = f"master {back_bridge}"          # the second veth cannot join its bridge
+    with pytest.raises(CommandError):
+        _connect(host, "x", [Att("front"), Att("back")])
+    assert net.endpoint(host.root, "x") is None and host.netns == set()
+    assert not any(link.startswith(CFG.veth_prefix) for link in host.links)
