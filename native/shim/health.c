@@ -104,7 +104,7 @@ static int spawn_check(struct health *h, shim_error *err) {
     return shim_fail(err, e, "fork");
   }
   if (pid == 0) {
-    shim_child_prepare(shim, outp[1], outp[1]);
+    shim_child_prepare(shim, -1, outp[1], outp[1]);
     execvp(h->cfg->argv[0], h->cfg->argv);
     dprintf(2, "exec %s: %s\n", h->cfg->argv[0], strerror(errno));
     _exit(127);

@@ -7,10 +7,13 @@
  *                  [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]
  *                   [--health-interval SECS] [--health-timeout SECS] [--health-retries N]
  *                   [--health-start-period SECS]]
- *                  [--foreground] -- COMMAND [ARG...]
+ *                  [--keep-stdin] [--foreground] -- COMMAND [ARG...]
  *
  * --exit-command (as conmon's): once the command is done for good and the pid file is released,
  * PATH runs with the ARGs, detached, stdio on /dev/null; the shim does not wait for it.
+ *
+ * --keep-stdin (docker run -i, compose stdin_open): the command's stdin is a pipe the supervisor holds
+ * open and never writes, instead of /dev/null, so a program reading stdin waits rather than ending.
  *
  * --health-cmd (the container's healthcheck, health.c): PATH with the ARGs runs every interval while
  * the command runs; the health state goes to the --health-file. Defaults are Docker's: 30 s
@@ -36,7 +39,7 @@
 static void usage(void) {
   fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
                   "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
-                  "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--foreground]\n"
+                  "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--keep-stdin] [--foreground]\n"
                   "       [--exit-command PATH [--exit-command-arg ARG]...]\n"
                   "       [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]\n"
                   "        [--health-interval SECS] [--health-timeout SECS] [--health-retries N]\n"
@@ -63,7 +66,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       {"stop-timeout", required_argument, 0, 'T'}, {"stop-file", required_argument, 0, 'F'},
       {"log-max-size", required_argument, 0, 'M'}, {"log-max-files", required_argument, 0, 'N'},
       {"backoff-max-ms", required_argument, 0, 'B'}, {"backoff-reset-ms", required_argument, 0, 'R'},
-      {"foreground", no_argument, 0, 'f'},
+      {"foreground", no_argument, 0, 'f'},         {"keep-stdin", no_argument, 0, 'k'},
       {"exit-command", required_argument, 0, 'x'}, {"exit-command-arg", required_argument, 0, 'a'},
       {"health-cmd", required_argument, 0, OPT_HEALTH_CMD},
       {"health-cmd-arg", required_argument, 0, OPT_HEALTH_ARG},
@@ -99,6 +102,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     case 'l': cfg->log_path = optarg; break;
     case 'F': cfg->stop_path = optarg; break;
     case 'f': cfg->foreground = true; break;
+    case 'k': cfg->keep_stdin = true; break;
     case 'x':
       if (optarg[0] != '/')
         return shim_fail(err, 0, "--exit-command must be an absolute path (got %s)", optarg);

@@ -47,6 +47,9 @@ struct shim_config {
   long backoff_max_ms;
   long backoff_reset_ms;
   bool foreground;
+  /* docker run -i / compose stdin_open: the command's stdin is a pipe the supervisor keeps open
+   * (and never writes), so a program reading it waits instead of seeing end of file */
+  bool keep_stdin;
   char **argv;
   /* conmon's --exit-command: run once the supervisor is done for good (pid file released),
    * e.g. `provision --root R container autoremove ID` for `run -d --rm`. NULL: none. */
@@ -145,5 +148,6 @@ void run_exit_command(const struct shim_config *cfg);
 /* supervise.c: runs until the command is done for good. notify_fd (or -1) receives
  * "ok <shim pid> <child pid>\n" once the first start succeeded, or "error <message>\n". */
 int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err);
-void shim_child_prepare(pid_t shim, int out, int err); /* in a forked child, before exec */
+/* in a forked child, before exec; `in` < 0: stdin is /dev/null */
+void shim_child_prepare(pid_t shim, int in, int out, int err);
 #endif

@@ -11,7 +11,7 @@ from ..images import btrfs
 from .. import network
 from . import supervise
 from .container import ContainerRecord
-from .create import STOP_TIMEOUT
+from .create import stop_timeout
 from .runtime import Runtime
 
 
@@ -47,7 +47,7 @@ class Controlling:
             return self._stop(rec, timeout)
 
     def _stop(self, rec: ContainerRecord, timeout: float | None) -> ContainerRecord:
-        self._halt(rec, STOP_TIMEOUT if timeout is None else timeout)
+        self._halt(rec, stop_timeout(rec) if timeout is None else timeout)
         if network.endpoint(self.root, rec.name) is not None:
             network.disconnect(self.root, self.net, rec.name, runner=self.runner, keep_address=True,
                                paths=self.net_paths)

@@ -26,24 +26,33 @@ from ..runspec import seccomp
 from ..runspec.env import parse_env, parse_env_file
 from ..runspec.health import resolve as resolve_health
 from ..runspec.mounts import VolumeSpec
+from ..runspec.process import DEFAULT_STOP_TIMEOUT, check_platform
 from ..runspec.request import RunRequest
-from . import bundle, supervise, volumes
+from . import bundle, hostfacts, netmode, supervise, volumes
 from .container import ContainerRecord, check_name
 from .runtime import Runtime
 
 log = logging.getLogger("provisioner.containers.lifecycle")
 
 _PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the provisioner package
-STOP_TIMEOUT = 10.0
+STOP_TIMEOUT = DEFAULT_STOP_TIMEOUT
 START_WAIT = 15.0
+
+
+def stop_timeout(rec: ContainerRecord) -> float:
+    """--stop-timeout / stop_grace_period: seconds from the stop signal to SIGKILL (-1: for ever)."""
+    t = rec.config.get("stop_timeout")
+    if t is None:
+        return STOP_TIMEOUT
+    return 365 * 86400.0 if t < 0 else float(t)
 
 
 class Creating:
     """check / run and the steps of creating and starting a container."""
 
     def check(self, req: RunRequest) -> dict:
-        """What needs the host checked (name, env files), nothing touched: the container's config.
-        The request's values were parsed and checked when it was made."""
+        """What needs the host checked (name, env files, platform, bind sources), nothing touched:
+        the container's config. The request's values were parsed and checked when it was made."""
         if req.name:
             check_name(req.name)
         env_file_entries: list[tuple[str, str]] = []
@@ -53,43 +62,81 @@ class Creating:
             except OSError as exc:
                 raise ConfigError(f"cannot read env file ({exc.strerror})", f) from exc
             env_file_entries += parse_env_file(text, f)
+        if req.platform is not None:
+            check_platform(req.platform)
+        for v in req.volumes:
+            if v.kind == "bind" and not v.create_host_path and not os.path.exists(v.source):
+                raise ContainerError(f"bind mount source {v.source} does not exist (a long-syntax or --mount bind "
+                                     "is not created; make it, or set bind.create_host_path)")
+        host_network = req.network_mode is not None and req.network_mode.kind == "host"
+        caps = None if req.privileges.is_default() else req.privileges.capabilities(hostfacts.last_cap())
         opts = bundle.RunOptions(
             command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + parse_env(req.env)),
             user=req.user, workdir=req.workdir, hostname=req.hostname or "", memory=req.memory,
-            cpu_quota=req.cpu_quota, seccomp=seccomp.profile_for(req.security, bundle.DEFAULT_CAPS),
-            no_new_privileges=req.security.no_new_privileges,
+            cpu_quota=req.cpu_quota, stop_signal=req.stop_signal,
+            seccomp=seccomp.profile_for(req.security, caps or bundle.DEFAULT_CAPS),
+            no_new_privileges=req.security.no_new_privileges, caps=tuple(caps) if caps is not None else None,
+            privileged=req.privileges.privileged, read_only=req.read_only,
+            ulimits=tuple((u.oci()["type"], u.oci()["soft"], u.oci()["hard"]) for u in req.ulimits),
+            sysctls=req.sysctls, pids_limit=req.pids_limit, shm_size=req.shm_size,
+            memory_reservation=req.memory_reservation, cpu_shares=req.cpu_shares, init=req.init, tty=req.tty,
+            group_add=req.group_add,
         )
         reference.parse(req.image)
-        return {"options": opts.to_json(), "ports": [str(m) for m in req.ports],
-                "volumes": [s.to_json() for s in req.volumes], "links": [list(x) for x in req.links],
-                "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
-                # a stack's own check; run() decides between it, the image's and the flags
-                **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
+        config = {"options": opts.to_json(), "ports": [str(m) for m in req.ports],
+                  "volumes": [s.to_json() for s in req.volumes], "links": [list(x) for x in req.links],
+                  "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
+                  # a stack's own check; run() decides between it, the image's and the flags
+                  **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
+        # added with compose's keys: recorded only when set, so older records read the same
+        later = {"networks": [a.to_json() for a in req.networks],
+                 "network_mode": str(req.network_mode) if req.network_mode else None,
+                 "extra_hosts": [[h.name, h.address] for h in req.extra_hosts],
+                 "dns": [list(req.dns.servers), list(req.dns.search), list(req.dns.options)]
+                 if not req.dns.is_default() else None,
+                 "labels": dict(req.labels), "files": [f.to_json() for f in req.files],
+                 "stop_timeout": req.stop_timeout, "keep_stdin": req.interactive or None,
+                 "log": {"max_size": req.log.max_size, "max_files": req.log.max_files}
+                 if (req.log.max_size or req.log.max_files) else None,
+                 "host_network": host_network or None}
+        config.update({k: v for k, v in later.items() if v not in (None, [], {})})
+        return config
 
-    def _image(self, ref: str, insecure: tuple[str, ...]):
+    def _image(self, ref: str, insecure: tuple[str, ...], pull: str = "missing"):
         store = self._store()
         key = str(reference.parse(ref))
-        try:
-            return store.get_image(key)
-        except ImageError:
-            pass
-        from ..images.pull import pull
+        if pull != "always":
+            try:
+                return store.get_image(key)
+            except ImageError:
+                if pull == "never":
+                    raise ImageError(f"image {ref!r} is not here and its pull policy is never") from None
+        from ..images.pull import pull as pull_image
 
-        log.info("unable to find image %r locally; pulling it", ref)
+        log.info("pulling image %r (pull policy %s)", ref, pull)
         try:
-            return pull(ref, store, self.root, insecure_registries=insecure, runner=self.runner).record
+            return pull_image(ref, store, self.root, insecure_registries=insecure, runner=self.runner).record
         except ProvisionerError as exc:
             raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
 
-    def run(self, req: RunRequest) -> ContainerRecord:
-        """Creates and starts a container; returns its record once the runtime has started it."""
+    def run(self, req: RunRequest, *, foreground: bool = False) -> ContainerRecord:
+        """Creates and starts a container; returns its record once the runtime has started it.
+        `foreground` (run -i/-t without -d): the runtime runs attached to this process's terminal
+        with no supervisor, and run returns once it has exited (rec.state["exit_code"])."""
+        if foreground and str(req.restart) != "no":
+            raise ConfigError("--restart needs -d with -i/-t here (attached, nobody supervises the container)")
         self.reap()
         config = self.check(req)
         for target, _alias in config["links"]:
             other = self.records.find(target)
             if other is None or not self.is_running(other):
                 raise ContainerError(f"cannot link to {target}: no running container with that name")
-        image = self._image(req.image, req.insecure_registries)
+        if req.network_mode is not None and req.network_mode.kind == "container":
+            other = self.records.find(req.network_mode.container)
+            if other is None or not self.is_running(other):
+                raise ContainerError(f"cannot join {req.network_mode.container}'s network: no running container "
+                                     "with that name")
+        image = self._image(req.image, req.insecure_registries, req.pull)
         config["image_config"] = (image.config or {}).get("config") or {}
         # the image's HEALTHCHECK unless the run changes, replaces or disables it; run by the shim
         health = resolve_health(req.health_flags, config["image_config"], config.pop("healthcheck", None))
@@ -100,10 +147,16 @@ class Creating:
         with self.records.op_lock(rec.id):
             try:
                 self._create(rec, image, undo)
-                self._start(rec, fresh=True, undo=undo)
+                hostfacts.write_files(self._dir(rec), req.files)
+                if foreground:
+                    path, rt = self._ready(rec, fresh=True, undo=undo)
+                else:
+                    self._start(rec, fresh=True, undo=undo)
             except BaseException:
                 self._undo(rec, undo)
                 raise
+        if foreground:
+            self._attached(rec, path, rt)
         return rec
 
     def _undo(self, rec: ContainerRecord, undo) -> None:
@@ -131,15 +184,22 @@ class Creating:
                 specs.append(VolumeSpec("anonymous", "", norm))
         resolved = []
         for s in specs:
+            if s.kind == "tmpfs":
+                resolved.append(s)
+                continue
             if s.kind == "bind":
-                Path(s.source).mkdir(parents=True, exist_ok=True)  # docker run -v creates it too
+                if s.create_host_path:
+                    Path(s.source).mkdir(parents=True, exist_ok=True)  # docker run -v creates it too
                 resolved.append(s)
                 continue
             name = s.source or self.volumes.new_anonymous_name()
             if self.volumes.create(name, anonymous=s.kind == "anonymous"):
                 undo.append((f"volume {name}", lambda n=name: self.volumes.remove(n)))
-                self._copy_up(rootfs, s.destination, self.volumes.path(name))
-            resolved.append(VolumeSpec(s.kind, name, s.destination, s.readonly))
+                if not s.nocopy and not s.subpath:
+                    self._copy_up(rootfs, s.destination, self.volumes.path(name))
+            if s.subpath and not (self.volumes.path(name) / s.subpath).is_dir():
+                raise ContainerError(f"volume {name} has no directory {s.subpath} (its subpath for {s.destination})")
+            resolved.append(replace(s, source=name))
         rec.config["mounts"] = [s.to_json() for s in resolved]
         workdir = rec.config["options"].get("workdir") or img_cfg.get("WorkingDir")
         if workdir:
@@ -162,18 +222,27 @@ class Creating:
         d = self._dir(rec)
         rootfs = d / "rootfs"
         opts = bundle.RunOptions.from_json(rec.config["options"])
-        if not opts.hostname:
+        if not opts.hostname or ep.host_network:
             opts = replace(opts, hostname=ep.hostname)
         mounts = []
         for m in rec.config.get("mounts", []):
             spec = VolumeSpec.from_json(m)
+            if spec.kind == "tmpfs":
+                mounts.append(bundle.Mount(spec.destination, "tmpfs", spec.readonly, "tmpfs",
+                                           options=spec.tmpfs_options))
+                continue
             src = spec.source if spec.kind == "bind" else str(self.volumes.path(spec.source))
-            mounts.append(bundle.Mount(spec.destination, src, spec.readonly))
+            if spec.subpath:
+                src = str(Path(src) / spec.subpath)
+            mounts.append(bundle.Mount(spec.destination, src, spec.readonly, propagation=spec.propagation))
+        mounts += hostfacts.file_mounts(d, rec.config.get("files", ()))
         inputs = bundle.BundleInputs(
             rootfs=str(rootfs), cgroups_path=f"{self.cgroup_parent}/{rec.id}",
             passwd=volumes.read_in(rootfs, "/etc/passwd"), group=volumes.read_in(rootfs, "/etc/group"),
-            netns_path=ep.netns_path, network_mounts=ep.oci_mounts(), volume_mounts=mounts,
-            link_env={**ep.env, **self._linked_env(rec)})
+            netns_path=ep.netns_path, network_mounts=ep.mounts, volume_mounts=mounts,
+            link_env={**(ep.env or {}), **self._linked_env(rec)}, host_network=ep.host_network,
+            init_path=hostfacts.init_path() if opts.init else None,
+            host_devices=hostfacts.devices() if opts.privileged else (), last_cap=hostfacts.last_cap())
         cfg = bundle.build_config(rec.config["image_config"], opts, inputs)
         (d / "bundle").mkdir(exist_ok=True)
         atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n")
@@ -194,24 +263,20 @@ class Creating:
         return out
 
     def _pin_mac(self, ep) -> None:
-        """The container's MAC from its address, as Docker does (02:42 + the IPv4 bytes): a
-        restarted container keeps its address, and with the same MAC its neighbours' ARP caches
-        stay right (with a fresh random MAC, a linker reaches it again only after ~1 min)."""
-        mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ep.address).packed)
-        self.runner.run(["nsenter", f"--net={ep.netns_path}", "ip", "link", "set", "dev", self.net.inner_ifname,
-                         "address", mac])
+        """Each interface's MAC from its address, as Docker does (02:42 + the IPv4 bytes): a restarted
+        container keeps its addresses, and with the same MACs its neighbours' ARP caches stay right
+        (with a fresh random MAC, a linker reaches it again only after ~1 min)."""
+        for att in ep.attachments:
+            mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(att.address).packed)
+            self.runner.run(["nsenter", f"--net={ep.netns_path}", "ip", "link", "set", "dev", att.ifname,
+                             "address", mac])
 
-    def _connect(self, rec: ContainerRecord):
-        img_cfg = rec.config["image_config"]
-        return network.connect(
-            self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths,
-            hostname=rec.config["options"].get("hostname") or rec.id[:12], ports=list(rec.config["ports"]),
-            exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]])
-
-    def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:
-        undo = undo if undo is not None else []
-        if network.endpoint(self.root, rec.name) is None:
-            ep = self._connect(rec)
+    def _ready(self, rec: ContainerRecord, *, fresh: bool, undo) -> tuple[Path, Runtime]:
+        """The network (connected, or reconnected after a reboot) and the bundle of a start."""
+        if not netmode.needs_endpoint(rec):
+            pass
+        elif network.endpoint(self.root, rec.name) is None:
+            ep = netmode.connect(self, rec, bundle.exposed_ports(rec.config["image_config"]))
             undo.append(("network", lambda: network.disconnect(self.root, self.net, rec.name, runner=self.runner,
                                                               keep_address=not fresh, paths=self.net_paths)))
             self._pin_mac(ep)
@@ -220,16 +285,24 @@ class Creating:
             if ep.netns_path and not os.path.exists(ep.netns_path):
                 # after a reboot (netns, veth, bridge and rules gone): bring the recorded endpoint
                 # back as it was, as the boot-time restore does for what it restarts itself
-                ep = network.reconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
-        path = self._bundle(rec, ep)
+                network.reconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
+        path = self._bundle(rec, netmode.placement(self, rec, rec.id[:12]))
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)
+        return path, rt
+
+    def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:
+        undo = undo if undo is not None else []
+        path, rt = self._ready(rec, fresh=fresh, undo=undo)
         argv = [rt.path, "--root", rt.state_root, "run", "--bundle", str(path), rec.id]
         opts = bundle.RunOptions.from_json(rec.config["options"])
+        logcfg = rec.config.get("log") or {}
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
-                        stop_timeout=STOP_TIMEOUT, shim=self.shim, exit_command=self._exit_command(rec),
-                        health=self._health(rec, rt))
+                        stop_timeout=stop_timeout(rec), shim=self.shim, exit_command=self._exit_command(rec),
+                        health=self._health(rec, rt), keep_stdin=bool(rec.config.get("keep_stdin")),
+                        **({"log_max_size": logcfg["max_size"]} if logcfg.get("max_size") else {}),
+                        **({"log_max_files": logcfg["max_files"]} if logcfg.get("max_files") else {}))
         undo.append(("supervisor", lambda: (self._halt(rec, 0),
                                             supervise.remove(rec.id, self._dir(rec), self.supervise_dir))))
         self._wait_started(rec, rt)

@@ -185,6 +185,17 @@ def status(name: str, state_dir: str | os.PathLike, log_dir: str | os.PathLike |
     )
 
 
+def record_attached(name: str, state_dir: str | os.PathLike, status_: str, exit_code: int | None = None) -> None:
+    """The state of a container run attached to a terminal (`run -it`, no supervisor): what the
+    shim would have written, so ps and inspect read it the same way."""
+    paths = ShimPaths.of(name, state_dir, state_dir)
+    paths.state.parent.mkdir(parents=True, exist_ok=True)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data = {"name": name, "status": status_, "exit_code": exit_code, "restart_count": 0, "policy": "no",
+            "started_at" if status_ == "running" else "finished_at": now}
+    atomic_write(paths.state, json.dumps(data) + "\n")
+
+
 def health(name: str, state_dir: str | os.PathLike) -> Health | None:
     """The container's health as its shim last wrote it; None without a healthcheck (or before
     the shim's first write)."""
@@ -233,6 +244,7 @@ def start(
     shim: str | None = None,
     exit_command: Sequence[str] | None = None,
     health: HealthCheck | None = None,
+    keep_stdin: bool = False,
 ) -> ShimStatus:
     """Starts `argv` under a detached shim; returns once the command has been exec'd.
     The command runs in / with the caller's environment and stdin on /dev/null (the runtime
@@ -267,7 +279,7 @@ def start(
             "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
             "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms,
             "exit_command": list(exit_command) if exit_command else None,
-            "health": health.to_json() if health else None}
+            "health": health.to_json() if health else None, "keep_stdin": keep_stdin}
     atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
@@ -275,7 +287,7 @@ def start(
         "--stop-signal", sig, "--stop-timeout", f"{stop_timeout:g}",
         "--log-max-size", str(log_max_size), "--log-max-files", str(log_max_files),
         "--backoff-max-ms", str(backoff_max_ms), "--backoff-reset-ms", str(backoff_reset_ms),
-    ]
+    ] + (["--keep-stdin"] if keep_stdin else [])
     if exit_command:
         if not os.path.isabs(exit_command[0]):
             raise ContainerError(f"{name}: the exit command must be an absolute path (got {exit_command[0]!r})")
@@ -350,7 +362,8 @@ def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None)
                  log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
                  backoff_max_ms=spec["backoff_max_ms"], backoff_reset_ms=spec.get("backoff_reset_ms", 10_000),
                  shim=shim, exit_command=spec.get("exit_command"),
-                 health=HealthCheck.from_json(spec["health"]) if spec.get("health") else None)
+                 health=HealthCheck.from_json(spec["health"]) if spec.get("health") else None,
+                 keep_stdin=bool(spec.get("keep_stdin")))
 
 
 def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,

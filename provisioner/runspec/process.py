@@ -16,7 +16,7 @@ DEFAULT_STOP_TIMEOUT = 10.0
 PULL_POLICIES = ("always", "missing", "never")
 # compose spellings of the same policies
 _PULL_ALIASES = {"if_not_present": "missing", "missing": "missing", "always": "always", "never": "never"}
-LOG_DRIVERS = ("json-file", "local", "none")
+LOG_DRIVERS = ("json-file", "local")
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
          "armhf": "arm", "arm": "arm", "i386": "386", "i686": "386", "386": "386", "ppc64le": "ppc64le",
          "s390x": "s390x", "riscv64": "riscv64"}
@@ -76,8 +76,9 @@ def parse_pull_policy(text: str) -> str:
 
 @dataclass(frozen=True)
 class LogConfig:
-    """The shim's log: Docker's json-file driver and its max-size/max-file options; `local` is the
-    same file here; `none` keeps no log."""
+    """The supervisor's log: Docker's json-file driver and its max-size/max-file options; `local` is
+    the same file here (the stack parser says so). There is no `none`: the supervisor reads a failed
+    start's error from the log."""
 
     driver: str = "json-file"
     max_size: int | None = None        # bytes per file
@@ -90,8 +91,8 @@ class LogConfig:
 def parse_log_config(driver: str | None, options: dict[str, str] | None = None) -> LogConfig:
     driver = driver or "json-file"
     if driver not in LOG_DRIVERS:
-        raise ConfigError(f"logging driver {driver!r} is not available (provisioner has json-file, local and none; "
-                          "ship logs with the host's logging: settings)")
+        raise ConfigError(f"logging driver {driver!r} is not available (provisioner keeps a json-file log: bound it "
+                          "with max-size/max-file, ship it with the host's logging: settings)")
     max_size = max_files = None
     for k, v in (options or {}).items():
         if k == "max-size":
@@ -109,6 +110,4 @@ def parse_log_config(driver: str | None, options: dict[str, str] | None = None) 
             continue   # metadata the json-file driver would add to each line; the shim's lines carry none
         else:
             raise ConfigError(f"log option {k!r} is not one provisioner's json-file log takes (max-size, max-file)")
-    if driver == "none" and (max_size or max_files):
-        raise ConfigError("the none logging driver takes no options")
     return LogConfig(driver, max_size, max_files)

@@ -151,6 +151,8 @@ def _logging(f: Fields, d: dict, where: str) -> dict[str, Any]:
         parse_log_config(driver)
     except ConfigError as exc:
         raise f.config(exc, f"{w}.driver", lg, "driver") from None
+    if driver == "local":
+        f.notice(f"{w}.driver: local is kept as a json-file log here (same options)", lg, "driver")
     try:
         return {"log": parse_log_config(driver, dict(f.str_map(lg, "options", w)))}
     except ConfigError as exc:
