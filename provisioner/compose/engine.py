@@ -1,4 +1,5 @@
-"""`provision up/down/ps`: a stack's services as containers named `<stack>-<service>`.
+"""`provision up/down/ps`: a stack's services as containers named `<stack>-<service>` (further
+replicas `<stack>-<service>-<n>`), on the stack's networks.
 
 Facts: `<root>/stacks/<stack>.json` records, per service, the container made for it and the hash
 of the config it was made from; the container records say whether it runs. A service's
@@ -8,13 +9,15 @@ unchanged, running stack plans nothing. `Stacks.apply()` runs the actions throug
 Manager, waiting before each service for its depends_on conditions, then for every healthcheck.
 
 A recreated service's *linkers* are recreated too: their link env vars carry its address and
-environment (Docker bakes them in at create). Services that only depends_on it are kept.
+environment (Docker bakes them in at create). Services that only depends_on it are kept (unless
+`restart: true`). The networks the services use are made before any container (`<project>_default`
+and the file's own, network.registry) and removed by `down`. Planning is pure (plan.py); what a
+service's containers are asked to be is request.py.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import time
@@ -25,9 +28,11 @@ from typing import Callable, Iterator
 from ..errors import ContainerError, StackError
 from ..fsutil import atomic_write
 from ..containers.lifecycle import Manager
-from .names import container_name, volume_name
-from ..runspec.health import HealthFlags
-from ..runspec.mounts import VolumeSpec
+from .names import container_name, volume_name  # noqa: F401 (container_name: the engine's API)
+from .plan import (  # noqa: F401 (the engine's API: tests and callers import these from here)
+    Create, Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths, replica_key, split_key,
+)
+from . import request as requests
 from ..runspec.request import RunRequest
 from ..stack.model import ServiceSpec, Stack
 
@@ -36,88 +41,6 @@ log = logging.getLogger(__name__)
 STATE_DIR = "stacks"
 UP_TIMEOUT = 120.0
 HEALTH_POLL = 0.05   # how often `up` reads a service's health file while it waits
-
-
-def profile_paths(spec: ServiceSpec) -> list[str]:
-    """The seccomp profile file a service names (absolute: the loader made it so)."""
-    return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
-
-
-def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
-    """What the service's container is made from: every field but its line, and the contents of its
-    env files and seccomp profiles (`env_file_texts`: path → text, for both)."""
-    data = asdict(spec)
-    data.pop("line", None)
-    if not data.get("health_disabled"):
-        data.pop("health_disabled", None)   # likewise: only a disabled check changes the hash
-    if profile_paths(spec):   # a changed seccomp profile recreates the service, as a changed env file does
-        data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
-    data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---- facts and plan (pure) ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Current:
-    container: str
-    hash: str
-    exists: bool
-    running: bool
-
-
-@dataclass(frozen=True)
-class Create:
-    service: str
-
-
-@dataclass(frozen=True)
-class Recreate:
-    service: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Start:
-    service: str
-
-
-@dataclass(frozen=True)
-class Remove:
-    service: str
-    container: str
-
-
-def plan(stack: Stack, hashes: dict[str, str], current: dict[str, Current]) -> list:
-    """Removals first (services gone from the file), then services in dependency order."""
-    actions: list = []
-    for name, cur in sorted(current.items()):
-        if name not in stack.services and cur.exists:
-            actions.append(Remove(name, cur.container))
-    recreated: set[str] = set()
-    for name in stack.order:
-        spec = stack.services[name]
-        cur = current.get(name)
-        if cur is None or not cur.exists:
-            actions.append(Create(name))
-            recreated.add(name)
-        elif cur.hash != hashes[name]:
-            actions.append(Recreate(name, "configuration changed"))
-            recreated.add(name)
-        elif any(t in recreated for t, _ in spec.links):
-            actions.append(Recreate(name, "a linked service was recreated"))
-            recreated.add(name)
-        elif not cur.running:
-            actions.append(Start(name))
-    return actions
-
-
-def describe(action) -> str:
-    if isinstance(action, Remove):
-        return f"remove {action.container} (service {action.service} is no longer in the file)"
-    if isinstance(action, Recreate):
-        return f"recreate {action.service} ({action.reason})"
-    return f"{type(action).__name__.lower()} {action.service}"
 
 
 # ---- acting -------------------------------------------------------------------------------------
@@ -171,15 +94,16 @@ class Stacks:
                     texts[f] = Path(f).read_text()
                 except OSError as exc:
                     raise StackError(f"services.{name}.security_opt: cannot read ({exc.strerror})", f) from exc
-            out[name] = config_hash(spec, texts)
+            out[name] = config_hash(spec, texts, requests.hash_inputs(stack, spec))
         return out
 
     def facts(self, stack: Stack, state: dict) -> dict[str, Current]:
         """What exists: the recorded containers, plus any `<stack>-<service>` container the state
         does not know (its state file lost): unknown hash, so it is recreated, never duplicated."""
         entries = {n: (e["container"], e.get("hash", "")) for n, e in state.get("services", {}).items()}
-        for name in stack.services:
-            entries.setdefault(name, (container_name(stack.name, name), ""))
+        for name, spec in stack.services.items():
+            for n, cname in enumerate(requests.container_names(stack.name, spec), 1):
+                entries.setdefault(replica_key(name, n), (cname, ""))
         out = {}
         for name, (cname, h) in entries.items():
             rec = self.manager.records.find(cname)
@@ -206,6 +130,8 @@ class Stacks:
             actions = plan(stack, hashes, self.facts(stack, state))
             if start_only:
                 actions = [a for a in actions if isinstance(a, Start)]
+            if any(isinstance(a, (Create, Recreate)) for a in actions):
+                self._networks(stack)
             for action in actions:
                 self.progress(describe(action))
                 if isinstance(action, Remove):
@@ -215,44 +141,39 @@ class Stacks:
                     continue
                 spec = stack.services[action.service]
                 for dep, cond in spec.depends_on:
-                    self._wait_condition(stack.name, stack.services[dep], cond)
-                cname = container_name(stack.name, spec.name)
+                    self._wait_condition(stack, stack.services[dep], cond)
+                key = replica_key(spec.name, action.replica)
+                cname = requests.container_names(stack.name, spec)[action.replica - 1]
                 if isinstance(action, Start):
                     self.manager.start(cname)
                 else:
                     if isinstance(action, Recreate):
-                        self._remove(cname)
-                        state["services"].pop(spec.name, None)
+                        self._remove(state["services"].get(key, {}).get("container", cname))
+                        state["services"].pop(key, None)
                         self.save_state(stack.name, state)
-                    self.manager.run(self.request(stack.name, spec))
-                state["services"][spec.name] = {
+                    self.manager.run(self.request(stack, spec, action.replica))
+                state["services"][key] = {
                     "container": cname, "hash": hashes[spec.name],
                     "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}
                 self.save_state(stack.name, state)
             for name in stack.order:
                 spec = stack.services[name]
                 if spec.healthcheck is not None:
-                    self._wait_condition(stack.name, spec, "service_healthy")
+                    self._wait_condition(stack, spec, "service_healthy")
             return actions
 
-    def request(self, stack: str, spec: ServiceSpec) -> RunRequest:
-        """The service as one container's run request: named `<stack>-<service>`, its named
-        volumes and links the stack's own."""
-        command = tuple(spec.command or ())
-        entrypoint = None
-        if spec.entrypoint is not None:
-            entrypoint = spec.entrypoint[0] if spec.entrypoint else ""
-            command = tuple(spec.entrypoint[1:]) + command
-        vols = tuple(VolumeSpec(v.kind, volume_name(stack, v.source), v.destination, v.readonly)
-                     if v.kind == "volume" else v for v in spec.volumes)
-        return RunRequest(
-            image=spec.image, command=command, name=container_name(stack, spec.name), detach=True, ports=spec.ports,
-            volumes=vols, env=spec.env, env_files=spec.env_files,
-            links=tuple((container_name(stack, t), a) for t, a in spec.links), restart=spec.restart,
-            memory=spec.memory, cpu_quota=spec.cpu_quota, user=spec.user, workdir=spec.working_dir,
-            entrypoint=entrypoint, hostname=spec.hostname or spec.name,
-            insecure_registries=self.insecure_registries, security=spec.security,
-            healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled))
+    def _networks(self, stack: Stack) -> None:
+        """The networks the services join, made before any container (an external one must exist)."""
+        for name in requests.external_networks(stack):
+            if not self.manager.network_exists(name):
+                raise StackError(f"external network {name} does not exist on this host (create it with "
+                                 f"`provision network create {name}`)", stack.path)
+        for spec in requests.network_specs(stack):
+            self.manager.ensure_network(spec)
+
+    def request(self, stack: Stack, spec: ServiceSpec, replica: int = 1) -> RunRequest:
+        """The service's `replica`th container as one run request (request.py)."""
+        return requests.request(stack, spec, replica, self.insecure_registries)
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:
@@ -269,12 +190,16 @@ class Stacks:
             return UP_TIMEOUT
         return max(UP_TIMEOUT, hc.start_period + (hc.retries + 1) * (hc.interval + hc.timeout))
 
-    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str) -> None:
-        cname = container_name(stack, spec.name)
-        budget = self.wait_budget(spec)
-        deadline = self.now() + budget
+    def _wait_condition(self, stack: Stack, spec: ServiceSpec, cond: str) -> None:
+        """Until every replica of `spec` meets `cond` (started, healthy, completed successfully)."""
         if cond == "service_started":
             return   # `run` returned once the runtime reported it running
+        for cname in requests.container_names(stack.name, spec):
+            self._wait_one(cname, spec, cond)
+
+    def _wait_one(self, cname: str, spec: ServiceSpec, cond: str) -> None:
+        budget = self.wait_budget(spec)
+        deadline = self.now() + budget
         if cond == "service_completed_successfully":
             while True:
                 rec = self.manager.records.get(cname)
@@ -293,23 +218,24 @@ class Stacks:
             # the shim's first check comes one interval after the start (as Docker's); ask for one
             # now, so a service that is ready at once does not hold `up` for its interval
             self.manager.check_health_now(rec)
+        who = spec.name if spec.replicas == 1 else cname
         while True:
             rec = self.manager.records.find(cname)
             st = self.manager.status(rec) if rec is not None else None
             # while it restarts (its policy), the file still tells of the run before: wait for the next
             health = self.manager.health(rec) if st is not None and st.state == "running" else None
             if health is not None and health.status == "healthy":
-                self.progress(f"{spec.name} is healthy")
+                self.progress(f"{who} is healthy")
                 return
             if st is None or st.state in ("exited", "dead"):
                 code = f" (exit code {st.exit_code})" if st is not None else ""
-                raise ContainerError(f"service {spec.name} stopped{code} before it became healthy; "
+                raise ContainerError(f"service {who} stopped{code} before it became healthy; "
                                      f"see `provision container logs {cname}`")
             if health is not None and health.status == "unhealthy":
-                raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
+                raise ContainerError(f"service {who} is unhealthy: {hc.retries} checks failed "
                                      f"(last: {health.output.strip()[-120:] or 'no output'})")
             if self.now() > deadline:
-                raise ContainerError(f"service {spec.name} did not become healthy within {budget:g}s")
+                raise ContainerError(f"service {who} did not become healthy within {budget:g}s")
             self.sleep(HEALTH_POLL)
 
     # -- down / ps ------------------------------------------------------------------------------
@@ -317,7 +243,8 @@ class Stacks:
         _stop_legacy_monitor(self.root, stack.name)
         with self.locked(stack.name):
             state = self.load_state(stack.name)
-            names = [container_name(stack.name, s) for s in reversed(stack.order)]
+            names = [c for s in reversed(stack.order) for c in requests.container_names(stack.name,
+                                                                                           stack.services[s])]
             names += sorted(e["container"] for s, e in state.get("services", {}).items()
                             if e["container"] not in names)
             removed = []
@@ -330,8 +257,15 @@ class Stacks:
                 for v in stack.volumes:
                     if self.manager.volumes.exists(volume_name(stack.name, v)):
                         self.manager.volumes.remove(volume_name(stack.name, v))
+            self._remove_networks(stack)
             self._state_path(stack.name).unlink(missing_ok=True)
             return removed
+
+    def _remove_networks(self, stack: Stack) -> None:
+        """The stack's networks (those `up` made: labelled with its project), once nobody is on them."""
+        for name in self.manager.networks_labelled(requests.LABEL + "project", stack.name):
+            if self.manager.remove_network_if_unused(name):
+                self.progress(f"remove network {name}")
 
     def ps(self, stack: Stack) -> list[dict]:
         """Each service's container, its state and its health as its supervisor last checked it
@@ -341,25 +275,30 @@ class Stacks:
         rows = []
         for name in stack.order:
             spec = stack.services[name]
-            cname = container_name(stack.name, name)
-            entry = state.get("services", {}).get(name)
-            rec = self.manager.records.find(cname)
-            row = {"service": name, "container": cname, "state": "missing", "health": "", "pid": None,
-                   "ports": [str(m) for m in spec.ports], "up_to_date": None}
-            if rec is not None:
-                st = self.manager.status(rec)
-                row.update(state=st.state, pid=st.pid, restart_count=st.restart_count, exit_code=st.exit_code)
-            if entry is not None:
-                row["up_to_date"] = entry.get("hash") == hashes[name]
-                if spec.healthcheck is None:
-                    row["health"] = "none"
-                elif rec is not None:
-                    health = self.manager.health(rec)
-                    row["health"] = health.status if health is not None else "starting"
-                    if health is not None:
-                        row["health_detail"] = health.to_json()
-            rows.append(row)
+            for n, cname in enumerate(requests.container_names(stack.name, spec), 1):
+                rows.append(self._row(spec, n, cname, state.get("services", {}).get(replica_key(name, n)),
+                                      hashes[name]))
         return rows
+
+    def _row(self, spec: ServiceSpec, replica: int, cname: str, entry: dict | None, want: str) -> dict:
+        rec = self.manager.records.find(cname)
+        row = {"service": spec.name, "container": cname, "state": "missing", "health": "", "pid": None,
+               "ports": [str(m) for m in spec.ports], "up_to_date": None}
+        if spec.replicas > 1:
+            row["replica"] = replica
+        if rec is not None:
+            st = self.manager.status(rec)
+            row.update(state=st.state, pid=st.pid, restart_count=st.restart_count, exit_code=st.exit_code)
+        if entry is not None:
+            row["up_to_date"] = entry.get("hash") == want
+            if spec.healthcheck is None:
+                row["health"] = "none"
+            elif rec is not None:
+                health = self.manager.health(rec)
+                row["health"] = health.status if health is not None else "starting"
+                if health is not None:
+                    row["health_detail"] = health.to_json()
+        return row
 
 
 def _stop_legacy_monitor(root: Path, stack: str) -> None:

@@ -1,0 +1,143 @@
+"""The pure part of `provision up`: what each service's containers are made from (a hash) and, from
+what exists, the actions that bring the stack to the file.
+
+Containers are keyed like the stack state: a service's first replica by the service's name, its
+further replicas `<service>#<n>` (n from 2): `Current` and the actions carry that key, so a file
+without replicas plans exactly as before.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from ..stack.model import ServiceSpec, Stack
+
+# ServiceSpec's fields before issue 17: always hashed. Later ones are hashed only when set, so an
+# unchanged service keeps its hash (and its container) when the model grows.
+_HASHED_ALWAYS = {"name", "image", "command", "entrypoint", "env", "env_files", "ports", "volumes", "links",
+                  "depends_on", "restart", "healthcheck", "memory", "cpu_quota", "user", "working_dir", "hostname",
+                  "security"}
+_VOLUME_LATER = {"propagation": None, "nocopy": False, "create_host_path": True, "subpath": None,
+                 "tmpfs_options": []}
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    return asdict(ServiceSpec(name="", image=""))
+
+
+def replica_key(service: str, n: int) -> str:
+    return service if n == 1 else f"{service}#{n}"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    service, _, n = key.partition("#")
+    return service, int(n) if n else 1
+
+
+def profile_paths(spec: ServiceSpec) -> list[str]:
+    """The seccomp profile file a service names (absolute: the loader made it so)."""
+    return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
+
+
+def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], extra: dict | None = None) -> str:
+    """What the service's containers are made from: every field but its line (a field added later
+    only when set), the contents of its env files and seccomp profiles (`env_file_texts`: path →
+    text, for both), and `extra` (what it gets from the rest of the stack: its networks' names,
+    its secrets' and configs' digests)."""
+    data = asdict(spec)
+    data.pop("line", None)
+    defaults = _defaults()
+    for k in list(data):
+        if k not in _HASHED_ALWAYS and data[k] == defaults.get(k):
+            data.pop(k)
+    for v in data.get("volumes", ()):
+        for k, default in _VOLUME_LATER.items():
+            if v.get(k) == default or (isinstance(default, list) and not v.get(k)):
+                v.pop(k, None)
+    if profile_paths(spec):   # a changed seccomp profile recreates the service, as a changed env file does
+        data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
+    data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
+    if extra:
+        data["stack"] = extra
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Current:
+    container: str
+    hash: str
+    exists: bool
+    running: bool
+
+
+@dataclass(frozen=True)
+class Create:
+    service: str
+    replica: int = 1
+
+
+@dataclass(frozen=True)
+class Recreate:
+    service: str
+    reason: str
+    replica: int = 1
+
+
+@dataclass(frozen=True)
+class Start:
+    service: str
+    replica: int = 1
+
+
+@dataclass(frozen=True)
+class Remove:
+    service: str          # the state key: the service, or <service>#<n> for a further replica
+    container: str
+
+
+def plan(stack: Stack, hashes: dict[str, str], current: dict[str, Current]) -> list:
+    """Removals first (services gone from the file, replicas beyond the count), then services in
+    dependency order, each replica in turn."""
+    actions: list = []
+    for key, cur in sorted(current.items()):
+        service, n = split_key(key)
+        if cur.exists and (service not in stack.services or n > stack.services[service].replicas):
+            actions.append(Remove(key, cur.container))
+    recreated: set[str] = set()
+    for name in stack.order:
+        spec = stack.services[name]
+        for n in range(1, spec.replicas + 1):
+            cur = current.get(replica_key(name, n))
+            if cur is None or not cur.exists:
+                actions.append(Create(name, n))
+                recreated.add(name)
+            elif cur.hash != hashes[name]:
+                actions.append(Recreate(name, "configuration changed", n))
+                recreated.add(name)
+            elif any(t in recreated for t, _ in spec.links):
+                actions.append(Recreate(name, "a linked service was recreated", n))
+                recreated.add(name)
+            elif any(t in recreated for t in spec.depends_restart):
+                actions.append(Recreate(name, "a service it depends on (restart: true) was recreated", n))
+                recreated.add(name)
+            elif spec.network_mode and spec.network_mode.startswith("service:") and \
+                    spec.network_mode.split(":", 1)[1] in recreated:
+                actions.append(Recreate(name, "the service whose network it shares was recreated", n))
+                recreated.add(name)
+            elif not cur.running:
+                actions.append(Start(name, n))
+    return actions
+
+
+def describe(action) -> str:
+    if isinstance(action, Remove):
+        service, n = split_key(action.service)
+        why = f"service {service} is no longer in the file" if n == 1 else f"replica {n} of {service} is not wanted"
+        return f"remove {action.container} ({why})"
+    who = action.service + (f" (replica {action.replica})" if action.replica > 1 else "")
+    if isinstance(action, Recreate):
+        return f"recreate {who} ({action.reason})"
+    return f"{type(action).__name__.lower()} {who}"
