@@ -25,22 +25,32 @@ def link_targets(eps: dict[str, Endpoint], ep: Endpoint) -> list[hosts.LinkTarge
     return out
 
 
-def peers(eps: dict[str, Endpoint], ep: Endpoint) -> list[tuple[str, list[str]]]:
+def network_lines(eps: dict[str, Endpoint], network: str) -> list[tuple[str, list[str]]]:
+    """(address, names) of every container on `network`, by name."""
+    out = []
+    for other in sorted(eps.values(), key=lambda e: e.name):
+        o = other.on(network)
+        if o is not None:
+            out.append((o.address, list(dict.fromkeys([*o.aliases, other.name]))))
+    return out
+
+
+def peers(eps: dict[str, Endpoint], ep: Endpoint, cache: dict | None = None) -> list[tuple[str, list[str]]]:
+    """The lines of `ep`'s user-defined networks; `cache` (network → lines) shares them between the
+    files one refresh rewrites, so a change costs one pass over the endpoints, not one per file."""
+    cache = {} if cache is None else cache
     out: list[tuple[str, list[str]]] = []
     for att in ep.attachments:
         if att.network == DEFAULT_NETWORK:
             continue
-        for other in sorted(eps.values(), key=lambda e: e.name):
-            o = other.on(att.network)
-            if o is None:
-                continue
-            names = list(dict.fromkeys([*o.aliases, other.name]))
-            out.append((o.address, names))
+        if att.network not in cache:
+            cache[att.network] = network_lines(eps, att.network)
+        out += cache[att.network]
     return out
 
 
-def render(eps: dict[str, Endpoint], ep: Endpoint) -> str:
-    return hosts.render_hosts(ep.hostname, ep.address, link_targets(eps, ep), ep.extra_hosts, peers(eps, ep))
+def render(eps: dict[str, Endpoint], ep: Endpoint, cache: dict | None = None) -> str:
+    return hosts.render_hosts(ep.hostname, ep.address, link_targets(eps, ep), ep.extra_hosts, peers(eps, ep, cache))
 
 
 def write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
@@ -61,8 +71,9 @@ def affected(eps: dict[str, Endpoint], name: str, networks: Iterable[str]) -> li
 def refresh(eps: dict[str, Endpoint], name: str, networks: Iterable[str]) -> list[str]:
     """Rewrites (in place) the hosts files that mention `name`; returns whose."""
     changed = []
+    cache: dict = {}
     for e in affected(eps, name, networks):
         if e.name != name and Path(e.files_dir).is_dir():
-            hosts.write_file(Path(e.files_dir) / "hosts", render(eps, e))
+            hosts.write_file(Path(e.files_dir) / "hosts", render(eps, e, cache))
             changed.append(e.name)
     return changed
