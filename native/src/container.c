@@ -291,7 +291,7 @@ void container_release(struct pr_state *st, const char *dir) {
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(st, "stopped");
     if (hooks_run(&st->hooks[HOOK_POSTSTOP], HOOK_POSTSTOP, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+      pr_warn("%s", e.msg);
   }
   state_dir_remove(dir);
 }
@@ -320,7 +320,7 @@ int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *ex
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(&c.st, "running");
     if (hooks_run(&cfg->hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+      pr_warn("%s", e.msg);
   }
   if (master >= 0) {
     if (r == 0) console_proxy(master, NULL);

@@ -37,7 +37,7 @@ int container_start(const char *root, const char *id, pr_error *err) {
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(&st, "running");
     if (hooks_run(&st.hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+      pr_warn("%s", e.msg);
   }
   return 0;
 }

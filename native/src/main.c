@@ -21,41 +21,15 @@
 #endif
 #define SPEC_VERSION "1.1.0"
 
-static const char *log_file, *log_format = "text";
-
-static void log_error(const char *msg) {
-  fprintf(stderr, "provision-runtime: %s\n", msg);
-  if (!log_file) return;
-  FILE *f = fopen(log_file, "ae");
-  if (!f) return;
-  char ts[64];
-  time_t t = time(NULL);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (strcmp(log_format, "json") == 0) {
-    /* The shape containerd's runc shim parses from runc's --log. */
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "level", json_object_new_string("error"));
-    json_object_object_add(o, "msg", json_object_new_string(msg));
-    json_object_object_add(o, "time", json_object_new_string(ts));
-    fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-    json_object_put(o);
-  } else {
-    fprintf(f, "time=\"%s\" level=error msg=\"%s\"\n", ts, msg);
-  }
-  fclose(f);
-}
-
 static int fail(const pr_error *err) {
-  log_error(err->msg);
+  pr_log_error(err);
   return 1;
 }
 
 static int usage_error(const char *fmt, const char *arg) {
   char buf[512];
   snprintf(buf, sizeof buf, fmt, arg);
-  log_error(buf);
+  pr_log_errorf("%s", buf);
   return 2;
 }
 
@@ -227,9 +201,10 @@ static const char *usage =
     "  features | --version\n";
 
 int main(int argc, char **argv) {
-  const char *root = "/run/provision-runtime";
+  const char *root = "/run/provision-runtime", *log_file = NULL, *log_format = "text";
   bool debug = false, systemd_cgroup = false, help = false, version = false;
   int i = 1;
+  pr_log_init("provision-runtime", NULL, false);
   /* global options come before the command */
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i] + (argv[i][1] == '-' ? 2 : 1);
@@ -249,6 +224,7 @@ int main(int argc, char **argv) {
     else return usage_error("option %s needs a value", argv[i]);
   }
   (void)debug;
+  pr_log_init("provision-runtime", log_file, strcmp(log_format, "json") == 0);
   if (version) {
     printf("provision-runtime version %s\nspec: %s\n", PR_VERSION, SPEC_VERSION);
     return 0;
