@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 
 #include "config.h"
+#include "json.h"
 #include "util.h"
 
 static const struct { const char *name; enum pr_ns ns; int flag; } ns_table[] = {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "json.h"
 #include "util.h"
 
 static void add(struct pr_resources *r, const char *field, const char *v1c, const char *v1f, char *v1v,

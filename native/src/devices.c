@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "container.h"
+#include "json.h"
 #include "mounts.h"
 #include "util.h"
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "util.h"
 
 static int parse_action(const char *s, int64_t errno_ret, bool has_errno, const char *field, uint32_t *out,
