@@ -103,6 +103,16 @@ def make_bundle(path: Path, rootfs: Path, *, args=None, config=None, **overrides
     return path
 
 
+def compile_static(source: str, dest: Path, mode: int = 0o755) -> Path:
+    """A tiny C program, compiled static (it runs in a busybox rootfs, which has no libc)."""
+    src = dest.with_name(dest.name + ".c")
+    src.write_text(source)
+    subprocess.run(["cc", "-static", "-O2", "-o", str(dest), str(src)], check=True, capture_output=True, text=True)
+    src.unlink()
+    dest.chmod(mode)
+    return dest
+
+
 def runtime_argv(name: str, binary: Path, root: Path) -> list[str]:
     exe = str(binary) if name == "provision-runtime" else shutil.which(name)
     return [exe, "--root", str(root)]
