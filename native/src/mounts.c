@@ -29,6 +29,51 @@ unsigned long mounts_locked_flags(const char *path) {
   return f;
 }
 
+/* The mount ID of the mount fd lies on (/proc/self/fdinfo, Linux 3.15). */
+static int mount_id(int fd) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  cleanup_free char *s = NULL;
+  if (read_file(path, &s, NULL, NULL) < 0) return -1;
+  const char *m = strstr(s, "mnt_id:");
+  return m ? atoi(m + 7) : -1;
+}
+
+/* pivot_root(2) refuses a new root whose parent mount is shared.  With the default rslave
+ * nothing here is shared, but rootfsPropagation shared/rshared keeps the host's shared
+ * mounts shared: make the one mount holding the rootfs private (just that one, so
+ * volumes elsewhere keep propagating), as runc does (rootfsParentMountPrivate). */
+static int make_parent_private(const char *rootfs, pr_error *err) {
+  cleanup_close int fd = open(rootfs, O_PATH | O_CLOEXEC);
+  if (fd < 0) return pr_fail(err, errno, "root.path: open %s", rootfs);
+  int id = mount_id(fd);
+  cleanup_free char *info = NULL;
+  if (id < 0 || read_file("/proc/self/mountinfo", &info, NULL, err) < 0)
+    return pr_fail(err, errno, "root.path: finding the mount holding %s", rootfs);
+  for (char *save, *line = strtok_r(info, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE ... */
+    char mp[PATH_MAX];
+    int mid, n = 0;
+    if (sscanf(line, "%d %*d %*s %*s %4095s %*s%n", &mid, mp, &n) < 2 || mid != id) continue;
+    const char *dash = strstr(line + n, " - ");
+    if (!strstr(line + n, "shared:") || (dash && strstr(line + n, "shared:") > dash)) return 0;
+    /* mountinfo escapes space, tab, newline and backslash as \ooo */
+    char *o = mp;
+    for (const char *i = mp; *i; o++)
+      if (i[0] == '\\' && i[1] >= '0' && i[1] <= '3' && i[2] && i[3]) {
+        *o = (char)((i[1] - '0') * 64 + (i[2] - '0') * 8 + (i[3] - '0'));
+        i += 4;
+      } else {
+        *o = *i++;
+      }
+    *o = '\0';
+    if (mount(NULL, mp, NULL, MS_PRIVATE, NULL) < 0)
+      return pr_fail(err, errno, "linux.rootfsPropagation: making %s (the mount holding the rootfs) private", mp);
+    return 0;
+  }
+  return 0;
+}
+
 int mounts_prepare_rootfs(struct pr_container *ct, pr_error *err) {
   struct pr_config *c = ct->cfg;
   /* Nothing we mount may propagate back to the host (runc uses rslave unless
@@ -36,6 +81,7 @@ int mounts_prepare_rootfs(struct pr_container *ct, pr_error *err) {
   unsigned long prop = c->rootfs_propagation ? c->rootfs_propagation : MS_SLAVE | MS_REC;
   if (mount(NULL, "/", NULL, prop | MS_REC, NULL) < 0)
     return pr_fail(err, errno, "linux.rootfsPropagation: making / %s", prop & MS_SHARED ? "shared" : "slave");
+  if ((prop & MS_SHARED) && make_parent_private(c->rootfs, err) < 0) return -1;
   if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
     return pr_fail(err, errno, "root.path: bind-mounting %s onto itself", c->rootfs);
   ct->rootfd = open(c->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
