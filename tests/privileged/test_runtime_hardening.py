@@ -11,12 +11,14 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import runtime_helpers as h
-from runtime_helpers import RT, RUNTIMES, bundle, runtime_bin  # noqa: F401  (fixtures are used by name)
+from runtime_helpers import RT, RUNTIMES, bundle, prt, runtime_bin  # noqa: F401  (fixtures are used by name)
 
 pytestmark = [
     pytest.mark.privileged,
@@ -199,3 +201,62 @@ def copy_shared_libraries(binary: str, rootfs: Path) -> None:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- CVE-2021-30465: a mount target swapped for a symlink ---------------------------------
+def test_swapped_mount_target_cannot_redirect_a_bind_mount(prt, tmp_path):
+    """A volume shared with another container (played here by the test) holds the
+    destination of a later bind mount.  Right after the runtime created that destination and
+    resolved it safely inside the rootfs, the other side swaps it for a symlink to a host
+    path.  strace holds every mount(2) for a moment, which opens that window wide and makes
+    the race deterministic.  Mounting by path string would follow the symlink and land the
+    bind mount on the host path; mounting through the descriptor the resolution returned
+    cannot.  The host path is on a shared mount and the container's root rshared, so a mount
+    that lands there shows on the host."""
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace (to hold mount(2) open while the symlink is swapped)")
+    shared = tmp_path / "shared"  # the host side of the propagation
+    shared.mkdir()
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+    try:
+        rootfs = h.make_rootfs(tmp_path / "rootfs")
+        vol, outside, secret = tmp_path / "vol", shared / "outside", tmp_path / "secret"
+        for d in (vol, outside, secret):
+            d.mkdir()
+        (secret / "marker").write_text("mounted here\n")
+
+        def config(cfg):
+            cfg["root"]["readonly"] = False
+            cfg["mounts"] = [
+                {"destination": "/vol", "type": "bind", "source": str(vol), "options": ["rbind"]},
+                {"destination": "/vol/x", "type": "bind", "source": str(secret), "options": ["rbind"]},
+            ]
+            cfg["linux"]["rootfsPropagation"] = "rshared"
+            cfg["linux"]["maskedPaths"] = cfg["linux"]["readonlyPaths"] = []
+        # the directory the runtime resolved is now called x.moved: the mount belongs there
+        b = bundle(tmp_path, rootfs, args=["cat", "/vol/x.moved/marker"], config=config)
+        swapped = threading.Event()
+
+        def swap():
+            target = vol / "x"
+            end = time.monotonic() + 60
+            while not target.is_dir() and time.monotonic() < end:
+                time.sleep(0.001)
+            time.sleep(0.1)  # the runtime has resolved it and sits in the held mount(2)
+            target.rename(vol / "x.moved")
+            target.symlink_to(outside)
+            swapped.set()
+        racer = threading.Thread(target=swap, daemon=True)
+        racer.start()
+        argv = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=mount",
+                "-e", "inject=mount:delay_enter=400000"] + prt.base + ["run", "--bundle", str(b), prt.new_id()]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        racer.join(timeout=60)
+        assert swapped.is_set(), "the runtime never created /vol/x"
+        assert not (outside / "marker").exists(), "the bind mount followed the swapped symlink onto a host path"
+        assert not os.path.ismount(outside)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "mounted here\n"
+    finally:
+        subprocess.run(["umount", "--recursive", "--lazy", str(shared)], check=False)
