@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "cgroups.h"
@@ -237,13 +238,41 @@ static int do_mount(struct pr_container *ct, const struct pr_op *op, pr_error *e
 }
 
 /* maskedPaths and readonlyPaths run after pivot_root: the paths resolve inside the
- * container's root, which nothing can leave. */
-static int mask_path(const struct pr_op *op, pr_error *err) {
+ * container's root, which nothing can leave.  Each target is opened once and masked
+ * through its descriptor, so what is checked is what gets covered. */
+
+/* The mask source: the container's /dev/null, which must be the null device (char 1:3).
+ * Anything else there (another node, a symlink to a writable /proc file) would be bound
+ * over every masked path, readable or writable from inside (runc checks the same since
+ * CVE-2025-31133: verifyDevNull). */
+static int open_dev_null(const char *field, pr_error *err) {
+  int fd = open("/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return pr_fail(err, errno, "%s: opening the container's /dev/null to mask with", field);
   struct stat st;
-  if (stat(op->a, &st) < 0) return errno == ENOENT ? 0 : pr_fail(err, errno, "%s: %s", op->field, op->a);
-  /* Same as runc: a directory gets an empty read-only tmpfs, a file /dev/null. */
-  int r = S_ISDIR(st.st_mode) ? mount("tmpfs", op->a, "tmpfs", MS_RDONLY, NULL)
-                              : mount("/dev/null", op->a, NULL, MS_BIND, NULL);
+  if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3)) {
+    close(fd);
+    return pr_fail(err, 0, "%s: the container's /dev/null is not the null device (char 1:3), refusing to mask with it",
+                   field);
+  }
+  return fd;
+}
+
+static int mask_path(const struct pr_op *op, pr_error *err) {
+  cleanup_close int target = open(op->a, O_PATH | O_CLOEXEC);
+  if (target < 0) return errno == ENOENT ? 0 : pr_fail(err, errno, "%s: %s", op->field, op->a);
+  struct stat st;
+  if (fstat(target, &st) < 0) return pr_fail(err, errno, "%s: %s", op->field, op->a);
+  char tp[PROC_FD_PATH_LEN], np[PROC_FD_PATH_LEN];
+  int r;
+  /* As the spec wants them unreadable and runc does it: a directory gets an empty
+   * read-only tmpfs; anything else (file, device node, socket, fifo) /dev/null. */
+  if (S_ISDIR(st.st_mode)) {
+    r = mount("tmpfs", proc_fd_path(target, tp), "tmpfs", MS_RDONLY, NULL);
+  } else {
+    cleanup_close int null = open_dev_null(op->field, err);
+    if (null < 0) return -1;
+    r = mount(proc_fd_path(null, np), proc_fd_path(target, tp), NULL, MS_BIND, NULL);
+  }
   if (r < 0) return pr_fail(err, errno, "%s: masking %s", op->field, op->a);
   return 0;
 }

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import runtime_helpers as h
-from runtime_helpers import RT, RUNTIMES, bundle, rootfs, runtime_bin  # noqa: F401  (fixtures are used by name)
+from runtime_helpers import RT, RUNTIMES, bundle, prt, rootfs, runtime_bin  # noqa: F401  (fixtures are used by name)
 
 pytestmark = [
     pytest.mark.privileged,
@@ -187,3 +187,48 @@ def test_network_is_ignored_on_pure_v2(runtime, runtime_bin, rootfs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n"
     assert proc.stderr == ""
+
+
+# -- masked and read-only paths -----------------------------------------------------------
+MASK_VIEW = r"""
+echo file=$(stat -c %F:%t,%T /proc/timer_list)/$(wc -c < /proc/timer_list)
+echo dir=$(ls -A /sys/firmware | wc -l)/$(touch /sys/firmware/x 2>&1 | grep -c 'Read-only')
+echo dev=$(stat -c %t,%T /dev/fuse)/$(head -c 4 /dev/fuse | wc -c)
+echo ro_dev=$(grep ' /dev/zero ' /proc/self/mounts | cut -d' ' -f4 | cut -d, -f1)/$(head -c 4 /dev/zero | wc -c)
+echo ro_dir=$(touch /etc/x 2>&1 | grep -c 'Read-only')
+"""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_masked_and_readonly_paths_of_each_kind(runtime, runtime_bin, rootfs, tmp_path):
+    """maskedPaths "so that they cannot be read": a file or a device node gets /dev/null
+    bound over it (reads end at once), a directory an empty read-only tmpfs, a missing path
+    is skipped; readonlyPaths: a read-only bind, for a directory and for a device node
+    alike (which stays readable)."""
+    def config(cfg):
+        cfg["root"]["readonly"] = False
+        cfg["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666}]
+        cfg["linux"]["resources"]["devices"] += [{"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]
+        cfg["linux"]["maskedPaths"] = ["/proc/timer_list", "/sys/firmware", "/dev/fuse", "/no/such/path"]
+        cfg["linux"]["readonlyPaths"] = ["/dev/zero", "/etc"]
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    proc = r.run(bundle(tmp_path, rootfs, args=["sh", "-c", MASK_VIEW], config=config))
+    r.cleanup()
+    assert proc.returncode == 0, proc.stderr
+    seen = h.parse_kv(proc.stdout)
+    assert seen == {"file": "character special file:1,3/0", "dir": "0/1", "dev": "1,3/0", "ro_dev": "ro/4",
+                    "ro_dir": "1"}, proc.stdout
+
+
+def test_masking_refuses_a_dev_null_that_is_not_the_null_device(prt, rootfs, tmp_path):
+    """The mask source is the container's own /dev/null: if that is some other node (here
+    the config puts /dev/zero's numbers there; an image or a race could do worse), binding it
+    over /proc files would hand them its content or its writability.  The runtime refuses,
+    as runc >= 1.2.8 does (CVE-2025-31133); the Debian runc 1.1.5 here does not."""
+    def config(cfg):
+        cfg["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666}]
+    cid = prt.new_id()
+    proc = prt.cli("run", "--bundle", bundle(tmp_path, rootfs, args=["true"], config=config), cid, check=False)
+    assert proc.returncode != 0
+    assert "/dev/null is not the null device" in proc.stderr, proc.stderr
+    assert not (prt.root / cid).exists()
