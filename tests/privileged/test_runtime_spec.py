@@ -5,6 +5,7 @@ priorities, masked/read-only paths naming device nodes, and the empty hostname.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 
@@ -232,3 +233,41 @@ def test_masking_refuses_a_dev_null_that_is_not_the_null_device(prt, rootfs, tmp
     assert proc.returncode != 0
     assert "/dev/null is not the null device" in proc.stderr, proc.stderr
     assert not (prt.root / cid).exists()
+
+
+# -- hostname -----------------------------------------------------------------------------
+def test_empty_hostname_in_a_new_uts_namespace(prt, rootfs, tmp_path):
+    """hostname "" with a new UTS namespace: the container's hostname is empty (not a
+    copy of the host's).  runc skips an empty hostname, so this one is ours alone."""
+    proc = prt.run(bundle(tmp_path, rootfs, args=["sh", "-c", "echo \"host=[$(cat /proc/sys/kernel/hostname)]\""],
+                          hostname=""))
+    assert proc.returncode == 0, proc.stderr
+    assert h.parse_kv(proc.stdout)["host"] == "[]"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("uts", ["host", "joined"])
+def test_empty_hostname_without_a_new_uts_namespace(runtime, uts, runtime_bin, rootfs, tmp_path):
+    """hostname "" without a new UTS namespace (the host's, or one joined by path) asks for
+    nothing: no error, and the namespace's hostname is left as it is."""
+    holder = None
+    if uts == "joined":
+        # a UTS namespace of our own, named "joined", held by a sleeping process
+        holder = subprocess.Popen(["unshare", "--uts", "sh", "-c", "hostname joined && echo ready && exec sleep 60"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline() == "ready\n"
+    try:
+        def config(cfg):
+            ns = [n for n in cfg["linux"]["namespaces"] if n["type"] != "uts"]
+            if holder:
+                ns.append({"type": "uts", "path": f"/proc/{holder.pid}/ns/uts"})
+            cfg["linux"]["namespaces"] = ns
+        r = RT(runtime, runtime_bin, tmp_path / "state")
+        proc = r.run(bundle(tmp_path, rootfs, args=["cat", "/proc/sys/kernel/hostname"], hostname="", config=config))
+        r.cleanup()
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == ("joined\n" if holder else f"{socket.gethostname()}\n")
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
