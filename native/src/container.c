@@ -50,10 +50,10 @@ static int write_idmap(pid_t pid, const char *file, const struct pr_idmap *m, si
 }
 
 static int listen_start_sock(const char *dir, pr_error *err) {
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  struct sockaddr_un addr;
   cleanup_free char *path = xasprintf("%s/start.sock", dir);
-  if (strlen(path) >= sizeof addr.sun_path) return pr_fail(err, 0, "--root: state path too long for a socket: %s", path);
-  strcpy(addr.sun_path, path);
+  cleanup_close int dirfd = -1;
+  if (unix_addr(path, &addr, &dirfd, err) < 0) return pr_prefix(err, "--root");
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return pr_fail(err, errno, "socket");
   if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 1) < 0) {

@@ -25,8 +25,9 @@ int container_start(const char *root, const char *id, pr_error *err) {
   if (strcmp(status, "created") != 0)
     return pr_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
   cleanup_free char *path = xasprintf("%s/%s/start.sock", root, id);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  struct sockaddr_un addr;
+  cleanup_close int dirfd = -1;
+  if (unix_addr(path, &addr, &dirfd, err) < 0) return pr_prefix(err, "cannot start container \"%s\"", id);
   cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
     return pr_fail(err, errno, "cannot start container \"%s\"", id);
