@@ -55,19 +55,57 @@ static int signal_pid(pid_t pid, int sig) {
   return kill(pid, sig);
 }
 
+/* The init is pid 1 of its innermost pid namespace, i.e. the container has a pid
+ * namespace of its own (not the host's, not a pod's it joined). */
+static bool init_owns_pid_ns(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  cleanup_free char *s = NULL;
+  if (read_file(path, &s, NULL, NULL) < 0) return true;
+  char *line = strstr(s, "\nNSpid:");
+  if (!line) return true;
+  char *end = strchr(line + 1, '\n'), *last = NULL;
+  if (end) *end = '\0';
+  for (char *t = line + 8; (t = strpbrk(t, "0123456789")) != NULL; t += strspn(t, "0123456789")) last = t;
+  return last && atoi(last) == 1;
+}
+
+/* Every process in the container's cgroup.  None left (or no cgroup any more) is no
+ * error: that is what a stopped container looks like. */
+static int signal_cgroup(struct pr_state *st, int sig, pr_error *err) {
+  cleanup_free pid_t *pids = NULL;
+  size_t n;
+  pr_error e = {0};
+  if (cgroup_pids(&st->cg, &pids, &n, &e) < 0) {
+    if (e.errnum == ENOENT) return 0;
+    *err = e;
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) kill(pids[i], sig);
+  return 0;
+}
+
+/* Mirrors runc (kill.go, libcontainer Container.Signal): without --all the init is
+ * signalled, and a stopped container is "container not running" (the words containerd's
+ * shim looks for to take it as already gone); a SIGKILL reaches every process of the
+ * cgroup when the container shares a pid namespace, where the init's death takes
+ * nobody along.  --all signals the whole cgroup and succeeds when nothing is left:
+ * containerd's shim sends `kill --all ID KILL` after the init exited, for containers in
+ * a pod's pid namespace, and a failure there fails StopContainer and RemovePodSandbox. */
 int container_kill(const char *root, const char *id, int sig, bool all, pr_error *err) {
   struct pr_state st;
   if (state_load(root, id, &st, err) < 0) return -1;
   const char *status = state_status(root, &st);
-  if (strcmp(status, "stopped") == 0) return pr_fail(err, 0, "container \"%s\" is not running", id);
-  if (all) {
-    cleanup_free pid_t *pids = NULL;
-    size_t n;
-    if (cgroup_pids(&st.cg, &pids, &n, err) < 0) return -1;
-    for (size_t i = 0; i < n; i++) kill(pids[i], sig);
-    return 0;
+  bool stopped = strcmp(status, "stopped") == 0;
+  if (all || (sig == SIGKILL && !stopped && !init_owns_pid_ns(st.pid))) {
+    if (!stopped) signal_pid(st.pid, sig);
+    if (signal_cgroup(&st, sig, err) < 0) return pr_prefix(err, "signalling the processes of container \"%s\"", id);
+  } else {
+    if (stopped) return pr_fail(err, 0, "cannot signal container \"%s\": container not running", id);
+    if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
   }
-  if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
+  /* v1 frozen tasks act on a SIGKILL only once thawed (runc thaws too) */
+  if (sig == SIGKILL && strcmp(status, "paused") == 0) cgroup_freeze(&st.cg, false, NULL);
   return 0;
 }
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 import runtime_helpers as h
-from runtime_helpers import RT, RUNTIMES, bundle, rootfs, runtime_bin  # noqa: F401  (fixtures are used by name)
+from runtime_helpers import RT, RUNTIMES, bundle, prt, rootfs, runtime_bin  # noqa: F401  (fixtures are used by name)
 
 pytestmark = [
     pytest.mark.privileged,
@@ -41,3 +41,52 @@ def test_deep_root_and_long_ids(runtime, runtime_bin, rootfs, tmp_path):
         assert r.state(cid)["status"] == "running"
     finally:
         r.cleanup()
+
+
+def _exited(r, tmp_path, rootfs, name="b", **kw):
+    """A created-and-started container whose init has exited (state: stopped)."""
+    cid = shim_id()
+    r.ids.append(cid)
+    r.cli("create", "--bundle", bundle(tmp_path, rootfs, name, args=["true"], **kw), cid)
+    r.cli("start", cid)
+    h.wait_for(lambda: r.state(cid)["status"] == "stopped", what="the init to exit")
+    return cid
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_kill_after_the_init_exited(runtime, runtime_bin, rootfs, tmp_path):
+    """containerd's shim sends `kill --all ID SIGKILL` once the init of a container in a
+    pod's pid namespace has exited: that succeeds (nothing is left to signal).  A plain
+    `kill` of a stopped container fails with runc's words, "container not running", which
+    the shim takes as "already gone"."""
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    try:
+        cid = _exited(r, tmp_path, rootfs)
+        assert r.cli("kill", "--all", cid, "SIGKILL", check=False).returncode == 0
+        assert r.cli("kill", "--all", cid, "9", check=False).returncode == 0
+        proc = r.cli("kill", cid, "SIGKILL", check=False)
+        assert proc.returncode == 1
+        assert "container not running" in proc.stderr
+        assert r.cli("delete", cid, check=False).returncode == 0
+        proc = r.cli("kill", "--all", cid, "SIGKILL", check=False)
+        assert proc.returncode == 1 and "does not exist" in proc.stderr
+    finally:
+        r.cleanup()
+
+
+def test_sigkill_reaches_every_process_without_a_pid_namespace(prt, rootfs, tmp_path):
+    """Without a pid namespace of its own the init's death takes nobody along: SIGKILL goes
+    to every process of the container's cgroup (runc >= 1.2 does the same; 1.1 signals the
+    init only)."""
+    def config(cfg):
+        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "pid"]
+    cgpath = f"/prt-test/kill-{uuid.uuid4().hex[:8]}"
+    cid = prt.new_id()
+    prt.cli("create", "--bundle", bundle(tmp_path, rootfs, cgpath=cgpath, config=config,
+                                         args=["sh", "-c", "sleep 300 & sleep 300 & wait"]), cid)
+    prt.cli("start", cid)
+    procs = h.procs_file(cgpath)
+    h.wait_for(lambda: len(procs.read_text().split()) == 3, what="the init and its two children")
+    prt.cli("kill", cid, "KILL")
+    h.wait_for(lambda: not procs.exists() or procs.read_text().split() == [], what="every process to die")
+    assert prt.state(cid)["status"] == "stopped"
