@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,24 @@ static int usage_error(const char *fmt, const char *arg) {
   snprintf(buf, sizeof buf, fmt, arg);
   pr_log_errorf("%s", buf);
   return 2;
+}
+
+/* --systemd-cgroup, as runc takes it: accepted by every command, it matters only to
+ * create/run, which check the cgroupsPath is systemd's "slice:prefix:name" (runc's
+ * specconv) and that systemd runs (its cgroups manager.New: /run/systemd/system is a
+ * directory, sd_booted(3)).  On a host with systemd this runtime has no systemd driver
+ * to offer, so it says so instead of quietly using cgroupfs paths. */
+static int check_systemd_cgroup(const struct pr_config *cfg, pr_error *err) {
+  const char *p = cfg->cgroups_path;
+  if (p && *p) {
+    const char *c1 = strchr(p, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2 || strchr(c2 + 1, ':'))
+      return pr_fail(err, 0, "expected cgroupsPath to be of format \"slice:prefix:name\" for systemd cgroups, got \"%s\" instead", p);
+  }
+  struct stat st;
+  if (lstat("/run/systemd/system", &st) < 0 || !S_ISDIR(st.st_mode))
+    return pr_fail(err, 0, "systemd not running on this host, cannot use systemd cgroups manager");
+  return pr_fail(err, 0, "--systemd-cgroup: this runtime has no systemd cgroup driver; use cgroupfs paths");
 }
 
 static const struct { const char *name; int sig; } signals[] = {
@@ -236,7 +255,6 @@ int main(int argc, char **argv) {
   }
   if (strcmp(log_format, "text") != 0 && strcmp(log_format, "json") != 0)
     return usage_error("--log-format must be text or json, not \"%s\"", log_format);
-  if (systemd_cgroup) return usage_error("%s", "--systemd-cgroup is not supported: use a cgroupfs path");
   const char *cmd = argv[i++];
   /* Commands that put a process of ours into a container run from a sealed copy. */
   if ((strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0 || strcmp(cmd, "exec") == 0)) {
@@ -291,6 +309,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0) {
     struct pr_config *cfg;
     if (config_load(bundle, &cfg, &err) < 0) return fail(&err);
+    if (systemd_cgroup && check_systemd_cgroup(cfg, &err) < 0) return fail(&err);
     struct pr_create_opts o = {root, id, bundle, pid_file, console_socket, detach, {stdio[0], stdio[1], stdio[2]},
                                preserve ? atoi(preserve) : 0};
     if (o.preserve_fds < 0 || o.preserve_fds > 1000) return usage_error("--preserve-fds: bad count \"%s\"", preserve);

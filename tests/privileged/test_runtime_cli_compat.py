@@ -90,3 +90,33 @@ def test_sigkill_reaches_every_process_without_a_pid_namespace(prt, rootfs, tmp_
     prt.cli("kill", cid, "KILL")
     h.wait_for(lambda: not procs.exists() or procs.read_text().split() == [], what="every process to die")
     assert prt.state(cid)["status"] == "stopped"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_systemd_cgroup_flag(runtime, runtime_bin, rootfs, tmp_path):
+    """containerd's shim passes --systemd-cgroup to every call when SystemdCgroup = true.
+    runc accepts it everywhere; only create/run use it: they want a "slice:prefix:name"
+    cgroupsPath, then a running systemd, and fail without leaving anything otherwise."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd runs here: runc would use it, this runtime has no systemd driver")
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    try:
+        cid = shim_id()
+        r.ids.append(cid)
+        r.cli("create", "--bundle", bundle(tmp_path, rootfs, args=["sleep", "60"]), cid)
+        sd = RT(runtime, runtime_bin, r.root)
+        sd.base = r.base[:1] + ["--systemd-cgroup"] + r.base[1:]
+        assert sd.state(cid)["status"] == "created"
+        sd.cli("start", cid)
+        sd.cli("kill", cid, "KILL")
+        h.wait_for(lambda: sd.state(cid)["status"] == "stopped", what="the container to stop")
+        sd.cli("delete", cid)
+        for path, message in (("/prt-test/plain", 'slice:prefix:name'),
+                              ("system.slice:prt:x", "systemd not running on this host")):
+            cid = shim_id()
+            b = bundle(tmp_path, rootfs, f"b-{path[:3]}", cgpath=path, args=["true"])
+            proc = sd.cli("create", "--bundle", b, cid, check=False)
+            assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+            assert not (r.root / cid).exists()
+    finally:
+        r.cleanup()
