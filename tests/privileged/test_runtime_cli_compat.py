@@ -4,7 +4,9 @@ when it succeeds.  test_runtime_containerd.py drives the same calls through cont
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import uuid
 
 import pytest
@@ -118,5 +120,29 @@ def test_systemd_cgroup_flag(runtime, runtime_bin, rootfs, tmp_path):
             proc = sd.cli("create", "--bundle", b, cid, check=False)
             assert proc.returncode == 1 and message in proc.stderr, proc.stderr
             assert not (r.root / cid).exists()
+    finally:
+        r.cleanup()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_state_and_log_as_runc_writes_them(runtime, runtime_bin, rootfs, tmp_path):
+    """go-runc decodes `state` (id, pid, status, bundle, rootfs, created in RFC 3339 to the
+    nanosecond, owner; annotations only when there are any) and, when a call fails, reads
+    the --log file's last JSON line of level "error" for the reason."""
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    log = tmp_path / "log.json"
+    r.base = r.base[:1] + ["--log", str(log), "--log-format", "json"] + r.base[1:]
+    try:
+        cid = shim_id()
+        r.ids.append(cid)
+        r.cli("create", "--bundle", bundle(tmp_path, rootfs, args=["sleep", "60"]), cid)
+        st = r.state(cid)
+        assert set(st) == {"ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"}, st
+        assert st["id"] == cid and st["status"] == "created" and st["pid"] > 0
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}Z", st["created"]), st["created"]
+        assert r.cli("kill", "no-such-container", "9", check=False).returncode == 1
+        last = json.loads(log.read_text().splitlines()[-1])
+        assert set(last) == {"level", "msg", "time"} and last["level"] == "error"
+        assert "does not exist" in last["msg"]
     finally:
         r.cleanup()
