@@ -132,6 +132,14 @@ class CRI:
     def remove_container(self, cid: str):
         self.call("RemoveContainer", message({1: cid}))
 
+    def exec_sync(self, cid: str, cmd: list[str], timeout: int = 10) -> tuple[int, bytes, bytes]:
+        r = self.call("ExecSync", message({1: cid, 2: cmd, 3: timeout}))
+        return get(r, 3, 0), get(r, 1, b""), get(r, 2, b"")
+
+    def update_container_resources(self, cid: str, cpu_shares: int = 0, memory_limit: int = 0):
+        linux = message({3: cpu_shares, 4: memory_limit})                # LinuxContainerResources
+        self.call("UpdateContainerResources", message({1: cid, 2: linux}))
+
     def container_state(self, cid: str) -> int:
         status = parse(get(self.call("ContainerStatus", message({1: cid})), 1, b""))
         return get(status, 3, CONTAINER_CREATED)

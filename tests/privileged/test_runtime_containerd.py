@@ -7,7 +7,9 @@ provision-runtime.  A busybox image built here is imported with ctr; then, throu
 gRPC API (cri_client.py): RunPodSandbox, CreateContainer, StartContainer, StopContainer,
 RemoveContainer, StopPodSandbox, RemovePodSandbox, and the pod must be gone.  The pod uses
 the node's network (no CNI) and its containers share the pod's pid namespace, so the shim
-calls `kill --all ID SIGKILL` once a container's init has exited.
+calls `kill --all ID SIGKILL` once a container's init has exited.  On the running container
+ExecSync, UpdateContainerResources, and (through ctr and the shim's task API) ps, pause and
+resume exercise the shim's other calls.
 """
 from __future__ import annotations
 
@@ -240,6 +242,19 @@ def test_cri_pod_lifecycle(containerd, tmp_path):
                                       sandbox)
         client.start_container(cid)
         assert client.container_state(cid) == cri.CONTAINER_RUNNING
+        # exec (the shim: exec --detach --pid-file --process FILE)
+        code, out, err = client.exec_sync(cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert (code, out, err) == (3, b"out\n", b"err\n")
+        # update --resources -, read back inside
+        client.update_container_resources(cid, cpu_shares=512, memory_limit=64 << 20)
+        code, out, _ = client.exec_sync(cid, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                              "/sys/fs/cgroup/cpu/cpu.shares"])
+        assert (code, out.split()) == (0, [str(64 << 20).encode(), b"512"])
+        # ps --format json, pause, resume (through the shim's task API)
+        assert len(containerd.ctr("task", "ps", cid).stdout.splitlines()) >= 2
+        containerd.ctr("task", "pause", cid)
+        assert "PAUSED" in containerd.ctr("task", "ls").stdout
+        containerd.ctr("task", "resume", cid)
         # the runtime holds both the sandbox and the container
         runtime_root = containerd.base / "runtime-root" / "k8s.io"
         assert {pod, cid} <= {p.name for p in runtime_root.iterdir()}
