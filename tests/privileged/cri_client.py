@@ -167,10 +167,10 @@ def pod_sandbox_config(name: str, uid: str, log_directory: str, cgroup_parent: s
     return message({1: metadata, 3: log_directory, 8: linux})          # PodSandboxConfig
 
 
-def container_config(name: str, image: str, command: list[str], log_path: str) -> bytes:
+def container_config(name: str, image: str, command: list[str], log_path: str, tty: bool = False) -> bytes:
     namespaces = message({1: NODE})                                     # NamespaceOption
     security = message({3: namespaces})                                 # LinuxContainerSecurityContext
     linux = message({2: security})                                      # LinuxContainerConfig
     return message({1: message({1: name}),                              # ContainerMetadata
                     2: message({1: image}),                             # ImageSpec
-                    3: command, 11: log_path, 15: linux})              # ContainerConfig
+                    3: command, 11: log_path, 14: tty, 15: linux})     # ContainerConfig

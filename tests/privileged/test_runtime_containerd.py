@@ -7,9 +7,9 @@ provision-runtime.  A busybox image built here is imported with ctr; then, throu
 gRPC API (cri_client.py): RunPodSandbox, CreateContainer, StartContainer, StopContainer,
 RemoveContainer, StopPodSandbox, RemovePodSandbox, and the pod must be gone.  The pod uses
 the node's network (no CNI) and its containers share the pod's pid namespace, so the shim
-calls `kill --all ID SIGKILL` once a container's init has exited.  On the running container
-ExecSync, UpdateContainerResources, and (through ctr and the shim's task API) ps, pause and
-resume exercise the shim's other calls.
+calls `kill --all ID SIGKILL` once a container's init has exited.  The container has a
+terminal (create gets a --console-socket); on it ExecSync, UpdateContainerResources, and
+(through ctr and the shim's task API) ps, pause and resume exercise the shim's other calls.
 """
 from __future__ import annotations
 
@@ -238,10 +238,12 @@ def test_cri_pod_lifecycle(containerd, tmp_path):
         sandbox = cri.pod_sandbox_config("prt-pod", uuid.uuid4().hex, str(logs), parent)
         pod = client.run_pod_sandbox(sandbox)
         assert pod in client.list_pod_sandboxes()
-        cid = client.create_container(pod, cri.container_config("sleeper", IMAGE, ["sleep", "3600"], "sleeper.log"),
-                                      sandbox)
+        # with a terminal: the shim hands create a --console-socket and logs the pty
+        config = cri.container_config("sleeper", IMAGE, ["sh", "-c", "tty; exec sleep 3600"], "sleeper.log", tty=True)
+        cid = client.create_container(pod, config, sandbox)
         client.start_container(cid)
         assert client.container_state(cid) == cri.CONTAINER_RUNNING
+        h.wait_for(lambda: b"/dev/pts/0" in (logs / "sleeper.log").read_bytes(), what="the tty's name in the log")
         # exec (the shim: exec --detach --pid-file --process FILE)
         code, out, err = client.exec_sync(cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
         assert (code, out, err) == (3, b"out\n", b"err\n")
