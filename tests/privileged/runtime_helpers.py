@@ -223,6 +223,12 @@ class RT:
         self.root = root
         self.ids: list[str] = []
 
+    def argv_with(self, *global_opts, exe: str | None = None) -> list[str]:
+        """The runtime's argv prefix with more global options after the binary (e.g.
+        --systemd-cgroup, --log F), or another binary in its place."""
+        i = self.base.index(self.exe)
+        return self.base[:i] + [exe or self.exe, *map(str, global_opts)] + self.base[i + 1:]
+
     def new_id(self) -> str:
         cid = f"t{uuid.uuid4().hex[:10]}"
         self.ids.append(cid)

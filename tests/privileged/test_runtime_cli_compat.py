@@ -107,7 +107,7 @@ def test_systemd_cgroup_flag(runtime, runtime_bin, rootfs, tmp_path):
         r.ids.append(cid)
         r.cli("create", "--bundle", bundle(tmp_path, rootfs, args=["sleep", "60"]), cid)
         sd = RT(runtime, runtime_bin, r.root)
-        sd.base = r.base[:1] + ["--systemd-cgroup"] + r.base[1:]
+        sd.base = r.argv_with("--systemd-cgroup")
         assert sd.state(cid)["status"] == "created"
         sd.cli("start", cid)
         sd.cli("kill", cid, "KILL")
@@ -131,7 +131,7 @@ def test_state_and_log_as_runc_writes_them(runtime, runtime_bin, rootfs, tmp_pat
     the --log file's last JSON line of level "error" for the reason."""
     r = RT(runtime, runtime_bin, tmp_path / "state")
     log = tmp_path / "log.json"
-    r.base = r.base[:1] + ["--log", str(log), "--log-format", "json"] + r.base[1:]
+    r.base = r.argv_with("--log", log, "--log-format", "json")
     try:
         cid = shim_id()
         r.ids.append(cid)

@@ -177,7 +177,7 @@ def test_exec_cannot_overwrite_the_runtime_binary(runtime, seal, runtime_bin, tm
         r.cli("start", cid)
         h.wait_for(lambda: report.exists() and "ready" in report.read_text(), what="the attacker to be ready")
         env = dict(os.environ, _PROVISION_RUNTIME_SEAL=seal)
-        subprocess.run([str(victim), "--root", str(r.root), "exec", cid, "/tmp/target"],
+        subprocess.run(r.argv_with(exe=str(victim)) + ["exec", cid, "/tmp/target"],
                        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
         h.wait_for(lambda: "done" in report.read_text(), timeout=30, what="the attack to finish")
     finally:
