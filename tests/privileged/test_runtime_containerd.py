@@ -218,12 +218,22 @@ def containerd(runtime_bin, tmp_path):
 
 
 def _remove_cgroups(parent: str):
-    for d in h.cgroup_dirs(parent):
-        for sub in sorted(Path(d).glob("**/"), key=lambda p: -len(p.parts)):
-            try:
-                sub.rmdir()
-            except OSError:
-                pass
+    """The pod's cgroups, and whatever a failed test left running in them (a container's
+    processes live in mount namespaces of their own, out of containerd's)."""
+    dirs = [sub for d in h.cgroup_dirs(parent) for sub in sorted(Path(d).glob("**/"), key=lambda p: -len(p.parts))]
+    pids = {int(p) for d in dirs if (d / "cgroup.procs").exists() for p in (d / "cgroup.procs").read_text().split()}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for d in dirs:
+        try:
+            h.wait_for(lambda: not (d / "cgroup.procs").exists() or not (d / "cgroup.procs").read_text().split(),
+                       timeout=5, what=f"{d} to empty")
+            d.rmdir()
+        except (OSError, AssertionError):
+            pass
 
 
 # -- the pod lifecycle --------------------------------------------------------------------

@@ -117,6 +117,7 @@ mkdir /sys/fs/cgroup/net_cls,net_prio
 mount -t cgroup -o net_cls,net_prio net_cls /sys/fs/cgroup/net_cls,net_prio
 ln -s net_cls,net_prio /sys/fs/cgroup/net_cls; ln -s net_cls,net_prio /sys/fs/cgroup/net_prio
 leaf=/sys/fs/cgroup/net_cls,net_prio$CGPATH
+trap 'rc=$?; "$@" delete --force "$ID" >/dev/null 2>&1; exit $rc' EXIT
 "$@" create --bundle "$BUNDLE" "$ID" > "$OUT" 2> "$ERR" || { cat "$ERR" >&2; exit 1; }
 echo host_classid=$(cat "$leaf/net_cls.classid")
 echo host_prio=$(grep '^lo ' "$leaf/net_prio.ifpriomap")
@@ -170,11 +171,14 @@ def test_network_without_net_cls_hierarchy(runtime, runtime_bin, rootfs, tmp_pat
     cgpath = f"/prt-test/net-{uuid.uuid4().hex[:8]}"
     r = RT(runtime, runtime_bin, tmp_path / "state")
     cid = r.new_id()
-    proc = r.cli("create", "--bundle", _network_bundle(tmp_path, rootfs, cgpath), cid, check=False)
-    assert proc.returncode != 0
-    assert "net_cls" in proc.stderr
-    assert h.cgroup_dirs(cgpath) == []
-    assert not (r.root / cid).exists()
+    try:
+        proc = r.cli("create", "--bundle", _network_bundle(tmp_path, rootfs, cgpath), cid, check=False)
+        assert proc.returncode != 0
+        assert "net_cls" in proc.stderr
+        assert h.cgroup_dirs(cgpath) == []
+        assert not (r.root / cid).exists()
+    finally:
+        r.cleanup()
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
