@@ -117,7 +117,7 @@ mkdir /sys/fs/cgroup/net_cls,net_prio
 mount -t cgroup -o net_cls,net_prio net_cls /sys/fs/cgroup/net_cls,net_prio
 ln -s net_cls,net_prio /sys/fs/cgroup/net_cls; ln -s net_cls,net_prio /sys/fs/cgroup/net_prio
 leaf=/sys/fs/cgroup/net_cls,net_prio$CGPATH
-trap 'rc=$?; "$@" delete --force "$ID" >/dev/null 2>&1; exit $rc' EXIT
+trap 'rc=$?; "$@" delete --force "$ID" >/dev/null 2>&1 || true; exit $rc' EXIT
 "$@" create --bundle "$BUNDLE" "$ID" > "$OUT" 2> "$ERR" || { cat "$ERR" >&2; exit 1; }
 echo host_classid=$(cat "$leaf/net_cls.classid")
 echo host_prio=$(grep '^lo ' "$leaf/net_prio.ifpriomap")
