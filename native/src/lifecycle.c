@@ -125,13 +125,12 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
   struct pr_state st;
   cleanup_free char *dir = state_dir_path(root, id);
   if (state_load(root, id, &st, err) < 0) {
-    /* A state dir without a readable state.json is debris of a crash:
-     * --force removes it. */
-    if (force && state_check_id(id, NULL) == 0 && access(dir, F_OK) == 0) {
-      state_dir_remove(dir);
-      return 0;
-    }
-    return -1;
+    /* As runc (delete.go): with --force, a container that does not exist is deleted
+     * already (containerd's shim follows a delete with delete --force), and a state
+     * dir without a readable state.json, debris of a crash, goes too. */
+    if (!force || state_check_id(id, NULL) < 0) return -1;
+    if (access(dir, F_OK) == 0) state_dir_remove(dir);
+    return 0;
   }
   const char *status = state_status(root, &st);
   bool paused = strcmp(status, "paused") == 0;
@@ -141,15 +140,16 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
     signal_pid(st.pid, SIGKILL);
     /* v1 frozen tasks cannot act on the SIGKILL until thawed. */
     if (paused) cgroup_freeze(&st.cg, false, NULL);
-    if (st.cg.n_leaves) {
-      /* Processes that left the pid namespace are still in the cgroup. */
-      cleanup_free pid_t *pids = NULL;
-      size_t n;
-      if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
-        for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
-    }
-    wait_gone(st.pid, st.start_time);
   }
+  /* Processes that left the pid namespace, or outlived an init that shared one, are
+   * still in the cgroup: --force kills them even once the init is gone (runc too). */
+  if (st.cg.n_leaves && (force || strcmp(status, "stopped") != 0)) {
+    cleanup_free pid_t *pids = NULL;
+    size_t n;
+    if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
+      for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
+  }
+  if (strcmp(status, "stopped") != 0) wait_gone(st.pid, st.start_time);
   container_release(&st, dir);
   return 0;
 }

@@ -146,3 +146,36 @@ def test_state_and_log_as_runc_writes_them(runtime, runtime_bin, rootfs, tmp_pat
         assert "does not exist" in last["msg"]
     finally:
         r.cleanup()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_delete_force(runtime, runtime_bin, rootfs, tmp_path):
+    """containerd's shim follows `delete` with `delete --force`: for a container that does
+    not exist that succeeds (a plain delete says "does not exist").  And --force kills
+    what is left in a stopped container's cgroup: without a pid namespace of its own, the
+    init's children outlive it."""
+    r = RT(runtime, runtime_bin, tmp_path / "state")
+    try:
+        gone = shim_id()
+        assert r.cli("delete", "--force", gone, check=False).returncode == 0
+        proc = r.cli("delete", gone, check=False)
+        assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+        def config(cfg):
+            cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "pid"]
+        cgpath = f"/prt-test/del-{uuid.uuid4().hex[:8]}"
+        cid = shim_id()
+        r.ids.append(cid)
+        r.cli("create", "--bundle", bundle(tmp_path, rootfs, cgpath=cgpath, config=config,
+                                           args=["sh", "-c", "sleep 300 & echo $! > /tmp/left; exit 0"]), cid)
+        r.cli("start", cid)
+        procs = h.procs_file(cgpath)
+        h.wait_for(lambda: r.state(cid)["status"] == "stopped", what="the init to exit")
+        left = [int(p) for p in procs.read_text().split()]
+        assert len(left) == 1, "the background sleep outlives the init"
+        r.cli("delete", "--force", cid)
+        h.wait_for(lambda: not os.path.exists(f"/proc/{left[0]}") or
+                   open(f"/proc/{left[0]}/stat").read().split()[2] == "Z", what="the leftover to die")
+        assert h.cgroup_dirs(cgpath) == []
+    finally:
+        r.cleanup()
