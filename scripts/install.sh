@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # disks
   btrfs-progs util-linux udev e2fsprogs fdisk
   # native runtime build + peers
-  build-essential pkg-config libjson-c-dev libseccomp-dev libcap-dev runc crun busybox-static
+  build-essential pkg-config libjson-c-dev libseccomp-dev libcap-dev runc crun busybox-static containerd strace
   # images: registry and peers
   docker-registry skopeo umoci podman
   # networking
