@@ -111,19 +111,23 @@ class LocalDriver:
     def console_output(self, inst: Resource) -> str:
         return console_text(self.cloud.host_dir(inst.extra["stack"], inst.host) / "console.log")
 
-    def find(self, stack: str) -> list[Resource]:
-        sdir = self.cloud.root / "local" / stack
+    def find(self, stack: str | None) -> list[Resource]:
+        """What exists for `stack`, or for every local stack when it is None."""
+        base = self.cloud.root / "local"
+        stacks = [stack] if stack else sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         out: list[Resource] = []
-        if not sdir.is_dir():
-            return out
-        for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
-            st = state.load(hdir)
-            running = st is not None and state.qemu_alive(st.pid, hdir)
-            if st is not None and (hdir / "root.qcow2").exists():
-                out.append(self._instance(st))
-            for vol in self.cloud.volumes(stack, hdir.name):
-                out.append(self._volume(stack, hdir.name, vol["name"], vol["serial"], keep=vol["keep"],
-                                        attached=running))
+        for name in stacks:
+            sdir = base / name
+            if not sdir.is_dir():
+                continue
+            for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
+                st = state.load(hdir)
+                running = st is not None and state.qemu_alive(st.pid, hdir)
+                if st is not None and (hdir / "root.qcow2").exists():
+                    out.append(self._instance(st))
+                for vol in self.cloud.volumes(name, hdir.name):
+                    out.append(self._volume(name, hdir.name, vol["name"], vol["serial"], keep=vol["keep"],
+                                            attached=running))
         return out
 
     def delete(self, res: Resource) -> None:
