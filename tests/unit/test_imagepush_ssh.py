@@ -94,9 +94,14 @@ def server(tmp_path_factory):
             t.start_server(server=_Server(client_key))
             transports.append(t)
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     port = listener.getsockname()[1]
     yield target_for([sha256_fingerprint(host_key)], port, os.environ.get("USER", "root"), key_file)
+    # wake the blocked accept() before closing: left blocked on a closed descriptor, the thread would
+    # take the connections of the next server whose socket reuses the number (another test's sshd)
+    listener.shutdown(socket.SHUT_RDWR)
+    acceptor.join(10)
     listener.close()
     for t in transports:
         t.close()
