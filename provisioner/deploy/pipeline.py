@@ -21,11 +21,12 @@ import shlex
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from .. import hostos
 from ..clouds.base import plan_launch
 from ..clouds.launch import HostResult, Timeouts, launch
 from ..errors import HostError, ProvisionerError
@@ -105,12 +106,12 @@ class Deployer:
         self.ssh_timeout = ssh_timeout
         self.progress = progress
         # seams for tests; the real ones by default
-        from ..remote.bundle import build_bundle
+        from ..remote.bundle import AgentBundles, build_bundle
         from ..remote.deliver import deliver
         from ..remote.imagepush import push_images
         from ..remote.ssh import SshClient
 
-        self.build_bundle = bundle_builder or build_bundle
+        self.bundles = AgentBundles(runner, progress=progress, build=bundle_builder or build_bundle)
         self.deliver = deliverer or deliver
         self.push_images = pusher or push_images
         self.ssh_factory = ssh_factory or SshClient
@@ -128,8 +129,10 @@ class Deployer:
             launch_plan = replace(launch_plan, hosts=tuple(h for h in launch_plan.hosts if h.host in missing))
             self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # the agent's wheels build while the VMs boot
-            bundle: Future = pool.submit(self.build_bundle, self.runner, progress=self.progress)
+            # the agent's wheels are made while the VMs boot, for the Python their OS is expected to
+            # run (delivery asks the host, and makes another set if it runs something else)
+            for expected in self._expected_pythons():
+                pool.submit(self.bundles.for_host, expected)
             launched: dict[str, float] = {}
             if launch_plan is not None:
                 new, launched = self._launch(launch_plan, alongside=bool(records))
@@ -137,7 +140,7 @@ class Deployer:
             launch_seconds = dict(launched)
             outcomes = [HostOutcome(hp.host, launched=hp.host in launched) for hp in self.plan.hosts]
             with ThreadPoolExecutor(max_workers=max(1, len(outcomes))) as hosts_pool:
-                futures = [hosts_pool.submit(self._deploy_host, hp, records[hp.host], bundle, out)
+                futures = [hosts_pool.submit(self._deploy_host, hp, records[hp.host], out)
                            for hp, out in zip(self.plan.hosts, outcomes)]
                 for f in futures:
                     f.result()
@@ -239,7 +242,15 @@ class Deployer:
             style=style)
 
     # -- one host ------------------------------------------------------------------------------
-    def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, bundle: Future, out: HostOutcome) -> None:
+    def _expected_pythons(self) -> list:
+        from ..remote.bundle import HostPython
+
+        systems = {h.clouds[self.plan.cloud].options.get("os", hostos.DEFAULT) for h in self.plan.stack.hosts
+                   if h.name in {hp.host for hp in self.plan.hosts}}
+        machine = HostPython.local().machine
+        return [HostPython(hostos.host_os(s).python, hostos.host_os(s).glibc, machine) for s in sorted(systems)]
+
+    def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, out: HostOutcome) -> None:
         ssh = self.ssh_factory(rec.target())
         phase, t = "ssh", time.monotonic()
 
@@ -252,7 +263,7 @@ class Deployer:
             ssh.wait_ready(timeout=self.ssh_timeout)
             self._say(hp.host, f"SSH ready at {rec.target().where} (host key verified)")
             lap("agent")
-            self.deliver(ssh, bundle.result(), progress=lambda m: self._say(hp.host, m))
+            self.deliver(ssh, self.bundles, progress=lambda m: self._say(hp.host, m))
             lap("prepare")
             out.boot = self._prepare(ssh, hp, rec)
             lap("images")

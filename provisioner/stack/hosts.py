@@ -8,14 +8,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .. import yamlutil
+from .. import hostos, yamlutil
 from ..disks.config import parse_config
 from ..errors import ConfigError, StackError
 from .fields import Fields
 from .model import CloudSettings, CloudVolume, EphemeralSpec, Host, RootDisk
 
 HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr"}
-LOCAL_KEYS = {"style", "memory", "cpus"}
+LOCAL_KEYS = {"style", "memory", "cpus", "os"}
 CLOUD_KEYS = {
     "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk"},
     "gce": {"machine_type", "image", "zone", "network", "subnet", "labels", "preemptible", "root_disk"},
@@ -97,16 +97,20 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
 
 def _local(c: Fields, d: dict, where: str, line) -> CloudSettings:
     """`local:` — how the qemu VM looks: style (aws: NVMe disks with EBS-style serials, as on Nitro;
-    gce: virtio-scsi disks named like Persistent Disk / local SSD), memory (MiB) and cpus."""
+    gce: virtio-scsi disks named like Persistent Disk / local SSD), memory (MiB), cpus, and the host
+    OS it boots (a row of provisioner/hostos.py: debian-12, debian-13)."""
     c.keys(d, LOCAL_KEYS, where)
     style = c.string(d, "style", where) or "aws"
     if style not in ("aws", "gce"):
         raise c.fail(f"{where}.style must be aws or gce (how the VM presents its disks)", d, "style")
     memory = c.integer(d, "memory", where, 256, 65536) or 1024
     cpus = c.integer(d, "cpus", where, 1, 64) or 1
-    return CloudSettings(cloud="local", instance_type=f"qemu-{cpus}cpu-{memory}m", image="bookworm", region=None,
+    system = c.string(d, "os", where) or hostos.DEFAULT
+    if system not in hostos.SYSTEMS:
+        raise c.fail(f"{where}.os must be one of {', '.join(sorted(hostos.SYSTEMS))}", d, "os")
+    return CloudSettings(cloud="local", instance_type=f"qemu-{cpus}cpu-{memory}m", image=system, region=None,
                          zone=None, subnet=None, network=None, tags={}, spot=False, root_disk=RootDisk(),
-                         line=line or None, options={"style": style, "memory_mb": memory, "cpus": cpus})
+                         line=line or None, options={"style": style, "memory_mb": memory, "cpus": cpus, "os": system})
 
 
 def _disks(c: Fields, d: dict | None, where: str):

@@ -113,8 +113,8 @@ def _deployer(stack, root, driver=None, pushed=None):
         pushes.extend(refs)
         return [pushed or Pushed(False, [0, 1], []) for _ in refs]
     d = Deployer(plan_deploy(load_stack(stack), "local"), driver or FakeDriver(), root=root, runner=None, public_key="k",
-                 private_key=root / "id", bundle_builder=lambda runner, progress: "bundle",
-                 deliverer=lambda ssh, bundle, progress: FakeSsh.log.append(("deliver", bundle)),
+                 private_key=root / "id", bundle_builder=lambda runner, host, **_kw: "bundle",
+                 deliverer=lambda ssh, bundles, progress: FakeSsh.log.append(("deliver", bundles.for_host(None))),
                  pusher=push, ssh_factory=FakeSsh)
     d._preflight = lambda: None   # the registry check is covered by the cloud-path tests
     return d, pushes

@@ -12,7 +12,7 @@ functions count):
     stack, containers                               the stack file → one typed model; run one container
     images, network, disks
     runspec                                         typed container options, pure
-    runner, errors, fsutil, yamlutil, native, sysinfo, agentlibs, testing
+    runner, errors, fsutil, yamlutil, native, sysinfo, agentlibs, hostos, testing
 
 Rooms of one layer do not import each other (stack and containers meet only in compose), except
 the PEERS named below; the bottom layer's single modules may.
@@ -39,7 +39,7 @@ LAYERS = [
     {"stack", "containers"},
     {"images", "network", "disks"},
     {"runspec"},
-    {"runner", "errors", "fsutil", "yamlutil", "native", "sysinfo", "agentlibs", "testing", ""},
+    {"runner", "errors", "fsutil", "yamlutil", "native", "sysinfo", "agentlibs", "hostos", "testing", ""},
 ]
 BASE = len(LAYERS) - 1
 # Same-layer edges that are real seams: the local cloud boots the VM image, whose builder bakes in

@@ -136,7 +136,7 @@ def test_state_roundtrip_and_dead_pid(tmp_path):
 def test_launch_with_missing_image_creates_nothing(tmp_path):
     fake = FakeRunner()
     cloud = LocalCloud(tmp_path, fake, image=None, cache=tmp_path / "cache")
-    with pytest.raises(ImageError, match="VM image missing: no base image at .*build-vm"):
+    with pytest.raises(ImageError, match="VM image missing: no debian-12 base image at .*build-vm"):
         cloud.launch(VmSpec("s", "h", KEY))
     assert fake.calls == [] and not (tmp_path / "local").exists()
 

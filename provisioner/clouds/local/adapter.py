@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ... import hostos
 from ...errors import CloudError
 from ..base import HostPlan, LaunchPlan, Resource, VolumePlan
 from . import state
@@ -35,21 +36,23 @@ def _forwards(hp: HostPlan) -> tuple[PortForward, ...]:
     return tuple(out)
 
 
+def _os(hp: HostPlan) -> str:
+    return (hp.settings.options if hp.settings is not None else {}).get("os", hostos.DEFAULT)
+
+
 class LocalDriver:
     name = "local"
 
-    def __init__(self, cloud: LocalCloud, *, style: str = "aws", user: str = "debian", memory_mb: int = 1024,
-                 boot_timeout: float = 600.0):
+    def __init__(self, cloud: LocalCloud, *, style: str = "aws", memory_mb: int = 1024, boot_timeout: float = 600.0):
         self.cloud = cloud
         self.style = style
-        self.user = user  # the image's default user, who gets the key from the stack's user-data
         self.memory_mb = memory_mb
         self.boot_timeout = boot_timeout
         self._pubkey = ""
 
     def check(self, plan: LaunchPlan) -> None:
-        self.cloud.image()  # ImageError when missing, before anything exists
         for hp in plan.hosts:
+            self.cloud.image(_os(hp))  # ImageError when missing, before anything exists
             for f in _forwards(hp):
                 if not state.port_free(f.host_port, f.proto):
                     raise CloudError(f"local cloud: port 127.0.0.1:{f.host_port}/{f.proto} for host {hp.host} "
@@ -71,7 +74,9 @@ class LocalDriver:
                       cpus=opts.get("cpus", 1),
                       ephemeral=hp.ephemeral_count,
                       volumes=tuple(VolumeDisk(v.name, v.size_gb * 1024, v.keep) for v in hp.volumes),
-                      ports=_forwards(hp), memory_mb=opts.get("memory_mb", self.memory_mb), user=self.user, user_data=hp.user_data)
+                      ports=_forwards(hp), memory_mb=opts.get("memory_mb", self.memory_mb), os=_os(hp),
+                      # the image's default user, who gets the key from the stack's user-data
+                      user=hostos.host_os(_os(hp)).users["local"], user_data=hp.user_data)
         st = self.cloud.launch(spec, wait=False)
         return self._instance(st)
 
