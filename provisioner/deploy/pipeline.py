@@ -8,7 +8,9 @@ host preparation, image pulls, container starts, total):
 2. wait for SSH; deliver the agent (wheels over SFTP, offline install; skipped when unchanged);
 3. push the stack file and /etc/provisioner/host.yml (which disk each volume is), run the boot
    hook `provision host boot` (disks, users, sysctl, logs, firewall, time, containers);
-4. push every image the host's services use, layer by layer, only what the host lacks;
+4. the images the host's services use: pulled by the host itself from their registries (default;
+   the registries configuration and exactly the credentials needed delivered over SSH, see
+   images.py), or pushed from here layer by layer (`--images push`), only what the host lacks;
 5. `provision up --host H` on the host (dependency order, waits for health), then check each
    service is running and healthy and each published TCP port answers from here.
 
@@ -29,8 +31,9 @@ from typing import Callable
 from .. import hostos
 from ..clouds.base import plan_launch
 from ..clouds.launch import HostResult, Timeouts, launch
-from ..errors import HostError, ProvisionerError
+from ..errors import ConfigError, HostError, ProvisionerError
 from . import inventory
+from .images import MODES, host_conf, host_credentials, pull_on_host, write_settings
 from .plan import REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
 
 PHASES = (("launch", "launch and boot"), ("ssh", "SSH ready"), ("agent", "agent install"),
@@ -46,7 +49,7 @@ class HostOutcome:
     launched: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     boot: list[dict] = field(default_factory=list)        # the boot hook's steps
-    images: list[dict] = field(default_factory=list)      # PushReport.to_json() per image
+    images: list[dict] = field(default_factory=list)      # {"ref", "digest", "delivery": pull|push, ...} per image
     actions: list[dict] = field(default_factory=list)     # what `up` did
     services: list[dict] = field(default_factory=list)    # `ps` rows
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -93,7 +96,7 @@ class Deployer:
                  user: str | None = None, insecure_registries: tuple[str, ...] = (),
                  timeouts: Timeouts | None = None, ssh_timeout: float = 300.0,
                  progress: Callable[[str], None] = lambda _m: None, bundle_builder=None, deliverer=None,
-                 pusher=None, ssh_factory=None):
+                 pusher=None, ssh_factory=None, images: str = "pull"):
         self.plan = plan
         self.driver = driver
         self.root = Path(root)
@@ -114,6 +117,9 @@ class Deployer:
         self.bundles = AgentBundles(runner, progress=progress, build=bundle_builder or build_bundle)
         self.deliver = deliverer or deliver
         self.push_images = pusher or push_images
+        if images not in MODES:
+            raise ConfigError(f"--images must be one of {', '.join(MODES)}, not {images!r}")
+        self.images_mode = images
         self.ssh_factory = ssh_factory or SshClient
         self._lock = threading.Lock()
 
@@ -267,13 +273,7 @@ class Deployer:
             lap("prepare")
             out.boot = self._prepare(ssh, hp, rec)
             lap("images")
-            # one batch per host: a layer two images share travels once
-            for ref, pushed in zip(hp.images, self.push_images(ssh, list(hp.images),
-                                                               insecure_registries=self.insecure)):
-                out.images.append(pushed.to_json())
-                what = "already there" if pushed.up_to_date else \
-                    f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"
-                self._say(hp.host, f"image {ref}: {what}")
+            out.images = self._images(ssh, hp)
             lap("containers")
             out.actions = self._remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, "--json"], 1800)
             self._say(hp.host, "; ".join(a.get("text", "") for a in out.actions) or "services up to date")
@@ -287,6 +287,27 @@ class Deployer:
         finally:
             out.seconds["total"] = round(time.monotonic() - self._start, 1)
             ssh.close()
+
+    def _images(self, ssh, hp: HostDeployPlan) -> list[dict]:
+        if self.images_mode == "pull":
+            seen_as = getattr(self.driver, "registry_seen_as", lambda registry: registry)
+            conf = host_conf(self.plan.stack.host(hp.host).registries, hp.images, seen_as)
+            write_settings(ssh, conf, host_credentials(conf, hp.images))
+            self._say(hp.host, f"pulling {len(hp.images)} image(s) on the host")
+            pulled = pull_on_host(ssh, hp.host, list(hp.images), conf)
+            for p in pulled:
+                what = "already there" if not p["fetched_layers"] else \
+                    f"{p['fetched_layers']} layer(s), {p['bytes'] / 1e6:.1f} MB in {p['seconds']:.1f}s"
+                self._say(hp.host, f"image {p['ref']}: pulled by the host ({what})")
+            return pulled
+        out = []
+        # one batch per host: a layer two images share travels once
+        for ref, pushed in zip(hp.images, self.push_images(ssh, list(hp.images), insecure_registries=self.insecure)):
+            out.append({**pushed.to_json(), "ref": ref, "digest": pushed.manifest_digest, "delivery": "push"})
+            what = "already there" if pushed.up_to_date else \
+                f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"
+            self._say(hp.host, f"image {ref}: {what}")
+        return out
 
     def _remote_json(self, ssh, args: list[str], timeout: float = 600.0):
         res = ssh.run([*PROVISION, *args], sudo=True, check=False, timeout=timeout)

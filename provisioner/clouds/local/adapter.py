@@ -22,6 +22,7 @@ from .driver import LocalCloud
 from .spec import PortForward, VmSpec, VolumeDisk
 
 KEEP_TAG = "provisioner-keep"
+GUEST_GATEWAY = "10.0.2.2"   # qemu user networking: the host, as its VMs see it
 MAX_RANGE = 64  # a published port range becomes one forward per port
 
 
@@ -49,6 +50,16 @@ class LocalDriver:
         self.memory_mb = memory_mb
         self.boot_timeout = boot_timeout
         self._pubkey = ""
+
+    def registry_seen_as(self, registry: str) -> str:
+        """A registry on this machine's loopback, as a VM reaches it: qemu's user network shows
+        the host's loopback at the gateway address (127.0.0.1:5000 → 10.0.2.2:5000)."""
+        host, sep, port = registry.rpartition(":") if not registry.endswith("]") else (registry, "", "")
+        if not sep or not port.isdigit():
+            host, port = registry, ""
+        if host.strip("[]") in ("localhost", "::1") or host.startswith("127."):
+            return f"{GUEST_GATEWAY}:{port}" if port else GUEST_GATEWAY
+        return registry
 
     def check(self, plan: LaunchPlan) -> None:
         for hp in plan.hosts:
