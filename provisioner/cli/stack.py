@@ -32,7 +32,7 @@ def _load(app: App, path: str, host: str | None = None):
 @pass_app
 def up_cmd(app: App, path: str, host: str | None, dry_run: bool, insecure) -> None:
     """Create or update the stack's services in dependency order and wait for their health."""
-    from ..compose.engine import describe
+    from ..compose.plan import describe
 
     stack, stacks = _load(app, path, host)
     stacks.insecure_registries = tuple(insecure)

@@ -1,20 +1,20 @@
-"""`provision up/down/ps`: a stack's services as containers named `<stack>-<service>`.
+"""`provision up/down/ps`: a stack's services as containers on this host.
 
-Facts: `<root>/stacks/<stack>.json` records, per service, the container made for it and the hash
-of the config it was made from; the container records say whether it runs. A service's
-healthcheck is part of its container: the container's supervisor (provision-shim) runs it every
-interval and keeps its health in a file, which `up` waits on and `ps` shows. `plan()` is pure: desired hashes + facts -> Remove/Create/Recreate/Start actions; an
-unchanged, running stack plans nothing. `Stacks.apply()` runs the actions through the container
-Manager, waiting before each service for its depends_on conditions, then for every healthcheck.
+Facts: `<root>/stacks/<stack>.json` records, per service, the container made for it (named
+`<stack>-<service>`), the hash of the config it was made from and the image digest it runs; the
+container records say whether it runs. `plan.plan()` decides (pure); `Stacks.up()` carries the
+actions out through the container Manager in dependency order, waiting before each service for its
+depends_on conditions, then for every healthcheck, and records a release (releases.py) when it
+changed something.
 
-A recreated service's *linkers* are recreated too: their link env vars carry its address and
-environment (Docker bakes them in at create). Services that only depends_on it are kept.
+Pins: deploy resolves every image reference to a manifest digest and the host runs exactly that
+(`pins`: reference → digest). A pinned service's container is made from `<reference>@<digest>`
+and its hash covers the digest, so a new digest under the same tag recreates it.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import time
@@ -22,102 +22,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import ContainerError, StackError
-from ..fsutil import atomic_write
 from ..containers.lifecycle import Manager
-from .names import container_name, volume_name
+from ..errors import StackError
+from ..fsutil import atomic_write
+from ..images.reference import parse as parse_reference
 from ..runspec.health import HealthFlags
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
 from ..stack.model import ServiceSpec, Stack
+from .names import container_name, volume_name
+from .plan import Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths
+from .releases import Releases
+from .waits import Waits
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "stacks"
-UP_TIMEOUT = 120.0
-HEALTH_POLL = 0.05   # how often `up` reads a service's health file while it waits
 
 
-def profile_paths(spec: ServiceSpec) -> list[str]:
-    """The seccomp profile file a service names (absolute: the loader made it so)."""
-    return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
-
-
-def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
-    """What the service's container is made from: every field but its line, and the contents of its
-    env files and seccomp profiles (`env_file_texts`: path → text, for both)."""
-    data = asdict(spec)
-    data.pop("line", None)
-    if not data.get("health_disabled"):
-        data.pop("health_disabled", None)   # likewise: only a disabled check changes the hash
-    if profile_paths(spec):   # a changed seccomp profile recreates the service, as a changed env file does
-        data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
-    data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---- facts and plan (pure) ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Current:
-    container: str
-    hash: str
-    exists: bool
-    running: bool
-
-
-@dataclass(frozen=True)
-class Create:
-    service: str
-
-
-@dataclass(frozen=True)
-class Recreate:
-    service: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Start:
-    service: str
-
-
-@dataclass(frozen=True)
-class Remove:
-    service: str
-    container: str
-
-
-def plan(stack: Stack, hashes: dict[str, str], current: dict[str, Current]) -> list:
-    """Removals first (services gone from the file), then services in dependency order."""
-    actions: list = []
-    for name, cur in sorted(current.items()):
-        if name not in stack.services and cur.exists:
-            actions.append(Remove(name, cur.container))
-    recreated: set[str] = set()
-    for name in stack.order:
-        spec = stack.services[name]
-        cur = current.get(name)
-        if cur is None or not cur.exists:
-            actions.append(Create(name))
-            recreated.add(name)
-        elif cur.hash != hashes[name]:
-            actions.append(Recreate(name, "configuration changed"))
-            recreated.add(name)
-        elif any(t in recreated for t, _ in spec.links):
-            actions.append(Recreate(name, "a linked service was recreated"))
-            recreated.add(name)
-        elif not cur.running:
-            actions.append(Start(name))
-    return actions
-
-
-def describe(action) -> str:
-    if isinstance(action, Remove):
-        return f"remove {action.container} (service {action.service} is no longer in the file)"
-    if isinstance(action, Recreate):
-        return f"recreate {action.service} ({action.reason})"
-    return f"{type(action).__name__.lower()} {action.service}"
+def pinned_image(image: str, pins: dict[str, str]) -> str:
+    """`image` as the container is made from it: with its pinned digest when there is one."""
+    digest = pins.get(image)
+    if not digest:
+        return image
+    ref = parse_reference(image)
+    return str(ref.with_digest(digest))
 
 
 # ---- acting -------------------------------------------------------------------------------------
@@ -129,6 +58,10 @@ class Stacks:
     sleep: Callable[[float], None] = time.sleep
     insecure_registries: tuple[str, ...] = ()
     progress: Callable[[str], None] = field(default=lambda msg: None)
+
+    @property
+    def waits(self) -> Waits:
+        return Waits(self.manager, self.now, self.sleep, self.progress)
 
     @property
     def root(self) -> Path:
@@ -157,7 +90,8 @@ class Stacks:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def hashes(self, stack: Stack) -> dict[str, str]:
+    def hashes(self, stack: Stack, pins: dict[str, str] | None = None) -> dict[str, str]:
+        pins = pins or {}
         out = {}
         for name, spec in stack.services.items():
             texts = {}
@@ -171,7 +105,7 @@ class Stacks:
                     texts[f] = Path(f).read_text()
                 except OSError as exc:
                     raise StackError(f"services.{name}.security_opt: cannot read ({exc.strerror})", f) from exc
-            out[name] = config_hash(spec, texts)
+            out[name] = config_hash(spec, texts, pins.get(spec.image))
         return out
 
     def facts(self, stack: Stack, state: dict) -> dict[str, Current]:
@@ -191,18 +125,21 @@ class Stacks:
             out[name] = Current(cname, h, rec is not None, rec is not None and self.manager.is_running(rec))
         return out
 
-    def plan(self, stack: Stack) -> list:
-        return plan(stack, self.hashes(stack), self.facts(stack, self.load_state(stack.name)))
+    def plan(self, stack: Stack, pins: dict[str, str] | None = None) -> list:
+        return plan(stack, self.hashes(stack, pins), self.facts(stack, self.load_state(stack.name)))
 
     # -- up -------------------------------------------------------------------------------------
-    def up(self, stack: Stack, *, start_only: bool = False) -> list:
+    def up(self, stack: Stack, *, start_only: bool = False, pins: dict[str, str] | None = None,
+           by: str = "up") -> list:
         """Create, recreate, remove and start what the plan says, in dependency order, waiting for
-        health. `start_only`: only start existing containers that are not running (the boot hook's
-        convergence: it must not create or recreate from a stack file whose images may not be here)."""
+        health; record a release when something was created, recreated or removed. `start_only`:
+        only start existing containers that are not running (the boot hook's convergence: it must
+        not create or recreate from a stack file whose images may not be here)."""
+        pins = dict(pins or {})
         _stop_legacy_monitor(self.root, stack.name)
         with self.locked(stack.name):
             state = self.load_state(stack.name)
-            hashes = self.hashes(stack)
+            hashes = self.hashes(stack, pins)
             actions = plan(stack, hashes, self.facts(stack, state))
             if start_only:
                 actions = [a for a in actions if isinstance(a, Start)]
@@ -215,29 +152,48 @@ class Stacks:
                     continue
                 spec = stack.services[action.service]
                 for dep, cond in spec.depends_on:
-                    self._wait_condition(stack.name, stack.services[dep], cond)
+                    self.waits.wait_condition(self._current(stack.name, state, dep), stack.services[dep], cond)
                 cname = container_name(stack.name, spec.name)
                 if isinstance(action, Start):
-                    self.manager.start(cname)
-                else:
-                    if isinstance(action, Recreate):
-                        self._remove(cname)
-                        state["services"].pop(spec.name, None)
-                        self.save_state(stack.name, state)
-                    self.manager.run(self.request(stack.name, spec))
+                    self.manager.start(self._current(stack.name, state, spec.name))
+                    continue
+                if isinstance(action, Recreate):
+                    self._remove(self._current(stack.name, state, spec.name))
+                    state["services"].pop(spec.name, None)
+                    self.save_state(stack.name, state)
+                self.manager.run(self.request(stack.name, spec, pins, state))
                 state["services"][spec.name] = {
-                    "container": cname, "hash": hashes[spec.name],
+                    "container": cname, "hash": hashes[spec.name], "digest": pins.get(spec.image),
                     "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}
                 self.save_state(stack.name, state)
             for name in stack.order:
                 spec = stack.services[name]
                 if spec.healthcheck is not None:
-                    self._wait_condition(stack.name, spec, "service_healthy")
+                    self.waits.wait_condition(self._current(stack.name, state, name), spec, "service_healthy")
+            if any(not isinstance(a, Start) for a in actions) or Releases(self.root, stack.name).current() is None:
+                self._record(stack, state, hashes, pins, actions, by)
             return actions
 
-    def request(self, stack: str, spec: ServiceSpec) -> RunRequest:
-        """The service as one container's run request: named `<stack>-<service>`, its named
-        volumes and links the stack's own."""
+    @staticmethod
+    def _current(stack: str, state: dict, service: str) -> str:
+        """The container that runs `service` now."""
+        return (state.get("services", {}).get(service) or {}).get("container") or container_name(stack, service)
+
+    def _record(self, stack: Stack, state: dict, hashes: dict[str, str], pins: dict[str, str], actions: list,
+                by: str) -> None:
+        services = {}
+        for name, spec in stack.services.items():
+            ref = parse_reference(spec.image)
+            services[name] = {"hash": hashes[name], "image": spec.image, "digest": pins.get(spec.image),
+                              "image_name": ref.name, "container": self._current(stack.name, state, name)}
+        rel = Releases(self.root, stack.name).record(stack, services, [describe(a) for a in actions], by)
+        self.progress(f"release {rel.number} of {stack.name}")
+
+    def request(self, stack: str, spec: ServiceSpec, pins: dict[str, str] | None = None,
+                state: dict | None = None) -> RunRequest:
+        """The service as one container's run request: named `<stack>-<service>`, its image pinned,
+        its named volumes the stack's own, its links to the containers that run those services now."""
+        state = state or {}
         command = tuple(spec.command or ())
         entrypoint = None
         if spec.entrypoint is not None:
@@ -246,9 +202,9 @@ class Stacks:
         vols = tuple(VolumeSpec(v.kind, volume_name(stack, v.source), v.destination, v.readonly)
                      if v.kind == "volume" else v for v in spec.volumes)
         return RunRequest(
-            image=spec.image, command=command, name=container_name(stack, spec.name), detach=True, ports=spec.ports,
-            volumes=vols, env=spec.env, env_files=spec.env_files,
-            links=tuple((container_name(stack, t), a) for t, a in spec.links), restart=spec.restart,
+            image=pinned_image(spec.image, pins or {}), command=command, name=container_name(stack, spec.name),
+            detach=True, ports=spec.ports, volumes=vols, env=spec.env, env_files=spec.env_files,
+            links=tuple((self._current(stack, state, t), a) for t, a in spec.links), restart=spec.restart,
             memory=spec.memory, cpu_quota=spec.cpu_quota, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
             insecure_registries=self.insecure_registries, security=spec.security,
@@ -258,66 +214,12 @@ class Stacks:
         if self.manager.records.find(cname) is not None:
             self.manager.rm(cname, force=True, remove_volumes=True)
 
-    # -- health ---------------------------------------------------------------------------------
-    @staticmethod
-    def wait_budget(spec: ServiceSpec) -> float:
-        """How long `up` waits for a service: UP_TIMEOUT, or longer when its healthcheck needs it
-        to decide (start period plus retries+1 checks, each an interval and at most a timeout) —
-        a slow starter on a small or emulated host is not cut off before its own check could."""
-        hc = spec.healthcheck
-        if hc is None:
-            return UP_TIMEOUT
-        return max(UP_TIMEOUT, hc.start_period + (hc.retries + 1) * (hc.interval + hc.timeout))
-
-    def _wait_condition(self, stack: str, spec: ServiceSpec, cond: str) -> None:
-        cname = container_name(stack, spec.name)
-        budget = self.wait_budget(spec)
-        deadline = self.now() + budget
-        if cond == "service_started":
-            return   # `run` returned once the runtime reported it running
-        if cond == "service_completed_successfully":
-            while True:
-                rec = self.manager.records.get(cname)
-                st = self.manager.status(rec)
-                if st.state in ("exited", "dead"):
-                    if st.exit_code == 0:
-                        return
-                    raise ContainerError(f"service {spec.name} exited with code {st.exit_code}; its dependents "
-                                         "need it to complete successfully")
-                if self.now() > deadline:
-                    raise ContainerError(f"service {spec.name} did not complete within {budget:g}s")
-                self.sleep(0.05)
-        hc = spec.healthcheck
-        rec = self.manager.records.find(cname)
-        if rec is not None:
-            # the shim's first check comes one interval after the start (as Docker's); ask for one
-            # now, so a service that is ready at once does not hold `up` for its interval
-            self.manager.check_health_now(rec)
-        while True:
-            rec = self.manager.records.find(cname)
-            st = self.manager.status(rec) if rec is not None else None
-            # while it restarts (its policy), the file still tells of the run before: wait for the next
-            health = self.manager.health(rec) if st is not None and st.state == "running" else None
-            if health is not None and health.status == "healthy":
-                self.progress(f"{spec.name} is healthy")
-                return
-            if st is None or st.state in ("exited", "dead"):
-                code = f" (exit code {st.exit_code})" if st is not None else ""
-                raise ContainerError(f"service {spec.name} stopped{code} before it became healthy; "
-                                     f"see `provision container logs {cname}`")
-            if health is not None and health.status == "unhealthy":
-                raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
-                                     f"(last: {health.output.strip()[-120:] or 'no output'})")
-            if self.now() > deadline:
-                raise ContainerError(f"service {spec.name} did not become healthy within {budget:g}s")
-            self.sleep(HEALTH_POLL)
-
     # -- down / ps ------------------------------------------------------------------------------
     def down(self, stack: Stack, *, remove_volumes: bool = False) -> list[str]:
         _stop_legacy_monitor(self.root, stack.name)
         with self.locked(stack.name):
             state = self.load_state(stack.name)
-            names = [container_name(stack.name, s) for s in reversed(stack.order)]
+            names = [self._current(stack.name, state, s) for s in reversed(stack.order)]
             names += sorted(e["container"] for s, e in state.get("services", {}).items()
                             if e["container"] not in names)
             removed = []
@@ -337,11 +239,14 @@ class Stacks:
         """Each service's container, its state and its health as its supervisor last checked it
         ("none": no healthcheck; "" for a service without a container)."""
         state = self.load_state(stack.name)
-        hashes = self.hashes(stack)
+        # up to date: made from this file, with the digest its last up pinned
+        pins = {stack.services[n].image: e["digest"] for n, e in state.get("services", {}).items()
+                if n in stack.services and e.get("digest")}
+        hashes = self.hashes(stack, pins)
         rows = []
         for name in stack.order:
             spec = stack.services[name]
-            cname = container_name(stack.name, name)
+            cname = self._current(stack.name, state, name)
             entry = state.get("services", {}).get(name)
             rec = self.manager.records.find(cname)
             row = {"service": name, "container": cname, "state": "missing", "health": "", "pid": None,

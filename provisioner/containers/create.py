@@ -74,10 +74,12 @@ class Creating:
         except ImageError:
             pass
         from ..images.pull import pull
+        from ..images.sources import PullSettings
 
         log.info("unable to find image %r locally; pulling it", ref)
         try:
-            return pull(ref, store, self.root, insecure_registries=insecure, runner=self.runner).record
+            settings = PullSettings.here(insecure, self.runner)   # a host's remaps and delivered credentials
+            return pull(ref, store, self.root, settings=settings).record
         except ProvisionerError as exc:
             raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
 

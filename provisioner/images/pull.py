@@ -34,6 +34,7 @@ from typing import Iterable
 from ..errors import ImageError, RegistryError
 from . import reference as _reference
 from .registry import Platform, Registry, ResolvedImage
+from .sources import PullSettings, open_image
 from .transport import ReadStream
 
 log = logging.getLogger(__name__)
@@ -209,17 +210,22 @@ def pull(
     *,
     platform: Platform | None = None,
     insecure_registries: Iterable[str] = (),
+    settings: PullSettings | None = None,
     observer: Observer | None = None,
     registry: Registry | None = None,
     max_parallel: int = MAX_PARALLEL,
     runner=None,
 ) -> PullResult:
-    """Pull `ref` into `store` (whose state lives under `root`); returns what was done."""
+    """Pull `ref` into `store` (whose state lives under `root`); returns what was done. Where it
+    comes from (remaps, mirrors, credentials) is `settings`; the image is stored under `ref`."""
     obs = observer or Observer()
     start = time.monotonic()
     parsed = _reference.parse(ref)
-    reg = registry or Registry(parsed, insecure_hosts=insecure_registries, runner=runner)
-    image = reg.resolve(platform)
+    if registry is not None:
+        reg, image = registry, registry.resolve(platform)
+    else:
+        settings = (settings or PullSettings(runner=runner)).with_insecure(insecure_registries)
+        reg, image = open_image(parsed, settings, platform)
     names = [str(parsed)]
     with store.lock():
         store.recover()

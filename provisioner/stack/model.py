@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..images.registryconf import RegistriesConf
 from ..runspec.health import Healthcheck
 from ..runspec.mounts import VolumeSpec
 from ..runspec.ports import PortMapping, PublishedPort, published
@@ -37,7 +38,8 @@ class CloudSettings:
     spot: bool                  # spot / preemptible, falling back to on-demand
     root_disk: RootDisk
     line: int | None = None
-    options: dict = field(default_factory=dict)  # local cloud: style (aws|gce), memory_mb, cpus
+    options: dict = field(default_factory=dict)  # local cloud: style (aws|gce), memory_mb, cpus, os
+    identity: dict | None = None  # aws: {instance_profile}; gce: {service_account, scopes}: attached at launch
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Host:
     volumes: tuple[CloudVolume, ...]
     ephemeral: EphemeralSpec | None
     disks: Any = None            # provisioner.disks.config.DisksConfig, when the host has `disks:`
+    registries: RegistriesConf = field(default_factory=RegistriesConf)  # where it pulls from (remaps, mirrors)
     line: int | None = None
 
 

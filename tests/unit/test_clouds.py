@@ -401,4 +401,4 @@ def test_cli_stack_error_points_at_the_line(tmp_path):
     res = _provision("launch", "--cloud", "aws", "-f", str(bad), "--dry-run")
     assert res.returncode == 2
     assert res.stderr.strip() == (f"error: {bad}:36: unknown key 'instance_typo' in hosts.db.aws (expected one of: "
-                                  "image, instance_type, region, root_disk, spot, subnet, tags, zone)")
+                                  "image, instance_profile, instance_type, region, root_disk, spot, subnet, tags, zone)")

@@ -31,8 +31,8 @@ def test_hosts_without_a_local_block_get_defaults_and_loopback_ssh(tmp_path):
     plan = plan_launch(load_stack(p), "local", "ssh-ed25519 AAAA k")
     web, db = plan.hosts
     assert plan.ssh_cidr == {"web": "127.0.0.1/32", "db": "127.0.0.1/32"}
-    assert web.settings.options == {"style": "aws", "memory_mb": 1024, "cpus": 1}
-    assert db.settings.options == {"style": "gce", "memory_mb": 768, "cpus": 2}
+    assert web.settings.options == {"style": "aws", "memory_mb": 1024, "cpus": 1, "os": "debian-12"}
+    assert db.settings.options == {"style": "gce", "memory_mb": 768, "cpus": 2, "os": "debian-12"}
     assert web.ephemeral_count == 2 and [(v.name, v.device, v.keep) for v in web.volumes] == [("data", "/dev/sdf", True)]
     assert [v.device for v in db.volumes] == ["pg"]          # GCE style: the device name
     assert [str(r) for r in web.rules] == ["22/tcp from 127.0.0.1/32", "8080/tcp from 0.0.0.0/0"]

@@ -83,20 +83,31 @@ def server(tmp_path_factory):
     listener.listen(8)
     transports = []
 
-    def accept():
+    def serve(conn):
+        t = paramiko.Transport(conn)
+        transports.append(t)
+        t.add_server_key(host_key)
+        try:
+            t.start_server(server=_Server(client_key))
+        except (paramiko.SSHException, EOFError, OSError):
+            t.close()   # a client that refused our host key hangs up mid-handshake
+
+    def accept():   # each handshake in its own thread: a slow one never holds up the next client
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            t = paramiko.Transport(conn)
-            t.add_server_key(host_key)
-            t.start_server(server=_Server(client_key))
-            transports.append(t)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     port = listener.getsockname()[1]
     yield target_for([sha256_fingerprint(host_key)], port, os.environ.get("USER", "root"), key_file)
+    # wake the blocked accept() before closing: left blocked on a closed descriptor, the thread would
+    # take the connections of the next server whose socket reuses the number (another test's sshd)
+    listener.shutdown(socket.SHUT_RDWR)
+    acceptor.join(10)
     listener.close()
     for t in transports:
         t.close()

@@ -99,7 +99,8 @@ def _stack_up(ctx: StepContext) -> tuple:
 
 
 def stack_up(root: Path, action: StackUp, runner) -> list[str]:
-    from ...compose.engine import Stacks, describe as describe_action
+    from ...compose.engine import Stacks
+    from ...compose.plan import describe as describe_action
     from ...containers.lifecycle import Manager
     from ...stack import load_stack
     from ...stack.placement import for_host
