@@ -13,8 +13,9 @@ from ..disks.config import parse_config
 from ..errors import ConfigError, StackError
 from .fields import Fields
 from .model import CloudSettings, CloudVolume, EphemeralSpec, Host, RootDisk
+from .observe import parse_logging, parse_metrics
 
-HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr"}
+HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr", "metrics", "logging"}
 LOCAL_KEYS = {"style", "memory", "cpus"}
 CLOUD_KEYS = {
     "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk"},
@@ -57,7 +58,8 @@ def parse_host(c: Fields, h: dict, services: dict) -> Host:
                          "ssh_cidr")
     volumes, ephemeral, parsed = _disks(c, c.mapping(h, "disks", where), where)
     return Host(name=name, clouds=clouds, services=tuple(placed), ssh_cidr=ssh_cidr, volumes=volumes,
-                ephemeral=ephemeral, disks=parsed, line=yamlutil.line_of(h))
+                ephemeral=ephemeral, disks=parsed, line=yamlutil.line_of(h),
+                metrics=parse_metrics(c, h, where), logging=parse_logging(c, h, where))
 
 
 def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
