@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from ..errors import ContainerError, StackError
 from ..fsutil import atomic_write
 from ..containers.lifecycle import Manager
-from .names import container_name, volume_name
+from .names import STATE_DIR, container_name, volume_name
 from ..runspec.health import HealthFlags
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
@@ -33,7 +33,6 @@ from ..stack.model import ServiceSpec, Stack
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "stacks"
 UP_TIMEOUT = 120.0
 HEALTH_POLL = 0.05   # how often `up` reads a service's health file while it waits
 
