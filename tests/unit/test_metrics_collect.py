@@ -198,3 +198,31 @@ def test_promtool_accepts_the_exposition(tree, tmp_path):
     problems = [ln for ln in (res.stdout + res.stderr).splitlines()
                 if ln.strip() and "should be written in 'snake_case' not 'camelCase'" not in ln]
     assert problems == [] and res.returncode in (0, 3), res.stdout + res.stderr
+
+
+def test_container_stats_command(tree, monkeypatch, capsys):
+    """`provision container stats --no-stream [--json]` over the recorded tree."""
+    import functools
+    import json
+
+    from provisioner.cli.app import App
+    from provisioner.cli.main import cli
+    from provisioner.metrics import collect
+    from provisioner.testing import FakeRunner
+
+    _, path = tree
+    monkeypatch.setattr(collect, "Collector", functools.partial(Collector, sysroot=path, host="web"))
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    cli.main(args=["--root", str(path / "root"), "container", "stats", "--no-stream"], standalone_mode=False,
+             obj=App(runner=FakeRunner()))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("web: load ") and lines[1].split()[:4] == ["CONTAINER", "ID", "NAME", "CPU"]
+    assert lines[2].split()[1:3] == ["shop-web", "0.00%"] and len(lines) == 3
+    cli.main(args=["--root", str(path / "root"), "container", "stats", "--no-stream", "--json", "nomatch"],
+             standalone_mode=False, obj=App(runner=FakeRunner()))
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["containers"] == [] and doc["host"]["host"] == "web"
+    cli.main(args=["--root", str(path / "root"), "container", "stats", "--no-stream", "--json", "shop-web"],
+             standalone_mode=False, obj=App(runner=FakeRunner()))
+    (row,) = json.loads(capsys.readouterr().out)["containers"]
+    assert row["name"] == "shop-web" and row["mem_usage"] > 0 and row["cpu_percent"] == 0.0
