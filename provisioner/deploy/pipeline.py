@@ -230,6 +230,8 @@ class Deployer:
         for p in stack.published_ports(host):
             for n in range(p.first, p.last + 1):
                 endpoints.setdefault(f"{n}/{p.protocol}", f"{address}:{n}")
+        if host.metrics is not None and host.metrics.allow_from:   # where to scrape it from
+            endpoints.setdefault(f"{host.metrics.port}/tcp", f"{address}:{host.metrics.port}")
         # launch attaches them in the order the host's disks: section lists them
         volumes = {spec.name: res.id for spec, res in zip(host.volumes, hr.volumes)}
         return inventory.HostRecord(
