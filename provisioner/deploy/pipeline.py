@@ -305,7 +305,7 @@ class Deployer:
             try:
                 self._write(ssh, remote, Path(local).read_text())
             except OSError as exc:
-                raise HostError(f"cannot read {local} (env_file of a service on {hp.host}): {exc.strerror}") from None
+                raise HostError(f"cannot read {local} (a file the stack names for {hp.host}): {exc.strerror}") from None
         self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches))
         res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
         try:
