@@ -123,12 +123,24 @@ def ps_cmd(app: App, all_: bool) -> None:
 @click.option("-f", "--follow", is_flag=True)
 @click.option("-n", "--tail", type=int, default=None)
 @click.option("-t", "--timestamps", is_flag=True)
+@click.option("--since", metavar="TIME", help="Only lines since TIME: 2026-01-02T13:23:37Z, a date, Unix seconds, "
+              "or a duration back from now (10m, 1h30m).")
+@json_option
 @click.argument("container")
 @pass_app
-def logs_cmd(app: App, follow: bool, tail: int | None, timestamps: bool, container: str) -> None:
-    """Print a container's output (both runs of a restarted one)."""
-    for line in _manager(app).logs(container, tail=tail, follow=follow):
-        _print_line(line, timestamps)
+def logs_cmd(app: App, follow: bool, tail: int | None, timestamps: bool, since: str | None, container: str) -> None:
+    """Print a container's output (both runs of a restarted one). With --json: the shim's records,
+    one JSON object per line ({"log", "stream", "time"})."""
+    from ..containers.shimlogs import parse_since
+
+    lines = _manager(app).logs(container, tail=tail, follow=follow,
+                               since=parse_since(since) if since is not None else None)
+    for line in lines:
+        if app.json:
+            sys.stdout.write(json.dumps({"log": line.text, "stream": line.stream, "time": line.time}) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_line(line, timestamps)
 
 
 @container_group.command("stats")
