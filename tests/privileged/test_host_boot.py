@@ -272,7 +272,7 @@ def test_boot_fresh_rerun_and_reboot(machine):
     third = boot.boot(m.context(cfg_path))
     st = statuses(third)
     assert st == {"disks": "changed", "users": "ok", "sysctl": "changed", "logrotate": "ok",
-                  "firewall": "changed", "timesync": "skipped", "containers": "changed"}, third.steps
+                  "firewall": "changed", "timesync": "skipped", "containers": "changed", "agent": "skipped"}, third.steps
     assert not any(c.startswith(("mkfs", "wipe")) for c in changes(third, "disks"))   # mounted, not formatted
     assert {d: blkid(d)["UUID"] for d in eph + [vol]} == uuids
     assert (m.tmp / "mnt" / "data" / "keep.txt").read_text() == "volume data"
