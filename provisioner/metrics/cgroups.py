@@ -5,7 +5,9 @@ Where they are: the runtime puts a container in `<hierarchy>/<cgroupsPath>` of e
 
 - v2 (one unified tree at /sys/fs/cgroup, as on systemd hosts and the local cloud's VMs):
   cpu.stat (usage_usec, user_usec, system_usec), memory.current, memory.max, memory.stat
-  (anon, file, inactive_file), io.stat (rbytes=, wbytes= per MAJ:MIN), pids.current, cgroup.procs;
+  (anon, file, inactive_file), io.stat (rbytes=, wbytes= per MAJ:MIN), pids.current (else the
+  count of cgroup.threads), cgroup.procs — the controllers' files exist only where the parent
+  delegates them (containers/cgroupparent.py sees to it);
 - v1 (a hierarchy per controller, or co-mounted ones such as cpu,cpuacct): cpuacct.usage (ns),
   cpuacct.stat (user/system in USER_HZ ticks), memory.usage_in_bytes, memory.limit_in_bytes,
   memory.stat (total_inactive_file, total_cache, total_rss), blkio's io_service_bytes_recursive
@@ -166,11 +168,14 @@ def read_v2(d: Path) -> CgroupStats | None:
         except ValueError:
             continue
     usec = lambda k: cpu[k] * 1000 if k in cpu else None  # noqa: E731
+    pids = _int(d / "pids.current")
+    if pids is None:   # no pids controller delegated to it (containers/cgroupparent.py): count its threads
+        threads = _text(d / "cgroup.threads")
+        pids = len(threads.split()) if threads is not None else None
     return CgroupStats(cpu_ns=usec("usage_usec"), cpu_user_ns=usec("user_usec"), cpu_system_ns=usec("system_usec"),
                        memory_usage=_int(d / "memory.current"), memory_limit=_int(d / "memory.max"),
                        memory_inactive_file=mem.get("inactive_file"), memory_cache=mem.get("file"),
-                       memory_rss=mem.get("anon"), io=io, pids=_int(d / "pids.current"),
-                       procs=_procs(d / "cgroup.procs"))
+                       memory_rss=mem.get("anon"), io=io, pids=pids, procs=_procs(d / "cgroup.procs"))
 
 
 def _blkio_v1(d: Path) -> dict[str, tuple[int, int]]:
