@@ -18,8 +18,7 @@ from provisioner.metrics.collect import Collector
 from provisioner.runner import Runner
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cgroups"
-TREES = {"v1-hybrid": "hybrid"}
-TREES.update({"v2": "v2"} if (FIXTURES / "v2").is_dir() else {})
+TREES = {"v1-hybrid": "hybrid", "v2": "v2"}   # the recorded trees and the layout each was recorded on
 
 
 def _files(tree: Path) -> dict[str, Path]:
