@@ -55,6 +55,7 @@ class Agent:
         self.collector = Collector(self.root, host=cfg.get("host"), stack=cfg.get("stack") or "",
                                    boot_result=Path(cfg["boot_result"]) if cfg.get("boot_result") else None)
         self.shipper = self.server = self.graphite = None
+        self._snapshots = threading.Lock()   # the endpoint and the Graphite push share the collector
         lg = cfg.get("logging")
         if lg:
             from ..logship.shipper import Shipper
@@ -106,8 +107,10 @@ class Agent:
     def families(self):
         from ..metrics import exposition
 
-        snap = self.collector.snapshot()
-        return snap, exposition.families(snap, self.collector.devices(snap), self._own())
+        with self._snapshots:
+            snap = self.collector.snapshot()
+            devices = self.collector.devices(snap)
+        return snap, exposition.families(snap, devices, self._own())
 
     def render(self) -> str:
         from ..metrics import exposition

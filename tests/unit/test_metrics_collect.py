@@ -151,8 +151,31 @@ def test_exposition_names_labels_and_format(tree):
     assert re.search(r"^node_load1 [0-9.]+$", text, re.M) and 'node_cpu_seconds_total{cpu="0",mode="idle"}' in text
     for name in ("container_fs_reads_bytes_total", "container_fs_writes_bytes_total"):
         assert (name in text) == bool(c.cgroup.io)
-    # never a container's environment, whatever is in its record
-    assert "Env" not in text and "PATH=" not in text
+
+
+def test_no_environment_value_reaches_the_endpoint(tree, tmp_path):
+    """A container's record and bundle hold its environment (secrets, often): none of it goes out."""
+    import json
+
+    name, path = tree
+    copy = tmp_path / name
+    shutil.copytree(path, copy, symlinks=True)
+    (rec_path,) = copy.glob("root/containers/*/container.json")
+    rec = json.loads(rec_path.read_text())
+    rec["config"]["options"] = {"env": [["DB_PASSWORD", "hunter2-secret"]]}
+    rec["config"]["image_config"] = {"Env": ["API_TOKEN=tok-secret-123"], "Cmd": ["--password=cmd-secret"]}
+    rec_path.write_text(json.dumps(rec))
+    bundle = rec_path.parent / "bundle" / "config.json"
+    cfg = json.loads(bundle.read_text())
+    cfg["process"] = {"env": ["DB_PASSWORD=hunter2-secret"], "args": ["--password=cmd-secret"]}
+    bundle.write_text(json.dumps(cfg))
+    col = Collector(copy / "root", sysroot=copy, host="web")
+    snap = col.snapshot()
+    fams = exposition.families(snap, col.devices(snap))
+    text = exposition.render(fams) + "\n".join(exposition.graphite_lines(fams, "p", "s", "h", 0))
+    assert snap.containers and "container_memory_usage_bytes{" in text
+    for secret in ("hunter2", "tok-secret", "cmd-secret", "DB_PASSWORD", "API_TOKEN"):
+        assert secret not in text
 
 
 def test_exposition_escapes_and_the_projects_own_series():
