@@ -14,6 +14,10 @@ hosts:
       buffer: 64m                  # on-disk buffer while the collector is away (default 64 MiB)
       ca: ca.pem                   # tls: the collector's CA (next to the stack file); default: the system's
 ```
+
+On the local cloud the port is forwarded on 127.0.0.1 like a published port, and what comes in
+through qemu's forward reaches the VM from qemu's gateway, 10.0.2.2: `allow_from: 10.0.2.2/32`
+lets exactly this machine scrape it.
 """
 from __future__ import annotations
 
