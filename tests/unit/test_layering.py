@@ -180,6 +180,7 @@ def test_the_agents_commands_run_with_the_operator_libraries_absent(tmp_path):
     """)
     for args in (["host", "--help"], ["host", "boot", "--help"], ["host", "disks", "--help"], ["image", "--help"],
                  ["image", "load", "--help"], ["container", "--help"], ["container", "run", "--help"],
+                 ["container", "stats", "--help"], ["container", "logs", "--help"],
                  ["up", "--help"], ["ps", "--help"], ["doctor", "--help"]):
         p = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=120,
                            cwd=PKG.parent)
