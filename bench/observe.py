@@ -121,7 +121,7 @@ def run_bench(work: Path, scrapes: int) -> None:
         pid_file, port = work / "agent.pid", free_port()
         (work / "agent.json").write_text(json.dumps({
             "host": "bench", "stack": f"bench{env.sfx}", "root": str(env.root), "boot_result": None,
-            "metrics": {"port": port, "graphite": None, "interval": 10, "prefix": "provisioner"},
+            "metrics": {"port": port, "address": "127.0.0.1", "graphite": None, "interval": 10, "prefix": "provisioner"},
             "logging": {"scheme": "tcp", "host": "127.0.0.1", "port": rsyslog.port, "buffer_bytes": 64 << 20,
                         "ca": None}}))
         peer = None

@@ -66,7 +66,8 @@ class Agent:
         if m:
             from ..metrics.server import MetricsServer
 
-            self.server = MetricsServer(int(m["port"]), self.render)
+            # every address by default (the firewalls decide who gets in); "address" pins one (tests, benches)
+            self.server = MetricsServer(int(m["port"]), self.render, address=m.get("address"))
             if m.get("graphite"):
                 from ..metrics.graphite import GraphitePusher
 

@@ -74,7 +74,7 @@ def observed(images, tmp_path_factory):  # noqa: F811
     conf = tmp / "agent.json"
     conf.write_text(json.dumps({
         "host": "obs-host", "stack": "obs", "root": str(env.root), "boot_result": None,
-        "metrics": {"port": metrics_port, "graphite": ["127.0.0.1", carbon.port], "interval": 1, "prefix": "ptest"},
+        "metrics": {"port": metrics_port, "address": "127.0.0.1", "graphite": ["127.0.0.1", carbon.port], "interval": 1, "prefix": "ptest"},
         "logging": {"scheme": "tcp", "host": "127.0.0.1", "port": rsyslog.port, "buffer_bytes": 64 << 20,
                     "ca": None}}))
     pid_file = tmp / "agent.pid"
