@@ -16,6 +16,9 @@ APT_PACKAGES=(
   iproute2 iptables nftables procps
   # local cloud (qemu VMs)
   qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
+  # observability: the collectors the tests ship to (rsyslog's imtcp, graphite-carbon's
+  # carbon-cache, prometheus and its promtool) and the scrape benchmark's peer (node_exporter)
+  rsyslog graphite-carbon prometheus prometheus-node-exporter
   # measuring
   time
 )

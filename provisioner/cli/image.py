@@ -279,7 +279,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
     `image layers`); every blob present is verified; each image loads all-or-nothing."""
     from pathlib import Path
 
-    from ..images import imageload, imagereceive
+    from ..images import history, imageload, imagereceive
 
     if all_ and (names or tag):
         raise ImageError("image load: --all names each image by its tag; it takes no --name or --tag")
@@ -294,6 +294,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
         default = f"layout/{Path(source).name if source != '-' else 'stdin'}:{img.tag or 'latest'}"
         return [imageload.load(store, layout, wanted or [default], tag=tag, platform=plat)]
 
+    started = time.monotonic()
     if source == "-":
         with imagereceive.incoming(app.root) as work:
             stdin = sys.stdin.buffer
@@ -304,6 +305,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
                 results = load_from(work)
     else:
         results = load_from(Path(source))
+    history.record_loads(app.root, results, time.monotonic() - started)
 
     def human() -> None:
         for r in results:

@@ -30,14 +30,13 @@ from ..runspec.health import HealthFlags
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
 from ..stack.model import ServiceSpec, Stack
-from .names import container_name, volume_name
+from .names import STATE_DIR, container_name, volume_name
 from .plan import Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths
 from .releases import Releases
 from .waits import Waits
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "stacks"
 
 
 def pinned_image(image: str, pins: dict[str, str]) -> str:

@@ -27,7 +27,7 @@ from ..runspec.env import parse_env, parse_env_file
 from ..runspec.health import resolve as resolve_health
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
-from . import bundle, supervise, volumes
+from . import bundle, cgroupparent, supervise, volumes
 from .container import ContainerRecord, check_name
 from .runtime import Runtime
 
@@ -226,6 +226,7 @@ class Creating:
         path = self._bundle(rec, ep)
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)
+        cgroupparent.delegate(self.cgroup_parent, self.cgroup_mount)   # v2: the files docker stats reads
         argv = [rt.path, "--root", rt.state_root, "run", "--bundle", str(path), rec.id]
         opts = bundle.RunOptions.from_json(rec.config["options"])
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,

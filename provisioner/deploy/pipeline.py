@@ -239,6 +239,8 @@ class Deployer:
         for p in stack.published_ports(host):
             for n in range(p.first, p.last + 1):
                 endpoints.setdefault(f"{n}/{p.protocol}", f"{address}:{n}")
+        if host.metrics is not None and host.metrics.allow_from:   # where to scrape it from
+            endpoints.setdefault(f"{host.metrics.port}/tcp", f"{address}:{host.metrics.port}")
         # launch attaches them in the order the host's disks: section lists them
         volumes = {spec.name: res.id for spec, res in zip(host.volumes, hr.volumes)}
         return inventory.HostRecord(
@@ -335,7 +337,7 @@ class Deployer:
             try:
                 self._write(ssh, remote, Path(local).read_text())
             except OSError as exc:
-                raise HostError(f"cannot read {local} (env_file of a service on {hp.host}): {exc.strerror}") from None
+                raise HostError(f"cannot read {local} (a file the stack names for {hp.host}): {exc.strerror}") from None
         self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches))
         res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
         try:

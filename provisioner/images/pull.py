@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ImageError, RegistryError
+from . import history
 from . import reference as _reference
 from .registry import Platform, Registry, ResolvedImage
 from .sources import PullSettings, open_image
@@ -247,6 +248,8 @@ def pull(
         record = store.put_image(names, image.manifest_digest, image.manifest, image.config)
     result = PullResult(str(parsed), image.config_digest, image.manifest_digest, len(chains), len(needed),
                         fetched, time.monotonic() - start, record)
+    history.record(root, history.Arrival(str(parsed), "pull", result.seconds, len(chains), len(needed),
+                                         history.now()))
     obs.finished(result)
     return result
 

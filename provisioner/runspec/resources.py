@@ -10,12 +10,18 @@ _MEM = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
+def parse_bytes(text: str | int) -> int | None:
+    """A size as Docker writes one: "512m", "1g", "1.5g", "100000" (bytes), binary units; None if
+    it is not one."""
+    m = _MEM.fullmatch(str(text).strip())
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+
+
 def parse_memory(text: str) -> int:
     """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
-    m = _MEM.fullmatch(str(text).strip())
-    if not m:
+    n = parse_bytes(text)
+    if n is None:
         raise ConfigError(f"bad --memory value {text!r} (want a number with an optional unit b, k, m or g)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if n < 6 * (1 << 20):
         raise ConfigError(f"--memory {text} is below the 6 MB minimum Docker enforces")
     return n

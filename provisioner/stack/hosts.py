@@ -14,8 +14,9 @@ from ..errors import ConfigError, StackError
 from ..images.registryconf import RegistriesConf, check_location, registries_conf
 from .fields import Fields
 from .model import CloudSettings, CloudVolume, EphemeralSpec, Host, RootDisk
+from .observe import parse_logging, parse_metrics
 
-HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr", "registries"}
+HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr", "registries", "metrics", "logging"}
 LOCAL_KEYS = {"style", "memory", "cpus", "os"}
 CLOUD_KEYS = {
     "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk", "instance_profile"},
@@ -59,7 +60,8 @@ def parse_host(c: Fields, h: dict, services: dict) -> Host:
                          "ssh_cidr")
     volumes, ephemeral, parsed = _disks(c, c.mapping(h, "disks", where), where)
     return Host(name=name, clouds=clouds, services=tuple(placed), ssh_cidr=ssh_cidr, volumes=volumes,
-                ephemeral=ephemeral, disks=parsed, registries=_registries(c, h, where), line=yamlutil.line_of(h))
+                ephemeral=ephemeral, disks=parsed, registries=_registries(c, h, where), line=yamlutil.line_of(h),
+                metrics=parse_metrics(c, h, where), logging=parse_logging(c, h, where))
 
 
 def _registries(c: Fields, h: dict, where: str) -> RegistriesConf:

@@ -59,4 +59,19 @@ def parse_stack(doc: Any, path: str, *, hosts_required: bool = True) -> Stack:
         seen.add(host.name)
         hosts.append(host)
     services, order, volumes = parse_services(f, raw, doc.get("volumes"))
-    return Stack(name=doc["name"], path=path, hosts=tuple(hosts), services=services, order=order, volumes=volumes)
+    stack = Stack(name=doc["name"], path=path, hosts=tuple(hosts), services=services, order=order, volumes=volumes)
+    for host in stack.hosts:
+        _metrics_port_free(f, stack, host)
+    return stack
+
+
+def _metrics_port_free(f: Fields, stack: Stack, host) -> None:
+    """The metrics port is the agent's own listener: not SSH's, not a published service port."""
+    if host.metrics is None:
+        return
+    port = host.metrics.port
+    taken = [f"{p}" for p in stack.published_ports(host) if p.protocol == "tcp" and p.first <= port <= p.last]
+    if port == 22 or taken:
+        what = "SSH" if port == 22 else f"published port {taken[0]}"
+        raise StackError(f"hosts.{host.name}.metrics.port: {port} is already the host's {what}; pick another",
+                         f.path, host.metrics.line)

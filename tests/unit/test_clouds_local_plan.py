@@ -39,6 +39,18 @@ def test_hosts_without_a_local_block_get_defaults_and_loopback_ssh(tmp_path):
     assert '"cloud": "local"' in web.user_data or "local" in web.user_data
 
 
+def test_the_metrics_port_is_forwarded_on_loopback_like_a_published_port(tmp_path):
+    from provisioner.clouds.local.adapter import _forwards
+    from provisioner.clouds.local.spec import PortForward
+
+    p = tmp_path / "stack.yml"
+    p.write_text(STACK.replace("    services: [web]\n", "    services: [web]\n    metrics: {port: 9273, allow_from: 10.0.2.2/32}\n",
+                               1))
+    web = plan_launch(load_stack(p), "local", "ssh-ed25519 AAAA k").hosts[0]
+    assert "9273/tcp from 10.0.2.2/32" in [str(r) for r in web.rules]
+    assert set(_forwards(web)) == {PortForward(8080, 8080, "tcp"), PortForward(9273, 9273, "tcp")}
+
+
 def test_make_driver_local_keeps_state_under_root(tmp_path):
     d = make_driver("local", root=tmp_path)
     assert isinstance(d, LocalDriver) and d.name == "local" and d.cloud.root == tmp_path

@@ -247,3 +247,22 @@ def test_host_yaml_and_volume_matches():
     assert volume_match("aws", "aws", "data", "vol-1") == {"aws_volume_id": "vol-1"}
     assert volume_match("local", "gce", "data", "data") == {"gce_device_name": "data"}
     assert volume_match("gce", "gce", "data", "x") == {"gce_device_name": "data"}
+
+
+def test_the_collectors_ca_goes_to_the_host_next_to_the_stack(setup, tmp_path):
+    stack, root, _port = setup
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    stack.write_text(stack.read_text().replace("    services: [web]\n", "    services: [web]\n    logging: {ship_to: "
+                                               "\"tls://logs.example:6514\", ca: ca.pem}\n", 1))
+    d, _ = _deployer(stack, root)
+    assert d.plan.hosts[0].files[-1] == (str(tmp_path / "ca.pem"), "/etc/provisioner/ca.pem")
+    assert d.run().ok
+    writes = [e for e in FakeSsh.log if isinstance(e, tuple) and e[0].startswith("sh -c")]
+    assert ("/etc/provisioner/ca.pem", "-----BEGIN CERTIFICATE-----\n") in [
+        (w[0].split("cat > ")[1].split(".new")[0], w[1]) for w in writes]
+    outside = tmp_path.parent / f"{tmp_path.name}-ca.pem"     # beside the stack's directory, not in it
+    outside.write_text("x")
+    stack.write_text(stack.read_text().replace("ca: ca.pem", f"ca: ../{outside.name}"))
+    from provisioner.errors import StackError
+    with pytest.raises(StackError, match="hosts.web.logging.ca .* is outside the stack file's directory"):
+        plan_deploy(load_stack(stack), "local")

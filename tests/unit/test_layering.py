@@ -8,6 +8,7 @@ functions count):
     deploy
     clouds, vmimage, remote, imagebuild, doctor     the operator's side (and its tools)
     host                                            the on-host agent: boot hook and steps
+    metrics, logship                                what the agent serves and ships: a host's series, its logs
     compose                                         up/down/ps: a Stack into containers
     stack, containers                               the stack file → one typed model; run one container
     images, network, disks
@@ -35,6 +36,7 @@ LAYERS = [
     {"deploy"},
     {"clouds", "vmimage", "remote", "imagebuild", "doctor"},
     {"host"},
+    {"metrics", "logship"},
     {"compose"},
     {"stack", "containers"},
     {"images", "network", "disks"},
@@ -179,6 +181,7 @@ def test_the_agents_commands_run_with_the_operator_libraries_absent(tmp_path):
     """)
     for args in (["host", "--help"], ["host", "boot", "--help"], ["host", "disks", "--help"], ["image", "--help"],
                  ["image", "load", "--help"], ["container", "--help"], ["container", "run", "--help"],
+                 ["container", "stats", "--help"], ["container", "logs", "--help"],
                  ["up", "--help"], ["ps", "--help"], ["doctor", "--help"]):
         p = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=120,
                            cwd=PKG.parent)
@@ -189,7 +192,7 @@ def test_the_agents_commands_run_with_the_operator_libraries_absent(tmp_path):
     assert p.returncode != 0 and "paramiko" in p.stderr and "internal error" not in p.stderr, p.stderr
 
 
-@pytest.mark.parametrize("room", ["stack", "runspec", "images", "network"])
+@pytest.mark.parametrize("room", ["stack", "runspec", "images", "network", "metrics", "logship"])
 def test_the_lower_rooms_import_no_operator_library(room):
     graph = _imports(_modules())
     bad = [f"{m} imports {n}" for m, names in graph.items() if _room(m) == room
