@@ -1,4 +1,5 @@
-"""Where the native runtime binary (native/ → provision-runtime) lives, and its version."""
+"""Where the native binaries live — the OCI runtime (native/ → provision-runtime) and the supervisor
+(native/shim → provision-shim) — and the runtime's version."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ from .errors import CommandError
 from .runner import Runner
 
 BINARY = "provision-runtime"
+SHIM = "provision-shim"
 _PKG = Path(__file__).resolve().parent
 
 
@@ -26,6 +28,11 @@ def find_binary(name: str, env_var: str, build_dir: Path) -> str | None:
 def runtime_path() -> str | None:
     """The runtime to use: $PROVISION_RUNTIME, the shipped binary, the checkout's build, PATH."""
     return find_binary(BINARY, "PROVISION_RUNTIME", _PKG.parent / "native" / "build")
+
+
+def shim_path() -> str | None:
+    """The supervisor to use: $PROVISION_SHIM, the shipped binary, the checkout's build, PATH."""
+    return find_binary(SHIM, "PROVISION_SHIM", _PKG.parent / "native" / "shim" / "build")
 
 
 def runtime_version(path: str | None = None, runner: Runner | None = None) -> str | None:

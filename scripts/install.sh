@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # disks
   btrfs-progs util-linux udev e2fsprogs fdisk
   # native runtime build + peers
-  build-essential pkg-config libjson-c-dev libseccomp-dev libcap-dev runc crun busybox-static
+  build-essential pkg-config libjson-c-dev libseccomp-dev libcap-dev runc crun busybox-static containerd strace
   # images: registry and peers
   docker-registry skopeo umoci podman
   # networking
@@ -18,6 +18,9 @@ APT_PACKAGES=(
   tini
   # local cloud (qemu VMs)
   qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
+  # observability: the collectors the tests ship to (rsyslog's imtcp, graphite-carbon's
+  # carbon-cache, prometheus and its promtool) and the scrape benchmark's peer (node_exporter)
+  rsyslog graphite-carbon prometheus prometheus-node-exporter
   # measuring
   time
 )

@@ -47,7 +47,7 @@ void health_apply(struct health_state *s, const struct health_config *c, int exi
     s->status = HEALTH_UNHEALTHY;
 }
 
-int health_write(const char *path, const struct health_state *s, shim_error *err) {
+int health_write(const char *path, const struct health_state *s, pr_error *err) {
   /* the output escaped (6 bytes per byte at worst) plus the fixed fields */
   static char buf[HEALTH_OUTPUT_MAX * 6 + 1024];
   size_t n = sizeof buf, off = 0;
@@ -64,12 +64,12 @@ int health_write(const char *path, const struct health_state *s, shim_error *err
   off += json_escape(buf + off, s->output, s->output_len);
   off += snprintf(buf + off, n - off, "\"}\n");
   if (off >= n)
-    return shim_fail(err, 0, "health state too large");
+    return pr_fail(err, 0, "health state too large");
   return write_file_atomic(path, buf, off, err);
 }
 
 static void save(struct health *h) {
-  shim_error e = {0};
+  pr_error e = {0};
   (void)health_write(h->cfg->path, &h->st, &e); /* best effort: supervision goes on */
 }
 
@@ -89,10 +89,10 @@ void health_now(struct health *h) {
     h->due = now_ms();
 }
 
-static int spawn_check(struct health *h, shim_error *err) {
+static int spawn_check(struct health *h, pr_error *err) {
   int outp[2];
   if (pipe2(outp, O_CLOEXEC) < 0)
-    return shim_fail(err, errno, "pipe");
+    return pr_fail(err, errno, "pipe");
   if (h->cfg->pid_path)
     unlink(h->cfg->pid_path); /* only a pid this check writes may be killed */
   pid_t shim = getpid();
@@ -101,7 +101,7 @@ static int spawn_check(struct health *h, shim_error *err) {
     int e = errno;
     close(outp[0]);
     close(outp[1]);
-    return shim_fail(err, e, "fork");
+    return pr_fail(err, e, "fork");
   }
   if (pid == 0) {
     shim_child_prepare(shim, -1, outp[1], outp[1]);
@@ -223,7 +223,7 @@ void health_tick(struct health *h, int64_t now) {
     kill_check(h);
   }
   if (!h->pid && h->due && now >= h->due) {
-    shim_error e = {0};
+    pr_error e = {0};
     if (spawn_check(h, &e) < 0) { /* fork failed: count it as a failed check, try again later */
       h->check_started = now;
       h->out_len = (size_t)snprintf(h->out, sizeof h->out, "%s", e.msg);

@@ -16,23 +16,23 @@
 
 #include "shim.h"
 
-static int open_log(struct log_writer *w, shim_error *err) {
+static int open_log(struct log_writer *w, pr_error *err) {
   w->fd = open(w->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (w->fd < 0)
-    return shim_fail(err, errno, "open log %s", w->path);
+    return pr_fail(err, errno, "open log %s", w->path);
   struct stat st;
   w->size = fstat(w->fd, &st) == 0 ? st.st_size : 0;
   return 0;
 }
 
-int log_open(struct log_writer *w, const char *path, long long max_size, int max_files, shim_error *err) {
+int log_open(struct log_writer *w, const char *path, long long max_size, int max_files, pr_error *err) {
   w->path = path;
   w->max_size = max_size;
   w->max_files = max_files < 1 ? 1 : max_files;
   return open_log(w, err);
 }
 
-static int rotate(struct log_writer *w, shim_error *err) {
+static int rotate(struct log_writer *w, pr_error *err) {
   char from[PATH_MAX], to[PATH_MAX];
   close(w->fd);
   w->fd = -1;
@@ -44,10 +44,10 @@ static int rotate(struct log_writer *w, shim_error *err) {
         snprintf(from, sizeof from, "%s.%d", w->path, i - 1);
       snprintf(to, sizeof to, "%s.%d", w->path, i);
       if (rename(from, to) < 0 && errno != ENOENT)
-        return shim_fail(err, errno, "rotate %s", from);
+        return pr_fail(err, errno, "rotate %s", from);
     }
   } else if (unlink(w->path) < 0 && errno != ENOENT) {
-    return shim_fail(err, errno, "rotate %s", w->path);
+    return pr_fail(err, errno, "rotate %s", w->path);
   }
   return open_log(w, err);
 }
@@ -78,7 +78,7 @@ size_t json_escape(char *out, const char *data, size_t len) {
   return o;
 }
 
-int log_record(struct log_writer *w, const char *stream, const char *data, size_t len, shim_error *err) {
+int log_record(struct log_writer *w, const char *stream, const char *data, size_t len, pr_error *err) {
   char ts[48];
   /* Lines are cut at 16 KiB before they get here (as Docker does), so this stays small. */
   static char rec[16384 * 6 + 256];
@@ -93,7 +93,7 @@ int log_record(struct log_writer *w, const char *stream, const char *data, size_
   if (w->size > 0 && w->size + (long long)o > w->max_size && rotate(w, err) < 0)
     return -1;
   if (write_all(w->fd, rec, o) < 0)
-    return shim_fail(err, errno, "write log %s", w->path);
+    return pr_fail(err, errno, "write log %s", w->path);
   w->size += (long long)o;
   return 0;
 }

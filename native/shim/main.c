@@ -58,7 +58,7 @@ static long parse_secs(const char *text, double min_secs) {
 enum { OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
        OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START };
 
-static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error *err) {
+static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *err) {
   static const struct option opts[] = {
       {"name", required_argument, 0, 'n'},         {"state", required_argument, 0, 's'},
       {"pid-file", required_argument, 0, 'p'},     {"log", required_argument, 0, 'l'},
@@ -93,7 +93,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
   size_t n_health = 0;
   char **health_argv = calloc((size_t)argc + 2, sizeof(char *));
   if (!exit_argv || !health_argv)
-    return shim_fail(err, errno, "calloc");
+    return pr_fail(err, errno, "calloc");
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (c) {
     case 'n': cfg->name = optarg; break;
@@ -105,7 +105,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     case 'k': cfg->keep_stdin = true; break;
     case 'x':
       if (optarg[0] != '/')
-        return shim_fail(err, 0, "--exit-command must be an absolute path (got %s)", optarg);
+        return pr_fail(err, 0, "--exit-command must be an absolute path (got %s)", optarg);
       exit_argv[0] = optarg;
       if (n_exit == 0)
         n_exit = 1;
@@ -130,29 +130,29 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     case 'T': {
       double secs = strtod(optarg, &end);
       if (end == optarg || *end || secs < 0)
-        return shim_fail(err, 0, "bad --stop-timeout %s", optarg);
+        return pr_fail(err, 0, "bad --stop-timeout %s", optarg);
       cfg->stop_timeout_ms = (long)(secs * 1000);
       break;
     }
     case 'M':
       cfg->log_max_size = strtoll(optarg, &end, 10);
       if (end == optarg || *end || cfg->log_max_size < 1024)
-        return shim_fail(err, 0, "bad --log-max-size %s (bytes, at least 1024)", optarg);
+        return pr_fail(err, 0, "bad --log-max-size %s (bytes, at least 1024)", optarg);
       break;
     case 'N':
       cfg->log_max_files = (int)strtol(optarg, &end, 10);
       if (end == optarg || *end || cfg->log_max_files < 1 || cfg->log_max_files > 100)
-        return shim_fail(err, 0, "bad --log-max-files %s", optarg);
+        return pr_fail(err, 0, "bad --log-max-files %s", optarg);
       break;
     case 'B':
       cfg->backoff_max_ms = strtol(optarg, &end, 10);
       if (end == optarg || *end || cfg->backoff_max_ms < 100)
-        return shim_fail(err, 0, "bad --backoff-max-ms %s", optarg);
+        return pr_fail(err, 0, "bad --backoff-max-ms %s", optarg);
       break;
     case 'R':
       cfg->backoff_reset_ms = strtol(optarg, &end, 10);
       if (end == optarg || *end || cfg->backoff_reset_ms < 0)
-        return shim_fail(err, 0, "bad --backoff-reset-ms %s", optarg);
+        return pr_fail(err, 0, "bad --backoff-reset-ms %s", optarg);
       break;
     case OPT_HEALTH_CMD:
       health_argv[0] = optarg;
@@ -173,7 +173,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
       /* Docker wants interval and timeout >= 1 ms; a start period may be 0 */
       long ms = parse_secs(optarg, c == OPT_HEALTH_START ? 0 : 0.001);
       if (ms < 0)
-        return shim_fail(err, 0, "bad --%s %s", c == OPT_HEALTH_INTERVAL ? "health-interval"
+        return pr_fail(err, 0, "bad --%s %s", c == OPT_HEALTH_INTERVAL ? "health-interval"
                          : c == OPT_HEALTH_TIMEOUT ? "health-timeout" : "health-start-period", optarg);
       *(c == OPT_HEALTH_INTERVAL ? &cfg->health.interval_ms
         : c == OPT_HEALTH_TIMEOUT ? &cfg->health.timeout_ms : &cfg->health.start_period_ms) = ms;
@@ -182,22 +182,22 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     case OPT_HEALTH_RETRIES:
       cfg->health.retries = (int)strtol(optarg, &end, 10);
       if (end == optarg || *end || cfg->health.retries < 1 || cfg->health.retries > 1000000)
-        return shim_fail(err, 0, "bad --health-retries %s (at least 1)", optarg);
+        return pr_fail(err, 0, "bad --health-retries %s (at least 1)", optarg);
       break;
     case 'h': usage(); exit(0);
     default: usage(); exit(2);
     }
   }
   if (!cfg->state_path || !cfg->pid_path || !cfg->log_path)
-    return shim_fail(err, 0, "--state, --pid-file and --log are required");
+    return pr_fail(err, 0, "--state, --pid-file and --log are required");
   if (n_exit > 0 && !cfg->exit_argv)
-    return shim_fail(err, 0, "--exit-command-arg needs --exit-command");
+    return pr_fail(err, 0, "--exit-command-arg needs --exit-command");
   if (n_health > 0 && !cfg->health.argv)
-    return shim_fail(err, 0, "--health-cmd-arg needs --health-cmd");
+    return pr_fail(err, 0, "--health-cmd-arg needs --health-cmd");
   if (cfg->health.argv && !cfg->health.path)
-    return shim_fail(err, 0, "--health-cmd needs --health-file");
+    return pr_fail(err, 0, "--health-cmd needs --health-file");
   if (!cfg->health.argv && (cfg->health.path || cfg->health.pid_path))
-    return shim_fail(err, 0, "--health-file and --health-pid-file need --health-cmd");
+    return pr_fail(err, 0, "--health-file and --health-pid-file need --health-cmd");
   /* The daemon works from / (so it pins no mount): make the paths absolute first. */
   const char **paths[] = {&cfg->state_path, &cfg->pid_path, &cfg->log_path, &cfg->stop_path,
                           &cfg->health.path, &cfg->health.pid_path};
@@ -205,35 +205,35 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, shim_error
     if (*paths[i] && (*paths[i])[0] != '/') {
       char *abs = NULL, cwd[4096];
       if (!getcwd(cwd, sizeof cwd) || asprintf(&abs, "%s/%s", cwd, *paths[i]) < 0)
-        return shim_fail(err, errno, "resolve %s", *paths[i]);
+        return pr_fail(err, errno, "resolve %s", *paths[i]);
       *paths[i] = abs; /* lives as long as the process */
     }
   }
   if (optind >= argc)
-    return shim_fail(err, 0, "no command given");
+    return pr_fail(err, 0, "no command given");
   cfg->argv = argv + optind;
   return 0;
 }
 
 /* Holds an exclusive lock on the pid file for the shim's lifetime: a second shim for the same
  * container fails here instead of racing the first. */
-static int take_pid_file(const char *path, shim_error *err) {
+static int take_pid_file(const char *path, pr_error *err) {
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
-    return shim_fail(err, errno, "open %s", path);
+    return pr_fail(err, errno, "open %s", path);
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
     int e = errno;
     close(fd);
     if (e == EWOULDBLOCK)
-      return shim_fail(err, 0, "already supervised (pid file %s is locked)", path);
-    return shim_fail(err, e, "lock %s", path);
+      return pr_fail(err, 0, "already supervised (pid file %s is locked)", path);
+    return pr_fail(err, e, "lock %s", path);
   }
   char buf[32];
   int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
   if (ftruncate(fd, 0) < 0 || write_all(fd, buf, (size_t)n) < 0) {
     int e = errno;
     close(fd);
-    return shim_fail(err, e, "write %s", path);
+    return pr_fail(err, e, "write %s", path);
   }
   return fd; /* kept open: the lock lives as long as we do */
 }
@@ -244,7 +244,7 @@ static void close_inherited(int keep) {
       close(fd);
 }
 
-static int run_daemon(struct shim_config *cfg, int notify_fd, shim_error *err) {
+static int run_daemon(struct shim_config *cfg, int notify_fd, pr_error *err) {
   cleanup_close int pidfd = take_pid_file(cfg->pid_path, err);
   if (pidfd < 0) {
     if (notify_fd >= 0) {
@@ -280,22 +280,30 @@ void run_exit_command(const struct shim_config *cfg) {
 
 int main(int argc, char **argv) {
   struct shim_config cfg;
-  shim_error err = {0};
+  pr_error err = {0};
+  pr_log_init("provision-shim", NULL, false);
   if (parse_args(argc, argv, &cfg, &err) < 0) {
-    fprintf(stderr, "provision-shim: %s\n", err.msg);
+    pr_log_error(&err);
     return 2;
   }
-  if (cfg.foreground)
-    return run_daemon(&cfg, -1, &err) < 0 ? (fprintf(stderr, "provision-shim: %s\n", err.msg), 1) : 0;
+  if (cfg.foreground) {
+    if (run_daemon(&cfg, -1, &err) < 0) {
+      pr_log_error(&err);
+      return 1;
+    }
+    return 0;
+  }
 
   int notify[2];
   if (pipe2(notify, O_CLOEXEC) < 0) {
-    perror("provision-shim: pipe");
+    pr_fail(&err, errno, "pipe");
+    pr_log_error(&err);
     return 1;
   }
   pid_t pid = fork();
   if (pid < 0) {
-    perror("provision-shim: fork");
+    pr_fail(&err, errno, "fork");
+    pr_log_error(&err);
     return 1;
   }
   if (pid > 0) {
@@ -318,7 +326,7 @@ int main(int argc, char **argv) {
     char *nl = strchr(buf, '\n');
     if (nl)
       *nl = '\0';
-    fprintf(stderr, "provision-shim: %s\n", strncmp(buf, "error ", 6) == 0 ? buf + 6 : "supervisor died before starting");
+    pr_log_errorf("%s", strncmp(buf, "error ", 6) == 0 ? buf + 6 : "supervisor died before starting");
     return 1;
   }
   /* First child: new session, then fork again so the daemon is no session leader and can

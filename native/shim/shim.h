@@ -10,7 +10,7 @@
  * With --health-cmd it also runs the container's healthcheck while the command runs (health.c:
  * Docker's schedule and rules, state in a health file written the same way; SIGUSR1: check now).
  *
- * Error handling follows native/'s house style: fallible functions fill a shim_error and
+ * Error handling follows native/'s house style: fallible functions fill a pr_error and
  * return -1; only main() prints. */
 #ifndef SHIM_H
 #define SHIM_H
@@ -19,12 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-typedef struct shim_error {
-  int errnum;
-  char msg[512];
-} shim_error;
-
-int shim_fail(shim_error *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#include "error.h"
 
 void shim_closep(int *fd);
 #define cleanup_close __attribute__((cleanup(shim_closep)))
@@ -68,9 +63,9 @@ struct shim_config {
 int64_t now_ms(void);               /* CLOCK_MONOTONIC */
 void format_time(char *buf, size_t n); /* RFC 3339 UTC with nanoseconds */
 int write_all(int fd, const void *buf, size_t len);
-int write_file_atomic(const char *path, const char *data, size_t len, shim_error *err);
-int parse_policy(const char *text, struct shim_config *cfg, shim_error *err);
-int parse_signal(const char *text, shim_error *err);
+int write_file_atomic(const char *path, const char *data, size_t len, pr_error *err);
+int parse_policy(const char *text, struct shim_config *cfg, pr_error *err);
+int parse_signal(const char *text, pr_error *err);
 
 /* log.c */
 struct log_writer {
@@ -80,8 +75,8 @@ struct log_writer {
   long long max_size;
   int max_files;
 };
-int log_open(struct log_writer *w, const char *path, long long max_size, int max_files, shim_error *err);
-int log_record(struct log_writer *w, const char *stream, const char *data, size_t len, shim_error *err);
+int log_open(struct log_writer *w, const char *path, long long max_size, int max_files, pr_error *err);
+int log_record(struct log_writer *w, const char *stream, const char *data, size_t len, pr_error *err);
 void log_close(struct log_writer *w);
 size_t json_escape(char *out, const char *data, size_t len); /* out holds 6*len+1 bytes */
 
@@ -101,7 +96,7 @@ struct shim_state {
   char finished_at[48];
   char error[512];
 };
-int state_write(const char *path, const struct shim_state *st, shim_error *err);
+int state_write(const char *path, const struct shim_state *st, pr_error *err);
 
 /* health.c */
 #define HEALTH_OUTPUT_MAX 4096 /* Docker keeps the first 4 KiB of a check's output too */
@@ -133,7 +128,7 @@ struct health {
 };
 const char *health_status_name(enum health_status s);
 void health_apply(struct health_state *s, const struct health_config *c, int exit_code, int64_t since_start_ms);
-int health_write(const char *path, const struct health_state *s, shim_error *err);
+int health_write(const char *path, const struct health_state *s, pr_error *err);
 void health_reset(struct health *h, pid_t container_pid, int restart_count, int64_t now);
 void health_now(struct health *h);
 void health_tick(struct health *h, int64_t now);
@@ -147,7 +142,7 @@ void run_exit_command(const struct shim_config *cfg);
 
 /* supervise.c: runs until the command is done for good. notify_fd (or -1) receives
  * "ok <shim pid> <child pid>\n" once the first start succeeded, or "error <message>\n". */
-int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err);
+int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err);
 /* in a forked child, before exec; `in` < 0: stdin is /dev/null */
 void shim_child_prepare(pid_t shim, int in, int out, int err);
 #endif

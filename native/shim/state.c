@@ -29,7 +29,7 @@ static size_t put_string(char *buf, size_t off, size_t n, const char *s) {
   return off;
 }
 
-int state_write(const char *path, const struct shim_state *st, shim_error *err) {
+int state_write(const char *path, const struct shim_state *st, pr_error *err) {
   char buf[2048];
   size_t n = sizeof buf, off = 0;
   off += snprintf(buf + off, n - off, "{\"name\": ");
@@ -53,6 +53,6 @@ int state_write(const char *path, const struct shim_state *st, shim_error *err) 
   off = put_string(buf, off, n, st->error);
   off += snprintf(buf + off, n - off, "}\n");
   if (off >= n)
-    return shim_fail(err, 0, "state too large");
+    return pr_fail(err, 0, "state too large");
   return write_file_atomic(path, buf, off, err);
 }

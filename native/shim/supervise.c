@@ -48,9 +48,9 @@ static void on_signal(int sig) {
   errno = saved;
 }
 
-static int setup_signals(shim_error *err) {
+static int setup_signals(pr_error *err) {
   if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-    return shim_fail(err, errno, "pipe");
+    return pr_fail(err, errno, "pipe");
   struct sigaction sa = {0};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
@@ -58,7 +58,7 @@ static int setup_signals(shim_error *err) {
   int handled[] = {SIGCHLD, SIGTERM, SIGINT, SIGUSR1};
   for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
     if (sigaction(handled[i], &sa, NULL) < 0)
-      return shim_fail(err, errno, "sigaction");
+      return pr_fail(err, errno, "sigaction");
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN); /* a daemon: the session it came from may hang up */
   return 0;
@@ -85,12 +85,12 @@ struct run {
 };
 
 static void save_state(struct run *r) {
-  shim_error e = {0};
+  pr_error e = {0};
   (void)state_write(r->cfg->state_path, &r->st, &e); /* best effort: the loop must go on */
 }
 
 static void emit(struct run *r, struct stream *s, const char *data, size_t len) {
-  shim_error e = {0};
+  pr_error e = {0};
   (void)log_record(&r->log, s->name, data, len, &e); /* a full disk must not kill the child */
 }
 
@@ -132,14 +132,14 @@ static bool read_stream(struct run *r, struct stream *s) {
 
 /* Starts the command in its own process group with stdout/stderr on pipes. A failed exec is
  * reported through a close-on-exec pipe, so "not found" is told apart from "exited 127". */
-static int spawn(struct run *r, shim_error *err) {
+static int spawn(struct run *r, pr_error *err) {
   int outp[2], errp[2], execp[2];
   if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0)
-    return shim_fail(err, errno, "pipe");
+    return pr_fail(err, errno, "pipe");
   pid_t shim = getpid();
   pid_t pid = fork();
   if (pid < 0)
-    return shim_fail(err, errno, "fork");
+    return pr_fail(err, errno, "fork");
   if (pid == 0) {
     shim_child_prepare(shim, stdin_pipe[0], outp[1], errp[1]);
     execvp(r->cfg->argv[0], r->cfg->argv);
@@ -167,7 +167,7 @@ static int spawn(struct run *r, shim_error *err) {
     char msg[300];
     int len = snprintf(msg, sizeof msg, "exec %s: %s\n", r->cfg->argv[0], strerror(e));
     emit(r, &r->err, msg, (size_t)len);
-    return shim_fail(err, e, "exec %s", r->cfg->argv[0]);
+    return pr_fail(err, e, "exec %s", r->cfg->argv[0]);
   }
   return 0;
 }
@@ -334,7 +334,7 @@ static void notify(int *fd, const char *fmt, ...) {
   *fd = -1;
 }
 
-int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
+int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err) {
   static struct run r; /* static: two 16 KiB line buffers stay off the stack */
   r.cfg = cfg;
   r.out.name = "stdout";
@@ -346,7 +346,7 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
   r.health.cfg = cfg->health.argv ? &cfg->health : NULL;
   r.health.fd = -1;
   if (setup_signals(err) < 0 || log_open(&r.log, cfg->log_path, cfg->log_max_size, cfg->log_max_files, err) < 0 ||
-      (cfg->keep_stdin && pipe2(stdin_pipe, O_CLOEXEC) < 0 && shim_fail(err, errno, "pipe") < 0)) {
+      (cfg->keep_stdin && pipe2(stdin_pipe, O_CLOEXEC) < 0 && pr_fail(err, errno, "pipe") < 0)) {
     notify(&notify_fd, "error %s\n", err->msg);
     return -1;
   }
@@ -354,7 +354,7 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
   for (;;) {
     int64_t started = now_ms();
     format_time(r.st.started_at, sizeof r.st.started_at);
-    shim_error serr = {0};
+    pr_error serr = {0};
     int rc = spawn(&r, &serr);
     if (rc < 0 && notify_fd >= 0) {
       /* The first start failed outright: tell the caller, leave an exited state. */
@@ -364,7 +364,7 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
       r.st.has_exit = true;
       r.st.exit_code = 127;
       format_time(r.st.finished_at, sizeof r.st.finished_at);
-      snprintf(r.st.error, sizeof r.st.error, "%s", serr.msg);
+      snprintf(r.st.error, sizeof r.st.error, "%.*s", (int)sizeof r.st.error - 1, serr.msg);
       save_state(&r);
       notify(&notify_fd, "error %s\n", serr.msg);
       *err = serr;
@@ -374,7 +374,7 @@ int supervise(const struct shim_config *cfg, int notify_fd, shim_error *err) {
     r.st.status = "running";
     r.st.error[0] = '\0';
     if (rc < 0)
-      snprintf(r.st.error, sizeof r.st.error, "%s", serr.msg);
+      snprintf(r.st.error, sizeof r.st.error, "%.*s", (int)sizeof r.st.error - 1, serr.msg);
     save_state(&r);
     /* after the state: whoever reads this run's health then finds this run's state too */
     health_reset(&r.health, r.child, r.st.restart_count, now_ms()); /* "starting" again, as Docker does */

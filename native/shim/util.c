@@ -1,9 +1,8 @@
-/* Small helpers: errors, time, atomic writes, policy and signal parsing. */
+/* Small helpers: time, atomic writes, policy and signal parsing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,21 +11,6 @@
 #include <unistd.h>
 
 #include "shim.h"
-
-int shim_fail(shim_error *err, int errnum, const char *fmt, ...) {
-  if (err == NULL)
-    return -1;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-  va_end(ap);
-  err->errnum = errnum;
-  if (errnum) {
-    size_t n = strlen(err->msg);
-    snprintf(err->msg + n, sizeof err->msg - n, ": %s", strerror(errnum));
-  }
-  return -1;
-}
 
 void shim_closep(int *fd) {
   if (*fd >= 0) {
@@ -68,22 +52,22 @@ int write_all(int fd, const void *buf, size_t len) {
 
 /* Readers (the Python side) must see the old or the new state, never a torn one: write a
  * temp file in the same directory, fsync, rename over. */
-int write_file_atomic(const char *path, const char *data, size_t len, shim_error *err) {
+int write_file_atomic(const char *path, const char *data, size_t len, pr_error *err) {
   char tmp[PATH_MAX];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-    return shim_fail(err, ENAMETOOLONG, "%s", path);
+    return pr_fail(err, ENAMETOOLONG, "%s", path);
   cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
-    return shim_fail(err, errno, "open %s", tmp);
+    return pr_fail(err, errno, "open %s", tmp);
   if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
     int e = errno;
     unlink(tmp);
-    return shim_fail(err, e, "write %s", tmp);
+    return pr_fail(err, e, "write %s", tmp);
   }
   if (rename(tmp, path) < 0) {
     int e = errno;
     unlink(tmp);
-    return shim_fail(err, e, "rename %s", tmp);
+    return pr_fail(err, e, "rename %s", tmp);
   }
   return 0;
 }
@@ -91,7 +75,7 @@ int write_file_atomic(const char *path, const char *data, size_t len, shim_error
 /* Docker's --restart values: no | on-failure[:N] | always | unless-stopped. The shim treats
  * always and unless-stopped alike; they differ only at boot, where the host agent brings
  * back "always" containers and "unless-stopped" ones the user did not stop. */
-int parse_policy(const char *text, struct shim_config *cfg, shim_error *err) {
+int parse_policy(const char *text, struct shim_config *cfg, pr_error *err) {
   cfg->policy_text = text;
   cfg->max_retries = 0;
   if (strcmp(text, "no") == 0) {
@@ -107,11 +91,11 @@ int parse_policy(const char *text, struct shim_config *cfg, shim_error *err) {
       errno = 0;
       long n = strtol(text + 11, &end, 10);
       if (errno || end == text + 11 || *end || n < 0 || n > INT_MAX)
-        return shim_fail(err, 0, "bad restart policy %s: the retry count must be a number >= 0", text);
+        return pr_fail(err, 0, "bad restart policy %s: the retry count must be a number >= 0", text);
       cfg->max_retries = (int)n;
     }
   } else {
-    return shim_fail(err, 0, "bad restart policy %s (want no, on-failure[:N], always or unless-stopped)", text);
+    return pr_fail(err, 0, "bad restart policy %s (want no, on-failure[:N], always or unless-stopped)", text);
   }
   return 0;
 }
@@ -125,17 +109,17 @@ static const struct {
     {"STOP", SIGSTOP}, {"CONT", SIGCONT}, {"PWR", SIGPWR},   {"ABRT", SIGABRT},
 };
 
-int parse_signal(const char *text, shim_error *err) {
+int parse_signal(const char *text, pr_error *err) {
   char *end;
   long n = strtol(text, &end, 10);
   if (end != text && *end == '\0') {
     if (n <= 0 || n >= 65)
-      return shim_fail(err, 0, "bad signal %s", text);
+      return pr_fail(err, 0, "bad signal %s", text);
     return (int)n;
   }
   const char *s = strncasecmp(text, "SIG", 3) == 0 ? text + 3 : text;
   for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
     if (strcasecmp(s, signals[i].name) == 0)
       return signals[i].sig;
-  return shim_fail(err, 0, "bad signal %s", text);
+  return pr_fail(err, 0, "bad signal %s", text);
 }

@@ -138,32 +138,37 @@ static int v1_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_err
   return v1_devices(cg, res, err);
 }
 
-static int v1_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err) {
+static int v1_mount(struct pr_cgroup *cg, int rootfd, int target, unsigned long flags, bool cgroupns, pr_error *err) {
   (void)cgroupns;
   /* Like runc without systemd: a tmpfs with one bind mount of the
    * container's own cgroup per hierarchy, so the limits read back as the
-   * container's. */
-  if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
-    return pr_fail(err, errno, "mounting tmpfs for cgroups on %s", target);
+   * container's.  Everything below goes through the new tmpfs's descriptor: it is
+   * ours alone, so names inside it need no further care. */
+  cleanup_close int tmpfs = -1;
+  if (mounts_attach(rootfd, target, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755", &tmpfs,
+                    "mounting tmpfs for cgroups", err) < 0)
+    return -1;
+  char base[PROC_FD_PATH_LEN];
+  proc_fd_path(tmpfs, base);
   for (size_t i = 0; i < cg->n_leaves; i++) {
     if (strcmp(cg->leaf_names[i], "unified") == 0) continue;
-    cleanup_free char *dst = xasprintf("%s/%s", target, cg->leaf_names[i]);
-    if (mkdir(dst, 0755) < 0 && errno != EEXIST) return pr_fail(err, errno, "mkdir %s", dst);
+    cleanup_free char *dst = xasprintf("%s/%s", base, cg->leaf_names[i]);
+    if (mkdirat(tmpfs, cg->leaf_names[i], 0755) < 0 && errno != EEXIST)
+      return pr_fail(err, errno, "mkdir %s in the cgroup tmpfs", cg->leaf_names[i]);
     if (mount(cg->leaves[i], dst, NULL, MS_BIND, NULL) < 0) return pr_fail(err, errno, "bind-mounting %s", cg->leaves[i]);
     unsigned long f = (flags | mounts_locked_flags(dst)) & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-      return pr_fail(err, errno, "remounting %s", dst);
+      return pr_fail(err, errno, "remounting %s", cg->leaf_names[i]);
     /* co-mounted: "cpu" and "cpuacct" links to "cpu,cpuacct", as hosts have */
     if (strchr(cg->leaf_names[i], ',')) {
       cleanup_free char *names = xstrdup(cg->leaf_names[i]);
-      for (char *save, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        cleanup_free char *link = xasprintf("%s/%s", target, t);
-        if (symlink(cg->leaf_names[i], link) < 0 && errno != EEXIST) return pr_fail(err, errno, "symlink %s", link);
-      }
+      for (char *save, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (symlinkat(cg->leaf_names[i], tmpfs, t) < 0 && errno != EEXIST)
+          return pr_fail(err, errno, "symlink %s in the cgroup tmpfs", t);
     }
   }
-  if (flags & MS_RDONLY && mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
-    return pr_fail(err, errno, "remounting %s read-only", target);
+  if (flags & MS_RDONLY && mount(NULL, base, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
+    return pr_fail(err, errno, "remounting the cgroup tmpfs read-only");
   return 0;
 }
 

@@ -96,16 +96,17 @@ static int v2_apply(struct pr_cgroup *cg, const struct pr_resources *res, pr_err
   return cg2_devices_attach(cg->leaves[0], res, err);
 }
 
-static int v2_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err) {
+static int v2_mount(struct pr_cgroup *cg, int rootfd, int target, unsigned long flags, bool cgroupns, pr_error *err) {
   unsigned long f = (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
-  if (cgroupns) {
-    /* In our own cgroup namespace a fresh cgroup2 mount is rooted at the
-     * container's cgroup (cgroup_namespaces(7)). */
-    if (mount("cgroup2", target, "cgroup2", f, NULL) < 0) return pr_fail(err, errno, "mounting cgroup2 on %s", target);
-    return 0;
-  }
-  if (mount(cg->leaves[0], target, NULL, MS_BIND, NULL) < 0) return pr_fail(err, errno, "bind-mounting %s", cg->leaves[0]);
-  if (mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) return pr_fail(err, errno, "remounting %s", target);
+  /* In our own cgroup namespace a fresh cgroup2 mount is rooted at the
+   * container's cgroup (cgroup_namespaces(7)). */
+  if (cgroupns) return mounts_attach(rootfd, target, "cgroup2", "cgroup2", f, NULL, NULL, "mounting cgroup2", err);
+  cleanup_close int mnt = -1;
+  cleanup_free char *what = xasprintf("bind-mounting %s", cg->leaves[0]);
+  if (mounts_attach(rootfd, target, cg->leaves[0], NULL, MS_BIND, NULL, &mnt, what, err) < 0) return -1;
+  char mp[PROC_FD_PATH_LEN];
+  if (mount(NULL, proc_fd_path(mnt, mp), NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0)
+    return pr_fail(err, errno, "remounting %s", cg->leaves[0]);
   return 0;
 }
 

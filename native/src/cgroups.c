@@ -158,8 +158,8 @@ int cgroup_destroy(struct pr_cgroup *cg, pr_error *err) {
   return ret;
 }
 
-int cgroup_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err) {
-  return cg->drv->mount(cg, target, flags, cgroupns, err);
+int cgroup_mount(struct pr_cgroup *cg, int rootfd, int target, unsigned long flags, bool cgroupns, pr_error *err) {
+  return cg->drv->mount(cg, rootfd, target, flags, cgroupns, err);
 }
 
 int cgroup_pids(struct pr_cgroup *cg, pid_t **out, size_t *n, pr_error *err) {

@@ -20,8 +20,9 @@ struct pr_cg_driver {
   int (*apply)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
   /* apply without touching device rules (update on a running container) */
   int (*update)(struct pr_cgroup *cg, const struct pr_resources *res, pr_error *err);
-  /* Mounts the container's view of its cgroup(s) at target (a host path). */
-  int (*mount)(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err);
+  /* Mounts the container's view of its cgroup(s) on target (an O_PATH descriptor below
+   * the container's root, rootfd; see mounts_attach). */
+  int (*mount)(struct pr_cgroup *cg, int rootfd, int target, unsigned long flags, bool cgroupns, pr_error *err);
 };
 
 struct pr_cgroup {
@@ -41,7 +42,7 @@ int cgroup_add_pid(struct pr_cgroup *cg, pid_t pid, pr_error *err);
 /* Removes the directories we created (deepest first), retrying while the
  * last exiting tasks are still being released. */
 int cgroup_destroy(struct pr_cgroup *cg, pr_error *err);
-int cgroup_mount(struct pr_cgroup *cg, const char *target, unsigned long flags, bool cgroupns, pr_error *err);
+int cgroup_mount(struct pr_cgroup *cg, int rootfd, int target, unsigned long flags, bool cgroupns, pr_error *err);
 /* The v2 leaf (pure v2, or hybrid's "unified"), or NULL. */
 const char *cgroup_v2_leaf(const struct pr_cgroup *cg);
 /* Run by the container's init on itself: joins every v1 hierarchy by

@@ -13,108 +13,8 @@
 #include <unistd.h>
 
 #include "caps.h"
+#include "json.h"
 #include "util.h"
-
-static char *fcat(const char *field, const char *key) {
-  return field && *field ? xasprintf("%s.%s", field, key) : xstrdup(key);
-}
-
-int jget_string(json_object *o, const char *key, const char *field, bool required, const char **out,
-                pr_error *err) {
-  json_object *v;
-  *out = NULL;
-  if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
-    if (!required) return 0;
-    cleanup_free char *f = fcat(field, key);
-    return pr_fail(err, 0, "%s: required field is missing", f);
-  }
-  if (!json_object_is_type(v, json_type_string)) {
-    cleanup_free char *f = fcat(field, key);
-    return pr_fail(err, 0, "%s: expected a string", f);
-  }
-  *out = json_object_get_string(v);
-  return 0;
-}
-
-int jget_bool(json_object *o, const char *key, const char *field, bool *out, pr_error *err) {
-  json_object *v;
-  if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
-  if (!json_object_is_type(v, json_type_boolean)) {
-    cleanup_free char *f = fcat(field, key);
-    return pr_fail(err, 0, "%s: expected true or false", f);
-  }
-  *out = json_object_get_boolean(v);
-  return 0;
-}
-
-int jget_int64(json_object *o, const char *key, const char *field, bool *present, int64_t *out,
-               pr_error *err) {
-  json_object *v;
-  if (present) *present = false;
-  if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
-  if (!json_object_is_type(v, json_type_int)) {
-    cleanup_free char *f = fcat(field, key);
-    return pr_fail(err, 0, "%s: expected an integer", f);
-  }
-  errno = 0;
-  *out = json_object_get_int64(v);
-  /* json-c saturates values above INT64_MAX; uint64 limits like
-   * 18446744073709551615 come back through get_uint64. */
-  if (*out == INT64_MAX) {
-    uint64_t u = json_object_get_uint64(v);
-    if (u > (uint64_t)INT64_MAX) *out = -1; /* treated as "unlimited" by callers */
-  }
-  if (present) *present = true;
-  return 0;
-}
-
-int jget_array(json_object *o, const char *key, const char *field, json_object **out, pr_error *err) {
-  json_object *v;
-  *out = NULL;
-  if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
-  if (!json_object_is_type(v, json_type_array)) {
-    cleanup_free char *f = fcat(field, key);
-    return pr_fail(err, 0, "%s: expected an array", f);
-  }
-  *out = v;
-  return 0;
-}
-
-int jget_object(json_object *o, const char *key, const char *field, json_object **out, pr_error *err) {
-  json_object *v;
-  *out = NULL;
-  if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
-  if (!json_object_is_type(v, json_type_object)) {
-    cleanup_free char *f = fcat(field, key);
-    return pr_fail(err, 0, "%s: expected an object", f);
-  }
-  *out = v;
-  return 0;
-}
-
-int jstr_array(json_object *arr, const char *field, char ***out, pr_error *err) {
-  size_t n = arr ? json_object_array_length(arr) : 0;
-  char **v = xcalloc(n + 1, sizeof(char *));
-  for (size_t i = 0; i < n; i++) {
-    json_object *e = json_object_array_get_idx(arr, i);
-    if (!json_object_is_type(e, json_type_string)) {
-      free(v);
-      return pr_fail(err, 0, "%s[%zu]: expected a string", field, i);
-    }
-    v[i] = xstrdup(json_object_get_string(e));
-  }
-  *out = v;
-  return 0;
-}
-
-struct pr_op *config_add_op(struct pr_config *c, enum pr_op_kind kind, const char *field) {
-  c->ops = xrealloc(c->ops, (c->n_ops + 1) * sizeof(*c->ops));
-  struct pr_op *op = &c->ops[c->n_ops++];
-  memset(op, 0, sizeof(*op));
-  op->kind = kind;
-  op->field = xstrdup(field);
-  return op;
-}
 
 static const struct { const char *name; int res; } rlimit_names[] = {
     {"RLIMIT_AS", RLIMIT_AS}, {"RLIMIT_CORE", RLIMIT_CORE}, {"RLIMIT_CPU", RLIMIT_CPU},
@@ -131,7 +31,7 @@ static int parse_caps(json_object *caps, const char *field, struct pr_caps *out,
   out->given = true;
   for (size_t s = 0; s < 5; s++) {
     json_object *arr;
-    cleanup_free char *f = fcat(field, sets[s]);
+    cleanup_free char *f = jfield(field, sets[s]);
     if (jget_array(caps, sets[s], field, &arr, err) < 0) return -1;
     *dst[s] = 0;
     for (size_t i = 0; arr && i < json_object_array_length(arr); i++) {
@@ -164,7 +64,7 @@ int config_parse_process(struct pr_process *p, json_object *proc, const char *fi
   }
   if (jget_object(proc, "user", field, &o, err) < 0) return -1;
   if (o) {
-    cleanup_free char *uf = fcat(field, "user");
+    cleanup_free char *uf = jfield(field, "user");
     if (jget_int64(o, "uid", uf, &present, &v, err) < 0) return -1;
     if (present) p->uid = (uint32_t)v;
     if (jget_int64(o, "gid", uf, &present, &v, err) < 0) return -1;
@@ -183,12 +83,12 @@ int config_parse_process(struct pr_process *p, json_object *proc, const char *fi
       }
     }
   }
-  cleanup_free char *af = fcat(field, "args");
+  cleanup_free char *af = jfield(field, "args");
   if (jget_array(proc, "args", field, &arr, err) < 0) return -1;
   if (!arr || json_object_array_length(arr) == 0)
     return pr_fail(err, 0, "%s: must contain at least one element", af);
   if (jstr_array(arr, af, &p->args, err) < 0) return -1;
-  cleanup_free char *ef = fcat(field, "env");
+  cleanup_free char *ef = jfield(field, "env");
   if (jget_array(proc, "env", field, &arr, err) < 0) return -1;
   if (jstr_array(arr, ef, &p->env, err) < 0) return -1;
   if (jget_string(proc, "cwd", field, false, &s, err) < 0) return -1;
@@ -196,7 +96,7 @@ int config_parse_process(struct pr_process *p, json_object *proc, const char *fi
   p->cwd = xstrdup(s ? s : "/");
   if (jget_object(proc, "capabilities", field, &o, err) < 0) return -1;
   if (o) {
-    cleanup_free char *cf = fcat(field, "capabilities");
+    cleanup_free char *cf = jfield(field, "capabilities");
     if (parse_caps(o, cf, &p->caps, err) < 0) return -1;
   }
   if (jget_array(proc, "rlimits", field, &arr, err) < 0) return -1;
@@ -258,14 +158,14 @@ int config_parse_hooks(struct pr_hooks_list *hl, json_object *hooks, pr_error *e
       if (jget_string(h, "path", f, true, &path, err) < 0) return -1;
       if (path[0] != '/') return pr_fail(err, 0, "%s.path: must be absolute, got \"%s\"", f, path);
       l->v[i].path = xstrdup(path);
-      cleanup_free char *af = fcat(f, "args");
+      cleanup_free char *af = jfield(f, "args");
       if (jget_array(h, "args", f, &a, err) < 0 || jstr_array(a, af, &l->v[i].args, err) < 0) return -1;
       if (!l->v[i].args[0]) {
         free(l->v[i].args);
         l->v[i].args = xcalloc(2, sizeof(char *));
         l->v[i].args[0] = xstrdup(path);
       }
-      cleanup_free char *ef = fcat(f, "env");
+      cleanup_free char *ef = jfield(f, "env");
       if (jget_array(h, "env", f, &a, err) < 0 || jstr_array(a, ef, &l->v[i].env, err) < 0) return -1;
       if (jget_int64(h, "timeout", f, &present, &t, err) < 0) return -1;
       if (present && t <= 0) return pr_fail(err, 0, "%s.timeout: must be positive", f);

@@ -201,11 +201,4 @@ int config_add_final_ops(struct pr_config *c, struct json_object *linux_, pr_err
 int parse_mount_options(struct json_object *opts, const char *field, unsigned long *flags,
                         unsigned long *clear, unsigned long *prop, char **data, bool *bind, bool *rec,
                         pr_error *err);
-/* JSON helpers: type-checked getters that name the field on error. */
-int jget_string(struct json_object *o, const char *key, const char *field, bool required, const char **out, pr_error *err);
-int jget_bool(struct json_object *o, const char *key, const char *field, bool *out, pr_error *err);
-int jget_int64(struct json_object *o, const char *key, const char *field, bool *present, int64_t *out, pr_error *err);
-int jget_array(struct json_object *o, const char *key, const char *field, struct json_object **out, pr_error *err);
-int jget_object(struct json_object *o, const char *key, const char *field, struct json_object **out, pr_error *err);
-int jstr_array(struct json_object *arr, const char *field, char ***out, pr_error *err);
 #endif

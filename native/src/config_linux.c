@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 
 #include "config.h"
+#include "json.h"
 #include "util.h"
 
 static const struct { const char *name; enum pr_ns ns; int flag; } ns_table[] = {
@@ -193,7 +194,11 @@ int config_add_final_ops(struct pr_config *c, json_object *lx, pr_error *err) {
     }
   }
   if (c->root_readonly) config_add_op(c, OP_ROOT_RO, "root.readonly");
-  if (c->hostname && *c->hostname) config_add_op(c, OP_HOSTNAME, "hostname")->a = xstrdup(c->hostname);
+  /* An empty hostname is a hostname too: the container's new UTS namespace gets it
+   * instead of a copy of the host's.  Without a new one (the host's, or one joined)
+   * there is nothing of ours to set, and "" asks for nothing there. */
+  bool new_uts = c->ns[NS_UTS].present && !c->ns[NS_UTS].path;
+  if (c->hostname && (*c->hostname || new_uts)) config_add_op(c, OP_HOSTNAME, "hostname")->a = xstrdup(c->hostname);
   if (c->domainname && *c->domainname) {
     if (!c->ns[NS_UTS].present) return pr_fail(err, 0, "domainname: needs a uts namespace");
     config_add_op(c, OP_DOMAINNAME, "domainname")->a = xstrdup(c->domainname);

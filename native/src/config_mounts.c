@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 
 #include "config.h"
+#include "json.h"
 #include "util.h"
 
 static const struct { const char *name; bool clear; unsigned long flag; } mount_flags[] = {

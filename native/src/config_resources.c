@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "json.h"
 #include "util.h"
 
 static void add(struct pr_resources *r, const char *field, const char *v1c, const char *v1f, char *v1v,
@@ -154,6 +155,36 @@ static int devices(struct pr_resources *r, json_object *arr, pr_error *err) {
   return 0;
 }
 
+/* net_cls and net_prio are cgroup v1 controllers; v2 has nothing to write them to
+ * (classification is done with eBPF there), so like runc's fs2 manager the v2 drivers
+ * skip them without a word.  On v1 they are required like any other setting: runc fails
+ * when the hierarchy is not mounted ("cannot set net_cls limit"), and so do we. */
+static int network(struct pr_resources *r, json_object *n, pr_error *err) {
+  const char *F = "linux.resources.network";
+  int64_t v;
+  bool present;
+  json_object *arr;
+  if (jget_int64(n, "classID", F, &present, &v, err) < 0) return -1;
+  if (present && (v < 0 || v > UINT32_MAX)) return pr_fail(err, 0, "%s.classID: %" PRId64 " is not a 32-bit class id", F, v);
+  if (present && v != 0) /* 0 means none, as for runc */
+    add(r, "linux.resources.network.classID", "net_cls", "net_cls.classid", xasprintf("%" PRId64, v), NULL, NULL, NULL);
+  if (jget_array(n, "priorities", F, &arr, err) < 0) return -1;
+  for (size_t i = 0; arr && i < json_object_array_length(arr); i++) {
+    json_object *e = json_object_array_get_idx(arr, i);
+    cleanup_free char *f = xasprintf("%s.priorities[%zu]", F, i);
+    const char *name;
+    if (!json_object_is_type(e, json_type_object)) return pr_fail(err, 0, "%s: expected an object", f);
+    if (jget_string(e, "name", f, true, &name, err) < 0) return -1;
+    if (!*name || strpbrk(name, " \n/")) return pr_fail(err, 0, "%s.name: \"%s\" is not an interface name", f, name);
+    if (jget_int64(e, "priority", f, &present, &v, err) < 0) return -1;
+    if (!present) return pr_fail(err, 0, "%s.priority: required field is missing", f);
+    if (v < 0 || v > UINT32_MAX) return pr_fail(err, 0, "%s.priority: %" PRId64 " is out of range", f, v);
+    /* one "IFNAME PRIO" line per write, as the file wants it */
+    add(r, f, "net_prio", "net_prio.ifpriomap", xasprintf("%s %" PRId64, name, v), NULL, NULL, NULL);
+  }
+  return 0;
+}
+
 int config_parse_resources(struct pr_config *c, json_object *res, pr_error *err) {
   struct pr_resources *r = &c->resources;
   json_object *o;
@@ -171,6 +202,8 @@ int config_parse_resources(struct pr_config *c, json_object *res, pr_error *err)
   }
   if (jget_object(res, "blockIO", "linux.resources", &o, err) < 0) return -1;
   if (o && blockio(r, o, err) < 0) return -1;
+  if (jget_object(res, "network", "linux.resources", &o, err) < 0) return -1;
+  if (o && network(r, o, err) < 0) return -1;
   if (jget_array(res, "devices", "linux.resources", &o, err) < 0) return -1;
   if (o && devices(r, o, err) < 0) return -1;
   if (jget_object(res, "unified", "linux.resources", &o, err) < 0) return -1;

@@ -18,9 +18,9 @@
 #include "util.h"
 
 int console_connect(const char *path, pr_error *err) {
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(addr.sun_path)) return pr_fail(err, 0, "--console-socket: path too long: %s", path);
-  strcpy(addr.sun_path, path);
+  struct sockaddr_un addr;
+  cleanup_close int dirfd = -1;
+  if (unix_addr(path, &addr, &dirfd, err) < 0) return pr_prefix(err, "--console-socket");
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return pr_fail(err, errno, "--console-socket: socket");
   if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {

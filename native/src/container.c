@@ -50,10 +50,10 @@ static int write_idmap(pid_t pid, const char *file, const struct pr_idmap *m, si
 }
 
 static int listen_start_sock(const char *dir, pr_error *err) {
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  struct sockaddr_un addr;
   cleanup_free char *path = xasprintf("%s/start.sock", dir);
-  if (strlen(path) >= sizeof addr.sun_path) return pr_fail(err, 0, "--root: state path too long for a socket: %s", path);
-  strcpy(addr.sun_path, path);
+  cleanup_close int dirfd = -1;
+  if (unix_addr(path, &addr, &dirfd, err) < 0) return pr_prefix(err, "--root");
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return pr_fail(err, errno, "socket");
   if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 1) < 0) {
@@ -92,15 +92,11 @@ static void undo(struct created *c) {
   if (c->ct.state_dir) state_dir_remove(c->ct.state_dir);
 }
 
-/* Everything create and run share, up to the init reporting READY. */
-static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool for_run, struct created *c,
-                     pr_error *err) {
+/* Descriptors the init needs, opened before anything is created: the namespaces
+ * to join, --stdin/--stdout/--stderr files, the console socket. */
+static int open_inputs(struct pr_config *cfg, const struct pr_create_opts *o, bool for_run, struct created *c,
+                       pr_error *err) {
   struct pr_container *ct = &c->ct;
-  memset(c, 0, sizeof(*c));
-  ct->cfg = cfg;
-  ct->id = o->id;
-  ct->console_fd = ct->start_listen_fd = ct->rootfd = -1;
-  for (int n = 0; n < NS__COUNT; n++) ct->ns_fds[n] = -1;
   if (!cfg->ns[NS_MOUNT].present)
     return pr_fail(err, 0, "config.json: linux.namespaces: a mount namespace is required");
   if (cfg->process.terminal && !o->console_socket && !(for_run && !o->detach))
@@ -114,7 +110,6 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   }
   if (o->console_socket && cfg->process.terminal && (ct->console_fd = console_connect(o->console_socket, err)) < 0)
     return -1;
-  c->console_peer = -1;
   if (cfg->process.terminal && !o->console_socket) {
     /* run without --console-socket: we are the console socket's other end */
     int cp[2];
@@ -122,32 +117,41 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
     c->console_peer = cp[0];
     ct->console_fd = cp[1];
   }
+  return 0;
+}
+
+/* The state directory (with start.sock for create) and the cgroup, created and
+ * limited before the clone so the init never runs unconstrained. */
+static int prepare_state_and_cgroup(struct pr_config *cfg, const struct pr_create_opts *o, bool for_run,
+                                    struct created *c, pr_error *err) {
+  struct pr_container *ct = &c->ct;
   if (state_dir_create(o->root, o->id, &ct->state_dir, err) < 0) return -1;
-  if (!for_run && (ct->start_listen_fd = listen_start_sock(ct->state_dir, err)) < 0) goto fail;
+  if (!for_run && (ct->start_listen_fd = listen_start_sock(ct->state_dir, err)) < 0) return -1;
   ct->cg.drv = cgroup_detect();
   ct->cg.path = cfg->cgroups_path && *cfg->cgroups_path ? xstrdup(cfg->cgroups_path) : xasprintf("/%s", o->id);
   if (ct->cg.drv->create(&ct->cg, &cfg->resources, err) < 0 || ct->cg.drv->apply(&ct->cg, &cfg->resources, err) < 0)
-    goto fail;
+    return -1;
+  return 0;
+}
 
+/* Clones the init into its new namespaces (the child runs init_main and never
+ * returns here).  *into_cgroup tells whether clone3 already placed it in its v2
+ * cgroup. */
+static int clone_init(struct created *c, bool for_run, bool *into_cgroup, pr_error *err) {
+  struct pr_container *ct = &c->ct;
+  struct pr_config *cfg = ct->cfg;
   int sp[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
-    pr_fail(err, errno, "socketpair");
-    goto fail;
-  }
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) return pr_fail(err, errno, "socketpair");
   c->sync_fd = sp[0];
   ct->sync_fd = sp[1];
   unsigned long flags = 0;
   for (int n = 0; n < NS__COUNT; n++)
     if (cfg->ns[n].present && !cfg->ns[n].path && n != NS_CGROUP && n != NS_TIME)
       flags |= (unsigned long)ns_clone_flag((enum pr_ns)n);
-  if (cfg->ns[NS_PID].path) {
-    /* Joining a pid namespace only affects children: enter it here, so the
-     * clone below is born inside it. */
-    if (setns(ct->ns_fds[NS_PID], CLONE_NEWPID) < 0) {
-      pr_fail(err, errno, "linux.namespaces: joining pid namespace %s", cfg->ns[NS_PID].path);
-      goto fail;
-    }
-  }
+  /* Joining a pid namespace only affects children: enter it here, so the
+   * clone below is born inside it. */
+  if (cfg->ns[NS_PID].path && setns(ct->ns_fds[NS_PID], CLONE_NEWPID) < 0)
+    return pr_fail(err, errno, "linux.namespaces: joining pid namespace %s", cfg->ns[NS_PID].path);
   if (cfg->ns[NS_USER].path) {
     /* Namespaces created for a container that joins a user namespace must
      * be owned by that user namespace, so they cannot come from this clone:
@@ -160,51 +164,62 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   }
   /* v2 (or hybrid's unified tree): be born in the cgroup via clone3; v1:
    * the init joins itself (cgroup_join_self_v1).  Older kernels fall back
-   * to clone + a cgroup.procs write below. */
-  bool into_cgroup = false;
+   * to clone + a cgroup.procs write (finish_clone). */
+  *into_cgroup = false;
   pid_t pid = -1;
   const char *v2leaf = cgroup_v2_leaf(&ct->cg);
   if (v2leaf) {
     cleanup_close int cgfd = open(v2leaf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cgfd >= 0) {
       pid = sys_clone3_fork(flags, cgfd);
-      into_cgroup = pid >= 0;
+      *into_cgroup = pid >= 0;
     }
   }
   if (pid < 0) pid = sys_clone_fork(flags);
-  if (pid < 0) {
-    pr_fail(err, errno, "clone (namespaces 0x%lx)", flags);
-    goto fail;
-  }
+  if (pid < 0) return pr_fail(err, errno, "clone (namespaces 0x%lx)", flags);
   if (pid == 0) {
     close(c->sync_fd);
     init_main(ct);
   }
   c->pid = pid;
   close(ct->sync_fd);
+  return 0;
+}
+
+/* The runtime's half of the clone: learn the init's pid from a stage-1 child,
+ * drop what only the init needed, put it in its v2 cgroup if clone3 could not,
+ * and write the id maps of a new user namespace. */
+static int finish_clone(struct created *c, bool into_cgroup, pr_error *err) {
+  struct pr_container *ct = &c->ct;
+  struct pr_config *cfg = ct->cfg;
   if (ct->unshare_flags) {
     struct pr_sync_msg m;
     int st;
-    if (sync_recv(c->sync_fd, &m, err) < 0) goto fail;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (sync_recv(c->sync_fd, &m, err) < 0) return -1;
+    while (waitpid(c->pid, &st, 0) < 0 && errno == EINTR) {}
     if (m.type == SYNC_ERROR) {
       c->pid = 0;
-      pr_fail(err, 0, "%s", m.text);
-      goto fail;
+      return pr_fail(err, 0, "%s", m.text);
     }
-    c->pid = pid = m.value;
+    c->pid = m.value;
   }
   if (ct->start_listen_fd >= 0) {
     close(ct->start_listen_fd);
     ct->start_listen_fd = -1;
   }
   if (ct->console_fd >= 0) close(ct->console_fd);
-  if (!into_cgroup && cgroup_add_pid_v2(&ct->cg, pid, err) < 0) goto fail;
+  if (!into_cgroup && cgroup_add_pid_v2(&ct->cg, c->pid, err) < 0) return -1;
   if (cfg->ns[NS_USER].present && !cfg->ns[NS_USER].path) {
-    if (write_idmap(pid, "uid_map", cfg->uid_map, cfg->n_uid_map, "linux.uidMappings", err) < 0 ||
-        write_idmap(pid, "gid_map", cfg->gid_map, cfg->n_gid_map, "linux.gidMappings", err) < 0)
-      goto fail;
+    if (write_idmap(c->pid, "uid_map", cfg->uid_map, cfg->n_uid_map, "linux.uidMappings", err) < 0 ||
+        write_idmap(c->pid, "gid_map", cfg->gid_map, cfg->n_gid_map, "linux.gidMappings", err) < 0)
+      return -1;
   }
+  return 0;
+}
+
+/* The state as hooks see it (and as state.json will record it). */
+static void fill_state(struct created *c, const struct pr_create_opts *o) {
+  struct pr_config *cfg = c->ct.cfg;
   struct pr_state *st = &c->st;
   st->id = (char *)o->id;
   st->bundle = cfg->bundle;
@@ -215,44 +230,67 @@ static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool
   st->config_process_json = cfg->process_json;
   st->seccomp_json = cfg->seccomp_json;
   st->userns = cfg->ns[NS_USER].present;
-  st->pid = pid;
+  st->pid = c->pid;
   st->created = now_rfc3339();
-  st->cg = ct->cg;
-  if (sync_send(c->sync_fd, SYNC_GO, pid, NULL) < 0) {
-    pr_fail(err, errno, "starting the container init");
-    goto fail;
-  }
+  st->cg = c->ct.cg;
+}
+
+/* Lets the init go and serves it until READY: it may ask for the
+ * createRuntime hooks, which run here, in the runtime's namespaces. */
+static int sync_until_ready(struct created *c, pr_error *err) {
+  if (sync_send(c->sync_fd, SYNC_GO, c->pid, NULL) < 0) return pr_fail(err, errno, "starting the container init");
   for (;;) {
     struct pr_sync_msg m;
-    if (sync_recv(c->sync_fd, &m, err) < 0) goto fail;
-    if (m.type == SYNC_READY) break;
+    if (sync_recv(c->sync_fd, &m, err) < 0) return -1;
+    if (m.type == SYNC_READY) return 0;
     if (m.type == SYNC_ERROR) {
       pr_fail(err, 0, "%s", m.text);
       err->errnum = m.value;
-      goto fail;
+      return -1;
     }
     if (m.type == SYNC_HOOKS) {
-      cleanup_free char *s = state_oci_json(st, "creating");
-      if (hooks_run(&cfg->hooks[HOOK_CREATE_RUNTIME], HOOK_CREATE_RUNTIME, s, err) < 0) {
+      struct pr_hooks_list *hooks = &c->ct.cfg->hooks[HOOK_CREATE_RUNTIME];
+      cleanup_free char *s = state_oci_json(&c->st, "creating");
+      if (hooks_run(hooks, HOOK_CREATE_RUNTIME, s, err) < 0) {
         sync_send(c->sync_fd, SYNC_ABORT, 0, NULL);
-        goto fail;
+        return -1;
       }
       sync_send(c->sync_fd, SYNC_HOOKS_DONE, 0, NULL);
     }
   }
-  if (proc_stat(pid, &st->start_time, NULL) < 0) {
-    pr_fail(err, errno, "reading /proc/%d/stat", pid);
-    goto fail;
-  }
-  if (state_write(ct->state_dir, st, err) < 0) goto fail;
+}
+
+/* state.json (with the init's start time, so a recycled pid is never taken for
+ * it) and --pid-file. */
+static int record_state(struct created *c, const struct pr_create_opts *o, pr_error *err) {
+  if (proc_stat(c->pid, &c->st.start_time, NULL) < 0) return pr_fail(err, errno, "reading /proc/%d/stat", c->pid);
+  if (state_write(c->ct.state_dir, &c->st, err) < 0) return -1;
   if (o->pid_file) {
     char buf[32];
-    int n = snprintf(buf, sizeof buf, "%d", pid);
-    if (write_file_atomic(o->pid_file, buf, (size_t)n, 0644, false, err) < 0) {
-      pr_prefix(err, "--pid-file");
-      goto fail;
-    }
+    int n = snprintf(buf, sizeof buf, "%d", c->pid);
+    if (write_file_atomic(o->pid_file, buf, (size_t)n, 0644, false, err) < 0) return pr_prefix(err, "--pid-file");
   }
+  return 0;
+}
+
+/* Everything create and run share, up to the init reporting READY.  Any
+ * failure after the state directory exists undoes it all. */
+static int do_create(struct pr_config *cfg, const struct pr_create_opts *o, bool for_run, struct created *c,
+                     pr_error *err) {
+  struct pr_container *ct = &c->ct;
+  memset(c, 0, sizeof(*c));
+  ct->cfg = cfg;
+  ct->id = o->id;
+  ct->console_fd = ct->start_listen_fd = ct->rootfd = -1;
+  for (int n = 0; n < NS__COUNT; n++) ct->ns_fds[n] = -1;
+  c->console_peer = -1;
+  if (open_inputs(cfg, o, for_run, c, err) < 0) return -1;
+  bool into_cgroup;
+  if (prepare_state_and_cgroup(cfg, o, for_run, c, err) < 0 || clone_init(c, for_run, &into_cgroup, err) < 0 ||
+      finish_clone(c, into_cgroup, err) < 0)
+    goto fail;
+  fill_state(c, o);
+  if (sync_until_ready(c, err) < 0 || record_state(c, o, err) < 0) goto fail;
   return 0;
 fail:
   undo(c);
@@ -291,7 +329,7 @@ void container_release(struct pr_state *st, const char *dir) {
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(st, "stopped");
     if (hooks_run(&st->hooks[HOOK_POSTSTOP], HOOK_POSTSTOP, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+      pr_warn("%s", e.msg);
   }
   state_dir_remove(dir);
 }
@@ -320,7 +358,7 @@ int container_run(struct pr_config *cfg, const struct pr_create_opts *o, int *ex
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(&c.st, "running");
     if (hooks_run(&cfg->hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+      pr_warn("%s", e.msg);
   }
   if (master >= 0) {
     if (r == 0) console_proxy(master, NULL);

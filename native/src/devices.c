@@ -4,6 +4,7 @@
 #include "devices.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "container.h"
+#include "json.h"
 #include "mounts.h"
 #include "util.h"
 
@@ -96,36 +98,44 @@ int config_add_devices(struct pr_config *c, json_object *devs, pr_error *err) {
   return 0;
 }
 
-static int mkdev(struct pr_container *ct, const struct pr_op *op, pr_error *err) {
-  cleanup_free char *host = NULL;
+/* The directory holding path (resolved in the root, created if missing) and the last
+ * component's name: nodes and links are made relative to that descriptor. */
+static int open_parent(struct pr_container *ct, const struct pr_op *op, const char **name, pr_error *err) {
   cleanup_free char *parent = xstrdup(op->b);
   *strrchr(parent, '/') = '\0';
-  cleanup_free char *pdir = NULL;
-  if (mounts_resolve(ct, *parent ? parent : "/", true, false, &pdir, err) < 0) return pr_prefix(err, "%s", op->field);
-  host = xasprintf("%s/%s", pdir, strrchr(op->b, '/') + 1);
+  *name = strrchr(op->b, '/') + 1;
+  int fd = mounts_open(ct, *parent ? parent : "/", true, false, err);
+  return fd < 0 ? pr_prefix(err, "%s", op->field) : fd;
+}
+
+static int mkdev(struct pr_container *ct, const struct pr_op *op, pr_error *err) {
+  const char *name;
+  cleanup_close int dir = open_parent(ct, op, &name, err);
+  if (dir < 0) return -1;
   mode_t type = op->dev_type == 'b' ? S_IFBLK : op->dev_type == 'p' ? S_IFIFO : S_IFCHR;
-  unlink(host); /* replace whatever the image shipped */
-  if (mknod(host, type | op->mode, makedev(op->major, op->minor)) == 0) {
-    if (chmod(host, op->mode) < 0 || chown(host, op->uid, op->gid) < 0)
+  unlinkat(dir, name, 0); /* replace whatever the image shipped */
+  if (mknodat(dir, name, type | op->mode, makedev(op->major, op->minor)) == 0) {
+    if (fchmodat(dir, name, op->mode, 0) < 0 || fchownat(dir, name, op->uid, op->gid, AT_SYMLINK_NOFOLLOW) < 0)
       return pr_fail(err, errno, "%s: setting owner and mode of %s", op->field, op->b);
     return 0;
   }
   if (errno != EPERM) return pr_fail(err, errno, "%s: mknod %s", op->field, op->b);
   /* In a user namespace: bind the host's node over an empty file. */
-  int fd = open(host, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  int fd = openat(dir, name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return pr_fail(err, errno, "%s: creating %s", op->field, op->b);
   close(fd);
-  if (mount(op->b, host, NULL, MS_BIND, NULL) < 0)
-    return pr_fail(err, errno, "%s: bind-mounting host %s", op->field, op->b);
-  return 0;
+  cleanup_close int node = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (node < 0) return pr_fail(err, errno, "%s: opening %s", op->field, op->b);
+  cleanup_free char *what = xasprintf("%s: bind-mounting host %s", op->field, op->b);
+  return mounts_attach(ct->rootfd, node, op->b, NULL, MS_BIND, NULL, NULL, what, err);
 }
 
 static int symlink_op(struct pr_container *ct, const struct pr_op *op, pr_error *err) {
-  cleanup_free char *pdir = NULL;
-  if (mounts_resolve(ct, "/dev", true, false, &pdir, err) < 0) return pr_prefix(err, "%s", op->field);
-  cleanup_free char *host = xasprintf("%s/%s", pdir, strrchr(op->b, '/') + 1);
-  if (strcmp(op->b, "/dev/ptmx") == 0) unlink(host);
-  if (symlink(op->a, host) < 0 && errno != EEXIST)
+  const char *name;
+  cleanup_close int dir = open_parent(ct, op, &name, err);
+  if (dir < 0) return -1;
+  if (strcmp(op->b, "/dev/ptmx") == 0) unlinkat(dir, name, 0);
+  if (symlinkat(op->a, dir, name) < 0 && errno != EEXIST)
     return pr_fail(err, errno, "%s: symlink %s -> %s", op->field, op->b, op->a);
   return 0;
 }

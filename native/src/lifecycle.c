@@ -25,8 +25,9 @@ int container_start(const char *root, const char *id, pr_error *err) {
   if (strcmp(status, "created") != 0)
     return pr_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
   cleanup_free char *path = xasprintf("%s/%s/start.sock", root, id);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  struct sockaddr_un addr;
+  cleanup_close int dirfd = -1;
+  if (unix_addr(path, &addr, &dirfd, err) < 0) return pr_prefix(err, "cannot start container \"%s\"", id);
   cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
     return pr_fail(err, errno, "cannot start container \"%s\"", id);
@@ -37,7 +38,7 @@ int container_start(const char *root, const char *id, pr_error *err) {
     pr_error e = {0};
     cleanup_free char *s = state_oci_json(&st, "running");
     if (hooks_run(&st.hooks[HOOK_POSTSTART], HOOK_POSTSTART, s, &e) < 0)
-      fprintf(stderr, "provision-runtime: warning: %s\n", e.msg);
+      pr_warn("%s", e.msg);
   }
   return 0;
 }
@@ -54,19 +55,57 @@ static int signal_pid(pid_t pid, int sig) {
   return kill(pid, sig);
 }
 
+/* The init is pid 1 of its innermost pid namespace, i.e. the container has a pid
+ * namespace of its own (not the host's, not a pod's it joined). */
+static bool init_owns_pid_ns(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  cleanup_free char *s = NULL;
+  if (read_file(path, &s, NULL, NULL) < 0) return true;
+  char *line = strstr(s, "\nNSpid:");
+  if (!line) return true;
+  char *end = strchr(line + 1, '\n'), *last = NULL;
+  if (end) *end = '\0';
+  for (char *t = line + 8; (t = strpbrk(t, "0123456789")) != NULL; t += strspn(t, "0123456789")) last = t;
+  return last && atoi(last) == 1;
+}
+
+/* Every process in the container's cgroup.  None left (or no cgroup any more) is no
+ * error: that is what a stopped container looks like. */
+static int signal_cgroup(struct pr_state *st, int sig, pr_error *err) {
+  cleanup_free pid_t *pids = NULL;
+  size_t n;
+  pr_error e = {0};
+  if (cgroup_pids(&st->cg, &pids, &n, &e) < 0) {
+    if (e.errnum == ENOENT) return 0;
+    *err = e;
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) kill(pids[i], sig);
+  return 0;
+}
+
+/* Mirrors runc (kill.go, libcontainer Container.Signal): without --all the init is
+ * signalled, and a stopped container is "container not running" (the words containerd's
+ * shim looks for to take it as already gone); a SIGKILL reaches every process of the
+ * cgroup when the container shares a pid namespace, where the init's death takes
+ * nobody along.  --all signals the whole cgroup and succeeds when nothing is left:
+ * containerd's shim sends `kill --all ID KILL` after the init exited, for containers in
+ * a pod's pid namespace, and a failure there fails StopContainer and RemovePodSandbox. */
 int container_kill(const char *root, const char *id, int sig, bool all, pr_error *err) {
   struct pr_state st;
   if (state_load(root, id, &st, err) < 0) return -1;
   const char *status = state_status(root, &st);
-  if (strcmp(status, "stopped") == 0) return pr_fail(err, 0, "container \"%s\" is not running", id);
-  if (all) {
-    cleanup_free pid_t *pids = NULL;
-    size_t n;
-    if (cgroup_pids(&st.cg, &pids, &n, err) < 0) return -1;
-    for (size_t i = 0; i < n; i++) kill(pids[i], sig);
-    return 0;
+  bool stopped = strcmp(status, "stopped") == 0;
+  if (all || (sig == SIGKILL && !stopped && !init_owns_pid_ns(st.pid))) {
+    if (!stopped) signal_pid(st.pid, sig);
+    if (signal_cgroup(&st, sig, err) < 0) return pr_prefix(err, "signalling the processes of container \"%s\"", id);
+  } else {
+    if (stopped) return pr_fail(err, 0, "cannot signal container \"%s\": container not running", id);
+    if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
   }
-  if (signal_pid(st.pid, sig) < 0) return pr_fail(err, errno, "sending signal %d to container \"%s\"", sig, id);
+  /* v1 frozen tasks act on a SIGKILL only once thawed (runc thaws too) */
+  if (sig == SIGKILL && strcmp(status, "paused") == 0) cgroup_freeze(&st.cg, false, NULL);
   return 0;
 }
 
@@ -86,13 +125,12 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
   struct pr_state st;
   cleanup_free char *dir = state_dir_path(root, id);
   if (state_load(root, id, &st, err) < 0) {
-    /* A state dir without a readable state.json is debris of a crash:
-     * --force removes it. */
-    if (force && state_check_id(id, NULL) == 0 && access(dir, F_OK) == 0) {
-      state_dir_remove(dir);
-      return 0;
-    }
-    return -1;
+    /* As runc (delete.go): with --force, a container that does not exist is deleted
+     * already (containerd's shim follows a delete with delete --force), and a state
+     * dir without a readable state.json, debris of a crash, goes too. */
+    if (!force || state_check_id(id, NULL) < 0) return -1;
+    if (access(dir, F_OK) == 0) state_dir_remove(dir);
+    return 0;
   }
   const char *status = state_status(root, &st);
   bool paused = strcmp(status, "paused") == 0;
@@ -102,15 +140,16 @@ int container_delete(const char *root, const char *id, bool force, pr_error *err
     signal_pid(st.pid, SIGKILL);
     /* v1 frozen tasks cannot act on the SIGKILL until thawed. */
     if (paused) cgroup_freeze(&st.cg, false, NULL);
-    if (st.cg.n_leaves) {
-      /* Processes that left the pid namespace are still in the cgroup. */
-      cleanup_free pid_t *pids = NULL;
-      size_t n;
-      if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
-        for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
-    }
-    wait_gone(st.pid, st.start_time);
   }
+  /* Processes that left the pid namespace, or outlived an init that shared one, are
+   * still in the cgroup: --force kills them even once the init is gone (runc too). */
+  if (st.cg.n_leaves && (force || strcmp(status, "stopped") != 0)) {
+    cleanup_free pid_t *pids = NULL;
+    size_t n;
+    if (cgroup_pids(&st.cg, &pids, &n, NULL) == 0)
+      for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
+  }
+  if (strcmp(status, "stopped") != 0) wait_gone(st.pid, st.start_time);
   container_release(&st, dir);
   return 0;
 }

@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "caps.h"
 #include "config.h"
 #include "container.h"
+#include "sealed.h"
 #include "util.h"
 
 #ifndef PR_VERSION
@@ -21,42 +23,34 @@
 #endif
 #define SPEC_VERSION "1.1.0"
 
-static const char *log_file, *log_format = "text";
-
-static void log_error(const char *msg) {
-  fprintf(stderr, "provision-runtime: %s\n", msg);
-  if (!log_file) return;
-  FILE *f = fopen(log_file, "ae");
-  if (!f) return;
-  char ts[64];
-  time_t t = time(NULL);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (strcmp(log_format, "json") == 0) {
-    /* The shape containerd's runc shim parses from runc's --log. */
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "level", json_object_new_string("error"));
-    json_object_object_add(o, "msg", json_object_new_string(msg));
-    json_object_object_add(o, "time", json_object_new_string(ts));
-    fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-    json_object_put(o);
-  } else {
-    fprintf(f, "time=\"%s\" level=error msg=\"%s\"\n", ts, msg);
-  }
-  fclose(f);
-}
-
 static int fail(const pr_error *err) {
-  log_error(err->msg);
+  pr_log_error(err);
   return 1;
 }
 
 static int usage_error(const char *fmt, const char *arg) {
   char buf[512];
   snprintf(buf, sizeof buf, fmt, arg);
-  log_error(buf);
+  pr_log_errorf("%s", buf);
   return 2;
+}
+
+/* --systemd-cgroup, as runc takes it: accepted by every command, it matters only to
+ * create/run, which check the cgroupsPath is systemd's "slice:prefix:name" (runc's
+ * specconv) and that systemd runs (its cgroups manager.New: /run/systemd/system is a
+ * directory, sd_booted(3)).  On a host with systemd this runtime has no systemd driver
+ * to offer, so it says so instead of quietly using cgroupfs paths. */
+static int check_systemd_cgroup(const struct pr_config *cfg, pr_error *err) {
+  const char *p = cfg->cgroups_path;
+  if (p && *p) {
+    const char *c1 = strchr(p, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2 || strchr(c2 + 1, ':'))
+      return pr_fail(err, 0, "expected cgroupsPath to be of format \"slice:prefix:name\" for systemd cgroups, got \"%s\" instead", p);
+  }
+  struct stat st;
+  if (lstat("/run/systemd/system", &st) < 0 || !S_ISDIR(st.st_mode))
+    return pr_fail(err, 0, "systemd not running on this host, cannot use systemd cgroups manager");
+  return pr_fail(err, 0, "--systemd-cgroup: this runtime has no systemd cgroup driver; use cgroupfs paths");
 }
 
 static const struct { const char *name; int sig; } signals[] = {
@@ -227,9 +221,10 @@ static const char *usage =
     "  features | --version\n";
 
 int main(int argc, char **argv) {
-  const char *root = "/run/provision-runtime";
+  const char *root = "/run/provision-runtime", *log_file = NULL, *log_format = "text";
   bool debug = false, systemd_cgroup = false, help = false, version = false;
   int i = 1;
+  pr_log_init("provision-runtime", NULL, false);
   /* global options come before the command */
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i] + (argv[i][1] == '-' ? 2 : 1);
@@ -249,6 +244,7 @@ int main(int argc, char **argv) {
     else return usage_error("option %s needs a value", argv[i]);
   }
   (void)debug;
+  pr_log_init("provision-runtime", log_file, strcmp(log_format, "json") == 0);
   if (version) {
     printf("provision-runtime version %s\nspec: %s\n", PR_VERSION, SPEC_VERSION);
     return 0;
@@ -259,8 +255,12 @@ int main(int argc, char **argv) {
   }
   if (strcmp(log_format, "text") != 0 && strcmp(log_format, "json") != 0)
     return usage_error("--log-format must be text or json, not \"%s\"", log_format);
-  if (systemd_cgroup) return usage_error("%s", "--systemd-cgroup is not supported: use a cgroupfs path");
   const char *cmd = argv[i++];
+  /* Commands that put a process of ours into a container run from a sealed copy. */
+  if ((strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0 || strcmp(cmd, "exec") == 0)) {
+    pr_error serr = {0};
+    if (sealed_reexec(argv, &serr) < 0) return fail(&serr);
+  }
   int sub_argc = argc - i;
   char **sub_argv = argv + i;
   pr_error err = {0};
@@ -309,6 +309,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0) {
     struct pr_config *cfg;
     if (config_load(bundle, &cfg, &err) < 0) return fail(&err);
+    if (systemd_cgroup && check_systemd_cgroup(cfg, &err) < 0) return fail(&err);
     struct pr_create_opts o = {root, id, bundle, pid_file, console_socket, detach, {stdio[0], stdio[1], stdio[2]},
                                preserve ? atoi(preserve) : 0};
     if (o.preserve_fds < 0 || o.preserve_fds > 1000) return usage_error("--preserve-fds: bad count \"%s\"", preserve);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "util.h"
 
 static int parse_action(const char *s, int64_t errno_ret, bool has_errno, const char *field, uint32_t *out,
@@ -133,6 +134,16 @@ int seccomp_apply(const struct pr_seccomp *s, pr_error *err) {
       seccomp_release(ctx);
       return pr_fail(err, -r, "linux.seccomp.architectures[%zu]", i);
     }
+  }
+  /* libseccomp sets no_new_privs itself before loading unless told not to.  That
+   * is process.noNewPrivileges' decision alone (process_exec sets it when asked):
+   * with it false, a setuid binary in the container must still gain its owner's
+   * ids, so the filter is loaded while we still hold CAP_SYS_ADMIN instead (runc
+   * does the same: libcontainer/seccomp/seccomp_linux.go, SetNoNewPrivsBit(false)). */
+  r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+  if (r < 0) {
+    seccomp_release(ctx);
+    return pr_fail(err, -r, "linux.seccomp: keeping no_new_privs as configured");
   }
   if (s->flags & SECCOMP_FILTER_FLAG_LOG) seccomp_attr_set(ctx, SCMP_FLTATR_CTL_LOG, 1);
   if (s->flags & SECCOMP_FILTER_FLAG_SPEC_ALLOW) seccomp_attr_set(ctx, SCMP_FLTATR_CTL_SSB, 1);

@@ -179,7 +179,12 @@ char *state_oci_json_ext(const struct pr_state *st, const char *status, bool pre
   json_object_object_add(o, "rootfs", json_object_new_string(st->rootfs));
   json_object_object_add(o, "created", json_object_new_string(st->created));
   json_object_object_add(o, "owner", json_object_new_string(""));
-  json_object_object_add(o, "annotations", json_tokener_parse(st->annotations_json));
+  /* omitted when empty, as runc's state does (the spec makes it optional) */
+  json_object *ann = json_tokener_parse(st->annotations_json);
+  if (ann && json_object_is_type(ann, json_type_object) && json_object_object_length(ann) > 0)
+    json_object_object_add(o, "annotations", ann);
+  else if (ann)
+    json_object_put(ann);
   char *r = xstrdup(json_object_to_json_string_ext(
       o, (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN) | JSON_C_TO_STRING_NOSLASHESCAPE));
   json_object_put(o);

@@ -102,6 +102,42 @@ static inline int sys_openat2(int dirfd, const char *path, struct pr_open_how *h
 #endif
 }
 
+/* The new mount API (Linux 5.2; mount_setattr 5.12).  Constants from linux/mount.h, which
+ * clashes with glibc's sys/mount.h. */
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC 02000000 /* O_CLOEXEC */
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
+struct pr_mount_attr {
+  uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+static inline int sys_open_tree(int dirfd, const char *path, unsigned flags) {
+#ifdef SYS_open_tree
+  return (int)syscall(SYS_open_tree, dirfd, path, flags);
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+static inline int sys_mount_setattr(int dirfd, const char *path, unsigned flags, struct pr_mount_attr *attr) {
+#ifdef SYS_mount_setattr
+  return (int)syscall(SYS_mount_setattr, dirfd, path, flags, attr, sizeof(*attr));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 static inline int sys_bpf(int cmd, void *attr, unsigned size) {
 #ifdef SYS_bpf
   return (int)syscall(SYS_bpf, cmd, attr, size);

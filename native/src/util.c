@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 void pr_freep(void *p) { free(*(void **)p); }
@@ -136,3 +138,20 @@ char *path_clean(const char *path) {
 }
 
 bool str_has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+
+int unix_addr(const char *path, struct sockaddr_un *addr, int *dirfd, pr_error *err) {
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  *dirfd = -1;
+  if (strlen(path) < sizeof addr->sun_path) {
+    strcpy(addr->sun_path, path);
+    return 0;
+  }
+  const char *slash = strrchr(path, '/');
+  if (!slash || strlen(slash) + 32 >= sizeof addr->sun_path) return pr_fail(err, ENAMETOOLONG, "socket %s", path);
+  cleanup_free char *dir = slash == path ? xstrdup("/") : strndup(path, (size_t)(slash - path));
+  *dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (*dirfd < 0) return pr_fail(err, errno, "socket directory %s", dir);
+  snprintf(addr->sun_path, sizeof addr->sun_path, "/proc/self/fd/%d%s", *dirfd, slash);
+  return 0;
+}

@@ -34,4 +34,10 @@ int mkdir_p(const char *path, mode_t mode, pr_error *err);
 /* Lexically normalise an absolute path inside a root (drops ., .. never escapes). */
 char *path_clean(const char *path);
 bool str_has_prefix(const char *s, const char *p);
+/* The address of a unix socket at path, whatever its length.  sun_path holds 107 bytes,
+ * less than <root>/<64-hex id>/start.sock under a deep --root: a longer path is reached
+ * through its directory, /proc/self/fd/N/NAME, with *dirfd (to close after the bind or
+ * connect) holding N; -1 when the path fits. */
+struct sockaddr_un;
+int unix_addr(const char *path, struct sockaddr_un *addr, int *dirfd, pr_error *err);
 #endif

@@ -110,6 +110,19 @@ int main(void) {
   }
   CHECK(seen == 3);
 
+  /* an empty hostname is set in a new UTS namespace, asks for nothing in another one */
+  static const struct { const char *ns; bool op; } empty_host[] = {
+      {"[{\"type\": \"uts\"}]", true}, {"[{\"type\": \"uts\", \"path\": \"/proc/1/ns/uts\"}]", false}, {"[]", false}};
+  for (size_t k = 0; k < sizeof empty_host / sizeof empty_host[0]; k++) {
+    cleanup_free char *json = xasprintf("{" BASE ", \"hostname\": \"\", \"linux\": {\"namespaces\": %s}}", empty_host[k].ns);
+    struct pr_config *e = load(json, &err);
+    CHECK(e != NULL);
+    bool has = false;
+    for (size_t i = 0; e && i < e->n_ops; i++)
+      if (e->ops[i].kind == OP_HOSTNAME) has = strcmp(e->ops[i].a, "") == 0;
+    CHECK(has == empty_host[k].op);
+  }
+
   /* path_clean never leaves the root */
   cleanup_free char *p1 = path_clean("/a/../../b/./c//");
   CHECK(strcmp(p1, "/b/c") == 0);

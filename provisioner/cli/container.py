@@ -2,6 +2,7 @@
 containers.lifecycle."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -167,12 +168,59 @@ def ps_cmd(app: App, all_: bool) -> None:
 @click.option("-f", "--follow", is_flag=True)
 @click.option("-n", "--tail", type=int, default=None)
 @click.option("-t", "--timestamps", is_flag=True)
+@click.option("--since", metavar="TIME", help="Only lines since TIME: 2026-01-02T13:23:37Z, a date, Unix seconds, "
+              "or a duration back from now (10m, 1h30m).")
+@json_option
 @click.argument("container")
 @pass_app
-def logs_cmd(app: App, follow: bool, tail: int | None, timestamps: bool, container: str) -> None:
-    """Print a container's output (both runs of a restarted one)."""
-    for line in _manager(app).logs(container, tail=tail, follow=follow):
-        _print_line(line, timestamps)
+def logs_cmd(app: App, follow: bool, tail: int | None, timestamps: bool, since: str | None, container: str) -> None:
+    """Print a container's output (both runs of a restarted one). With --json: the shim's records,
+    one JSON object per line ({"log", "stream", "time"})."""
+    from ..containers.shimlogs import parse_since
+
+    lines = _manager(app).logs(container, tail=tail, follow=follow,
+                               since=parse_since(since) if since is not None else None)
+    for line in lines:
+        if app.json:
+            sys.stdout.write(json.dumps({"log": line.text, "stream": line.stream, "time": line.time}) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_line(line, timestamps)
+
+
+@container_group.command("stats")
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit (CPU % over one interval).")
+@click.option("--interval", type=click.FloatRange(0.2, 3600), default=1.0, show_default=True,
+              help="Seconds between samples.")
+@json_option
+@click.argument("containers", nargs=-1)
+@pass_app
+def stats_cmd(app: App, no_stream: bool, interval: float, containers: tuple[str, ...]) -> None:
+    """Live resource usage of running containers (docker stats' columns), read from their cgroups
+    (v1, hybrid or v2) and network namespaces, with the host's load, memory and btrfs use. With
+    --json: one JSON document per sample."""
+    from ..metrics import stats
+    from ..metrics.collect import Collector
+
+    col = Collector(app.root)
+    prev = col.snapshot()
+    while True:
+        time.sleep(interval)
+        cur = col.snapshot()
+        rows = [r for r in stats.rows(prev, cur) if not containers or any(
+            c in (r.name, r.id) or (len(c) >= 3 and r.id.startswith(c)) for c in containers)]
+        if app.json:
+            click.echo(json.dumps({"host": stats.host_row(cur).to_json(), "containers": [r.to_json() for r in rows]},
+                                  separators=(",", ":") if not no_stream else (", ", ": ")))
+        else:
+            if not no_stream and sys.stdout.isatty():
+                click.echo("\033[2J\033[H", nl=False)   # redraw in place, as docker stats does
+            click.echo(stats.host_line(stats.host_row(cur)))
+            click.echo(table([stats.cells(r) for r in rows], stats.HEADERS))
+        sys.stdout.flush()
+        if no_stream:
+            return
+        prev = cur
 
 
 @container_group.command("stop")

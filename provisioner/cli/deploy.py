@@ -18,6 +18,9 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
 @click.option("-i", "--identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Operator private key (its .pub is installed); default: a key made per stack.")
 @click.option("--user", default=None, help="SSH user (default: local debian, aws admin (Debian AMIs), gce provisioner).")
+@click.option("--images", "images", type=click.Choice(["pull", "push"]), default="pull", show_default=True,
+              help="pull: each host pulls from the registries (credentials for exactly those delivered over SSH); "
+                   "push: images go from here to the hosts over SSH (air-gapped hosts).")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
               help="Registry reached over plain HTTP (loopback registries are allowed anyway).")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
@@ -27,7 +30,7 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
 @_PROJECT
 @json_option
 @pass_app
-def deploy_cmd(app: App, cloud, stack_file, identity, user, insecure, timeout, endpoint, region, project):
+def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, timeout, endpoint, region, project):
     """Launch (or reuse) the stack's hosts, install the agent, prepare disks and host, push images,
     start the services, check their health, and print where the time went."""
     from ..clouds.keys import operator_key, read_public_key
@@ -43,7 +46,7 @@ def deploy_cmd(app: App, cloud, stack_file, identity, user, insecure, timeout, e
         public, private = key.public_key, key.private_key
     driver = _driver(app, cloud, region or _stack_region(plan.stack, cloud), project, endpoint)
     deployer = Deployer(plan, driver, root=app.root, runner=app.runner, public_key=public, private_key=private,
-                        user=user, insecure_registries=tuple(insecure),
+                        user=user, insecure_registries=tuple(insecure), images=images,
                         timeouts=Timeouts(running=timeout, host_keys=timeout), ssh_timeout=timeout,
                         progress=status)
     result = deployer.run()

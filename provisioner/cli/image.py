@@ -158,7 +158,7 @@ def image_group() -> None:
 
 
 @image_group.command("pull")
-@click.argument("ref")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @click.option("--platform", "platform_", metavar="OS/ARCH[/VARIANT]",
               help="Platform to pick from a multi-platform image (default: this host's).")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
@@ -166,15 +166,23 @@ def image_group() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 @pass_app
-def pull_cmd(app: App, ref: str, platform_: str | None, insecure: tuple[str, ...], quiet: bool) -> None:
-    """Pull REF (like redis:7 or host:5000/team/app@sha256:…), all layers in parallel."""
-    reference.parse(ref)  # a malformed reference fails before the store is touched
+def pull_cmd(app: App, refs: tuple[str, ...], platform_: str | None, insecure: tuple[str, ...], quiet: bool) -> None:
+    """Pull each REF (like redis:7 or host:5000/team/app@sha256:…), all layers in parallel. On a
+    host, the registries configuration and credentials deploy delivered apply. JSON: one result,
+    or a list of them for several REFs."""
+    from ..images.sources import PullSettings
+
+    for ref in refs:
+        reference.parse(ref)  # a malformed reference fails before the store is touched
     plat = parse_platform(platform_) if platform_ else None
     store = _store(app)
-    observer = None if quiet else ProgressBars(is_tty())
-    result = pull(ref, store, app.root, platform=plat, insecure_registries=insecure, observer=observer,
-                  runner=app.runner)
-    emit(app, result.to_json(), lambda: click.echo(result.image_id))
+    settings = PullSettings.here(insecure, app.runner)
+    results = []
+    for ref in refs:
+        observer = None if quiet else ProgressBars(is_tty())
+        results.append(pull(ref, store, app.root, platform=plat, settings=settings, observer=observer))
+    data = [r.to_json() for r in results]
+    emit(app, data[0] if len(data) == 1 else data, lambda: click.echo("\n".join(r.image_id for r in results)))
 
 
 def _row(rec) -> list[str]:
@@ -271,7 +279,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
     `image layers`); every blob present is verified; each image loads all-or-nothing."""
     from pathlib import Path
 
-    from ..images import imageload, imagereceive
+    from ..images import history, imageload, imagereceive
 
     if all_ and (names or tag):
         raise ImageError("image load: --all names each image by its tag; it takes no --name or --tag")
@@ -286,6 +294,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
         default = f"layout/{Path(source).name if source != '-' else 'stdin'}:{img.tag or 'latest'}"
         return [imageload.load(store, layout, wanted or [default], tag=tag, platform=plat)]
 
+    started = time.monotonic()
     if source == "-":
         with imagereceive.incoming(app.root) as work:
             stdin = sys.stdin.buffer
@@ -296,6 +305,7 @@ def load_cmd(app: App, source: str, names: tuple[str, ...], tag: str | None, all
                 results = load_from(work)
     else:
         results = load_from(Path(source))
+    history.record_loads(app.root, results, time.monotonic() - started)
 
     def human() -> None:
         for r in results:

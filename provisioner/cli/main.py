@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy": ("provisioner.cli.deploy",),
     "ssh": ("provisioner.cli.ops",),
     "logs": ("provisioner.cli.ops",),
+    "stats": ("provisioner.cli.observe",),
     "snapshot": ("provisioner.cli.ops",),
 }
 

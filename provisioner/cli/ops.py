@@ -10,7 +10,7 @@ import click
 from ..clouds import make_driver
 from ..deploy import inventory, ops, ops_cloud
 from ..deploy.ops_snapshot import apply_snapshot, plan_snapshot
-from ..errors import HostError
+from ..errors import ConfigError, HostError
 from ..remote.ssh import SshClient
 from .app import App, emit, json_option, pass_app, status, table
 
@@ -69,25 +69,69 @@ def ssh_cmd(app: App, host: str, command: tuple[str, ...]) -> None:
 
 # -- logs ------------------------------------------------------------------------------------------
 @click.command("logs")
-@click.argument("host")
-@click.argument("service")
+@click.argument("target", metavar="HOST|STACK")
+@click.argument("service", required=False)
+@click.option("--cloud", metavar="aws|gce|local", default=None,
+              help="Read the whole stack TARGET on this cloud: every host's services merged in time order.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C stops).")
-@click.option("-n", "--tail", type=int, default=None, help="Only the last N lines.")
+@click.option("-n", "--tail", type=int, default=None, help="Only the last N lines (of each service).")
 @click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time.")
+@click.option("--since", metavar="TIME", help="Only lines since TIME: 2026-01-02T13:23:37Z, a date, Unix seconds, "
+              "or a duration back from now (10m).")
 @pass_app
-def logs_cmd(app: App, host: str, service: str, follow: bool, tail: int | None, timestamps: bool) -> None:
-    """Print the output of SERVICE's container on HOST, as it comes."""
-    rec, client = _connect(app, host)
+def logs_cmd(app: App, target: str, service: str | None, cloud: str | None, follow: bool, tail: int | None,
+             timestamps: bool, since: str | None) -> None:
+    """Print the output of SERVICE's container on HOST, as it comes; or, with --cloud, the logs of
+    every host and service of stack TARGET (or of one SERVICE) merged in time order, each line
+    prefixed with host/service."""
+    if cloud is not None:
+        raise click.exceptions.Exit(_stack_logs(app, target, service, cloud, follow, tail, timestamps, since))
+    if service is None:
+        raise ConfigError(f"name a service of {target} (provision logs HOST SERVICE), or read a whole stack with "
+                          f"--cloud: provision logs STACK [SERVICE] --cloud C")
+    rec, client = _connect(app, target)
     with client:
         stack = ops.load_record_stack(rec, client)
         name = ops.service_container(rec, stack, service)
-        argv = ops.logs_argv(name, follow=follow, tail=tail, timestamps=timestamps)
+        argv = ops.logs_argv(name, follow=follow, tail=tail, timestamps=timestamps, since=since)
         out, err = _out()
         try:
             rc = client.stream(argv, stdout=out, stderr=err, sudo=True, pty=follow)
         except KeyboardInterrupt:
             rc = 0  # closing the channel hangs up the remote `logs -f`
     raise click.exceptions.Exit(rc)
+
+
+def _stack_logs(app: App, stack_name: str, service, cloud, follow, tail, timestamps, since) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..deploy import ops_logs
+
+    records = [r for r in inventory.records(app.root, stack_name) if r.cloud == cloud] if "/" not in stack_name else []
+    if not records:
+        known = ", ".join(sorted({f"{r.stack} ({r.cloud})" for r in inventory.records(app.root)})) or "none"
+        raise HostError(f"no stack {stack_name!r} deployed on the {cloud} cloud (deployed stacks: {known})")
+    with ThreadPoolExecutor(max_workers=len(records)) as pool:
+        clients = dict(zip((r.host for r in records),
+                           pool.map(lambda r: SshClient(r.target()).connect(), records)))
+    try:
+        stack = ops.load_record_stack(records[0], clients[records[0].host])
+        wanted = ops_logs.streams(stack, records, service)
+        width = max(len(s.prefix) for s in wanted)
+
+        def emit(ev) -> None:
+            sys.stdout.write(ops_logs.format_line(ev, width, timestamps))
+            sys.stdout.flush()
+        try:
+            problems = ops_logs.read(clients, wanted, follow=follow, tail=tail, since=since, emit=emit)
+        except KeyboardInterrupt:
+            return 0   # closing the channels hangs up the remote `logs -f`
+    finally:
+        for c in clients.values():
+            c.close()
+    for p in problems:
+        status(f"warning: {p}")
+    return 1 if problems else 0
 
 
 # -- snapshot --------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _load(app: App, path: str | None, host: str | None = None, *, project_name=N
 def up_cmd(app: App, path: str | None, project_name, env_files, profiles, host: str | None, dry_run: bool,
            allow_privileged: bool, insecure) -> None:
     """Create or update the stack's services in dependency order and wait for their health."""
-    from ..compose.engine import describe
+    from ..compose.plan import describe
 
     stack, stacks = _load(app, path, host, project_name=project_name, env_files=env_files, profiles=profiles,
                           allow_privileged=allow_privileged)

@@ -217,6 +217,9 @@ class AwsCloud:
             p[f"BlockDeviceMapping.{n}.DeviceName"] = device
             p[f"BlockDeviceMapping.{n}.VirtualName"] = virtual
             n += 1
+        if s.identity and s.identity.get("instance_profile"):
+            # the host's pulls from ECR use this role's credentials (IMDSv2), never delivered keys
+            p["IamInstanceProfile.Name"] = s.identity["instance_profile"]
         if spot:
             p["InstanceMarketOptions.MarketType"] = "spot"
             p["InstanceMarketOptions.SpotOptions.SpotInstanceType"] = "one-time"

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ..errors import ConfigError
 from ..runspec.ports import PublishedPort
-from ..stack import CloudSettings, Stack
+from ..stack import CloudSettings, MetricsSpec, Stack
 from .userdata import host_context, render_user_data
 
 CLOUDS = ("aws", "gce", "local")
@@ -131,11 +131,15 @@ def stack_tags(cloud: str, stack: str, host: str | None = None) -> dict[str, str
     return tags
 
 
-def firewall_rules(ports: list[PublishedPort], ssh_cidr: str) -> tuple[FirewallRule, ...]:
-    """SSH from the operator's range, each published port from anywhere (they are the service)."""
+def firewall_rules(ports: list[PublishedPort], ssh_cidr: str, metrics: MetricsSpec | None = None
+                   ) -> tuple[FirewallRule, ...]:
+    """SSH from the operator's range, each published port from anywhere (they are the service), the
+    agent's metrics port from `metrics.allow_from` only (not opened without it)."""
     rules = {FirewallRule("tcp", 22, 22, ssh_cidr)}
     for p in ports:
         rules.add(FirewallRule(p.protocol, p.first, p.last, "0.0.0.0/0"))
+    if metrics is not None and metrics.allow_from:
+        rules.add(FirewallRule("tcp", metrics.port, metrics.port, metrics.allow_from))
     return tuple(sorted(rules, key=lambda r: (r.protocol, r.first, r.last, r.cidr)))
 
 
@@ -193,7 +197,7 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
         eph = h.ephemeral
         hosts.append(HostPlan(
             stack=stack.name, host=h.name, cloud=cloud, resource_name=f"{stack.name}-{h.name}", settings=settings,
-            rules=firewall_rules(stack.published_ports(h), cidr), volumes=volumes,
+            rules=firewall_rules(stack.published_ports(h), cidr, h.metrics), volumes=volumes,
             ephemeral_count=(eph.count or 0) if eph else 0, ephemeral_interface=eph.interface if eph else None,
             user_data=user_data, tags=base_tags, ssh_public_key=public_key))
     return LaunchPlan(stack=stack.name, cloud=cloud, key_name=f"provisioner-{stack.name}", public_key=public_key,

@@ -218,6 +218,9 @@ class GceCloud:
                 "tags": {"items": [hp.resource_name]}, "disks": disks, "networkInterfaces": [nic],
                 "metadata": {"items": [{"key": "user-data", "value": hp.user_data},
                                        {"key": "ssh-keys", "value": f"provisioner:{hp.ssh_public_key}"}]}}
+        if s.identity and s.identity.get("service_account"):
+            # the host's pulls from Artifact Registry use this account's token (metadata server)
+            body["serviceAccounts"] = [{"email": s.identity["service_account"], "scopes": s.identity["scopes"]}]
         if preemptible:
             body["scheduling"] = {"preemptible": True, "automaticRestart": False, "onHostMaintenance": "TERMINATE"}
         elif hp.ephemeral_count:

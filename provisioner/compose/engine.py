@@ -1,18 +1,18 @@
-"""`provision up/down/ps`: a stack's services as containers named `<stack>-<service>` (further
-replicas `<stack>-<service>-<n>`), on the stack's networks.
+"""`provision up/down/ps`: a stack's services as containers on this host.
 
-Facts: `<root>/stacks/<stack>.json` records, per service, the container made for it and the hash
-of the config it was made from; the container records say whether it runs. A service's
-healthcheck is part of its container: the container's supervisor (provision-shim) runs it every
-interval and keeps its health in a file, which `up` waits on and `ps` shows. `plan()` is pure: desired hashes + facts -> Remove/Create/Recreate/Start actions; an
-unchanged, running stack plans nothing. `Stacks.apply()` runs the actions through the container
-Manager, waiting before each service for its depends_on conditions, then for every healthcheck.
+Facts: `<root>/stacks/<stack>.json` records, per container, the service it runs (keyed as plan.py
+says: the service's name, `<service>#<n>` for a further replica), the container made for it (named
+`<stack>-<service>`, `<stack>-<service>-<n>`), the hash of the config it was made from and the
+image digest it runs; the container records say whether it runs. `plan.plan()` decides (pure);
+`Stacks.up()` makes the networks the services use (`<project>_default` and the file's own), then
+carries the actions out through the container Manager in dependency order, waiting before each
+service for its depends_on conditions (every replica), then for every healthcheck, and records a
+release (releases.py) when it changed something. `down` removes the containers and the networks.
+What a service's containers are asked to be is request.py.
 
-A recreated service's *linkers* are recreated too: their link env vars carry its address and
-environment (Docker bakes them in at create). Services that only depends_on it are kept (unless
-`restart: true`). The networks the services use are made before any container (`<project>_default`
-and the file's own, network.registry) and removed by `down`. Planning is pure (plan.py); what a
-service's containers are asked to be is request.py.
+Pins: deploy resolves every image reference to a manifest digest and the host runs exactly that
+(`pins`: reference → digest). A pinned service's container is made from `<reference>@<digest>`
+and its hash covers the digest, so a new digest under the same tag recreates it.
 """
 from __future__ import annotations
 
@@ -25,22 +25,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import ContainerError, StackError
-from ..fsutil import atomic_write
 from ..containers.lifecycle import Manager
-from .names import container_name, volume_name  # noqa: F401 (container_name: the engine's API)
-from .plan import (  # noqa: F401 (the engine's API: tests and callers import these from here)
-    Create, Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths, replica_key, split_key,
-)
-from . import request as requests
+from ..errors import StackError
+from ..fsutil import atomic_write
+from ..images.reference import parse as parse_reference
 from ..runspec.request import RunRequest
 from ..stack.model import ServiceSpec, Stack
+from . import request as requests
+from .names import STATE_DIR, container_name, volume_name
+from .plan import (  # noqa: F401 (the engine's API: callers and tests import these from here too)
+    Create, Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths, replica_key, split_key,
+)
+from .releases import Releases
+from .waits import Waits
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "stacks"
-UP_TIMEOUT = 120.0
-HEALTH_POLL = 0.05   # how often `up` reads a service's health file while it waits
+
+def pinned_image(image: str, pins: dict[str, str]) -> str:
+    """`image` as the container is made from it: with its pinned digest when there is one."""
+    digest = pins.get(image)
+    if not digest:
+        return image
+    ref = parse_reference(image)
+    return str(ref.with_digest(digest))
 
 
 # ---- acting -------------------------------------------------------------------------------------
@@ -52,6 +60,10 @@ class Stacks:
     sleep: Callable[[float], None] = time.sleep
     insecure_registries: tuple[str, ...] = ()
     progress: Callable[[str], None] = field(default=lambda msg: None)
+
+    @property
+    def waits(self) -> Waits:
+        return Waits(self.manager, self.now, self.sleep, self.progress)
 
     @property
     def root(self) -> Path:
@@ -80,7 +92,8 @@ class Stacks:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def hashes(self, stack: Stack) -> dict[str, str]:
+    def hashes(self, stack: Stack, pins: dict[str, str] | None = None) -> dict[str, str]:
+        pins = pins or {}
         out = {}
         for name, spec in stack.services.items():
             texts = {}
@@ -94,39 +107,42 @@ class Stacks:
                     texts[f] = Path(f).read_text()
                 except OSError as exc:
                     raise StackError(f"services.{name}.security_opt: cannot read ({exc.strerror})", f) from exc
-            out[name] = config_hash(spec, texts, requests.hash_inputs(stack, spec))
+            out[name] = config_hash(spec, texts, pins.get(spec.image), requests.hash_inputs(stack, spec))
         return out
 
     def facts(self, stack: Stack, state: dict) -> dict[str, Current]:
-        """What exists: the recorded containers, plus any `<stack>-<service>` container the state
+        """What exists: the recorded containers, plus any container with a replica's name the state
         does not know (its state file lost): unknown hash, so it is recreated, never duplicated."""
         entries = {n: (e["container"], e.get("hash", "")) for n, e in state.get("services", {}).items()}
         for name, spec in stack.services.items():
             for n, cname in enumerate(requests.container_names(stack.name, spec), 1):
                 entries.setdefault(replica_key(name, n), (cname, ""))
         out = {}
-        for name, (cname, h) in entries.items():
+        for key, (cname, h) in entries.items():
             rec = self.manager.records.find(cname)
-            if rec is None and name not in state.get("services", {}):
+            if rec is None and key not in state.get("services", {}):
                 continue
-            if rec is not None and (state["services"].get(name) or {}).get("healthcheck") \
+            if rec is not None and (state["services"].get(key) or {}).get("healthcheck") \
                     and not rec.config.get("healthcheck"):
                 h = ""   # made before its supervisor ran healthchecks: recreate it so that it does
-            out[name] = Current(cname, h, rec is not None, rec is not None and self.manager.is_running(rec))
+            out[key] = Current(cname, h, rec is not None, rec is not None and self.manager.is_running(rec))
         return out
 
-    def plan(self, stack: Stack) -> list:
-        return plan(stack, self.hashes(stack), self.facts(stack, self.load_state(stack.name)))
+    def plan(self, stack: Stack, pins: dict[str, str] | None = None) -> list:
+        return plan(stack, self.hashes(stack, pins), self.facts(stack, self.load_state(stack.name)))
 
     # -- up -------------------------------------------------------------------------------------
-    def up(self, stack: Stack, *, start_only: bool = False) -> list:
+    def up(self, stack: Stack, *, start_only: bool = False, pins: dict[str, str] | None = None,
+           by: str = "up") -> list:
         """Create, recreate, remove and start what the plan says, in dependency order, waiting for
-        health. `start_only`: only start existing containers that are not running (the boot hook's
-        convergence: it must not create or recreate from a stack file whose images may not be here)."""
+        health; record a release when something was created, recreated or removed. `start_only`:
+        only start existing containers that are not running (the boot hook's convergence: it must
+        not create or recreate from a stack file whose images may not be here)."""
+        pins = dict(pins or {})
         _stop_legacy_monitor(self.root, stack.name)
         with self.locked(stack.name):
             state = self.load_state(stack.name)
-            hashes = self.hashes(stack)
+            hashes = self.hashes(stack, pins)
             actions = plan(stack, hashes, self.facts(stack, state))
             if start_only:
                 actions = [a for a in actions if isinstance(a, Start)]
@@ -140,27 +156,46 @@ class Stacks:
                     self.save_state(stack.name, state)
                     continue
                 spec = stack.services[action.service]
-                for dep, cond in spec.depends_on:
-                    self._wait_condition(stack, stack.services[dep], cond)
+                self._wait_for(stack, state, spec)
                 key = replica_key(spec.name, action.replica)
-                cname = requests.container_names(stack.name, spec)[action.replica - 1]
                 if isinstance(action, Start):
-                    self.manager.start(cname)
-                else:
-                    if isinstance(action, Recreate):
-                        self._remove(state["services"].get(key, {}).get("container", cname))
-                        state["services"].pop(key, None)
-                        self.save_state(stack.name, state)
-                    self.manager.run(self.request(stack, spec, action.replica))
+                    self.manager.start(self._current(stack, state, spec.name, action.replica))
+                    continue
+                if isinstance(action, Recreate):
+                    self._remove(self._current(stack, state, spec.name, action.replica))
+                    state["services"].pop(key, None)
+                    self.save_state(stack.name, state)
+                req = self.request(stack, spec, action.replica, pins, state)
+                self.manager.run(req)
                 state["services"][key] = {
-                    "container": cname, "hash": hashes[spec.name],
+                    "container": req.name, "hash": hashes[spec.name], "digest": pins.get(spec.image),
                     "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}
                 self.save_state(stack.name, state)
             for name in stack.order:
                 spec = stack.services[name]
                 if spec.healthcheck is not None:
-                    self._wait_condition(stack, spec, "service_healthy")
+                    for n in range(1, spec.replicas + 1):
+                        self.waits.wait_condition(self._current(stack, state, name, n), spec, "service_healthy")
+            if any(not isinstance(a, Start) for a in actions) or Releases(self.root, stack.name).current() is None:
+                self._record(stack, state, hashes, pins, actions, by)
             return actions
+
+    def _wait_for(self, stack: Stack, state: dict, spec: ServiceSpec) -> None:
+        """A service's depends_on conditions, met by every replica of what it depends on."""
+        for dep, cond in spec.depends_on:
+            target = stack.services[dep]
+            for n in range(1, target.replicas + 1):
+                self.waits.wait_condition(self._current(stack, state, dep, n), target, cond)
+
+    @staticmethod
+    def _current(stack: Stack, state: dict, service: str, replica: int = 1) -> str:
+        """The container that runs `service`'s `replica` now."""
+        entry = state.get("services", {}).get(replica_key(service, replica)) or {}
+        if entry.get("container"):
+            return entry["container"]
+        if service in stack.services:
+            return requests.container_names(stack.name, stack.services[service])[replica - 1]
+        return container_name(stack.name, service)
 
     def _networks(self, stack: Stack) -> None:
         """The networks the services join, made before any container (an external one must exist)."""
@@ -171,80 +206,37 @@ class Stacks:
         for spec in requests.network_specs(stack):
             self.manager.ensure_network(spec)
 
-    def request(self, stack: Stack, spec: ServiceSpec, replica: int = 1) -> RunRequest:
-        """The service's `replica`th container as one run request (request.py)."""
-        return requests.request(stack, spec, replica, self.insecure_registries)
+    def _record(self, stack: Stack, state: dict, hashes: dict[str, str], pins: dict[str, str], actions: list,
+                by: str) -> None:
+        services = {}
+        for name, spec in stack.services.items():
+            ref = parse_reference(spec.image)
+            services[name] = {"hash": hashes[name], "image": spec.image, "digest": pins.get(spec.image),
+                              "image_name": ref.name, "container": self._current(stack, state, name),
+                              **({"replicas": spec.replicas} if spec.replicas > 1 else {})}
+        rel = Releases(self.root, stack.name).record(stack, services, [describe(a) for a in actions], by)
+        self.progress(f"release {rel.number} of {stack.name}")
+
+    def request(self, stack: Stack, spec: ServiceSpec, replica: int = 1, pins: dict[str, str] | None = None,
+                state: dict | None = None) -> RunRequest:
+        """The service's `replica`th container as one run request (request.py): its image pinned,
+        its links to the containers that run those services now."""
+        state = state or {}
+        links = tuple((self._current(stack, state, t), a) for t, a in spec.links)
+        return requests.request(stack, spec, replica, self.insecure_registries,
+                                image=pinned_image(spec.image, pins or {}), links=links)
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:
             self.manager.rm(cname, force=True, remove_volumes=True)
-
-    # -- health ---------------------------------------------------------------------------------
-    @staticmethod
-    def wait_budget(spec: ServiceSpec) -> float:
-        """How long `up` waits for a service: UP_TIMEOUT, or longer when its healthcheck needs it
-        to decide (start period plus retries+1 checks, each an interval and at most a timeout) —
-        a slow starter on a small or emulated host is not cut off before its own check could."""
-        hc = spec.healthcheck
-        if hc is None:
-            return UP_TIMEOUT
-        return max(UP_TIMEOUT, hc.start_period + (hc.retries + 1) * (hc.interval + hc.timeout))
-
-    def _wait_condition(self, stack: Stack, spec: ServiceSpec, cond: str) -> None:
-        """Until every replica of `spec` meets `cond` (started, healthy, completed successfully)."""
-        if cond == "service_started":
-            return   # `run` returned once the runtime reported it running
-        for cname in requests.container_names(stack.name, spec):
-            self._wait_one(cname, spec, cond)
-
-    def _wait_one(self, cname: str, spec: ServiceSpec, cond: str) -> None:
-        budget = self.wait_budget(spec)
-        deadline = self.now() + budget
-        if cond == "service_completed_successfully":
-            while True:
-                rec = self.manager.records.get(cname)
-                st = self.manager.status(rec)
-                if st.state in ("exited", "dead"):
-                    if st.exit_code == 0:
-                        return
-                    raise ContainerError(f"service {spec.name} exited with code {st.exit_code}; its dependents "
-                                         "need it to complete successfully")
-                if self.now() > deadline:
-                    raise ContainerError(f"service {spec.name} did not complete within {budget:g}s")
-                self.sleep(0.05)
-        hc = spec.healthcheck
-        rec = self.manager.records.find(cname)
-        if rec is not None:
-            # the shim's first check comes one interval after the start (as Docker's); ask for one
-            # now, so a service that is ready at once does not hold `up` for its interval
-            self.manager.check_health_now(rec)
-        who = spec.name if spec.replicas == 1 else cname
-        while True:
-            rec = self.manager.records.find(cname)
-            st = self.manager.status(rec) if rec is not None else None
-            # while it restarts (its policy), the file still tells of the run before: wait for the next
-            health = self.manager.health(rec) if st is not None and st.state == "running" else None
-            if health is not None and health.status == "healthy":
-                self.progress(f"{who} is healthy")
-                return
-            if st is None or st.state in ("exited", "dead"):
-                code = f" (exit code {st.exit_code})" if st is not None else ""
-                raise ContainerError(f"service {who} stopped{code} before it became healthy; "
-                                     f"see `provision container logs {cname}`")
-            if health is not None and health.status == "unhealthy":
-                raise ContainerError(f"service {who} is unhealthy: {hc.retries} checks failed "
-                                     f"(last: {health.output.strip()[-120:] or 'no output'})")
-            if self.now() > deadline:
-                raise ContainerError(f"service {who} did not become healthy within {budget:g}s")
-            self.sleep(HEALTH_POLL)
 
     # -- down / ps ------------------------------------------------------------------------------
     def down(self, stack: Stack, *, remove_volumes: bool = False) -> list[str]:
         _stop_legacy_monitor(self.root, stack.name)
         with self.locked(stack.name):
             state = self.load_state(stack.name)
-            names = [c for s in reversed(stack.order) for c in requests.container_names(stack.name,
-                                                                                           stack.services[s])]
+            names = [self._current(stack, state, s, n) for s in reversed(stack.order)
+                     for n in range(1, stack.services[s].replicas + 1)]
             names += sorted(e["container"] for s, e in state.get("services", {}).items()
                             if e["container"] not in names)
             removed = []
@@ -257,27 +249,26 @@ class Stacks:
                 for v in stack.volumes:
                     if self.manager.volumes.exists(volume_name(stack.name, v)):
                         self.manager.volumes.remove(volume_name(stack.name, v))
-            self._remove_networks(stack)
+            for name in self.manager.networks_labelled(requests.LABEL + "project", stack.name):
+                if self.manager.remove_network_if_unused(name):
+                    self.progress(f"remove network {name}")
             self._state_path(stack.name).unlink(missing_ok=True)
             return removed
 
-    def _remove_networks(self, stack: Stack) -> None:
-        """The stack's networks (those `up` made: labelled with its project), once nobody is on them."""
-        for name in self.manager.networks_labelled(requests.LABEL + "project", stack.name):
-            if self.manager.remove_network_if_unused(name):
-                self.progress(f"remove network {name}")
-
     def ps(self, stack: Stack) -> list[dict]:
-        """Each service's container, its state and its health as its supervisor last checked it
-        ("none": no healthcheck; "" for a service without a container)."""
+        """Each service's containers, their state and their health as their supervisor last checked
+        it ("none": no healthcheck; "" for a service without a container)."""
         state = self.load_state(stack.name)
-        hashes = self.hashes(stack)
+        # up to date: made from this file, with the digest its last up pinned
+        pins = {stack.services[split_key(n)[0]].image: e["digest"] for n, e in state.get("services", {}).items()
+                if split_key(n)[0] in stack.services and e.get("digest")}
+        hashes = self.hashes(stack, pins)
         rows = []
         for name in stack.order:
             spec = stack.services[name]
-            for n, cname in enumerate(requests.container_names(stack.name, spec), 1):
-                rows.append(self._row(spec, n, cname, state.get("services", {}).get(replica_key(name, n)),
-                                      hashes[name]))
+            for n in range(1, spec.replicas + 1):
+                rows.append(self._row(spec, n, self._current(stack, state, name, n),
+                                      state.get("services", {}).get(replica_key(name, n)), hashes[name]))
         return rows
 
     def _row(self, spec: ServiceSpec, replica: int, cname: str, entry: dict | None, want: str) -> dict:

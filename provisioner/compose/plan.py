@@ -1,5 +1,10 @@
-"""The pure part of `provision up`: what each service's containers are made from (a hash) and, from
-what exists, the actions that bring the stack to the file.
+"""The pure half of `up`: what a service's containers are made from (its config hash), and the plan —
+desired hashes + what exists → Remove/Create/Recreate/Start actions. An unchanged, running
+stack plans nothing.
+
+A recreated service's *linkers* are recreated too: their link env vars carry its address and
+environment (Docker bakes them in at create). Services that only depends_on it are kept, unless
+their depends_on says `restart: true`.
 
 Containers are keyed like the stack state: a service's first replica by the service's name, its
 further replicas `<service>#<n>` (n from 2): `Current` and the actions carry that key, so a file
@@ -42,12 +47,16 @@ def profile_paths(spec: ServiceSpec) -> list[str]:
     return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
 
 
-def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], extra: dict | None = None) -> str:
+def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str | None = None,
+                extra: dict | None = None) -> str:
     """What the service's containers are made from: every field but its line (a field added later
     only when set), the contents of its env files and seccomp profiles (`env_file_texts`: path →
-    text, for both), and `extra` (what it gets from the rest of the stack: its networks' names,
-    its secrets' and configs' digests)."""
+    text, for both), the image's manifest digest when a release pins it (a new digest under the
+    same tag is a new container), and `extra` (what it gets from the rest of the stack: its
+    networks, its secrets' and configs' digests)."""
     data = asdict(spec)
+    if digest:
+        data["image_digest"] = digest
     data.pop("line", None)
     defaults = _defaults()
     for k in list(data):

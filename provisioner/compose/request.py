@@ -101,9 +101,10 @@ def environment(stack: Stack, spec: ServiceSpec) -> tuple[str, ...]:
     return tuple(out) + spec.env
 
 
-def request(stack: Stack, spec: ServiceSpec, replica: int = 1, insecure_registries: tuple[str, ...] = ()
-            ) -> RunRequest:
-    """The service's `replica`th container as one run request."""
+def request(stack: Stack, spec: ServiceSpec, replica: int = 1, insecure_registries: tuple[str, ...] = (), *,
+            image: str | None = None, links: tuple[tuple[str, str], ...] | None = None) -> RunRequest:
+    """The service's `replica`th container as one run request; `image` (pinned to a digest) and
+    `links` (to the containers that run the linked services now) when the caller knows better."""
     names = container_names(stack.name, spec)
     command = tuple(spec.command or ())
     entrypoint = None
@@ -115,11 +116,12 @@ def request(stack: Stack, spec: ServiceSpec, replica: int = 1, insecure_registri
     labels = tuple(spec.labels) + ((LABEL + "project", stack.name), (LABEL + "service", spec.name),
                                    (LABEL + "container-number", str(replica)))
     return RunRequest(
-        image=spec.image, command=command, name=names[replica - 1], detach=True,
+        image=image or spec.image, command=command, name=names[replica - 1], detach=True,
         # until the replicas' port balancing: the first replica publishes the service's ports
         ports=spec.ports if replica == 1 else (),
         volumes=vols, env=environment(stack, spec),
-        links=tuple((container_names(stack.name, stack.services[t])[0], a) for t, a in spec.links),
+        links=links if links is not None else tuple((container_names(stack.name, stack.services[t])[0], a)
+                                                    for t, a in spec.links),
         restart=spec.restart, memory=spec.memory, cpu_quota=spec.cpu_quota, user=spec.user,
         workdir=spec.working_dir, entrypoint=entrypoint,
         hostname=None if spec.network_mode and spec.network_mode.startswith(("service:", "container:", "host"))

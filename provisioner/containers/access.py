@@ -93,9 +93,11 @@ class Accessing:
         """A healthcheck now rather than at the next interval (the shim's SIGUSR1)."""
         return bool(rec.config.get("healthcheck")) and supervise.check_health_now(rec.id, self.supervise_dir)
 
-    def logs(self, ref: str, *, tail: int | None = None, follow: bool = False) -> Iterator[supervise.LogLine]:
+    def logs(self, ref: str, *, tail: int | None = None, follow: bool = False,
+             since: str | None = None) -> Iterator[supervise.LogLine]:
         rec = self.records.get(ref)
-        return supervise.logs(rec.id, self._dir(rec), tail=tail, follow=follow, state_dir=self.supervise_dir)
+        return supervise.logs(rec.id, self._dir(rec), tail=tail, follow=follow, state_dir=self.supervise_dir,
+                              since=since)
 
     def wait(self, rec: ContainerRecord) -> Status:
         while self.is_running(rec):

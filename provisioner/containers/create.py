@@ -28,7 +28,7 @@ from ..runspec.health import resolve as resolve_health
 from ..runspec.mounts import VolumeSpec
 from ..runspec.process import DEFAULT_STOP_TIMEOUT, check_platform
 from ..runspec.request import RunRequest
-from . import bundle, hostfacts, netmode, supervise, volumes
+from . import bundle, cgroupparent, hostfacts, netmode, supervise, volumes
 from .container import ContainerRecord, check_name
 from .runtime import Runtime
 
@@ -112,10 +112,12 @@ class Creating:
                 if pull == "never":
                     raise ImageError(f"image {ref!r} is not here and its pull policy is never") from None
         from ..images.pull import pull as pull_image
+        from ..images.sources import PullSettings
 
         log.info("pulling image %r (pull policy %s)", ref, pull)
         try:
-            return pull_image(ref, store, self.root, insecure_registries=insecure, runner=self.runner).record
+            settings = PullSettings.here(insecure, self.runner)   # a host's remaps and delivered credentials
+            return pull_image(ref, store, self.root, settings=settings).record
         except ProvisionerError as exc:
             raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
 
@@ -289,6 +291,7 @@ class Creating:
         path = self._bundle(rec, netmode.placement(self, rec, rec.id[:12]))
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)
+        cgroupparent.delegate(self.cgroup_parent, self.cgroup_mount)   # v2: the files docker stats reads
         return path, rt
 
     def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:

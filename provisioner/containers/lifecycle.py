@@ -60,6 +60,7 @@ class Manager(Creating, Controlling, Accessing):
     shim: str | None = None
     net_paths: SystemPaths = field(default_factory=SystemPaths)
     cgroup_parent: str = "/provisioner"
+    cgroup_mount: str = "/sys/fs/cgroup"     # where a v2 host mounts its cgroups (tests: a temp tree)
 
     def __post_init__(self):
         self.root = Path(self.root)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ContainerError
+from ..errors import ConfigError, ContainerError
+from ..runspec.durations import parse_duration
 
 
 # -- logs ------------------------------------------------------------------------------------
@@ -23,6 +26,27 @@ class LogLine:
 
     def format(self, timestamps: bool = False) -> str:
         return f"{self.time} {self.text}" if timestamps else self.text
+
+
+def parse_since(text: str, now: float | None = None) -> str:
+    """`--since` as Docker takes it — an RFC 3339 time ("2026-01-02T13:23:37Z", offsets too), a date
+    (UTC), Unix seconds, or a duration back from now ("10m", "1h30m") — as the shim's own UTC stamp
+    ("2026-01-02T13:23:37.000000000Z"), which its lines compare against as strings."""
+    t = str(text).strip()
+    when: datetime | None = None
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        when = datetime.fromtimestamp(float(t), timezone.utc)
+    elif re.fullmatch(r"\d{4}-\d\d-\d\d", t):
+        when = datetime.fromisoformat(t).replace(tzinfo=timezone.utc)
+    elif re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)", t):
+        when = datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(timezone.utc)
+    else:
+        try:
+            when = datetime.fromtimestamp((time.time() if now is None else now) - parse_duration(t), timezone.utc)
+        except ValueError:
+            raise ConfigError(f"--since {text!r}: want a time like 2026-01-02T13:23:37Z, a date, Unix seconds or a "
+                              "duration like 10m") from None
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond:06d}000Z"
 
 
 def log_files(base: Path) -> list[Path]:
@@ -45,10 +69,10 @@ def _parse(raw: bytes) -> LogLine | None:
 
 def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
          state_dir: str | os.PathLike | None = None, poll_interval: float = 0.1,
-         follow_timeout: float | None = None) -> Iterator[LogLine]:
-    """The container's log lines, oldest first; `tail` keeps the last N; `follow` then waits
-    for more (across rotations, without losing or repeating a line) until the supervisor is
-    gone or `follow_timeout` passes."""
+         follow_timeout: float | None = None, since: str | None = None) -> Iterator[LogLine]:
+    """The container's log lines, oldest first; `since` (a parse_since stamp) keeps those written
+    then or later, `tail` the last N of them; `follow` then waits for more (across rotations,
+    without losing or repeating a line) until the supervisor is gone or `follow_timeout` passes."""
     from . import supervise   # supervise re-exports this module's names: imported late
 
     base = supervise.ShimPaths.of(name, log_dir, state_dir or log_dir).log
@@ -59,6 +83,8 @@ def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, foll
     last = readers.pop() if readers and follow else None
     for r in readers:
         r.close()
+    if since is not None:
+        lines = [ln for ln in lines if ln.time >= since]
     if tail is not None:
         lines = lines[-tail:] if tail > 0 else []
     yield from lines

@@ -28,22 +28,14 @@ from typing import Callable, Sequence
 
 from ..errors import CommandError, ContainerError
 from ..fsutil import atomic_write
-from ..native import find_binary
+from ..native import SHIM, shim_path
 from ..runspec.restart import RestartPolicy
 
-SHIM = "provision-shim"
-_PKG = Path(__file__).resolve().parent.parent
-_SHIM_DIR = _PKG.parent / "native" / "shim"
 
 DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_LOG_MAX_FILES = 3
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SIGNALS = {s.name for s in signal.Signals}
-
-
-def shim_path() -> str | None:
-    """The shim to use: $PROVISION_SHIM, the shipped binary, the checkout's build, PATH."""
-    return find_binary(SHIM, "PROVISION_SHIM", _SHIM_DIR / "build")
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,29 @@ def find(root: Path, name: str) -> HostRecord:
     raise HostError(f"host {name!r} is ambiguous: {', '.join(r.name for r in matches)}; name it as STACK/HOST")
 
 
+def select(root: Path, name: str | None, cloud: str | None = None) -> list[HostRecord]:
+    """The hosts `name` means: every host of a deployed stack of that name, else the host `STACK/HOST`
+    or `HOST`; all deployed hosts when None. `cloud`, when given, must be theirs."""
+    every = records(root)
+    if cloud is not None:
+        elsewhere = sorted({r.cloud for r in every if r.stack == name and r.cloud != cloud})
+        every = [r for r in every if r.cloud == cloud]
+        if elsewhere and not any(r.stack == name for r in every):
+            raise HostError(f"stack {name} is deployed on the {', '.join(elsewhere)} cloud, not {cloud}")
+    if name is None:
+        chosen = every
+    elif any(r.stack == name for r in every):
+        chosen = [r for r in every if r.stack == name]
+    else:
+        chosen = [find(root, name)]
+        if cloud is not None and chosen[0].cloud != cloud:
+            raise HostError(f"host {chosen[0].name} is on the {chosen[0].cloud} cloud, not {cloud}")
+    if not chosen:
+        where = f" on the {cloud} cloud" if cloud else ""
+        raise HostError(f"no deployed hosts{where} under {Path(root) / DIR} (deploy first)")
+    return chosen
+
+
 def forget(root: Path, stack: str, host: str | None = None) -> None:
     """Drop the records of one host, or of a whole stack (after destroy)."""
     if host is not None:

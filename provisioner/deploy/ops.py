@@ -72,7 +72,7 @@ def service_container(rec: HostRecord, stack: Stack | None, service: str) -> str
 
 
 def logs_argv(container: str, *, follow: bool = False, tail: int | None = None, timestamps: bool = False,
-              agent: str = AGENT) -> list[str]:
+              since: str | None = None, agent: str = AGENT) -> list[str]:
     argv = [agent, "container", "logs"]
     if follow:
         argv.append("--follow")
@@ -82,6 +82,8 @@ def logs_argv(container: str, *, follow: bool = False, tail: int | None = None, 
         argv += ["--tail", str(tail)]
     if timestamps:
         argv.append("--timestamps")
+    if since is not None:
+        argv += ["--since", since]
     return [*argv, container]
 
 

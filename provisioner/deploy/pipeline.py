@@ -8,7 +8,9 @@ host preparation, image pulls, container starts, total):
 2. wait for SSH; deliver the agent (wheels over SFTP, offline install; skipped when unchanged);
 3. push the stack file and /etc/provisioner/host.yml (which disk each volume is), run the boot
    hook `provision host boot` (disks, users, sysctl, logs, firewall, time, containers);
-4. push every image the host's services use, layer by layer, only what the host lacks;
+4. the images the host's services use: pulled by the host itself from their registries (default;
+   the registries configuration and exactly the credentials needed delivered over SSH, see
+   images.py), or pushed from here layer by layer (`--images push`), only what the host lacks;
 5. `provision up --host H` on the host (dependency order, waits for health), then check each
    service is running and healthy and each published TCP port answers from here.
 
@@ -21,15 +23,17 @@ import shlex
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from .. import hostos
 from ..clouds.base import plan_launch
 from ..clouds.launch import HostResult, Timeouts, launch
-from ..errors import HostError, ProvisionerError
+from ..errors import ConfigError, HostError, ProvisionerError
 from . import inventory
+from .images import MODES, host_conf, host_credentials, pull_on_host, write_settings
 from .plan import REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
 
 PHASES = (("launch", "launch and boot"), ("ssh", "SSH ready"), ("agent", "agent install"),
@@ -45,7 +49,7 @@ class HostOutcome:
     launched: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     boot: list[dict] = field(default_factory=list)        # the boot hook's steps
-    images: list[dict] = field(default_factory=list)      # PushReport.to_json() per image
+    images: list[dict] = field(default_factory=list)      # {"ref", "digest", "delivery": pull|push, ...} per image
     actions: list[dict] = field(default_factory=list)     # what `up` did
     services: list[dict] = field(default_factory=list)    # `ps` rows
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -92,7 +96,7 @@ class Deployer:
                  user: str | None = None, insecure_registries: tuple[str, ...] = (),
                  timeouts: Timeouts | None = None, ssh_timeout: float = 300.0,
                  progress: Callable[[str], None] = lambda _m: None, bundle_builder=None, deliverer=None,
-                 pusher=None, ssh_factory=None):
+                 pusher=None, ssh_factory=None, images: str = "pull"):
         self.plan = plan
         self.driver = driver
         self.root = Path(root)
@@ -105,14 +109,17 @@ class Deployer:
         self.ssh_timeout = ssh_timeout
         self.progress = progress
         # seams for tests; the real ones by default
-        from ..remote.bundle import build_bundle
+        from ..remote.bundle import AgentBundles, build_bundle
         from ..remote.deliver import deliver
         from ..remote.imagepush import push_images
         from ..remote.ssh import SshClient
 
-        self.build_bundle = bundle_builder or build_bundle
+        self.bundles = AgentBundles(runner, progress=progress, build=bundle_builder or build_bundle)
         self.deliver = deliverer or deliver
         self.push_images = pusher or push_images
+        if images not in MODES:
+            raise ConfigError(f"--images must be one of {', '.join(MODES)}, not {images!r}")
+        self.images_mode = images
         self.ssh_factory = ssh_factory or SshClient
         self._lock = threading.Lock()
 
@@ -128,8 +135,10 @@ class Deployer:
             launch_plan = replace(launch_plan, hosts=tuple(h for h in launch_plan.hosts if h.host in missing))
             self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # the agent's wheels build while the VMs boot
-            bundle: Future = pool.submit(self.build_bundle, self.runner, progress=self.progress)
+            # the agent's wheels are made while the VMs boot, for the Python their OS is expected to
+            # run (delivery asks the host, and makes another set if it runs something else)
+            for expected in self._expected_pythons():
+                pool.submit(self.bundles.for_host, expected)
             launched: dict[str, float] = {}
             if launch_plan is not None:
                 new, launched = self._launch(launch_plan, alongside=bool(records))
@@ -137,7 +146,7 @@ class Deployer:
             launch_seconds = dict(launched)
             outcomes = [HostOutcome(hp.host, launched=hp.host in launched) for hp in self.plan.hosts]
             with ThreadPoolExecutor(max_workers=max(1, len(outcomes))) as hosts_pool:
-                futures = [hosts_pool.submit(self._deploy_host, hp, records[hp.host], bundle, out)
+                futures = [hosts_pool.submit(self._deploy_host, hp, records[hp.host], out)
                            for hp, out in zip(self.plan.hosts, outcomes)]
                 for f in futures:
                     f.result()
@@ -230,6 +239,8 @@ class Deployer:
         for p in stack.published_ports(host):
             for n in range(p.first, p.last + 1):
                 endpoints.setdefault(f"{n}/{p.protocol}", f"{address}:{n}")
+        if host.metrics is not None and host.metrics.allow_from:   # where to scrape it from
+            endpoints.setdefault(f"{host.metrics.port}/tcp", f"{address}:{host.metrics.port}")
         # launch attaches them in the order the host's disks: section lists them
         volumes = {spec.name: res.id for spec, res in zip(host.volumes, hr.volumes)}
         return inventory.HostRecord(
@@ -239,7 +250,15 @@ class Deployer:
             style=style)
 
     # -- one host ------------------------------------------------------------------------------
-    def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, bundle: Future, out: HostOutcome) -> None:
+    def _expected_pythons(self) -> list:
+        from ..remote.bundle import HostPython
+
+        systems = {h.clouds[self.plan.cloud].options.get("os", hostos.DEFAULT) for h in self.plan.stack.hosts
+                   if h.name in {hp.host for hp in self.plan.hosts}}
+        machine = HostPython.local().machine
+        return [HostPython(hostos.host_os(s).python, hostos.host_os(s).glibc, machine) for s in sorted(systems)]
+
+    def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, out: HostOutcome) -> None:
         ssh = self.ssh_factory(rec.target())
         phase, t = "ssh", time.monotonic()
 
@@ -252,17 +271,11 @@ class Deployer:
             ssh.wait_ready(timeout=self.ssh_timeout)
             self._say(hp.host, f"SSH ready at {rec.target().where} (host key verified)")
             lap("agent")
-            self.deliver(ssh, bundle.result(), progress=lambda m: self._say(hp.host, m))
+            self.deliver(ssh, self.bundles, progress=lambda m: self._say(hp.host, m))
             lap("prepare")
             out.boot = self._prepare(ssh, hp, rec)
             lap("images")
-            # one batch per host: a layer two images share travels once
-            for ref, pushed in zip(hp.images, self.push_images(ssh, list(hp.images),
-                                                               insecure_registries=self.insecure)):
-                out.images.append(pushed.to_json())
-                what = "already there" if pushed.up_to_date else \
-                    f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"
-                self._say(hp.host, f"image {ref}: {what}")
+            out.images = self._images(ssh, hp)
             lap("containers")
             out.actions = self._remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, "--json"], 1800)
             self._say(hp.host, "; ".join(a.get("text", "") for a in out.actions) or "services up to date")
@@ -276,6 +289,27 @@ class Deployer:
         finally:
             out.seconds["total"] = round(time.monotonic() - self._start, 1)
             ssh.close()
+
+    def _images(self, ssh, hp: HostDeployPlan) -> list[dict]:
+        if self.images_mode == "pull":
+            seen_as = getattr(self.driver, "registry_seen_as", lambda registry: registry)
+            conf = host_conf(self.plan.stack.host(hp.host).registries, hp.images, seen_as)
+            write_settings(ssh, conf, host_credentials(conf, hp.images))
+            self._say(hp.host, f"pulling {len(hp.images)} image(s) on the host")
+            pulled = pull_on_host(ssh, hp.host, list(hp.images), conf)
+            for p in pulled:
+                what = "already there" if not p["fetched_layers"] else \
+                    f"{p['fetched_layers']} layer(s), {p['bytes'] / 1e6:.1f} MB in {p['seconds']:.1f}s"
+                self._say(hp.host, f"image {p['ref']}: pulled by the host ({what})")
+            return pulled
+        out = []
+        # one batch per host: a layer two images share travels once
+        for ref, pushed in zip(hp.images, self.push_images(ssh, list(hp.images), insecure_registries=self.insecure)):
+            out.append({**pushed.to_json(), "ref": ref, "digest": pushed.manifest_digest, "delivery": "push"})
+            what = "already there" if pushed.up_to_date else \
+                f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"
+            self._say(hp.host, f"image {ref}: {what}")
+        return out
 
     def _remote_json(self, ssh, args: list[str], timeout: float = 600.0):
         res = ssh.run([*PROVISION, *args], sudo=True, check=False, timeout=timeout)
@@ -303,7 +337,7 @@ class Deployer:
             try:
                 self._write(ssh, remote, Path(local).read_text())
             except OSError as exc:
-                raise HostError(f"cannot read {local} (env_file of a service on {hp.host}): {exc.strerror}") from None
+                raise HostError(f"cannot read {local} (a file the stack names for {hp.host}): {exc.strerror}") from None
         self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches))
         res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
         try:

@@ -39,18 +39,19 @@ class DeployPlan:
         return tuple(dict.fromkeys(i for h in self.hosts for i in h.images))
 
 
-def _env_files(stack: Stack, service: str) -> list[tuple[str, str]]:
-    """A service's env files, which sit next to the stack file; the host reads them next to its copy."""
+def _beside(stack: Stack, path: str, what: str, line: int | None) -> tuple[str, str]:
+    """A file the stack names, which sits next to the stack file; the host reads it next to its copy."""
     base = Path(stack.path).resolve().parent
-    out = []
-    for path in stack.services[service].env_files:
-        local = Path(path).resolve()
-        if not local.is_relative_to(base):
-            raise StackError(f"service {service!r}: env_file {path} is outside the stack file's directory; deploy "
-                             "copies env files that sit next to the stack file", stack.path,
-                             stack.services[service].line)
-        out.append((str(local), f"{REMOTE_DIR}/{local.relative_to(base)}"))
-    return out
+    local = Path(path).resolve()
+    if not local.is_relative_to(base):
+        raise StackError(f"{what} {path} is outside the stack file's directory; deploy copies the files that "
+                         "sit next to the stack file", stack.path, line)
+    return str(local), f"{REMOTE_DIR}/{local.relative_to(base)}"
+
+
+def _env_files(stack: Stack, service: str) -> list[tuple[str, str]]:
+    spec = stack.services[service]
+    return [_beside(stack, path, f"service {service!r}: env_file", spec.line) for path in spec.env_files]
 
 
 def plan_deploy(stack: Stack, cloud: str) -> DeployPlan:
@@ -69,6 +70,8 @@ def plan_deploy(stack: Stack, cloud: str) -> DeployPlan:
                 raise StackError(f"service {s!r}: {exc}", stack.path, stack.services[s].line) from None
             images.append(image)
             files += _env_files(stack, s)
+        if h.logging is not None and h.logging.ca:   # the collector's CA, for the agent's TLS
+            files.append(_beside(stack, h.logging.ca, f"hosts.{h.name}.logging.ca", h.logging.line))
         tcp = sorted({p for port in stack.published_ports(h) if port.protocol == "tcp"
                       for p in range(port.first, port.last + 1)})
         hosts.append(HostDeployPlan(h.name, tuple(placed), tuple(dict.fromkeys(images)), tuple(dict.fromkeys(files)),

@@ -23,12 +23,11 @@ from typing import Callable
 from .. import __version__
 from ..errors import ConfigError, HostError, ProvisionerError
 from ..fsutil import atomic_write
-from .steps import Outcome, Skip, StepContext
-from .steps import containers, disks, firewall, logrotate, sysctl, timesync, users
+from .steps import RESULT_FILE, Outcome, Skip, StepContext
+from .steps import agent, containers, disks, firewall, logrotate, sysctl, timesync, users
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "host/boot-result.json"
 LOG_FILE = "logs/host-boot.log"
 LOCK_FILE = "/run/provisioner/boot.lock"   # under the sysroot; /run is empty at every boot
 LOCK_TIMEOUT = 900.0
@@ -51,6 +50,8 @@ STEPS: tuple[StepDef, ...] = (
     StepDef("timesync", timesync.run),
     # the container store and volumes live on the disks this host was told to prepare
     StepDef("containers", containers.run, needs=("disks",)),
+    # the metrics endpoint and log shipper read the containers and buffer logs under <root>
+    StepDef("agent", agent.run, needs=("disks",)),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 

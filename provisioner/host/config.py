@@ -24,6 +24,8 @@ volumes:                        # which disk each stack volume is (written by `p
   data: {aws_volume_id: vol-0abc}   # from the volumes it created; overrides the stack's match:)
 sysctl: {net.core.somaxconn: 4096}                   # extra sysctls on top of the defaults
 containers_state_dir: /var/lib/provisioner/containers/supervise
+metrics: {port: 9100, allow_from: 10.0.0.0/8}         # the agent's endpoint (stack/observe.py's keys)
+logging: {ship_to: "tcp://logs.example:514"}        # where the agent ships the logs
 ```
 Every mistake is a ConfigError naming file:line.
 """
@@ -43,8 +45,8 @@ ETC_FILE = "/etc/provisioner/host.yml"
 HOST_FILE = "host/host.yml"
 CLOUD_INIT_FILE = "/etc/provisioner/host.json"
 KEYS = {"host", "stack_file", "stack", "cloud", "users", "disks", "ports", "ssh_cidr", "ssh_port",
-        "services", "sysctl", "containers_state_dir", "volumes"}
-FROM_STACK = ("disks", "ports", "ssh_cidr")
+        "services", "sysctl", "containers_state_dir", "volumes", "metrics", "logging"}
+FROM_STACK = ("disks", "ports", "ssh_cidr", "metrics", "logging")
 USER_KEYS = {"name", "ssh_authorized_keys", "groups", "shell"}
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
@@ -76,12 +78,16 @@ class HostConfig:
     services: tuple[str, ...] = ()
     sysctl: dict = field(default_factory=dict)
     containers_state_dir: str | None = None
+    metrics: Any = None                     # provisioner.stack.MetricsSpec or None
+    logging: Any = None                     # provisioner.stack.LoggingSpec or None
 
     def to_json(self) -> dict:
         return {"host": self.host, "path": self.path, "stack": self.stack, "cloud": self.cloud,
                 "stack_file": self.stack_file, "ports": [str(p) for p in self.ports], "ssh_cidr": self.ssh_cidr,
                 "ssh_port": self.ssh_port, "users": [u.name for u in self.users], "services": list(self.services),
-                "disks": self.disks.to_json() if self.disks is not None else None}
+                "disks": self.disks.to_json() if self.disks is not None else None,
+                "metrics": self.metrics.to_json() if self.metrics is not None else None,
+                "logging": self.logging.to_json() if self.logging is not None else None}
 
 
 def find_config(root: Path, explicit: str | Path | None = None, cloud_init_file: str | None = None,
@@ -140,6 +146,7 @@ def parse(doc: Any, path: str) -> HostConfig:
     else:
         fields["ssh_cidr"] = _cidr(doc, path)
         fields["ports"] = _ports(doc.get("ports"), path, doc)
+        fields.update(_observe(doc, path))
         if doc.get("disks") is not None:
             from ..disks.config import parse_config
             if not isinstance(doc["disks"], dict):
@@ -188,7 +195,16 @@ def _from_stack(doc: dict, path: str, host: str) -> dict:
                     path, doc, "host") from None
     return {"stack": stack.name, "stack_file": str(stack_path), "disks": h.disks,
             "ports": tuple(stack.published_ports(h)), "ssh_cidr": h.ssh_cidr,
-            "services": tuple(doc.get("services") or h.services)}
+            "services": tuple(doc.get("services") or h.services), "metrics": h.metrics, "logging": h.logging}
+
+
+def _observe(doc: dict, path: str) -> dict:
+    """`metrics:` and `logging:` written in the host config itself: the stack file's keys, same parser."""
+    from ..stack.fields import Fields
+    from ..stack.observe import parse_logging, parse_metrics
+
+    f = Fields(path)
+    return {"metrics": parse_metrics(f, doc, "host"), "logging": parse_logging(f, doc, "host")}
 
 
 def _strings(doc: dict, key: str, path: str) -> tuple[str, ...]:

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ImageError, RegistryError
+from . import history
 from . import reference as _reference
 from .registry import Platform, Registry, ResolvedImage
+from .sources import PullSettings, open_image
 from .transport import ReadStream
 
 log = logging.getLogger(__name__)
@@ -209,17 +211,22 @@ def pull(
     *,
     platform: Platform | None = None,
     insecure_registries: Iterable[str] = (),
+    settings: PullSettings | None = None,
     observer: Observer | None = None,
     registry: Registry | None = None,
     max_parallel: int = MAX_PARALLEL,
     runner=None,
 ) -> PullResult:
-    """Pull `ref` into `store` (whose state lives under `root`); returns what was done."""
+    """Pull `ref` into `store` (whose state lives under `root`); returns what was done. Where it
+    comes from (remaps, mirrors, credentials) is `settings`; the image is stored under `ref`."""
     obs = observer or Observer()
     start = time.monotonic()
     parsed = _reference.parse(ref)
-    reg = registry or Registry(parsed, insecure_hosts=insecure_registries, runner=runner)
-    image = reg.resolve(platform)
+    if registry is not None:
+        reg, image = registry, registry.resolve(platform)
+    else:
+        settings = (settings or PullSettings(runner=runner)).with_insecure(insecure_registries)
+        reg, image = open_image(parsed, settings, platform)
     names = [str(parsed)]
     with store.lock():
         store.recover()
@@ -241,6 +248,8 @@ def pull(
         record = store.put_image(names, image.manifest_digest, image.manifest, image.config)
     result = PullResult(str(parsed), image.config_digest, image.manifest_digest, len(chains), len(needed),
                         fetched, time.monotonic() - start, record)
+    history.record(root, history.Arrival(str(parsed), "pull", result.seconds, len(chains), len(needed),
+                                         history.now()))
     obs.finished(result)
     return result
 

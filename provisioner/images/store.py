@@ -34,11 +34,30 @@ from .. import fsutil
 from ..sysinfo import fstype_of
 from ..errors import CommandError, ImageError
 from . import btrfs
+from . import reference as _reference
+from .reference import Reference
 from .layers import apply_layer
 from .tarapply import LayerError
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _READ = 1 << 20
+
+
+def record_names(names: Iterable[str]) -> list[str]:
+    """The names an image is recorded under: "repo:tag@sha256:…" is two, the tag (which moves) and
+    the digest (which does not, so an image a release pinned keeps a name when its tag moves on)."""
+    out = []
+    for n in names:
+        try:
+            ref = _reference.parse(n)
+        except ImageError:
+            out.append(n)
+            continue
+        if ref.digest and ref.tag:
+            out += [str(Reference(ref.domain, ref.path, ref.tag)), str(Reference(ref.domain, ref.path, None, ref.digest))]
+        else:
+            out.append(n)
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -245,6 +264,7 @@ class Store:
         fsutil.atomic_write(self.repos_file, json.dumps(dict(sorted(repos.items())), indent=1))
 
     def put_image(self, names: list[str], manifest_digest: str, manifest: bytes, config: bytes) -> "ImageRecord":
+        names = record_names(names)
         check_digest(manifest_digest, "manifest digest")
         got = "sha256:" + hashlib.sha256(manifest).hexdigest()
         if got != manifest_digest:
@@ -290,9 +310,18 @@ class Store:
         return ImageRecord(rec["id"], rec["manifest_digest"], config, rec["chain_ids"], rec.get("size", 0),
                            names, rec.get("created", 0.0), manifest)
 
+    def add_names(self, image_id: str, names: Iterable[str]) -> None:
+        """More names for an image already here (the digests a release pinned)."""
+        with self.lock():
+            repos = self._repos()
+            repos.update({n: image_id for n in record_names(names)})
+            self._write_repos(repos)
+
     def _resolve(self, ref: str, repos: dict[str, str]) -> str:
-        if ref in repos:
-            return repos[ref]
+        # "repo:tag@digest" is the image of that digest, whatever the tag names now
+        for name in (ref, record_names([ref])[-1]):
+            if name in repos:
+                return repos[name]
         prefix = ref.removeprefix("sha256:").lower()
         if re.fullmatch(r"[0-9a-f]{4,64}", prefix):
             ids = [p.stem for p in self.records.glob("*.json") if p.stem.startswith(prefix)]

@@ -67,7 +67,7 @@ class SshClient:
         while True:
             try:
                 self.connect(timeout=10.0)
-                self.run(["true"])
+                self.run(["true"], timeout=30.0)
                 return time.monotonic() - start
             except HostKeyMismatch:
                 raise
@@ -96,12 +96,17 @@ class SshClient:
         assert self._client is not None
         return self._client
 
-    def open_session(self) -> paramiko.Channel:
-        """A new session channel on the verified connection (connecting first if needed)."""
+    def open_session(self, timeout: float | None = 30.0) -> paramiko.Channel:
+        """A new session channel on the verified connection (connecting first if needed). A host
+        that stops answering (one going down for a reboot) is a HostError after `timeout` seconds,
+        never a wait without end."""
         transport = self._c().get_transport()
         if transport is None or not transport.is_active():
             raise HostError(f"ssh {self.target.where}: not connected")
-        return transport.open_session()
+        try:
+            return transport.open_session(timeout=timeout)
+        except paramiko.SSHException as exc:
+            raise HostError(f"ssh {self.target.where}: cannot open a session ({exc})") from None
 
     # -- the Runner contract ------------------------------------------------------------------
     @staticmethod
@@ -128,7 +133,7 @@ class SshClient:
         argv = self._argv(argv, sudo, env, cwd)
         cmd = self.command_line(argv)
         start = time.monotonic()
-        chan = self.open_session()
+        chan = self.open_session(timeout=min(timeout or 30.0, 30.0))
         out: dict[str, bytes] = {}
         readers = [threading.Thread(target=lambda k, f: out.__setitem__(k, f.read()), args=(k, f), daemon=True)
                    for k, f in (("out", chan.makefile("rb")), ("err", chan.makefile_stderr("rb")))]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from .resources import parse_bytes
+from .resources import parse_size
 
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
@@ -177,7 +177,7 @@ def parse_long_volume(entry: Mapping[str, Any], where: str = "volume") -> Volume
         t = entry.get("tmpfs") or {}
         options: list[str] = ["ro"] if readonly else []
         if t.get("size") is not None:
-            options.append(f"size={parse_bytes(t['size'], f'{where}.tmpfs.size')}")
+            options.append(f"size={parse_size(t['size'], f'{where}.tmpfs.size')}")
         if t.get("mode") is not None:
             from .secrets import parse_mode
 

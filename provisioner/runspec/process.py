@@ -10,7 +10,7 @@ import signal as _signal
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .resources import parse_bytes
+from .resources import parse_size
 
 DEFAULT_STOP_TIMEOUT = 10.0
 PULL_POLICIES = ("always", "missing", "never")
@@ -96,7 +96,7 @@ def parse_log_config(driver: str | None, options: dict[str, str] | None = None) 
     max_size = max_files = None
     for k, v in (options or {}).items():
         if k == "max-size":
-            max_size = parse_bytes(v, "max-size")
+            max_size = parse_size(v, "max-size")
             if max_size < 1024:
                 raise ConfigError(f"max-size {v!r} is below 1k")
         elif k == "max-file":

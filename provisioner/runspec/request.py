@@ -18,7 +18,7 @@ from .netopts import (
 from .ports import PortMapping, parse_ports
 from .privileges import Privileges
 from .process import LogConfig, Platform, check_signal, parse_platform
-from .resources import parse_bytes, parse_cpus, parse_memory, parse_pids
+from .resources import parse_size, parse_cpus, parse_memory, parse_pids
 from .restart import RestartPolicy
 from .seccomp import SecurityOpts, parse_security_opts
 from .secrets import FileMount
@@ -176,7 +176,7 @@ def from_flags(image: str, command: tuple[str, ...] = (), *, name: str | None = 
         ulimits=tuple(parse_ulimit(u) for u in ulimits),
         sysctls=parse_sysctls(sysctls, host_network=mode is not None and mode.kind == "host"),
         pids_limit=parse_pids(pids_limit) if pids_limit is not None else None,
-        shm_size=parse_bytes(shm_size, "--shm-size") if shm_size else None,
+        shm_size=parse_size(shm_size, "--shm-size") if shm_size else None,
         memory_reservation=parse_memory(memory_reservation, "--memory-reservation") if memory_reservation else None,
         init=init, tty=tty, interactive=interactive, stop_signal=check_signal(stop_signal) if stop_signal else None,
         stop_timeout=float(stop_timeout) if stop_timeout is not None else None,

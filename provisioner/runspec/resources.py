@@ -10,19 +10,24 @@ _MEM = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_bytes(text, what: str = "size") -> int:
-    """Docker's RAMInBytes: "512m", "1g", "1.5G", "64mb", 100000 (bytes); binary units."""
-    if isinstance(text, bool):
-        raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m or g)")
+def parse_bytes(text: str | int) -> int | None:
+    """A size as Docker writes one: "512m", "1g", "1.5g", "100000" (bytes), binary units; None if
+    it is not one."""
     m = _MEM.fullmatch(str(text).strip())
-    if not m:
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+
+
+def parse_size(text, what: str = "size") -> int:
+    """parse_bytes, or one ConfigError naming `what`."""
+    n = None if isinstance(text, bool) else parse_bytes(text)
+    if n is None:
         raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m or g)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return n
 
 
 def parse_memory(text: str, what: str = "--memory") -> int:
-    """A memory limit: parse_bytes, at least the 6 MB Docker enforces."""
-    n = parse_bytes(text, what)
+    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
+    n = parse_size(text, what)
     if n < 6 * (1 << 20):
         raise ConfigError(f"{what} {text} is below the 6 MB minimum Docker enforces")
     return n

@@ -8,17 +8,20 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .. import yamlutil
+from .. import hostos, yamlutil
 from ..disks.config import parse_config
 from ..errors import ConfigError, StackError
+from ..images.registryconf import RegistriesConf, check_location, registries_conf
 from .fields import Fields
 from .model import CloudSettings, CloudVolume, EphemeralSpec, Host, RootDisk
+from .observe import parse_logging, parse_metrics
 
-HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr"}
-LOCAL_KEYS = {"style", "memory", "cpus"}
+HOST_KEYS = {"name", "aws", "gce", "local", "services", "disks", "ssh_cidr", "registries", "metrics", "logging"}
+LOCAL_KEYS = {"style", "memory", "cpus", "os"}
 CLOUD_KEYS = {
-    "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk"},
-    "gce": {"machine_type", "image", "zone", "network", "subnet", "labels", "preemptible", "root_disk"},
+    "aws": {"instance_type", "image", "region", "zone", "subnet", "tags", "spot", "root_disk", "instance_profile"},
+    "gce": {"machine_type", "image", "zone", "network", "subnet", "labels", "preemptible", "root_disk",
+            "service_account", "scopes"},
 }
 # Names end up in resource names, DNS labels and GCE labels: keep them to what all accept.
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]")
@@ -57,7 +60,47 @@ def parse_host(c: Fields, h: dict, services: dict) -> Host:
                          "ssh_cidr")
     volumes, ephemeral, parsed = _disks(c, c.mapping(h, "disks", where), where)
     return Host(name=name, clouds=clouds, services=tuple(placed), ssh_cidr=ssh_cidr, volumes=volumes,
-                ephemeral=ephemeral, disks=parsed, line=yamlutil.line_of(h))
+                ephemeral=ephemeral, disks=parsed, registries=_registries(c, h, where), line=yamlutil.line_of(h),
+                metrics=parse_metrics(c, h, where), logging=parse_logging(c, h, where))
+
+
+def _registries(c: Fields, h: dict, where: str) -> RegistriesConf:
+    """`registries:` — where this host pulls from, as containers-registries.conf(5) entries:
+    [{prefix, location, insecure, blocked, mirrors: [LOCATION | {location, insecure}]}]."""
+    items = c.items(h, "registries", where)
+    rules = []
+    for i, r in enumerate(items):
+        w = f"{where}.registries[{i}]"
+        if not isinstance(r, dict):
+            raise c.fail(f"{w} must be a mapping with 'location' (and prefix, insecure, mirrors)", items, i)
+        c.keys(r, {"prefix", "location", "insecure", "blocked", "mirrors"}, w)
+        location = _location(c, r, "location", w) or _location(c, r, "prefix", w, required=True)
+        prefix = _location(c, r, "prefix", w) or location
+        mirrors = []
+        mirrors_raw = c.items(r, "mirrors", w)
+        for j, m in enumerate(mirrors_raw):
+            wm = f"{w}.mirrors[{j}]"
+            if isinstance(m, str):
+                mirrors.append({"location": _location(c, {"location": m}, "location", wm, at=(mirrors_raw, j))})
+                continue
+            if not isinstance(m, dict):
+                raise c.fail(f"{wm} must be a location or {{location, insecure}}", mirrors_raw, j)
+            c.keys(m, {"location", "insecure"}, wm)
+            mirrors.append({"location": _location(c, m, "location", wm, required=True),
+                            "insecure": c.boolean(m, "insecure", wm, False)})
+        rules.append({"prefix": prefix, "location": location, "insecure": c.boolean(r, "insecure", w, False),
+                      "blocked": c.boolean(r, "blocked", w, False), "mirror": mirrors})
+    return registries_conf(rules)
+
+
+def _location(c: Fields, d: dict, key: str, where: str, required: bool = False, at=None) -> str | None:
+    value = c.string(d, key, where, required=required)
+    if value is not None:
+        try:
+            check_location(value, f"{where}.{key}")
+        except ConfigError as exc:
+            raise c.fail(exc.message, *(at or (d, key))) from None
+    return value
 
 
 IMPLICIT_HOST = "main"
@@ -84,6 +127,9 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
             raise c.fail(f"{where}: needs 'region' or 'zone'", d)
         region = region or zone[:-1]
         tags, spot, network = c.str_map(d, "tags", where), c.boolean(d, "spot", where, False), None
+        profile = c.string(d, "instance_profile", where, pattern=re.compile(r"[\w+=,.@-]{1,128}"),
+                           hint="an IAM instance profile name")
+        identity = {"instance_profile": profile} if profile else None
     else:
         itype = c.string(d, "machine_type", where, required=True,
                          pattern=re.compile(r"^[a-z][a-z0-9-]*$"), hint="like e2-small")
@@ -93,6 +139,7 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
         region = zone.rsplit("-", 1)[0]
         network = c.string(d, "network", where)
         tags, spot = c.str_map(d, "labels", where), c.boolean(d, "preemptible", where, False)
+        identity = _service_account(c, d, where)
         for k, v in tags.items():
             if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", k) or not re.fullmatch(r"[a-z0-9_-]{0,63}", v):
                 raise c.fail(f"{where}.labels.{k}: GCE labels are lowercase letters, digits, '_' and '-'",
@@ -102,21 +149,42 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
     root = RootDisk(c.integer(rd, "size", f"{where}.root_disk", 1, 65536), c.string(rd, "type", f"{where}.root_disk"))
     return CloudSettings(cloud=cloud, instance_type=itype, image=image, region=region, zone=zone,
                          subnet=c.string(d, "subnet", where), network=network, tags=tags, spot=spot,
-                         root_disk=root, line=yamlutil.line_of(d))
+                         root_disk=root, identity=identity, line=yamlutil.line_of(d))
+
+
+# Enough to pull from Artifact Registry and Container Registry (storage read), nothing more.
+DEFAULT_SCOPES = ("https://www.googleapis.com/auth/devstorage.read_only",)
+
+
+def _service_account(c: Fields, d: dict, where: str) -> dict | None:
+    email = c.string(d, "service_account", where, pattern=re.compile(r"[^@\s]+@[^@\s]+\.[a-z]+|default"),
+                     hint="a service account e-mail, or default")
+    scopes = c.items(d, "scopes", where)
+    if scopes and email is None:
+        raise c.fail(f"{where}.scopes: give service_account too (the scopes are the account's)", d, "scopes")
+    for i, sc in enumerate(scopes):
+        if not isinstance(sc, str) or not sc.startswith("https://www.googleapis.com/auth/"):
+            raise c.fail(f"{where}.scopes[{i}]: {sc!r} is not a scope URL (https://www.googleapis.com/auth/…)",
+                         scopes, i)
+    return {"service_account": email, "scopes": list(scopes) or list(DEFAULT_SCOPES)} if email else None
 
 
 def _local(c: Fields, d: dict, where: str, line) -> CloudSettings:
     """`local:` — how the qemu VM looks: style (aws: NVMe disks with EBS-style serials, as on Nitro;
-    gce: virtio-scsi disks named like Persistent Disk / local SSD), memory (MiB) and cpus."""
+    gce: virtio-scsi disks named like Persistent Disk / local SSD), memory (MiB), cpus, and the host
+    OS it boots (a row of provisioner/hostos.py: debian-12, debian-13)."""
     c.keys(d, LOCAL_KEYS, where)
     style = c.string(d, "style", where) or "aws"
     if style not in ("aws", "gce"):
         raise c.fail(f"{where}.style must be aws or gce (how the VM presents its disks)", d, "style")
     memory = c.integer(d, "memory", where, 256, 65536) or 1024
     cpus = c.integer(d, "cpus", where, 1, 64) or 1
-    return CloudSettings(cloud="local", instance_type=f"qemu-{cpus}cpu-{memory}m", image="bookworm", region=None,
+    system = c.string(d, "os", where) or hostos.DEFAULT
+    if system not in hostos.SYSTEMS:
+        raise c.fail(f"{where}.os must be one of {', '.join(sorted(hostos.SYSTEMS))}", d, "os")
+    return CloudSettings(cloud="local", instance_type=f"qemu-{cpus}cpu-{memory}m", image=system, region=None,
                          zone=None, subnet=None, network=None, tags={}, spot=False, root_disk=RootDisk(),
-                         line=line or None, options={"style": style, "memory_mb": memory, "cpus": cpus})
+                         line=line or None, options={"style": style, "memory_mb": memory, "cpus": cpus, "os": system})
 
 
 def _disks(c: Fields, d: dict | None, where: str):

@@ -80,10 +80,13 @@ def parse_stack(doc: Any, path: str, *, hosts_required: bool = True, project: Pr
         hosts = [implicit_host(f, tuple(services))]
     variables = dict(env.used)
     files.check_sources(f, services, secrets, configs, variables)
-    return Stack(name=name, path=path, hosts=tuple(hosts), services=services, order=order,
-                 volumes=tuple(sorted(named)), networks=nets, secrets=secrets, configs=configs,
-                 notices=_in_file_order(f.notices, path), variables=variables, env_files=env.env_files,
-                 implicit_hosts=hosts_required and doc.get("hosts") is None)
+    stack = Stack(name=name, path=path, hosts=tuple(hosts), services=services, order=order,
+                  volumes=tuple(sorted(named)), networks=nets, secrets=secrets, configs=configs,
+                  notices=_in_file_order(f.notices, path), variables=variables, env_files=env.env_files,
+                  implicit_hosts=hosts_required and doc.get("hosts") is None)
+    for host in stack.hosts:
+        _metrics_port_free(f, stack, host)
+    return stack
 
 
 def _in_file_order(notices: list[str], path: str) -> tuple[str, ...]:
@@ -117,3 +120,15 @@ def _hosts(f: Fields, doc: dict, raw: dict) -> list:
         seen.add(host.name)
         hosts.append(host)
     return hosts
+
+
+def _metrics_port_free(f: Fields, stack: Stack, host) -> None:
+    """The metrics port is the agent's own listener: not SSH's, not a published service port."""
+    if host.metrics is None:
+        return
+    port = host.metrics.port
+    taken = [f"{p}" for p in stack.published_ports(host) if p.protocol == "tcp" and p.first <= port <= p.last]
+    if port == 22 or taken:
+        what = "SSH" if port == 22 else f"published port {taken[0]}"
+        raise StackError(f"hosts.{host.name}.metrics.port: {port} is already the host's {what}; pick another",
+                         f.path, host.metrics.line)

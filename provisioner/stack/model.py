@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..images.registryconf import RegistriesConf
 from ..runspec.health import Healthcheck
 from ..runspec.kernel import Ulimit
 from ..runspec.mounts import VolumeSpec
@@ -41,7 +42,8 @@ class CloudSettings:
     spot: bool                  # spot / preemptible, falling back to on-demand
     root_disk: RootDisk
     line: int | None = None
-    options: dict = field(default_factory=dict)  # local cloud: style (aws|gce), memory_mb, cpus
+    options: dict = field(default_factory=dict)  # local cloud: style (aws|gce), memory_mb, cpus, os
+    identity: dict | None = None  # aws: {instance_profile}; gce: {service_account, scopes}: attached at launch
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,43 @@ class EphemeralSpec:
 
 
 @dataclass(frozen=True)
+class MetricsSpec:
+    """`metrics:` of a host: the agent's Prometheus endpoint, and an optional Graphite push."""
+
+    port: int = 9100
+    allow_from: str | None = None     # CIDR the host and cloud firewalls open `port` to (None: closed)
+    graphite: tuple[str, int] | None = None   # (host, port) to push the same series to, plaintext
+    interval: float = 10.0            # seconds between Graphite pushes
+    prefix: str = "provisioner"       # the Graphite path's first component(s)
+    line: int | None = None
+
+    def to_json(self) -> dict:
+        return {"port": self.port, "allow_from": self.allow_from,
+                "graphite": list(self.graphite) if self.graphite else None, "interval": self.interval,
+                "prefix": self.prefix}
+
+
+@dataclass(frozen=True)
+class LoggingSpec:
+    """`logging:` of a host: where the agent ships every container's output (RFC 5424 over RFC 6587)."""
+
+    scheme: str                       # tcp | tls
+    host: str
+    port: int
+    buffer_bytes: int = 64 << 20      # the on-disk buffer's bound while the collector is away
+    ca: str | None = None             # tls: a CA certificate file (absolute), else the system's
+    line: int | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def to_json(self) -> dict:
+        return {"ship_to": self.url, "buffer_bytes": self.buffer_bytes, "ca": self.ca}
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     clouds: dict[str, CloudSettings]
@@ -71,7 +110,10 @@ class Host:
     volumes: tuple[CloudVolume, ...]
     ephemeral: EphemeralSpec | None
     disks: Any = None            # provisioner.disks.config.DisksConfig, when the host has `disks:`
+    registries: RegistriesConf = field(default_factory=RegistriesConf)  # where it pulls from (remaps, mirrors)
     line: int | None = None
+    metrics: MetricsSpec | None = None
+    logging: LoggingSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runspec.durations import parse_duration
-from ..runspec.resources import parse_bytes, parse_cpus, parse_memory, parse_pids
+from ..runspec.resources import parse_size, parse_cpus, parse_memory, parse_pids
 from ..runspec.restart import RestartPolicy
 from .fields import Fields
 from .model import UpdateConfig
@@ -95,7 +95,7 @@ def _resources(f: Fields, dep: dict, w: str, given: dict[str, Any]) -> dict[str,
             raise f.fail(f"{vw}.{key}: devices (GPUs) cannot be reserved here", rsv, key)
     if rsv.get("memory") is not None:
         try:
-            value = parse_bytes(rsv["memory"], "memory")
+            value = parse_size(rsv["memory"], "memory")
         except ConfigError as exc:
             raise f.config(exc, f"{vw}.memory", rsv, "memory") from None
         if given.get("memory_reservation") not in (None, value):

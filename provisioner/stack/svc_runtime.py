@@ -13,7 +13,7 @@ from ..runspec.kernel import make_ulimit, parse_sysctls
 from ..runspec.netopts import parse_dns, parse_extra_host
 from ..runspec.privileges import Privileges, normalize_cap
 from ..runspec.process import check_signal, parse_log_config, parse_platform, parse_pull_policy
-from ..runspec.resources import parse_bytes, parse_cpu_shares, parse_cpus, parse_memory, parse_pids
+from ..runspec.resources import parse_size, parse_cpu_shares, parse_cpus, parse_memory, parse_pids
 from ..runspec.seccomp import SecurityOpts, parse_security_opts
 from .fields import Fields
 
@@ -76,10 +76,10 @@ def _resources(f: Fields, d: dict, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, field, parse in (("mem_limit", "memory", lambda t: parse_memory(t, "mem_limit")),
                               ("cpus", "cpu_quota", parse_cpus),
-                              ("mem_reservation", "memory_reservation", lambda t: parse_bytes(t, "mem_reservation")),
+                              ("mem_reservation", "memory_reservation", lambda t: parse_size(t, "mem_reservation")),
                               ("cpu_shares", "cpu_shares", lambda t: parse_cpu_shares(t, "cpu_shares")),
                               ("pids_limit", "pids_limit", lambda t: parse_pids(t, "pids_limit")),
-                              ("shm_size", "shm_size", lambda t: parse_bytes(t, "shm_size"))):
+                              ("shm_size", "shm_size", lambda t: parse_size(t, "shm_size"))):
         text = f.scalar(d, key, where)
         if text is None:
             continue

@@ -23,6 +23,8 @@ from typing import Callable
 
 from ..errors import ImageError
 from ..fsutil import atomic_write
+from ..remote.bundle import HostPython, dependency_wheels
+from ..remote.deliver import AGENT_HOME, REMOTE_VENV, REMOTE_WHEELS
 from ..runner import Runner
 from .image import MANIFEST, VmImage
 from .spec import ImageSpec, default_cache_dir
@@ -63,8 +65,6 @@ FILES = {
 
 
 E2SCRUB_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "e2scrub_all.service")
-AGENT_VENV = "/opt/provisioner/venv"
-AGENT_WHEELS = "/var/tmp/provisioner-wheels"   # where agent delivery stages wheels on a host
 
 
 @dataclass(frozen=True)
@@ -76,16 +76,17 @@ class Debootstrap:
     def argv(self) -> list[str]:
         hooks = []
         if self.agent_wheels is not None:
-            # mmdebstrap runs customize hooks with /proc, /sys and /dev mounted in the chroot
-            reqs = " ".join(shlex.quote(r) for r in self.spec.agent_requirements())
-            # the login user stages new wheels there at delivery: world-writable and sticky, like /tmp
-            script = (f"mv /var/tmp/{self.agent_wheels.name} {AGENT_WHEELS} && rm -f {AGENT_WHEELS}/.complete && "
-                      f"chmod 1777 {AGENT_WHEELS} && chmod 0644 {AGENT_WHEELS}/* && "
-                      f"python3 -m venv --without-pip {AGENT_VENV} && "
-                      f"python3 -m pip --python {AGENT_VENV}/bin/python install -q --disable-pip-version-check "
-                      f"--no-index --find-links {AGENT_WHEELS} {reqs} && "   # byte code made here, once
+            # mmdebstrap runs customize hooks with /proc, /sys and /dev mounted in the chroot. The
+            # wheels land where agent delivery keeps them: root's alone (0700), as delivery makes it.
+            stage, venv = REMOTE_WHEELS, REMOTE_VENV
+            script = (f"install -d -m 0700 {AGENT_HOME} {stage} && "
+                      f"mv /var/tmp/{self.agent_wheels.name}/*.whl {stage}/ && "
+                      f"rm -rf /var/tmp/{self.agent_wheels.name} && "
+                      f"chmod 0600 {stage}/* && python3 -m venv --without-pip {venv} && "
+                      f"python3 -m pip --python {venv}/bin/python install -q --disable-pip-version-check "
+                      f"--no-index --find-links {stage} {stage}/*.whl && "   # byte code made here, once
                       # which wheels the venv holds: agent delivery then installs only its own wheel
-                      f"(cd {AGENT_WHEELS} && ls -1 *.whl | LC_ALL=C sort > {AGENT_VENV}.deps)")
+                      f"(cd {stage} && ls -1 *.whl | LC_ALL=C sort > {venv}.deps)")
             hooks = [f"--customize-hook=copy-in {self.agent_wheels} /var/tmp",
                      f"--customize-hook=chroot \"$1\" sh -c {shlex.quote(script)}"]
         return ["mmdebstrap", "--mode=root", f"--variant={self.spec.variant}", "--quiet",
@@ -221,10 +222,9 @@ def build(spec: ImageSpec | None = None, *, runner: Runner, cache: Path | None =
         raise ImageError("VM image build needs root (mmdebstrap --mode=root and a root-owned tree)")
     (cache / "images").mkdir(parents=True, exist_ok=True)
     wheels = None
-    if spec.agent:
-        from ..remote.bundle import dependency_wheels
-
-        _reqs, wheels = dependency_wheels(runner, progress=progress)
+    if spec.agent:   # the agent's dependencies, for the image's own Python
+        system = spec.system
+        wheels = dependency_wheels(runner, HostPython(system.python, system.glibc), progress=progress)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=cache / "images"))
     try:
         img = apply(plan(spec, cache, staging, wheels), runner, progress)

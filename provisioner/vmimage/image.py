@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hostos
 from ..errors import ImageError
 from ..runner import Runner
 from .spec import ImageSpec, default_cache_dir
@@ -68,18 +69,20 @@ def _probe_format(path: Path, runner: Runner) -> str:
     return fmt
 
 
-def open_image(path: Path | None, runner: Runner, cache: Path | None = None) -> VmImage:
+def open_image(path: Path | None, runner: Runner, cache: Path | None = None,
+               system: str = hostos.DEFAULT) -> VmImage:
     """Resolve what the user asked for into a bootable image, or say clearly why not.
 
     `path` may be a directory made by `build-vm` (has image.json), a disk image file (qcow2/raw
-    with its own bootloader, e.g. Debian's genericcloud image), or None for the default build.
+    with its own bootloader, e.g. Debian's genericcloud image), or None for the build of host OS `system`.
     """
     if path is None:
-        img = find_image(cache=cache)
+        spec = ImageSpec(os=system)
+        img = find_image(spec, cache=cache)
         if img is None:
-            where = (cache or default_cache_dir()) / "images" / ImageSpec().key()
-            raise ImageError(f"VM image missing: no base image at {where}; run `provision image build-vm` first"
-                             " (or pass --image PATH to a cloud image)")
+            where = (cache or default_cache_dir()) / "images" / spec.key()
+            raise ImageError(f"VM image missing: no {system} base image at {where}; run `provision image build-vm "
+                             f"--os {system}` first (or pass --image PATH to a cloud image)")
         return img
     path = Path(path)
     if path.is_dir():

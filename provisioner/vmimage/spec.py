@@ -7,26 +7,15 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import hostos
+from ..remote.bundle import runtime_requirements
+
 # CI builds the image once per machine; reruns reuse it (keyed by the package list).
 DEFAULT_CACHE = Path("/var/tmp/provisioner-vm-cache")
 
 # Bumped whenever the customisation steps in build.py change what ends up in the image,
 # so an old cached image is not mistaken for a new one.
-RECIPE_VERSION = 8
-
-PACKAGES = (
-    # boot: kernel (its initramfs is built by initramfs-tools in the chroot), init, device manager
-    "linux-image-cloud-amd64", "initramfs-tools", "systemd", "systemd-sysv", "udev", "dbus",
-    # first boot configuration and access
-    "cloud-init", "openssh-server", "sudo", "ca-certificates", "netbase",
-    # what the on-host agent uses
-    "btrfs-progs", "e2fsprogs", "nvme-cli", "iproute2", "nftables", "util-linux", "procps",
-    "python3", "python3-venv", "python3-pip",
-    # --init (compose init: true): tini-static, bind-mounted into the container as its PID 1
-    "tini",
-    # what the boot hook's steps configure: time sync and log rotation
-    "systemd-timesyncd", "logrotate",
-)
+RECIPE_VERSION = 9
 
 
 def default_cache_dir() -> Path:
@@ -35,28 +24,31 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    suite: str = "bookworm"
+    os: str = hostos.DEFAULT        # a row of the host OS table (provisioner/hostos.py)
     mirror: str = "http://deb.debian.org/debian"
     variant: str = "minbase"
-    packages: tuple[str, ...] = PACKAGES
     extra_packages: tuple[str, ...] = field(default_factory=tuple)
     size_mb: int = 0  # 0: size the filesystem from the tree (+ headroom)
     # Bake the host agent's Python dependencies into /opt/provisioner/venv, so a deploy sends and
-    # installs only the provisioner wheel itself (the wheels stay in /var/tmp/provisioner-wheels).
+    # installs only the provisioner wheel itself.
     agent: bool = True
 
-    def agent_requirements(self) -> list[str]:
-        if not self.agent:
-            return []
-        from ..remote.bundle import runtime_requirements
+    @property
+    def system(self) -> hostos.HostOs:
+        return hostos.host_os(self.os)
 
-        return runtime_requirements()
+    @property
+    def suite(self) -> str:
+        return self.system.suite
+
+    def agent_requirements(self) -> list[str]:
+        return runtime_requirements() if self.agent else []
 
     def all_packages(self) -> list[str]:
-        return sorted(set(self.packages) | set(self.extra_packages))
+        return sorted(set(self.system.packages) | set(self.extra_packages))
 
     def key(self) -> str:
-        """Stable cache key: same suite, mirror, variant, packages and recipe → same image."""
+        """Stable cache key: same OS, mirror, variant, packages and recipe → same image."""
         data = {"recipe": RECIPE_VERSION, "suite": self.suite, "mirror": self.mirror,
                 "variant": self.variant, "packages": self.all_packages(), "size_mb": self.size_mb,
                 **({"agent": self.agent_requirements()} if self.agent else {})}
@@ -65,6 +57,7 @@ class ImageSpec:
 
     def to_json(self) -> dict:
         d = asdict(self)
+        d["suite"] = self.suite
         d["packages"] = self.all_packages()
         d.pop("extra_packages")
         return d

@@ -103,6 +103,16 @@ def make_bundle(path: Path, rootfs: Path, *, args=None, config=None, **overrides
     return path
 
 
+def compile_static(source: str, dest: Path, mode: int = 0o755) -> Path:
+    """A tiny C program, compiled static (it runs in a busybox rootfs, which has no libc)."""
+    src = dest.with_name(dest.name + ".c")
+    src.write_text(source)
+    subprocess.run(["cc", "-static", "-O2", "-o", str(dest), str(src)], check=True, capture_output=True, text=True)
+    src.unlink()
+    dest.chmod(mode)
+    return dest
+
+
 def runtime_argv(name: str, binary: Path, root: Path) -> list[str]:
     exe = str(binary) if name == "provision-runtime" else shutil.which(name)
     return [exe, "--root", str(root)]
@@ -212,6 +222,12 @@ class RT:
         self.base = (V2_WRAP if V2_MODE else []) + runtime_argv(name, binary, root)
         self.root = root
         self.ids: list[str] = []
+
+    def argv_with(self, *global_opts, exe: str | None = None) -> list[str]:
+        """The runtime's argv prefix with more global options after the binary (e.g.
+        --systemd-cgroup, --log F), or another binary in its place."""
+        i = self.base.index(self.exe)
+        return self.base[:i] + [exe or self.exe, *map(str, global_opts)] + self.base[i + 1:]
 
     def new_id(self) -> str:
         cid = f"t{uuid.uuid4().hex[:10]}"

@@ -224,7 +224,8 @@ def test_boot_fresh_rerun_and_reboot(machine):
     # -- first boot: everything to do ---------------------------------------------------------
     first = boot.boot(m.context(cfg_path))
     assert statuses(first) == {"disks": "changed", "users": "changed", "sysctl": "changed", "logrotate": "changed",
-                               "firewall": "changed", "timesync": "skipped", "containers": "ok"}, first.steps
+                               "firewall": "changed", "timesync": "skipped", "containers": "ok",
+                               "agent": "skipped"}, first.steps
     assert sum(c.startswith("mkfs.btrfs") for c in changes(first, "disks")) == 2
     assert "Data, RAID0" in sh("btrfs", "filesystem", "df", m.root).stdout
     assert findmnt(m.tmp / "mnt" / "data")["source"] == vol
@@ -271,7 +272,7 @@ def test_boot_fresh_rerun_and_reboot(machine):
     third = boot.boot(m.context(cfg_path))
     st = statuses(third)
     assert st == {"disks": "changed", "users": "ok", "sysctl": "changed", "logrotate": "ok",
-                  "firewall": "changed", "timesync": "skipped", "containers": "changed"}, third.steps
+                  "firewall": "changed", "timesync": "skipped", "containers": "changed", "agent": "skipped"}, third.steps
     assert not any(c.startswith(("mkfs", "wipe")) for c in changes(third, "disks"))   # mounted, not formatted
     assert {d: blkid(d)["UUID"] for d in eph + [vol]} == uuids
     assert (m.tmp / "mnt" / "data" / "keep.txt").read_text() == "volume data"

@@ -93,6 +93,20 @@ def test_firewall_rules_dedupe():
     assert [str(r) for r in rules] == ["22/tcp from 10.0.0.0/8", "80/tcp from 0.0.0.0/0"]
 
 
+def test_the_metrics_port_is_opened_to_its_range_only(tmp_path):
+    from provisioner.stack import MetricsSpec
+
+    assert [str(r) for r in firewall_rules([], "10.0.0.0/8", MetricsSpec(port=9100))] == ["22/tcp from 10.0.0.0/8"]
+    rules = firewall_rules([PublishedPort("tcp", 80, 80)], "10.0.0.0/8", MetricsSpec(9100, "192.0.2.0/24"))
+    assert [str(r) for r in rules] == ["22/tcp from 10.0.0.0/8", "80/tcp from 0.0.0.0/0", "9100/tcp from 192.0.2.0/24"]
+    stack = tmp_path / "s.yml"
+    stack.write_text(STACK.read_text().replace("    ssh_cidr: 198.51.100.0/24\n",
+                                               "    ssh_cidr: 198.51.100.0/24\n    metrics: {allow_from: 203.0.113.0/24}\n", 1))
+    for cloud in ("aws", "gce"):
+        web = plan_launch(load_stack(stack), cloud, PUBKEY).hosts[0]
+        assert "9100/tcp from 203.0.113.0/24" in [str(r) for r in web.rules]
+
+
 def test_instance_store_mappings_only_for_xen_families():
     assert instance_store_mappings("t3.small", 2) == []
     assert instance_store_mappings("m3.medium", 2) == [("/dev/sdb", "ephemeral0"), ("/dev/sdc", "ephemeral1")]
@@ -401,4 +415,4 @@ def test_cli_stack_error_points_at_the_line(tmp_path):
     res = _provision("launch", "--cloud", "aws", "-f", str(bad), "--dry-run")
     assert res.returncode == 2
     assert res.stderr.strip() == (f"error: {bad}:36: unknown key 'instance_typo' in hosts.db.aws (expected one of: "
-                                  "image, instance_type, region, root_disk, spot, subnet, tags, zone)")
+                                  "image, instance_profile, instance_type, region, root_disk, spot, subnet, tags, zone)")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import boto3
 import pytest
@@ -280,3 +281,23 @@ def test_relaunch_reattaches_kept_volumes(aws):
     assert [(a["InstanceId"], a["Device"]) for a in vol["Attachments"]] == [(web.instance.id, "/dev/sdg")]
     logs = [v for v in ec2.describe_volumes()["Volumes"] if _tags(v).get("provisioner:volume") == "logs"]
     assert len(logs) == 1
+
+
+def test_an_instance_profile_is_attached_at_launch(aws, tmp_path):
+    """`aws: {instance_profile: NAME}`: the host pulls from ECR with the role's credentials."""
+    url, ec2, driver = aws
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    iam.create_instance_profile(InstanceProfileName="pull-from-ecr")
+    text = Path(FIXTURE).read_text().replace("instance_type: t3.small", "instance_type: t3.small\n      "
+                                             "instance_profile: pull-from-ecr", 1)
+    stack_file = tmp_path / "stack.yml"
+    stack_file.write_text(text)
+    for f in Path(FIXTURE).parent.glob("*.env"):
+        (tmp_path / f.name).write_text(f.read_text())
+    result = launch(plan_launch(load_stack(stack_file), "aws", PUBKEY), driver, timeouts=FAST)
+    by_host = {h.host: h for h in result.hosts}
+    instances = {i["InstanceId"]: i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    web, db = instances[by_host["web"].instance.id], instances[by_host["db"].instance.id]
+    assert web["IamInstanceProfile"]["Arn"].endswith("instance-profile/pull-from-ecr")
+    assert "IamInstanceProfile" not in db

@@ -3,6 +3,7 @@ Google's published discovery document (tests/gce_double.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 
 import pytest
@@ -256,3 +257,19 @@ def test_unknown_service_account_is_rejected(double, tmp_path, monkeypatch):
     with pytest.raises(CloudAuthError) as info:
         GceCloud("test-project", endpoint=double.base_url, sleep=lambda s: None)
     assert str(info.value).startswith("gce: authenticate: credentials rejected") and "\n" not in str(info.value)
+
+
+def test_a_service_account_is_attached_at_launch(double, gce, tmp_path):
+    """`gce: {service_account: EMAIL}`: the host pulls from Artifact Registry with its token,
+    with the storage read-only scope unless the stack names others."""
+    text = Path(FIXTURE).read_text().replace("machine_type: e2-small", "machine_type: e2-small\n      "
+                                             "service_account: puller@test-project.iam.gserviceaccount.com", 1)
+    stack_file = tmp_path / "stack.yml"
+    stack_file.write_text(text)
+    for f in Path(FIXTURE).parent.glob("*.env"):
+        (tmp_path / f.name).write_text(f.read_text())
+    launch(_plan(stack_file), gce, timeouts=FAST)
+    web = double.instances[("us-central1-a", "shop-web")]
+    assert web["serviceAccounts"] == [{"email": "puller@test-project.iam.gserviceaccount.com",
+                                       "scopes": ["https://www.googleapis.com/auth/devstorage.read_only"]}]
+    assert "serviceAccounts" not in double.instances[("us-central1-a", "shop-db")]

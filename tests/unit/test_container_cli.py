@@ -28,8 +28,8 @@ class FakeManager:
         self.calls.append(("run", req))
         return self.rec
 
-    def logs(self, ref, tail=None, follow=False):
-        self.calls.append(("logs", ref, tail, follow))
+    def logs(self, ref, tail=None, follow=False, since=None):
+        self.calls.append(("logs", ref, tail, follow) + ((since,) if since else ()))
         return iter([LogLine("2026-01-01T00:00:00.000000000Z", "stdout", "out\n"),
                      LogLine("2026-01-01T00:00:01.000000000Z", "stderr", "err\n")])
 
@@ -93,6 +93,27 @@ def test_ps_table_and_json(mgr, capsys):
     invoke(["container", "ps", "--json"])
     assert json.loads(capsys.readouterr().out)[0]["name"] == "web"
     assert mgr.calls == [("ps", True), ("ps", False)]
+
+
+def test_logs_since_and_json_lines(mgr, capsys):
+    invoke(["container", "logs", "--since", "2026-01-01T00:00:00.5Z", "--json", "web"])
+    assert mgr.calls[-1] == ("logs", "web", None, False, "2026-01-01T00:00:00.500000000Z")
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert lines == [{"log": "out\n", "stream": "stdout", "time": "2026-01-01T00:00:00.000000000Z"},
+                     {"log": "err\n", "stream": "stderr", "time": "2026-01-01T00:00:01.000000000Z"}]
+
+
+def test_since_as_docker_takes_it():
+    from provisioner.containers.shimlogs import parse_since
+    from provisioner.errors import ConfigError
+
+    now = 1767225600.0   # 2026-01-01T00:00:00Z
+    assert parse_since("10m", now) == "2025-12-31T23:50:00.000000000Z"
+    assert parse_since("1767225600.25", now) == "2026-01-01T00:00:00.250000000Z"
+    assert parse_since("2026-01-01T02:00:00+02:00", now) == "2026-01-01T00:00:00.000000000Z"
+    assert parse_since("2026-01-02", now) == "2026-01-02T00:00:00.000000000Z"
+    with pytest.raises(ConfigError, match="--since 'yesterday'"):
+        parse_since("yesterday", now)
 
 
 def test_logs_tail_timestamps_and_stop_timeout(mgr, capsys):

@@ -66,7 +66,7 @@ def test_vm_image_missing(env):
     tmp_path, reg = env
     res, lines = _deploy(tmp_path, reg, STACK)
     assert res.exit_code != 0 and len(lines) == 1, res.output
-    assert lines[0].startswith("error: VM image missing: no base image at ") and "provision image build-vm" in lines[0]
+    assert lines[0].startswith("error: VM image missing: no debian-12 base image at ") and "provision image build-vm" in lines[0]
     assert _nothing_launched(tmp_path)
 
 

@@ -46,7 +46,7 @@ def test_bad_flags_are_one_line(flags, image, msg):
 
 
 def test_a_stack_disable_is_kept_and_only_it_changes_the_service_hash(tmp_path):
-    from provisioner.compose.engine import config_hash
+    from provisioner.compose.plan import config_hash
     from provisioner.stack import load_stack
 
     f = tmp_path / "s.yml"

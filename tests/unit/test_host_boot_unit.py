@@ -77,7 +77,8 @@ def test_fresh_boot_then_rerun_changes_nothing(host):
     first = boot.boot(host)
     assert [s.name for s in first.steps] == list(boot.STEP_NAMES)
     assert statuses(first) == {"disks": "changed", "users": "changed", "sysctl": "changed", "logrotate": "changed",
-                               "firewall": "changed", "timesync": "skipped", "containers": "ok"}
+                               "firewall": "changed", "timesync": "skipped", "containers": "ok",
+                               "agent": "skipped"}
     assert first.ok and all(s.seconds >= 0 for s in first.steps)
     assert host.fake_disks.calls == [(str(host.sysroot / "etc/fstab"), False)]
 

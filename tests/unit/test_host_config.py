@@ -67,6 +67,23 @@ def test_from_stack_file(tmp_path):
     assert cfg.disks.mountpoints() == ["/var/lib/provisioner"]
 
 
+def test_metrics_and_logging_come_from_the_stack_file_or_the_host_config(tmp_path):
+    stack = STACK.replace("    ssh_cidr: 10.0.0.0/8\n", "    ssh_cidr: 10.0.0.0/8\n    metrics: {allow_from: 10.0.2.2/32}\n"
+                                                          "    logging: {ship_to: \"tcp://logs:514\"}\n", 1)
+    assert stack != STACK
+    write(tmp_path, stack, "stack.yml")
+    cfg = hc.load(write(tmp_path, "host: web1\nstack_file: stack.yml\n"))
+    assert (cfg.metrics.port, cfg.metrics.allow_from, cfg.logging.url) == (9100, "10.0.2.2/32", "tcp://logs:514")
+    assert cfg.to_json()["metrics"]["allow_from"] == "10.0.2.2/32"
+    with pytest.raises(ConfigError, match="'metrics' comes from the stack file"):
+        hc.load(write(tmp_path, "host: web1\nstack_file: stack.yml\nmetrics: {}\n"))
+    direct = hc.load(write(tmp_path, "host: h\nmetrics: {port: 9273}\nlogging: {ship_to: \"tls://l:6514\"}\n"))
+    assert (direct.metrics.port, direct.logging.scheme) == (9273, "tls")
+    with pytest.raises(ConfigError) as err:
+        hc.load(write(tmp_path, "host: h\nlogging:\n  ship_to: ftp://l\n"))
+    assert err.value.line == 3 and "host.logging.ship_to" in str(err.value)
+
+
 def test_cloud_init_json_is_accepted(tmp_path):
     data = {"stack": "shop", "host": "web1", "cloud": "local", "services": ["web"],
             "volumes": [{"name": "data", "size_gb": 1}]}

@@ -249,6 +249,17 @@ def test_firewall_ruleset_opens_exactly_the_published_ports(tmp_path):
     assert "ip6 saddr fd00::/8 tcp dport 2222 accept" in v6 and " dport {" not in v6
 
 
+def test_firewall_opens_the_metrics_port_to_its_range_only(tmp_path):
+    from provisioner.stack import MetricsSpec
+
+    text = firewall.render(HostConfig(host="h", metrics=MetricsSpec(port=9100, allow_from="10.0.2.2/32")))
+    assert "ip saddr 10.0.2.2/32 tcp dport 9100 accept" in text and text.count("9100") == 1
+    v6 = firewall.render(HostConfig(host="h", metrics=MetricsSpec(port=9273, allow_from="fd00::/8")))
+    assert "ip6 saddr fd00::/8 tcp dport 9273 accept" in v6
+    closed = firewall.render(HostConfig(host="h", metrics=MetricsSpec(port=9100)))   # no range: not opened
+    assert "9100" not in closed
+
+
 def test_firewall_fresh_converged_and_reapplied_after_reboot(tmp_path):
     runner = FakeRunner()
     nft = FakeNft(runner)

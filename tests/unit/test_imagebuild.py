@@ -245,4 +245,7 @@ def test_status_app_answers_json_and_reports_a_redis_ping(tmp_path):
     finally:
         proc.terminate()
         proc.wait(5)
+        # wake the blocked accept() first: a thread left in it on a closed descriptor takes the
+        # connections of whatever socket reuses the number next (another test's server)
+        fake.shutdown(socket.SHUT_RDWR)
         fake.close()

@@ -22,6 +22,8 @@ from tests.registry_fixture import wait_until
 
 
 class _Server(paramiko.ServerInterface):
+    hang_channels = threading.Event()   # set: channel opens go unanswered, as on a host going down
+
     def __init__(self, client_key: paramiko.PKey):
         self.client_key = client_key
 
@@ -33,6 +35,8 @@ class _Server(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind, chanid):
+        while self.hang_channels.is_set():   # (the server's transport thread for this client, only)
+            threading.Event().wait(0.05)
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel, command):
@@ -83,20 +87,31 @@ def server(tmp_path_factory):
     listener.listen(8)
     transports = []
 
-    def accept():
+    def serve(conn):
+        t = paramiko.Transport(conn)
+        transports.append(t)
+        t.add_server_key(host_key)
+        try:
+            t.start_server(server=_Server(client_key))
+        except (paramiko.SSHException, EOFError, OSError):
+            t.close()   # a client that refused our host key hangs up mid-handshake
+
+    def accept():   # each handshake in its own thread: a slow one never holds up the next client
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            t = paramiko.Transport(conn)
-            t.add_server_key(host_key)
-            t.start_server(server=_Server(client_key))
-            transports.append(t)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     port = listener.getsockname()[1]
     yield target_for([sha256_fingerprint(host_key)], port, os.environ.get("USER", "root"), key_file)
+    # wake the blocked accept() before closing: left blocked on a closed descriptor, the thread would
+    # take the connections of the next server whose socket reuses the number (another test's sshd)
+    listener.shutdown(socket.SHUT_RDWR)
+    acceptor.join(10)
     listener.close()
     for t in transports:
         t.close()
@@ -168,3 +183,18 @@ def test_the_host_key_is_verified(server):
     wrong = target_for(["SHA256:" + "B" * 43], server.port, server.user, server.key_file)
     with pytest.raises(HostKeyMismatch):
         SshClient(wrong).run(["cat"], input=lambda send: None)
+
+
+def test_a_host_that_stops_answering_is_an_error_not_a_wait_without_end(server):
+    """A connection up but no answer to opening a session (a host going down for a reboot): the
+    command fails after its timeout; it once waited forever (wait_ready across a reboot hung)."""
+    from provisioner.errors import HostError
+
+    client = SshClient(server).connect()
+    _Server.hang_channels.set()
+    try:
+        with pytest.raises(HostError, match="cannot open a session"):
+            client.open_session(timeout=1.0)
+    finally:
+        _Server.hang_channels.clear()
+        client.close()

@@ -136,7 +136,7 @@ def test_state_roundtrip_and_dead_pid(tmp_path):
 def test_launch_with_missing_image_creates_nothing(tmp_path):
     fake = FakeRunner()
     cloud = LocalCloud(tmp_path, fake, image=None, cache=tmp_path / "cache")
-    with pytest.raises(ImageError, match="VM image missing: no base image at .*build-vm"):
+    with pytest.raises(ImageError, match="VM image missing: no debian-12 base image at .*build-vm"):
         cloud.launch(VmSpec("s", "h", KEY))
     assert fake.calls == [] and not (tmp_path / "local").exists()
 
@@ -232,6 +232,23 @@ def test_adapter_finds_instances_and_kept_volumes_from_the_state_tree(tmp_path):
     assert [r.kind for r in driver.find("s")] == ["volume"]
     driver.delete(found[1])
     assert driver.find("s") == [] and not (tmp_path / "local" / "s").exists()
+
+
+def test_status_without_a_stack_lists_every_local_stack(tmp_path):
+    from click.testing import CliRunner
+
+    from provisioner.cli.main import cli
+
+    for stack, host in (("shop", "web"), ("blog", "db")):
+        hdir = state.host_dir(tmp_path, stack, host)
+        hdir.mkdir(parents=True)
+        (hdir / "root.qcow2").write_bytes(b"")
+        state.save(hdir, state.VmState(stack=stack, host=host, pid=999999999, instance_id=f"i-{host}"))
+    res = CliRunner().invoke(cli, ["--root", str(tmp_path), "--json", "status", "--cloud", "local"])
+    assert res.exit_code == 0, res.output
+    found = json.loads(res.stdout)["resources"]
+    assert sorted((r["extra"]["tags"]["provisioner-stack"], r["host"], r["kind"]) for r in found) == [
+        ("blog", "db", "instance"), ("shop", "web", "instance")]
 
 
 def test_adapter_console_output_strips_the_syslog_prefix(tmp_path):

@@ -69,7 +69,8 @@ class FakeSshd(paramiko.ServerInterface):
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     @property
     def fingerprints(self) -> tuple[str, ...]:
@@ -89,7 +90,15 @@ class FakeSshd(paramiko.ServerInterface):
         return rec
 
     def close(self) -> None:
+        """Stop accepting before the socket is closed: a thread left blocked in accept() on a
+        closed descriptor would take the connections of whichever socket reuses its number (the
+        next test's server)."""
         self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the blocked accept()
+        except OSError:
+            pass
+        self._acceptor.join(10)
         self.sock.close()
 
     # -- paramiko's server side ------------------------------------------------------------

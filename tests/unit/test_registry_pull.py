@@ -357,3 +357,15 @@ def test_credential_helpers(tmp_path):
     runner.expect(["docker-credential-pass", "get"], returncode=1, stderr="gpg: decryption failed")
     with pytest.raises(ConfigError, match=r"credential helper docker-credential-pass failed for other.example"):
         load_credentials("other.example", cfg, runner=runner)
+
+
+def test_a_pull_records_how_long_the_image_took_to_arrive(fake, store, tmp_path):
+    """What the metrics endpoint serves as provisioner_image_pull_duration_seconds."""
+    from provisioner.images import history
+
+    four_layers(fake)
+    res = pullmod.pull(f"{fake.address}/app:v1", store, tmp_path)
+    pullmod.pull(f"{fake.address}/app:v1", store, tmp_path)   # again: nothing fetched
+    (arrival,) = history.read(tmp_path)
+    assert (arrival.image, arrival.how, arrival.layers, arrival.applied) == (res.reference, "pull", 4, 0)
+    assert arrival.seconds > 0 and arrival.at > 0

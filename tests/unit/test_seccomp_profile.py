@@ -246,7 +246,8 @@ def _stack(tmp_path, *items: str) -> str:
 
 
 def test_stack_security_opt_reaches_the_run_request(tmp_path):
-    from provisioner.compose.engine import Stacks, config_hash
+    from provisioner.compose.engine import Stacks
+    from provisioner.compose.plan import config_hash
     from provisioner.stack import load_stack
 
     (tmp_path / "prof").mkdir()

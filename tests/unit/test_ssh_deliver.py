@@ -1,6 +1,7 @@
 """SSH host key verification (no TOFU) and agent delivery decisions, without a network."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -45,134 +46,136 @@ def test_client_refuses_to_run_without_fingerprints(tmp_path):
 
 
 class FakeSsh(FakeRunner):
-    """Stands in for SshClient as any Runner does: records commands and puts, answers python3 and
-    listdir (every command answers; what each prints depends on it)."""
+    """A host, faked as any Runner is: answers the delivery's probe (python3, C library, machine,
+    the venv's state) and records the install script and what was streamed to it."""
 
-    def __init__(self, python="3.11", have=None, marker=""):
+    def __init__(self, python="Python 3.11.2", libc="glibc 2.36", venv=True, marker="", deps=()):
         super().__init__(where="provision@127.0.0.1:2222")
-        self.python, self.have, self.commands, self.puts = python, have or {}, [], []
-        self.marker, self.by_command = marker, {}
-        self.expect([], prefix=True, handler=self.answer)
+        probe = "\n".join([python, libc, "x86_64", "venv" if venv else "-", marker, *deps]) + "\n"
+        self.expect(["sh", "-c"], prefix=True, handler=lambda argv: self._answer_sh(argv, probe))
+        self.scripts: list[str] = []
 
-    def answer(self, argv) -> Result:
-        cmd = " ".join(argv)
-        out = (self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd
-               else self.marker if cmd.startswith("cat ") else "")
-        return Result(argv, 0, out, "")
+    def _answer_sh(self, argv, probe) -> Result:
+        if argv[2].startswith("python3 -V"):
+            return Result(argv, 0, probe, "")
+        self.scripts.append(argv[2])
+        return Result(argv, 0, "", "")
 
-    def run(self, argv, **kw):
-        cmd = " ".join(argv)
-        self.commands.append(cmd)
-        self.by_command[cmd] = kw.get("input")
-        return super().run(argv, **kw)
+    def streamed(self) -> dict[str, bytes]:
+        """The files of the last streamed tar."""
+        import io
+        import tarfile
 
-    def listdir(self, remote):
-        return self.have
-
-    def put(self, local, remote, mode=None):
-        self.puts.append(Path(local).name)
+        with tarfile.open(fileobj=io.BytesIO(self.inputs[-1])) as tf:
+            return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
 
 
 def _bundle(tmp_path, content=b"print('agent')\n") -> b.AgentBundle:
     import zipfile
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     wheels = []
-    for name in ("provisioner-0.1.0-py3-none-any.whl", "click-8.1-py3-none-any.whl", "pyyaml-6-cp311.whl"):
+    for name in ("provisioner-0.1.0-py3-none-linux_x86_64.whl", "click-8.1-py3-none-any.whl",
+                 "pyyaml-6-cp311-cp311-manylinux_2_17_x86_64.whl"):
         with zipfile.ZipFile(tmp_path / name, "w") as z:
-            z.writestr("mod.py", content if name.startswith("provisioner") else b"x")
+            zi = zipfile.ZipInfo("mod.py", date_time=(1980, 1, 1, 0, 0, 0))
+            z.writestr(zi, content if name.startswith("provisioner") else b"x")
         wheels.append(tmp_path / name)
     return b.AgentBundle(wheels[0], tuple(wheels[1:]), "3.11")
 
 
-def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
-    b = _bundle(tmp_path)
-    ssh = FakeSsh(have={"click-8.1-py3-none-any.whl": b.wheels[1].stat().st_size, "pyyaml-6-cp311.whl": 3,
-                        "provisioner-0.1.0-py3-none-any.whl": b.wheels[0].stat().st_size})
-    report = d.deliver(ssh, _bundle(tmp_path))
-    assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl", "pyyaml-6-cp311.whl"]
-    assert report.skipped == ["click-8.1-py3-none-any.whl"]
-    installs = [c for c in ssh.commands if " install " in c]
-    assert len(installs) == 1 and "--python /opt/provisioner/venv/bin/python" in installs[0]
-    assert "--no-index" in installs[0] and "--no-deps" not in installs[0]
-    # then the agent's own wheel over the installed one (same version, new code): wheelinstall
-    own = "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl"
-    assert ssh.commands.index(own) > ssh.commands.index(installs[0])
-    assert ssh.by_command[own] == Path(d.wheelinstall.__file__).read_text()
-    assert report.version == "provision, version 0.1.0"
+def _marker(bundle) -> str:
+    return b.content_digest(bundle.project_wheel) + " " + ",".join(sorted(w.name for w in bundle.dependency_wheels))
 
 
-def test_deliver_refuses_a_python_mismatch_before_sending(tmp_path):
-    ssh = FakeSsh(python="3.13")
-    with pytest.raises(HostError, match="host has Python 3.13, the wheels were built for 3.11"):
-        d.deliver(ssh, _bundle(tmp_path))
-    assert ssh.puts == []
+def test_probe_answers_parse_into_the_hosts_python_and_venv_state():
+    facts = d.parse_probe("Python 3.13.5\nglibc 2.41\nx86_64\nvenv\nabc d1,d2\nd1.whl\nd2.whl\n", "h")
+    assert facts.python == b.HostPython("3.13", "2.41", "x86_64") and facts.venv
+    assert facts.marker == "abc d1,d2" and facts.deps == ("d1.whl", "d2.whl")
+    with pytest.raises(HostError, match="the host has Python 3.9; the agent needs 3.11 or newer"):
+        d.parse_probe("Python 3.9.2\nglibc 2.31\nx86_64\n-\n\n", "h")
+    with pytest.raises(HostError, match="no python3 on the host"):
+        d.parse_probe("sh: 1: python3: not found\nglibc 2.36\nx86_64\n-\n\n", "h")
+    with pytest.raises(HostError, match="not glibc"):
+        d.parse_probe("Python 3.12.1\nmusl\nx86_64\n-\n\n", "h")
 
 
-def test_runtime_requirements_leave_out_test_extras_and_operator_libraries():
-    reqs = b.runtime_requirements()
-    assert any(r.startswith("click") for r in reqs) and any(r.startswith("PyYAML") for r in reqs)
-    assert not any("pytest" in r or "moto" in r for r in reqs)
-    assert not any(r.lower().startswith(("paramiko", "apache-libcloud", "jinja2")) for r in reqs)
-
-
-def test_first_delivery_makes_a_venv_without_pip_and_installs_once(tmp_path):
-    class Fresh(FakeSsh):
-        def answer(self, argv):
-            out = super().answer(argv)
-            return Result(argv, 1, "", "") if list(argv[:2]) == ["test", "-x"] else out
-
-    ssh = Fresh()
-    d.deliver(ssh, _bundle(tmp_path))
-    assert "python3 -m venv --without-pip /opt/provisioner/venv" in ssh.commands
-    installs = [c for c in ssh.commands if " install " in c]
-    assert len(installs) == 1 and "--no-index" in installs[0] and "--force-reinstall" not in installs[0]
-    assert any(c.startswith("sh -c ln -sfn /opt/provisioner/venv/bin/provision /usr/local/bin/provision && ")
-               for c in ssh.commands)
-    assert "tee /opt/provisioner/venv.deps" in ssh.commands   # the next delivery knows the deps are there
-
-
-def test_dependencies_already_in_the_venv_mean_no_pip_run(tmp_path):
+def test_an_unchanged_agent_costs_one_round_trip(tmp_path):
     bundle = _bundle(tmp_path)
-
-    class Baked(FakeSsh):   # like the local cloud's VM image: venv and its .deps list baked in
-        def answer(self, argv):
-            if " ".join(argv) == "cat /opt/provisioner/venv.deps":
-                return Result(argv, 0, "\n".join(sorted(w.name for w in bundle.dependency_wheels)) + "\n", "")
-            return super().answer(argv)
-
-    ssh = Baked(have={w.name: w.stat().st_size for w in bundle.dependency_wheels})
-    d.deliver(ssh, bundle)
-    assert not [c for c in ssh.commands if " pip " in c]
-    assert "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl" \
-        in ssh.commands
-    assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl"]
+    ssh = FakeSsh(marker=_marker(bundle), deps=sorted(w.name for w in bundle.dependency_wheels))
+    report = d.deliver(ssh, bundle)
+    assert len(ssh.calls) == 1 and ssh.scripts == [] and report.sent == [] and len(report.skipped) == 3
 
 
-def test_same_agent_contents_are_not_reinstalled(tmp_path):
-    first = _bundle(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path)
-    second = _bundle(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path)  # rebuilt: new zip times
+def test_a_new_agent_over_the_same_dependencies_sends_only_its_wheel(tmp_path):
+    bundle = _bundle(tmp_path)
+    ssh = FakeSsh(marker="old,deps", deps=sorted(w.name for w in bundle.dependency_wheels))
+    report = d.deliver(ssh, bundle)
+    (script,) = ssh.scripts
+    assert report.sent == [bundle.project_wheel.name] and len(ssh.calls) == 2
+    files = ssh.streamed()
+    assert sorted(files) == sorted(["SHA256SUMS", bundle.project_wheel.name, "wheelinstall.py"])
+    assert files["wheelinstall.py"] == Path(d.wheelinstall.__file__).read_bytes()
+    assert f"{hashlib.sha256(files[bundle.project_wheel.name]).hexdigest()}  {bundle.project_wheel.name}" \
+        in files["SHA256SUMS"].decode()
+    assert " pip " not in script and "venv --without-pip" not in script   # no pip start-up: wheelinstall only
+    assert "sha256sum --quiet --strict -c SHA256SUMS" in script
+    assert script.index("sha256sum") < script.index("wheelinstall.py /opt/provisioner/wheels/provisioner-")
+    assert script.rstrip().endswith(f"printf '%s\\n' '{_marker(bundle)}' > /opt/provisioner/venv.installed")
+
+
+def test_a_first_delivery_makes_the_venv_and_installs_exactly_the_bundles_dependencies(tmp_path):
+    bundle = _bundle(tmp_path)
+    ssh = FakeSsh(venv=False)
+    report = d.deliver(ssh, bundle)
+    (script,) = ssh.scripts
+    assert sorted(report.sent) == sorted(w.name for w in bundle.wheels)
+    assert "python3 -m venv --without-pip /opt/provisioner/venv" in script
+    pip = next(line for line in script.splitlines() if " -m pip " in line)
+    assert "--no-index --find-links /opt/provisioner/wheels" in pip
+    assert all(f"/opt/provisioner/wheels/{w.name}" in pip for w in bundle.dependency_wheels)
+    assert "install -d -m 0700 -o root -g root /opt/provisioner /opt/provisioner/wheels" in script
+
+
+def test_a_host_with_another_python_gets_the_bundle_for_its_own(tmp_path):
+    asked = []
+
+    class Bundles:
+        def for_host(self, host):
+            asked.append(host)
+            return _bundle(tmp_path)
+
+    d.deliver(FakeSsh(python="Python 3.13.5", libc="glibc 2.41", venv=False), Bundles())
+    assert asked == [b.HostPython("3.13", "2.41", "x86_64")]
+
+
+def test_same_agent_contents_give_the_same_marker(tmp_path):
+    first, second = _bundle(tmp_path / "a"), _bundle(tmp_path / "b")
     assert b.content_digest(first.project_wheel) == b.content_digest(second.project_wheel)
-    marker = b.content_digest(first.project_wheel) + " " + ",".join(w.name for w in first.dependency_wheels)
-    ssh = FakeSsh(marker=marker)
-    report = d.deliver(ssh, second)
-    assert ssh.puts == [] and report.sent == [] and len(report.skipped) == 3
-    assert not [c for c in ssh.commands if " install " in c]
-    changed = _bundle(tmp_path / "c" if (tmp_path / "c").mkdir() is None else tmp_path, b"print('v2')\n")
-    d.deliver(FakeSsh(marker=marker), changed)  # different contents: installed
+    changed = _bundle(tmp_path / "c", b"print('v2')\n")
     assert b.content_digest(changed.project_wheel) != b.content_digest(first.project_wheel)
 
 
-def test_source_digest_follows_what_goes_into_the_wheel(tmp_path):
-    from provisioner.remote.bundle import source_digest
+def test_manylinux_platforms_cover_every_tag_the_hosts_glibc_loads():
+    tags = b.manylinux_platforms("2.36", "x86_64")
+    assert tags[0] == "manylinux_2_36_x86_64" and "manylinux_2_17_x86_64" in tags and tags[-1] == "manylinux1_x86_64"
+    assert "manylinux2014_x86_64" in tags and "manylinux_2_37_x86_64" not in tags
 
-    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
-    pkg = tmp_path / "provisioner"
-    (pkg / "__pycache__").mkdir(parents=True)
-    (pkg / "a.py").write_text("A = 1\n")
-    first = source_digest(tmp_path)
-    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")   # byte code: not the source
-    (tmp_path / "native" / "build").mkdir(parents=True)
-    (tmp_path / "native" / "build" / "provision-runtime").write_bytes(b"\0")
-    assert source_digest(tmp_path) == first
-    (pkg / "a.py").write_text("A = 2\n")
-    assert source_digest(tmp_path) != first
+
+def test_the_agent_wheel_is_this_install_with_its_binaries_and_no_operator_dependency(tmp_path):
+    import zipfile
+
+    wheel = b.agent_wheel(b.HostPython.local(), cache=tmp_path)
+    again = b.agent_wheel(b.HostPython.local(), cache=tmp_path)
+    assert again == wheel   # made once
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = z.read("provisioner-0.1.0.dist-info/METADATA").decode()
+        runtime = z.getinfo("provisioner/_bin/provision-runtime")
+    assert "provisioner/cli/main.py" in names and "provisioner/_bin/provision-shim" in names
+    assert (runtime.external_attr >> 16) & 0o111
+    assert any(n.endswith(".pyc") for n in names)   # same Python here: byte code made here
+    assert "Requires-Dist: click" in meta and "paramiko" not in meta and "libcloud" not in meta
+    other = b.agent_wheel(b.HostPython("3.13", "2.41", b.HostPython.local().machine), cache=tmp_path)
+    with zipfile.ZipFile(other) as z:
+        assert not any(n.endswith(".pyc") for n in z.namelist())   # another Python compiles its own

@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import replace
 
-from provisioner.compose.engine import (
-    Create, Current, Recreate, Remove, Stacks, Start, config_hash, container_name, describe, plan,
-)
+from provisioner.compose.engine import Stacks
+from provisioner.compose.names import container_name
+from provisioner.compose.plan import Create, Current, Recreate, Remove, Start, config_hash, describe, plan
 from provisioner.stack import load_stack
 
 STACK = """\
@@ -381,16 +381,16 @@ def test_completed_successfully_waits_for_exit_zero(tmp_path):
 
 
 def test_up_waits_as_long_as_a_services_own_healthcheck_needs():
-    from provisioner.compose.engine import UP_TIMEOUT, Stacks
+    from provisioner.compose.waits import UP_TIMEOUT, wait_budget
     from provisioner.runspec.health import Healthcheck
     from provisioner.stack import ServiceSpec
 
     quick = ServiceSpec(name="a", image="x", healthcheck=Healthcheck(("true",), interval=1, timeout=1, retries=3))
     slow = ServiceSpec(name="b", image="x", healthcheck=Healthcheck(("true",), interval=10, timeout=30, retries=5,
                                                                       start_period=60))
-    assert Stacks.wait_budget(ServiceSpec(name="c", image="x")) == UP_TIMEOUT
-    assert Stacks.wait_budget(quick) == UP_TIMEOUT
-    assert Stacks.wait_budget(slow) == 60 + 6 * 40
+    assert wait_budget(ServiceSpec(name="c", image="x")) == UP_TIMEOUT
+    assert wait_budget(quick) == UP_TIMEOUT
+    assert wait_budget(slow) == 60 + 6 * 40
 
 
 def test_start_only_starts_what_exists_and_never_creates(tmp_path):

@@ -93,6 +93,16 @@ def test_logs_read_rotated_files_oldest_first_and_tail(tmp_path):
     assert list(supervise.logs("c1", tmp_path, tail=0)) == []
 
 
+def test_logs_since_then_tail(tmp_path):
+    (tmp_path / "c1.log.1").write_text(rec("old\n", t="2026-01-01T00:00:00.000000000Z"))
+    (tmp_path / "c1.log").write_text(rec("a\n", t="2026-01-01T00:00:05.000000000Z") +
+                                     rec("b\n", t="2026-01-01T00:00:06.500000000Z") +
+                                     rec("c\n", t="2026-01-01T00:00:07.000000000Z"))
+    since = "2026-01-01T00:00:05.000000000Z"
+    assert [ln.text for ln in supervise.logs("c1", tmp_path, since=since)] == ["a\n", "b\n", "c\n"]
+    assert [ln.text for ln in supervise.logs("c1", tmp_path, since=since, tail=1)] == ["c\n"]
+
+
 def test_logs_of_unknown_container_is_empty(tmp_path):
     assert list(supervise.logs("nothing", tmp_path)) == []
 

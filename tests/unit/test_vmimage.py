@@ -90,7 +90,7 @@ def test_customise_removes_host_keys_and_machine_id(tmp_path):
 
 def test_open_image_errors(tmp_path):
     fake = FakeRunner()
-    with pytest.raises(ImageError, match="VM image missing: .*run `provision image build-vm`"):
+    with pytest.raises(ImageError, match="VM image missing: .*run `provision image build-vm --os debian-12`"):
         open_image(None, fake, cache=tmp_path)
     with pytest.raises(ImageError, match="nothing.qcow2 does not exist"):
         open_image(tmp_path / "nothing.qcow2", fake)

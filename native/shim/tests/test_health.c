@@ -87,7 +87,7 @@ static void test_write(void) {
   snprintf(path, sizeof path, "%s/c.health.json", dir);
   struct health_state s = {.status = HEALTH_STARTING, .pid = 42, .restart_count = 2};
   strcpy(s.started_at, "2026-11-23T01:00:00.000000000Z");
-  shim_error err = {0};
+  pr_error err = {0};
   CHECK(health_write(path, &s, &err) == 0);
   char *text = slurp(path);
   CHECK(text && strcmp(text, "{\"status\": \"starting\", \"failing_streak\": 0, \"checks\": 0, \"pid\": 42, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ... import hostos
 from ...errors import CloudError
 from ..base import HostPlan, LaunchPlan, Resource, VolumePlan
 from . import state
@@ -21,6 +22,7 @@ from .driver import LocalCloud
 from .spec import PortForward, VmSpec, VolumeDisk
 
 KEEP_TAG = "provisioner-keep"
+GUEST_GATEWAY = "10.0.2.2"   # qemu user networking: the host, as its VMs see it
 MAX_RANGE = 64  # a published port range becomes one forward per port
 
 
@@ -35,21 +37,33 @@ def _forwards(hp: HostPlan) -> tuple[PortForward, ...]:
     return tuple(out)
 
 
+def _os(hp: HostPlan) -> str:
+    return (hp.settings.options if hp.settings is not None else {}).get("os", hostos.DEFAULT)
+
+
 class LocalDriver:
     name = "local"
 
-    def __init__(self, cloud: LocalCloud, *, style: str = "aws", user: str = "debian", memory_mb: int = 1024,
-                 boot_timeout: float = 600.0):
+    def __init__(self, cloud: LocalCloud, *, style: str = "aws", memory_mb: int = 1024, boot_timeout: float = 600.0):
         self.cloud = cloud
         self.style = style
-        self.user = user  # the image's default user, who gets the key from the stack's user-data
         self.memory_mb = memory_mb
         self.boot_timeout = boot_timeout
         self._pubkey = ""
 
+    def registry_seen_as(self, registry: str) -> str:
+        """A registry on this machine's loopback, as a VM reaches it: qemu's user network shows
+        the host's loopback at the gateway address (127.0.0.1:5000 → 10.0.2.2:5000)."""
+        host, sep, port = registry.rpartition(":") if not registry.endswith("]") else (registry, "", "")
+        if not sep or not port.isdigit():
+            host, port = registry, ""
+        if host.strip("[]") in ("localhost", "::1") or host.startswith("127."):
+            return f"{GUEST_GATEWAY}:{port}" if port else GUEST_GATEWAY
+        return registry
+
     def check(self, plan: LaunchPlan) -> None:
-        self.cloud.image()  # ImageError when missing, before anything exists
         for hp in plan.hosts:
+            self.cloud.image(_os(hp))  # ImageError when missing, before anything exists
             for f in _forwards(hp):
                 if not state.port_free(f.host_port, f.proto):
                     raise CloudError(f"local cloud: port 127.0.0.1:{f.host_port}/{f.proto} for host {hp.host} "
@@ -71,7 +85,9 @@ class LocalDriver:
                       cpus=opts.get("cpus", 1),
                       ephemeral=hp.ephemeral_count,
                       volumes=tuple(VolumeDisk(v.name, v.size_gb * 1024, v.keep) for v in hp.volumes),
-                      ports=_forwards(hp), memory_mb=opts.get("memory_mb", self.memory_mb), user=self.user, user_data=hp.user_data)
+                      ports=_forwards(hp), memory_mb=opts.get("memory_mb", self.memory_mb), os=_os(hp),
+                      # the image's default user, who gets the key from the stack's user-data
+                      user=hostos.host_os(_os(hp)).users["local"], user_data=hp.user_data)
         st = self.cloud.launch(spec, wait=False)
         return self._instance(st)
 
@@ -111,19 +127,23 @@ class LocalDriver:
     def console_output(self, inst: Resource) -> str:
         return console_text(self.cloud.host_dir(inst.extra["stack"], inst.host) / "console.log")
 
-    def find(self, stack: str) -> list[Resource]:
-        sdir = self.cloud.root / "local" / stack
+    def find(self, stack: str | None) -> list[Resource]:
+        """What exists for `stack`, or for every local stack when it is None."""
+        base = self.cloud.root / "local"
+        stacks = [stack] if stack else sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         out: list[Resource] = []
-        if not sdir.is_dir():
-            return out
-        for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
-            st = state.load(hdir)
-            running = st is not None and state.qemu_alive(st.pid, hdir)
-            if st is not None and (hdir / "root.qcow2").exists():
-                out.append(self._instance(st))
-            for vol in self.cloud.volumes(stack, hdir.name):
-                out.append(self._volume(stack, hdir.name, vol["name"], vol["serial"], keep=vol["keep"],
-                                        attached=running))
+        for name in stacks:
+            sdir = base / name
+            if not sdir.is_dir():
+                continue
+            for hdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
+                st = state.load(hdir)
+                running = st is not None and state.qemu_alive(st.pid, hdir)
+                if st is not None and (hdir / "root.qcow2").exists():
+                    out.append(self._instance(st))
+                for vol in self.cloud.volumes(name, hdir.name):
+                    out.append(self._volume(name, hdir.name, vol["name"], vol["serial"], keep=vol["keep"],
+                                            attached=running))
         return out
 
     def delete(self, res: Resource) -> None:

@@ -16,10 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from ...sysinfo import kvm_usable
+from ... import hostos
 from ...errors import CloudError, CommandError
 from ...fsutil import atomic_write
 from ...runner import Runner
+from ...sysinfo import kvm_usable
 from ...vmimage import VmImage, open_image
 from . import qemu, state
 from .console import read_host_keys
@@ -46,10 +47,11 @@ class LocalCloud:
         self.progress = progress
 
     # ---- reading ---------------------------------------------------------------------------
-    def image(self) -> VmImage:
+    def image(self, system: str = hostos.DEFAULT) -> VmImage:
+        """The image a VM of host OS `system` boots: the one given, else the build for that OS."""
         if isinstance(self._image, VmImage):
             return self._image
-        return open_image(self._image, self.runner, self.cache)
+        return open_image(self._image, self.runner, self.cache, system=system)
 
     def host_dir(self, stack: str, host: str) -> Path:
         return state.host_dir(self.root, stack, host)
@@ -88,7 +90,7 @@ class LocalCloud:
         if old is not None and state.qemu_alive(old.pid, directory):
             raise CloudError(f"local cloud: host {spec.host!r} of stack {spec.stack!r} is already running "
                              f"(pid {old.pid}); destroy it first")
-        image = self.image()  # ImageError (one clear line) before anything is created
+        image = self.image(spec.os)  # ImageError (one clear line) before anything is created
         for p in spec.ports:
             if not state.port_free(p.host_port, p.proto):
                 raise CloudError(f"local cloud: port 127.0.0.1:{p.host_port}/{p.proto} (forward to "

@@ -20,6 +20,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from ... import hostos
 from ...errors import ConfigError
 
 STYLES = ("aws", "gce")
@@ -53,6 +54,7 @@ class VmSpec:
     memory_mb: int = 1024
     cpus: int = 1
     root_gb: int = 8
+    os: str = hostos.DEFAULT         # which base image boots (provisioner/hostos.py)
     user: str = "provision"
     extra_user_data: dict = field(default_factory=dict)
     # Complete #cloud-config from the stack's template (clouds/userdata.py). When set it is the
@@ -81,6 +83,7 @@ class VmSpec:
             if (p.host_port, p.proto) in seen:
                 raise ConfigError(f"local cloud: host port {p.host_port}/{p.proto} forwarded twice")
             seen.add((p.host_port, p.proto))
+        hostos.host_os(self.os)
         if self.memory_mb < 256:
             raise ConfigError(f"local cloud: {self.memory_mb} MiB of memory is too little (256 minimum)")
 

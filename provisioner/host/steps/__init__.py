@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import HostConfig
 
+RESULT_FILE = "host/boot-result.json"   # the boot hook's result (boot.py writes it; the agent serves it)
 
 
 @dataclass

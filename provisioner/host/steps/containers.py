@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...containers import supervise
+from ...containers import cgroupparent, supervise
 from . import Outcome, StepContext, describe
 from .files import WriteFile, plan_file, write
 
@@ -99,7 +99,8 @@ def _stack_up(ctx: StepContext) -> tuple:
 
 
 def stack_up(root: Path, action: StackUp, runner) -> list[str]:
-    from ...compose.engine import Stacks, describe as describe_action
+    from ...compose.engine import Stacks
+    from ...compose.plan import describe as describe_action
     from ...containers.lifecycle import Manager
     from ...stack import load_stack
     from ...stack.placement import for_host
@@ -134,7 +135,7 @@ def _restore_plan(ctx: StepContext) -> tuple:
     return tuple(actions)
 
 
-def restore(root: Path, state: Path, runner) -> list[str]:
+def restore(root: Path, state: Path, runner, cgroup_mount: Path = Path("/sys/fs/cgroup")) -> list[str]:
     """supervise.restore(), reconnecting each container's network endpoint first. A supervised
     command with no container record (or a container without network) just starts. Returns the
     names started (the container's name when it has a record)."""
@@ -143,7 +144,7 @@ def restore(root: Path, state: Path, runner) -> list[str]:
     from ... import network
     from ...containers.lifecycle import Manager
 
-    mgr = Manager(root=Path(root), runner=runner)
+    mgr = Manager(root=Path(root), runner=runner, cgroup_mount=str(cgroup_mount))
     records = {r.id: r for r in mgr.records.all()}
 
     def before_start(cid: str) -> None:
@@ -151,6 +152,7 @@ def restore(root: Path, state: Path, runner) -> list[str]:
         if rec is not None and network.endpoint(mgr.root, rec.name) is not None:
             network.reconnect(mgr.root, mgr.net, rec.name, runner=runner, paths=mgr.net_paths)
 
+    cgroupparent.delegate(mgr.cgroup_parent, mgr.cgroup_mount)   # a reboot emptied the cgroup tree
     started = supervise.restore(state, runner=runner, before_start=before_start)
     return [records[c].name if c in records else c for c in started]
 
@@ -170,7 +172,7 @@ def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
         elif isinstance(a, StackUp):
             converged = stack_up(ctx.root, a, ctx.runner)
         else:
-            started = restore(ctx.root, Path(a.state_dir), ctx.runner)
+            started = restore(ctx.root, Path(a.state_dir), ctx.runner, ctx.path("/sys/fs/cgroup"))
     changes = [d for a, d in zip(actions, describe(actions)) if not isinstance(a, (Restore, StackUp))]
     changes += [f"started {name}" for name in started] + converged
     if ctx.systemd:

@@ -1,6 +1,7 @@
 """The host firewall: nftables table `inet provisioner_host`, an input chain that accepts
 established traffic, loopback, ICMP (PMTU discovery, IPv6 neighbour discovery), DHCP replies,
-SSH (from `ssh_cidr` when given) and exactly the host's published ports, and drops the rest.
+SSH (from `ssh_cidr` when given), exactly the host's published ports, and the agent's metrics
+port from `metrics.allow_from` only (not at all without it), and drops the rest.
 Only that table is ours: other tables (the containers' NAT table, the distribution's) are untouched.
 
 Applied atomically with `nft -f`: one transaction that creates, deletes and re-creates the table,
@@ -59,6 +60,10 @@ def render(config) -> str:
         net = ipaddress.ip_network(config.ssh_cidr)
         ssh = f"{'ip' if net.version == 4 else 'ip6'} saddr {net} {ssh}"
     rules.append(ssh)
+    metrics = config.metrics
+    if metrics is not None and metrics.allow_from:
+        net = ipaddress.ip_network(metrics.allow_from)
+        rules.append(f"{'ip' if net.version == 4 else 'ip6'} saddr {net} tcp dport {metrics.port} accept")
     for proto in ("tcp", "udp"):
         spans = [str(p).split("/")[0] for p in config.ports if p.protocol == proto]
         if spans:
@@ -112,5 +117,8 @@ def run(ctx: StepContext, dry_run: bool = False) -> Outcome:
     if not dry_run:
         apply(ctx, actions)
     opened = ", ".join(str(p) for p in ctx.config.ports) or "no published ports"
+    m = ctx.config.metrics
+    if m is not None and m.allow_from:
+        opened += f"; metrics {m.port}/tcp from {m.allow_from}"
     ssh = f"ssh {ctx.config.ssh_port}/tcp" + (f" from {ctx.config.ssh_cidr}" if ctx.config.ssh_cidr else "")
     return Outcome(tuple(a.describe() for a in actions), f"{ssh}; {opened}")
