@@ -57,13 +57,16 @@ def release_hash(services: dict[str, dict]) -> str:
 
 
 def stack_files(stack: Stack) -> list[Path]:
-    """The files a stack's services read besides the stack file, by absolute path."""
-    out = []
+    """The files a stack reads besides the stack file, by absolute path: its services' env files
+    and seccomp profiles, the .env files it was interpolated from, its secrets' and configs' files
+    (copied as they are: a release directory is root's alone)."""
+    out = [Path(f) for f in stack.env_files]
     for spec in stack.services.values():
         out += [Path(f) for f in spec.env_files]
         if spec.security.seccomp not in (None, "unconfined"):
             out.append(Path(spec.security.seccomp))
-    return out
+    out += [Path(d.file) for d in (*stack.secrets.values(), *stack.configs.values()) if d.file]
+    return list(dict.fromkeys(out))
 
 
 class Releases:
