@@ -183,6 +183,7 @@ static void finish(struct health *h, int wait_status) {
   }
   h->pid = 0;
   h->deadline = 0;
+  enum health_status before = h->st.status;
   health_apply(&h->st, h->cfg, code, h->check_started - h->run_started);
   h->st.exit_code = code;
   memcpy(h->st.output, h->out, h->out_len);
@@ -190,6 +191,8 @@ static void finish(struct health *h, int wait_status) {
   format_time(h->st.checked_at, sizeof h->st.checked_at);
   h->due = now + h->cfg->interval_ms;
   save(h);
+  if (h->st.status != before)
+    run_hook(h->cfg->change_argv);
 }
 
 bool health_reaped(struct health *h, pid_t pid, int wait_status) {

@@ -7,10 +7,15 @@
  *                  [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]
  *                   [--health-interval SECS] [--health-timeout SECS] [--health-retries N]
  *                   [--health-start-period SECS]]
+ *                  [--on-change PATH [--on-change-arg ARG]...]
  *                  [--keep-stdin] [--foreground] -- COMMAND [ARG...]
  *
  * --exit-command (as conmon's): once the command is done for good and the pid file is released,
  * PATH runs with the ARGs, detached, stdio on /dev/null; the shim does not wait for it.
+ *
+ * --on-change: PATH with the ARGs runs (detached, not waited for) whenever the command exits or the
+ * healthcheck's status changes: what keeps a replicated service's published ports on its healthy
+ * replicas.
  *
  * --keep-stdin (docker run -i, compose stdin_open): the command's stdin is a pipe the supervisor holds
  * open and never writes, instead of /dev/null, so a program reading stdin waits rather than ending.
@@ -40,7 +45,7 @@ static void usage(void) {
   fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
                   "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
                   "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--keep-stdin] [--foreground]\n"
-                  "       [--exit-command PATH [--exit-command-arg ARG]...]\n"
+                  "       [--exit-command PATH [--exit-command-arg ARG]...] [--on-change PATH [--on-change-arg ARG]...]\n"
                   "       [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]\n"
                   "        [--health-interval SECS] [--health-timeout SECS] [--health-retries N]\n"
                   "        [--health-start-period SECS]] -- COMMAND [ARG...]\n");
@@ -55,7 +60,7 @@ static long parse_secs(const char *text, double min_secs) {
   return (long)(secs * 1000 + 0.5);
 }
 
-enum { OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
+enum { OPT_CHANGE = 250, OPT_CHANGE_ARG, OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
        OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START };
 
 static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *err) {
@@ -68,6 +73,8 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
       {"backoff-max-ms", required_argument, 0, 'B'}, {"backoff-reset-ms", required_argument, 0, 'R'},
       {"foreground", no_argument, 0, 'f'},         {"keep-stdin", no_argument, 0, 'k'},
       {"exit-command", required_argument, 0, 'x'}, {"exit-command-arg", required_argument, 0, 'a'},
+      {"on-change", required_argument, 0, OPT_CHANGE},
+      {"on-change-arg", required_argument, 0, OPT_CHANGE_ARG},
       {"health-cmd", required_argument, 0, OPT_HEALTH_CMD},
       {"health-cmd-arg", required_argument, 0, OPT_HEALTH_ARG},
       {"health-file", required_argument, 0, OPT_HEALTH_FILE},
@@ -90,9 +97,10 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
   /* argv has room for every exit argument: at most argc of them, plus the path and NULL */
   cfg->exit_argv = NULL;
   char **exit_argv = calloc((size_t)argc + 2, sizeof(char *));
-  size_t n_health = 0;
+  size_t n_health = 0, n_change = 0;
   char **health_argv = calloc((size_t)argc + 2, sizeof(char *));
-  if (!exit_argv || !health_argv)
+  char **change_argv = calloc((size_t)argc + 2, sizeof(char *));
+  if (!exit_argv || !health_argv || !change_argv)
     return pr_fail(err, errno, "calloc");
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (c) {
@@ -154,6 +162,19 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
       if (end == optarg || *end || cfg->backoff_reset_ms < 0)
         return pr_fail(err, 0, "bad --backoff-reset-ms %s", optarg);
       break;
+    case OPT_CHANGE:
+      if (optarg[0] != '/')
+        return pr_fail(err, 0, "--on-change must be an absolute path (got %s)", optarg);
+      change_argv[0] = optarg;
+      if (n_change == 0)
+        n_change = 1;
+      cfg->change_argv = change_argv;
+      break;
+    case OPT_CHANGE_ARG:
+      if (n_change == 0)
+        n_change = 1;
+      change_argv[n_change++] = optarg;
+      break;
     case OPT_HEALTH_CMD:
       health_argv[0] = optarg;
       if (n_health == 0)
@@ -192,6 +213,9 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
     return pr_fail(err, 0, "--state, --pid-file and --log are required");
   if (n_exit > 0 && !cfg->exit_argv)
     return pr_fail(err, 0, "--exit-command-arg needs --exit-command");
+  if (n_change > 0 && !cfg->change_argv)
+    return pr_fail(err, 0, "--on-change-arg needs --on-change");
+  cfg->health.change_argv = cfg->change_argv;
   if (n_health > 0 && !cfg->health.argv)
     return pr_fail(err, 0, "--health-cmd-arg needs --health-cmd");
   if (cfg->health.argv && !cfg->health.path)

@@ -49,8 +49,13 @@ struct shim_config {
   /* conmon's --exit-command: run once the supervisor is done for good (pid file released),
    * e.g. `provision --root R container autoremove ID` for `run -d --rm`. NULL: none. */
   char **exit_argv;
+  /* --on-change: run (detached, not waited for) whenever the command exits or its health changes,
+   * e.g. `provision --root R container balance GROUP` to repoint a replicated service's published
+   * ports at its healthy replicas. NULL: none. */
+  char **change_argv;
   /* the container's healthcheck (health.c); health.argv NULL: none */
   struct health_config {
+    char **change_argv;    /* the shim's --on-change, run when the status changes */
     char **argv;           /* one check: e.g. `provision-runtime exec --pid-file F ID -- CMD...` */
     const char *path;      /* the health file (JSON, replaced atomically) */
     const char *pid_path;  /* where the check writes the pid to kill on timeout (optional) */
@@ -64,6 +69,7 @@ int64_t now_ms(void);               /* CLOCK_MONOTONIC */
 void format_time(char *buf, size_t n); /* RFC 3339 UTC with nanoseconds */
 int write_all(int fd, const void *buf, size_t len);
 int write_file_atomic(const char *path, const char *data, size_t len, pr_error *err);
+void run_hook(char *const *argv);    /* argv NULL: nothing; else run detached, not waited for */
 int parse_policy(const char *text, struct shim_config *cfg, pr_error *err);
 int parse_signal(const char *text, pr_error *err);
 

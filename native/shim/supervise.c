@@ -379,6 +379,8 @@ int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err) {
     /* after the state: whoever reads this run's health then finds this run's state too */
     health_reset(&r.health, r.child, r.st.restart_count, now_ms()); /* "starting" again, as Docker does */
     notify(&notify_fd, "ok %d %d\n", (int)getpid(), (int)r.child);
+    if (r.st.restart_count > 0)
+      run_hook(cfg->change_argv); /* back after a restart (the first start's caller knows already) */
 
     wait_child(&r);
     int ws = r.wait_status;
@@ -396,12 +398,14 @@ int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err) {
     r.st.status = "restarting";
     r.st.backoff_ms = delay;
     save_state(&r);
+    run_hook(cfg->change_argv); /* it is down for a while: a balanced port skips it */
     if (!backoff_sleep(&r, delay))
       break;
     r.st.restart_count++;
   }
   r.st.status = "exited";
   save_state(&r);
+  run_hook(cfg->change_argv);
   log_close(&r.log);
   return 0;
 }

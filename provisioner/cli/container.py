@@ -302,6 +302,14 @@ def autoremove_cmd(app: App, container: str) -> None:
     _manager(app).autoremove(container)
 
 
+@container_group.command("balance", hidden=True)
+@click.argument("group")
+@pass_app
+def balance_cmd(app: App, group: str) -> None:
+    """Point a replicated service's published ports at its ready replicas (the supervisors' hook)."""
+    _manager(app).rebalance(group)
+
+
 @container_group.command("inspect")
 @json_option
 @click.argument("containers", nargs=-1, required=True)

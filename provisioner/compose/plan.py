@@ -58,6 +58,7 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str |
     if digest:
         data["image_digest"] = digest
     data.pop("line", None)
+    data.pop("replicas", None)   # how many containers: the plan's business, not what each is made from
     defaults = _defaults()
     for k in list(data):
         if k not in _HASHED_ALWAYS and data[k] == defaults.get(k):

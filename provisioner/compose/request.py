@@ -117,8 +117,8 @@ def request(stack: Stack, spec: ServiceSpec, replica: int = 1, insecure_registri
                                    (LABEL + "container-number", str(replica)))
     return RunRequest(
         image=image or spec.image, command=command, name=names[replica - 1], detach=True,
-        # until the replicas' port balancing: the first replica publishes the service's ports
-        ports=spec.ports if replica == 1 else (),
+        # replicas share the service's ports, balanced over the ready ones (network/balance.py)
+        ports=spec.ports, balance_group=f"{stack.name}/{spec.name}" if spec.replicas > 1 and spec.ports else None,
         volumes=vols, env=environment(stack, spec),
         links=links if links is not None else tuple((container_names(stack.name, stack.services[t])[0], a)
                                                     for t, a in spec.links),
@@ -143,4 +143,6 @@ def hash_inputs(stack: Stack, spec: ServiceSpec) -> dict:
     defs = {d.name: (d.subnet, d.internal) for d in stack.networks.values()}
     return {"networks": nets, "network_defs": [defs.get(n[0]) for n in nets],
             "network_mode": str(network_mode(stack, spec) or ""),
+            # a replica's ports are its group's: going from one container to several (or back) is a change
+            **({"balanced": True} if spec.replicas > 1 and spec.ports else {}),
             "files": [(f.kind, f.name, f.target, f.uid, f.gid, f.mode, f.digest) for f in files(stack, spec)]}

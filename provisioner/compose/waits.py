@@ -52,6 +52,7 @@ class Waits:
                     raise ContainerError(f"service {spec.name} did not complete within {budget:g}s")
                 self.sleep(0.05)
         hc = spec.healthcheck
+        who = spec.name if spec.replicas == 1 else cname   # a replica: which one
         rec = self.manager.records.find(cname)
         if rec is not None:
             # the shim's first check comes one interval after the start (as Docker's); ask for one
@@ -63,15 +64,15 @@ class Waits:
             # while it restarts (its policy), the file still tells of the run before: wait for the next
             health = self.manager.health(rec) if st is not None and st.state == "running" else None
             if health is not None and health.status == "healthy":
-                self.progress(f"{spec.name} is healthy")
+                self.progress(f"{who} is healthy")
                 return
             if st is None or st.state in ("exited", "dead"):
                 code = f" (exit code {st.exit_code})" if st is not None else ""
-                raise ContainerError(f"service {spec.name} stopped{code} before it became healthy; "
+                raise ContainerError(f"service {who} stopped{code} before it became healthy; "
                                      f"see `provision container logs {cname}`")
             if health is not None and health.status == "unhealthy":
-                raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
+                raise ContainerError(f"service {who} is unhealthy: {hc.retries} checks failed "
                                      f"(last: {health.output.strip()[-120:] or 'no output'})")
             if self.now() > deadline:
-                raise ContainerError(f"service {spec.name} did not become healthy within {budget:g}s")
+                raise ContainerError(f"service {who} did not become healthy within {budget:g}s")
             self.sleep(HEALTH_POLL)

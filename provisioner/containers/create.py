@@ -98,7 +98,7 @@ class Creating:
                  "stop_timeout": req.stop_timeout, "keep_stdin": req.interactive or None,
                  "log": {"max_size": req.log.max_size, "max_files": req.log.max_files}
                  if (req.log.max_size or req.log.max_files) else None,
-                 "host_network": host_network or None}
+                 "host_network": host_network or None, "balance": req.balance_group}
         config.update({k: v for k, v in later.items() if v not in (None, [], {})})
         return config
 
@@ -304,6 +304,8 @@ class Creating:
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
                         stop_timeout=stop_timeout(rec), shim=self.shim, exit_command=self._exit_command(rec),
                         health=self._health(rec, rt), keep_stdin=bool(rec.config.get("keep_stdin")),
+                        on_change=self._agent_command(rec, "balance", rec.config["balance"])
+                        if rec.config.get("balance") else None,
                         **({"log_max_size": logcfg["max_size"]} if logcfg.get("max_size") else {}),
                         **({"log_max_files": logcfg["max_files"]} if logcfg.get("max_files") else {}))
         undo.append(("supervisor", lambda: (self._halt(rec, 0),
@@ -311,6 +313,8 @@ class Creating:
         self._wait_started(rec, rt)
         rec.state.pop("stopped_by_user", None)
         self.records.save(rec)
+        if rec.config.get("balance"):
+            self.rebalance(rec.config["balance"])
 
     def _health(self, rec: ContainerRecord, rt: Runtime) -> supervise.HealthCheck | None:
         """The shim runs the healthcheck as `exec` does (the runtime's exec of the test into the
@@ -324,14 +328,35 @@ class Creating:
                                      pid_file=pid_file)
 
     def _exit_command(self, rec: ContainerRecord) -> list[str] | None:
-        """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`
-        with this Python and this package (found by path: the shim runs it from / with the
-        caller's environment). An attached `run --rm` is removed by the CLI waiting for it."""
+        """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`.
+        An attached `run --rm` is removed by the CLI waiting for it."""
         if not rec.config.get("auto_remove"):
             return None
+        return self._agent_command(rec, "autoremove", rec.id)
+
+    def _agent_command(self, rec: ContainerRecord, *args: str) -> list[str]:
+        """`provision --root R container ARGS…` with this Python and this package (found by path:
+        the shim runs it from / with the caller's environment)."""
         boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from provisioner.cli.main import main; main()"
         return [sys.executable, "-c", boot, str(_PKG_PARENT), "--root", str(self.root.resolve()), "container",
-                "autoremove", rec.id]
+                *args]
+
+    def rebalance(self, group: str) -> list:
+        """Points replica group `group`'s published ports at its ready replicas: running, and healthy
+        when they have a healthcheck (the shim runs `container balance GROUP` on each change)."""
+        ready = []
+        for rec in self.records.all():
+            if rec.config.get("balance") != group:
+                continue
+            st = self.status(rec)
+            if st.state != "running":
+                continue
+            if rec.config.get("healthcheck"):
+                health = self.health(rec)
+                if health is None or health.status != "healthy":
+                    continue
+            ready.append(rec.name)
+        return network.set_balance(self.root, self.net, group, ready, runner=self.runner, paths=self.net_paths)
 
     def _wait_started(self, rec: ContainerRecord, rt: Runtime) -> None:
         """Until the runtime reports the container running, or the supervisor's child ended.

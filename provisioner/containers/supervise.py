@@ -237,6 +237,7 @@ def start(
     exit_command: Sequence[str] | None = None,
     health: HealthCheck | None = None,
     keep_stdin: bool = False,
+    on_change: Sequence[str] | None = None,
 ) -> ShimStatus:
     """Starts `argv` under a detached shim; returns once the command has been exec'd.
     The command runs in / with the caller's environment and stdin on /dev/null (the runtime
@@ -271,7 +272,8 @@ def start(
             "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
             "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms,
             "exit_command": list(exit_command) if exit_command else None,
-            "health": health.to_json() if health else None, "keep_stdin": keep_stdin}
+            "health": health.to_json() if health else None, "keep_stdin": keep_stdin,
+            "on_change": list(on_change) if on_change else None}
     atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
@@ -280,6 +282,8 @@ def start(
         "--log-max-size", str(log_max_size), "--log-max-files", str(log_max_files),
         "--backoff-max-ms", str(backoff_max_ms), "--backoff-reset-ms", str(backoff_reset_ms),
     ] + (["--keep-stdin"] if keep_stdin else [])
+    if on_change:
+        cmd += ["--on-change", on_change[0]] + [x for a in on_change[1:] for x in ("--on-change-arg", a)]
     if exit_command:
         if not os.path.isabs(exit_command[0]):
             raise ContainerError(f"{name}: the exit command must be an absolute path (got {exit_command[0]!r})")
@@ -355,7 +359,7 @@ def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None)
                  backoff_max_ms=spec["backoff_max_ms"], backoff_reset_ms=spec.get("backoff_reset_ms", 10_000),
                  shim=shim, exit_command=spec.get("exit_command"),
                  health=HealthCheck.from_json(spec["health"]) if spec.get("health") else None,
-                 keep_stdin=bool(spec.get("keep_stdin")))
+                 keep_stdin=bool(spec.get("keep_stdin")), on_change=spec.get("on_change"))
 
 
 def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,

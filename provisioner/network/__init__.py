@@ -12,11 +12,14 @@ Layout (house style: facts → pure plan → apply):
   apply.py   actions → `ip`, `nft`, `sysctl` through the Runner
   registry.py user-defined networks: a bridge, subnet and table each, recorded with their labels
   names.py   what /etc/hosts says: links, and every container on a shared network, kept current
+  balance.py a replicated service's published ports, over a map of its ready replicas' addresses
   manage.py  connect / disconnect / reconnect / relink / remove_network: what the container code calls
 """
 from .model import DEFAULT_NETWORK, Endpoint, NetworkConfig
-from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, remove_network, teardown
+from .manage import (
+    connect, disconnect, endpoint, endpoints, reconnect, relink, remove_network, set_balance, teardown,
+)
 from .registry import NetworkSpec, all_networks, ensure
 
 __all__ = ["DEFAULT_NETWORK", "Endpoint", "NetworkConfig", "NetworkSpec", "all_networks", "connect", "disconnect",
-           "endpoint", "endpoints", "ensure", "reconnect", "relink", "remove_network", "teardown"]
+           "endpoint", "endpoints", "ensure", "reconnect", "relink", "remove_network", "set_balance", "teardown"]

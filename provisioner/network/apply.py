@@ -31,6 +31,7 @@ import logging
 from typing import Iterable
 
 from ..errors import CommandError
+from .balance import ReplaceBalance
 from .plan import (
     Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, PortRule,
     ReplacePortRules, SetSysctl,
@@ -124,6 +125,8 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
             ([(_in_ns(a.netns_path, ["ip", "route", "add", "default", "via", a.gateway]), None)] if a.gateway else [])
     if isinstance(a, ReplacePortRules):
         return [(["nft", "-f", "-"], ports_script(a))] if (a.delete or a.add) else []
+    if isinstance(a, ReplaceBalance):
+        return [(["nft", "-f", "-"], a.script())]
     if isinstance(a, DeleteLink):
         return [(["ip", "link", "del", a.name], None)]
     if isinstance(a, DeleteNetns):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import ContainerError
+from .balance import parse_table
 from .model import NetworkConfig
 
 RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<mapping>"
@@ -24,6 +25,8 @@ class NetFacts:
     rules: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # container → ((handle, mapping), ...)
     local_addresses: frozenset[str] = frozenset()
     interface_networks: tuple[tuple[str, str], ...] = ()  # (ifname, "10.0.0.5/24") of every IPv4 address
+    balanced: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # group → ((handle, mapping), …)
+    lb_maps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # map name → addresses, in order
 
 
 def _read(path: Path) -> str | None:
@@ -74,7 +77,14 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
     except FileNotFoundError:
         netns = frozenset()
     sysnet = Path(proc) / "sys" / "net" / "ipv4"
+    balanced, lb_maps = {}, {}
+    if table.returncode == 0:
+        try:
+            balanced, lb_maps = parse_table(json.loads(table.stdout).get("nftables", []))
+        except ValueError:
+            pass   # parse_nft_table below says it
     return NetFacts(
+        balanced=balanced, lb_maps=lb_maps,
         links=frozenset(link["ifname"] for link in links),
         bridged=frozenset(link["ifname"] for link in links if link.get("master") == cfg.bridge),
         netns=netns,

@@ -32,6 +32,7 @@ from . import hosts, ipam, names, registry
 from .apply import apply
 from .facts import NetFacts, read_facts
 from .model import DEFAULT_NETWORK, Attachment, Endpoint, NetworkConfig
+from .balance import map_name, plan_balance
 from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect, plan_remove_network
 from .ports import assign_host_ports, check_conflicts, ephemeral_range, host_listeners
 
@@ -86,10 +87,11 @@ def _net(root, cfg: NetworkConfig, att: Attachment | NetworkAttachment, ifname: 
 
 def _view(ep: Endpoint, att: Attachment, netcfg: NetworkConfig, primary: bool) -> Endpoint:
     """The endpoint as plan_connect sees one attachment: a second network gets no netns of its own,
-    no published ports and no default route; an internal network no default route either."""
+    no published ports and no default route; an internal network no default route either. A
+    replica's ports are its group's (set_balance()), not rules of its own."""
     return replace(ep, address=att.address, prefixlen=att.prefixlen, veth=att.veth,
                    gateway="" if (not primary or netcfg.internal) else att.gateway,
-                   owns_netns=ep.owns_netns and primary, ports=ep.ports if primary else ())
+                   owns_netns=ep.owns_netns and primary, ports=ep.ports if primary and not ep.group else ())
 
 
 def _plan_all(root, cfg, ep: Endpoint, runner, paths: SystemPaths) -> tuple[list[Action], NetFacts]:
@@ -106,7 +108,7 @@ def _plan_all(root, cfg, ep: Endpoint, runner, paths: SystemPaths) -> tuple[list
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
              paths: SystemPaths, networks: Sequence[NetworkAttachment] = (), extra_hosts=(), dns=None,
-             link_envs: Mapping[str, Mapping[str, str]] | None = None):
+             link_envs: Mapping[str, Mapping[str, str]] | None = None, group: str | None = None):
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -136,7 +138,11 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
     wanted = [m for p in ports for m in (parse_port(p) if isinstance(p, str) else [p])]
     facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
     listeners = host_listeners(paths.proc)
-    published = {n: e.ports for n, e in eps.items()}
+    # a replica publishes its group's ports: the host ports the first replica got, no conflict with them
+    peers = [e for e in eps.values() if group and e.group == group]
+    published = {n: e.ports for n, e in eps.items() if not (group and e.group == group)}
+    if peers:
+        wanted = list(peers[0].ports)
     wanted = assign_host_ports(name, wanted, published, listeners, ephemeral_range(paths.proc))
     check_conflicts(name, wanted, published, listeners, facts.local_addresses)
     dns = dns or ((), (), ())
@@ -148,7 +154,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         links=tuple(link_pairs), files_dir=str(_files_dir(root, name)),
         extra=tuple(attachments) if primary.network != DEFAULT_NETWORK else (),
         extra_hosts=tuple((h, primary.gateway if ip == HOST_GATEWAY else ip) for h, ip in extra_hosts),
-        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])))
+        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])), group=group)
     env: dict[str, str] = {}
     for t in names.link_targets(eps, ep):
         env.update(hosts.link_env(name, replace(t, env=(link_envs or {}).get(t.name))))
@@ -184,17 +190,20 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
             paths: SystemPaths = SystemPaths(), networks: Sequence[NetworkAttachment] = (),
-            extra_hosts: Iterable[tuple[str, str]] = (), dns=None) -> Endpoint:
+            extra_hosts: Iterable[tuple[str, str]] = (), dns=None, group: str | None = None) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to its `networks` (user-
     defined ones, which must exist; none: the default bridge), with published `ports` ("-p"
     strings or PortMappings), `links` ((container, alias) pairs), `extra_hosts` ((name, address)
     lines; address "host-gateway": the primary network's gateway) and `dns` ((servers, search,
     options) for its resolv.conf). `link_envs` maps a linked container to its environment, for the
-    <ALIAS>_ENV_* variables. Returns the endpoint; `.env` holds the link env vars."""
+    <ALIAS>_ENV_* variables. `group`: a replica of a service whose `ports` its replicas share
+    (set_balance() points them at the ready ones; a new replica is not among them until then).
+    Returns the endpoint; `.env` holds the link env vars."""
     with ipam.lock(root):
         ep, actions, eps, allocs = _prepare(
             root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports, exposed=exposed,
-            links=links, paths=paths, networks=networks, extra_hosts=extra_hosts, dns=dns, link_envs=link_envs)
+            links=links, paths=paths, networks=networks, extra_hosts=extra_hosts, dns=dns, link_envs=link_envs,
+            group=group)
         try:
             apply(actions, runner)
             names.write_files(ep, {**eps, name: ep}, _resolv(name, paths))
@@ -232,8 +241,8 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
             ep = replace(ep, netns_path=str(netns_path), owns_netns=False)
         primary = _net(root, cfg, ep.attachments[0])
         facts = read_facts(runner, primary, proc=paths.proc, netns_dir=paths.netns_dir)
-        others = {n: e.ports for n, e in eps.items() if n != name}
-        own_rules = {m for _, m in facts.rules.get(name, ())}
+        others = {n: e.ports for n, e in eps.items() if n != name and not (ep.group and e.group == ep.group)}
+        own_rules = {m for _, m in facts.rules.get(name, ())} | {m for _, m in facts.balanced.get(ep.group, ())}
         # our own DNAT rules are no listeners; after a reboot they are gone and sockets count
         check_conflicts(name, [m for m in ep.ports if str(m) not in own_rules], others, host_listeners(paths.proc),
                         facts.local_addresses)
@@ -283,6 +292,8 @@ def disconnect(root, cfg: NetworkConfig, name: str, *, runner, keep_address: boo
         eps = endpoints(root)
         ep = eps.pop(name, None)
         actions = _disconnect_actions(root, cfg, ep, name, eps, runner, paths)
+        if ep is not None and ep.group:   # out of its group's balance first: no connection goes to it
+            actions = _rebalance(root, cfg, ep.group, runner, paths, base=ep, eps=eps, drop=ep.address) + actions
         apply(actions, runner)
         shutil.rmtree(_files_dir(root, name), ignore_errors=True)
         (_endpoints_dir(root) / f"{name}.json").unlink(missing_ok=True)
@@ -296,6 +307,36 @@ def disconnect(root, cfg: NetworkConfig, name: str, *, runner, keep_address: boo
                 with ipam.transaction_for(root, net.config, key) as allocs:
                     allocs.release(name)
         names.refresh(eps, name, nets)
+    return actions
+
+
+def _rebalance(root, cfg, group: str, runner, paths: SystemPaths, *, base: Endpoint, eps: dict[str, Endpoint],
+               members: Iterable[str] | None = None, drop: str | None = None) -> list[Action]:
+    """The action that points `group`'s ports (`base`'s: every replica has the same) at `members`
+    (names), or, without them, at what its maps hold now less the address `drop`."""
+    netcfg = _net(root, cfg, base.attachments[0])
+    facts = read_facts(runner, netcfg, proc=paths.proc, netns_dir=paths.netns_dir)
+    if members is not None:
+        addrs = [eps[m].address for m in sorted(members) if m in eps and eps[m].group == group]
+    else:
+        current = facts.lb_maps.get(map_name(group, str(base.ports[0])), ()) if base.ports else ()
+        addrs = [a for a in current if a != drop]
+    action = plan_balance(netcfg.table, group, base.ports, addrs, facts.balanced, facts.lb_maps)
+    return [action] if action is not None else []
+
+
+def set_balance(root, cfg: NetworkConfig, group: str, members: Iterable[str], *, runner,
+            paths: SystemPaths = SystemPaths()) -> list[Action]:
+    """Points the published ports of replica group `group` at `members` (the names of its replicas
+    that are ready: running, and healthy when they have a healthcheck), in one nft transaction.
+    Returns what was done (nothing when the table already says so)."""
+    with ipam.lock(root):
+        eps = endpoints(root)
+        grp = sorted((e for e in eps.values() if e.group == group), key=lambda e: e.name)
+        if not grp:
+            return []
+        actions = _rebalance(root, cfg, group, runner, paths, base=grp[0], eps=eps, members=list(members))
+        apply(actions, runner)
     return actions
 
 

@@ -123,6 +123,7 @@ class Endpoint:
     extra: tuple[Attachment, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()   # (name, address) lines of its own /etc/hosts
     dns: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())  # servers, search, options
+    group: str | None = None   # a replicated service: its ports are the group's, balanced (balance.py)
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
@@ -153,8 +154,10 @@ class Endpoint:
         d["ports"] = [p.to_json() for p in self.ports]
         d["exposed"] = [list(e) for e in self.exposed]
         d["links"] = [list(link) for link in self.links]
-        for k in ("extra", "extra_hosts", "dns"):
+        for k in ("extra", "extra_hosts", "dns", "group"):
             d.pop(k)
+        if self.group:
+            d["group"] = self.group
         if self.extra:
             d["networks"] = [a.to_json() for a in self.extra]
         if self.extra_hosts:

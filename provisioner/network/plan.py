@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import ContainerError
 
+from .balance import ReplaceBalance
 from .facts import NetFacts, rule_comment
 from .model import Endpoint, NetworkConfig
 
@@ -120,7 +121,7 @@ class DeleteTable:
 
 
 Action = (SetSysctl | CreateBridge | CreateTable | CreateNetns | CreateVeth | ReplacePortRules
-          | DeleteLink | DeleteNetns | DeleteTable)
+          | DeleteLink | DeleteNetns | DeleteTable | ReplaceBalance)
 
 
 def port_rules(ep: Endpoint) -> tuple[PortRule, ...]:

@@ -71,6 +71,7 @@ class RunRequest:
     dns: DnsConfig = DnsConfig()
     files: tuple[FileMount, ...] = ()             # secrets and configs (content in memory only)
     group_add: tuple[str, ...] = ()
+    balance_group: str | None = None              # a replica: its ports shared with its group's, balanced
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":

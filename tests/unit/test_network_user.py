@@ -166,3 +166,89 @@ def test_a_failed_connect_on_the_second_network_rolls_everything_back(host):
         _connect(host, "x", [Att("front"), Att("back")])
     assert net.endpoint(host.root, "x") is None and host.netns == set()
     assert not any(link.startswith(CFG.veth_prefix) for link in host.links)
+
+
+# ---- replicas behind one published port (balance.py) -------------------------------------------
+
+class LbHost(Host):
+    """Host with nftables maps: `add map`, `flush map`, `add element`, `delete map`, listed with
+    their elements as `nft -j` does."""
+
+    def __init__(self, tmp: Path):
+        super().__init__(tmp)
+        self.maps: dict[tuple[str, str], list[str]] = {}
+        self.scripts: list[str] = []
+
+    def handle(self, argv):
+        if argv[:4] == ("nft", "-j", "-a", "list") and argv[-1] in self.tables:
+            t = argv[-1]
+            items = [{"rule": {"chain": "ports", "handle": h, "comment": c}} for h, c in self.tables[t].items()]
+            items += [{"map": {"name": n, "table": t, "elem": [[i, a] for i, a in enumerate(v)]}}
+                      for (tt, n), v in self.maps.items() if tt == t]
+            return Result(argv, 0, json.dumps({"nftables": items}), "")
+        return super().handle(argv)
+
+    def nft_script(self, script: str):
+        self.scripts.append(script)
+        for line in script.splitlines():
+            w = line.split()
+            if line.startswith("add map"):
+                self.maps.setdefault((w[3], w[4]), [])
+            elif line.startswith("flush map"):
+                self.maps[(w[3], w[4])] = []
+            elif line.startswith("add element"):
+                self.maps[(w[3], w[4])] = [e.split(" : ")[1] for e in line.split("{ ")[1].rstrip(" }").split(", ")]
+            elif line.startswith("delete map"):
+                del self.maps[(w[3], w[4])]
+            elif not line.startswith("table "):
+                super().nft_script(line)
+
+
+@pytest.fixture
+def lbhost(tmp_path):
+    h = LbHost(tmp_path)
+    real_run = h.runner.run
+
+    def run(argv, **kw):
+        if list(argv[:3]) == ["nft", "-f", "-"]:
+            if kw["input"].startswith("table ip "):
+                h.tables.setdefault(kw["input"].split()[2], {})
+            else:
+                h.nft_script(kw["input"])
+        return real_run(argv, **kw)
+
+    h.runner.run = run
+    h.root = tmp_path / "root"
+    return h
+
+
+def test_replicas_share_their_published_port_balanced_over_the_ready_ones(lbhost):
+    h = lbhost
+    net.ensure(h.root, CFG, net.NetworkSpec("front"), runner=h.runner)
+    table = registry.get(h.root, CFG, "front").config.table
+    reps = [net.connect(h.root, CFG, f"web-{i}", runner=h.runner, paths=h.paths, networks=[Att("front", ("web",))],
+                        ports=["8080:80"], group="shop/web") for i in (1, 2, 3)]
+    assert [r.ports for r in reps] == [reps[0].ports] * 3         # one port, no conflict between replicas
+    assert h.tables[table] == {}                                  # none ready yet: no rule
+    net.set_balance(h.root, CFG, "shop/web", ["web-1", "web-3"], runner=h.runner, paths=h.paths)
+    (rule,) = h.tables[table].values()
+    assert rule == "prov-lb:shop/web|8080:80/tcp"
+    assert "dnat to numgen inc mod 2 map @lb_" in h.scripts[-1] and ": 80 comment" in h.scripts[-1]
+    (elements,) = h.maps.values()
+    assert elements == [reps[0].address, reps[2].address]
+    # converged: nothing to do
+    assert net.set_balance(h.root, CFG, "shop/web", ["web-3", "web-1"], runner=h.runner, paths=h.paths) == []
+    # the set changes in one transaction: elements and rule together
+    net.set_balance(h.root, CFG, "shop/web", ["web-1", "web-2", "web-3"], runner=h.runner, paths=h.paths)
+    last = h.scripts[-1].splitlines()
+    assert last[0].startswith("add map") and last[1].startswith("flush map") and "delete rule" in last[3]
+    assert "numgen inc mod 3" in last[4]
+    assert list(h.maps.values()) == [[r.address for r in reps]]
+    # a replica going away leaves the balance first; the last one takes the rule and map with it
+    net.disconnect(h.root, CFG, "web-2", runner=h.runner, paths=h.paths)
+    assert list(h.maps.values()) == [[reps[0].address, reps[2].address]]
+    with pytest.raises(ContainerError, match="already published"):
+        net.connect(h.root, CFG, "other", runner=h.runner, paths=h.paths, networks=[Att("front")], ports=["8080:81"])
+    for name in ("web-1", "web-3"):
+        net.disconnect(h.root, CFG, name, runner=h.runner, paths=h.paths)
+    assert h.tables[table] == {} and h.maps == {}

@@ -154,6 +154,10 @@ def restore(root: Path, state: Path, runner, cgroup_mount: Path = Path("/sys/fs/
 
     cgroupparent.delegate(mgr.cgroup_parent, mgr.cgroup_mount)   # a reboot emptied the cgroup tree
     started = supervise.restore(state, runner=runner, before_start=before_start)
+    # a reboot emptied the tables too: the replicated services' ports point at their ready replicas
+    # again (a replica with a healthcheck joins when its supervisor finds it healthy)
+    for group in sorted({r.config["balance"] for r in records.values() if r.config.get("balance")}):
+        mgr.rebalance(group)
     return [records[c].name if c in records else c for c in started]
 
 
