@@ -10,19 +10,23 @@ from pathlib import Path
 from ..compose.names import container_name
 from ..errors import ConfigError, HostError
 from ..stack import Stack
+from ..stack import dotenv
 from ..stack.loader import load_stack, parse_stack
+from ..stack.project import DEPLOYED_ENV, ProjectOptions
 from .. import yamlutil
 from .inventory import HostRecord
 from ..remote.deliver import AGENT
 from ..runner import Runner
 
 HOST_STACK_FILE = "/etc/provisioner/stack.yml"   # where deploy pushes the stack file
+HOST_ENV_FILE = f"/etc/provisioner/{DEPLOYED_ENV}"   # and the variables it was interpolated with
 
 
 def load_record_stack(rec: HostRecord, remote: Runner | None = None) -> Stack:
-    """The stack the host was deployed from: the operator's file, else the host's copy."""
+    """The stack the host was deployed from: the operator's file, else the host's copy (read with
+    the variables deploy resolved for it, in /etc/provisioner/.provision.env)."""
     if rec.stack_file and Path(rec.stack_file).is_file():
-        return load_stack(rec.stack_file)
+        return load_stack(rec.stack_file, project=ProjectOptions(name=rec.stack), allow_privileged=True)
     if remote is None:
         raise HostError(f"{rec.name}: stack file {rec.stack_file or '(none recorded)'} is not on this machine")
     out = remote.run(["cat", HOST_STACK_FILE], sudo=True, check=False)
@@ -30,7 +34,10 @@ def load_record_stack(rec: HostRecord, remote: Runner | None = None) -> Stack:
         raise HostError(f"{rec.name}: stack file {rec.stack_file or '(none recorded)'} is not on this machine and "
                         f"{HOST_STACK_FILE} is unreadable on the host ({out.stderr.strip() or out.returncode})")
     where = f"{rec.name}:{HOST_STACK_FILE}"
-    return parse_stack(yamlutil.loads(out.stdout, where), where)
+    env = remote.run(["cat", HOST_ENV_FILE], sudo=True, check=False)
+    environ = dotenv.parse(env.stdout, f"{rec.name}:{HOST_ENV_FILE}") if env.returncode == 0 else {}
+    return parse_stack(yamlutil.loads(out.stdout, where), where, allow_privileged=True,
+                       project=ProjectOptions(name=rec.stack, environ=environ))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ..clouds.launch import HostResult, Timeouts, launch
 from ..errors import ConfigError, HostError, ProvisionerError
 from . import inventory
 from .images import MODES, host_conf, host_credentials, pull_on_host, write_settings
-from .plan import REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
+from .plan import REMOTE_ENV, REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
 
 PHASES = (("launch", "launch and boot"), ("ssh", "SSH ready"), ("agent", "agent install"),
           ("prepare", "host preparation (disks)"), ("images", "image pulls"), ("containers", "container starts"),
@@ -277,7 +277,10 @@ class Deployer:
             lap("images")
             out.images = self._images(ssh, hp)
             lap("containers")
-            out.actions = self._remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, "--json"], 1800)
+            privileged = ["--allow-privileged"] if any(self.plan.stack.services[s].privileges.privileged
+                                                       for s in hp.services) else []
+            out.actions = self._remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, *privileged, "--json"],
+                                            1800)
             self._say(hp.host, "; ".join(a.get("text", "") for a in out.actions) or "services up to date")
             out.services = self._check_services(ssh, hp)
             out.endpoints = self._check_ports(hp, rec)
@@ -322,9 +325,11 @@ class Deployer:
             raise HostError(f"`provision {shlex.join(args)}` printed no JSON: {res.stdout[:200]!r}") from None
 
     def _write(self, ssh, path: str, text: str) -> None:
+        """A file under /etc/provisioner, root's alone (0600: the stack's secrets and variables are
+        among them); its content goes over the session's stdin, never in a command line."""
         d = path.rsplit("/", 1)[0]
-        script = f"mkdir -p {shlex.quote(d)} && cat > {shlex.quote(path)}.new && mv {shlex.quote(path)}.new " \
-                 f"{shlex.quote(path)}"
+        script = f"umask 077 && mkdir -p {shlex.quote(d)} && cat > {shlex.quote(path)}.new && " \
+                 f"mv {shlex.quote(path)}.new {shlex.quote(path)}"
         ssh.run(["sh", "-c", script], sudo=True, input=text)
 
     def _prepare(self, ssh, hp: HostDeployPlan, rec: inventory.HostRecord) -> list[dict]:
@@ -333,6 +338,7 @@ class Deployer:
         matches = {v.name: volume_match(self.plan.cloud, rec.style, v.name, rec.volumes[v.name])
                    for v in host.volumes if v.name in rec.volumes}
         self._write(ssh, REMOTE_STACK, Path(stack.path).read_text())
+        self._write(ssh, REMOTE_ENV, hp.project_env)
         for local, remote in hp.files:
             try:
                 self._write(ssh, remote, Path(local).read_text())

@@ -54,9 +54,10 @@ def parse(text: str, path: str, lookup: Callable[[str], str | None] = lambda _: 
                 raise StackError(f"{key}: the {quote} quote is never closed", path, n)
             value = body[:end]
             if quote == '"':
-                value = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), "\\" + e.group(1)), value)
-                if interpolate:
-                    value = _sub(value, get, path, n)
+                # \$ is a literal $: kept from interpolation as $$, which interpolation turns into $
+                value = re.sub(r"\\(.)", lambda e: "$$" if e.group(1) == "$" else
+                               _ESCAPES.get(e.group(1), "\\" + e.group(1)), value)
+                value = _sub(value, get, path, n) if interpolate else value.replace("$$", "$")
         else:
             value = re.split(r"\s#", rest, maxsplit=1)[0].strip()
             if interpolate:

@@ -13,11 +13,16 @@ from ..errors import ConfigError, StackError
 class Fields:
     """Field readers bound to one file (`path`); relative paths in it are taken from `base`."""
 
-    def __init__(self, path: str, environ: dict[str, str] | None = None):
+    def __init__(self, path: str, environ: dict[str, str] | None = None, lookup=None):
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
         self.notices: list[str] = []
         self.environ = environ if environ is not None else dict(os.environ)   # the project's environment
+        self._lookup = lookup
+
+    def lookup(self, name: str) -> str | None:
+        """A variable of the project's environment (recorded as used, for deploy to carry over)."""
+        return self._lookup(name) if self._lookup else self.environ.get(name)
 
     def fail(self, msg: str, container: Any = None, key: Any = None) -> StackError:
         return StackError(msg, self.path, yamlutil.line_of(container, key) if container is not None else None)

@@ -123,7 +123,7 @@ def check_sources(f: Fields, services: dict[str, ServiceSpec], secrets: dict[str
                 if not os.access(d.file, os.R_OK):
                     raise StackError(f"{where}.file: {d.file} is not readable by this user", f.path, d.line)
             elif d.environment is not None:
-                value = f.environ.get(d.environment)
+                value = f.lookup(d.environment)
                 if value is None:
                     raise StackError(f"{where}.environment: variable {d.environment} is not set (in the environment "
                                      "or the .env file)", f.path, d.line)

@@ -60,7 +60,7 @@ def parse_stack(doc: Any, path: str, *, hosts_required: bool = True, project: Pr
     name = project_name(path, head, env, opts, yamlutil.line_of(doc, "name"))
     env.values.setdefault("COMPOSE_PROJECT_NAME", name)
     doc = interpolate_tree(doc, path, env.get, notices)
-    f = Fields(path, env.values)
+    f = Fields(path, env.values, env.get)
     f.notices = notices
     if "version" in doc:
         f.notice("'version' is obsolete and ignored (the compose specification has none)", doc, "version")
@@ -71,7 +71,7 @@ def parse_stack(doc: Any, path: str, *, hosts_required: bool = True, project: Pr
     named = svc_volumes.top_volumes(f, doc.get("volumes"))
     secrets = files.top_files(f, doc.get("secrets"), "secret")
     configs = files.top_files(f, doc.get("configs"), "config")
-    profiles = set(opts.profiles) | {p for p in env.values.get("COMPOSE_PROFILES", "").split(",") if p}
+    profiles = set(opts.profiles) | {p for p in (env.get("COMPOSE_PROFILES") or "").split(",") if p}
     ctx = Context(f, named, nets, secrets, configs, allow_privileged, profiles)
     raw = doc.get("services")
     hosts = _hosts(f, doc, raw if isinstance(raw, dict) else {})

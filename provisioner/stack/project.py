@@ -1,7 +1,11 @@
 """A compose project's environment and name, decided as docker compose decides them.
 
 Environment (what ${VAR} sees): the `.env` file beside the compose file — or the files given with
-`--env-file`, later ones winning — overridden by the environment of the command.
+`--env-file`, later ones winning — overridden by the environment of the command. On a deployed
+host, `.provision.env` beside the stack file (written by `provision deploy`: every variable the
+file used, as the operator's machine resolved it, and the project's name) stands in for the
+environment: the host's own (root's, the boot hook's) is not consulted, so the host interpolates
+the file exactly as the operator's machine did.
 
 Name, first found of: `-p/--project-name`, COMPOSE_PROJECT_NAME (environment or .env), the
 file's top-level `name:`, the name of the folder holding the file normalised as compose does
@@ -20,6 +24,7 @@ from ..errors import StackError
 from . import dotenv
 
 PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+DEPLOYED_ENV = ".provision.env"
 PROJECT_HINT = "lowercase letters, digits, '_' and '-', starting with a letter or digit"
 
 
@@ -48,6 +53,9 @@ class ProjectEnv:
 
 def environment(path: str, opts: ProjectOptions) -> ProjectEnv:
     environ = dict(os.environ if opts.environ is None else opts.environ)
+    deployed = os.path.join(os.path.dirname(os.path.abspath(path)), DEPLOYED_ENV)
+    if os.path.isfile(deployed):
+        environ = dotenv.read(deployed)
     if opts.env_files:
         files = [os.path.abspath(f) for f in opts.env_files]
         for f in files:
@@ -61,6 +69,13 @@ def environment(path: str, opts: ProjectOptions) -> ProjectEnv:
         merged.update(dotenv.read(f, lambda k: merged.get(k, environ.get(k))))
     merged.update(environ)   # the command's environment wins over .env, as in compose
     return ProjectEnv(merged, tuple(files))
+
+
+def render(values: Mapping[str, str]) -> str:
+    """Variables as a .env file that parses back to exactly these values (double-quoted, escaped)."""
+    def quote(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n") + '"'
+    return "".join(f"{k}={quote(v)}\n" for k, v in sorted(values.items()))
 
 
 def normalise(text: str) -> str:

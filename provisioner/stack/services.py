@@ -237,8 +237,8 @@ def _environment(f: Fields, d: dict, where: str) -> list[str]:
             if not isinstance(k, str) or not _ENV_KEY.fullmatch(k) or isinstance(val, (dict, list)):
                 raise f.fail(f"{where}.environment.{k}: want KEY: scalar", v, k)
             if val is None:
-                if k in f.environ:
-                    out.append(f"{k}={f.environ[k]}")
+                if f.lookup(k) is not None:
+                    out.append(f"{k}={f.lookup(k)}")
                 continue
             out.append(f"{k}={str(val).lower() if isinstance(val, bool) else val}")
         return out
@@ -248,8 +248,8 @@ def _environment(f: Fields, d: dict, where: str) -> list[str]:
                 raise f.fail(f"{where}.environment[{i}]: {item!r} is not KEY=VALUE", v, i)
             if "=" in item:
                 out.append(item)
-            elif item in f.environ:
-                out.append(f"{item}={f.environ[item]}")
+            elif f.lookup(item) is not None:
+                out.append(f"{item}={f.lookup(item)}")
         return out
     raise f.fail(f"{where}.environment must be a list of KEY=VALUE or a mapping", d, "environment")
 

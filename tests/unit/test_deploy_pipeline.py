@@ -139,9 +139,12 @@ def test_reuse_runs_the_host_steps_in_order(setup):
     assert order[:2] == ["wait_ready", "deliver"]
     writes = [e for e in FakeSsh.log if isinstance(e, tuple) and e[0].startswith("sh -c")]
     assert [w[0].split("cat > ")[1].split(".new")[0] for w in writes] == [
-        "/etc/provisioner/stack.yml", "/etc/provisioner/web.env", "/etc/provisioner/host.yml"]
-    assert writes[1][1] == "A=1\n"
-    assert "data: {aws_volume_id: 'vol0123456789abcdef0'}" in writes[2][1]
+        "/etc/provisioner/stack.yml", "/etc/provisioner/.provision.env", "/etc/provisioner/web.env",
+        "/etc/provisioner/host.yml"]
+    assert all(w[0].startswith("sh -c umask 077 && ") for w in writes)   # root's alone, content on stdin
+    assert writes[1][1] == 'COMPOSE_PROJECT_NAME="shop"\n'
+    assert writes[2][1] == "A=1\n"
+    assert "data: {aws_volume_id: 'vol0123456789abcdef0'}" in writes[3][1]
     assert [c.split(" -f")[0] for c in cmds if c.startswith("provision")] == [
         "provision host boot --json", "provision up", "provision ps"]
     assert pushes == ["127.0.0.1:5000/shop/web:1"]
