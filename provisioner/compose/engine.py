@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..containers.lifecycle import Manager
-from ..errors import StackError
+from ..errors import ConfigError, StackError
 from ..fsutil import atomic_write
 from ..images.reference import parse as parse_reference
 from ..runspec.request import RunRequest
@@ -129,7 +129,23 @@ class Stacks:
         return out
 
     def plan(self, stack: Stack, pins: dict[str, str] | None = None) -> list:
-        return plan(stack, self.hashes(stack, pins), self.facts(stack, self.load_state(stack.name)))
+        actions = plan(stack, self.hashes(stack, pins), self.facts(stack, self.load_state(stack.name)))
+        self._preflight(stack, actions)
+        return actions
+
+    def _preflight(self, stack: Stack, actions: list) -> None:
+        """What the containers to be made need from this host, checked before anything is made (and
+        by a dry run): their platform, their long-syntax bind sources, the external networks."""
+        for name in dict.fromkeys(a.service for a in actions if isinstance(a, (Create, Recreate))):
+            spec = stack.services[name]
+            try:
+                requests.preflight(spec)
+            except ConfigError as exc:
+                raise StackError(f"services.{name}: {exc.message}", stack.path, spec.line) from None
+        for name in requests.external_networks(stack):
+            if actions and not self.manager.network_exists(name):
+                raise StackError(f"external network {name} does not exist on this host (create it with "
+                                 f"`provision network create {name}`)", stack.path)
 
     # -- up -------------------------------------------------------------------------------------
     def up(self, stack: Stack, *, start_only: bool = False, pins: dict[str, str] | None = None,
@@ -146,6 +162,7 @@ class Stacks:
             actions = plan(stack, hashes, self.facts(stack, state))
             if start_only:
                 actions = [a for a in actions if isinstance(a, Start)]
+            self._preflight(stack, actions)
             if any(isinstance(a, (Create, Recreate)) for a in actions):
                 self._networks(stack)
             for action in actions:
@@ -198,11 +215,7 @@ class Stacks:
         return container_name(stack.name, service)
 
     def _networks(self, stack: Stack) -> None:
-        """The networks the services join, made before any container (an external one must exist)."""
-        for name in requests.external_networks(stack):
-            if not self.manager.network_exists(name):
-                raise StackError(f"external network {name} does not exist on this host (create it with "
-                                 f"`provision network create {name}`)", stack.path)
+        """The networks the services join, made before any container."""
         for spec in requests.network_specs(stack):
             self.manager.ensure_network(spec)
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import StackError
+from ..errors import ConfigError, StackError
 from ..network.registry import NetworkSpec
 from ..runspec.health import HealthFlags
 from ..runspec.netopts import NetworkAttachment, NetworkMode
+from ..runspec.process import check_platform
 from ..runspec.request import RunRequest
 from ..runspec.secrets import FileMount
 from ..stack import dotenv
@@ -38,6 +39,17 @@ def _service_networks(spec: ServiceSpec) -> tuple[ServiceNetwork, ...]:
     if spec.network_mode:
         return ()
     return spec.networks or (ServiceNetwork("default"),)
+
+
+def preflight(spec: ServiceSpec) -> None:
+    """ConfigError when this host cannot make the service's containers: an image platform other
+    than the host's, a long-syntax bind mount whose source is missing (compose does not create it)."""
+    if spec.platform is not None:
+        check_platform(spec.platform)
+    for v in spec.volumes:
+        if v.kind == "bind" and not v.create_host_path and not os.path.exists(v.source):
+            raise ConfigError(f"bind mount source {v.source} does not exist (a long-syntax bind is not created; "
+                              "make it, or set bind.create_host_path: true)")
 
 
 def network_specs(stack: Stack) -> list[NetworkSpec]:
