@@ -48,7 +48,7 @@ static void usage(void) {
                   "       [--exit-command PATH [--exit-command-arg ARG]...] [--on-change PATH [--on-change-arg ARG]...]\n"
                   "       [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]\n"
                   "        [--health-interval SECS] [--health-timeout SECS] [--health-retries N]\n"
-                  "        [--health-start-period SECS]] -- COMMAND [ARG...]\n");
+                  "        [--health-start-period SECS] [--health-start-interval SECS]] -- COMMAND [ARG...]\n");
 }
 
 /* A duration in seconds (fractions allowed) as milliseconds; negative on a bad value. */
@@ -61,7 +61,7 @@ static long parse_secs(const char *text, double min_secs) {
 }
 
 enum { OPT_CHANGE = 250, OPT_CHANGE_ARG, OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
-       OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START };
+       OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START, OPT_HEALTH_START_INTERVAL };
 
 static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *err) {
   static const struct option opts[] = {
@@ -83,6 +83,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
       {"health-timeout", required_argument, 0, OPT_HEALTH_TIMEOUT},
       {"health-retries", required_argument, 0, OPT_HEALTH_RETRIES},
       {"health-start-period", required_argument, 0, OPT_HEALTH_START},
+      {"health-start-interval", required_argument, 0, OPT_HEALTH_START_INTERVAL},
       {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
   };
   *cfg = (struct shim_config){
@@ -198,6 +199,13 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
                          : c == OPT_HEALTH_TIMEOUT ? "health-timeout" : "health-start-period", optarg);
       *(c == OPT_HEALTH_INTERVAL ? &cfg->health.interval_ms
         : c == OPT_HEALTH_TIMEOUT ? &cfg->health.timeout_ms : &cfg->health.start_period_ms) = ms;
+      break;
+    }
+    case OPT_HEALTH_START_INTERVAL: {
+      long ms = parse_secs(optarg, 0.001);
+      if (ms < 0)
+        return pr_fail(err, 0, "bad --health-start-interval %s", optarg);
+      cfg->health.start_interval_ms = ms;
       break;
     }
     case OPT_HEALTH_RETRIES:

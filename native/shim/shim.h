@@ -60,6 +60,7 @@ struct shim_config {
     const char *path;      /* the health file (JSON, replaced atomically) */
     const char *pid_path;  /* where the check writes the pid to kill on timeout (optional) */
     long interval_ms, timeout_ms, start_period_ms;
+    long start_interval_ms;  /* between checks while starting within the start period (0: interval_ms) */
     int retries;
   } health;
 };

@@ -63,6 +63,8 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str |
     for k in list(data):
         if k not in _HASHED_ALWAYS and data[k] == defaults.get(k):
             data.pop(k)
+    if data.get("healthcheck") and not data["healthcheck"].get("start_interval"):
+        data["healthcheck"].pop("start_interval", None)   # added later: hashed only when set
     for v in data.get("volumes", ()):
         for k, default in _VOLUME_LATER.items():
             if v.get(k) == default or (isinstance(default, list) and not v.get(k)):

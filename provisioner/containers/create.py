@@ -325,6 +325,7 @@ class Creating:
         pid_file = str(supervise.ShimPaths.of(rec.id, self._dir(rec), self.supervise_dir).health_pid)
         argv = (rt.path, "--root", rt.state_root, "exec", "--pid-file", pid_file, rec.id, "--", *hc["test"])
         return supervise.HealthCheck(argv, hc["interval"], hc["timeout"], hc["retries"], hc["start_period"],
+                                     start_interval=hc.get("start_interval", 0.0),
                                      pid_file=pid_file)
 
     def _exit_command(self, rec: ContainerRecord) -> list[str] | None:

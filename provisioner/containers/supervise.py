@@ -77,6 +77,7 @@ class HealthCheck:
     retries: int = 3
     start_period: float = 0.0
     pid_file: str | None = None   # where the check writes the pid to kill on timeout
+    start_interval: float = 0.0   # during the start period, checks this often (0: every interval)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "argv": list(self.argv)}
@@ -94,6 +95,8 @@ class HealthCheck:
                  "--health-start-period", f"{self.start_period:g}"]
         if self.pid_file:
             args += ["--health-pid-file", self.pid_file]
+        if self.start_interval:
+            args += ["--health-start-interval", f"{self.start_interval:g}"]
         return args
 
 
@@ -255,7 +258,7 @@ def start(
     if log_max_size < 1024 or log_max_files < 1:
         raise ContainerError(f"{name}: log limits must be >= 1024 bytes and >= 1 file")
     if health is not None and (not health.argv or health.interval <= 0 or health.timeout <= 0
-                               or health.retries < 1 or health.start_period < 0):
+                               or health.retries < 1 or health.start_period < 0 or health.start_interval < 0):
         raise ContainerError(f"{name}: bad healthcheck (a command, interval and timeout > 0, retries >= 1)")
     current = status(name, state_dir, log_dir)
     if current.shim_alive:

@@ -1,6 +1,6 @@
 """A service's `healthcheck:` (compose-spec): test (CMD, CMD-SHELL, NONE or a shell string),
-interval, timeout, retries, start_period, disable; start_interval with a notice (the supervisor
-checks every interval from the start). None: no check of the stack's own (disabled, or absent:
+interval, timeout, retries, start_period, start_interval (how often during the start period),
+disable. None: no check of the stack's own (disabled, or absent:
 the caller tells them apart)."""
 from __future__ import annotations
 
@@ -21,13 +21,6 @@ def parse(f: Fields, d: dict, where: str) -> Healthcheck | None:
     for k in h:
         if k not in KEYS:
             raise f.fail(f"{w}: unsupported key {k!r} (supported: {', '.join(sorted(KEYS))})", h, k)
-    if h.get("start_interval") is not None:
-        try:
-            parse_duration(h["start_interval"])
-        except ValueError as exc:
-            raise f.fail(f"{w}.start_interval: {exc}", h, "start_interval") from None
-        f.notice(f"{w}.start_interval: ignored; checks run every interval during the start period too", h,
-                 "start_interval")
     if f.boolean(h, "disable", w, False):
         return None
     test = h.get("test")
@@ -47,7 +40,7 @@ def parse(f: Fields, d: dict, where: str) -> Healthcheck | None:
     else:
         raise f.fail(f"{w}: 'test' is required (a string or a [\"CMD\", ...] list)", h, "test" if "test" in h else None)
     times = {}
-    for key, default in (("interval", 30.0), ("timeout", 30.0), ("start_period", 0.0)):
+    for key, default in (("interval", 30.0), ("timeout", 30.0), ("start_period", 0.0), ("start_interval", 0.0)):
         if key in h:
             try:
                 times[key] = parse_duration(h[key])
@@ -55,10 +48,11 @@ def parse(f: Fields, d: dict, where: str) -> Healthcheck | None:
                 raise f.fail(f"{w}.{key}: {exc}", h, key) from None
         else:
             times[key] = default
-    for key in ("interval", "timeout"):
+    for key in ("interval", "timeout") + (("start_interval",) if "start_interval" in h else ()):
         if times[key] <= 0:
             raise f.fail(f"{w}.{key} must be more than 0", h, key)
     retries = h.get("retries", 3)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
         raise f.fail(f"{w}.retries must be a positive integer", h, "retries")
-    return Healthcheck(argv, times["interval"], times["timeout"], retries, times["start_period"])
+    return Healthcheck(argv, times["interval"], times["timeout"], retries, times["start_period"],
+                       times["start_interval"])

@@ -258,10 +258,10 @@ def test_swarm_keys_get_notices(tmp_path):
           placement: {constraints: [node.role == manager]}
           restart_policy: {condition: any, delay: 5s, max_attempts: 3}
           resources: {reservations: {cpus: "0.25"}}
-        healthcheck: {test: "true", start_interval: 1s}
+        healthcheck: {test: "true", start_period: 1m, start_interval: 1s}
     """
     s = _load(_write(tmp_path, text))
     assert [n.split(": ", 1)[1].split(":")[0] for n in s.notices] == [
         "services.w.deploy.mode", "services.w.deploy.placement", "services.w.deploy.restart_policy.max_attempts",
-        "services.w.deploy.restart_policy.delay", "services.w.deploy.resources.reservations.cpus",
-        "services.w.healthcheck.start_interval"]
+        "services.w.deploy.restart_policy.delay", "services.w.deploy.resources.reservations.cpus"]
+    assert s.services["w"].healthcheck.start_interval == 1.0
