@@ -141,6 +141,9 @@ def _service(ctx: Context, name: str, d: dict, name_line: int | None) -> Service
         raise f.fail(f"{where}.scale differs from deploy.replicas; give one", d, "scale")
     kw.update(deploy)
     kw.update(networks.service_networks(f, d, where, ctx.nets))
+    if kw["replicas"] > 1 and any(n.ipv4_address for n in kw.get("networks", ())):
+        raise f.fail(f"{where}.networks: a fixed ipv4_address cannot be given to {kw['replicas']} replicas", d,
+                     "networks")
     if kw.get("network_mode") == "host" and d.get("ports"):
         raise f.fail(f"{where}.ports: published ports have no meaning with network_mode: host (the service listens "
                      "on the host's own ports)", d, "ports")

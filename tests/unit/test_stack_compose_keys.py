@@ -54,7 +54,6 @@ services:
       front:
         aliases: [www]
       back:
-        ipv4_address: 172.28.0.10
         priority: 10
     cap_add: [NET_ADMIN]
     cap_drop: [MKNOD]
@@ -111,7 +110,9 @@ services:
   db:
     image: postgres
     container_name: shop-db
-    networks: [back]
+    networks:
+      back:
+        ipv4_address: 172.28.0.10
   cache:
     image: redis
     network_mode: service:db
@@ -147,7 +148,8 @@ def test_every_key_parses_into_typed_values(tmp_path):
         "back": NetworkDef("back", "shop_back", internal=True, subnet="172.28.0.0/24", line=6),
         "shared": NetworkDef("shared", "shared-net", line=11)}
     web = s.services["web"]
-    assert web.networks == (ServiceNetwork("back", (), "172.28.0.10", 10), ServiceNetwork("front", ("www",)))
+    assert web.networks == (ServiceNetwork("back", (), None, 10), ServiceNetwork("front", ("www",)))
+    assert s.services["db"].networks == (ServiceNetwork("back", (), "172.28.0.10"),)
     assert s.services["db"].container_name == "shop-db"
     assert (web.container_name, web.labels, web.expose) == (None, (("tier", "front"),),
                                                             ((8080, "tcp"), (9000, "udp"), (9001, "udp")))
@@ -181,7 +183,8 @@ def test_every_key_parses_into_typed_values(tmp_path):
 
 
 def _line(text, needle):
-    return next(i for i, ln in enumerate(text.splitlines(), 1) if needle in ln)
+    """The line where `needle` (which may span lines) starts."""
+    return text[:text.index(needle)].count("\n") + 1
 
 
 @pytest.mark.parametrize("old, new, needle, message", [
@@ -196,7 +199,8 @@ def _line(text, needle):
     ("stop_signal: SIGINT", "stop_signal: SIGWHAT", "SIGWHAT", "unknown signal"),
     ("        ipv4_address: 172.28.0.10", "        ipv4_address: 10.9.9.9", "10.9.9.9",
      "10.9.9.9 is not in the network's subnet 172.28.0.0/24"),
-    ("    networks: [back]", "    networks: [nowhere]", "nowhere", "network 'nowhere' is not declared"),
+    ("      back:\n        ipv4_address", "      nowhere:\n        ipv4_address", "nowhere",
+     "network 'nowhere' is not declared"),
     ("    network_mode: service:db", "    network_mode: service:ghost", "service:ghost", "unknown service 'ghost'"),
     ("    network_mode: host", "    network_mode: host\n    ports: ['80:80']", "ports:",
      "published ports have no meaning with network_mode: host"),
@@ -209,6 +213,8 @@ def _line(text, needle):
     ("    <<: *common\n", "", "reservations", "memory differs"),
     ("        target: /data\n", "        target: /static\n", "type: bind", "/static is mounted twice"),
     ("    driver: overlay", "    driver: macvlan", "macvlan", "'macvlan' is not available"),
+    ("    container_name: shop-db\n", "    scale: 2\n", "    networks:\n      back:\n        ipv4",
+     "services.db.networks: a fixed ipv4_address cannot be given to 2 replicas"),
     ("  token:\n    environment: API_TOKEN", "  token:\n    external: true", "external", "not available"),
 ])
 def test_mistakes_are_one_line_at_file_line(tmp_path, old, new, needle, message):
