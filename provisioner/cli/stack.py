@@ -42,8 +42,9 @@ def _load(app: App, path: str | None, host: str | None = None, *, project_name=N
     from ..stack.project import ProjectOptions
 
     opts = ProjectOptions(name=project_name, env_files=tuple(env_files), profiles=tuple(profiles))
-    # the whole file is checked before anything is touched
-    stack = load_stack(_path(path), hosts_required=False, project=opts, allow_privileged=allow_privileged)
+    # the whole file is checked before anything is touched; with --host (what deploy runs on a host), as
+    # deploy read it: a file without hosts: is then one host, "main"
+    stack = load_stack(_path(path), hosts_required=host is not None, project=opts, allow_privileged=allow_privileged)
     for n in stack.notices:
         status(f"notice: {n}")
     if host is not None:

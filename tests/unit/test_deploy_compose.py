@@ -46,6 +46,9 @@ def test_a_file_without_hosts_deploys_to_one_local_host_with_its_files_and_varia
     stack = load_stack(project / "compose.yaml", project=ProjectOptions(environ={"HOME_DIR": "/home/op",
                                                                                "FROM_SHELL": "yes"}))
     assert stack.name == "shopfront" and [h.name for h in stack.hosts] == ["main"] and stack.implicit_hosts
+    # its container store: one instance-store disk as btrfs (the store needs btrfs; the VM's root is not)
+    main = stack.hosts[0]
+    assert main.ephemeral.count == 1 and main.disks.ephemeral.mount == "/var/lib/provisioner"
     plan = plan_deploy(stack, "local")
     (host,) = plan.hosts
     assert host.services == ("web",) and host.tcp_ports == (8080,)
@@ -68,3 +71,16 @@ def test_a_file_without_hosts_deploys_to_one_local_host_with_its_files_and_varia
     assert there.name == stack.name and there.services["web"].image == "registry.local/web:1"
     assert there.services["web"].env == ("HOME_DIR=/home/op", "FROM_SHELL=yes")
     assert there.services["web"].ports == stack.services["web"].ports
+
+
+def test_up_and_ps_on_the_host_take_the_implicit_host(project, tmp_path, capsys):
+    from provisioner.cli.main import main
+
+    for cmd in (["up", "--dry-run"], ["ps"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["--root", str(tmp_path / "root"), "--json", *cmd, "-f", str(project / "compose.yaml"),
+                  "--host", "main"])
+        out = capsys.readouterr()
+        assert exc.value.code == 0, out.err
+        assert "web" in out.out
+
