@@ -56,7 +56,7 @@ def new_id() -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name or ""):
+    if not NAME.fullmatch(name or ""):
         raise ConfigError(f"bad container name {name!r} (2-64 of letters, digits, '_', '.', '-'; "
                           "starting with a letter or digit)")
     return name

@@ -55,7 +55,7 @@ class ShimPaths:
 
     @classmethod
     def of(cls, name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) -> "ShimPaths":
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContainerError(f"bad container name {name!r} (letters, digits, '_', '.', '-')")
         state_dir, log_dir = Path(state_dir).absolute(), Path(log_dir).absolute()  # the shim runs in /
         return cls(state_dir / f"{name}.state.json", state_dir / f"{name}.pid",

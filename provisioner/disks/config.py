@@ -219,7 +219,7 @@ def _parse_volume(data, index: int, path: str) -> Volume:
     _check_keys(data, ("name", "match", "mount", "size", "type", "encrypted", "keep", "iops"),
                 path, what)
     name = _require(data, "name", path, what)
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{what}.name: must be lowercase letters, digits, '-', '_' or '.', got {name!r}",
                           path, yamlutil.line_of(data, "name"))
     what = f"volume {name!r}"

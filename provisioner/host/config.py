@@ -231,7 +231,7 @@ def _sysctl(v: Any, path: str, doc: dict) -> dict:
         raise _fail("'sysctl' must be a mapping of key: value", path, doc, "sysctl")
     out = {}
     for k, val in v.items():
-        if not isinstance(k, str) or not _SYSCTL.match(k):
+        if not isinstance(k, str) or not _SYSCTL.fullmatch(k):
             raise _fail(f"sysctl key {k!r} is not valid (like net.core.somaxconn)", path, v, k)
         if isinstance(val, (dict, list, bool)) or val is None or "\n" in str(val):
             raise _fail(f"sysctl {k}: value must be a number or a one-line string", path, v, k)
@@ -253,7 +253,7 @@ def _users(v: Any, path: str, doc: dict) -> tuple[User, ...]:
                 raise _fail(f"users[{i}]: unknown key {k!r} (expected one of: {', '.join(sorted(USER_KEYS))})",
                             path, u, k)
         name = u.get("name")
-        if not isinstance(name, str) or not _USER.match(name):
+        if not isinstance(name, str) or not _USER.fullmatch(name):
             raise _fail(f"users[{i}].name {name!r} is not a valid user name (lowercase, digits, '_', '-')",
                         path, u, "name" if "name" in u else None)
         if name in seen:
@@ -268,7 +268,7 @@ def _users(v: Any, path: str, doc: dict) -> tuple[User, ...]:
                             "(like 'ssh-ed25519 AAAA... comment')", path, keys, j)
         groups = _strings(u, "groups", path)
         for g in groups:
-            if not _USER.match(g):
+            if not _USER.fullmatch(g):
                 raise _fail(f"users[{i}].groups: {g!r} is not a valid group name", path, u, "groups")
         shell = u.get("shell")
         if shell is not None and (not isinstance(shell, str) or not shell.startswith("/") or "\n" in shell):

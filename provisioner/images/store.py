@@ -65,7 +65,7 @@ class ImageRecord:
 
 
 def check_digest(digest: str, what: str = "digest") -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ImageError(f"invalid {what} {digest!r} (expected sha256:<64 hex digits>)")
     return digest
 

@@ -70,7 +70,7 @@ def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ContainerError(f"bad container name {name!r} for the network (letters, digits, '_', '.', '-'; ≤ 64)")
 
 
