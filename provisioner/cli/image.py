@@ -12,6 +12,7 @@ from ..images import reference
 from ..images.pull import Observer, PullResult, pull
 from ..images.registry import parse_platform
 from ..errors import ImageError
+from ..runspec.resources import parse_bytes
 from .app import App, emit, is_tty, json_option, pass_app, status, table
 
 
@@ -164,16 +165,21 @@ def image_group() -> None:
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
               help="Allow plain HTTP (and unverified HTTPS) to this registry; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--max-size", metavar="SIZE", default=None,
+              help="Refuse the image if its new layers would write more than SIZE uncompressed (like 2g); "
+                   "the store's free space, less a reserve, is always a limit.")
 @json_option
 @pass_app
-def pull_cmd(app: App, ref: str, platform_: str | None, insecure: tuple[str, ...], quiet: bool) -> None:
+def pull_cmd(app: App, ref: str, platform_: str | None, insecure: tuple[str, ...], quiet: bool,
+             max_size: str | None) -> None:
     """Pull REF (like redis:7 or host:5000/team/app@sha256:…), all layers in parallel."""
     reference.parse(ref)  # a malformed reference fails before the store is touched
     plat = parse_platform(platform_) if platform_ else None
+    limit = parse_bytes(max_size, "--max-size") if max_size is not None else None
     store = _store(app)
     observer = None if quiet else ProgressBars(is_tty())
     result = pull(ref, store, app.root, platform=plat, insecure_registries=insecure, observer=observer,
-                  runner=app.runner)
+                  runner=app.runner, max_size=limit)
     emit(app, result.to_json(), lambda: click.echo(result.image_id))
 
 

@@ -36,9 +36,13 @@ from ..errors import CommandError, ImageError
 from . import btrfs
 from .layers import apply_layer
 from .tarapply import LayerError
+from .tarsafety import Budget, human
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _READ = 1 << 20
+# What a pull leaves free on the store's filesystem: 5% of it, at least 64 MiB, at most 2 GiB
+# (containers write there too, and a full btrfs is slow to recover).
+RESERVE_FRACTION, RESERVE_MIN, RESERVE_MAX = 0.05, 64 << 20, 2 << 30
 
 
 @dataclass
@@ -169,12 +173,29 @@ class Store:
         except FileNotFoundError:
             return {"chain_id": chain_id, "size": 0}
 
-    def add_layer(self, parent_chain_id: str | None, diff_id: str, fileobj, media_type: str) -> str:
+    def room(self) -> tuple[int, int, int]:
+        """(bytes a layer may still write, bytes free, the reserve kept free) on the store's fs."""
+        st = os.statvfs(self.dir)
+        free = st.f_bavail * st.f_frsize
+        reserve = min(max(int(st.f_blocks * st.f_frsize * RESERVE_FRACTION), RESERVE_MIN), RESERVE_MAX)
+        return max(0, free - reserve), free, reserve
+
+    def free_space_budget(self, pending: int = 0) -> Budget:
+        """The free space a layer may fill, less `pending` bytes others will still write."""
+        room, free, reserve = self.room()
+        why = f"{human(free)} free on the store, less a {human(reserve)} reserve"
+        if pending:
+            why += f" and {human(pending)} of downloads still arriving"
+        return Budget(max(0, room - pending), why)
+
+    def add_layer(self, parent_chain_id: str | None, diff_id: str, fileobj, media_type: str,
+                  budget: Budget | None = None) -> str:
         """Apply one layer on top of `parent_chain_id`; return the new chain id.
 
         Returns at once (without reading `fileobj`) when the chain is already stored. Otherwise
-        reads `fileobj` to EOF (so a verifying stream can raise there), checks the diff_id and
-        renames the finished subvolume into place; on any failure the store is unchanged."""
+        reads `fileobj` to EOF (so a verifying stream can raise there), checks the diff_id
+        and renames the finished subvolume into place; on any failure the store is unchanged.
+        `budget` bounds what the layer writes (default: the store's free space less its reserve)."""
         chain = self.chain_id(parent_chain_id, diff_id)
         if self.has_chain(chain):
             return chain
@@ -187,9 +208,9 @@ class Store:
             btrfs.snapshot(self.runner, self.layer_path(parent_chain_id), work)
         try:
             try:
-                applied = apply_layer(fileobj, media_type, work)
+                applied = apply_layer(fileobj, media_type, work, budget or self.free_space_budget())
             except LayerError as err:
-                raise LayerError(f"layer {diff_id[:19]}: {err}") from err
+                raise type(err)(f"layer {diff_id[:19]}: {err}") from err
             while fileobj.read(_READ):
                 pass
             if applied.diff_id != diff_id:

@@ -10,12 +10,17 @@ _MEM = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_memory(text: str) -> int:
-    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
+def parse_bytes(text: str, flag: str) -> int:
+    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units."""
     m = _MEM.fullmatch(str(text).strip())
     if not m:
-        raise ConfigError(f"bad --memory value {text!r} (want a number with an optional unit b, k, m or g)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        raise ConfigError(f"bad {flag} value {text!r} (want a number with an optional unit b, k, m, g or t)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_memory(text: str) -> int:
+    """--memory: parse_bytes, at least 6 MB as Docker enforces."""
+    n = parse_bytes(text, "--memory")
     if n < 6 * (1 << 20):
         raise ConfigError(f"--memory {text} is below the 6 MB minimum Docker enforces")
     return n
