@@ -1,9 +1,34 @@
-"""Small filesystem helpers: atomic writes (temp file in the same directory, fsync, rename)."""
+"""Small filesystem helpers: atomic writes (temp file in the same directory, fsync, rename),
+syncing a whole filesystem or a directory entry."""
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 from pathlib import Path
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path: str | os.PathLike) -> None:
+    """syncfs(2) on the filesystem holding `path`: its data and metadata are on disk when this
+    returns (on btrfs: a transaction commit, after writing back every dirty file of it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory: the entries just created or renamed in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> None:
@@ -31,8 +56,4 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int | None = 
         except FileNotFoundError:
             pass
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)

@@ -10,7 +10,8 @@ Layout under `<root>/images` (the design of Docker's btrfs graph driver plus its
     tmp/                       work in progress: temporary subvolumes, deleted by recover()
     lock                       flock: pulls, removals and prune exclude each other
 
-Crash safety: a layer is built in tmp/ and renamed into layers/ only when complete and verified;
+Crash safety: a layer is built in tmp/ and renamed into layers/ only when complete, verified and
+synced to disk (syncfs, then the rename, then an fsync of layers/);
 records and repositories.json are replaced atomically (temp file + rename). A kill -9 at any
 moment therefore leaves only complete layers and records, plus junk in tmp/ that `recover()` removes.
 """
@@ -193,8 +194,8 @@ class Store:
         """Apply one layer on top of `parent_chain_id`; return the new chain id.
 
         Returns at once (without reading `fileobj`) when the chain is already stored. Otherwise
-        reads `fileobj` to EOF (so a verifying stream can raise there), checks the diff_id
-        and renames the finished subvolume into place; on any failure the store is unchanged.
+        reads `fileobj` to EOF (so a verifying stream can raise there), checks the diff_id,
+        syncs the subvolume to disk and renames it into place; on any failure the store is unchanged.
         `budget` bounds what the layer writes (default: the store's free space less its reserve)."""
         chain = self.chain_id(parent_chain_id, diff_id)
         if self.has_chain(chain):
@@ -220,6 +221,9 @@ class Store:
                 )
             meta = {"chain_id": chain, "parent": parent_chain_id, "diff_id": diff_id, "size": applied.size,
                     "entries": applied.entries}
+            # on disk before it counts: btrfs writes file data back lazily and can commit the
+            # rename first, so a power cut would leave a "present" layer of empty files
+            fsutil.syncfs(work)
             fsutil.atomic_write(self.layers / f"{_hex(chain)}.json", json.dumps(meta))
             try:
                 os.rename(work, self.layer_path(chain))
@@ -228,6 +232,7 @@ class Store:
                     raise
                 btrfs.delete(self.runner, work)
                 return chain
+            fsutil.fsync_dir(self.layers)
         except BaseException:
             with contextlib.suppress(ImageError, CommandError, OSError):
                 btrfs.delete(self.runner, work)
