@@ -61,6 +61,7 @@ class VolumePlan:
     iops: int | None
     device: str          # AWS: /dev/sdX mapping; GCE: the device name (shows up as google-<name>)
     tags: dict[str, str]
+    kms_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
             VolumePlan(v.name, v.size_gb, v.type, v.encrypted, v.keep, v.iops,
                        AWS_VOLUME_DEVICES[i] if _aws_style(cloud, settings) else v.name,
                        {**base_tags, TAG_VOLUME[cloud]: v.name, TAG_KEEP[cloud]: "true" if v.keep else "false",
-                        **({"Name": f"{stack.name}-{h.name}-{v.name}"} if cloud == "aws" else {})})
+                        **({"Name": f"{stack.name}-{h.name}-{v.name}"} if cloud == "aws" else {})},
+                       v.kms_key)
             for i, v in enumerate(h.volumes))
         vol_info = [{"name": v.name, "device": v.device, "size_gb": v.size_gb} for v in volumes]
         user_data = render_user_data(host_context(

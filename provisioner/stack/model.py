@@ -20,6 +20,8 @@ from ..runspec.seccomp import SecurityOpts
 class RootDisk:
     size_gb: int | None = None
     type: str | None = None
+    encrypted: bool = True      # AWS: `encrypted: false` opts out (GCE encrypts every disk anyway)
+    kms_key: str | None = None  # AWS KMS key id/ARN/alias; GCE Cloud KMS key name (CMEK)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class CloudVolume:
     encrypted: bool
     keep: bool
     iops: int | None
+    kms_key: str | None = None  # as RootDisk.kms_key
 
 
 @dataclass(frozen=True)
