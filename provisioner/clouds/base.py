@@ -95,7 +95,7 @@ class LaunchPlan:
 class Resource:
     """One cloud resource found by tag (or created by this run)."""
 
-    kind: str            # instance | volume | firewall | key
+    kind: str            # instance | volume | firewall | key | network (GCE: the stack's own)
     id: str
     name: str
     host: str | None = None
@@ -114,6 +114,8 @@ class CloudDriver(Protocol):
         """Validate zone/region, instance type and image exist; create nothing."""
 
     def import_key(self, plan: LaunchPlan) -> Resource | None: ...
+    # optional: `prepare(plan, existing) -> list[Resource]`, stack-wide resources made before the
+    # hosts' (GCE: the stack's own network); what it returns is removed again if the launch fails
     def create_firewall(self, hp: HostPlan) -> Resource: ...
     def create_instance(self, hp: HostPlan, key: Resource | None, firewall: Resource) -> Resource: ...
     def instance_state(self, inst: Resource) -> Resource: ...

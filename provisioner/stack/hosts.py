@@ -82,6 +82,9 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
                         pattern=re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$"), hint="like us-central1-a")
         region = zone.rsplit("-", 1)[0]
         network = c.string(d, "network", where)
+        if d.get("subnet") is not None and network is None:
+            raise c.fail(f"{where}.subnet needs 'network:' (the VPC network the subnet is in); without one the "
+                         "host goes on the stack's own network", d, "subnet")
         tags, spot = c.str_map(d, "labels", where), c.boolean(d, "preemptible", where, False)
         for k, v in tags.items():
             if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", k) or not re.fullmatch(r"[a-z0-9_-]{0,63}", v):
