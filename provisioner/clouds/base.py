@@ -6,6 +6,7 @@ by their reserved name prefix plus a marker in their description).
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,6 +17,14 @@ from .userdata import host_context, render_user_data
 
 CLOUDS = ("aws", "gce", "local")
 LOCAL_SSH_CIDR = "127.0.0.1/32"  # the local cloud forwards SSH on loopback only
+# ...and inside the VM, qemu's user-mode network delivers that forward from its host address
+LOCAL_GUEST_SSH_SOURCE = "10.0.2.2/32"
+
+
+def host_ssh_cidr(cloud: str, cidr: str) -> str:
+    """The range the host's own firewall allows SSH from: the cloud firewall's range, as the
+    host sees it (the local cloud's loopback forward arrives from qemu's user-mode gateway)."""
+    return LOCAL_GUEST_SSH_SOURCE if cloud == "local" else cidr
 
 
 class _TagKeys(dict):
@@ -151,6 +160,11 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
     """Pure: decide every resource to create. `ssh_cidr` (option) beats the stack file beats detection."""
     if cloud not in CLOUDS:
         raise ConfigError(f"unknown cloud {cloud!r} (expected one of: {', '.join(CLOUDS)})")
+    if ssh_cidr:
+        try:
+            ssh_cidr = str(ipaddress.ip_network(ssh_cidr, strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"--ssh-cidr: {exc}") from None
     hosts, cidrs, sources = [], {}, {}
     for h in stack.hosts:
         if len(f"{stack.name}-{h.name}") > MAX_RESOURCE_NAME:
@@ -193,7 +207,7 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
         vol_info = [{"name": v.name, "device": v.device, "size_gb": v.size_gb} for v in volumes]
         user_data = render_user_data(host_context(
             stack=stack.name, host=h.name, cloud=cloud, services=list(h.services), ssh_public_key=public_key,
-            volumes=vol_info), template_dir)
+            volumes=vol_info, ssh_cidr=host_ssh_cidr(cloud, cidr)), template_dir)
         eph = h.ephemeral
         hosts.append(HostPlan(
             stack=stack.name, host=h.name, cloud=cloud, resource_name=f"{stack.name}-{h.name}", settings=settings,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..clouds.base import plan_launch
+from ..clouds.base import host_ssh_cidr, plan_launch
 from ..clouds.launch import HostResult, Timeouts, launch
 from ..errors import HostError, ProvisionerError
 from . import inventory
@@ -92,7 +92,7 @@ class Deployer:
                  user: str | None = None, insecure_registries: tuple[str, ...] = (),
                  timeouts: Timeouts | None = None, ssh_timeout: float = 300.0,
                  progress: Callable[[str], None] = lambda _m: None, bundle_builder=None, deliverer=None,
-                 pusher=None, ssh_factory=None):
+                 pusher=None, ssh_factory=None, ssh_cidr: str | None = None, detected_cidr: str | None = None):
         self.plan = plan
         self.driver = driver
         self.root = Path(root)
@@ -104,6 +104,8 @@ class Deployer:
         self.timeouts = timeouts or Timeouts()
         self.ssh_timeout = ssh_timeout
         self.progress = progress
+        self.ssh_cidr = ssh_cidr            # --ssh-cidr (beats the stack's, which beats detection)
+        self.detected_cidr = detected_cidr
         # seams for tests; the real ones by default
         from ..remote.bundle import build_bundle
         from ..remote.deliver import deliver
@@ -124,7 +126,8 @@ class Deployer:
         records, missing = self._reuse()
         launch_plan = None
         if missing:
-            launch_plan = plan_launch(stack, self.plan.cloud, self.public_key)
+            launch_plan = plan_launch(stack, self.plan.cloud, self.public_key, ssh_cidr=self.ssh_cidr,
+                                      detected_cidr=self.detected_cidr)
             launch_plan = replace(launch_plan, hosts=tuple(h for h in launch_plan.hosts if h.host in missing))
             self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -183,6 +186,9 @@ class Deployer:
                 problems.append(f"host {name}'s instance {inst.id} is {inst.state or 'not running'}")
             elif name not in known:
                 problems.append(f"host {name} runs ({inst.id}) but {self.root} has no record of it")
+            elif self.ssh_cidr and known[name].ssh_cidr and cloud != "local" and known[name].ssh_cidr != self.ssh_cidr:
+                problems.append(f"host {name} was launched with SSH allowed from {known[name].ssh_cidr}; "
+                                f"--ssh-cidr {self.ssh_cidr} differs from its cloud firewall")
             else:
                 reuse[name] = known[name]
         problems += [f"host {h} ({instances[h].id}) is not in {stack.path} any more"
@@ -236,7 +242,7 @@ class Deployer:
             stack=stack.name, host=hr.host, cloud=cloud, address=address, port=int(port), user=self.user or user,
             key_file=str(self.private_key), fingerprints=tuple(hr.host_keys.fingerprints.values()),
             instance_id=inst.id, volumes=volumes, endpoints=endpoints, stack_file=str(Path(stack.path).resolve()),
-            style=style)
+            style=style, ssh_cidr=host_ssh_cidr(cloud, hr.ssh_cidr))
 
     # -- one host ------------------------------------------------------------------------------
     def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, bundle: Future, out: HostOutcome) -> None:
@@ -304,7 +310,7 @@ class Deployer:
                 self._write(ssh, remote, Path(local).read_text())
             except OSError as exc:
                 raise HostError(f"cannot read {local} (env_file of a service on {hp.host}): {exc.strerror}") from None
-        self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches))
+        self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches, rec.ssh_cidr))
         res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
         try:
             steps = json.loads(res.stdout).get("steps", [])

@@ -8,6 +8,7 @@ there is hidden until the disks step mounts it and lost when the instance is sto
 ```yaml
 host: web1                      # required: this host's name
 stack_file: stack.yml           # the stack file (relative to this file): disks, ports, ssh_cidr from there
+ssh_cidr: 203.0.113.0/24        # with stack_file: the range deploy used for the cloud firewall (beats the stack's)
 stack: shop                     # informational when there is no stack file
 cloud: local                    # informational
 users:                          # login users and their SSH keys (the whole authorized_keys is managed)
@@ -132,10 +133,12 @@ def parse(doc: Any, path: str) -> HostConfig:
     fields["ssh_port"] = port
     if doc.get("stack_file") is not None:
         for k in FROM_STACK:
-            if k in doc:
+            if k in doc and k != "ssh_cidr":
                 raise _fail(f"{k!r} comes from the stack file when 'stack_file' is given; remove it here",
                             path, doc, k)
         fields.update(_from_stack(doc, path, host))
+        if doc.get("ssh_cidr") is not None:   # the one range deploy gave the cloud firewall too
+            fields["ssh_cidr"] = _cidr(doc, path)
         fields["disks"] = _volume_matches(doc, path, fields["disks"])
     else:
         fields["ssh_cidr"] = _cidr(doc, path)
