@@ -74,6 +74,7 @@ class Endpoint:
     exposed: tuple[tuple[int, str], ...] = ()  # container ports (port, proto) for link env vars
     links: tuple[tuple[str, str], ...] = ()    # (linked container, alias)
     files_dir: str = ""        # holds hosts, resolv.conf, hostname for the runtime to bind-mount
+    metadata: bool = False     # may reach the instance metadata service (run --cloud-metadata)
     env: dict = field(default_factory=dict, compare=False)  # link env vars rendered at connect
 
     @property
