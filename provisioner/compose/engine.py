@@ -48,8 +48,9 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str]) -> str:
     env files and seccomp profiles (`env_file_texts`: path → text, for both)."""
     data = asdict(spec)
     data.pop("line", None)
-    if not data.get("health_disabled"):
-        data.pop("health_disabled", None)   # likewise: only a disabled check changes the hash
+    for key in ("health_disabled", "cloud_metadata"):
+        if not data.get(key):
+            data.pop(key, None)   # likewise: only a set flag changes the hash (older stacks keep theirs)
     if profile_paths(spec):   # a changed seccomp profile recreates the service, as a changed env file does
         data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
@@ -252,7 +253,8 @@ class Stacks:
             memory=spec.memory, cpu_quota=spec.cpu_quota, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
             insecure_registries=self.insecure_registries, security=spec.security,
-            healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled))
+            healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled),
+            cloud_metadata=spec.cloud_metadata)
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:

@@ -63,6 +63,7 @@ class Creating:
         return {"options": opts.to_json(), "ports": [str(m) for m in req.ports],
                 "volumes": [s.to_json() for s in req.volumes], "links": [list(x) for x in req.links],
                 "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
+                **({"cloud_metadata": True} if req.cloud_metadata else {}),
                 # a stack's own check; run() decides between it, the image's and the flags
                 **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
@@ -206,7 +207,8 @@ class Creating:
         return network.connect(
             self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths,
             hostname=rec.config["options"].get("hostname") or rec.id[:12], ports=list(rec.config["ports"]),
-            exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]])
+            exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]],
+            metadata=bool(rec.config.get("cloud_metadata")))
 
     def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:
         undo = undo if undo is not None else []

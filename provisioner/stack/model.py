@@ -96,6 +96,7 @@ class ServiceSpec:
     working_dir: str | None = None
     hostname: str | None = None
     security: SecurityOpts = SecurityOpts()
+    cloud_metadata: bool = False              # may reach the instance metadata service (169.254.169.254)
     line: int | None = None
 
     def dependencies(self) -> list[str]:
