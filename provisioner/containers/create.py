@@ -176,8 +176,9 @@ class Creating:
             netns_path=ep.netns_path, network_mounts=ep.oci_mounts(), volume_mounts=mounts,
             link_env={**ep.env, **self._linked_env(rec)})
         cfg = bundle.build_config(rec.config["image_config"], opts, inputs)
-        (d / "bundle").mkdir(exist_ok=True)
-        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n")
+        (d / "bundle").mkdir(mode=0o700, exist_ok=True)
+        # the container's environment is in it: root's alone
+        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n", mode=0o600)
         return d / "bundle"
 
     def _linked_env(self, rec: ContainerRecord) -> dict[str, str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import CommandError, ContainerError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 from ..native import find_binary
 from ..runspec.restart import RestartPolicy
 
@@ -259,7 +259,7 @@ def start(
     if not shim:   # built when the package is installed (scripts/install.sh, the wheel's build)
         raise ContainerError(f"{SHIM} not found: build it with `make -C native/shim` (scripts/install.sh does), "
                              "or set PROVISION_SHIM")
-    paths.state.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.state.parent, 0o700)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop.unlink(missing_ok=True)
     paths.health.unlink(missing_ok=True)   # a new shim writes it afresh: never a stale health

@@ -112,12 +112,12 @@ def write_fstab(path: str, entries: list[str]) -> None:
     """Replace only our block, re-reading the file now so others' edits survive."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text, mode = p.read_text(), None          # its own mode is kept
     except FileNotFoundError:
-        text = ""
+        text, mode = "", 0o644                     # fstab is world-readable
     new = fstab.render(text, entries)
     if new != text:
-        atomic_write(p, new)
+        atomic_write(p, new, mode=mode)
 
 
 def apply(plan: Plan, runner, *, fstab_path: str = fstab.FSTAB,

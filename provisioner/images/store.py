@@ -98,6 +98,8 @@ class Store:
         self.tmp = self.dir / "tmp"
         self.repos_file = self.dir / "repositories.json"
         try:
+            # 0700: the layers hold what images bring (setuid-root binaries, device nodes)
+            fsutil.private_dir(self.dir, 0o700)
             for d in (self.layers, self.blobs, self.records, self.tmp):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

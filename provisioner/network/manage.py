@@ -162,7 +162,7 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             if note:
                 log.warning("%s: %s", name, note)
             _write_files(ep, eps, resolv)
-            atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
+            atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
             ipam.save(root, allocs)
         except BaseException:
             _rollback(root, cfg, ep, runner, paths, last=not eps)
@@ -207,7 +207,7 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
             log.warning("%s: %s", name, note)
         eps[name] = ep
         _write_files(ep, eps, resolv)
-        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
+        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
         _relink(eps, name)
     return ep
 
