@@ -294,9 +294,11 @@ class Deployer:
             raise HostError(f"`provision {shlex.join(args)}` printed no JSON: {res.stdout[:200]!r}") from None
 
     def _write(self, ssh, path: str, text: str) -> None:
-        d = path.rsplit("/", 1)[0]
-        script = f"mkdir -p {shlex.quote(d)} && cat > {shlex.quote(path)}.new && mv {shlex.quote(path)}.new " \
-                 f"{shlex.quote(path)}"
+        """`text` into `path` on the host, root's alone (0600 in a 0700 directory): the stack's
+        environment and env files are the services' secrets."""
+        d = shlex.quote(path.rsplit("/", 1)[0])
+        script = f"umask 077 && mkdir -p {d} && chmod go= {d} && cat > {shlex.quote(path)}.new && " \
+                 f"mv -f {shlex.quote(path)}.new {shlex.quote(path)}"
         ssh.run(["sh", "-c", script], sudo=True, input=text)
 
     def _prepare(self, ssh, hp: HostDeployPlan, rec: inventory.HostRecord) -> list[dict]:

@@ -184,3 +184,28 @@ def test_a_containers_env_secret_is_unreadable(host, attacker):
         assert SECRET_ENV.split("=")[1] not in got.stdout, f"{path} readable by {attacker.name}"
     found = as_user(attacker, "grep", "-r", "-l", SECRET_ENV.split("=")[1], str(env.root))
     assert found.stdout == ""
+
+
+class _LocalHost:
+    """What deploy's SSH does on a host, here: run the command as root (sudo) with its input."""
+
+    where = "localhost"
+
+    def run(self, argv, *, sudo=False, input=None, check=True, timeout=None):
+        return Runner().run(list(argv), input=input, check=check)
+
+
+def test_the_stack_file_deploy_writes_is_unreadable(public_dir, attacker):
+    """/etc/provisioner/stack.yml holds the services' `environment:` (and env files sit next to
+    it); deploy writes them with root's umask, under a directory others can traverse (/etc)."""
+    from provisioner.deploy.pipeline import Deployer
+
+    etc = Path(tempfile.mkdtemp(prefix="etc-", dir=public_dir))
+    etc.chmod(0o755)
+    target = etc / "provisioner" / "stack.yml"
+    text = f"name: s\nservices:\n  api:\n    image: x\n    environment: [{SECRET_ENV}]\n"
+    Deployer._write(None, _LocalHost(), str(target), text)
+    Deployer._write(None, _LocalHost(), str(target), text)   # and replacing it
+    assert target.read_text() == text
+    got = as_user(attacker, "cat", str(target))
+    assert SECRET_ENV not in got.stdout
