@@ -9,10 +9,68 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+_O_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir_nofollow(name: str | os.PathLike, dir_fd: int | None = None) -> int:
+    """An fd of directory `name` (relative to `dir_fd`), never through a symlink (OSError:
+    ELOOP for a symlink, ENOTDIR for anything else): what root opens in a directory a user owns."""
+    return os.open(name, _O_NOFOLLOW_DIR, dir_fd=dir_fd)
+
+
+def read_nofollow(name: str, dir_fd: int | None = None) -> tuple[os.stat_result, bytes] | None:
+    """(stat, content) of regular file `name`, never through a symlink; None when it is missing,
+    a symlink or not a regular file (O_NONBLOCK: a FIFO swapped in cannot hang the reader)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return st, b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_at(dir_fd: int, name: str, data: str | bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """`name` in the directory `dir_fd` replaced by `data` atomically, with mode and owner set on
+    the new file's fd before it takes the name: no path is followed, so a user who owns the
+    directory and swaps its entries for symlinks meanwhile gets root to touch nothing else."""
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    os.fsync(dir_fd)
 
 
 def private_dir(path: str | os.PathLike, mode: int = 0o700) -> Path:

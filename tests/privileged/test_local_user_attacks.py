@@ -209,3 +209,42 @@ def test_the_stack_file_deploy_writes_is_unreadable(public_dir, attacker):
     assert target.read_text() == text
     got = as_user(attacker, "cat", str(target))
     assert SECRET_ENV not in got.stdout
+
+
+def test_the_ssh_symlink_race_chowns_nothing(public_dir, attacker):
+    """The boot hook writes ~user/.ssh/authorized_keys as root, in a directory the user owns. The
+    user swaps ~/.ssh (and authorized_keys) for symlinks to a root-owned directory (and file) as
+    fast as it can while the hook runs again and again: root must never chown or chmod anything but
+    the user's own files."""
+    from provisioner.host.config import HostConfig, User as CfgUser
+    from provisioner.host.steps import StepContext, users
+
+    victim = Path(tempfile.mkdtemp(prefix="victim-", dir=public_dir))   # stands for /etc
+    victim.chmod(0o755)
+    (victim / "shadow").write_text("root:$6$...\n")
+    (victim / "shadow").chmod(0o600)
+    before = {p: (p.stat().st_uid, p.stat().st_mode) for p in (victim, victim / "shadow")}
+    racer = (f"cd {attacker.home}; end=$(( $(date +%s) + 60 )); "
+             f"while [ ! -e {attacker.home}/stop ] && [ $(date +%s) -lt $end ]; do "
+             f"rm -rf .ssh; ln -s {victim} .ssh; rm -f .ssh; mkdir .ssh 2>/dev/null; "
+             f"ln -sf {victim}/shadow .ssh/authorized_keys; rm -rf .ssh; ln -s {victim} .ssh; done")
+    proc = subprocess.Popen(["setpriv", f"--reuid={attacker.uid}", f"--regid={attacker.gid}", "--init-groups",
+                             "--reset-env", "--", "/bin/sh", "-c", racer], cwd="/")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C8okWi0dh2l9GKJl op@test"
+    errors: list[str] = []
+    try:
+        for i in range(300):
+            ctx = StepContext(config=HostConfig(host="h", users=(CfgUser(attacker.name, (f"{key} {i}",)),)),
+                              runner=Runner(), root=public_dir / "state")
+            try:
+                users.run(ctx)
+            except Exception as exc:                 # refusing is fine; following the link is not
+                errors.append(type(exc).__name__)
+            changed = {p: (p.stat().st_uid, p.stat().st_mode) for p in before if
+                       (p.stat().st_uid, p.stat().st_mode) != before[p]}
+            assert not changed, f"round {i}: root changed {changed} for {attacker.name}"
+            assert (victim / "shadow").read_text() == "root:$6$...\n", f"round {i}: shadow replaced"
+    finally:
+        (attacker.home / "stop").touch()
+        proc.wait(timeout=30)
+    assert not set(errors) - {"HostError"}, errors
