@@ -68,6 +68,15 @@ def python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (what the host checks a delivered wheel against)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def content_digest(wheel: Path) -> str:
     """sha256 over a wheel's member names and contents (not the zip's timestamps), so two builds
     of the same source compare equal and an unchanged agent is not reinstalled."""

@@ -1,10 +1,19 @@
 """Agent delivery to a host with no internet: the wheel set (bundle.py) pushed over SFTP and
 installed offline.
 
-1. Over SFTP: only the wheels the host does not already hold (by name and size).
-2. On the host: a venv in /opt/provisioner/venv (`pip install --no-index --find-links` for the
-   dependencies, unless the venv already holds them), the agent's wheel installed by
-   `wheelinstall`, and /usr/local/bin/provision linked to it.
+1. Root installs only from /opt/provisioner/wheels, root's alone (0700), where every wheel is
+   checked against the sha256 this side computed and sends over the verified SSH session
+   (`host/wheelstage.py`, run as root from stdin): a first pass says which wheels it lacks or
+   holds with other content;
+2. over SFTP, only those, into a fresh private upload directory of the login user's (`mktemp
+   -d`); a second pass copies them in, hashing as it copies, and keeps a wheel only when its hash
+   matches; anything else in the staging directory is removed;
+3. on the host: a venv in /opt/provisioner/venv (`pip install --no-index --find-links` of the
+   staging directory for the dependencies, unless the venv already holds them), the agent's wheel
+   installed by `wheelinstall`, and /usr/local/bin/provision linked to it.
+
+(Before, wheels were staged in /var/tmp/provisioner-wheels, which any local account could create
+or write into, and a wheel of the right name and size there was installed by root unchecked.)
 
 The wheels are built for this interpreter's CPython version; the host's python3 must have the same
 major.minor, which is checked first (one clear error instead of a failed install).
@@ -17,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import HostError
-from ..host import wheelinstall
-from .bundle import AgentBundle, content_digest
+from ..errors import CommandError, HostError
+from ..host import wheelinstall, wheelstage
+from .bundle import AgentBundle, content_digest, file_sha256
 from .ssh import SshClient
 
 AGENT = "/usr/local/bin/provision"   # where delivery links the host agent
-REMOTE_WHEELS = "/var/tmp/provisioner-wheels"
+REMOTE_WHEELS = "/opt/provisioner/wheels"   # root's alone: root installs only from here
 REMOTE_VENV = "/opt/provisioner/venv"
+UPLOAD_BASE = "/var/tmp"                    # the login user's private upload directory goes here
 
 
 @dataclass
@@ -36,7 +46,42 @@ class DeliveryReport:
     version: str = ""
 
 
+def _stage(ssh: SshClient, staging: str, upload: str, hashes: dict[str, str]) -> list[str]:
+    """wheelstage as root (its text on stdin); the wheels it still lacks."""
+    res = ssh.run(["python3", "-", staging, upload, *(f"{n}={h}" for n, h in hashes.items())], sudo=True,
+                  check=False, input=Path(wheelstage.__file__).read_text(), timeout=300)
+    if res.returncode != 0:
+        tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or [f"exit {res.returncode}"]
+        raise HostError(f"agent delivery to {ssh.where}: {tail[0]}")
+    return [line for line in res.stdout.split() if line in hashes]
+
+
+def _push(ssh: SshClient, bundle: AgentBundle, staging: str, upload_base: str, report: DeliveryReport) -> None:
+    """Every wheel of the bundle into the host's staging directory, checked by hash."""
+    local = {w.name: w for w in bundle.wheels}
+    hashes = {name: file_sha256(w) for name, w in local.items()}
+    missing = _stage(ssh, staging, "-", hashes)
+    report.skipped = [n for n in local if n not in missing]
+    if not missing:
+        return
+    upload = ssh.run(["mktemp", "-d", f"{upload_base}/provisioner-upload.XXXXXXXX"]).stdout.strip()
+    try:
+        for name in missing:
+            ssh.put(local[name], f"{upload}/{name}")
+            report.sent.append(name)
+            report.bytes_sent += local[name].stat().st_size
+        still = _stage(ssh, staging, upload, hashes)
+        if still:
+            raise HostError(f"agent delivery to {ssh.where}: {', '.join(still)} did not arrive in {upload}")
+    finally:
+        try:
+            ssh.run(["rm", "-rf", upload], check=False)
+        except CommandError:
+            pass
+
+
 def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, staging: str = REMOTE_WHEELS,
+            upload_base: str = UPLOAD_BASE, agent: str = AGENT,
             progress: Callable[[str], None] = lambda _m: None) -> DeliveryReport:
     report = DeliveryReport()
     t0 = time.monotonic()
@@ -53,16 +98,7 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
         report.seconds["push"] = report.seconds["install"] = 0.0
         progress(f"agent: {report.version} already installed from the same wheels; nothing to do")
         return report
-    ssh.run(["mkdir", "-p", staging])
-    have = ssh.listdir(staging)
-    for whl in bundle.wheels:
-        size = whl.stat().st_size
-        if have.get(whl.name) == size and whl != bundle.project_wheel:
-            report.skipped.append(whl.name)
-            continue
-        ssh.put(whl, f"{staging}/{whl.name}")
-        report.sent.append(whl.name)
-        report.bytes_sent += size
+    _push(ssh, bundle, staging, upload_base, report)
     report.seconds["push"] = round(time.monotonic() - t0, 2)
     progress(f"agent: sent {len(report.sent)} wheel(s), {report.bytes_sent / 1e6:.1f} MB "
              f"({len(report.skipped)} already there) in {report.seconds['push']}s")
@@ -91,8 +127,8 @@ def deliver(ssh: SshClient, bundle: AgentBundle, *, venv: str = REMOTE_VENV, sta
             ssh.run(own, sudo=True, timeout=900, input=installer)
         ssh.run(["tee", deps_file], sudo=True, input=deps + "\n")
     # As root, so this first run also writes the byte code of what the agent imports.
-    script = (f"ln -sfn {shlex.quote(venv)}/bin/provision {AGENT} && "
-              f"printf '%s\\n' {shlex.quote(digest)} > {shlex.quote(marker)} && {AGENT} --version")
+    script = (f"ln -sfn {shlex.quote(venv)}/bin/provision {shlex.quote(agent)} && "
+              f"printf '%s\\n' {shlex.quote(digest)} > {shlex.quote(marker)} && {shlex.quote(agent)} --version")
     report.version = ssh.run(["sh", "-c", script], sudo=True).stdout.strip()
     report.seconds["install"] = round(time.monotonic() - t1, 2)
     progress(f"agent: installed {report.version} in {venv} in {report.seconds['install']}s")

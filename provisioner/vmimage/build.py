@@ -64,7 +64,7 @@ FILES = {
 
 E2SCRUB_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "e2scrub_all.service")
 AGENT_VENV = "/opt/provisioner/venv"
-AGENT_WHEELS = "/var/tmp/provisioner-wheels"   # where agent delivery stages wheels on a host
+AGENT_WHEELS = "/opt/provisioner/wheels"   # where agent delivery stages wheels on a host: root's alone
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,10 @@ class Debootstrap:
         if self.agent_wheels is not None:
             # mmdebstrap runs customize hooks with /proc, /sys and /dev mounted in the chroot
             reqs = " ".join(shlex.quote(r) for r in self.spec.agent_requirements())
-            # the login user stages new wheels there at delivery: world-writable and sticky, like /tmp
-            script = (f"mv /var/tmp/{self.agent_wheels.name} {AGENT_WHEELS} && rm -f {AGENT_WHEELS}/.complete && "
-                      f"chmod 1777 {AGENT_WHEELS} && chmod 0644 {AGENT_WHEELS}/* && "
+            # root installs from there only: root's alone (delivery checks each wheel by hash)
+            script = (f"mkdir -p {AGENT_WHEELS.rsplit('/', 1)[0]} && mv /var/tmp/{self.agent_wheels.name} {AGENT_WHEELS} "
+                      f"&& rm -f {AGENT_WHEELS}/.complete && chown -R root:root {AGENT_WHEELS} && "
+                      f"chmod 0700 {AGENT_WHEELS} && chmod 0600 {AGENT_WHEELS}/* && "
                       f"python3 -m venv --without-pip {AGENT_VENV} && "
                       f"python3 -m pip --python {AGENT_VENV}/bin/python install -q --disable-pip-version-check "
                       f"--no-index --find-links {AGENT_WHEELS} {reqs} && "   # byte code made here, once

@@ -10,6 +10,7 @@ import pytest
 from provisioner.errors import HostError
 from provisioner.remote import bundle as b
 from provisioner.remote import deliver as d
+from provisioner.remote.bundle import file_sha256
 from provisioner.runner import Result
 from provisioner.testing import FakeRunner
 from provisioner.remote.hostkeys import HostKeyMismatch, Target, VerifyFingerprints, sha256_fingerprint
@@ -45,19 +46,27 @@ def test_client_refuses_to_run_without_fingerprints(tmp_path):
 
 
 class FakeSsh(FakeRunner):
-    """Stands in for SshClient as any Runner does: records commands and puts, answers python3 and
-    listdir (every command answers; what each prints depends on it)."""
+    """Stands in for SshClient as any Runner does: records commands and puts, answers python3,
+    the staging script (as the host's wheelstage would, from `have`: name -> sha256 staged) and
+    mktemp (every command answers; what each prints depends on it)."""
 
     def __init__(self, python="3.11", have=None, marker=""):
         super().__init__(where="provision@127.0.0.1:2222")
-        self.python, self.have, self.commands, self.puts = python, have or {}, [], []
-        self.marker, self.by_command = marker, {}
+        self.python, self.have, self.commands, self.puts = python, dict(have or {}), [], []
+        self.marker, self.by_command, self.uploaded = marker, {}, {}
         self.expect([], prefix=True, handler=self.answer)
 
     def answer(self, argv) -> Result:
         cmd = " ".join(argv)
+        if list(argv[:2]) == ["python3", "-"]:           # wheelstage STAGING UPLOAD NAME=SHA...
+            wanted = dict(p.split("=", 1) for p in argv[4:])
+            for name, sha in wanted.items():
+                if argv[3] != "-" and name in self.uploaded:
+                    self.have[name] = sha
+            return Result(argv, 0, "".join(f"{n}\n" for n, h in wanted.items() if self.have.get(n) != h), "")
         out = (self.python if cmd.startswith("python3 -c") else "provision, version 0.1.0" if "--version" in cmd
-               else self.marker if cmd.startswith("cat ") else "")
+               else self.marker if cmd.startswith("cat ") else "/var/tmp/provisioner-upload.abc"
+               if argv[0] == "mktemp" else "")
         return Result(argv, 0, out, "")
 
     def run(self, argv, **kw):
@@ -66,11 +75,9 @@ class FakeSsh(FakeRunner):
         self.by_command[cmd] = kw.get("input")
         return super().run(argv, **kw)
 
-    def listdir(self, remote):
-        return self.have
-
     def put(self, local, remote, mode=None):
         self.puts.append(Path(local).name)
+        self.uploaded[Path(local).name] = remote
 
 
 def _bundle(tmp_path, content=b"print('agent')\n") -> b.AgentBundle:
@@ -84,18 +91,26 @@ def _bundle(tmp_path, content=b"print('agent')\n") -> b.AgentBundle:
     return b.AgentBundle(wheels[0], tuple(wheels[1:]), "3.11")
 
 
-def test_deliver_sends_only_missing_wheels_and_always_the_project(tmp_path):
+def test_deliver_sends_only_wheels_the_host_lacks_by_hash(tmp_path):
     b = _bundle(tmp_path)
-    ssh = FakeSsh(have={"click-8.1-py3-none-any.whl": b.wheels[1].stat().st_size, "pyyaml-6-cp311.whl": 3,
-                        "provisioner-0.1.0-py3-none-any.whl": b.wheels[0].stat().st_size})
+    ssh = FakeSsh(have={"click-8.1-py3-none-any.whl": file_sha256(b.wheels[1]),
+                        "pyyaml-6-cp311.whl": "0" * 64,                      # same name, other content
+                        "provisioner-0.1.0-py3-none-any.whl": "1" * 64})     # an older build of the agent
     report = d.deliver(ssh, _bundle(tmp_path))
     assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl", "pyyaml-6-cp311.whl"]
     assert report.skipped == ["click-8.1-py3-none-any.whl"]
+    # staged as root through wheelstage, with the hashes from here, from the login user's private upload dir
+    stages = [c for c in ssh.commands if c.startswith("python3 - /opt/provisioner/wheels ")]
+    assert [c.split()[3] for c in stages] == ["-", "/var/tmp/provisioner-upload.abc"]
+    assert ssh.by_command[stages[0]] == Path(d.wheelstage.__file__).read_text()
+    assert "mktemp -d /var/tmp/provisioner-upload.XXXXXXXX" in ssh.commands
+    assert ssh.commands[-1] != "rm -rf /var/tmp/provisioner-upload.abc" and \
+        "rm -rf /var/tmp/provisioner-upload.abc" in ssh.commands
     installs = [c for c in ssh.commands if " install " in c]
     assert len(installs) == 1 and "--python /opt/provisioner/venv/bin/python" in installs[0]
     assert "--no-index" in installs[0] and "--no-deps" not in installs[0]
     # then the agent's own wheel over the installed one (same version, new code): wheelinstall
-    own = "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl"
+    own = "/opt/provisioner/venv/bin/python - /opt/provisioner/wheels/provisioner-0.1.0-py3-none-any.whl"
     assert ssh.commands.index(own) > ssh.commands.index(installs[0])
     assert ssh.by_command[own] == Path(d.wheelinstall.__file__).read_text()
     assert report.version == "provision, version 0.1.0"
@@ -140,10 +155,10 @@ def test_dependencies_already_in_the_venv_mean_no_pip_run(tmp_path):
                 return Result(argv, 0, "\n".join(sorted(w.name for w in bundle.dependency_wheels)) + "\n", "")
             return super().answer(argv)
 
-    ssh = Baked(have={w.name: w.stat().st_size for w in bundle.dependency_wheels})
+    ssh = Baked(have={w.name: file_sha256(w) for w in bundle.dependency_wheels})
     d.deliver(ssh, bundle)
     assert not [c for c in ssh.commands if " pip " in c]
-    assert "/opt/provisioner/venv/bin/python - /var/tmp/provisioner-wheels/provisioner-0.1.0-py3-none-any.whl" \
+    assert "/opt/provisioner/venv/bin/python - /opt/provisioner/wheels/provisioner-0.1.0-py3-none-any.whl" \
         in ssh.commands
     assert ssh.puts == ["provisioner-0.1.0-py3-none-any.whl"]
 
