@@ -27,7 +27,7 @@ from ..runspec.env import parse_env, parse_env_file
 from ..runspec.health import resolve as resolve_health
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
-from . import bundle, supervise, volumes
+from . import bundle, rootfsmount, supervise, volumes
 from .container import ContainerRecord, check_name
 from .runtime import Runtime
 
@@ -122,7 +122,8 @@ class Creating:
             store.snapshot(image.top_chain, rootfs)
         else:
             btrfs.create(self.runner, rootfs)
-        undo.append(("rootfs snapshot", lambda: btrfs.delete(self.runner, rootfs)))
+        undo.append(("rootfs snapshot", lambda: (rootfsmount.release(self.runner, rootfs),
+                                                  btrfs.delete(self.runner, rootfs))))
         img_cfg = rec.config["image_config"]
         specs = [VolumeSpec.from_json(s) for s in rec.config["volumes"]]
         wanted = {s.destination for s in specs}
@@ -224,6 +225,7 @@ class Creating:
                 # after a reboot (netns, veth, bridge and rules gone): bring the recorded endpoint
                 # back as it was, as the boot-time restore does for what it restarts itself
                 ep = network.reconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
+        rootfsmount.ensure(self.runner, self._dir(rec) / "rootfs")   # setuid works on a nosuid store
         path = self._bundle(rec, ep)
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)
