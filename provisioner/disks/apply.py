@@ -19,7 +19,7 @@ from typing import Callable
 from ..errors import DiskError
 from ..fsutil import atomic_write
 from . import fstab
-from .actions import Action, DeviceScan, Grow, MakeDir, Mkfs, Mount, Wipe, WriteFstab
+from .actions import Action, DeviceScan, Grow, MakeDir, Mkfs, Mount, Remount, Wipe, WriteFstab
 from .facts import Signature
 from .plan import Plan
 from .probe import probe_signature, probe_wipefs
@@ -98,6 +98,8 @@ def run_action(runner, action: Action, *, fstab_path: str = fstab.FSTAB, busy=No
     elif isinstance(action, Mount):
         runner.run(["mount", "-t", action.fstype, "-o", action.options, action.source,
                     action.mountpoint])
+    elif isinstance(action, Remount):
+        runner.run(["mount", "-o", f"remount,{action.options}", action.mountpoint])
     elif isinstance(action, Grow) and action.fstype == "btrfs":
         runner.run(["btrfs", "filesystem", "resize", f"{action.devid}:max", action.mountpoint])
     elif isinstance(action, Grow):
