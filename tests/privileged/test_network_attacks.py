@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 
-from tests.privileged.test_network import NOTHING, Env, env, free_port, sh, wait_for  # noqa: F401  (fixture)
+from tests.privileged.test_network import NOTHING, Env, env, free_port, sh  # noqa: F401  (env: the fixture)
 
 pytestmark = pytest.mark.privileged
 METADATA = "169.254.169.254"
