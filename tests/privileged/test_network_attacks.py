@@ -6,6 +6,7 @@ as a cloud's link-local metadata address is. Nothing outside namespaces made her
 from __future__ import annotations
 
 import secrets
+import subprocess
 
 import pytest
 
@@ -105,4 +106,61 @@ def test_a_container_cannot_reach_the_metadata_service_unless_it_opts_in(env, me
     assert not can_connect(env, f"pt{env.sfx}-agent", METADATA, 80)
     env.disconnect("agent")
     env.disconnect("app")
+    assert env.leftovers() == NOTHING
+
+
+OLD_TABLE = """table ip {table} {{
+  chain ports {{
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local jump ports
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    fib daddr type local jump ports
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {subnet} oifname != "{bridge}" masquerade
+    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
+    oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname "{bridge}" ip daddr 127.0.0.0/8 ct state {{ new, invalid, untracked }} drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    oifname "{bridge}" ct state established,related accept
+    oifname "{bridge}" ct status dnat accept
+    iifname "{bridge}" accept
+  }}
+}}
+"""
+
+
+def test_a_running_hosts_older_table_is_upgraded_in_place(env):
+    """A host set up by the previous version has the old table (forward ending in accept) with a
+    container's port rule in it: the next connect upgrades the table in one transaction, keeps
+    the rule, and the unpublished port is closed to the LAN from then on, without a reboot."""
+    pub = free_port()
+    web = env.connect("web", ports=[f"{pub}:80"])
+    old = OLD_TABLE.format(table=env.cfg.table, bridge=env.cfg.bridge, subnet=env.cfg.subnet)
+    sh("nft", "delete", "table", "ip", env.cfg.table)
+    old += (f'add rule ip {env.cfg.table} ports tcp dport {pub} dnat to {web.address}:80 '
+            f'comment "prov:web|{pub}:80/tcp"\n')
+    subprocess.run(["nft", "-f", "-"], input=old, text=True, check=True, timeout=20)
+    ns = f"pt{env.sfx}-web"
+    listen(env, ns, 80)
+    listen(env, ns, 6379)
+    env.in_ns(env.ext_ns, "ip", "route", "add", env.cfg.subnet, "via", env.host_ext_ip)
+    assert can_connect(env, env.ext_ns, web.address, 6379)              # the old table's hole
+    env.connect("other")                                                # any connect upgrades it
+    assert not can_connect(env, env.ext_ns, web.address, 6379)
+    assert can_connect(env, env.ext_ns, env.host_ext_ip, pub)           # the published port stayed
+    ruleset = sh("nft", "list", "table", "ip", env.cfg.table).stdout
+    assert ruleset.count(f"prov:web|{pub}:80/tcp") == 1 and ruleset.count("fib daddr type local jump ports") == 2
+    env.disconnect("other")
+    env.disconnect("web")
     assert env.leftovers() == NOTHING
