@@ -12,15 +12,21 @@ python3 on stdin and runs it as root (it runs before the agent exists on the hos
   login user's own upload directory, made by `mktemp -d`; "-" for none), opened without
   following a symlink, hashed as it is copied, and kept only when the hash matches;
 - every other entry of STAGING is removed: pip's --find-links then sees exactly these wheels;
+- what root hashed is remembered in STAGING/.verified (name, sha256, and the file's inode, size
+  and mtime): a wheel unchanged since — only root can change anything there — is not read again
+  (hashing the dependency wheels twice per delivery costs seconds on an emulated host);
 - prints the NAMEs still missing (in neither directory), one per line, and exits 0; a wheel
   whose content does not match its hash exits 1 with one line naming it.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import sys
+
+VERIFIED = ".verified"
 
 
 class StageError(Exception):
@@ -41,20 +47,52 @@ def _staging(path: str) -> int:
     return fd
 
 
-def _digest_at(dir_fd: int, name: str) -> str | None:
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _digest_at(dir_fd: int, name: str, known: dict) -> str | None:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return None
+        seen = known.get(name)
+        if seen and seen[1:] == _identity(st):
+            return seen[0]
         h = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
             h.update(chunk)
+        known[name] = [h.hexdigest(), *_identity(st)]
         return h.hexdigest()
     finally:
         os.close(fd)
+
+
+def _load_verified(dir_fd: int) -> dict:
+    got = None
+    try:
+        fd = os.open(VERIFIED, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        with os.fdopen(fd) as f:
+            got = json.load(f)
+    except (OSError, ValueError):
+        pass
+    return got if isinstance(got, dict) else {}
+
+
+def _save_verified(dir_fd: int, known: dict) -> None:
+    tmp = f"{VERIFIED}.tmp"
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "w") as f:
+        json.dump(known, f)
+    os.replace(tmp, VERIFIED, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _copy_in(upload: str, name: str, want: str, dir_fd: int) -> bool:
@@ -101,18 +139,22 @@ def stage(staging: str, upload: str | None, wanted: dict[str, str]) -> list[str]
             raise StageError(f"{name!r} is not a wheel file name")
     fd = _staging(staging)
     try:
+        known = _load_verified(fd)
         missing = []
         for name, want in wanted.items():
-            if _digest_at(fd, name) == want:
+            if _digest_at(fd, name, known) == want:
                 continue
             if upload is None or not _copy_in(upload, name, want, fd):
                 missing.append(name)
+            else:   # hashed as it was copied: remembered as it is now
+                known[name] = [want, *_identity(os.stat(name, dir_fd=fd, follow_symlinks=False))]
         for entry in os.listdir(fd):
-            if entry not in wanted:
+            if entry not in wanted and entry != VERIFIED:
                 st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
                     raise StageError(f"{staging}/{entry}: a directory where only wheels belong")
                 os.unlink(entry, dir_fd=fd)
+        _save_verified(fd, {n: v for n, v in known.items() if n in wanted})
         os.fsync(fd)
         return missing
     finally:

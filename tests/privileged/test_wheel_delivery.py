@@ -147,7 +147,7 @@ def test_a_planted_wheel_is_never_installed(world, tmp_path, monkeypatch):
     assert planted_new.returncode != 0
     st = staging.stat()
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o700)
-    assert sorted(p.name for p in staging.iterdir()) == sorted([agent.name, dep.name])
+    assert sorted(p.name for p in staging.iterdir()) == sorted([agent.name, dep.name, ".verified"])
     assert list((base / "vartmp").glob("provisioner-upload.*")) == []      # the upload directory went
 
     # a wheel swapped in the upload directory after it was hashed here is refused, not staged
@@ -163,3 +163,11 @@ def test_a_planted_wheel_is_never_installed(world, tmp_path, monkeypatch):
     with pytest.raises(HostError, match=rf"wheel {dep2.name}: its content hashes to sha256:[0-9a-f]{{64}}, not"):
         d.deliver(host, AgentBundle(agent, (dep2,), PY), venv=str(venv), **kw)
     assert not (staging / dep2.name).exists() and not marker.exists()
+    # what root remembers having hashed is trusted only while the file is the same one: a wheel
+    # changed in place (here by root, standing in for anything that could) is hashed again
+    host.put = real_put
+    staged = staging / dep.name
+    staged.write_bytes(evil.read_bytes())
+    Path(f"{venv}.installed").unlink()         # not "installed already": deliver stages again
+    d.deliver(host, bundle, venv=str(venv), **kw)
+    assert staged.read_bytes() == dep.read_bytes() and not marker.exists()
