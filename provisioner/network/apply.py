@@ -18,8 +18,9 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
                             DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
   input (filter)            drop new connections from a container to the host's 127.0.0.0/8,
                             which route_localnet would let in (CVE-2020-8558; kube-proxy's fix);
-                            replies to DNAT-ed 127.0.0.1 traffic still pass; a container's
-                            packets to the metadata address unless it is in @metadata_ok
+                            replies to DNAT-ed 127.0.0.1 traffic still pass; and drop a
+                            container's packets to the metadata address (on this host) unless
+                            it is in @metadata_ok
   forward (filter)          from the bridge: accepted, but not to the instance metadata address
                             (169.254.169.254: the cloud's credentials) unless the container opted
                             in (its address in the set @metadata_ok); to the bridge: only replies
