@@ -18,6 +18,8 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
   # measuring
   time
+  # tests: the store's syscall order (fsync before a layer counts)
+  strace
 )
 
 SUDO=""
