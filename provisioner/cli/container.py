@@ -54,12 +54,15 @@ def container_group() -> None:
 @click.option("--health-retries", type=int, metavar="N", help="Failures in a row that make it unhealthy.")
 @click.option("--health-start-period", metavar="DURATION", help="Start-up time whose failures do not count.")
 @click.option("--no-healthcheck", is_flag=True, help="Run no healthcheck, not even the image's HEALTHCHECK.")
+@click.option("--cloud-metadata", is_flag=True,
+              help="Let the container reach the cloud's instance metadata service (169.254.169.254: the "
+                   "instance's credentials); containers cannot by default.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
 def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, restart, memory, cpus, user,
             workdir, entrypoint, hostname, rm, insecure, security_opt, health_cmd, health_interval, health_timeout,
-            health_retries, health_start_period, no_healthcheck, image, command) -> None:
+            health_retries, health_start_period, no_healthcheck, cloud_metadata, image, command) -> None:
     """Create and start a container from IMAGE (pulled when missing)."""
     from ..runspec.health import HealthFlags
     from ..runspec.request import from_flags
@@ -69,7 +72,7 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
     req = from_flags(image, tuple(command), name=name, detach=detach, ports=ports, volumes=volumes, env=env,
                      env_files=env_files, links=links, restart=restart, memory=memory, cpus=cpus, user=user,
                      workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm, insecure_registries=insecure,
-                     security_opt=security_opt, health_flags=health)
+                     security_opt=security_opt, health_flags=health, cloud_metadata=cloud_metadata)
     mgr = _manager(app)
     rec = mgr.run(req)
     if detach:

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 from ..containers.lifecycle import Manager
 from ..errors import StackError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 from ..images.reference import parse as parse_reference
 from ..runspec.health import HealthFlags
 from ..runspec.mounts import VolumeSpec
@@ -78,13 +78,12 @@ class Stacks:
             raise StackError(f"unreadable stack state ({exc})", str(self._state_path(stack))) from exc
 
     def save_state(self, stack: str, state: dict) -> None:
-        self._state_path(stack).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._state_path(stack).parent, 0o700)
         atomic_write(self._state_path(stack), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     @contextlib.contextmanager
     def locked(self, stack: str) -> Iterator[None]:
-        d = self.root / STATE_DIR
-        d.mkdir(parents=True, exist_ok=True)
+        d = private_dir(self.root / STATE_DIR, 0o700)
         with open(d / f".{stack}.lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
@@ -207,7 +206,8 @@ class Stacks:
             memory=spec.memory, cpu_quota=spec.cpu_quota, user=spec.user, workdir=spec.working_dir,
             entrypoint=entrypoint, hostname=spec.hostname or spec.name,
             insecure_registries=self.insecure_registries, security=spec.security,
-            healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled))
+            healthcheck=spec.healthcheck, health_flags=HealthFlags(disable=spec.health_disabled),
+            cloud_metadata=spec.cloud_metadata)
 
     def _remove(self, cname: str) -> None:
         if self.manager.records.find(cname) is not None:

@@ -27,8 +27,9 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str |
     if digest:
         data["image_digest"] = digest
     data.pop("line", None)
-    if not data.get("health_disabled"):
-        data.pop("health_disabled", None)   # likewise: only a disabled check changes the hash
+    for key in ("health_disabled", "cloud_metadata"):
+        if not data.get(key):
+            data.pop(key, None)   # likewise: only a set flag changes the hash (older stacks keep theirs)
     if profile_paths(spec):   # a changed seccomp profile recreates the service, as a changed env file does
         data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]

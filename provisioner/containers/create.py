@@ -27,7 +27,7 @@ from ..runspec.env import parse_env, parse_env_file
 from ..runspec.health import resolve as resolve_health
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
-from . import bundle, cgroupparent, supervise, volumes
+from . import bundle, cgroupparent, rootfsmount, supervise, volumes
 from .container import ContainerRecord, check_name
 from .runtime import Runtime
 
@@ -63,6 +63,7 @@ class Creating:
         return {"options": opts.to_json(), "ports": [str(m) for m in req.ports],
                 "volumes": [s.to_json() for s in req.volumes], "links": [list(x) for x in req.links],
                 "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
+                **({"cloud_metadata": True} if req.cloud_metadata else {}),
                 # a stack's own check; run() decides between it, the image's and the flags
                 **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
@@ -123,7 +124,8 @@ class Creating:
             store.snapshot(image.top_chain, rootfs)
         else:
             btrfs.create(self.runner, rootfs)
-        undo.append(("rootfs snapshot", lambda: btrfs.delete(self.runner, rootfs)))
+        undo.append(("rootfs snapshot", lambda: (rootfsmount.release(self.runner, rootfs),
+                                                  btrfs.delete(self.runner, rootfs))))
         img_cfg = rec.config["image_config"]
         specs = [VolumeSpec.from_json(s) for s in rec.config["volumes"]]
         wanted = {s.destination for s in specs}
@@ -177,8 +179,9 @@ class Creating:
             netns_path=ep.netns_path, network_mounts=ep.oci_mounts(), volume_mounts=mounts,
             link_env={**ep.env, **self._linked_env(rec)})
         cfg = bundle.build_config(rec.config["image_config"], opts, inputs)
-        (d / "bundle").mkdir(exist_ok=True)
-        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n")
+        (d / "bundle").mkdir(mode=0o700, exist_ok=True)
+        # the container's environment is in it: root's alone
+        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n", mode=0o600)
         return d / "bundle"
 
     def _linked_env(self, rec: ContainerRecord) -> dict[str, str]:
@@ -208,7 +211,8 @@ class Creating:
         return network.connect(
             self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths,
             hostname=rec.config["options"].get("hostname") or rec.id[:12], ports=list(rec.config["ports"]),
-            exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]])
+            exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]],
+            metadata=bool(rec.config.get("cloud_metadata")))
 
     def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:
         undo = undo if undo is not None else []
@@ -223,6 +227,7 @@ class Creating:
                 # after a reboot (netns, veth, bridge and rules gone): bring the recorded endpoint
                 # back as it was, as the boot-time restore does for what it restarts itself
                 ep = network.reconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
+        rootfsmount.ensure(self.runner, self._dir(rec) / "rootfs")   # setuid works on a nosuid store
         path = self._bundle(rec, ep)
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)

@@ -70,7 +70,7 @@ def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ContainerError(f"bad container name {name!r} for the network (letters, digits, '_', '.', '-'; ≤ 64)")
 
 
@@ -93,7 +93,7 @@ def _write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
              paths: SystemPaths, allocs: ipam.Allocations, link_envs: Mapping[str, Mapping[str, str]] | None = None,
-             ) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
+             metadata: bool = False) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -119,7 +119,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         owns_netns=owns, hostname=hostname or name, ports=tuple(wanted),
         exposed=tuple(sorted({(int(p), str(proto)) for p, proto in exposed}
                              | {(m.container_port, m.proto) for m in wanted})),
-        links=tuple(link_pairs), files_dir=str(_files_dir(root, name)),
+        links=tuple(link_pairs), files_dir=str(_files_dir(root, name)), metadata=metadata,
     )
     env: dict[str, str] = {}
     for t in _link_targets(eps, ep):
@@ -130,12 +130,13 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
 
 def plan(root, cfg: NetworkConfig, name: str, *, runner, netns_path=None, hostname=None,
          ports: Sequence[str | PortMapping] = (), exposed: Iterable[tuple[int, str]] = (),
-         links: Iterable[tuple[str, str | None]] = (), paths: SystemPaths = SystemPaths()) -> list[Action]:
+         links: Iterable[tuple[str, str | None]] = (), paths: SystemPaths = SystemPaths(),
+         metadata: bool = False) -> list[Action]:
     """What connect() would do (for --dry-run); reads facts only."""
     with ipam.lock(root):
         allocs = ipam.load(root, cfg.subnet)
         _, actions, _ = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports,
-                                 exposed=exposed, links=links, paths=paths, allocs=allocs)
+                                 exposed=exposed, links=links, paths=paths, allocs=allocs, metadata=metadata)
     return actions
 
 
@@ -143,16 +144,17 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             hostname: str | None = None, ports: Sequence[str | PortMapping] = (),
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
-            paths: SystemPaths = SystemPaths()) -> Endpoint:
+            paths: SystemPaths = SystemPaths(), metadata: bool = False) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to the bridge, with
-    published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs).
+    published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs);
+    `metadata`: it may reach the instance metadata service (169.254.169.254), which others may not.
     `link_envs` maps a linked container to its environment, for the <ALIAS>_ENV_* variables.
     Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
     with ipam.lock(root):
         allocs = ipam.load(root, cfg.subnet)
         ep, actions, eps = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname,
                                     ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs,
-                                    link_envs=link_envs)
+                                    link_envs=link_envs, metadata=metadata)
         try:
             apply(actions, runner)
             resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf,
@@ -160,7 +162,7 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             if note:
                 log.warning("%s: %s", name, note)
             _write_files(ep, eps, resolv)
-            atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
+            atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
             ipam.save(root, allocs)
         except BaseException:
             _rollback(root, cfg, ep, runner, paths, last=not eps)
@@ -205,7 +207,7 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
             log.warning("%s: %s", name, note)
         eps[name] = ep
         _write_files(ep, eps, resolv)
-        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
+        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
         _relink(eps, name)
     return ep
 
@@ -213,7 +215,8 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
 def _rollback(root, cfg, ep: Endpoint, runner, paths: SystemPaths, *, last: bool) -> None:
     try:
         facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
-        apply(plan_disconnect(facts, cfg, ep.name, netns_name=ep.netns_name, last=last), runner, best_effort=True)
+        apply(plan_disconnect(facts, cfg, ep.name, netns_name=ep.netns_name, last=last, address=ep.address), runner,
+              best_effort=True)
     except CommandError as exc:  # keep the original error; say the cleanup had trouble too
         log.warning("network rollback for %s incomplete: %s", ep.name, exc)
     shutil.rmtree(_files_dir(root, ep.name), ignore_errors=True)
@@ -231,7 +234,8 @@ def disconnect(root, cfg: NetworkConfig, name: str, *, runner, keep_address: boo
         ep = eps.pop(name, None)
         netns_name = ep.netns_name if ep else cfg.netns_name(name)
         facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
-        actions = plan_disconnect(facts, cfg, name, netns_name=netns_name, last=not eps)
+        actions = plan_disconnect(facts, cfg, name, netns_name=netns_name, last=not eps,
+                                  address=ep.address if ep else None)
         apply(actions, runner)
         shutil.rmtree(_files_dir(root, name), ignore_errors=True)
         (_endpoints_dir(root) / f"{name}.json").unlink(missing_ok=True)

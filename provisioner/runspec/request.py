@@ -39,6 +39,7 @@ class RunRequest:
     security: SecurityOpts = SecurityOpts()
     healthcheck: Healthcheck | None = None        # a stack's own check: replaces the image's whole
     health_flags: HealthFlags = field(default_factory=HealthFlags)  # --health-* / --no-healthcheck
+    cloud_metadata: bool = False                  # may reach 169.254.169.254 (--cloud-metadata)
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":
@@ -76,7 +77,7 @@ def from_flags(image: str, command: tuple[str, ...] = (), *, name: str | None = 
                memory: str | None = None, cpus: str | None = None, user: str | None = None,
                workdir: str | None = None, entrypoint: str | None = None, hostname: str | None = None,
                rm: bool = False, insecure_registries=(), security_opt=(),
-               health_flags: HealthFlags | None = None) -> RunRequest:
+               health_flags: HealthFlags | None = None, cloud_metadata: bool = False) -> RunRequest:
     """`docker run`'s flags, as typed → a request; a bad value is one ConfigError naming it."""
     health_flags = health_flags or HealthFlags()
     health_flags.check()
@@ -87,4 +88,4 @@ def from_flags(image: str, command: tuple[str, ...] = (), *, name: str | None = 
         memory=parse_memory(memory) if memory else None, cpu_quota=parse_cpus(cpus) if cpus else None,
         user=user, workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm,
         insecure_registries=tuple(insecure_registries), security=parse_security_opts(security_opt),
-        health_flags=health_flags)
+        health_flags=health_flags, cloud_metadata=cloud_metadata)

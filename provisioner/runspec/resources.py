@@ -27,6 +27,14 @@ def parse_memory(text: str) -> int:
     return n
 
 
+def parse_size(text: str, flag: str) -> int:
+    """A size an option takes (parse_bytes), or one error naming the option."""
+    n = parse_bytes(text)
+    if n is None:
+        raise ConfigError(f"bad {flag} value {text!r} (want a number with an optional unit b, k, m, g or t)")
+    return n
+
+
 def parse_cpus(text: str) -> int:
     """--cpus → CFS quota in µs per CPU_PERIOD."""
     try:

@@ -25,7 +25,7 @@ from .model import ServiceSpec
 
 SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "links",
                 "depends_on", "restart", "healthcheck", "mem_limit", "cpus", "user", "working_dir", "hostname",
-                "security_opt"}
+                "security_opt", "cloud_metadata"}
 HEALTH_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 _ENV_KEY = re.compile(r"[^=\s]+")
@@ -137,7 +137,8 @@ def _service(f: Fields, name: str, d: dict, named: set[str], name_line: int | No
         # a healthcheck key that gives no check (disable, NONE) turns the image's off too
         healthcheck=health, health_disabled=health is None and d.get("healthcheck") is not None,
         memory=memory, cpu_quota=cpu_quota, user=f.scalar(d, "user", where), working_dir=workdir,
-        hostname=hostname, security=_security_opt(f, d, where), line=yamlutil.line_of(d))
+        hostname=hostname, security=_security_opt(f, d, where),
+        cloud_metadata=f.boolean(d, "cloud_metadata", where, False), line=yamlutil.line_of(d))
 
 
 def _resources(f: Fields, d: dict, where: str) -> tuple[int | None, int | None]:

@@ -130,7 +130,7 @@ def test_an_invalid_stack_is_one_error_line_and_creates_nothing(env):
     assert proc.returncode == 2
     line = next(i for i, ln in enumerate(open(path).read().splitlines(), 1) if "privileged" in ln)
     assert proc.stderr.strip().splitlines() == [
-        f"error: {path}:{line}: services.worker: unsupported compose key 'privileged' (supported: command, cpus, "
+        f"error: {path}:{line}: services.worker: unsupported compose key 'privileged' (supported: cloud_metadata, command, cpus, "
         "depends_on, entrypoint, env_file, environment, healthcheck, hostname, image, links, mem_limit, ports, "
         "restart, security_opt, user, volumes, working_dir)"]
     assert env.leftovers() == NOTHING

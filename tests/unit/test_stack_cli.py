@@ -45,7 +45,7 @@ def test_an_invalid_file_is_one_error_line_with_file_and_line(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.strip().splitlines() == [
-            f"error: {path}:8: services.b: unsupported compose key 'cap_add' (supported: command, cpus, depends_on, "
+            f"error: {path}:8: services.b: unsupported compose key 'cap_add' (supported: cloud_metadata, command, cpus, depends_on, "
             "entrypoint, env_file, environment, healthcheck, hostname, image, links, mem_limit, ports, restart, "
             "security_opt, user, volumes, working_dir)"]
     assert not root.exists()
