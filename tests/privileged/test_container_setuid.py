@@ -66,8 +66,6 @@ def test_setuid_works_in_a_container_on_a_nosuid_store(nosuid_store):
     assert mounts == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs the runtime's no_new_privs fix (issue 15, Runtime: libseccomp sets "
-                                        "no_new_privs unless told not to; the native/ branch does that)")
 def test_container_run_as_65534_a_setuid_root_binary_prints_uid_0(nosuid_store):
     """The must-show, with Docker's default seccomp profile: as under Docker."""
     env = nosuid_store
