@@ -23,6 +23,8 @@ APT_PACKAGES=(
   rsyslog graphite-carbon prometheus prometheus-node-exporter
   # measuring
   time
+  # tests: the store's syscall order (fsync before a layer counts)
+  strace
 )
 
 SUDO=""

@@ -73,8 +73,20 @@ class GceDouble:
         self.instances: dict[tuple[str, str], dict] = {}
         self.disks: dict[tuple[str, str], dict] = {}
         self.snapshots: dict[str, dict] = {}   # name -> snapshot (disks.createSnapshot)
-        self.firewalls: dict[str, dict] = {}
-        self.networks = {"default": {"name": "default", "selfLink": self.url("global/networks/default")}}
+        self.networks = {"default": {"name": "default", "selfLink": self.url("global/networks/default"),
+                                     "autoCreateSubnetworks": True}}
+        # what a new project's default network comes with (GCE's documented pre-populated rules)
+        self.firewalls: dict[str, dict] = {name: {
+            "name": name, "network": self.url("global/networks/default"), "direction": "INGRESS", "priority": 65534,
+            "sourceRanges": [cidr], "allowed": allowed, "kind": "compute#firewall", "id": str(900 + i),
+            "selfLink": self.url(f"global/firewalls/{name}")} for i, (name, cidr, allowed) in enumerate((
+                ("default-allow-internal", "10.128.0.0/9", [{"IPProtocol": "tcp", "ports": ["0-65535"]},
+                                                            {"IPProtocol": "udp", "ports": ["0-65535"]},
+                                                            {"IPProtocol": "icmp"}]),
+                ("default-allow-ssh", "0.0.0.0/0", [{"IPProtocol": "tcp", "ports": ["22"]}]),
+                ("default-allow-rdp", "0.0.0.0/0", [{"IPProtocol": "tcp", "ports": ["3389"]}]),
+                ("default-allow-icmp", "0.0.0.0/0", [{"IPProtocol": "icmp"}])))}
+        self.default_firewalls = frozenset(self.firewalls)
         self.requests: list[tuple[str, str, dict | None]] = []
         self.violations: list[str] = []
         self.faults: dict[str, list[tuple[int, str]]] = {}
@@ -283,6 +295,39 @@ class GceDouble:
         if p["network"] not in self.networks:
             raise ApiError(404, "notFound", f"network {p['network']} not found")
         return self.networks[p["network"]]
+
+    def m_networks_insert(self, p, q, b):
+        name = b.get("name")
+        if not name or name in self.networks:
+            raise ApiError(409 if name else 400, "alreadyExists" if name else "required", f"network {name!r}")
+        self.networks[name] = {**copy.deepcopy(b), "kind": "compute#network", "id": str(next(self._ids)),
+                               "selfLink": self.url(f"global/networks/{name}")}
+        return self._op("insert", self.networks[name]["selfLink"])
+
+    def m_networks_list(self, p, q, b):
+        return {"kind": "compute#networkList", "items": list(self.networks.values())}
+
+    def m_networks_delete(self, p, q, b):
+        name = p["network"]
+        if name not in self.networks:
+            raise ApiError(404, "notFound", f"network {name} not found")
+        users = [f for f in self.firewalls.values() if _name(f.get("network", "")) == name]
+        users += [i for i in self.instances.values()
+                  if any(_name(n.get("network", "")) == name for n in i.get("networkInterfaces", []))]
+        if users:
+            raise ApiError(400, "resourceInUseByAnotherResource",
+                           f"network {name} is already being used by {users[0].get('name')}")
+        del self.networks[name]
+        return self._op("delete", self.url(f"global/networks/{name}"))
+
+    def effective_ingress(self, inst: dict) -> list[dict]:
+        """The firewall rules that let traffic into `inst`: on its network, INGRESS, and with no
+        target tags or one of its tags (GCE's own matching)."""
+        nets = {_name(n.get("network", "")) for n in inst.get("networkInterfaces", [])}
+        tags = set(inst.get("tags", {}).get("items", []))
+        return [f for f in self.firewalls.values() if _name(f.get("network", "")) in nets
+                and f.get("direction", "INGRESS") == "INGRESS" and not f.get("disabled")
+                and (not f.get("targetTags") or tags & set(f["targetTags"]))]
 
     def m_zoneOperations_get(self, p, q, b):
         return {"kind": "compute#operation", "name": p["operation"], "status": "DONE",

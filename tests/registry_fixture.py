@@ -181,12 +181,13 @@ class FakeRegistry(_LoopbackServer):
     """Serves /v2/<repo>/manifests/<ref> and /v2/<repo>/blobs/<digest> from memory."""
 
     def __init__(self, *, token: str | None = None, basic: tuple[str, str] | None = None,
-                 redirect_blobs: bool = False, honour_range: bool = True):
+                 redirect_blobs: bool = False, honour_range: bool = True, redirect_to: str | None = None):
         self.manifests: dict[tuple[str, str], tuple[str, bytes]] = {}
         self.blobs: dict[str, bytes] = {}
         self.token = token  # require "Bearer <token>" (issued by /token for basic creds or anonymously)
         self.basic = basic
-        self.redirect_blobs = redirect_blobs
+        self.redirect_blobs = redirect_blobs or redirect_to is not None
+        self.redirect_to = redirect_to  # host:port blobs redirect to (default: this server as `alias`)
         self.honour_range = honour_range
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -269,7 +270,7 @@ class FakeRegistry(_LoopbackServer):
                     return self._send(200, hit[1], {"Content-Type": hit[0], "Docker-Content-Digest": sha256(hit[1])})
                 if len(parts) >= 5 and parts[1] == "v2" and parts[-2] == "blobs":
                     if reg.redirect_blobs:
-                        return self._send(307, b"", {"Location": f"http://{reg.alias}/cdn/{parts[-1]}"})
+                        return self._send(307, b"", {"Location": f"http://{reg.redirect_to or reg.alias}/cdn/{parts[-1]}"})
                     return self._blob(parts[-1])
                 self._send(404, b"")
 

@@ -85,6 +85,9 @@ def container_group() -> None:
 @click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing", show_default=True)
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (attached: this terminal's input).")
 @click.option("-t", "--tty", is_flag=True, help="Give the process a terminal (attached: this terminal).")
+@click.option("--cloud-metadata", is_flag=True,
+              help="Let the container reach the cloud's instance metadata service (169.254.169.254: the "
+                   "instance's credentials); containers cannot by default.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
@@ -93,7 +96,7 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
             health_retries, health_start_period, no_healthcheck, networks, network_aliases, ip, cap_add, cap_drop,
             privileged, read_only, tmpfs, mounts, ulimits, sysctls, add_hosts, dns, dns_search, dns_options, init,
             labels, pids_limit, shm_size, memory_reservation, group_add, stop_signal, stop_timeout, platform, pull,
-            interactive, tty, image, command) -> None:
+            interactive, tty, cloud_metadata, image, command) -> None:
     """Create and start a container from IMAGE (pulled when missing)."""
     from dataclasses import replace
 
@@ -111,7 +114,7 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
                      tty=tty, interactive=interactive, stop_signal=stop_signal, stop_timeout=stop_timeout,
                      platform=platform, labels=labels, networks=networks, network_aliases=network_aliases, ip=ip,
                      add_hosts=add_hosts, dns=dns, dns_search=dns_search, dns_options=dns_options,
-                     group_add=group_add)
+                     group_add=group_add, cloud_metadata=cloud_metadata)
     req = replace(req, pull=pull)
     mgr = _manager(app)
     if (tty or interactive) and not detach:

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..clouds.launch import Timeouts
+from ..clouds.operator import detect_operator_cidr
 from ..errors import HostError
 from .app import App, emit, json_option, pass_app, status, table
 from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
@@ -30,13 +31,16 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
 @click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Interpolate from FILE instead of the .env beside the stack file.")
 @click.option("--allow-privileged", is_flag=True, help="Run services with privileged: true (else refused).")
+@click.option("--ssh-cidr", default=None,
+              help="Allow SSH from this range, in the cloud firewall and the host's own (overrides ssh_cidr in the "
+                   "stack; default: the stack's, else this machine's address).")
 @_ENDPOINT
 @_REGION
 @_PROJECT
 @json_option
 @pass_app
 def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, timeout, project_name, env_files,
-               allow_privileged, endpoint, region, project):
+               allow_privileged, ssh_cidr, endpoint, region, project):
     """Launch (or reuse) the stack's hosts, install the agent, prepare disks and host, push images,
     start the services, check their health, and print where the time went."""
     from ..clouds.keys import operator_key, read_public_key
@@ -50,6 +54,9 @@ def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, ti
     for n in stack.notices:
         status(f"notice: {n}")
     plan = plan_deploy(stack, cloud)   # every input error, before anything is created
+    detected = None
+    if cloud != "local" and not ssh_cidr and any(h.ssh_cidr is None for h in plan.stack.hosts):
+        detected = detect_operator_cidr(app.runner)
     if identity is not None:
         public, private = read_public_key(f"{identity}.pub"), identity
     else:
@@ -59,7 +66,7 @@ def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, ti
     deployer = Deployer(plan, driver, root=app.root, runner=app.runner, public_key=public, private_key=private,
                         user=user, insecure_registries=tuple(insecure), images=images,
                         timeouts=Timeouts(running=timeout, host_keys=timeout), ssh_timeout=timeout,
-                        progress=status)
+                        progress=status, ssh_cidr=ssh_cidr, detected_cidr=detected)
     result = deployer.run()
 
     def human() -> None:

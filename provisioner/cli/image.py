@@ -12,6 +12,7 @@ from ..images import reference
 from ..images.pull import Observer, PullResult, pull
 from ..images.registry import parse_platform
 from ..errors import ImageError
+from ..runspec.resources import parse_size
 from .app import App, emit, is_tty, json_option, pass_app, status, table
 
 
@@ -164,9 +165,13 @@ def image_group() -> None:
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
               help="Allow plain HTTP (and unverified HTTPS) to this registry; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--max-size", metavar="SIZE", default=None,
+              help="Refuse the image if its new layers would write more than SIZE uncompressed (like 2g); "
+                   "the store's free space, less a reserve, is always a limit.")
 @json_option
 @pass_app
-def pull_cmd(app: App, refs: tuple[str, ...], platform_: str | None, insecure: tuple[str, ...], quiet: bool) -> None:
+def pull_cmd(app: App, refs: tuple[str, ...], platform_: str | None, insecure: tuple[str, ...], quiet: bool,
+             max_size: str | None) -> None:
     """Pull each REF (like redis:7 or host:5000/team/app@sha256:…), all layers in parallel. On a
     host, the registries configuration and credentials deploy delivered apply. JSON: one result,
     or a list of them for several REFs."""
@@ -175,12 +180,14 @@ def pull_cmd(app: App, refs: tuple[str, ...], platform_: str | None, insecure: t
     for ref in refs:
         reference.parse(ref)  # a malformed reference fails before the store is touched
     plat = parse_platform(platform_) if platform_ else None
+    limit = parse_size(max_size, "--max-size") if max_size is not None else None
     store = _store(app)
     settings = PullSettings.here(insecure, app.runner)
     results = []
     for ref in refs:
         observer = None if quiet else ProgressBars(is_tty())
-        results.append(pull(ref, store, app.root, platform=plat, settings=settings, observer=observer))
+        results.append(pull(ref, store, app.root, platform=plat, settings=settings, observer=observer,
+                            max_size=limit))
     data = [r.to_json() for r in results]
     emit(app, data[0] if len(data) == 1 else data, lambda: click.echo("\n".join(r.image_id for r in results)))
 

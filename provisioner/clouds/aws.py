@@ -202,17 +202,26 @@ class AwsCloud:
             p["Placement.AvailabilityZone"] = s.zone
         if s.subnet:
             p["SubnetId"] = s.subnet
-        n = 1
-        if s.root_disk.size_gb or s.root_disk.type:
-            img = self._call("DescribeImages", {"ImageId.1": s.image}).find(_q("imagesSet/item"))
-            p[f"BlockDeviceMapping.{n}.DeviceName"] = _text(img, "rootDeviceName", "/dev/xvda")
-            if s.root_disk.size_gb:
-                p[f"BlockDeviceMapping.{n}.Ebs.VolumeSize"] = str(s.root_disk.size_gb)
-            if s.root_disk.type:
-                p[f"BlockDeviceMapping.{n}.Ebs.VolumeType"] = s.root_disk.type
-            p[f"BlockDeviceMapping.{n}.Ebs.Encrypted"] = "true"
-            p[f"BlockDeviceMapping.{n}.Ebs.DeleteOnTermination"] = "true"
-            n += 1
+        # IMDSv2 only, and its token response cannot cross a hop: a container behind the host's
+        # NAT never gets one (AWS's guidance for container hosts)
+        p.update({"MetadataOptions.HttpTokens": "required", "MetadataOptions.HttpPutResponseHopLimit": "1",
+                  "MetadataOptions.HttpEndpoint": "enabled"})
+        # the root volume is always mapped, so that it is encrypted (unless the stack opts out)
+        rd, n = s.root_disk, 1
+        img = self._call("DescribeImages", {"ImageId.1": s.image}).find(_q("imagesSet/item"))
+        root = _text(img, "rootDeviceName", "/dev/xvda")
+        p[f"BlockDeviceMapping.{n}.DeviceName"] = root
+        image_size = next((_text(m, "ebs/volumeSize") for m in img.findall(_q("blockDeviceMapping/item"))
+                           if _text(m, "deviceName") == root), None)
+        if rd.size_gb or image_size:   # the image's own size unless the stack says (EC2's default too)
+            p[f"BlockDeviceMapping.{n}.Ebs.VolumeSize"] = str(rd.size_gb or image_size)
+        if rd.type:
+            p[f"BlockDeviceMapping.{n}.Ebs.VolumeType"] = rd.type
+        p[f"BlockDeviceMapping.{n}.Ebs.Encrypted"] = "true" if rd.encrypted else "false"
+        if rd.kms_key:
+            p[f"BlockDeviceMapping.{n}.Ebs.KmsKeyId"] = rd.kms_key
+        p[f"BlockDeviceMapping.{n}.Ebs.DeleteOnTermination"] = "true"
+        n += 1
         for device, virtual in instance_store_mappings(s.instance_type, hp.ephemeral_count):
             p[f"BlockDeviceMapping.{n}.DeviceName"] = device
             p[f"BlockDeviceMapping.{n}.VirtualName"] = virtual
@@ -265,6 +274,8 @@ class AwsCloud:
              "Encrypted": "true" if vp.encrypted else "false"}
         if vp.iops:
             p["Iops"] = str(vp.iops)
+        if vp.kms_key:
+            p["KmsKeyId"] = vp.kms_key
         _tag_spec(p, 1, "volume", vp.tags)
         vid = _text(self._call("CreateVolume", p, f"create volume {vp.name}"), "volumeId")
         res = Resource("volume", vid, vp.tags.get("Name", vp.name), hp.host, extra={"tags": vp.tags})

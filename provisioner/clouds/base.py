@@ -6,6 +6,7 @@ by their reserved name prefix plus a marker in their description).
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,6 +17,14 @@ from .userdata import host_context, render_user_data
 
 CLOUDS = ("aws", "gce", "local")
 LOCAL_SSH_CIDR = "127.0.0.1/32"  # the local cloud forwards SSH on loopback only
+# ...and inside the VM, qemu's user-mode network delivers that forward from its host address
+LOCAL_GUEST_SSH_SOURCE = "10.0.2.2/32"
+
+
+def host_ssh_cidr(cloud: str, cidr: str) -> str:
+    """The range the host's own firewall allows SSH from: the cloud firewall's range, as the
+    host sees it (the local cloud's loopback forward arrives from qemu's user-mode gateway)."""
+    return LOCAL_GUEST_SSH_SOURCE if cloud == "local" else cidr
 
 
 class _TagKeys(dict):
@@ -61,6 +70,7 @@ class VolumePlan:
     iops: int | None
     device: str          # AWS: /dev/sdX mapping; GCE: the device name (shows up as google-<name>)
     tags: dict[str, str]
+    kms_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ class LaunchPlan:
 class Resource:
     """One cloud resource found by tag (or created by this run)."""
 
-    kind: str            # instance | volume | firewall | key
+    kind: str            # instance | volume | firewall | key | network (GCE: the stack's own)
     id: str
     name: str
     host: str | None = None
@@ -113,6 +123,8 @@ class CloudDriver(Protocol):
         """Validate zone/region, instance type and image exist; create nothing."""
 
     def import_key(self, plan: LaunchPlan) -> Resource | None: ...
+    # optional: `prepare(plan, existing) -> list[Resource]`, stack-wide resources made before the
+    # hosts' (GCE: the stack's own network); what it returns is removed again if the launch fails
     def create_firewall(self, hp: HostPlan) -> Resource: ...
     def create_instance(self, hp: HostPlan, key: Resource | None, firewall: Resource) -> Resource: ...
     def instance_state(self, inst: Resource) -> Resource: ...
@@ -152,6 +164,11 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
     """Pure: decide every resource to create. `ssh_cidr` (option) beats the stack file beats detection."""
     if cloud not in CLOUDS:
         raise ConfigError(f"unknown cloud {cloud!r} (expected one of: {', '.join(CLOUDS)})")
+    if ssh_cidr:
+        try:
+            ssh_cidr = str(ipaddress.ip_network(ssh_cidr, strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"--ssh-cidr: {exc}") from None
     hosts, cidrs, sources = [], {}, {}
     for h in stack.hosts:
         if len(f"{stack.name}-{h.name}") > MAX_RESOURCE_NAME:
@@ -188,12 +205,13 @@ def plan_launch(stack: Stack, cloud: str, public_key: str, *, ssh_cidr: str | No
             VolumePlan(v.name, v.size_gb, v.type, v.encrypted, v.keep, v.iops,
                        AWS_VOLUME_DEVICES[i] if _aws_style(cloud, settings) else v.name,
                        {**base_tags, TAG_VOLUME[cloud]: v.name, TAG_KEEP[cloud]: "true" if v.keep else "false",
-                        **({"Name": f"{stack.name}-{h.name}-{v.name}"} if cloud == "aws" else {})})
+                        **({"Name": f"{stack.name}-{h.name}-{v.name}"} if cloud == "aws" else {})},
+                       v.kms_key)
             for i, v in enumerate(h.volumes))
         vol_info = [{"name": v.name, "device": v.device, "size_gb": v.size_gb} for v in volumes]
         user_data = render_user_data(host_context(
             stack=stack.name, host=h.name, cloud=cloud, services=list(h.services), ssh_public_key=public_key,
-            volumes=vol_info), template_dir)
+            volumes=vol_info, ssh_cidr=host_ssh_cidr(cloud, cidr)), template_dir)
         eph = h.ephemeral
         hosts.append(HostPlan(
             stack=stack.name, host=h.name, cloud=cloud, resource_name=f"{stack.name}-{h.name}", settings=settings,

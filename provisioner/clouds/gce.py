@@ -7,6 +7,13 @@ Credentials: an OAuth access token (`token=` / env PROVISION_GCE_TOKEN, e.g. fro
 libcloud's own service-account flow). Endpoint override: `endpoint=` / env PROVISION_GCE_ENDPOINT.
 GCE firewalls cannot carry labels: ours are named "provisioner-<stack>-<host>-{ssh,ports}" and carry
 "provisioner stack=<stack> host=<host>" as their description, which is what `find` matches.
+
+Network: each stack gets its own VPC network, "provisioner-<stack>" (auto mode, description
+"provisioner stack=<stack>"), whose only ingress rules are the stack's firewalls. A project's
+`default` network comes with default-allow-ssh (0.0.0.0/0 on 22) and default-allow-internal, which
+would make the stack's SSH range meaningless; it is used only when a host names it (`network:
+default`), as is any other network a host names. Disks take a customer-managed key (CMEK) from
+`kms_key` (root_disk and volumes).
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ from .retry import poll, retry
 
 API = "https://www.googleapis.com/compute/v1"
 TAG_SNAPSHOT = "provisioner-snapshot"   # label on a snapshot: its name (the btrfs snapshot's, lowercased)
-_FW_DESC = re.compile(r"^provisioner stack=(\S+) host=(\S+)$")
+_FW_DESC = re.compile(r"provisioner stack=(\S+) host=(\S+)")
+_NET_DESC = re.compile(r"provisioner stack=(\S+)")
 _STATE = {"PROVISIONING": "pending", "STAGING": "pending", "RUNNING": "running", "STOPPING": "stopping",
           "SUSPENDING": "stopping", "SUSPENDED": "stopped", "TERMINATED": "stopped", "REPAIRING": "pending"}
 
@@ -172,8 +180,26 @@ class GceCloud:
     def import_key(self, plan: LaunchPlan) -> None:
         return None  # GCE: the key goes into each instance's metadata (ssh-keys); nothing to create
 
+    @staticmethod
+    def stack_network(stack: str) -> str:
+        return f"provisioner-{stack}"
+
+    def _network(self, hp: HostPlan) -> str:
+        name = hp.settings.network or self.stack_network(hp.stack)
+        return f"{API}/projects/{self.project}/global/networks/{name}"
+
+    def prepare(self, plan: LaunchPlan, existing: list[Resource]) -> list[Resource]:
+        """The stack's own network, unless every host names one (or it exists: a host replaced
+        alongside the others). Returns what it created."""
+        name = self.stack_network(plan.stack)
+        if all(hp.settings.network for hp in plan.hosts) or any(r.kind == "network" for r in existing):
+            return []
+        body = {"name": name, "autoCreateSubnetworks": True, "description": f"provisioner stack={plan.stack}"}
+        self._mutate("POST", "/global/networks", f"create network {name}", body)
+        return [Resource("network", name, name)]
+
     def create_firewall(self, hp: HostPlan) -> Resource:
-        network = f"{API}/projects/{self.project}/global/networks/{hp.settings.network or 'default'}"
+        network = self._network(hp)
         groups: dict[str, dict] = {}
         for r in hp.rules:
             g = groups.setdefault(r.cidr, {})
@@ -200,6 +226,8 @@ class GceCloud:
         s, z = hp.settings, hp.settings.zone
         boot = {"boot": True, "autoDelete": True, "type": "PERSISTENT", "mode": "READ_WRITE", "deviceName": "root",
                 "initializeParams": {"sourceImage": image_url(s.image, self.project), "labels": hp.tags}}
+        if s.root_disk.kms_key:
+            boot["diskEncryptionKey"] = {"kmsKeyName": s.root_disk.kms_key}
         if s.root_disk.size_gb:
             boot["initializeParams"]["diskSizeGb"] = str(s.root_disk.size_gb)
         if s.root_disk.type:
@@ -209,7 +237,7 @@ class GceCloud:
             disks.append({"type": "SCRATCH", "autoDelete": True, "mode": "READ_WRITE",
                           "interface": (hp.ephemeral_interface or "nvme").upper(), "deviceName": f"local-ssd-{i}",
                           "initializeParams": {"diskType": f"{self._z(z)}/diskTypes/local-ssd"}})
-        nic = {"network": f"{API}/projects/{self.project}/global/networks/{s.network or 'default'}",
+        nic = {"network": self._network(hp),
                "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]}
         if s.subnet:
             nic["subnetwork"] = f"{API}/projects/{self.project}/regions/{s.region}/subnetworks/{s.subnet}"
@@ -264,6 +292,8 @@ class GceCloud:
                 "type": f"{self._z(z)}/diskTypes/{vp.type or 'pd-balanced'}"}
         if vp.iops:
             body["provisionedIops"] = str(vp.iops)
+        if vp.kms_key:
+            body["diskEncryptionKey"] = {"kmsKeyName": vp.kms_key}
         self._mutate("POST", f"/zones/{z}/disks", f"create disk {name}", body)
         return Resource("volume", name, name, hp.host, extra={"zone": z, "tags": vp.tags})
 
@@ -296,10 +326,14 @@ class GceCloud:
                                        "size_gb": int(d.get("sizeGb", 0)),
                                        "attached_to": [u.rsplit("/", 1)[-1] for u in d.get("users", [])]}))
         for fw in self._get("/global/firewalls", "find firewalls").get("items", []):
-            m = _FW_DESC.match(fw.get("description", ""))
+            m = _FW_DESC.fullmatch(fw.get("description", ""))
             if m and fw["name"].startswith("provisioner-") and (stack is None or m.group(1) == stack):
                 found.append(Resource("firewall", fw["name"], fw["name"], m.group(2),
                                       extra={"names": [fw["name"]], "tags": {key: m.group(1)}}))
+        for net in self._get("/global/networks", "find networks").get("items", []):
+            m = _NET_DESC.fullmatch(net.get("description", ""))
+            if m and net["name"] == self.stack_network(m.group(1)) and (stack is None or m.group(1) == stack):
+                found.append(Resource("network", net["name"], net["name"], extra={"tags": {key: m.group(1)}}))
         return found
 
     def delete(self, res: Resource) -> None:
@@ -307,6 +341,8 @@ class GceCloud:
             return
         if res.kind == "firewall":
             targets = [("DELETE", f"/global/firewalls/{n}") for n in res.extra.get("names") or [res.id]]
+        elif res.kind == "network":
+            targets = [("DELETE", f"/global/networks/{res.id}")]
         elif res.kind == "instance":
             targets = [("DELETE", f"/zones/{res.extra['zone']}/instances/{res.id}")]
         else:

@@ -42,7 +42,7 @@ def read_public_key(path: str | Path) -> str:
     except OSError as exc:
         raise ConfigError(f"cannot read SSH public key: {exc.strerror}", str(path)) from None
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if len(lines) != 1 or not _PUBKEY.match(lines[0].strip()):
+    if len(lines) != 1 or not _PUBKEY.fullmatch(lines[0].strip()):
         raise ConfigError("not an OpenSSH public key (expected one 'ssh-ed25519 AAAA...' line)", str(path), 1)
     return lines[0].strip()
 

@@ -138,7 +138,7 @@ def _in_the_way(existing: list[Resource], plan: LaunchPlan, alongside: bool) -> 
     `alongside`: the stack's other hosts run on, so their resources and the stack's key stay."""
     mine = {hp.host for hp in plan.hosts}
     return [r for r in existing if (r.kind != "volume" or r.state == "in-use")
-            and not (alongside and (r.kind == "key" or (r.host is not None and r.host not in mine)))]
+            and not (alongside and (r.kind in ("key", "network") or (r.host is not None and r.host not in mine)))]
 
 
 def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None = None,
@@ -158,6 +158,9 @@ def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None =
     kept = {(r.host, r.extra.get("tags", {}).get(vol_tag)): r for r in existing if r.kind == "volume"}
     created: list[Resource] = []
     try:
+        prepare = getattr(driver, "prepare", None)   # stack-wide resources (GCE: the stack's network)
+        if prepare is not None:
+            created += prepare(plan, existing)
         key = next((r for r in existing if r.kind == "key"), None) if alongside else None
         if key is None:
             key = driver.import_key(plan)
@@ -178,8 +181,9 @@ def launch(plan: LaunchPlan, driver: CloudDriver, *, timeouts: Timeouts | None =
 
 
 def _remove(driver: CloudDriver, resources: list[Resource], t: Timeouts) -> list[str]:
-    """Delete instances first (and wait for them), then volumes, firewalls, keys. Returns failures."""
-    order = {"instance": 0, "volume": 1, "firewall": 2, "key": 3}
+    """Delete instances first (and wait for them), then volumes, firewalls, keys, networks (what
+    the others used). Returns failures."""
+    order = {"instance": 0, "volume": 1, "firewall": 2, "key": 3, "network": 4}
     failures = []
     resources = sorted(resources, key=lambda r: order.get(r.kind, 9))
     instances = [r for r in resources if r.kind == "instance"]

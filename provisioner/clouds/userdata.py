@@ -63,8 +63,9 @@ def render_user_data(context: dict[str, Any], directory: Path | None = None, tem
 
 
 def host_context(*, stack: str, host: str, cloud: str, services: list[str], ssh_public_key: str,
-                 volumes: list[dict], agent_path: str = AGENT_PATH) -> dict[str, Any]:
+                 volumes: list[dict], agent_path: str = AGENT_PATH, ssh_cidr: str | None = None) -> dict[str, Any]:
+    """`ssh_cidr`: the one SSH range, for the host's own firewall (the cloud firewall has it too)."""
     host_json = json.dumps({"stack": stack, "host": host, "cloud": cloud, "services": services,
-                            "volumes": volumes}, sort_keys=True)
+                            "volumes": volumes, **({"ssh_cidr": ssh_cidr} if ssh_cidr else {})}, sort_keys=True)
     return {"stack": stack, "host": host, "cloud": cloud, "ssh_public_key": ssh_public_key,
             "host_json": host_json, "agent_path": agent_path, "mounts_dir": "/var/lib/provisioner"}

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from ..containers.lifecycle import Manager
 from ..errors import ConfigError, StackError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 from ..images.reference import parse as parse_reference
 from ..runspec.request import RunRequest
 from ..stack.model import ServiceSpec, Stack
@@ -81,13 +81,12 @@ class Stacks:
             raise StackError(f"unreadable stack state ({exc})", str(self._state_path(stack))) from exc
 
     def save_state(self, stack: str, state: dict) -> None:
-        self._state_path(stack).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._state_path(stack).parent, 0o700)
         atomic_write(self._state_path(stack), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     @contextlib.contextmanager
     def locked(self, stack: str) -> Iterator[None]:
-        d = self.root / STATE_DIR
-        d.mkdir(parents=True, exist_ok=True)
+        d = private_dir(self.root / STATE_DIR, 0o700)
         with open(d / f".{stack}.lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield

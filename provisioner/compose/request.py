@@ -145,7 +145,8 @@ def request(stack: Stack, spec: ServiceSpec, replica: int = 1, insecure_registri
         init=spec.init, tty=spec.tty, interactive=spec.stdin_open, stop_signal=spec.stop_signal,
         stop_timeout=spec.stop_grace_period, platform=spec.platform, pull=spec.pull_policy, log=spec.log,
         labels=labels, networks=attachments(stack, spec), network_mode=network_mode(stack, spec),
-        extra_hosts=spec.extra_hosts, dns=spec.dns, files=files(stack, spec), group_add=spec.group_add)
+        extra_hosts=spec.extra_hosts, dns=spec.dns, files=files(stack, spec), group_add=spec.group_add,
+        cloud_metadata=spec.cloud_metadata)
 
 
 def hash_inputs(stack: Stack, spec: ServiceSpec) -> dict:

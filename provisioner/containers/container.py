@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError, ContainerError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
 RECORD = "container.json"
@@ -56,7 +56,7 @@ def new_id() -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name or ""):
+    if not NAME.fullmatch(name or ""):
         raise ConfigError(f"bad container name {name!r} (2-64 of letters, digits, '_', '.', '-'; "
                           "starting with a letter or digit)")
     return name
@@ -70,7 +70,9 @@ class Containers:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # 0710 as Docker's containers directory; each container's own is 0700 (rootfs, bundle,
+        # record, logs: what the image brings and the container's secrets)
+        private_dir(self.dir, 0o710)
         fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -147,12 +149,14 @@ class Containers:
                         f"the container name {name!r} is already in use by container {r.id[:12]}; "
                         "remove it (provision container rm) or choose another --name")
             rec = ContainerRecord(cid, name, image, image_id, time.time(), dict(config), {"phase": "creating"})
-            self.path(cid).mkdir(parents=True)
+            self.path(cid).mkdir(mode=0o700)
+            os.chmod(self.path(cid), 0o700)   # whatever the umask
             self.save(rec)
         return rec
 
     def save(self, rec: ContainerRecord) -> None:
-        atomic_write(self.path(rec.id) / RECORD, json.dumps(rec.to_json(), indent=2, sort_keys=True) + "\n")
+        atomic_write(self.path(rec.id) / RECORD, json.dumps(rec.to_json(), indent=2, sort_keys=True) + "\n",
+                     mode=0o600)
 
     def delete(self, rec: ContainerRecord) -> None:
         """Removes the record directory (its rootfs subvolume must be gone already)."""

@@ -9,7 +9,7 @@ from typing import Iterator
 from ..errors import ContainerError
 from ..images import btrfs
 from .. import network
-from . import supervise
+from . import rootfsmount, supervise
 from .container import ContainerRecord
 from .create import stop_timeout
 from .runtime import Runtime
@@ -91,6 +91,7 @@ class Controlling:
         supervise.remove(rec.id, self._dir(rec), self.supervise_dir)
         network.disconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
         rootfs = self._dir(rec) / "rootfs"
+        rootfsmount.release(self.runner, rootfs)
         if btrfs.is_subvolume(rootfs):
             btrfs.delete(self.runner, rootfs)
         if remove_volumes:

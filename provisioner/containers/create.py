@@ -28,7 +28,7 @@ from ..runspec.health import resolve as resolve_health
 from ..runspec.mounts import VolumeSpec
 from ..runspec.process import DEFAULT_STOP_TIMEOUT, check_platform
 from ..runspec.request import RunRequest
-from . import bundle, cgroupparent, hostfacts, netmode, supervise, volumes
+from . import bundle, cgroupparent, hostfacts, netmode, rootfsmount, supervise, volumes
 from .container import ContainerRecord, check_name
 from .runtime import Runtime
 
@@ -98,7 +98,8 @@ class Creating:
                  "stop_timeout": req.stop_timeout, "keep_stdin": req.interactive or None,
                  "log": {"max_size": req.log.max_size, "max_files": req.log.max_files}
                  if (req.log.max_size or req.log.max_files) else None,
-                 "host_network": host_network or None, "balance": req.balance_group}
+                 "host_network": host_network or None, "balance": req.balance_group,
+                 "cloud_metadata": req.cloud_metadata or None}
         config.update({k: v for k, v in later.items() if v not in (None, [], {})})
         return config
 
@@ -176,7 +177,8 @@ class Creating:
             store.snapshot(image.top_chain, rootfs)
         else:
             btrfs.create(self.runner, rootfs)
-        undo.append(("rootfs snapshot", lambda: btrfs.delete(self.runner, rootfs)))
+        undo.append(("rootfs snapshot", lambda: (rootfsmount.release(self.runner, rootfs),
+                                                  btrfs.delete(self.runner, rootfs))))
         img_cfg = rec.config["image_config"]
         specs = [VolumeSpec.from_json(s) for s in rec.config["volumes"]]
         wanted = {s.destination for s in specs}
@@ -246,8 +248,9 @@ class Creating:
             init_path=hostfacts.init_path() if opts.init else None,
             host_devices=hostfacts.devices() if opts.privileged else (), last_cap=hostfacts.last_cap())
         cfg = bundle.build_config(rec.config["image_config"], opts, inputs)
-        (d / "bundle").mkdir(exist_ok=True)
-        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n")
+        (d / "bundle").mkdir(mode=0o700, exist_ok=True)
+        # the container's environment is in it: root's alone
+        atomic_write(d / "bundle" / "config.json", json.dumps(cfg, indent=2) + "\n", mode=0o600)
         return d / "bundle"
 
     def _linked_env(self, rec: ContainerRecord) -> dict[str, str]:
@@ -288,6 +291,7 @@ class Creating:
                 # after a reboot (netns, veth, bridge and rules gone): bring the recorded endpoint
                 # back as it was, as the boot-time restore does for what it restarts itself
                 network.reconnect(self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths)
+        rootfsmount.ensure(self.runner, self._dir(rec) / "rootfs")   # setuid works on a nosuid store
         path = self._bundle(rec, netmode.placement(self, rec, rec.id[:12]))
         rt = self.runtime()
         self._reap_runtime(rt, rec.id)

@@ -84,4 +84,5 @@ def connect(mgr, rec: ContainerRecord, exposed) -> network.Endpoint:
         links=[tuple(x) for x in cfg["links"]],
         networks=[NetworkAttachment.from_json(a) for a in cfg.get("networks", ())],
         extra_hosts=[tuple(h) for h in cfg.get("extra_hosts", ())],
-        dns=tuple(tuple(x) for x in cfg["dns"]) if cfg.get("dns") else None, group=cfg.get("balance"))
+        dns=tuple(tuple(x) for x in cfg["dns"]) if cfg.get("dns") else None, group=cfg.get("balance"),
+        metadata=bool(cfg.get("cloud_metadata")))

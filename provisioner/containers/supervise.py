@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import CommandError, ContainerError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 from ..native import SHIM, shim_path
 from ..runspec.restart import RestartPolicy
 
@@ -47,7 +47,7 @@ class ShimPaths:
 
     @classmethod
     def of(cls, name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike) -> "ShimPaths":
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContainerError(f"bad container name {name!r} (letters, digits, '_', '.', '-')")
         state_dir, log_dir = Path(state_dir).absolute(), Path(log_dir).absolute()  # the shim runs in /
         return cls(state_dir / f"{name}.state.json", state_dir / f"{name}.pid",
@@ -267,7 +267,7 @@ def start(
     if not shim:   # built when the package is installed (scripts/install.sh, the wheel's build)
         raise ContainerError(f"{SHIM} not found: build it with `make -C native/shim` (scripts/install.sh does), "
                              "or set PROVISION_SHIM")
-    paths.state.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.state.parent, 0o700)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop.unlink(missing_ok=True)
     paths.health.unlink(missing_ok=True)   # a new shim writes it afresh: never a stale health

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import CommandError, ContainerError, ImageError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 from ..runspec.mounts import VOLUME_NAME as _NAME
 from ..images import btrfs
 
@@ -40,7 +40,7 @@ class Volumes:
         path = self.path(name)
         if path.is_dir():
             return False
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir, 0o700)   # volumes hold what containers wrote: theirs alone
         try:
             btrfs.create(self.runner, path)
         except (CommandError, ImageError) as exc:  # btrfs reports its failures as ImageError

@@ -35,6 +35,7 @@ class HostRecord:
     endpoints: dict[str, str] = field(default_factory=dict)   # "80/tcp" -> "127.0.0.1:8080" as the operator sees it
     stack_file: str = ""
     style: str = ""                  # how its disks look: aws | gce (the local cloud can be either)
+    ssh_cidr: str = ""               # the one SSH range: its cloud firewall's, written to its host.yml
 
     @property
     def name(self) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import hostos
-from ..clouds.base import plan_launch
+from ..clouds.base import host_ssh_cidr, plan_launch
 from ..clouds.launch import HostResult, Timeouts, launch
 from ..errors import ConfigError, HostError, ProvisionerError
 from . import inventory
@@ -96,7 +96,8 @@ class Deployer:
                  user: str | None = None, insecure_registries: tuple[str, ...] = (),
                  timeouts: Timeouts | None = None, ssh_timeout: float = 300.0,
                  progress: Callable[[str], None] = lambda _m: None, bundle_builder=None, deliverer=None,
-                 pusher=None, ssh_factory=None, images: str = "pull"):
+                 pusher=None, ssh_factory=None, images: str = "pull", ssh_cidr: str | None = None,
+                 detected_cidr: str | None = None):
         self.plan = plan
         self.driver = driver
         self.root = Path(root)
@@ -108,6 +109,8 @@ class Deployer:
         self.timeouts = timeouts or Timeouts()
         self.ssh_timeout = ssh_timeout
         self.progress = progress
+        self.ssh_cidr = ssh_cidr            # --ssh-cidr (beats the stack's, which beats detection)
+        self.detected_cidr = detected_cidr
         # seams for tests; the real ones by default
         from ..remote.bundle import AgentBundles, build_bundle
         from ..remote.deliver import deliver
@@ -131,7 +134,8 @@ class Deployer:
         records, missing = self._reuse()
         launch_plan = None
         if missing:
-            launch_plan = plan_launch(stack, self.plan.cloud, self.public_key)
+            launch_plan = plan_launch(stack, self.plan.cloud, self.public_key, ssh_cidr=self.ssh_cidr,
+                                      detected_cidr=self.detected_cidr)
             launch_plan = replace(launch_plan, hosts=tuple(h for h in launch_plan.hosts if h.host in missing))
             self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -192,6 +196,9 @@ class Deployer:
                 problems.append(f"host {name}'s instance {inst.id} is {inst.state or 'not running'}")
             elif name not in known:
                 problems.append(f"host {name} runs ({inst.id}) but {self.root} has no record of it")
+            elif self.ssh_cidr and known[name].ssh_cidr and cloud != "local" and known[name].ssh_cidr != self.ssh_cidr:
+                problems.append(f"host {name} was launched with SSH allowed from {known[name].ssh_cidr}; "
+                                f"--ssh-cidr {self.ssh_cidr} differs from its cloud firewall")
             else:
                 reuse[name] = known[name]
         problems += [f"host {h} ({instances[h].id}) is not in {stack.path} any more"
@@ -247,7 +254,7 @@ class Deployer:
             stack=stack.name, host=hr.host, cloud=cloud, address=address, port=int(port), user=self.user or user,
             key_file=str(self.private_key), fingerprints=tuple(hr.host_keys.fingerprints.values()),
             instance_id=inst.id, volumes=volumes, endpoints=endpoints, stack_file=str(Path(stack.path).resolve()),
-            style=style)
+            style=style, ssh_cidr=host_ssh_cidr(cloud, hr.ssh_cidr))
 
     # -- one host ------------------------------------------------------------------------------
     def _expected_pythons(self) -> list:
@@ -325,11 +332,12 @@ class Deployer:
             raise HostError(f"`provision {shlex.join(args)}` printed no JSON: {res.stdout[:200]!r}") from None
 
     def _write(self, ssh, path: str, text: str) -> None:
-        """A file under /etc/provisioner, root's alone (0600: the stack's secrets and variables are
-        among them); its content goes over the session's stdin, never in a command line."""
-        d = path.rsplit("/", 1)[0]
-        script = f"umask 077 && mkdir -p {shlex.quote(d)} && cat > {shlex.quote(path)}.new && " \
-                 f"mv {shlex.quote(path)}.new {shlex.quote(path)}"
+        """`text` into `path` on the host, root's alone (0600 in a 0700 directory): the stack's
+        environment, env files and secret files are the services' secrets. The content goes over
+        the session's stdin, never in a command line."""
+        d = shlex.quote(path.rsplit("/", 1)[0])
+        script = f"umask 077 && mkdir -p {d} && chmod go= {d} && cat > {shlex.quote(path)}.new && " \
+                 f"mv -f {shlex.quote(path)}.new {shlex.quote(path)}"
         ssh.run(["sh", "-c", script], sudo=True, input=text)
 
     def _prepare(self, ssh, hp: HostDeployPlan, rec: inventory.HostRecord) -> list[dict]:
@@ -344,7 +352,7 @@ class Deployer:
                 self._write(ssh, remote, Path(local).read_text())
             except OSError as exc:
                 raise HostError(f"cannot read {local} (a file the stack names for {hp.host}): {exc.strerror}") from None
-        self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches))
+        self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches, rec.ssh_cidr))
         res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
         try:
             steps = json.loads(res.stdout).get("steps", [])

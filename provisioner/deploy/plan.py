@@ -101,9 +101,13 @@ def plan_deploy(stack: Stack, cloud: str) -> DeployPlan:
     return DeployPlan(stack, cloud, tuple(hosts))
 
 
-def host_yaml(stack: Stack, cloud: str, host: str, volume_matches: dict[str, dict[str, str]]) -> str:
-    """/etc/provisioner/host.yml: which host this is, its stack, and which disk each volume is."""
+def host_yaml(stack: Stack, cloud: str, host: str, volume_matches: dict[str, dict[str, str]],
+              ssh_cidr: str = "") -> str:
+    """/etc/provisioner/host.yml: which host this is, its stack, which disk each volume is, and the
+    SSH range its cloud firewall allows (the host firewall allows the same)."""
     lines = [f"host: {host}", f"stack: {stack.name}", f"cloud: {cloud}", "stack_file: stack.yml"]
+    if ssh_cidr:
+        lines.append(f"ssh_cidr: {ssh_cidr}")
     if volume_matches:
         lines.append("volumes:")
         for name, match in sorted(volume_matches.items()):

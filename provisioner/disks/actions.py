@@ -86,6 +86,17 @@ class Mount(Action):
 
 
 @dataclass(frozen=True)
+class Remount(Action):
+    """Add mount flags to a filesystem mounted already (by an older version: nosuid,nodev)."""
+
+    mountpoint: str
+    options: str
+
+    def describe(self) -> str:
+        return f"remount {self.mountpoint} with {self.options}"
+
+
+@dataclass(frozen=True)
 class Grow(Action):
     """Grow the filesystem to the whole (grown) disk: btrfs resize DEVID:max, or resize2fs."""
 

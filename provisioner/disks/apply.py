@@ -19,7 +19,7 @@ from typing import Callable
 from ..errors import DiskError
 from ..fsutil import atomic_write
 from . import fstab
-from .actions import Action, DeviceScan, Grow, MakeDir, Mkfs, Mount, Wipe, WriteFstab
+from .actions import Action, DeviceScan, Grow, MakeDir, Mkfs, Mount, Remount, Wipe, WriteFstab
 from .facts import Signature
 from .plan import Plan
 from .probe import probe_signature, probe_wipefs
@@ -98,6 +98,8 @@ def run_action(runner, action: Action, *, fstab_path: str = fstab.FSTAB, busy=No
     elif isinstance(action, Mount):
         runner.run(["mount", "-t", action.fstype, "-o", action.options, action.source,
                     action.mountpoint])
+    elif isinstance(action, Remount):
+        runner.run(["mount", "-o", f"remount,{action.options}", action.mountpoint])
     elif isinstance(action, Grow) and action.fstype == "btrfs":
         runner.run(["btrfs", "filesystem", "resize", f"{action.devid}:max", action.mountpoint])
     elif isinstance(action, Grow):
@@ -112,12 +114,12 @@ def write_fstab(path: str, entries: list[str]) -> None:
     """Replace only our block, re-reading the file now so others' edits survive."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text, mode = p.read_text(), None          # its own mode is kept
     except FileNotFoundError:
-        text = ""
+        text, mode = "", 0o644                     # fstab is world-readable
     new = fstab.render(text, entries)
     if new != text:
-        atomic_write(p, new)
+        atomic_write(p, new, mode=mode)
 
 
 def apply(plan: Plan, runner, *, fstab_path: str = fstab.FSTAB,

@@ -128,11 +128,11 @@ def classify(raw: RawDisk, holds_root: bool = False) -> Identity:
         device_name = clean(raw.attributes.get("gce_device_name")) or _google_rules_name(raw)
     elif bus == "loop":
         cloud, role = LOCAL, OTHER
-    elif bus == "nvme" and nmodel.startswith("qemu") and _LOCAL_AWS_STORE_SERIAL.match(serial or ""):
+    elif bus == "nvme" and nmodel.startswith("qemu") and _LOCAL_AWS_STORE_SERIAL.fullmatch(serial or ""):
         # The local cloud presents AWS-style disks on qemu NVMe, whose model is always
         # "QEMU NVMe Ctrl": the serial carries the identity (AWS<17 hex> = instance store).
         cloud, role = LOCAL, EPHEMERAL
-    elif bus == "nvme" and nmodel.startswith("qemu") and _LOCAL_AWS_VOLUME_SERIAL.match(serial or ""):
+    elif bus == "nvme" and nmodel.startswith("qemu") and _LOCAL_AWS_VOLUME_SERIAL.fullmatch(serial or ""):
         cloud, role, volume_id = LOCAL, VOLUME, aws_volume_id(serial)
     elif bus in ("virtio", "nvme", "scsi") and (bus == "virtio" or nmodel.startswith("qemu")
                                                  or nvendor == "qemu"):

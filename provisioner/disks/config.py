@@ -15,6 +15,7 @@ volumes:                    # attached EBS / PD volumes, one btrfs each
     size: 10                # cloud side, GiB
     type: gp3               # cloud side
     encrypted: true         # cloud side (default true)
+    kms_key: alias/data     # cloud side: AWS KMS key / GCE Cloud KMS key name (default: the cloud's own)
     keep: false             # cloud side: keep the volume when the VM is destroyed
     iops: 3000              # cloud side
 ```
@@ -216,10 +217,10 @@ def _parse_volume(data, index: int, path: str) -> Volume:
     what = f"volumes[{index}]"
     if not isinstance(data, dict):
         raise ConfigError(f"{what}: must be a mapping", path, yamlutil.line_of(data))
-    _check_keys(data, ("name", "match", "mount", "size", "type", "encrypted", "keep", "iops"),
+    _check_keys(data, ("name", "match", "mount", "size", "type", "encrypted", "keep", "iops", "kms_key"),
                 path, what)
     name = _require(data, "name", path, what)
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{what}.name: must be lowercase letters, digits, '-', '_' or '.', got {name!r}",
                           path, yamlutil.line_of(data, "name"))
     what = f"volume {name!r}"

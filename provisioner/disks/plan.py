@@ -18,14 +18,18 @@ from typing import Callable
 
 from ..errors import DiskError
 from . import fstab
-from .actions import Action, DeviceScan, Grow, MakeDir, Mkfs, Mount, Wipe, WriteFstab
+from .actions import Action, DeviceScan, Grow, MakeDir, Mkfs, Mount, Remount, Wipe, WriteFstab
 from .classify import normalise_volume_id
 from .config import DisksConfig, Volume, Where
 from .facts import EPHEMERAL, Disk, HostFacts
 
 EPHEMERAL_LABEL = "prov-ephemeral"
 VOLUME_LABEL_PREFIX = "prov-vol-"
-BTRFS_OPTIONS = ("noatime", "compress=zstd:1")
+# nosuid,nodev: the container store holds what images bring (setuid-root binaries, device
+# nodes) and volumes what containers write: neither is usable from the host through these
+# mounts (a container's rootfs gets its own suid mount, containers.rootfsmount)
+HARDENING = ("nosuid", "nodev")
+BTRFS_OPTIONS = ("noatime", *HARDENING, "compress=zstd:1")
 GROW_THRESHOLD = 1 << 20  # ignore differences below 1 MiB (alignment)
 
 
@@ -51,7 +55,7 @@ def _new_uuid() -> str:
 
 def mount_options(disks: list[Disk], fstype: str) -> str:
     if fstype != "btrfs":
-        return "noatime"
+        return ",".join(("noatime", *HARDENING))
     opts = list(BTRFS_OPTIONS)
     if disks and not any(d.rotational for d in disks):
         opts += ["ssd", "discard=async"]
@@ -118,7 +122,9 @@ def _mount_steps(facts: HostFacts, disks: list[Disk], fs_uuid: str, fstype: str,
     current = facts.mount_at(mount)
     mounted_here = not fresh and any(mount in d.mountpoints for d in disks)
     if mounted_here:
-        return [], entry
+        have = set((current.options if current else "").split(","))
+        missing = [o for o in HARDENING if o not in have]
+        return ([Remount(mount, ",".join(missing))] if current and missing else []), entry
     if current is not None:
         raise DiskError(f"{who}: {mount} already has {current.source} ({current.fstype}) mounted on it")
     steps: list[Action] = []

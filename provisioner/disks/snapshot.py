@@ -23,7 +23,7 @@ class Snapshot:
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise DiskError(f"invalid snapshot name {name!r}: use letters, digits, '.', '_', ':', '+' or '-'")
     return name
 

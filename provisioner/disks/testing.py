@@ -30,5 +30,6 @@ def make_facts(disks, *, mounts=(), fstab_text: str = "", paths=None) -> HostFac
                      paths=dict(paths or {}))
 
 
-def mount_entry(mountpoint: str, source: str, fstype: str = "btrfs") -> MountEntry:
-    return MountEntry(mountpoint=mountpoint, fstype=fstype, source=source, major_minor="0:40")
+def mount_entry(mountpoint: str, source: str, fstype: str = "btrfs",
+                options: str = "rw,nosuid,nodev,noatime") -> MountEntry:
+    return MountEntry(mountpoint=mountpoint, fstype=fstype, source=source, major_minor="0:40", options=options)

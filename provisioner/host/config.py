@@ -8,6 +8,7 @@ there is hidden until the disks step mounts it and lost when the instance is sto
 ```yaml
 host: web1                      # required: this host's name
 stack_file: stack.yml           # the stack file (relative to this file): disks, ports, ssh_cidr from there
+ssh_cidr: 203.0.113.0/24        # with stack_file: the range deploy used for the cloud firewall (beats the stack's)
 stack: shop                     # informational when there is no stack file
 cloud: local                    # informational
 users:                          # login users and their SSH keys (the whole authorized_keys is managed)
@@ -138,10 +139,12 @@ def parse(doc: Any, path: str) -> HostConfig:
     fields["ssh_port"] = port
     if doc.get("stack_file") is not None:
         for k in FROM_STACK:
-            if k in doc:
+            if k in doc and k != "ssh_cidr":
                 raise _fail(f"{k!r} comes from the stack file when 'stack_file' is given; remove it here",
                             path, doc, k)
         fields.update(_from_stack(doc, path, host))
+        if doc.get("ssh_cidr") is not None:   # the one range deploy gave the cloud firewall too
+            fields["ssh_cidr"] = _cidr(doc, path)
         fields["disks"] = _volume_matches(doc, path, fields["disks"])
     else:
         fields["ssh_cidr"] = _cidr(doc, path)
@@ -247,7 +250,7 @@ def _sysctl(v: Any, path: str, doc: dict) -> dict:
         raise _fail("'sysctl' must be a mapping of key: value", path, doc, "sysctl")
     out = {}
     for k, val in v.items():
-        if not isinstance(k, str) or not _SYSCTL.match(k):
+        if not isinstance(k, str) or not _SYSCTL.fullmatch(k):
             raise _fail(f"sysctl key {k!r} is not valid (like net.core.somaxconn)", path, v, k)
         if isinstance(val, (dict, list, bool)) or val is None or "\n" in str(val):
             raise _fail(f"sysctl {k}: value must be a number or a one-line string", path, v, k)
@@ -269,7 +272,7 @@ def _users(v: Any, path: str, doc: dict) -> tuple[User, ...]:
                 raise _fail(f"users[{i}]: unknown key {k!r} (expected one of: {', '.join(sorted(USER_KEYS))})",
                             path, u, k)
         name = u.get("name")
-        if not isinstance(name, str) or not _USER.match(name):
+        if not isinstance(name, str) or not _USER.fullmatch(name):
             raise _fail(f"users[{i}].name {name!r} is not a valid user name (lowercase, digits, '_', '-')",
                         path, u, "name" if "name" in u else None)
         if name in seen:
@@ -284,7 +287,7 @@ def _users(v: Any, path: str, doc: dict) -> tuple[User, ...]:
                             "(like 'ssh-ed25519 AAAA... comment')", path, keys, j)
         groups = _strings(u, "groups", path)
         for g in groups:
-            if not _USER.match(g):
+            if not _USER.fullmatch(g):
                 raise _fail(f"users[{i}].groups: {g!r} is not a valid group name", path, u, "groups")
         shell = u.get("shell")
         if shell is not None and (not isinstance(shell, str) or not shell.startswith("/") or "\n" in shell):

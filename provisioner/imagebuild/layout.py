@@ -65,19 +65,19 @@ class LayoutWriter:
         self.path = Path(path)
         self.blobs = self.path / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
-        fsutil.atomic_write(self.path / "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}))
+        fsutil.atomic_write(self.path / "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}), mode=0o644)
         self.index_path = self.path / "index.json"
         if not self.index_path.exists():
             self._write_index({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
 
     def _write_index(self, index: dict) -> None:
-        fsutil.atomic_write(self.index_path, json.dumps(index, indent=2))
+        fsutil.atomic_write(self.index_path, json.dumps(index, indent=2), mode=0o644)
 
     def blob(self, data: bytes, media_type: str, **extra) -> dict:
         digest = digest_of(data)
         path = self.blobs / digest.split(":", 1)[1]
         if not path.exists():
-            fsutil.atomic_write(path, data)
+            fsutil.atomic_write(path, data, mode=0o644)
         return {"mediaType": media_type, "digest": digest, "size": len(data), **extra}
 
     def blob_path(self, digest: str) -> Path:

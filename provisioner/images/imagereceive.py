@@ -91,7 +91,7 @@ def _entries(stream: BinaryIO) -> Iterator[tuple[str, BinaryIO]]:
             name = member.name.removeprefix("./").rstrip("/")
             if member.isdir() and name in ("", "blobs", "blobs/sha256"):
                 continue
-            blob = _BLOB_NAME.match(name)
+            blob = _BLOB_NAME.fullmatch(name)
             if not member.isfile() or not (blob or name in ("oci-layout", "index.json")):
                 raise ImageError(f"image stream: unexpected entry {member.name!r} (an OCI layout holds only "
                                  "oci-layout, index.json and blobs/sha256/<hex>)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import ImageError
 from .tarapply import LayerError, TreeWriter
+from .tarsafety import Budget, SafeTarInfo
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +199,16 @@ class _NoClose(io.RawIOBase):
         super().close()
 
 
-def apply_layer(fileobj, media_type: str, dest: Path) -> LayerApplied:
+def apply_layer(fileobj, media_type: str, dest: Path, budget: Budget | None = None) -> LayerApplied:
     """Apply the compressed layer stream `fileobj` onto the directory `dest`.
 
     Reads the decompressed stream to its end (so the diff_id covers every byte), but does not
-    read `fileobj` past the end of the compressed data it needs; callers drain it if they must."""
+    read `fileobj` past the end of the compressed data it needs; callers drain it if they must.
+    `budget` bounds what the layer may write (tarsafety.Budget: LayerTooLarge past it)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     stream = open_decompressed(fileobj, media_type)
-    writer = TreeWriter(dest)
+    writer = TreeWriter(dest, budget=budget)
     hashing = HashingReader(stream)  # starts its worker: closed in the finally below
     try:
         try:
@@ -216,7 +218,7 @@ def apply_layer(fileobj, media_type: str, dest: Path) -> LayerApplied:
             # a zero-byte uncompressed layer is an empty layer; compressed data that inflates to
             # nothing is not (zstandard reports garbage input as a clean EOF)
             if reader.buf.peek(1) or compression_of(media_type) is not None:
-                with tarfile.open(fileobj=reader, mode="r:", errorlevel=2) as tf:
+                with tarfile.open(fileobj=reader, mode="r:", errorlevel=2, tarinfo=SafeTarInfo) as tf:
                     for ti in tf:
                         writer.apply(ti, tf)
                         tf.members.clear()  # no need to remember members: memory stays flat

@@ -18,9 +18,17 @@ image record is written, so a failed pull leaves the store as it found it.
 The store lock is held for the whole pull (downloads included): concurrent pulls serialise, and
 the second finds the shared chains already stored; it also makes leftover spool directories of
 a killed pull safe to delete at the start of the next one.
+
+Limits (a hostile image is not trusted with the host's disk): each layer may write no more than
+the store's free space less a reserve (and less the downloads still arriving), and the pull as a
+whole no more than `max_size` uncompressed bytes when given (`image pull --max-size`). The
+compressed sizes are checked against both before anything is downloaded; each entry's size at its
+tar header, before its data is written (a gzip bomb stops at the header of its big file). A
+violation is one LayerTooLarge naming the image and the layer; the store is left as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -36,6 +44,7 @@ from . import history
 from . import reference as _reference
 from .registry import Platform, Registry, ResolvedImage
 from .sources import PullSettings, open_image
+from .tarsafety import Budget, LayerError, LayerTooLarge, human
 from .transport import ReadStream
 
 log = logging.getLogger(__name__)
@@ -216,9 +225,11 @@ def pull(
     registry: Registry | None = None,
     max_parallel: int = MAX_PARALLEL,
     runner=None,
+    max_size: int | None = None,
 ) -> PullResult:
     """Pull `ref` into `store` (whose state lives under `root`); returns what was done. Where it
-    comes from (remaps, mirrors, credentials) is `settings`; the image is stored under `ref`."""
+    comes from (remaps, mirrors, credentials) is `settings`; the image is stored under `ref`.
+    `max_size`: at most that many uncompressed bytes for the layers this pull applies."""
     obs = observer or Observer()
     start = time.monotonic()
     parsed = _reference.parse(ref)
@@ -238,9 +249,10 @@ def pull(
                 have = k
                 break
         needed = list(range(have + 1, len(chains)))
+        _check_room(store, image, needed, max_size)
         obs.resolved(image, needed)
         try:
-            fetched = _fetch_and_apply(reg, store, Path(root), image, chains, needed, obs, max_parallel)
+            fetched = _fetch_and_apply(reg, store, Path(root), image, chains, needed, obs, max_parallel, max_size)
         except BaseException:
             # Leave the store as it was: drop the complete chains this pull added before it failed.
             store.discard_unused(chains[k] for k in needed)
@@ -254,8 +266,31 @@ def pull(
     return result
 
 
+def _check_room(store, image: ResolvedImage, needed: list[int], max_size: int | None) -> None:
+    """The compressed bytes alone must fit (a layer never takes less room than that, nearly)."""
+    compressed = sum(image.layers[i].size for i in needed)
+    budget = store.free_space_budget()
+    if max_size is not None and max_size < budget.limit:
+        budget = Budget(max_size, f"--max-size {human(max_size)}")
+    if compressed > budget.limit:
+        raise LayerTooLarge(f"{image.reference.familiar}: its {len(needed)} new layer(s) are {human(compressed)} "
+                            f"compressed, more than the {human(budget.limit)} it may write ({budget.why}); "
+                            "nothing was stored")
+
+
+def _budget(store, image: ResolvedImage, index: int, spools: dict, used: int, max_size: int | None) -> Budget:
+    """What layer `index` may write: the store's free space less the downloads still arriving into
+    the spool (on the same filesystem), and what is left of --max-size."""
+    pending = sum(max(0, image.layers[i].size - sp.written) for i, sp in spools.items() if i > index)
+    budget = store.free_space_budget(pending)
+    if max_size is not None and max_size - used < budget.limit:
+        budget = Budget(max(0, max_size - used), f"--max-size {human(max_size)}"
+                        + (f", {human(used)} of it taken by the layers before" if used else ""))
+    return budget
+
+
 def _fetch_and_apply(reg: Registry, store, root: Path, image: ResolvedImage, chains: list[str],
-                     needed: list[int], obs: Observer, max_parallel: int) -> int:
+                     needed: list[int], obs: Observer, max_parallel: int, max_size: int | None = None) -> int:
     if not needed:
         return 0
     cancel = threading.Event()
@@ -289,6 +324,7 @@ def _fetch_and_apply(reg: Registry, store, root: Path, image: ResolvedImage, cha
 
     first, rest = needed[0], needed[1:]
     spools: dict[int, Spool] = {}
+    used = 0
     pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(rest))), thread_name_prefix="pull")
     try:
         for index in rest:
@@ -303,14 +339,20 @@ def _fetch_and_apply(reg: Registry, store, root: Path, image: ResolvedImage, cha
                 stream = spools[index].reader(cancel)
             obs.applying(index)
             try:
-                got = store.add_layer(parent, image.diff_ids[index], stream, desc.media_type)
+                got = store.add_layer(parent, image.diff_ids[index], stream, desc.media_type,
+                                      _budget(store, image, index, spools, used, max_size))
+            except LayerTooLarge as err:
+                raise LayerTooLarge(f"{image.reference.familiar}: {err}; nothing was stored") from None
             except ImageError as err:
                 # A corrupted blob usually breaks decompression before its digest can be checked at
                 # EOF; read on to report the real cause (the digest) rather than a CRC error.
                 _raise_stream_error(stream, err)
+                if isinstance(err, LayerError):
+                    raise LayerError(f"{image.reference.familiar}: {err}") from err
                 raise
             finally:
                 stream.close()
+            used += store.layer_info(got).get("size", 0)
             if index == first:
                 obs.downloaded(index)
             else:
@@ -323,4 +365,6 @@ def _fetch_and_apply(reg: Registry, store, root: Path, image: ResolvedImage, cha
         cancel.set()
         pool.shutdown(wait=True)
         shutil.rmtree(spool_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            spool_dir.parent.rmdir()   # gone when no other pull uses it: the root as it was
     return counted[0]

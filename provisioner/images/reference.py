@@ -92,7 +92,7 @@ def _bad(ref: str, why: str) -> ImageError:
 
 
 def validate_digest(digest: str, what: str = "digest") -> str:
-    if not _DIGEST_RE.match(digest):
+    if not _DIGEST_RE.fullmatch(digest):
         raise ImageError(f"invalid {what} {digest!r}: expected algorithm:hex")
     algo, hexpart = digest.split(":", 1)
     want = _DIGEST_HEX.get(algo)
@@ -122,7 +122,7 @@ def parse(ref: str) -> Reference:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise _bad(ref, f"bad tag {tag!r} (letters, digits, _ . -; at most 128; not starting with . or -)")
     if not rest:
         raise _bad(ref, "missing repository name")
@@ -130,14 +130,14 @@ def parse(ref: str) -> Reference:
     first = parts[0]
     if len(parts) > 1 and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
         domain, path_parts = first, parts[1:]
-        if not _DOMAIN_RE.match(domain):
+        if not _DOMAIN_RE.fullmatch(domain):
             raise _bad(ref, f"bad registry host {domain!r}")
     else:
         domain, path_parts = DEFAULT_DOMAIN, parts
     if domain == LEGACY_DOMAIN:
         domain = DEFAULT_DOMAIN
     for comp in path_parts:
-        if not _PATH_COMPONENT_RE.match(comp):
+        if not _PATH_COMPONENT_RE.fullmatch(comp):
             if comp != comp.lower():
                 raise _bad(ref, f"repository name {comp!r} must be lower-case")
             raise _bad(ref, f"bad repository name component {comp!r}")

@@ -10,7 +10,8 @@ Layout under `<root>/images` (the design of Docker's btrfs graph driver plus its
     tmp/                       work in progress: temporary subvolumes, deleted by recover()
     lock                       flock: pulls, removals and prune exclude each other
 
-Crash safety: a layer is built in tmp/ and renamed into layers/ only when complete and verified;
+Crash safety: a layer is built in tmp/ and renamed into layers/ only when complete, verified and
+synced to disk (syncfs, then the rename, then an fsync of layers/);
 records and repositories.json are replaced atomically (temp file + rename). A kill -9 at any
 moment therefore leaves only complete layers and records, plus junk in tmp/ that `recover()` removes.
 """
@@ -38,9 +39,13 @@ from . import reference as _reference
 from .reference import Reference
 from .layers import apply_layer
 from .tarapply import LayerError
+from .tarsafety import Budget, human
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _READ = 1 << 20
+# What a pull leaves free on the store's filesystem: 5% of it, at least 64 MiB, at most 2 GiB
+# (containers write there too, and a full btrfs is slow to recover).
+RESERVE_FRACTION, RESERVE_MIN, RESERVE_MAX = 0.05, 64 << 20, 2 << 30
 
 
 def record_names(names: Iterable[str]) -> list[str]:
@@ -84,7 +89,7 @@ class ImageRecord:
 
 
 def check_digest(digest: str, what: str = "digest") -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ImageError(f"invalid {what} {digest!r} (expected sha256:<64 hex digits>)")
     return digest
 
@@ -112,6 +117,8 @@ class Store:
         self.tmp = self.dir / "tmp"
         self.repos_file = self.dir / "repositories.json"
         try:
+            # 0700: the layers hold what images bring (setuid-root binaries, device nodes)
+            fsutil.private_dir(self.dir, 0o700)
             for d in (self.layers, self.blobs, self.records, self.tmp):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -188,12 +195,29 @@ class Store:
         except FileNotFoundError:
             return {"chain_id": chain_id, "size": 0}
 
-    def add_layer(self, parent_chain_id: str | None, diff_id: str, fileobj, media_type: str) -> str:
+    def room(self) -> tuple[int, int, int]:
+        """(bytes a layer may still write, bytes free, the reserve kept free) on the store's fs."""
+        st = os.statvfs(self.dir)
+        free = st.f_bavail * st.f_frsize
+        reserve = min(max(int(st.f_blocks * st.f_frsize * RESERVE_FRACTION), RESERVE_MIN), RESERVE_MAX)
+        return max(0, free - reserve), free, reserve
+
+    def free_space_budget(self, pending: int = 0) -> Budget:
+        """The free space a layer may fill, less `pending` bytes others will still write."""
+        room, free, reserve = self.room()
+        why = f"{human(free)} free on the store, less a {human(reserve)} reserve"
+        if pending:
+            why += f" and {human(pending)} of downloads still arriving"
+        return Budget(max(0, room - pending), why)
+
+    def add_layer(self, parent_chain_id: str | None, diff_id: str, fileobj, media_type: str,
+                  budget: Budget | None = None) -> str:
         """Apply one layer on top of `parent_chain_id`; return the new chain id.
 
         Returns at once (without reading `fileobj`) when the chain is already stored. Otherwise
-        reads `fileobj` to EOF (so a verifying stream can raise there), checks the diff_id and
-        renames the finished subvolume into place; on any failure the store is unchanged."""
+        reads `fileobj` to EOF (so a verifying stream can raise there), checks the diff_id,
+        syncs the subvolume to disk and renames it into place; on any failure the store is unchanged.
+        `budget` bounds what the layer writes (default: the store's free space less its reserve)."""
         chain = self.chain_id(parent_chain_id, diff_id)
         if self.has_chain(chain):
             return chain
@@ -206,9 +230,9 @@ class Store:
             btrfs.snapshot(self.runner, self.layer_path(parent_chain_id), work)
         try:
             try:
-                applied = apply_layer(fileobj, media_type, work)
+                applied = apply_layer(fileobj, media_type, work, budget or self.free_space_budget())
             except LayerError as err:
-                raise LayerError(f"layer {diff_id[:19]}: {err}") from err
+                raise type(err)(f"layer {diff_id[:19]}: {err}") from err
             while fileobj.read(_READ):
                 pass
             if applied.diff_id != diff_id:
@@ -218,6 +242,9 @@ class Store:
                 )
             meta = {"chain_id": chain, "parent": parent_chain_id, "diff_id": diff_id, "size": applied.size,
                     "entries": applied.entries}
+            # on disk before it counts: btrfs writes file data back lazily and can commit the
+            # rename first, so a power cut would leave a "present" layer of empty files
+            fsutil.syncfs(work)
             fsutil.atomic_write(self.layers / f"{_hex(chain)}.json", json.dumps(meta))
             try:
                 os.rename(work, self.layer_path(chain))
@@ -226,6 +253,7 @@ class Store:
                     raise
                 btrfs.delete(self.runner, work)
                 return chain
+            fsutil.fsync_dir(self.layers)
         except BaseException:
             with contextlib.suppress(ImageError, CommandError, OSError):
                 btrfs.delete(self.runner, work)

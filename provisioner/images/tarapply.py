@@ -25,13 +25,9 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 
-from ..errors import ImageError
+from .tarsafety import Budget, LayerError, write_sparse
 
 log = logging.getLogger(__name__)
-
-
-class LayerError(ImageError):
-    """A layer's content is invalid or hostile (raised while applying it)."""
 
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
@@ -67,8 +63,9 @@ def split_name(name: str) -> list[str]:
 class TreeWriter:
     """Writes entries under `root_fd`, never outside it. One instance per layer application."""
 
-    def __init__(self, root: str | os.PathLike, *, same_owner: bool | None = None):
+    def __init__(self, root: str | os.PathLike, *, same_owner: bool | None = None, budget: Budget | None = None):
         self.root = os.fspath(root)
+        self.budget = budget or Budget()
         self.root_fd = os.open(self.root, _O_DIR)
         self.same_owner = os.geteuid() == 0 if same_owner is None else same_owner
         self._fds: dict[tuple[str, ...], int] = {}
@@ -189,6 +186,7 @@ class TreeWriter:
     # ---- entries -----------------------------------------------------------------------------
     def apply(self, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
         self.stats.entries += 1
+        self.budget.take(ti)
         self._trim_fds()
         parts = split_name(ti.name)
         if not parts:  # the root directory itself
@@ -255,13 +253,10 @@ class TreeWriter:
         if fd is None:
             fd = os.open(leaf, _O_NEWFILE, 0o600, dir_fd=pfd)
         try:
-            if ti.size:
-                if ti.issparse():
-                    src = tf.extractfile(ti)
-                    while chunk := src.read(_CHUNK):
-                        os.write(fd, chunk)
-                else:
-                    self._copy(tf.fileobj, fd, ti.size, ti.name)
+            if ti.issparse():
+                write_sparse(fd, ti, tf.fileobj, self._copy)
+            elif ti.size:
+                self._copy(tf.fileobj, fd, ti.size, ti.name)
             self.stats.files += 1
             self.stats.bytes += ti.size
             self._meta(pfd, leaf, ti, fd)
@@ -335,6 +330,8 @@ class TreeWriter:
             if not key.startswith(_XATTR_PAX):
                 continue
             attr = key[len(_XATTR_PAX):]
+            if "\x00" in attr:
+                raise LayerError(f"layer entry {ti.name!r}: xattr name {attr.split(chr(0))[0]!r}… holds a NUL byte")
             data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
             # /proc/self/fd/PARENT/leaf: the parent is pinned by its fd, the leaf is not followed
             try:

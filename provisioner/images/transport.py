@@ -4,7 +4,9 @@
   hosts named with `--insecure-registry` (tried over HTTPS without verification first, as
   Docker does, then HTTP).
 - Redirects (blob downloads often answer 307 to a CDN) are followed by hand so that the
-  `Authorization` header is never sent to a different host.
+  `Authorization` header is never sent to a different host; a 401 from a redirect target is
+  an error, not a challenge, so credentials only ever go to the registry host itself or to the
+  token realm of a challenge the registry host itself answered.
 - Connection resets, timeouts, 5xx and 429 are retried with exponential backoff; a 429/503
   `Retry-After` (seconds or HTTP date) is honoured.
 - `BlobReader` is a file-like view of one blob that hashes the compressed bytes as they are
@@ -217,6 +219,13 @@ class Transport:
                 self.sleep(self._delay(attempt))
                 attempt += 1
                 continue
+            if resp.status_code == 401 and self._answered_by_other(resp):
+                # a redirect target (a CDN) is another party: its challenge is not the registry's,
+                # and its realm must never receive the registry's credentials
+                where = urlsplit(resp.url).netloc
+                resp.close()
+                raise self._fail(f"{what}: {where} (a redirect target) answered HTTP 401; only the registry "
+                                 f"{self.host} itself may ask for credentials")
             if resp.status_code == 401:
                 challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
                 resp.close()
@@ -242,6 +251,11 @@ class Transport:
                 attempt += 1
                 continue
             return resp
+
+    def _answered_by_other(self, resp: requests.Response) -> bool:
+        """The response came from a host a redirect led to, not from the registry host itself."""
+        url = getattr(resp, "url", None)
+        return bool(url) and urlsplit(url).netloc != self.host
 
     def _send(self, method: str, url: str, headers: dict, stream: bool, scope: str | None) -> requests.Response:
         auth = self._auth_header(scope)

@@ -3,6 +3,11 @@
 How published ports work (the nftables table is ours alone, `table ip <cfg.table>`, so its
 deletion is an exact teardown and Docker/podman rules elsewhere are never touched):
 
+  guard (filter, raw)       127.0.0.0/8 arriving by any interface but lo → drop: such a packet
+                            is a martian, but the DNAT below runs before the kernel's martian
+                            check, so without this a LAN neighbour routing 127.0.0.1 via this
+                            host would reach ports published on 127.0.0.1 only (Docker 28 drops
+                            these in its raw table too; so are containers' packets to it)
   prerouting (nat, dstnat)  fib daddr type local → jump ports   traffic from other hosts and
                                                                   from containers to the host
   output     (nat, -100)    fib daddr type local → jump ports   the host's own connections,
@@ -13,10 +18,15 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
                             DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
   input (filter)            drop new connections from a container to the host's 127.0.0.0/8,
                             which route_localnet would let in (CVE-2020-8558; kube-proxy's fix);
-                            replies to DNAT-ed 127.0.0.1 traffic still pass
-  forward (filter)          accept replies and published ports into the bridge, anything from
-                            it; drop the rest into it (isolation: another network, or the LAN,
-                            reaches a container only through a published port)
+                            replies to DNAT-ed 127.0.0.1 traffic still pass; and drop a
+                            container's packets to the metadata address (on this host) unless
+                            it is in @metadata_ok
+  forward (filter)          from the bridge: accepted, but not to the instance metadata address
+                            (169.254.169.254: the cloud's credentials) unless the container opted
+                            in (its address in the set @metadata_ok); to the bridge: only replies
+                            and DNAT-ed (published) traffic, the rest dropped — a LAN host routing
+                            the containers' subnet via this host reaches no unpublished port
+                            (Docker 28 does the same). A drop in another table still wins.
 
 We chose kernel DNAT over a userland proxy for 127.0.0.1: no process per port, no copying.
 Linux refuses to route a packet with a 127.x source out of a non-loopback device unless that
@@ -34,11 +44,15 @@ from ..errors import CommandError
 from .balance import ReplaceBalance
 from .plan import (
     Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, PortRule,
-    ReplacePortRules, SetSysctl,
+    ReplacePortRules, SetMetadataAccess, SetSysctl, UpgradeTable,
 )
 from ..runspec.ports import WILDCARD
 
 log = logging.getLogger(__name__)
+
+
+METADATA = "169.254.169.254"   # AWS, GCE and Azure: the instance metadata service
+CHAINS = ("guard", "prerouting", "output", "postrouting", "input", "forward")   # all but `ports`
 
 
 def table_script(table: str, bridge: str, subnet: str, internal: bool = False) -> str:
@@ -48,7 +62,14 @@ def table_script(table: str, bridge: str, subnet: str, internal: bool = False) -
     egress = "" if internal else f'    ip saddr {subnet} oifname != "{bridge}" masquerade\n'
     confined = f'    iifname "{bridge}" oifname != "{bridge}" drop\n' if internal else ""
     return f"""table ip {table} {{
+  set metadata_ok {{
+    type ipv4_addr;
+  }}
   chain ports {{
+  }}
+  chain guard {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname != "lo" ip daddr 127.0.0.0/8 drop
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
@@ -66,9 +87,11 @@ def table_script(table: str, bridge: str, subnet: str, internal: bool = False) -
   chain input {{
     type filter hook input priority filter; policy accept;
     iifname "{bridge}" ip daddr 127.0.0.0/8 ct state {{ new, invalid, untracked }} drop
+    iifname "{bridge}" ip daddr {METADATA} ip saddr != @metadata_ok drop
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
+    iifname "{bridge}" ip daddr {METADATA} ip saddr != @metadata_ok drop
     oifname "{bridge}" ct state established,related accept
     oifname "{bridge}" ct status dnat accept
 {confined}    iifname "{bridge}" accept
@@ -76,6 +99,13 @@ def table_script(table: str, bridge: str, subnet: str, internal: bool = False) -
   }}
 }}
 """
+
+
+def upgrade_script(table: str, bridge: str, subnet: str, internal: bool = False) -> str:
+    """An older version's table brought to this one in one transaction: its base chains emptied
+    and filled again (chains it lacks are created); the `ports` rules and set elements stay."""
+    flush = "".join(f"flush chain ip {table} {c}\n" for c in CHAINS if c != "guard")
+    return flush + table_script(table, bridge, subnet, internal)
 
 
 def _quote(comment: str) -> str:
@@ -109,6 +139,11 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
                 (["ip", "link", "set", a.name, "up"], None)]
     if isinstance(a, CreateTable):
         return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet, a.internal))]
+    if isinstance(a, UpgradeTable):
+        return [(["nft", "-f", "-"], upgrade_script(a.table, a.bridge, a.subnet, a.internal))]
+    if isinstance(a, SetMetadataAccess):
+        verb = "add" if a.allow else "delete"
+        return [(["nft", f"{verb} element ip {a.table} metadata_ok {{ {a.address} }}"], None)]
     if isinstance(a, CreateNetns):
         return [(["ip", "netns", "add", a.name], None)]
     if isinstance(a, CreateVeth):

@@ -22,6 +22,8 @@ class NetFacts:
     ip_forward: str = "0"
     route_localnet: str | None = None                # of the bridge; None if no bridge
     table_exists: bool = False
+    table_current: bool = False                      # it has what this version's table_script makes
+    metadata_ok: frozenset[str] = frozenset()        # addresses allowed the instance metadata service
     rules: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # container → ((handle, mapping), ...)
     local_addresses: frozenset[str] = frozenset()
     interface_networks: tuple[tuple[str, str], ...] = ()  # (ifname, "10.0.0.5/24") of every IPv4 address
@@ -64,6 +66,18 @@ def parse_nft_table(text: str, chain: str = "ports") -> dict[str, tuple[tuple[in
     return {k: tuple(v) for k, v in out.items()}
 
 
+def parse_nft_state(text: str) -> tuple[bool, frozenset[str]]:
+    """`nft -j list table ...` → (has this version's guard chain and metadata set, the set's addresses)."""
+    try:
+        items = json.loads(text).get("nftables", [])
+    except ValueError as exc:
+        raise ContainerError(f"unreadable `nft -j` output: {exc}") from exc
+    guard = any((i.get("chain") or {}).get("name") == "guard" for i in items)
+    sets = [i["set"] for i in items if (i.get("set") or {}).get("name") == "metadata_ok"]
+    elems = frozenset(e for s in sets for e in s.get("elem", []) if isinstance(e, str))
+    return guard and bool(sets), elems
+
+
 def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
                netns_dir: str | os.PathLike = "/run/netns") -> NetFacts:
     links = json.loads(runner.run(["ip", "-j", "link", "show"]).stdout or "[]")
@@ -92,6 +106,7 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
         route_localnet=_read(sysnet / "conf" / cfg.bridge / "route_localnet"),
         table_exists=table.returncode == 0,
         rules=parse_nft_table(table.stdout) if table.returncode == 0 else {},
+        **(dict(zip(("table_current", "metadata_ok"), parse_nft_state(table.stdout))) if table.returncode == 0 else {}),
         local_addresses=frozenset(local),
         interface_networks=networks,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError, ContainerError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 
 
 def state_dir(root: str | os.PathLike) -> Path:
@@ -30,8 +30,7 @@ def state_dir(root: str | os.PathLike) -> Path:
 @contextmanager
 def lock(root: str | os.PathLike) -> Iterator[None]:
     """The network lock: one connect/disconnect/allocation at a time on this host."""
-    d = state_dir(root)
-    d.mkdir(parents=True, exist_ok=True)
+    d = private_dir(state_dir(root), 0o700)   # endpoints hold linked containers' environments
     fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -75,7 +75,7 @@ def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ContainerError(f"bad container name {name!r} for the network (letters, digits, '_', '.', '-'; ≤ 64)")
 
 
@@ -108,7 +108,8 @@ def _plan_all(root, cfg, ep: Endpoint, runner, paths: SystemPaths) -> tuple[list
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
              paths: SystemPaths, networks: Sequence[NetworkAttachment] = (), extra_hosts=(), dns=None,
-             link_envs: Mapping[str, Mapping[str, str]] | None = None, group: str | None = None):
+             link_envs: Mapping[str, Mapping[str, str]] | None = None, group: str | None = None,
+             metadata: bool = False):
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -154,7 +155,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         links=tuple(link_pairs), files_dir=str(_files_dir(root, name)),
         extra=tuple(attachments) if primary.network != DEFAULT_NETWORK else (),
         extra_hosts=tuple((h, primary.gateway if ip == HOST_GATEWAY else ip) for h, ip in extra_hosts),
-        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])), group=group)
+        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])), group=group, metadata=metadata)
     env: dict[str, str] = {}
     for t in names.link_targets(eps, ep):
         env.update(hosts.link_env(name, replace(t, env=(link_envs or {}).get(t.name))))
@@ -166,11 +167,11 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
 def plan(root, cfg: NetworkConfig, name: str, *, runner, netns_path=None, hostname=None,
          ports: Sequence[str | PortMapping] = (), exposed: Iterable[tuple[int, str]] = (),
          links: Iterable[tuple[str, str | None]] = (), paths: SystemPaths = SystemPaths(),
-         networks: Sequence[NetworkAttachment] = ()) -> list[Action]:
+         networks: Sequence[NetworkAttachment] = (), metadata: bool = False) -> list[Action]:
     """What connect() would do (for --dry-run); reads facts only."""
     with ipam.lock(root):
         _, actions, _, _ = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports,
-                                    exposed=exposed, links=links, paths=paths, networks=networks)
+                                    exposed=exposed, links=links, paths=paths, networks=networks, metadata=metadata)
     return actions
 
 
@@ -182,7 +183,8 @@ def _resolv(name: str, paths: SystemPaths) -> str:
 
 
 def _save(root, ep: Endpoint) -> None:
-    atomic_write(_endpoints_dir(root) / f"{ep.name}.json", json.dumps(ep.to_json(), indent=2) + "\n")
+    # root's alone: it holds the link env vars (linked containers' environments)
+    atomic_write(_endpoints_dir(root) / f"{ep.name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
 
 
 def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | None = None,
@@ -190,7 +192,8 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
             paths: SystemPaths = SystemPaths(), networks: Sequence[NetworkAttachment] = (),
-            extra_hosts: Iterable[tuple[str, str]] = (), dns=None, group: str | None = None) -> Endpoint:
+            extra_hosts: Iterable[tuple[str, str]] = (), dns=None, group: str | None = None,
+            metadata: bool = False) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to its `networks` (user-
     defined ones, which must exist; none: the default bridge), with published `ports` ("-p"
     strings or PortMappings), `links` ((container, alias) pairs), `extra_hosts` ((name, address)
@@ -198,12 +201,13 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
     options) for its resolv.conf). `link_envs` maps a linked container to its environment, for the
     <ALIAS>_ENV_* variables. `group`: a replica of a service whose `ports` its replicas share
     (set_balance() points them at the ready ones; a new replica is not among them until then).
-    Returns the endpoint; `.env` holds the link env vars."""
+    `metadata`: it may reach the instance metadata service (169.254.169.254), which others may not.
+    Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
     with ipam.lock(root):
         ep, actions, eps, allocs = _prepare(
             root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports, exposed=exposed,
             links=links, paths=paths, networks=networks, extra_hosts=extra_hosts, dns=dns, link_envs=link_envs,
-            group=group)
+            group=group, metadata=metadata)
         try:
             apply(actions, runner)
             names.write_files(ep, {**eps, name: ep}, _resolv(name, paths))
@@ -268,7 +272,7 @@ def _disconnect_actions(root, cfg, ep: Endpoint | None, name: str, eps, runner, 
         facts = read_facts(runner, netcfg, proc=paths.proc, netns_dir=paths.netns_dir)
         last = att.network == DEFAULT_NETWORK and not any(e.on(DEFAULT_NETWORK) for e in eps.values())
         actions += plan_disconnect(facts, netcfg, name, netns_name=ep.netns_name if i == 0 else None, last=last,
-                                   veth=att.veth)
+                                   veth=att.veth, address=att.address)
     return actions
 
 

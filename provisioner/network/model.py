@@ -42,9 +42,9 @@ class NetworkConfig:
             raise ConfigError(f"bad container subnet {self.subnet!r}: {exc}") from exc
         if net.prefixlen > 30:
             raise ConfigError(f"container subnet {self.subnet} is too small (want /30 or larger)")
-        if not _IFNAME.match(self.bridge):
+        if not _IFNAME.fullmatch(self.bridge):
             raise ConfigError(f"bad bridge name {self.bridge!r} (1-15 of letters, digits, '_', '-')")
-        if not _NFT_NAME.match(self.table):
+        if not _NFT_NAME.fullmatch(self.table):
             raise ConfigError(f"bad nftables table name {self.table!r}")
         if len(self.veth_prefix) > 5:
             raise ConfigError(f"veth prefix {self.veth_prefix!r} is longer than 5 characters")
@@ -117,6 +117,7 @@ class Endpoint:
     exposed: tuple[tuple[int, str], ...] = ()  # container ports (port, proto) for link env vars
     links: tuple[tuple[str, str], ...] = ()    # (linked container, alias)
     files_dir: str = ""        # holds hosts, resolv.conf, hostname for the runtime to bind-mount
+    metadata: bool = False     # may reach the instance metadata service (run --cloud-metadata)
     env: dict = field(default_factory=dict, compare=False)  # link env vars rendered at connect
     # the networks it is on, the primary (default route, published ports) first; empty in records
     # made before user-defined networks: then the fields above are its one attachment, on the default

@@ -47,6 +47,29 @@ class CreateTable:
 
 
 @dataclass(frozen=True)
+class UpgradeTable:
+    table: str
+    bridge: str
+    subnet: str
+    internal: bool = False
+
+    def describe(self) -> str:
+        return f"upgrade nftables table ip {self.table} to this version's rules"
+
+
+@dataclass(frozen=True)
+class SetMetadataAccess:
+    """A container's address in (allow) or out of the table's set @metadata_ok."""
+
+    table: str
+    address: str
+    allow: bool
+
+    def describe(self) -> str:
+        return f"{'allow' if self.allow else 'deny'} {self.address} the instance metadata service"
+
+
+@dataclass(frozen=True)
 class CreateNetns:
     name: str
 
@@ -120,8 +143,8 @@ class DeleteTable:
         return f"delete nftables table ip {self.table}"
 
 
-Action = (SetSysctl | CreateBridge | CreateTable | CreateNetns | CreateVeth | ReplacePortRules
-          | DeleteLink | DeleteNetns | DeleteTable | ReplaceBalance)
+Action = (SetSysctl | CreateBridge | CreateTable | UpgradeTable | CreateNetns | CreateVeth | ReplacePortRules
+          | SetMetadataAccess | DeleteLink | DeleteNetns | DeleteTable | ReplaceBalance)
 
 
 def port_rules(ep: Endpoint) -> tuple[PortRule, ...]:
@@ -152,6 +175,8 @@ def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
         actions.append(SetSysctl(f"net.ipv4.conf.{cfg.bridge}.route_localnet", "1"))
     if not facts.table_exists:
         actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal))
+    elif not facts.table_current:
+        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal))
     return actions
 
 
@@ -174,6 +199,8 @@ def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Acti
     have = facts.rules.get(ep.name, ())
     if sorted(r.comment for r in want) != sorted(rule_comment(ep.name, m) for _, m in have):
         actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in have), want))
+    if ep.metadata != (ep.address in facts.metadata_ok):   # an earlier holder's opt-in goes too
+        actions.append(SetMetadataAccess(cfg.table, ep.address, ep.metadata))
     return actions
 
 
@@ -188,15 +215,18 @@ def plan_remove_network(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
 
 
 def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_name: str | None,
-                    last: bool, veth: str | None = None) -> list[Action]:
+                    last: bool, veth: str | None = None, address: str | None = None) -> list[Action]:
     """Removes what `name` has, found from the facts (works after a half-done connect too).
     `netns_name`: the named netns we created for it (None when the caller gave a path).
     `last`: no other endpoint remains, so the bridge and table go too. `veth`: its host end on
-    this network (default: the default network's name for it)."""
+    this network (default: the default network's name for it). `address`: its address on this
+    network (its metadata opt-in goes with it)."""
     actions: list[Action] = []
     rules = facts.rules.get(name, ())
     if rules and not last:
         actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in rules)))
+    if address in facts.metadata_ok and not last:
+        actions.append(SetMetadataAccess(cfg.table, address, False))
     veth = veth or cfg.veth_name(name)
     if veth in facts.links:
         actions.append(DeleteLink(veth))  # takes the peer in the namespace with it

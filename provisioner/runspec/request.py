@@ -72,6 +72,7 @@ class RunRequest:
     files: tuple[FileMount, ...] = ()             # secrets and configs (content in memory only)
     group_add: tuple[str, ...] = ()
     balance_group: str | None = None              # a replica: its ports shared with its group's, balanced
+    cloud_metadata: bool = False                  # may reach 169.254.169.254 (--cloud-metadata)
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":
@@ -157,7 +158,7 @@ def from_flags(image: str, command: tuple[str, ...] = (), *, name: str | None = 
                init: bool = False, tty: bool = False, interactive: bool = False, stop_signal: str | None = None,
                stop_timeout: int | None = None, platform: str | None = None, labels=(), networks=(),
                network_aliases=(), ip: str | None = None, add_hosts=(), dns=(), dns_search=(), dns_options=(),
-               group_add=()) -> RunRequest:
+               group_add=(), cloud_metadata: bool = False) -> RunRequest:
     """`docker run`'s flags, as typed → a request; a bad value is one ConfigError naming it."""
     health_flags = health_flags or HealthFlags()
     health_flags.check()
@@ -183,4 +184,4 @@ def from_flags(image: str, command: tuple[str, ...] = (), *, name: str | None = 
         stop_timeout=float(stop_timeout) if stop_timeout is not None else None,
         platform=parse_platform(platform) if platform else None, labels=tuple(parse_label(x) for x in labels),
         networks=attachments, network_mode=mode, extra_hosts=tuple(parse_extra_host(h) for h in add_hosts),
-        dns=parse_dns(dns, dns_search, dns_options), group_add=tuple(group_add))
+        dns=parse_dns(dns, dns_search, dns_options), group_add=tuple(group_add), cloud_metadata=cloud_metadata)

@@ -18,10 +18,10 @@ def parse_bytes(text: str | int) -> int | None:
 
 
 def parse_size(text, what: str = "size") -> int:
-    """parse_bytes, or one ConfigError naming `what`."""
+    """A size an option takes (parse_bytes), or one ConfigError naming the option (`what`)."""
     n = None if isinstance(text, bool) else parse_bytes(text)
     if n is None:
-        raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m or g)")
+        raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m, g or t)")
     return n
 
 

@@ -143,6 +143,9 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
                         pattern=re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$"), hint="like us-central1-a")
         region = zone.rsplit("-", 1)[0]
         network = c.string(d, "network", where)
+        if d.get("subnet") is not None and network is None:
+            raise c.fail(f"{where}.subnet needs 'network:' (the VPC network the subnet is in); without one the "
+                         "host goes on the stack's own network", d, "subnet")
         tags, spot = c.str_map(d, "labels", where), c.boolean(d, "preemptible", where, False)
         identity = _service_account(c, d, where)
         for k, v in tags.items():
@@ -150,8 +153,15 @@ def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
                 raise c.fail(f"{where}.labels.{k}: GCE labels are lowercase letters, digits, '_' and '-'",
                              d.get("labels"), k)
     rd = c.mapping(d, "root_disk", where) or {}
-    c.keys(rd, {"size", "type"}, f"{where}.root_disk")
-    root = RootDisk(c.integer(rd, "size", f"{where}.root_disk", 1, 65536), c.string(rd, "type", f"{where}.root_disk"))
+    rw = f"{where}.root_disk"
+    c.keys(rd, {"size", "type", "encrypted", "kms_key"}, rw)
+    root = RootDisk(c.integer(rd, "size", rw, 1, 65536), c.string(rd, "type", rw), c.boolean(rd, "encrypted", rw, True),
+                    c.string(rd, "kms_key", rw))
+    if not root.encrypted and root.kms_key:
+        raise c.fail(f"{rw}: kms_key with encrypted: false", rd, "kms_key")
+    if cloud == "gce" and not root.encrypted:
+        raise c.fail(f"{rw}.encrypted: GCE encrypts every disk; only kms_key (a customer-managed key) changes it",
+                     rd, "encrypted")
     return CloudSettings(cloud=cloud, instance_type=itype, image=image, region=region, zone=zone,
                          subnet=c.string(d, "subnet", where), network=network, tags=tags, spot=spot,
                          root_disk=root, identity=identity, line=yamlutil.line_of(d))
@@ -225,5 +235,6 @@ def _disks(c: Fields, d: dict | None, where: str):
         if size is None:
             raise c.fail(f"{vw}: 'size' (GiB) is needed to create volume {vname!r}", v)
         volumes.append(CloudVolume(vname, size, c.string(v, "type", vw), c.boolean(v, "encrypted", vw, True),
-                                  c.boolean(v, "keep", vw, False), c.integer(v, "iops", vw, 100, 256000)))
+                                  c.boolean(v, "keep", vw, False), c.integer(v, "iops", vw, 100, 256000),
+                                  c.string(v, "kms_key", vw)))
     return tuple(volumes), ephemeral, parsed

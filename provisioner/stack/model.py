@@ -25,6 +25,8 @@ from ..runspec.seccomp import SecurityOpts
 class RootDisk:
     size_gb: int | None = None
     type: str | None = None
+    encrypted: bool = True      # AWS: `encrypted: false` opts out (GCE encrypts every disk anyway)
+    kms_key: str | None = None  # AWS KMS key id/ARN/alias; GCE Cloud KMS key name (CMEK)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class CloudVolume:
     encrypted: bool
     keep: bool
     iops: int | None
+    kms_key: str | None = None  # as RootDisk.kms_key
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ class ServiceSpec:
     working_dir: str | None = None
     hostname: str | None = None
     security: SecurityOpts = SecurityOpts()
+    cloud_metadata: bool = False              # may reach the instance metadata service (169.254.169.254)
     line: int | None = None
     # -- the compose keys of issue 17 (defaults: compose's); see runspec/ for each value's meaning
     container_name: str | None = None

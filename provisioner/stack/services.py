@@ -20,7 +20,8 @@ from .model import FileDef, NetworkDef, ServiceSpec
 
 CORE_KEYS = {"image", "build", "command", "entrypoint", "environment", "env_file", "ports", "expose", "links",
              "depends_on", "restart", "healthcheck", "user", "working_dir", "hostname", "container_name", "labels",
-             "profiles", "scale", "volumes", "tmpfs", "networks", "network_mode", "secrets", "configs", "deploy"}
+             "profiles", "scale", "volumes", "tmpfs", "networks", "network_mode", "secrets", "configs", "deploy",
+             "cloud_metadata"}
 SERVICE_KEYS = CORE_KEYS | svc_runtime.KEYS
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
@@ -174,7 +175,8 @@ def _service(ctx: Context, name: str, d: dict, name_line: int | None) -> Service
         container_name=cname, labels=tuple(f.pairs(d, "labels", where)), expose=_expose(f, d, where),
         secrets=files.service_refs(f, d, where, "secret", ctx.secrets),
         configs=files.service_refs(f, d, where, "config", ctx.configs),
-        profiles=tuple(f.strings(d, "profiles", where, one_string=False)), **kw)
+        profiles=tuple(f.strings(d, "profiles", where, one_string=False)),
+        cloud_metadata=f.boolean(d, "cloud_metadata", where, False), **kw)
 
 
 def _env_files(f: Fields, d: dict, where: str) -> list[str]:

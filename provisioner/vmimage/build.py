@@ -71,7 +71,7 @@ E2SCRUB_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "e2scrub_all.servi
 class Debootstrap:
     spec: ImageSpec
     target: Path
-    agent_wheels: Path | None = None   # wheels of the agent's dependencies, baked into AGENT_VENV
+    agent_wheels: Path | None = None   # wheels of the agent's dependencies, baked into REMOTE_VENV
 
     def argv(self) -> list[str]:
         hooks = []
@@ -140,11 +140,11 @@ def _tree_mb(tree: Path) -> int:
 
 def _customise(tree: Path, runner: Runner) -> None:
     for rel, text in FILES.items():
-        atomic_write(tree / rel, text)
+        atomic_write(tree / rel, text, mode=0o644)
     # Every VM must generate its own host keys and machine id on first boot.
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    atomic_write(tree / "etc/machine-id", "")
+    atomic_write(tree / "etc/machine-id", "", mode=0o444)
     dbus_id = tree / "var/lib/dbus/machine-id"
     if dbus_id.exists() or dbus_id.is_symlink():
         dbus_id.unlink()

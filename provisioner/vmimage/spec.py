@@ -30,7 +30,7 @@ class ImageSpec:
     extra_packages: tuple[str, ...] = field(default_factory=tuple)
     size_mb: int = 0  # 0: size the filesystem from the tree (+ headroom)
     # Bake the host agent's Python dependencies into /opt/provisioner/venv, so a deploy sends and
-    # installs only the provisioner wheel itself.
+    # installs only the provisioner wheel itself (the wheels stay in /opt/provisioner/wheels, root's alone).
     agent: bool = True
 
     @property

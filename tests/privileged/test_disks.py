@@ -168,6 +168,7 @@ def test_fresh_raid0_over_three_devices_plus_a_volume(host):
     m = findmnt(host.mnt / "eph")
     assert m["fstype"] == "btrfs" and m["source"] in eph
     assert "noatime" in m["options"] and "compress=zstd:1" in m["options"]
+    assert {"nosuid", "nodev"} <= set(m["options"].split(","))   # what images bring is inert here
     assert findmnt(host.mnt / "data")["source"] == vol
     assert "Label: 'prov-vol-data'" in fs_show(host.mnt / "data")
 
@@ -176,7 +177,7 @@ def test_fresh_raid0_over_three_devices_plus_a_volume(host):
     text = host.fstab.read_text()
     assert text.startswith("# test fstab\n/dev/vdz1 /srv/other ext4 defaults 0 2\n")  # others' lines kept
     lines = managed_lines(text)
-    assert lines[0] == (f"UUID={uuid} {host.mnt / 'eph'} btrfs noatime,compress=zstd:1,nofail,"
+    assert lines[0] == (f"UUID={uuid} {host.mnt / 'eph'} btrfs noatime,nosuid,nodev,compress=zstd:1,nofail,"
                         "x-systemd.device-timeout=10s 0 0")
     assert lines[1].startswith(f"UUID={blkid(vol)['UUID']} {host.mnt / 'data'} btrfs ")
 

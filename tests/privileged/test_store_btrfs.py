@@ -239,3 +239,32 @@ def test_kill_9_during_image_loads_at_several_points(store, tmp_path, when):
         Store(store.root.parent / f"ref-{when}-{tag}", Runner()).export(f"layout/crafted:{tag}", ref)
         assert treecmp.diff(treecmp.describe(out), treecmp.describe(ref)) == []
     _consistent(store)
+
+
+_ADD = """
+import io, sys
+from provisioner.images.store import Store
+from provisioner.images.layers import MT_OCI_TAR
+from provisioner.runner import Runner
+raw = sys.stdin.buffer.read()
+Store(sys.argv[1], Runner()).add_layer(None, sys.argv[2], io.BytesIO(raw), MT_OCI_TAR)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="strace needed")
+def test_a_layer_is_synced_to_disk_before_it_is_renamed_into_place(store, tmp_path):
+    """Power loss after the rename must not leave a 'present' layer holding zero-length or
+    garbage files (btrfs writes data back lazily, the rename can commit first): the system calls
+    of a real add_layer show syncfs on the finished subvolume before its rename, and an fsync of
+    layers/ after it."""
+    raw, diff_id = layer([F(f"f{i}", os.urandom(8192)) for i in range(50)])
+    log = tmp_path / "strace.log"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=syncfs,fsync,rename,renameat,renameat2", "-o", str(log),
+                    sys.executable, "-c", _ADD, str(store.root), diff_id], input=raw, check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    calls = [line.split(None, 1)[1] for line in log.read_text().splitlines() if "(" in line]
+    work = next(i for i, c in enumerate(calls) if c.startswith("rename") and "/images/tmp/" in c
+                and f"/images/layers/{diff_id[7:]}\"" in c)
+    assert any(c.startswith("syncfs(") for c in calls[:work]), calls
+    assert any(c.startswith("fsync(") for c in calls[work + 1:]), calls
+    assert store.has_chain(diff_id)

@@ -301,3 +301,37 @@ def test_an_instance_profile_is_attached_at_launch(aws, tmp_path):
     web, db = instances[by_host["web"].instance.id], instances[by_host["db"].instance.id]
     assert web["IamInstanceProfile"]["Arn"].endswith("instance-profile/pull-from-ecr")
     assert "IamInstanceProfile" not in db
+
+
+def test_every_instance_requires_imdsv2_with_hop_limit_1_and_every_volume_is_encrypted(aws):
+    """The instance metadata service answers only IMDSv2 (a token from a PUT whose response
+    cannot cross a NAT hop: a container behind the host's masquerade never gets one), and no
+    volume — the root one included, which the stack gives no size for on host db — is
+    unencrypted."""
+    url, ec2, driver = aws
+    result = launch(plan_launch(load_stack(FIXTURE), "aws", PUBKEY), driver, timeouts=FAST)
+    ids = [h.instance.id for h in result.hosts]
+    instances = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 2
+    for inst in instances:
+        md = inst["MetadataOptions"]
+        assert (md["HttpTokens"], md["HttpPutResponseHopLimit"], md["HttpEndpoint"]) == ("required", 1, "enabled")
+        roots = [m for m in inst["BlockDeviceMappings"] if m["DeviceName"] == inst["RootDeviceName"]]
+        assert roots, f"{inst['InstanceId']} has no root volume mapping"
+    volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": ids}])["Volumes"]
+    assert len(volumes) == 4     # two roots, data and logs
+    assert [v["VolumeId"] for v in volumes if not v["Encrypted"]] == []
+
+
+def test_root_disk_encryption_can_be_turned_off_or_given_a_kms_key(aws, tmp_path):
+    url, ec2, driver = aws
+    text = open(FIXTURE).read()
+    text = text.replace("root_disk: {size: 20, type: gp3}", "root_disk: {size: 20, type: gp3, kms_key: alias/shop}")
+    text = text.replace("      region: us-east-1\n", "      region: us-east-1\n      root_disk: {encrypted: false}\n")
+    path = tmp_path / "stack.yml"
+    path.write_text(text)
+    plan = plan_launch(load_stack(str(path)), "aws", PUBKEY)
+    params = {h.host: driver._run_params(h, None, type("F", (), {"id": "sg-1"})(), False) for h in plan.hosts}
+    web, db = params["web"], params["db"]
+    assert (web["BlockDeviceMapping.1.Ebs.Encrypted"], web["BlockDeviceMapping.1.Ebs.KmsKeyId"]) == ("true", "alias/shop")
+    assert db["BlockDeviceMapping.1.Ebs.Encrypted"] == "false" and "BlockDeviceMapping.1.Ebs.KmsKeyId" not in db

@@ -84,7 +84,7 @@ def test_launch_creates_labelled_instances_firewalls_and_disks(double, gce, tmp_
     assert double.disks[("us-central1-a", "shop-web-logs")]["labels"]["provisioner-keep"] == "true"
     assert attached["data"]["source"].endswith("/zones/us-central1-a/disks/shop-web-data")
 
-    fws = double.firewalls
+    fws = {n: f for n, f in double.firewalls.items() if n not in double.default_firewalls}
     assert set(fws) == {"provisioner-shop-web-ssh", "provisioner-shop-web-ports", "provisioner-shop-db-ssh",
                         "provisioner-shop-db-ports"}
     assert fws["provisioner-shop-web-ssh"]["sourceRanges"] == ["198.51.100.0/24"]
@@ -114,7 +114,7 @@ def test_destroy_removes_only_the_stacks_resources(double, gce):
     launch(_plan(), gce, timeouts=FAST)
     removed, kept = destroy(gce, "shop", timeouts=FAST)
     assert [v.name for v in kept] == ["shop-web-logs"]
-    assert set(double.firewalls) == {"allow-internal"}
+    assert set(double.firewalls) - double.default_firewalls == {"allow-internal"}
     assert double.instances == {}
     assert set(double.disks) == {("us-central1-a", "other-disk"), ("us-central1-a", "shop-web-logs")}
     assert double.disks[("us-central1-a", "shop-web-logs")]["users"] == []
@@ -145,7 +145,7 @@ def test_the_double_rejects_bodies_that_break_the_discovery_document(double, gce
         gce._mutate("POST", "/global/firewalls", "bad", {"name": "y", "direction": "SIDEWAYS"})
     with pytest.raises(CloudInvalid, match="expected an integer"):
         gce._mutate("POST", "/global/firewalls", "bad", {"name": "z", "priority": "high"})
-    assert len(double.violations) == 3 and double.firewalls == {}
+    assert len(double.violations) == 3 and set(double.firewalls) == double.default_firewalls
     double.violations.clear()  # expected here; the fixture asserts none elsewhere
 
 
@@ -178,7 +178,7 @@ def test_instance_that_never_runs_is_replaced_once_then_reported_and_rolled_back
         launch(_plan(), gce, timeouts=Timeouts(running=0.2, host_keys=1, deleted=5, interval=0.01))
     inserts = [r[2]["name"] for r in double.requests if r[0] == "compute.instances.insert"]
     assert inserts == ["shop-web", "shop-db", "shop-db"]
-    assert double.instances == {} and double.disks == {} and double.firewalls == {}
+    assert double.instances == {} and double.disks == {} and set(double.firewalls) == double.default_firewalls
 
 
 def test_credentials(double, monkeypatch):
@@ -210,7 +210,7 @@ def test_cli_launch_status_destroy(double, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "shop-web-data" in res.stdout
     res = runner.invoke(cli, ["destroy", "shop", "--cloud", "gce", "--yes"])
     assert res.exit_code == 0, res.output
-    assert double.instances == {} and double.firewalls == {}
+    assert double.instances == {} and set(double.firewalls) == double.default_firewalls
 
 
 def test_relaunch_reattaches_kept_disk(double, gce):
@@ -273,3 +273,58 @@ def test_a_service_account_is_attached_at_launch(double, gce, tmp_path):
     assert web["serviceAccounts"] == [{"email": "puller@test-project.iam.gserviceaccount.com",
                                        "scopes": ["https://www.googleapis.com/auth/devstorage.read_only"]}]
     assert "serviceAccounts" not in double.instances[("us-central1-a", "shop-db")]
+
+
+def _ssh_open_to_all(rule: dict) -> bool:
+    def covers_22(ports):
+        return not ports or any(p == "22" or ("-" in p and int(p.split("-")[0]) <= 22 <= int(p.split("-")[1]))
+                                for p in ports)
+    return "0.0.0.0/0" in rule.get("sourceRanges", []) and any(
+        a["IPProtocol"] in ("tcp", "all") and covers_22(a.get("ports")) for a in rule.get("allowed", []))
+
+
+def test_instances_are_on_the_stacks_own_network_and_nothing_opens_ssh_to_everyone(double, gce):
+    """The project's default network comes with default-allow-ssh (0.0.0.0/0 on 22), which would
+    make the stack's SSH range meaningless: every instance is on a network the stack owns, whose
+    only rules are the stack's, and no rule that applies to an instance opens port 22 to all."""
+    launch(_plan(), gce, timeouts=FAST)
+    assert set(double.instances) == {("us-central1-a", "shop-web"), ("us-central1-a", "shop-db")}
+    for inst in double.instances.values():
+        open_ssh = [f["name"] for f in double.effective_ingress(inst) if _ssh_open_to_all(f)]
+        assert open_ssh == [], f"{inst['name']}: {open_ssh}"
+        (nic,) = inst["networkInterfaces"]
+        assert nic["network"].endswith("/global/networks/provisioner-shop")
+        assert {f["name"] for f in double.effective_ingress(inst)} == {
+            f"provisioner-{inst['name']}-ssh", f"provisioner-{inst['name']}-ports"}
+    net = double.networks["provisioner-shop"]
+    assert net["autoCreateSubnetworks"] is True and net["description"] == "provisioner stack=shop"
+    # destroy takes the network too, after what uses it
+    destroy(gce, "shop", timeouts=FAST)
+    assert "provisioner-shop" not in double.networks and set(double.networks) == {"default"}
+
+
+def test_default_network_only_when_named_and_a_named_network_is_used_as_is(double, gce, tmp_path):
+    text = open(FIXTURE).read().replace("zone: us-central1-a\n      preemptible", "zone: us-central1-a\n      "
+                                        "network: default\n      preemptible")
+    path = tmp_path / "stack.yml"
+    path.write_text(text)
+    launch(_plan(path), gce, timeouts=FAST)
+    web = double.instances[("us-central1-a", "shop-web")]
+    assert web["networkInterfaces"][0]["network"].endswith("/global/networks/default")
+    db = double.instances[("us-central1-a", "shop-db")]
+    assert db["networkInterfaces"][0]["network"].endswith("/global/networks/provisioner-shop")
+
+
+def test_customer_managed_keys(double, gce, tmp_path):
+    key = "projects/p/locations/us/keyRings/r/cryptoKeys/k"
+    text = open(FIXTURE).read().replace("root_disk: {size: 20, type: pd-balanced}",
+                                        f"root_disk: {{size: 20, type: pd-balanced, kms_key: {key}}}")
+    text = text.replace("          size: 10\n", f"          size: 10\n          kms_key: {key}\n")
+    path = tmp_path / "stack.yml"
+    path.write_text(text)
+    launch(_plan(path), gce, timeouts=FAST)
+    web = double.instances[("us-central1-a", "shop-web")]
+    boot = next(d for d in web["disks"] if d.get("boot"))
+    assert boot["diskEncryptionKey"] == {"kmsKeyName": key}
+    assert double.disks[("us-central1-a", "shop-web-data")]["diskEncryptionKey"] == {"kmsKeyName": key}
+    assert "diskEncryptionKey" not in double.disks[("us-central1-a", "shop-web-logs")]

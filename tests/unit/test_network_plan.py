@@ -14,7 +14,7 @@ from provisioner.network.manage import SystemPaths
 from provisioner.network.model import Endpoint, NetworkConfig
 from provisioner.network.plan import (
     CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, ReplacePortRules,
-    SetSysctl, plan_connect, plan_disconnect, port_rules,
+    SetMetadataAccess, SetSysctl, UpgradeTable, plan_connect, plan_disconnect, port_rules,
 )
 from provisioner.runspec.ports import PortMapping, parse_ports
 from provisioner.errors import CommandError, ConfigError, ContainerError
@@ -62,7 +62,7 @@ def test_plan_connect_on_a_bare_host():
 def converged(e: Endpoint) -> NetFacts:
     return NetFacts(links=frozenset({"prov0", e.veth}), bridged=frozenset({e.veth}), netns=frozenset({"prov-web"}),
                     ip_forward="1",
-                    route_localnet="1", table_exists=True,
+                    route_localnet="1", table_exists=True, table_current=True,
                     rules={e.name: tuple((10 + i, str(m)) for i, m in enumerate(e.ports))})
 
 
@@ -79,7 +79,8 @@ def test_plan_connect_replaces_changed_port_rules_in_one_transaction():
 
 def test_plan_connect_into_a_given_netns_creates_none():
     e = ep(owns=False)
-    facts = NetFacts(links=frozenset({"prov0"}), ip_forward="1", route_localnet="1", table_exists=True)
+    facts = NetFacts(links=frozenset({"prov0"}), ip_forward="1", route_localnet="1", table_exists=True,
+                     table_current=True)
     actions = plan_connect(facts, CFG, e)
     assert actions == [CreateVeth(e.veth, "prov0", "/proc/42/ns/net", "eth0", "10.88.0.2/16", "10.88.0.1")]
 
@@ -143,6 +144,7 @@ class FakeHost:
         self.netns: set[str] = set()
         self.table = False
         self.rules: dict[int, str] = {}
+        self.metadata: set[str] = set()
         self.next_handle = 10
         self.fail_on = fail_on
         self.proc = tmp / "proc"
@@ -192,10 +194,15 @@ class FakeHost:
         elif argv[:4] == ("nft", "-j", "-a", "list"):
             if not self.table:
                 return Result(argv, 1, "", "Error: No such file or directory")
-            out = json.dumps({"nftables": [{"rule": {"chain": "ports", "handle": h, "comment": c}}
-                                           for h, c in self.rules.items()]})
+            out = json.dumps({"nftables": [{"chain": {"name": "guard"}},
+                                           {"set": {"name": "metadata_ok", "elem": sorted(self.metadata)}}]
+                             + [{"rule": {"chain": "ports", "handle": h, "comment": c}}
+                                for h, c in self.rules.items()]})
+        elif argv[0] == "nft" and len(argv) == 2 and " element " in argv[1]:
+            addr = argv[1].split("{ ")[1].split(" }")[0]
+            (self.metadata.add if argv[1].startswith("add") else self.metadata.discard)(addr)
         elif argv[:3] == ("nft", "delete", "table"):
-            self.table, self.rules = False, {}
+            self.table, self.rules, self.metadata = False, {}, set()
         return Result(argv, 0, out, "")
 
     def nft_script(self, script: str):
@@ -398,3 +405,30 @@ def test_preflight_names_missing_tools(tmp_path, monkeypatch):
     runner.known_commands |= {"nft"}
     assert preflight(runner, proc=tmp_path) == []
     assert preflight(runner, proc=tmp_path / "nope") == ["no IPv4 networking in this kernel (/proc/sys/net/ipv4 missing)"]
+
+
+def test_an_older_table_is_upgraded_in_place_and_metadata_access_follows_the_endpoint():
+    e = ep(ports=parse_ports(["8080:80"]))
+    old = replace(converged(e), table_current=False)
+    assert plan_connect(old, CFG, e) == [UpgradeTable("provisioner", "prov0", "10.88.0.0/16")]
+    (argv, script), = napply.commands(UpgradeTable("t", "prov0", "10.88.0.0/16"))
+    assert script.startswith("flush chain ip t prerouting\n") and "flush chain ip t ports" not in script
+    assert 'iifname != "lo" ip daddr 127.0.0.0/8 drop' in script and 'oifname "prov0" drop' in script
+    opted = replace(e, metadata=True)
+    assert plan_connect(converged(e), CFG, opted) == [SetMetadataAccess("provisioner", "10.88.0.2", True)]
+    had = replace(converged(e), metadata_ok=frozenset({"10.88.0.2"}))
+    assert plan_connect(had, CFG, opted) == []
+    assert plan_connect(had, CFG, e) == [SetMetadataAccess("provisioner", "10.88.0.2", False)]  # a previous holder's
+    assert SetMetadataAccess("provisioner", "10.88.0.2", False) in plan_disconnect(
+        had, CFG, "web", netns_name="prov-web", last=False, address="10.88.0.2")
+    assert napply.commands(SetMetadataAccess("t", "10.88.0.5", True)) == [
+        (["nft", "add element ip t metadata_ok { 10.88.0.5 }"], None)]
+
+
+def test_the_table_guards_loopback_the_bridge_and_the_metadata_address():
+    (argv, script), = napply.commands(CreateTable("t", "prov0", "10.88.0.0/16"))
+    guard = script.split("chain guard {")[1].split("}")[0]
+    assert "priority raw" in guard and 'iifname != "lo" ip daddr 127.0.0.0/8 drop' in guard
+    forward = script.split("chain forward {")[1].split("}")[0].strip().splitlines()
+    assert forward[1].strip() == 'iifname "prov0" ip daddr 169.254.169.254 ip saddr != @metadata_ok drop'
+    assert forward[-1].strip() == 'oifname "prov0" drop'

@@ -17,6 +17,7 @@ import pytest
 from provisioner.images import pull as pullmod
 from provisioner.images.auth import load_credentials, parse_challenge
 from provisioner.images.layers import apply_layer
+from provisioner.images.tarsafety import Budget
 from provisioner.images.transport import retry_after
 from provisioner.errors import ConfigError, ImageError, RegistryError
 from tests.registry_fixture import Fault, FakeRegistry, FaultProxy, make_image, serve_image, sha256
@@ -61,7 +62,14 @@ class DirStore:
     def has_chain(self, chain):
         return self.layer_path(chain).is_dir()
 
-    def add_layer(self, parent, diff_id, fileobj, media_type):
+    @staticmethod
+    def free_space_budget(pending=0):
+        return Budget(1 << 40, "a test store")
+
+    def layer_info(self, chain):
+        return {"size": 0}
+
+    def add_layer(self, parent, diff_id, fileobj, media_type, budget=None):
         assert self.locked
         chain = self.chain_id(parent, diff_id)
         if self.on_add:
@@ -70,7 +78,7 @@ class DirStore:
         if parent:
             shutil.copytree(self.layer_path(parent), work, symlinks=True)
         try:
-            applied = apply_layer(fileobj, media_type, work)
+            applied = apply_layer(fileobj, media_type, work, budget)
             while fileobj.read(1 << 20):
                 pass
             if applied.diff_id != diff_id:

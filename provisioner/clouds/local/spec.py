@@ -64,7 +64,7 @@ class VmSpec:
 
     def validate(self) -> None:
         for what, value in (("stack", self.stack), ("host", self.host)):
-            if not _NAME.match(value):
+            if not _NAME.fullmatch(value):
                 raise ConfigError(f"local cloud: {what} name {value!r} must be lowercase letters, digits and '-'")
         if self.style not in STYLES:
             raise ConfigError(f"local cloud: disk style {self.style!r} unknown (expected one of {', '.join(STYLES)})")
@@ -72,7 +72,7 @@ class VmSpec:
             raise ConfigError(f"local cloud: {self.ephemeral} ephemeral disks (0..8 supported)")
         names = [v.name for v in self.volumes]
         for n in names:
-            if not _NAME.match(n):
+            if not _NAME.fullmatch(n):
                 raise ConfigError(f"local cloud: volume name {n!r} must be lowercase letters, digits and '-'")
         if len(set(names)) != len(names):
             raise ConfigError(f"local cloud: duplicate volume names in {names}")

@@ -3,18 +3,24 @@ the configured groups (`usermod -a -G`), and write ~/.ssh/authorized_keys (0600 
 owned by the user) atomically. A user with keys listed gets exactly those keys: removing one
 from the config removes it from the host (key rotation). A user with no keys listed keeps its file.
 
+The user owns ~ and ~/.ssh and may swap their entries for symlinks at any moment (to /etc, to
+/etc/shadow) while root works there: root opens them by fd with O_NOFOLLOW and changes owner,
+mode and content only through those fds (fsutil.write_at), never by path. A symlink in the way
+is refused, never followed.
+
 With a sysroot other than `/`, useradd/usermod get `--prefix SYSROOT` (their /etc and /home there).
 """
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import HostError
+from ...fsutil import open_dir_nofollow, read_nofollow, write_at
 from ..config import User
 from . import Outcome, StepContext, describe, read_text
-from .files import WriteFile, needs_write, write
 
 HEADER = "# Managed by provisioner from the host config; changes are overwritten at boot.\n"
 
@@ -87,14 +93,18 @@ def _ssh_paths(ctx: StepContext, acct: Account) -> tuple[Path, Path]:
 
 
 def _keys_match(ctx: StepContext, user: User, acct: Account) -> bool:
+    """~/.ssh a real 0700 directory and authorized_keys a real 0600 file, both the user's, holding
+    exactly the keys (read without following a symlink)."""
     ssh, keys = _ssh_paths(ctx, acct)
     try:
-        st = ssh.stat()
+        st = os.lstat(ssh)
     except FileNotFoundError:
         return False
-    if (st.st_mode & 0o7777) != 0o700 or (st.st_uid, st.st_gid) != (acct.uid, acct.gid):
+    if not stat.S_ISDIR(st.st_mode) or (st.st_mode & 0o7777) != 0o700 or (st.st_uid, st.st_gid) != (acct.uid, acct.gid):
         return False
-    return not needs_write(keys, keys_content(user), 0o600, acct.uid, acct.gid)
+    got = read_nofollow(str(keys))
+    return got is not None and got[1] == keys_content(user).encode() and (got[0].st_mode & 0o7777) == 0o600 \
+        and (got[0].st_uid, got[0].st_gid) == (acct.uid, acct.gid)
 
 
 def facts(ctx: StepContext) -> Facts:
@@ -127,13 +137,32 @@ def _install_keys(ctx: StepContext, a: InstallKeys) -> None:
     acct = parse_passwd(read_text(ctx.path("/etc/passwd")) or "").get(a.name)
     if acct is None:
         raise HostError(f"user {a.name} is not in {ctx.path('/etc/passwd')} after useradd")
-    ssh, keys = _ssh_paths(ctx, acct)
-    if ssh.is_symlink():
-        raise HostError(f"{ssh} is a symlink; refusing to write keys through it")
-    ssh.mkdir(parents=True, exist_ok=True)
-    os.chmod(ssh, 0o700)
-    os.chown(ssh, acct.uid, acct.gid)
-    write(WriteFile(str(keys), a.content, 0o600, acct.uid, acct.gid))
+    ssh, _keys = _ssh_paths(ctx, acct)
+    try:
+        home = open_dir_nofollow(ssh.parent)
+    except OSError as exc:
+        raise HostError(f"{ssh.parent} (home of {a.name}) is not a directory ({exc.strerror}); refusing") from None
+    try:
+        try:
+            os.mkdir(".ssh", 0o700, dir_fd=home)
+        except FileExistsError:
+            pass
+        try:
+            sfd = open_dir_nofollow(".ssh", dir_fd=home)
+        except OSError as exc:
+            raise HostError(f"{ssh} is not a directory (a symlink?: {exc.strerror}); refusing to write keys "
+                            "through it") from None
+        try:
+            os.fchown(sfd, acct.uid, acct.gid)
+            os.fchmod(sfd, 0o700)
+            try:
+                write_at(sfd, "authorized_keys", a.content, 0o600, acct.uid, acct.gid)
+            except OSError as exc:   # the user moved our file away meanwhile: refused, nothing followed
+                raise HostError(f"cannot write {ssh}/authorized_keys ({exc.strerror})") from None
+        finally:
+            os.close(sfd)
+    finally:
+        os.close(home)
 
 
 def apply(ctx: StepContext, actions) -> None:
