@@ -40,6 +40,8 @@ class RunRequest:
     healthcheck: Healthcheck | None = None        # a stack's own check: replaces the image's whole
     health_flags: HealthFlags = field(default_factory=HealthFlags)  # --health-* / --no-healthcheck
     cloud_metadata: bool = False                  # may reach 169.254.169.254 (--cloud-metadata)
+    replaces: str | None = None                   # start-first: takes this container's published ports
+                                                  # over when told (Manager.takeover), not before
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":
