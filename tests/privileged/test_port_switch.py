@@ -64,7 +64,8 @@ HTTP_CLIENT = textwrap.dedent("""
     import os, socket, sys, time
     host, port, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     ports, i = [41001, 41002, 41003, 41004], 0
-    while not os.path.exists(stop):
+    deadline = time.time() + 300
+    while not os.path.exists(stop) and time.time() < deadline:
         sport, t = ports[i % 4], time.time()
         i += 1
         try:
@@ -198,6 +199,12 @@ def test_a_tcp_switch_loses_no_request_and_drains_what_was_established(lan):
         time.sleep(1.5)
     finally:
         stop.touch()
+        (tmp / "finish-held").touch()
+        for proc in (held, client):      # never left behind, whatever failed
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     lines = [ln.split(" ", 3) for ln in client.communicate(timeout=30)[0].splitlines()]
     assert [ln for ln in lines if ln[2] != "ok"] == [], "requests failed across the switch"
     assert {ln[3] for ln in lines if float(ln[0]) < t0} == {"v1"}
@@ -214,7 +221,8 @@ HELD = textwrap.dedent("""
     import os, socket, sys, time
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
     s.sendall(b"GET / HTTP/1.0\\r\\n")                 # the request's last line comes later
-    while not os.path.exists(sys.argv[3]):
+    deadline = time.time() + 120
+    while not os.path.exists(sys.argv[3]) and time.time() < deadline:
         time.sleep(0.05)
     s.sendall(b"\\r\\n")
     data = b""
