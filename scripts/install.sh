@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # images: registry and peers
   docker-registry skopeo umoci podman
   # networking
-  iproute2 iptables nftables procps
+  iproute2 iptables nftables procps conntrack
   # containers: --init (compose init: true) runs the host's tini-static as PID 1
   tini
   # local cloud (qemu VMs)

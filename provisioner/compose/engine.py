@@ -30,11 +30,14 @@ from ..errors import ConfigError, StackError
 from ..fsutil import atomic_write, private_dir
 from ..images.reference import parse as parse_reference
 from ..runspec.request import RunRequest
+from ..stack.loader import load_stack
+from ..stack.project import ProjectOptions
 from ..stack.model import ServiceSpec, Stack
 from . import request as requests
 from .names import STATE_DIR, container_name, volume_name
 from .plan import (  # noqa: F401 (the engine's API: callers and tests import these from here too)
-    Create, Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths, replica_key, split_key,
+    Create, Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths, replica_key, service_hashes,
+    split_key,
 )
 from .releases import Releases
 from .waits import Waits
@@ -92,22 +95,7 @@ class Stacks:
             yield
 
     def hashes(self, stack: Stack, pins: dict[str, str] | None = None) -> dict[str, str]:
-        pins = pins or {}
-        out = {}
-        for name, spec in stack.services.items():
-            texts = {}
-            for f in spec.env_files:
-                try:
-                    texts[f] = Path(f).read_text()
-                except OSError as exc:
-                    raise StackError(f"services.{name}.env_file: cannot read ({exc.strerror})", f) from exc
-            for f in profile_paths(spec):
-                try:
-                    texts[f] = Path(f).read_text()
-                except OSError as exc:
-                    raise StackError(f"services.{name}.security_opt: cannot read ({exc.strerror})", f) from exc
-            out[name] = config_hash(spec, texts, pins.get(spec.image), requests.hash_inputs(stack, spec))
-        return out
+        return service_hashes(stack, pins)
 
     def facts(self, stack: Stack, state: dict) -> dict[str, Current]:
         """What exists: the recorded containers, plus any container with a replica's name the state
@@ -220,14 +208,34 @@ class Stacks:
 
     def _record(self, stack: Stack, state: dict, hashes: dict[str, str], pins: dict[str, str], actions: list,
                 by: str) -> None:
+        specs = service_hashes(stack, portable=True)
         services = {}
         for name, spec in stack.services.items():
-            ref = parse_reference(spec.image)
-            services[name] = {"hash": hashes[name], "image": spec.image, "digest": pins.get(spec.image),
-                              "image_name": ref.name, "container": self._current(stack, state, name),
+            services[name] = {"hash": hashes[name], "spec": specs[name], "image": spec.image,
+                              "digest": pins.get(spec.image), "image_name": parse_reference(spec.image).name,
+                              "container": self._current(stack, state, name),
                               **({"replicas": spec.replicas} if spec.replicas > 1 else {})}
         rel = Releases(self.root, stack.name).record(stack, services, [describe(a) for a in actions], by)
         self.progress(f"release {rel.number} of {stack.name}")
+
+    def rollback(self, stack_name: str, to: int | None = None) -> tuple[int, Stack, list]:
+        """Go back to release `to` (default: the one before the current): its stack file and the
+        files it names back in place, its digests pinned, then `up` — only what differs from now is
+        recreated. Recorded as a new release ("rollback to N"). Returns (N, its stack, actions).
+        The file is read as it was brought up: under the stack's name, from the .env files and with
+        the profiles it recorded (privileged services were allowed when it was)."""
+        releases = Releases(self.root, stack_name)
+        target = releases.get(to) if to is not None else releases.previous()
+        cur = releases.current()
+        if cur is not None and cur.number == target.number:
+            raise StackError(f"release {target.number} of {stack_name} is the current one already")
+        path = releases.restore(target)
+        project = ProjectOptions(name=stack_name, env_files=target.env_files, profiles=target.profiles)
+        stack = load_stack(str(path), hosts_required=False, project=project, allow_privileged=True
+                           ).only(set(target.services))
+        pins = {s["image"]: s["digest"] for s in target.services.values() if s.get("digest")}
+        self.progress(f"{stack_name}: rolling back to release {target.number}")
+        return target.number, stack, self.up(stack, pins=pins, by=f"rollback to {target.number}")
 
     def request(self, stack: Stack, spec: ServiceSpec, replica: int = 1, pins: dict[str, str] | None = None,
                 state: dict | None = None) -> RunRequest:

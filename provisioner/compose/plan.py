@@ -16,8 +16,11 @@ import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from ..errors import StackError
 from ..stack.model import ServiceSpec, Stack
+from . import request as requests   # what a service gets from the rest of the stack (hash_inputs)
 
 # ServiceSpec's fields before issue 17: always hashed. Later ones are hashed only when set, so an
 # unchanged service keeps its hash (and its container) when the model grows.
@@ -47,14 +50,31 @@ def profile_paths(spec: ServiceSpec) -> list[str]:
     return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
 
 
+def _relative(value, base: str):
+    """`value` with every path under `base` written relative to it (recursively)."""
+    if isinstance(value, str):
+        return value[len(base) + 1:] if value.startswith(base + "/") else value
+    if isinstance(value, dict):
+        return {k: _relative(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relative(v, base) for v in value]
+    return value
+
+
 def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str | None = None,
-                extra: dict | None = None) -> str:
+                extra: dict | None = None, base: str | None = None) -> str:
     """What the service's containers are made from: every field but its line (a field added later
     only when set), the contents of its env files and seccomp profiles (`env_file_texts`: path →
     text, for both), the image's manifest digest when a release pins it (a new digest under the
     same tag is a new container), and `extra` (what it gets from the rest of the stack: its
-    networks, its secrets' and configs' digests)."""
+    networks, its secrets' and configs' digests).
+
+    With `base` (the stack file's folder) the hash is *portable*: paths under the folder count by
+    their place in it, so the operator's copy of a stack and the host's copy deploy pushed hash
+    alike — how deploy tells, before touching a host, which services a release changes."""
     data = asdict(spec)
+    if base is not None:
+        data = _relative(data, base.rstrip("/"))
     if digest:
         data["image_digest"] = digest
     data.pop("line", None)
@@ -73,9 +93,30 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str |
         data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
     if extra:
-        data["stack"] = extra
+        data["stack"] = _relative(extra, base.rstrip("/")) if base is not None else extra
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+def service_hashes(stack: Stack, pins: dict[str, str] | None = None, *, portable: bool = False) -> dict[str, str]:
+    """Each service's config hash, reading the env files and seccomp profiles it names and the
+    digests of its secrets and configs (the one part of this module that reads anything).
+    `portable`: counted from the stack file's folder."""
+    pins = pins or {}
+    base = str(Path(stack.path).resolve().parent) if portable else None
+    out = {}
+    for name, spec in stack.services.items():
+        texts = {}
+        for key, paths in (("env_file", spec.env_files), ("security_opt", profile_paths(spec))):
+            for f in paths:
+                try:
+                    texts[f] = Path(f).read_text()
+                except OSError as exc:
+                    raise StackError(f"services.{name}.{key}: cannot read ({exc.strerror})", f) from exc
+        out[name] = config_hash(spec, texts, pins.get(spec.image), requests.hash_inputs(stack, spec), base)
+    return out
+
+
+# ---- facts and plan (pure) ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Current:

@@ -99,7 +99,7 @@ class Creating:
                  "log": {"max_size": req.log.max_size, "max_files": req.log.max_files}
                  if (req.log.max_size or req.log.max_files) else None,
                  "host_network": host_network or None, "balance": req.balance_group,
-                 "cloud_metadata": req.cloud_metadata or None}
+                 "cloud_metadata": req.cloud_metadata or None, "replaces": req.replaces}
         config.update({k: v for k, v in later.items() if v not in (None, [], {})})
         return config
 

@@ -85,4 +85,10 @@ def connect(mgr, rec: ContainerRecord, exposed) -> network.Endpoint:
         networks=[NetworkAttachment.from_json(a) for a in cfg.get("networks", ())],
         extra_hosts=[tuple(h) for h in cfg.get("extra_hosts", ())],
         dns=tuple(tuple(x) for x in cfg["dns"]) if cfg.get("dns") else None, group=cfg.get("balance"),
-        metadata=bool(cfg.get("cloud_metadata")))
+        metadata=bool(cfg.get("cloud_metadata")), standby_for=_standing_by(mgr, rec))
+
+
+def _standing_by(mgr, rec: ContainerRecord) -> str | None:
+    """The container whose ports `rec` is to take over (run with `replaces`), while that one still has them."""
+    old = rec.config.get("replaces")
+    return old if old and network.endpoint(mgr.root, old) is not None else None

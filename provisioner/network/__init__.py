@@ -1,5 +1,5 @@
 """Container networking: a bridge, a veth pair per container in its own network namespace,
-addresses from a persisted allocator, NAT for egress, published ports as nftables DNAT rules,
+addresses from a persisted allocator, NAT for egress, published ports as nftables DNAT rules behind verdict maps,
 Docker-style --link (/etc/hosts lines + env vars) and a working resolv.conf.
 
 Layout (house style: facts → pure plan → apply):
@@ -13,13 +13,15 @@ Layout (house style: facts → pure plan → apply):
   registry.py user-defined networks: a bridge, subnet and table each, recorded with their labels
   names.py   what /etc/hosts says: links, and every container on a shared network, kept current
   balance.py a replicated service's published ports, over a map of its ready replicas' addresses
-  manage.py  connect / disconnect / reconnect / relink / remove_network: what the container code calls
+  manage.py  connect / disconnect / reconnect / relink / takeover / remove_network: what the container code calls
+  conntrack.py  the kernel's connection tracking entries of an endpoint: flushed and drained at a switch
 """
 from .model import DEFAULT_NETWORK, Endpoint, NetworkConfig
 from .manage import (
-    connect, disconnect, endpoint, endpoints, reconnect, relink, remove_network, set_balance, teardown,
+    connect, disconnect, endpoint, endpoints, reconnect, relink, remove_network, set_balance, takeover, teardown,
 )
 from .registry import NetworkSpec, all_networks, ensure
 
 __all__ = ["DEFAULT_NETWORK", "Endpoint", "NetworkConfig", "NetworkSpec", "all_networks", "connect", "disconnect",
-           "endpoint", "endpoints", "ensure", "reconnect", "relink", "remove_network", "set_balance", "teardown"]
+           "endpoint", "endpoints", "ensure", "reconnect", "relink", "remove_network", "set_balance", "takeover",
+           "teardown"]

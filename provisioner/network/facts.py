@@ -9,9 +9,20 @@ from typing import Mapping
 
 from ..errors import ContainerError
 from .balance import parse_table
+from .chains import BOUND_MAP, PORT_CHAIN, WILD_MAP
 from .model import NetworkConfig
 
 RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<mapping>"
+
+
+@dataclass(frozen=True)
+class LegacyRule:
+    """A DNAT rule an earlier version put in the `ports` chain itself (before the port maps)."""
+
+    container: str
+    mapping: str
+    address: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -24,11 +35,13 @@ class NetFacts:
     table_exists: bool = False
     table_current: bool = False                      # it has what this version's table_script makes
     metadata_ok: frozenset[str] = frozenset()        # addresses allowed the instance metadata service
-    rules: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # container → ((handle, mapping), ...)
+    rules: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # container → ((chain, mapping), ...)
+    legacy: tuple[LegacyRule, ...] = ()               # an older table's rules, carried over by its upgrade
     local_addresses: frozenset[str] = frozenset()
     interface_networks: tuple[tuple[str, str], ...] = ()  # (ifname, "10.0.0.5/24") of every IPv4 address
-    balanced: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # group → ((handle, mapping), …)
+    balanced: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # group → ((chain, mapping), …)
     lb_maps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # map name → addresses, in order
+    legacy_balanced: tuple[tuple[str, str], ...] = ()   # (group, mapping): an older table's balanced rules
 
 
 def _read(path: Path) -> str | None:
@@ -49,33 +62,50 @@ def parse_rule_comment(comment: str) -> tuple[str, str] | None:
     return name, mapping
 
 
-def parse_nft_table(text: str, chain: str = "ports") -> dict[str, tuple[tuple[int, str], ...]]:
-    """`nft -j -a list table ...` → our tagged rules in `chain`, by container."""
+def _nft_items(text: str) -> list[dict]:
     try:
-        items = json.loads(text).get("nftables", [])
+        return json.loads(text).get("nftables", [])
     except ValueError as exc:
         raise ContainerError(f"unreadable `nft -j` output: {exc}") from exc
-    out: dict[str, list[tuple[int, str]]] = {}
-    for item in items:
+
+
+def parse_nft_table(text: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """`nft -j -a list table ...` → the published ports' chains, by the container their DNAT rule
+    is tagged with: container → ((chain, mapping), ...)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for item in _nft_items(text):
         rule = item.get("rule")
-        if not rule or rule.get("chain") != chain:
+        if not rule or not str(rule.get("chain", "")).startswith(PORT_CHAIN):
             continue
         tag = parse_rule_comment(rule.get("comment") or "")
         if tag:
-            out.setdefault(tag[0], []).append((int(rule["handle"]), tag[1]))
+            out.setdefault(tag[0], []).append((rule["chain"], tag[1]))
     return {k: tuple(v) for k, v in out.items()}
+
+
+def parse_legacy_rules(text: str) -> tuple[LegacyRule, ...]:
+    """The tagged DNAT rules directly in the `ports` chain: what tables before the port maps had."""
+    out = []
+    for item in _nft_items(text):
+        rule = item.get("rule")
+        if not rule or rule.get("chain") != "ports":
+            continue
+        tag = parse_rule_comment(rule.get("comment") or "")
+        dnat = next((e["dnat"] for e in rule.get("expr", []) if isinstance(e, dict) and "dnat" in e), None)
+        if tag and dnat and "addr" in dnat and "port" in dnat:
+            out.append(LegacyRule(tag[0], tag[1], str(dnat["addr"]), int(dnat["port"])))
+    return tuple(out)
 
 
 def parse_nft_state(text: str) -> tuple[bool, frozenset[str]]:
     """`nft -j list table ...` → (has this version's guard chain and metadata set, the set's addresses)."""
-    try:
-        items = json.loads(text).get("nftables", [])
-    except ValueError as exc:
-        raise ContainerError(f"unreadable `nft -j` output: {exc}") from exc
+    items = _nft_items(text)
     guard = any((i.get("chain") or {}).get("name") == "guard" for i in items)
     sets = [i["set"] for i in items if (i.get("set") or {}).get("name") == "metadata_ok"]
+    maps = {(i.get("map") or {}).get("name") for i in items}
     elems = frozenset(e for s in sets for e in s.get("elem", []) if isinstance(e, str))
-    return guard and bool(sets), elems
+    legacy = parse_legacy_rules(text) or parse_table(items)[2]
+    return guard and bool(sets) and {BOUND_MAP, WILD_MAP} <= maps and not legacy, elems
 
 
 def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
@@ -91,14 +121,14 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
     except FileNotFoundError:
         netns = frozenset()
     sysnet = Path(proc) / "sys" / "net" / "ipv4"
-    balanced, lb_maps = {}, {}
+    balanced, lb_maps, legacy_balanced = {}, {}, ()
     if table.returncode == 0:
         try:
-            balanced, lb_maps = parse_table(json.loads(table.stdout).get("nftables", []))
+            balanced, lb_maps, legacy_balanced = parse_table(json.loads(table.stdout).get("nftables", []))
         except ValueError:
             pass   # parse_nft_table below says it
     return NetFacts(
-        balanced=balanced, lb_maps=lb_maps,
+        balanced=balanced, lb_maps=lb_maps, legacy_balanced=legacy_balanced,
         links=frozenset(link["ifname"] for link in links),
         bridged=frozenset(link["ifname"] for link in links if link.get("master") == cfg.bridge),
         netns=netns,
@@ -106,6 +136,7 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
         route_localnet=_read(sysnet / "conf" / cfg.bridge / "route_localnet"),
         table_exists=table.returncode == 0,
         rules=parse_nft_table(table.stdout) if table.returncode == 0 else {},
+        legacy=parse_legacy_rules(table.stdout) if table.returncode == 0 else (),
         **(dict(zip(("table_current", "metadata_ok"), parse_nft_state(table.stdout))) if table.returncode == 0 else {}),
         local_addresses=frozenset(local),
         interface_networks=networks,

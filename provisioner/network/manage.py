@@ -33,7 +33,9 @@ from .apply import apply
 from .facts import NetFacts, read_facts
 from .model import DEFAULT_NETWORK, Attachment, Endpoint, NetworkConfig
 from .balance import map_name, plan_balance
-from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect, plan_remove_network
+from .plan import (
+    Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect, plan_remove_network, plan_takeover,
+)
 from .ports import assign_host_ports, check_conflicts, ephemeral_range, host_listeners
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ def _plan_all(root, cfg, ep: Endpoint, runner, paths: SystemPaths) -> tuple[list
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
              paths: SystemPaths, networks: Sequence[NetworkAttachment] = (), extra_hosts=(), dns=None,
              link_envs: Mapping[str, Mapping[str, str]] | None = None, group: str | None = None,
-             metadata: bool = False):
+             metadata: bool = False, standby_for: str | None = None):
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -139,9 +141,12 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
     wanted = [m for p in ports for m in (parse_port(p) if isinstance(p, str) else [p])]
     facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
     listeners = host_listeners(paths.proc)
-    # a replica publishes its group's ports: the host ports the first replica got, no conflict with them
+    if standby_for is not None and standby_for not in eps:
+        raise ContainerError(f"cannot stand {name} by for {standby_for}: {standby_for} has no network endpoint")
+    # a replica publishes its group's ports: the host ports the first replica got, no conflict with them;
+    # a replacement standing by takes its predecessor's ports over later: no clash with them either
     peers = [e for e in eps.values() if group and e.group == group]
-    published = {n: e.ports for n, e in eps.items() if not (group and e.group == group)}
+    published = {n: e.ports for n, e in eps.items() if not (group and e.group == group) and n != standby_for}
     if peers:
         wanted = list(peers[0].ports)
     wanted = assign_host_ports(name, wanted, published, listeners, ephemeral_range(paths.proc))
@@ -155,7 +160,8 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         links=tuple(link_pairs), files_dir=str(_files_dir(root, name)),
         extra=tuple(attachments) if primary.network != DEFAULT_NETWORK else (),
         extra_hosts=tuple((h, primary.gateway if ip == HOST_GATEWAY else ip) for h, ip in extra_hosts),
-        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])), group=group, metadata=metadata)
+        dns=(tuple(dns[0]), tuple(dns[1]), tuple(dns[2])), group=group, metadata=metadata,
+        standby=standby_for is not None)
     env: dict[str, str] = {}
     for t in names.link_targets(eps, ep):
         env.update(hosts.link_env(name, replace(t, env=(link_envs or {}).get(t.name))))
@@ -193,7 +199,7 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
             paths: SystemPaths = SystemPaths(), networks: Sequence[NetworkAttachment] = (),
             extra_hosts: Iterable[tuple[str, str]] = (), dns=None, group: str | None = None,
-            metadata: bool = False) -> Endpoint:
+            metadata: bool = False, standby_for: str | None = None) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to its `networks` (user-
     defined ones, which must exist; none: the default bridge), with published `ports` ("-p"
     strings or PortMappings), `links` ((container, alias) pairs), `extra_hosts` ((name, address)
@@ -202,12 +208,14 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
     <ALIAS>_ENV_* variables. `group`: a replica of a service whose `ports` its replicas share
     (set_balance() points them at the ready ones; a new replica is not among them until then).
     `metadata`: it may reach the instance metadata service (169.254.169.254), which others may not.
+    `standby_for`: `name` replaces that container (a start-first switch): its ports may be the
+    same, and are published only when takeover() moves them.
     Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
     with ipam.lock(root):
         ep, actions, eps, allocs = _prepare(
             root, cfg, name, runner, netns_path=netns_path, hostname=hostname, ports=ports, exposed=exposed,
             links=links, paths=paths, networks=networks, extra_hosts=extra_hosts, dns=dns, link_envs=link_envs,
-            group=group, metadata=metadata)
+            group=group, metadata=metadata, standby_for=standby_for)
         try:
             apply(actions, runner)
             names.write_files(ep, {**eps, name: ep}, _resolv(name, paths))
@@ -257,6 +265,31 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
         _save(root, ep)
         names.refresh(eps, name, [a.network for a in ep.attachments])
     return ep
+
+
+def takeover(root, cfg: NetworkConfig, name: str, old: str, *, runner,
+             paths: SystemPaths = SystemPaths()) -> Endpoint | None:
+    """`name`, standing by (connect(standby_for=old)), takes `old`'s published ports over in one
+    nftables transaction: each port's chain repointed in place, so every new connection from
+    then on reaches `name`, and none is refused meanwhile. `old` keeps its address and its
+    established connections (their conntrack entries still name it). Returns `old`'s endpoint as
+    it was (None if it had none). A replica (`group`) has no ports of its own to take: its
+    group's balance (set_balance) moves connections between replicas."""
+    _check_name(name)
+    with ipam.lock(root):
+        eps = endpoints(root)
+        new, was = eps.get(name), eps.get(old)
+        if new is None:
+            raise ContainerError(f"container {name} has no network endpoint to take ports over with")
+        new = replace(new, standby=False)
+        if not new.group:
+            netcfg = _net(root, cfg, new.attachments[0])   # ports are published on the primary network
+            facts = read_facts(runner, netcfg, proc=paths.proc, netns_dir=paths.netns_dir)
+            apply(plan_takeover(facts, netcfg, _view(new, new.attachments[0], netcfg, True), old), runner)
+        _save(root, new)
+        if was is not None and not was.group:
+            _save(root, replace(was, ports=()))
+    return was
 
 
 def _disconnect_actions(root, cfg, ep: Endpoint | None, name: str, eps, runner, paths) -> list[Action]:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from ..errors import ContainerError
 
-from .balance import ReplaceBalance
+from ..runspec.ports import parse_port
+from .balance import ReplaceBalance, map_name
+from .chains import port_chain
 from .facts import NetFacts, rule_comment
 from .model import Endpoint, NetworkConfig
 
@@ -52,9 +54,13 @@ class UpgradeTable:
     bridge: str
     subnet: str
     internal: bool = False
+    carry: tuple["PortRule", ...] = ()           # an older table's published ports, moved to port chains
+    balance: tuple[ReplaceBalance, ...] = ()     # and its balanced ones (replicated services)
 
     def describe(self) -> str:
-        return f"upgrade nftables table ip {self.table} to this version's rules"
+        return f"upgrade nftables table ip {self.table} to this version's rules" + (
+            f" ({len(self.carry)} published port(s) carried over)" if self.carry else "") + (
+            f" ({len(self.balance)} balanced service(s) carried over)" if self.balance else "")
 
 
 @dataclass(frozen=True)
@@ -99,21 +105,31 @@ class PortRule:
     container_ip: str
     container_port: int
 
+    @property
+    def chain(self) -> str:
+        """The port's own chain, which the table's port maps jump to: p_<proto>_<address|any>_<port>."""
+        return port_chain(self.proto, self.host_ip, self.host_port)
+
 
 @dataclass(frozen=True)
 class ReplacePortRules:
-    """One nft transaction: delete `delete` handles, add `add` rules (all or nothing)."""
+    """One nft transaction (all or nothing): the ports whose chains are in `delete` and not
+    published again by `add` are unpublished; the others in `add` are published, or — when
+    their chain is in `delete` too — repointed in place: the chain flushed and given its new
+    DNAT rule, so no packet ever finds the port unpublished (a start-first switch)."""
 
     table: str
-    delete: tuple[int, ...] = ()
+    delete: tuple[str, ...] = ()       # chain names (facts.rules)
     add: tuple[PortRule, ...] = ()
 
     def describe(self) -> str:
         parts = []
-        if self.delete:
-            parts.append(f"delete {len(self.delete)} port rule(s)")
+        moved = {r.chain for r in self.add} & set(self.delete)
+        gone = [c for c in self.delete if c not in moved]
+        if gone:
+            parts.append(f"unpublish {len(gone)} port(s)")
         if self.add:
-            parts.append("publish " + ", ".join(
+            parts.append(("repoint " if moved else "publish ") + ", ".join(
                 f"{r.host_ip}:{r.host_port}/{r.proto}→{r.container_ip}:{r.container_port}" for r in self.add))
         return f"nft table {self.table}: " + "; ".join(parts)
 
@@ -164,6 +180,21 @@ def check_subnet(facts: NetFacts, cfg: NetworkConfig) -> None:
                                  f"choose another subnet for the container network")
 
 
+def carry_balanced(facts: NetFacts, cfg: NetworkConfig) -> tuple[ReplaceBalance, ...]:
+    """An older table's balanced rules (in its `ports` chain, which the upgrade empties) as port
+    chains over the same lb maps: the replicas that were ready stay so, with no gap."""
+    by_group: dict[str, list[str]] = {}
+    for group, mapping in facts.legacy_balanced:
+        by_group.setdefault(group, []).append(mapping)
+    out = []
+    for group, mappings in sorted(by_group.items()):
+        addresses = facts.lb_maps.get(map_name(group, mappings[0]), ())
+        ports = tuple(m for mapping in mappings for m in parse_port(mapping))
+        if addresses:
+            out.append(ReplaceBalance(cfg.table, group, ports, addresses))
+    return tuple(out)
+
+
 def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
     actions: list[Action] = []
     if facts.ip_forward != "1":
@@ -176,7 +207,10 @@ def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
     if not facts.table_exists:
         actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal))
     elif not facts.table_current:
-        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal))
+        carry = tuple(PortRule(rule_comment(r.container, r.mapping), m.host_ip, m.host_port, m.proto, r.address,
+                               r.port) for r in facts.legacy for m in parse_port(r.mapping))
+        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal, carry,
+                                    carry_balanced(facts, cfg)))
     return actions
 
 
@@ -195,10 +229,10 @@ def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Acti
     if not veth:
         actions.append(CreateVeth(ep.veth, cfg.bridge, ep.netns_path, cfg.inner_ifname,
                                   f"{ep.address}/{ep.prefixlen}", ep.gateway))
-    want = port_rules(ep)
+    want = () if ep.standby else port_rules(ep)
     have = facts.rules.get(ep.name, ())
     if sorted(r.comment for r in want) != sorted(rule_comment(ep.name, m) for _, m in have):
-        actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in have), want))
+        actions.append(ReplacePortRules(cfg.table, tuple(c for c, _ in have), want))
     if ep.metadata != (ep.address in facts.metadata_ok):   # an earlier holder's opt-in goes too
         actions.append(SetMetadataAccess(cfg.table, ep.address, ep.metadata))
     return actions
@@ -214,6 +248,13 @@ def plan_remove_network(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
     return actions
 
 
+def plan_takeover(facts: NetFacts, cfg: NetworkConfig, new: Endpoint, old: str) -> list[Action]:
+    """`new` (standing by with the same published ports) takes them over from container `old`:
+    one transaction repointing each port's chain; ports only `old` had are unpublished."""
+    have = tuple(c for c, _ in facts.rules.get(old, ()))
+    return [ReplacePortRules(cfg.table, have, port_rules(new))] if have or new.ports else []
+
+
 def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_name: str | None,
                     last: bool, veth: str | None = None, address: str | None = None) -> list[Action]:
     """Removes what `name` has, found from the facts (works after a half-done connect too).
@@ -224,7 +265,7 @@ def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_nam
     actions: list[Action] = []
     rules = facts.rules.get(name, ())
     if rules and not last:
-        actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in rules)))
+        actions.append(ReplacePortRules(cfg.table, tuple(c for c, _ in rules)))
     if address in facts.metadata_ok and not last:
         actions.append(SetMetadataAccess(cfg.table, address, False))
     veth = veth or cfg.veth_name(name)

@@ -24,8 +24,14 @@ class Host(FakeHost):
 
     def __init__(self, tmp: Path):
         super().__init__(tmp)
-        self.tables: dict[str, dict[int, str]] = {}
+        self.tables: dict[str, dict[str, str]] = {}   # table -> {port chain: its rule's comment}
         self.addrs: list[tuple[str, str, int]] = [("eth0", "10.89.0.5", 24)]   # the LAN takes the pool's first block
+
+    def listing(self, t: str) -> list[dict]:
+        """A current table (its guard chain, set and port maps) and the port chains' rules."""
+        return [{"chain": {"name": "guard"}}, {"set": {"name": "metadata_ok"}}, {"map": {"name": "bound4"}},
+                {"map": {"name": "wild4"}}] + [{"rule": {"chain": c, "handle": 1, "comment": comment}}
+                                               for c, comment in self.tables[t].items()]
 
     def handle(self, argv):
         if argv[:3] == ("ip", "-j", "-4"):
@@ -35,8 +41,7 @@ class Host(FakeHost):
             t = argv[-1]
             if t not in self.tables:
                 return Result(argv, 1, "", "Error: No such file or directory")
-            return Result(argv, 0, json.dumps({"nftables": [{"rule": {"chain": "ports", "handle": h, "comment": c}}
-                                                            for h, c in self.tables[t].items()]}), "")
+            return Result(argv, 0, json.dumps({"nftables": self.listing(t)}), "")
         if argv[:3] == ("nft", "delete", "table"):
             self.tables.pop(argv[-1], None)
             return Result(argv, 0, "", "")
@@ -44,14 +49,13 @@ class Host(FakeHost):
 
     def nft_script(self, script: str):
         for line in script.splitlines():
+            w = line.split()
             if line.startswith("table ip "):
-                self.tables.setdefault(line.split()[2], {})
-            elif line.startswith("delete rule"):
-                for rules in self.tables.values():
-                    rules.pop(int(line.split()[-1]), None)
-            elif line.startswith("add rule"):
-                self.tables[line.split()[3]][self.next_handle] = line.split('comment "')[1].rstrip('"')
-                self.next_handle += 1
+                self.tables.setdefault(w[2], {})
+            elif line.startswith(("flush chain", "delete chain")) and w[4].startswith("p_"):
+                self.tables[w[3]].pop(w[4], None)
+            elif line.startswith("add rule") and w[4].startswith("p_"):
+                self.tables[w[3]][w[4]] = line.split('comment "')[1].rstrip('"')
 
 
 @pytest.fixture
@@ -179,14 +183,9 @@ class LbHost(Host):
         self.maps: dict[tuple[str, str], list[str]] = {}
         self.scripts: list[str] = []
 
-    def handle(self, argv):
-        if argv[:4] == ("nft", "-j", "-a", "list") and argv[-1] in self.tables:
-            t = argv[-1]
-            items = [{"rule": {"chain": "ports", "handle": h, "comment": c}} for h, c in self.tables[t].items()]
-            items += [{"map": {"name": n, "table": t, "elem": [[i, a] for i, a in enumerate(v)]}}
-                      for (tt, n), v in self.maps.items() if tt == t]
-            return Result(argv, 0, json.dumps({"nftables": items}), "")
-        return super().handle(argv)
+    def listing(self, t: str) -> list[dict]:
+        return super().listing(t) + [{"map": {"name": n, "table": t, "elem": [[i, a] for i, a in enumerate(v)]}}
+                                     for (tt, n), v in self.maps.items() if tt == t]
 
     def nft_script(self, script: str):
         self.scripts.append(script)
@@ -196,7 +195,7 @@ class LbHost(Host):
                 self.maps.setdefault((w[3], w[4]), [])
             elif line.startswith("flush map"):
                 self.maps[(w[3], w[4])] = []
-            elif line.startswith("add element"):
+            elif line.startswith("add element") and w[4] not in ("bound4", "wild4"):
                 self.maps[(w[3], w[4])] = [e.split(" : ")[1] for e in line.split("{ ")[1].rstrip(" }").split(", ")]
             elif line.startswith("delete map"):
                 del self.maps[(w[3], w[4])]
@@ -231,9 +230,10 @@ def test_replicas_share_their_published_port_balanced_over_the_ready_ones(lbhost
     assert [r.ports for r in reps] == [reps[0].ports] * 3         # one port, no conflict between replicas
     assert h.tables[table] == {}                                  # none ready yet: no rule
     net.set_balance(h.root, CFG, "shop/web", ["web-1", "web-3"], runner=h.runner, paths=h.paths)
-    (rule,) = h.tables[table].values()
-    assert rule == "prov-lb:shop/web|8080:80/tcp"
+    # the port's own chain (as a single container's port has) holds the balanced rule; @wild4 leads to it
+    assert h.tables[table] == {"p_tcp_any_8080": "prov-lb:shop/web|8080:80/tcp"}
     assert "dnat to numgen inc mod 2 map @lb_" in h.scripts[-1] and ": 80 comment" in h.scripts[-1]
+    assert f"add element ip {table} wild4 {{ tcp . 8080 : goto p_tcp_any_8080 }}" in h.scripts[-1]
     (elements,) = h.maps.values()
     assert elements == [reps[0].address, reps[2].address]
     # converged: nothing to do
@@ -241,8 +241,9 @@ def test_replicas_share_their_published_port_balanced_over_the_ready_ones(lbhost
     # the set changes in one transaction: elements and rule together
     net.set_balance(h.root, CFG, "shop/web", ["web-1", "web-2", "web-3"], runner=h.runner, paths=h.paths)
     last = h.scripts[-1].splitlines()
-    assert last[0].startswith("add map") and last[1].startswith("flush map") and "delete rule" in last[3]
-    assert "numgen inc mod 3" in last[4]
+    assert last[0].startswith("add map") and last[1].startswith("flush map")
+    assert last[3] == f"flush chain ip {table} p_tcp_any_8080" and "numgen inc mod 3" in last[4]
+    assert len(last) == 5                                         # repointed in place: the map element stays
     assert list(h.maps.values()) == [[r.address for r in reps]]
     # a replica going away leaves the balance first; the last one takes the rule and map with it
     net.disconnect(h.root, CFG, "web-2", runner=h.runner, paths=h.paths)
@@ -252,3 +253,48 @@ def test_replicas_share_their_published_port_balanced_over_the_ready_ones(lbhost
     for name in ("web-1", "web-3"):
         net.disconnect(h.root, CFG, name, runner=h.runner, paths=h.paths)
     assert h.tables[table] == {} and h.maps == {}
+
+
+def test_an_older_tables_balanced_rules_are_carried_into_port_chains():
+    """Before the port chains, a replicated service's numgen rule sat in the `ports` chain itself,
+    which the upgrade empties: the same transaction gives each balanced port its chain (over the
+    lb map as it is, so the replicas that were ready stay so) and its @wild4/@bound4 element, and
+    a container's own ports are carried beside them."""
+    from provisioner.network import apply as napply
+    from provisioner.network.balance import lb_comment, map_name, parse_table
+    from provisioner.network.facts import parse_legacy_rules, parse_nft_state
+    from provisioner.network.plan import UpgradeTable, plan_infrastructure
+
+    lb = map_name("shop/web", "8080:80/tcp")
+    items = [{"chain": {"name": "guard"}}, {"set": {"name": "metadata_ok"}},
+             {"rule": {"chain": "ports", "handle": 7, "comment": lb_comment("shop/web", "8080:80/tcp"), "expr": []}},
+             {"rule": {"chain": "ports", "handle": 8, "comment": "prov:db|127.0.0.1:5432:5432/tcp",
+                       "expr": [{"dnat": {"addr": "10.89.1.9", "port": 5432}}]}},
+             {"map": {"name": lb, "elem": [[1, "10.89.1.3"], [0, "10.89.1.2"]]}}]
+    text = json.dumps({"nftables": items})
+    balanced, maps, legacy = parse_table(items)
+    assert (balanced, maps[lb], legacy) == ({}, ("10.89.1.2", "10.89.1.3"), (("shop/web", "8080:80/tcp"),))
+    assert parse_nft_state(text)[0] is False
+    # the same rules in their port chains: this version's table
+    now = [i for i in items if "rule" not in i] + [{"map": {"name": "bound4"}}, {"map": {"name": "wild4"}},
+        {"rule": {"chain": "p_tcp_any_8080", "handle": 9, "comment": lb_comment("shop/web", "8080:80/tcp")}}]
+    assert parse_table(now)[0] == {"shop/web": (("p_tcp_any_8080", "8080:80/tcp"),)} and parse_table(now)[2] == ()
+    assert parse_nft_state(json.dumps({"nftables": now}))[0] is True
+
+    cfg = NetworkConfig(subnet="10.89.1.0/24", bridge="prov0-x", table="t")
+    from provisioner.network.facts import NetFacts
+    facts = NetFacts(links=frozenset({"prov0-x"}), ip_forward="1", route_localnet="1", table_exists=True,
+                     table_current=False, lb_maps=maps, legacy_balanced=legacy, legacy=parse_legacy_rules(text))
+    (up,) = plan_infrastructure(facts, cfg)
+    assert isinstance(up, UpgradeTable) and [b.group for b in up.balance] == ["shop/web"]
+    assert up.balance[0].addresses == ("10.89.1.2", "10.89.1.3") and len(up.carry) == 1
+    (_, script), = napply.commands(up)
+    lines = script.splitlines()
+    flush = lines.index(f"flush chain ip {cfg.table} ports")
+    chain = lines.index(f"add chain ip {cfg.table} p_tcp_any_8080")
+    rule = next(i for i, l in enumerate(lines) if l.startswith(f"add rule ip {cfg.table} p_tcp_any_8080 "))
+    assert flush < chain < rule
+    assert f"dnat to numgen inc mod 2 map @{lb} : 80" in lines[rule]
+    assert f"add element ip {cfg.table} wild4 {{ tcp . 8080 : goto p_tcp_any_8080 }}" in lines
+    assert f"add element ip {cfg.table} bound4 {{ 127.0.0.1 . tcp . 5432 : goto p_tcp_127.0.0.1_5432 }}" in lines
+    assert "upgrade" in up.describe() and "1 balanced service(s) carried over" in up.describe()
