@@ -214,7 +214,8 @@ def test_rotate_ssh_keys_runbook_on_the_vm(env, first):
         for a, b in subs.items():
             body = body.replace(a, b)
         p = subprocess.run(["bash", "-c", prelude + body], capture_output=True, text=True, timeout=600,
-                           stdin=subprocess.DEVNULL, env={**os.environ, **env["env"]})
+                           stdin=subprocess.DEVNULL, env={**os.environ, **env["env"],
+                                                          "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         assert p.returncode == 0, f"{step}: {p.stdout}{p.stderr}"
         outputs[step] = p.stdout
     new_pub = Path(rec.key_file + ".pub").read_text().split()[1]
