@@ -22,11 +22,13 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..containers.lifecycle import Manager
-from ..errors import ConfigError, StackError
+from ..network import conntrack
+from ..errors import ConfigError, ContainerError, ProvisionerError, StackError
 from ..fsutil import atomic_write, private_dir
 from ..images.reference import parse as parse_reference
 from ..runspec.request import RunRequest
@@ -40,6 +42,7 @@ from .plan import (  # noqa: F401 (the engine's API: callers and tests import th
     split_key,
 )
 from .releases import Releases
+from .switch import START_FIRST, grace, next_name, update_order
 from .waits import Waits
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,8 @@ class Stacks:
             self._preflight(stack, actions)
             if any(isinstance(a, (Create, Recreate)) for a in actions):
                 self._networks(stack)
+            self._retire_leftovers(stack, state)
+            retiring: list[tuple[str, str | None, float]] = []
             for action in actions:
                 self.progress(describe(action))
                 if isinstance(action, Remove):
@@ -164,6 +169,9 @@ class Stacks:
                 key = replica_key(spec.name, action.replica)
                 if isinstance(action, Start):
                     self.manager.start(self._current(stack, state, spec.name, action.replica))
+                    continue
+                if isinstance(action, Recreate) and self._switchable(stack, state, spec, action, by):
+                    retiring.append(self._start_first(stack, spec, action.replica, pins, state, hashes[spec.name]))
                     continue
                 if isinstance(action, Recreate):
                     self._remove(self._current(stack, state, spec.name, action.replica))
@@ -180,9 +188,75 @@ class Stacks:
                 if spec.healthcheck is not None:
                     for n in range(1, spec.replicas + 1):
                         self.waits.wait_condition(self._current(stack, state, name, n), spec, "service_healthy")
+            for old, address, seconds in retiring:
+                self._retire(stack, state, old, address, seconds)
             if any(not isinstance(a, Start) for a in actions) or Releases(self.root, stack.name).current() is None:
                 self._record(stack, state, hashes, pins, actions, by)
             return actions
+
+    # -- the start-first switch (switch.py) -------------------------------------------------------
+    def _switchable(self, stack: Stack, state: dict, spec: ServiceSpec, action: Recreate, by: str) -> bool:
+        """Start-first for this recreate: the service's order says so and its container runs now
+        (a stopped one has nothing to keep serving)."""
+        order, why = update_order(spec, rollback=by.startswith("rollback"))
+        rec = self.manager.records.find(self._current(stack, state, spec.name, action.replica))
+        if order != START_FIRST or rec is None or not self.manager.is_running(rec):
+            return False
+        self.progress(f"{spec.name}: start-first ({why})")
+        return True
+
+    def _start_first(self, stack: Stack, spec: ServiceSpec, replica: int, pins: dict[str, str], state: dict,
+                     want: str) -> tuple[str, str | None, float]:
+        """The new container beside the old, healthy, then the old one's published ports switched
+        to it; returns (old container, its address, its grace) for _retire. When the new one does
+        not become healthy it is removed and the old one serves on: a StackError with its log tail."""
+        key = replica_key(spec.name, replica)
+        old = self._current(stack, state, spec.name, replica)
+        req = self.request(stack, spec, replica, pins, state)
+        req = dc_replace(req, name=next_name(req.name, old), replaces=old)
+        self._remove(req.name)     # a leftover of a switch interrupted before it took over
+        self.manager.run(req)
+        try:
+            self.waits.wait_condition(req.name, spec,
+                                      "service_healthy" if spec.healthcheck is not None else "service_started")
+        except ContainerError as exc:
+            tail = self._log_tail(req.name)
+            self._remove(req.name)
+            raise StackError(f"service {spec.name}: the new container {req.name} did not become ready ({exc}); "
+                             f"{old} keeps serving, unchanged"
+                             + (f"\n--- last lines of {req.name} ---\n{tail}" if tail else "")) from None
+        started = self.now()
+        address = self.manager.takeover(req.name, old)
+        self.progress(f"{spec.name}: switched to {req.name} in {self.now() - started:.2f}s (healthy → traffic)")
+        state["services"][key] = {
+            "container": req.name, "hash": want, "digest": pins.get(spec.image),
+            "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}
+        state.setdefault("retiring", []).append(old)
+        self.save_state(stack.name, state)
+        return old, address, grace(spec)
+
+    def _retire(self, stack: Stack, state: dict, old: str, address: str | None, seconds: float) -> None:
+        """The old container of a switch: its established connections drain (up to its
+        stop_grace_period), then it goes."""
+        if address is not None:
+            left = conntrack.drain(self.manager.runner, address, seconds)
+            if left:
+                self.progress(f"{old}: {left} connection(s) still open after {seconds:g}s; stopping it")
+        self.progress(f"remove {old}")
+        self._remove(old)
+        state["retiring"] = [c for c in state.get("retiring", []) if c != old]
+        self.save_state(stack.name, state)
+
+    def _retire_leftovers(self, stack: Stack, state: dict) -> None:
+        """Old containers an interrupted `up` switched away from but did not remove."""
+        for old in list(state.get("retiring", [])):
+            self._retire(stack, state, old, None, 0)
+
+    def _log_tail(self, name: str, lines: int = 20) -> str:
+        try:
+            return "".join(line.format() for line in self.manager.logs(name, tail=lines)).rstrip()
+        except (ProvisionerError, OSError):
+            return ""
 
     def _wait_for(self, stack: Stack, state: dict, spec: ServiceSpec) -> None:
         """A service's depends_on conditions, met by every replica of what it depends on."""
@@ -259,6 +333,7 @@ class Stacks:
                      for n in range(1, stack.services[s].replicas + 1)]
             names += sorted(e["container"] for s, e in state.get("services", {}).items()
                             if e["container"] not in names)
+            names += [c for c in state.get("retiring", []) if c not in names]
             removed = []
             for cname in names:
                 if self.manager.records.find(cname) is not None:

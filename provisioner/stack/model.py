@@ -176,7 +176,7 @@ class UpdateConfig:
     failure_action: str = "pause"
     monitor: float = 0.0
     max_failure_ratio: float = 0.0
-    order: str = "stop-first"
+    order: str | None = None      # None: not said — provisioner's default (compose/switch.py)
 
 
 @dataclass(frozen=True)

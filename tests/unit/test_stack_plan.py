@@ -191,6 +191,16 @@ class FakeManager:
         self.containers[name] = True
         self.log.append(f"start {name}")
 
+    def takeover(self, new, old):
+        """No network here: the ports' switch is the privileged tests' (test_port_switch.py)."""
+        self.log.append(f"takeover {new} from {old}")
+        return None
+
+    def logs(self, name, tail=None):
+        from provisioner.containers.shimlogs import LogLine
+
+        return [LogLine("2026-01-01T00:00:00Z", "stdout", f"{name} says goodbye\n")]
+
     # the shim's health file
     def health(self, rec):
         from provisioner.containers.supervise import Health
