@@ -218,7 +218,8 @@ class Stacks:
         self.manager.run(req)
         try:
             self.waits.wait_condition(req.name, spec,
-                                      "service_healthy" if spec.healthcheck is not None else "service_started")
+                                      "service_healthy" if spec.healthcheck is not None else "service_started",
+                                      no_restarts=True)
         except ContainerError as exc:
             tail = self._log_tail(req.name)
             self._remove(req.name)

@@ -32,12 +32,14 @@ class Waits:
     sleep: Callable[[float], None] = time.sleep
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
-    def wait_condition(self, cname: str, spec: ServiceSpec, cond: str) -> None:
+    def wait_condition(self, cname: str, spec: ServiceSpec, cond: str, *, no_restarts: bool = False) -> None:
         """Until container `cname` of `spec` meets `cond` (service_started, service_healthy,
-        service_completed_successfully); ContainerError naming the service when it cannot."""
+        service_completed_successfully); ContainerError naming the service when it cannot.
+        `no_restarts`: a process that exits is the end of it, even when its restart policy
+        starts it again (a start-first switch's new container: the old one still serves)."""
         budget = wait_budget(spec)
         deadline = self.now() + budget
-        if cond == "service_started":
+        if cond == "service_started" and not no_restarts:
             return   # `run` returned once the runtime reported it running
         if cond == "service_completed_successfully":
             while True:
@@ -66,7 +68,9 @@ class Waits:
             if health is not None and health.status == "healthy":
                 self.progress(f"{who} is healthy")
                 return
-            if st is None or st.state in ("exited", "dead"):
+            if no_restarts and hc is None and st is not None and st.state == "running" and not st.restart_count:
+                return   # started (a switch without a healthcheck: running, not restarted)
+            if st is None or st.state in ("exited", "dead") or (no_restarts and st.restart_count):
                 code = f" (exit code {st.exit_code})" if st is not None else ""
                 raise ContainerError(f"service {who} stopped{code} before it became healthy; "
                                      f"see `provision container logs {cname}`")

@@ -172,7 +172,9 @@ class FakeManager:
         return self.containers[rec.name]
 
     def status(self, rec):
-        return _Status("running" if self.containers[rec.name] else "exited", 0)
+        st = _Status("running" if self.containers[rec.name] else "exited", 0)
+        st.restart_count = self.__dict__.get("restarts", {}).get(rec.name, 0)
+        return st
 
     def run(self, req):
         assert req.name not in self.containers, f"{req.name} created twice"

@@ -134,3 +134,18 @@ def test_an_old_container_an_interrupted_up_left_is_removed_by_the_next(tmp_path
     assert json.loads(st._state_path("shop").read_text())["retiring"] == []
     st.down(s)
     assert mgr.containers == {}
+
+
+def test_a_new_version_its_restart_policy_keeps_restarting_is_refused_at_its_first_exit(tmp_path):
+    """restart: always would start a crashing command again and again until the health budget
+    ran out (minutes); a switch's new container gets one life: the first exit refuses it."""
+    s = _services(tmp_path)
+    mgr = FakeManager(tmp_path, {"shop-web.2": ["starting"]})
+    st, clock = _stacks(tmp_path, mgr)
+    st.up(s)
+    mgr.restarts = {"shop-web.2": 1}
+    with pytest.raises(StackError) as err:
+        st.up(_changed(tmp_path))
+    assert "service web stopped (exit code 0) before it became healthy" in str(err.value)
+    assert clock.t < 1 and mgr.containers == {**mgr.containers, "shop-web": True}
+    assert "shop-web.2" not in mgr.containers
