@@ -91,7 +91,9 @@ def up_cmd(app: App, path: str | None, project_name, env_files, profiles, host: 
     stacks.insecure_registries = tuple(insecure)
     pins = _pins(pins_file) if pins_file else {}
     actions = stacks.plan(stack, pins) if dry_run else stacks.up(stack, pins=pins, by=by)
-    emit(app, [{"action": type(a).__name__.lower(), "service": a.service, "text": describe(a)} for a in actions],
+    switched = {} if dry_run else stacks.switched
+    emit(app, [{"action": type(a).__name__.lower(), "service": a.service, "text": describe(a),
+                **({"switch": switched[a.service]} if a.service in switched else {})} for a in actions],
          lambda: click.echo("\n".join(describe(a) for a in actions) if actions else f"{stack.name}: up to date"))
 
 

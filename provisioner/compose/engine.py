@@ -66,6 +66,8 @@ class Stacks:
     sleep: Callable[[float], None] = time.sleep
     insecure_registries: tuple[str, ...] = ()
     progress: Callable[[str], None] = field(default=lambda msg: None)
+    # the last up's start-first switches: state key -> {"container": new, "seconds": healthy → traffic}
+    switched: dict[str, dict] = field(default_factory=dict)
 
     @property
     def waits(self) -> Waits:
@@ -145,6 +147,7 @@ class Stacks:
         only start existing containers that are not running (the boot hook's convergence: it must
         not create or recreate from a stack file whose images may not be here)."""
         pins = dict(pins or {})
+        self.switched = {}
         _stop_legacy_monitor(self.root, stack.name)
         with self.locked(stack.name):
             state = self.load_state(stack.name)
@@ -228,7 +231,9 @@ class Stacks:
                              + (f"\n--- last lines of {req.name} ---\n{tail}" if tail else "")) from None
         started = self.now()
         address = self.manager.takeover(req.name, old)
-        self.progress(f"{spec.name}: switched to {req.name} in {self.now() - started:.2f}s (healthy → traffic)")
+        took = self.now() - started
+        self.switched[key] = {"container": req.name, "replaced": old, "seconds": round(took, 4)}
+        self.progress(f"{spec.name}: switched to {req.name} in {took:.2f}s (healthy → traffic)")
         state["services"][key] = {
             "container": req.name, "hash": want, "digest": pins.get(spec.image),
             "healthcheck": asdict(spec.healthcheck) if spec.healthcheck else None}

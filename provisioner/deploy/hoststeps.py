@@ -72,7 +72,10 @@ def remote_json(ssh: Runner, args: list[str], timeout: float = 600.0):
     """`provision ARGS` on the host as root; its JSON output, or one error with its last lines."""
     res = ssh.run([*PROVISION, *args], sudo=True, check=False, timeout=timeout)
     if res.returncode != 0:
-        tail = " ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-2:])
+        lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
+        # the one error it printed (with what it shows under it: a new container's log tail, say)
+        start = max((i for i, ln in enumerate(lines) if ln.startswith("error: ")), default=len(lines) - 2)
+        tail = "\n".join(lines[max(0, start):][:25]).removeprefix("error: ")
         raise HostError(f"`provision {shlex.join(args)}` failed on the host (exit {res.returncode}): {tail}")
     try:
         return json.loads(res.stdout or "null")

@@ -72,6 +72,7 @@ def test_a_healthchecked_service_starts_beside_the_old_one_then_takes_its_ports(
     state = json.loads(st._state_path("shop").read_text())
     assert state["services"]["web"]["container"] == "shop-web.2" and state["retiring"] == []
     assert {r["service"]: r["container"] for r in st.ps(s)}["web"] == "shop-web.2"
+    assert st.switched == {"web": {"container": "shop-web.2", "replaced": "shop-web", "seconds": 0.0}}
     # the next change: shop-web.3 beside shop-web.2
     mgr.log.clear()
     st.up(_changed(tmp_path, STACK.replace("interval: 200ms}", "interval: 300ms}")))
@@ -149,3 +150,25 @@ def test_a_new_version_its_restart_policy_keeps_restarting_is_refused_at_its_fir
     assert "service web stopped (exit code 0) before it became healthy" in str(err.value)
     assert clock.t < 1 and mgr.containers == {**mgr.containers, "shop-web": True}
     assert "shop-web.2" not in mgr.containers
+
+
+def test_deploy_reports_the_hosts_one_error_with_the_lines_under_it():
+    """`up` failing on the host: deploy's error is its error line and the log tail under it, not
+    whatever two lines came last."""
+    import subprocess
+
+    from provisioner.deploy.hoststeps import remote_json
+    from provisioner.errors import HostError
+
+    class Ssh:
+        def run(self, argv, **kw):
+            return subprocess.CompletedProcess(argv, 1, "", "web: start-first (it has a healthcheck)\n"
+                                               "error: service web: the new container hello-web.2 did not become "
+                                               "ready (stopped); hello-web keeps serving, unchanged\n"
+                                               "--- last lines of hello-web.2 ---\nbroken on purpose\n")
+    with pytest.raises(HostError) as err:
+        remote_json(Ssh(), ["up", "-f", "stack.yml"])
+    assert str(err.value).splitlines() == [
+        "`provision up -f stack.yml` failed on the host (exit 1): service web: the new container hello-web.2 did "
+        "not become ready (stopped); hello-web keeps serving, unchanged",
+        "--- last lines of hello-web.2 ---", "broken on purpose"]
