@@ -102,7 +102,8 @@ class Project:
 
         proc = subprocess.run([sys.executable, "-m", "provisioner.cli.main", "--root", str(self.env.root), *args],
                               capture_output=True, text=True, timeout=300, cwd=self.dir, stdin=subprocess.DEVNULL,
-                              env={k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"})
+                              env={**{k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"},
+                                   "PYTHONPATH": str(Path(__file__).resolve().parents[2])})   # this checkout's
         if check and proc.returncode != 0:
             raise AssertionError(f"provision {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
