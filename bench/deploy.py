@@ -42,8 +42,10 @@ RIGHTSCALE = {"launch": 53, "prepare": 36, "containers": 4 * 60 + 57 + 2 * 60 + 
 
 
 def provision(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    # run from the code's own folder: `python -m` puts the working directory first on the path
     return subprocess.run([sys.executable, "-m", "provisioner.cli.main", "--root", str(root), *args],
-                          capture_output=True, text=True, env={**os.environ, **env}, timeout=3600)
+                          capture_output=True, text=True, env={**os.environ, **env}, timeout=3600,
+                          cwd=env.get("PYTHONPATH"))
 
 
 def _copy_of_this_checkout(dest: Path) -> Path:
