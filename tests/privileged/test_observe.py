@@ -55,7 +55,7 @@ name: obs
 services:
   counter:
     image: {busybox}
-    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo n=$i; sleep 0.2; done"]
+    command: ["sh", "-c", "i=0; while true; do i=$$((i+1)); echo n=$$i; sleep 0.2; done"]
   idle:
     image: {busybox}
     command: ["sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1k count=2048 2>/dev/null; echo ready; exec sleep 100000"]
