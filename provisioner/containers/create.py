@@ -64,6 +64,7 @@ class Creating:
                 "volumes": [s.to_json() for s in req.volumes], "links": [list(x) for x in req.links],
                 "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
                 **({"cloud_metadata": True} if req.cloud_metadata else {}),
+                **({"labels": dict(req.labels)} if req.labels else {}),
                 # a stack's own check; run() decides between it, the image's and the flags
                 **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
@@ -84,8 +85,9 @@ class Creating:
         except ProvisionerError as exc:
             raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
 
-    def run(self, req: RunRequest) -> ContainerRecord:
-        """Creates and starts a container; returns its record once the runtime has started it."""
+    def run(self, req: RunRequest, *, start: bool = True) -> ContainerRecord:
+        """Creates and starts a container; returns its record once the runtime has started it.
+        `start=False` (the Engine API's create): made, not started; `start` starts it."""
         self.reap()
         config = self.check(req)
         for target, _alias in config["links"]:
@@ -103,7 +105,8 @@ class Creating:
         with self.records.op_lock(rec.id):
             try:
                 self._create(rec, image, undo)
-                self._start(rec, fresh=True, undo=undo)
+                if start:
+                    self._start(rec, fresh=True, undo=undo)
             except BaseException:
                 self._undo(rec, undo)
                 raise

@@ -193,3 +193,37 @@ def _follow(name, base: Path, state_dir, reader: _Reader | None, poll_interval: 
     finally:
         if reader:
             reader.close()
+
+
+class Attached:
+    """The log of a run about to start, held open from the moment the supervisor creates it (the
+    Engine API's attach: a `run --rm` container may be gone — its directory removed with the log —
+    a moment after it exits, so the reader must hold the file before then)."""
+
+    def __init__(self, name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike):
+        from . import supervise
+
+        self.name, self.state_dir = name, state_dir
+        self.base = supervise.ShimPaths.of(name, log_dir, state_dir).log
+        self.reader: _Reader | None = None
+
+    def open(self) -> bool:
+        """True once the log is open (False: not there yet)."""
+        if self.reader is None:
+            try:
+                self.reader = _Reader(open(self.base, "rb"))
+            except FileNotFoundError:
+                return False
+        return True
+
+    def follow(self, since: str, poll_interval: float = 0.02) -> Iterator[LogLine]:
+        """Lines written at `since` or later, until the supervisor is gone."""
+        for line in _follow(self.name, self.base, self.state_dir, self.reader, poll_interval, None):
+            if line.time >= since:
+                yield line
+        self.reader = None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None

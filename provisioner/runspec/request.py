@@ -40,6 +40,7 @@ class RunRequest:
     healthcheck: Healthcheck | None = None        # a stack's own check: replaces the image's whole
     health_flags: HealthFlags = field(default_factory=HealthFlags)  # --health-* / --no-healthcheck
     cloud_metadata: bool = False                  # may reach 169.254.169.254 (--cloud-metadata)
+    labels: tuple[tuple[str, str], ...] = ()      # Docker's labels, kept on the record
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":
