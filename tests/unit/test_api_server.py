@@ -1,0 +1,105 @@
+"""The Engine API server on a unix socket of its own (no root needed): version negotiation, Docker's
+error shape, keep-alive and chunked bodies — over raw HTTP and through docker-py."""
+from __future__ import annotations
+
+import json
+import socket
+
+import docker
+import pytest
+
+from provisioner.api.app import make_server
+from provisioner.api.server import API_VERSION
+from provisioner.runner import Runner
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    root = tmp_path_factory.mktemp("apiroot")
+    path = root / "docker.sock"
+    srv = make_server(root, Runner(), socket_path=str(path))
+    srv.start()
+    try:
+        yield str(path)
+    finally:
+        srv.close()
+
+
+def http(path: str, raw: bytes) -> tuple[int, dict, bytes]:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    n = 0 if raw.startswith(b"HEAD") else int(headers.get("content-length", 0))
+    while len(body) < n:
+        body += s.recv(65536)
+    s.close()
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_ping_announces_the_api_version(api):
+    status, headers, body = http(api, b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+    assert (status, body) == (200, b"OK")
+    assert headers["api-version"] == API_VERSION == "1.41" and headers["ostype"] == "linux"
+    status, headers, body = http(api, b"HEAD /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+    assert status == 200 and headers["api-version"] == "1.41" and body == b""
+
+
+def test_versions_too_new_or_too_old_are_told_the_range(api):
+    status, _, body = http(api, b"GET /v1.50/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 400 and json.loads(body)["message"] == \
+        "client version 1.50 is too new. Maximum supported API version is 1.41"
+    status, _, body = http(api, b"GET /v1.11/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 400 and "Minimum supported API version is 1.12" in json.loads(body)["message"]
+    for path in (b"/v1.41/version", b"/v1.24/version", b"/version"):
+        status, _, body = http(api, b"GET " + path + b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        assert status == 200 and json.loads(body)["ApiVersion"] == "1.41"
+
+
+def test_errors_are_json_messages_with_dockerds_status(api):
+    status, headers, body = http(api, b"GET /containers/nope/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"message": "No such container: nope"}
+    bad = b"{not json"
+    status, _, body = http(api, b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(bad), bad))
+    assert status == 400 and json.loads(body)["message"].startswith("malformed JSON in the request body")
+    status, _, body = http(api, b"GET /no/such/thing HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 404 and "page not found" in json.loads(body)["message"]
+    status, _, body = http(api, b"PUT /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 405
+
+
+def test_keep_alive_and_a_chunked_body(api):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(api)
+    body = b'{"Image": ""}'
+    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
+              b"POST /containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    data = b""
+    while data.count(b"HTTP/1.1") < 2 or not data.endswith(b"}\n"):
+        data += s.recv(65536)
+    s.close()
+    first, second = data.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200") and first.endswith(b"OK")
+    assert second.startswith(b"400") and b"Config.Image is empty" in second
+
+
+def test_docker_py_negotiates_and_reads_the_host(api):
+    client = docker.DockerClient(base_url=f"unix://{api}", version="auto")
+    assert client.api.api_version == "1.41"
+    assert client.ping() is True
+    info = client.info()
+    assert info["Driver"] == "btrfs" and info["OSType"] == "linux" and info["Containers"] == 0
+    assert client.containers.list(all=True) == []
+    with pytest.raises(docker.errors.NotFound, match="No such container: ghost"):
+        client.containers.get("ghost")
+    with pytest.raises(docker.errors.APIError, match="invalid filter 'colour'"):
+        client.containers.list(filters={"colour": "red"})
+    client.close()
