@@ -75,7 +75,7 @@ def list_containers(eng, req, conn):
     compose = eng.compose_labels()
     now = time.time()
     out = []
-    for d in eng.manager.ps(all_):
+    for d in eng.ps(all_):
         entry = views.list_entry(d, compose.get(d["name"]), eng.gateway, eng.prefixlen, eng.volume_dir, now)
         if _matches(entry, d, f):
             out.append(entry)
@@ -271,7 +271,7 @@ def prune_containers(eng, req, conn):
     if "until" in f:
         raise not_supported("the prune filter 'until'")
     gone = []
-    for d in eng.manager.ps(True):
+    for d in eng.ps(True):
         if d["status"]["state"] in ("exited", "dead", "created"):
             rec = eng.manager.records.find(d["id"])
             if rec is None or ("label" in f and not _label_match(rec.config.get("labels") or {}, f["label"])):

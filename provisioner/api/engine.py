@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..compose.labels import service_labels
 from ..containers.lifecycle import Manager
-from ..errors import ContainerError, ImageError
+from ..errors import ContainerError, ImageError, ProvisionerError
 from .events import Events
 from .http import not_found
 
@@ -87,7 +87,22 @@ class Engine:
         d["labels"] = rec.config.get("labels") or {}
         d["healthcheck"] = rec.config.get("healthcheck")
         d["auto_remove"] = rec.config.get("auto_remove", False)
+        if d["status"]["state"] == "running":
+            # Docker's State.Pid is the container's own init on the host (the supervisor's child is
+            # the runtime waiting for it)
+            try:
+                d["status"]["pid"] = self.manager.runtime().state(rec.id).pid
+            except ProvisionerError:
+                pass
         return d
+
+    def ps(self, all_: bool) -> list[dict]:
+        """manager.ps with each container's Docker labels."""
+        out = self.manager.ps(all_)
+        labels = {r.id: r.config.get("labels") or {} for r in self.manager.records.all()}
+        for d in out:
+            d["labels"] = labels.get(d["id"], {})
+        return out
 
     def compose_labels(self) -> dict[str, tuple[str, str]]:
         return service_labels(self.root)

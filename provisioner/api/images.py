@@ -97,7 +97,7 @@ def inspect_image(eng, req, conn, name):
                  "Variant": cfg.get("variant", ""), "Os": cfg.get("os", "linux"), "Size": rec.size,
                  "VirtualSize": rec.size, "GraphDriver": {"Name": "btrfs", "Data": None},
                  "RootFS": {"Type": "layers", "Layers": (cfg.get("rootfs") or {}).get("diff_ids") or []},
-                 "Metadata": {"LastTagTime": ""}}
+                 "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"}}
 
 
 def history_image(eng, req, conn, name):

@@ -26,7 +26,7 @@ def bridge_json(eng, with_containers: bool) -> dict:
            "ConfigOnly": False, "Containers": {},
            "Options": {"com.docker.network.bridge.name": net.bridge}, "Labels": {}}
     if with_containers:
-        for d in eng.manager.ps(False):
+        for d in eng.ps(False):
             if d.get("address"):
                 out["Containers"][d["id"]] = {"Name": d["name"], "EndpointID": "", "MacAddress": "",
                                               "IPv4Address": f"{d['address']}/{eng.prefixlen}", "IPv6Address": ""}

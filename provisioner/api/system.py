@@ -167,7 +167,7 @@ def df(eng, req, conn):
 
     compose = eng.compose_labels()
     containers = [views.list_entry(d, compose.get(d["name"]), eng.gateway, eng.prefixlen, eng.volume_dir)
-                  | {"SizeRw": 0, "SizeRootFs": 0} for d in eng.manager.ps(True)]
+                  | {"SizeRw": 0, "SizeRootFs": 0} for d in eng.ps(True)]
     try:
         imgs = images_mod.summaries(eng)
     except Exception:   # noqa: BLE001 — no store yet
