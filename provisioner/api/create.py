@@ -170,10 +170,6 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
     for k in cfg:
         if k not in known and not _zero(cfg[k]):
             raise not_supported(f"Config.{k}")
-    if cfg.get("Tty") or cfg.get("OpenStdin"):
-        raise not_supported("Config.Tty/OpenStdin (docker run -t/-i)",
-                            "a container's own terminal or stdin needs the supervisor's console; "
-                            "use exec -it in a running container")
     log_cfg = host.get("LogConfig") or {}
     if (log_cfg.get("Type") or "json-file") != "json-file" or log_cfg.get("Config"):
         raise not_supported("HostConfig.LogConfig", "the json-file driver with its defaults is what provisioner writes")
@@ -243,7 +239,8 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
             hostname=cfg.get("Hostname") or None, rm=bool(host.get("AutoRemove")),
             security=parse_security_opts(_strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt"),
                                          where="HostConfig.SecurityOpt"),
-            healthcheck=health, health_flags=flags, labels=tuple(sorted(labels.items())))
+            healthcheck=health, health_flags=flags, labels=tuple(sorted(labels.items())),
+            tty=bool(cfg.get("Tty")), interactive=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")))
     except ConfigError as exc:
         raise bad_request(str(exc)) from None
 

@@ -87,6 +87,7 @@ class Engine:
         d["labels"] = rec.config.get("labels") or {}
         d["healthcheck"] = rec.config.get("healthcheck")
         d["auto_remove"] = rec.config.get("auto_remove", False)
+        d["stdin_open"], d["stdin_once"] = rec.config.get("stdin_open", False), rec.config.get("stdin_once", False)
         if d["status"]["state"] == "running":
             # Docker's State.Pid is the container's own init on the host (the supervisor's child is
             # the runtime waiting for it)

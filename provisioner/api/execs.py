@@ -103,7 +103,7 @@ def start_exec(eng, req, conn, id):
             inst.master, inst.pid = master, proc.pid
             early = conn.hijack(req.wants_upgrade, RAW)
             try:
-                _pump_tty(conn.sock, master, proc, early, inst.stdin)
+                _pump_tty(conn.sock, master, proc, early, inst)
             finally:
                 os.close(master)
                 inst.master = -1
@@ -141,7 +141,7 @@ def _pump_plain(sock: socket.socket, proc: subprocess.Popen, early: bytes, inst:
         threading.Thread(target=_feed, args=(sock, proc.stdin, early), daemon=True).start()
     for t in readers:
         t.join()
-    proc.wait()
+    _finish(inst, proc)
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
@@ -169,7 +169,14 @@ def _feed(sock: socket.socket, stdin, early: bytes) -> None:
             pass
 
 
-def _pump_tty(sock: socket.socket, master: int, proc: subprocess.Popen, early: bytes, with_stdin: bool) -> None:
+def _finish(inst: ExecInstance, proc: subprocess.Popen) -> None:
+    """The exit code is known before the stream ends: the client asks for it right after."""
+    inst.exit_code = proc.wait()
+    inst.running = False
+
+
+def _pump_tty(sock: socket.socket, master: int, proc: subprocess.Popen, early: bytes, inst: ExecInstance) -> None:
+    with_stdin = inst.stdin
     if early and with_stdin:
         os.write(master, early)
     inputs = [master] + ([sock] if with_stdin else [])
@@ -197,6 +204,7 @@ def _pump_tty(sock: socket.socket, master: int, proc: subprocess.Popen, early: b
             continue
         if done:
             break
+    _finish(inst, proc)
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:

@@ -190,6 +190,12 @@ class Server:
             log.debug("connection ended: %s", exc)
         finally:
             try:
+                # shutdown first: a thread still reading the client's input (attach, exec) would
+                # otherwise keep the socket open, and the client would never see the end
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 sock.close()
             except OSError:
                 pass

@@ -8,13 +8,16 @@ length as a big-endian uint32 — then the payload.
 """
 from __future__ import annotations
 
+import json
+import socket
 import struct
+import threading
 import time
 
 from ..containers.shimlogs import Attached, parse_since
 from ..errors import ConfigError
 from .containers import client_gone
-from .http import bad_request, not_supported
+from .http import bad_request, conflict, not_supported
 
 STDOUT, STDERR = 1, 2
 RAW = "application/vnd.docker.raw-stream"
@@ -103,15 +106,77 @@ def attach(eng, req, conn, id):
     if req.arg("detachKeys"):
         raise not_supported("detachKeys")
     out, err = req.flag("stdout"), req.flag("stderr")
-    started_before = eng.manager.status(rec).started_at
+    mgr = eng.manager
+    st0 = mgr.status(rec)
+    started_before = st0.started_at
+    not_started = not mgr.is_running(rec)
     since = parse_since(str(time.time()))
-    conn.hijack(req.wants_upgrade, RAW)
+    tty = bool((rec.config.get("options") or {}).get("tty"))
+    relayed = tty or bool(rec.config.get("stdin_open"))
+    early = conn.hijack(req.wants_upgrade, RAW)
     if req.flag("logs"):
-        for line in eng.manager.logs(rec.id):
+        for line in mgr.logs(rec.id):
             if (line.stream == "stderr" and err) or (line.stream != "stderr" and out):
-                conn.sock.sendall(_encode(line, False))
+                conn.sock.sendall(_encode(line, False, tty))
     if not req.flag("stream"):
         return None
+    relay = None
+    if relayed:
+        relay = _relay_connect(eng, conn, rec, stdin=req.flag("stdin"), replay=not_started)
+        if relay is None:
+            return None
+        if req.flag("stdin"):
+            threading.Thread(target=_copy_input, args=(conn.sock, relay, early), daemon=True).start()
+    try:
+        if tty:   # the relay sends the pty's output, raw, as dockerd does for a tty
+            _copy(relay, conn.sock)
+            return None
+        _follow_output(eng, conn, rec, started_before, since, out, err)
+    finally:
+        if relay is not None:
+            relay.close()
+    return None
+
+
+def _relay_connect(eng, conn, rec, *, stdin: bool, replay: bool):
+    """A connection to the container's console relay, once its run has one (None: gone first)."""
+    mgr = eng.manager
+    path = str(mgr.relay_socket(rec))
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            s.sendall(json.dumps({"attach": {"stdin": stdin, "replay": replay}}).encode() + b"\n")
+            return s
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+        cur = mgr.records.find(rec.id)
+        if cur is None or client_gone(conn) or mgr.status(cur).state in ("exited", "dead") and \
+                not mgr.is_running(cur) and mgr.status(cur).started_at:
+            return None
+        time.sleep(0.005)
+
+
+def _copy(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        for data in iter(lambda: src.recv(65536), b""):
+            dst.sendall(data)
+    except OSError:
+        pass
+
+
+def _copy_input(client: socket.socket, relay: socket.socket, early: bytes) -> None:
+    try:
+        if early:
+            relay.sendall(early)
+        for data in iter(lambda: client.recv(65536), b""):
+            relay.sendall(data)
+        relay.shutdown(socket.SHUT_WR)      # the client's input ended (its CloseWrite)
+    except OSError:
+        pass
+
+
+def _follow_output(eng, conn, rec, started_before: str, since: str, out: bool, err: bool) -> None:
     mgr = eng.manager
     log = Attached(rec.id, mgr.records.path(rec.id), mgr.supervise_dir)
     try:
@@ -119,7 +184,7 @@ def attach(eng, req, conn, id):
         # supervisor makes it (a --rm container's log goes with it right after it exits)
         while not log.open():
             if mgr.records.find(rec.id) is None or client_gone(conn):
-                return None
+                return
             time.sleep(0.005)
         while True:
             cur = mgr.records.find(rec.id)
@@ -128,22 +193,30 @@ def attach(eng, req, conn, id):
                     or st.state in ("exited", "dead"):
                 break
             if client_gone(conn):
-                return None
+                return
             time.sleep(0.01)
         for line in log.follow(since):
             if (line.stream == "stderr" and err) or (line.stream != "stderr" and out):
                 conn.sock.sendall(_encode(line, False))
     finally:
         log.close()
-    return None
 
 
 def resize(eng, req, conn, id):
-    eng.container(id)
+    rec = eng.container(id)
     h, w = req.int_arg("h"), req.int_arg("w")
     if h is None or w is None:
         raise bad_request("resize wants both h and w")
-    # a container's own process has no terminal here (run -t is refused at create): nothing to size
+    if not (rec.config.get("options") or {}).get("tty"):
+        return 200, b""          # no terminal to size, as dockerd answers for one without a tty
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(eng.manager.relay_socket(rec)))
+        s.sendall(json.dumps({"resize": [h, w]}).encode() + b"\n")
+    except OSError:
+        raise conflict(f"Container {rec.id} is not running") from None
+    finally:
+        s.close()
     return 200, b""
 
 
@@ -207,8 +280,6 @@ def stats(eng, req, conn, id):
         if c is None or c.cgroup is None:
             return empty()       # not running: dockerd answers zeros too
         return stats_json(prev, cur, c, find(prev) if prev else None, cur.cgroup_mode)
-
-    import json
 
     prev = col.snapshot()
     if not stream:

@@ -223,7 +223,8 @@ def inspect(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: i
         "Config": {
             "Hostname": opts.get("hostname") or d["id"][:12], "Domainname": "", "User": opts.get("user") or img.get("User") or "",
             "AttachStdin": False, "AttachStdout": False, "AttachStderr": False, "ExposedPorts": exposed(d) or None,
-            "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": env, "Cmd": cmd, "Image": d["image"],
+            "Tty": bool(opts.get("tty")), "OpenStdin": bool(d.get("stdin_open")),
+            "StdinOnce": bool(d.get("stdin_once")), "Env": env, "Cmd": cmd, "Image": d["image"],
             "Volumes": {m["destination"]: {} for m in d.get("mounts") or [] if m["kind"] == "anonymous"} or None,
             "WorkingDir": opts.get("workdir") or img.get("WorkingDir") or "", "Entrypoint": entry,
             "OnBuild": None, "Labels": labels_of(d, compose),

@@ -123,18 +123,19 @@ class RunOptions:
     stop_signal: str | None = None
     seccomp: object = None                # None: the default profile; "unconfined"; or an OCI profile dict
     no_new_privileges: bool = False
+    tty: bool = False                     # process.terminal: a pty (containers.relay receives it)
 
     def to_json(self) -> dict:
         return {"command": list(self.command), "entrypoint": self.entrypoint, "env": [list(e) for e in self.env],
                 "user": self.user, "workdir": self.workdir, "hostname": self.hostname, "memory": self.memory,
                 "cpu_quota": self.cpu_quota, "stop_signal": self.stop_signal, "seccomp": self.seccomp,
-                "no_new_privileges": self.no_new_privileges}
+                "no_new_privileges": self.no_new_privileges, **({"tty": True} if self.tty else {})}
 
     @classmethod
     def from_json(cls, d: Mapping) -> "RunOptions":
         return cls(tuple(d.get("command") or ()), d.get("entrypoint"), tuple(tuple(e) for e in d.get("env") or ()),
                    d.get("user"), d.get("workdir"), d.get("hostname") or "", d.get("memory"), d.get("cpu_quota"),
-                   d.get("stop_signal"), d.get("seccomp"), bool(d.get("no_new_privileges")))
+                   d.get("stop_signal"), d.get("seccomp"), bool(d.get("no_new_privileges")), bool(d.get("tty")))
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def build_config(image_cfg: Mapping, opts: RunOptions, inputs: BundleInputs) -> 
     hostname = opts.hostname
     caps = list(DEFAULT_CAPS)
     process = {
-        "terminal": False,
+        "terminal": bool(opts.tty),
         "user": {"uid": user.uid, "gid": user.gid, **({"additionalGids": list(user.additional_gids)}
                                                        if user.additional_gids else {})},
         "args": process_args(image_cfg, opts),

@@ -36,6 +36,7 @@ log = logging.getLogger("provisioner.containers.lifecycle")
 _PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the provisioner package
 STOP_TIMEOUT = 10.0
 START_WAIT = 15.0
+RELAY_DIR = "/run/provisioner/attach"
 
 
 class Creating:
@@ -57,7 +58,7 @@ class Creating:
             command=tuple(req.command), entrypoint=req.entrypoint, env=tuple(env_file_entries + parse_env(req.env)),
             user=req.user, workdir=req.workdir, hostname=req.hostname or "", memory=req.memory,
             cpu_quota=req.cpu_quota, seccomp=seccomp.profile_for(req.security, bundle.DEFAULT_CAPS),
-            no_new_privileges=req.security.no_new_privileges,
+            no_new_privileges=req.security.no_new_privileges, tty=req.tty,
         )
         reference.parse(req.image)
         return {"options": opts.to_json(), "ports": [str(m) for m in req.ports],
@@ -65,6 +66,7 @@ class Creating:
                 "restart": str(req.restart), "rm": req.rm, "auto_remove": req.rm and req.detach,
                 **({"cloud_metadata": True} if req.cloud_metadata else {}),
                 **({"labels": dict(req.labels)} if req.labels else {}),
+                **({"stdin_open": True, "stdin_once": req.stdin_once} if req.interactive else {}),
                 # a stack's own check; run() decides between it, the image's and the flags
                 **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
@@ -237,6 +239,8 @@ class Creating:
         cgroupparent.delegate(self.cgroup_parent, self.cgroup_mount)   # v2: the files docker stats reads
         argv = [rt.path, "--root", rt.state_root, "run", "--bundle", str(path), rec.id]
         opts = bundle.RunOptions.from_json(rec.config["options"])
+        if opts.tty or rec.config.get("stdin_open"):
+            argv = self._relay_argv(rec, opts.tty) + argv
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
                         stop_timeout=STOP_TIMEOUT, shim=self.shim, exit_command=self._exit_command(rec),
@@ -257,6 +261,21 @@ class Creating:
         argv = (rt.path, "--root", rt.state_root, "exec", "--pid-file", pid_file, rec.id, "--", *hc["test"])
         return supervise.HealthCheck(argv, hc["interval"], hc["timeout"], hc["retries"], hc["start_period"],
                                      pid_file=pid_file)
+
+    def relay_socket(self, rec: ContainerRecord) -> Path:
+        """Where a container with a tty or an open stdin takes attached clients (containers.relay):
+        a short path (a unix socket's is at most 107 bytes), root's alone."""
+        d = Path(RELAY_DIR)
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        return d / f"{rec.id}.sock"
+
+    def _relay_argv(self, rec: ContainerRecord, tty: bool) -> list[str]:
+        boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from provisioner.containers.relay import main; " \
+               "sys.exit(main())"
+        return [sys.executable, "-c", boot, str(_PKG_PARENT), "--socket", str(self.relay_socket(rec)),
+                *(["--tty"] if tty else []), *(["--stdin"] if rec.config.get("stdin_open") else []),
+                *(["--stdin-once"] if rec.config.get("stdin_once") else []), "--"]
 
     def _exit_command(self, rec: ContainerRecord) -> list[str] | None:
         """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`

@@ -41,6 +41,9 @@ class RunRequest:
     health_flags: HealthFlags = field(default_factory=HealthFlags)  # --health-* / --no-healthcheck
     cloud_metadata: bool = False                  # may reach 169.254.169.254 (--cloud-metadata)
     labels: tuple[tuple[str, str], ...] = ()      # Docker's labels, kept on the record
+    tty: bool = False                             # -t: the process gets a pty (containers.relay holds it)
+    interactive: bool = False                     # -i: its stdin stays open for attached clients
+    stdin_once: bool = False                      # the first attached client's end of input closes it
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.privileged.api_helpers import DOCKER, ApiHost, volumes
+from tests.privileged.api_helpers import DOCKER, ApiHost, Terminal, volumes
 from tests.privileged.test_container import PAGE, Env, http_get, images, wait_for  # noqa: F401 (fixture)
 from tests.registry_fixture import free_port
 
@@ -246,3 +246,40 @@ def test_bad_input_is_a_docker_style_error_and_makes_nothing(clean):
     p = api.docker("run", "-d", "--name", "dup", api.env.refs["busybox"], "true", check=False)
     assert p.returncode != 0 and 'The container name "/dup" is already in use' in p.stderr
     assert "Conflict" in p.stderr and len(api.records()) == len(before) + 1
+
+
+def test_run_it_and_exec_it_in_a_terminal(clean):
+    api = clean
+    api.docker("pull", api.env.refs["busybox"])
+    t = Terminal(api, "run", "-it", "--name", "term", api.env.refs["busybox"], "sh")
+    t.read_until(b"/ # ")       # the shell's first prompt
+    # API 1.41's client sizes the pty with a resize right after the start: it lands within moments
+    deadline = time.monotonic() + 10
+    while b"33 99\r\n" not in t.out and time.monotonic() < deadline:
+        t.type("stty size 2>/dev/null || echo unsized\n")
+        t.read_until(b"/ # ", timeout=5)
+        t.out = t.out.replace(b"/ # ", b"/ > ")
+    assert b"33 99\r\n" in t.out                          # sized as our terminal
+    t.type("tty; echo in-$((6*7))\n")
+    out = t.read_until(b"in-42\r\n")
+    assert b"/dev/pts/" in out                              # a pty of its own
+    assert b"echo in-$((6*7))" in out                      # typed input echoed by the container's pty
+    # exec -it beside it, in a second terminal
+    e = Terminal(api, "exec", "-it", "term", "sh", "-c", "tty; read x; echo got-$x; exit 4", rows=20, cols=50)
+    e.read_until(b"/dev/pts/")
+    e.type("abc\n")
+    e.read_until(b"got-abc")
+    assert e.wait() == 4
+    t.type("exit 5\n")
+    assert t.wait() == 5
+    i = api.json("inspect", "term")[0]
+    assert i["Config"]["Tty"] is True and i["Config"]["OpenStdin"] is True and i["State"]["ExitCode"] == 5
+    # `docker logs` of a tty container: what its terminal showed
+    assert "in-42" in api.docker("logs", "term").stdout
+
+
+def test_run_i_reads_piped_stdin_until_its_end(clean):
+    api = clean
+    p = api.docker("run", "-i", "--rm", api.env.refs["busybox"], "sh", "-c", "wc -l; echo done >&2; exit 3",
+                   input="a\nb\nc\n", check=False)
+    assert (p.returncode, p.stdout.strip(), p.stderr.splitlines()[-1]) == (3, "3", "done")

@@ -95,7 +95,6 @@ def test_healthcheck_merges_the_images_durations_as_dockerd_does():
     ({"H_Mounts": [{"Type": "tmpfs", "Target": "/tmp"}]}, "type tmpfs"),
     ({"Domainname": "example.org"}, "Config.Domainname"),
     ({"StopSignal": "SIGUSR1"}, "Config.StopSignal"),
-    ({"Tty": True}, "Config.Tty"),
     ({"MysteryField": 1}, "Config.MysteryField"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(over, named):
