@@ -28,7 +28,7 @@ _DEBIAN_PACKAGES = (
     # first boot configuration and access
     "cloud-init", "openssh-server", "sudo", "ca-certificates", "netbase",
     # what the on-host agent uses
-    "btrfs-progs", "e2fsprogs", "nvme-cli", "iproute2", "nftables", "util-linux", "procps",
+    "btrfs-progs", "e2fsprogs", "nvme-cli", "iproute2", "nftables", "conntrack", "util-linux", "procps",
     "python3", "python3-venv", "python3-pip",
     # what the boot hook's steps configure: time sync and log rotation
     "systemd-timesyncd", "logrotate",

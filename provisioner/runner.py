@@ -100,12 +100,13 @@ class Runner:
         if callable(input):
             proc = self._run_fed(argv, input, timeout, full_env, cwd)
         else:
-            if isinstance(input, str) and not text:
+            binary = isinstance(input, bytes) or not text   # bytes in, text out: decoded below
+            if isinstance(input, str) and binary:
                 input = input.encode()
             try:
                 proc = subprocess.run(
-                    argv, input=input, capture_output=True, timeout=timeout, env=full_env, cwd=cwd, text=text,
-                    stdin=None if input is not None else subprocess.DEVNULL,
+                    argv, input=input, capture_output=True, timeout=timeout, env=full_env, cwd=cwd,
+                    text=not binary, stdin=None if input is not None else subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired as exc:
                 raise CommandError(argv, -1, stderr=f"timed out after {timeout}s") from exc

@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # images: registry and peers
   docker-registry skopeo umoci podman
   # networking
-  iproute2 iptables nftables procps
+  iproute2 iptables nftables procps conntrack
   # local cloud (qemu VMs)
   qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
   # observability: the collectors the tests ship to (rsyslog's imtcp, graphite-carbon's

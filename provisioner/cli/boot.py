@@ -28,9 +28,12 @@ def _context(app: App, config_path, sysroot: Path) -> StepContext:
 @click.option("--dry-run", is_flag=True, help="Print what each step would change; change nothing.")
 @click.option("--sysroot", type=click.Path(file_okay=False, path_type=Path), default=Path("/"), hidden=True,
               help="Prefix for /etc, /run, /proc, /home (tests).")
+@click.option("--skip-unchanged", metavar="KEY", default=None,
+              help="Run no step when the last run succeeded with the same host config, agent and KEY "
+                   "(what deploy does on a host it deployed before).")
 @json_option
 @pass_app
-def boot_cmd(app: App, config_path, only, dry_run, sysroot) -> None:
+def boot_cmd(app: App, config_path, only, dry_run, sysroot, skip_unchanged) -> None:
     """The boot hook: disks, users, sysctl, logs, firewall, time sync, containers."""
     ctx = _context(app, config_path, sysroot)
 
@@ -38,9 +41,12 @@ def boot_cmd(app: App, config_path, only, dry_run, sysroot) -> None:
         if not app.json:
             status(f"{r.name}: {r.status} ({r.seconds:.2f}s) {r.message}")
 
-    result = boot_mod.boot(ctx, only=tuple(only), dry_run=dry_run, on_step=progress)
+    result = boot_mod.boot(ctx, only=tuple(only), dry_run=dry_run, on_step=progress, skip_unchanged=skip_unchanged)
 
     def human() -> None:
+        if result.unchanged:
+            click.echo(f"inputs unchanged since the run at {result.started_at}: no step ran")
+            return
         click.echo(table(boot_mod.rows(result), ["STEP", "STATUS", "TIME", "MESSAGE"]))
         for s in result.steps:
             for c in s.changes:

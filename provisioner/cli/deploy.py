@@ -29,13 +29,16 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
 @click.option("--ssh-cidr", default=None,
               help="Allow SSH from this range, in the cloud firewall and the host's own (overrides ssh_cidr in the "
                    "stack; default: the stack's, else this machine's address).")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would change on each host (per service: create, recreate and why, remove) and stop: "
+                   "nothing is launched, delivered or restarted.")
 @_ENDPOINT
 @_REGION
 @_PROJECT
 @json_option
 @pass_app
-def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, timeout, ssh_cidr, endpoint, region,
-               project):
+def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, timeout, ssh_cidr, dry_run, endpoint,
+               region, project):
     """Launch (or reuse) the stack's hosts, install the agent, prepare disks and host, push images,
     start the services, check their health, and print where the time went."""
     from ..clouds.keys import operator_key, read_public_key
@@ -56,8 +59,16 @@ def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, ti
     deployer = Deployer(plan, driver, root=app.root, runner=app.runner, public_key=public, private_key=private,
                         user=user, insecure_registries=tuple(insecure), images=images,
                         timeouts=Timeouts(running=timeout, host_keys=timeout), ssh_timeout=timeout,
-                        progress=status, ssh_cidr=ssh_cidr, detected_cidr=detected)
+                        progress=status, ssh_cidr=ssh_cidr, detected_cidr=detected, dry_run=dry_run)
     result = deployer.run()
+
+    def plan() -> None:
+        rows = [[h.host, c.service, c.action, "; ".join(c.why)] for h in result.hosts for c in h.changes]
+        rows += [[h.host, "-", "none", "unchanged since the last deploy"] for h in result.hosts if h.unchanged]
+        click.echo(table(rows, ["HOST", "SERVICE", "CHANGE", "WHY"]) if rows else "nothing to change")
+        for h in result.hosts:
+            if h.error:
+                click.echo(f"{h.host}: FAILED: {h.error}")
 
     def human() -> None:
         hosts = [h.host for h in result.hosts]
@@ -70,7 +81,7 @@ def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, ti
             if h.error:
                 click.echo(f"{h.host}: FAILED: {h.error}")
 
-    emit(app, result, human)
+    emit(app, result, plan if dry_run else human)
     failed = [h for h in result.hosts if h.error]
     if failed:
         raise HostError("deploy failed on " + "; ".join(f"{h.host} ({h.error})" for h in failed))

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "up": ("provisioner.cli.stack",),
     "down": ("provisioner.cli.stack",),
     "ps": ("provisioner.cli.stack",),
+    "releases": ("provisioner.cli.releases",),
+    "rollback": ("provisioner.cli.releases",),
     "launch": ("provisioner.cli.cloud",),
     "status": ("provisioner.cli.cloud",),
     "destroy": ("provisioner.cli.cloud",),

@@ -1,8 +1,13 @@
 """`provision up|down|ps -f stack.yml`: a stack's services on this host, thin over compose.engine."""
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import click
 
+from ..errors import ConfigError
 from .app import App, emit, json_option, pass_app, status, table
 
 _file = click.option("-f", "--file", "path", default="stack.yml", show_default=True, type=click.Path(dir_okay=False),
@@ -23,20 +28,37 @@ def _load(app: App, path: str, host: str | None = None):
     return stack, Stacks(Manager(app.root, app.runner), progress=status)
 
 
+def _pins(path: str) -> dict[str, str]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"--pins: cannot read {path} ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ConfigError(f"--pins: {path} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and
+                                             re.fullmatch(r"sha256:[0-9a-f]{64}", v) for k, v in data.items()):
+        raise ConfigError(f"--pins: {path} must map image references to sha256:… digests")
+    return data
+
+
 @click.command("up")
 @_file
 @_host
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]")
+@click.option("--pins", "pins_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="JSON {image reference: manifest digest}: run exactly these digests (deploy writes it).")
+@click.option("--by", default="up", hidden=True, help="What the release record says made it (deploy).")
 @json_option
 @pass_app
-def up_cmd(app: App, path: str, host: str | None, dry_run: bool, insecure) -> None:
+def up_cmd(app: App, path: str, host: str | None, dry_run: bool, insecure, pins_file: str | None, by: str) -> None:
     """Create or update the stack's services in dependency order and wait for their health."""
     from ..compose.plan import describe
 
     stack, stacks = _load(app, path, host)
     stacks.insecure_registries = tuple(insecure)
-    actions = stacks.plan(stack) if dry_run else stacks.up(stack)
+    pins = _pins(pins_file) if pins_file else {}
+    actions = stacks.plan(stack, pins) if dry_run else stacks.up(stack, pins=pins, by=by)
     emit(app, [{"action": type(a).__name__.lower(), "service": a.service, "text": describe(a)} for a in actions],
          lambda: click.echo("\n".join(describe(a) for a in actions) if actions else f"{stack.name}: up to date"))
 

@@ -29,9 +29,10 @@ from ..images.reference import parse as parse_reference
 from ..runspec.health import HealthFlags
 from ..runspec.mounts import VolumeSpec
 from ..runspec.request import RunRequest
+from ..stack.loader import load_stack
 from ..stack.model import ServiceSpec, Stack
 from .names import STATE_DIR, container_name, volume_name
-from .plan import Current, Recreate, Remove, Start, config_hash, describe, plan, profile_paths
+from .plan import Current, Recreate, Remove, Start, describe, plan, service_hashes
 from .releases import Releases
 from .waits import Waits
 
@@ -89,22 +90,7 @@ class Stacks:
             yield
 
     def hashes(self, stack: Stack, pins: dict[str, str] | None = None) -> dict[str, str]:
-        pins = pins or {}
-        out = {}
-        for name, spec in stack.services.items():
-            texts = {}
-            for f in spec.env_files:
-                try:
-                    texts[f] = Path(f).read_text()
-                except OSError as exc:
-                    raise StackError(f"services.{name}.env_file: cannot read ({exc.strerror})", f) from exc
-            for f in profile_paths(spec):
-                try:
-                    texts[f] = Path(f).read_text()
-                except OSError as exc:
-                    raise StackError(f"services.{name}.security_opt: cannot read ({exc.strerror})", f) from exc
-            out[name] = config_hash(spec, texts, pins.get(spec.image))
-        return out
+        return service_hashes(stack, pins)
 
     def facts(self, stack: Stack, state: dict) -> dict[str, Current]:
         """What exists: the recorded containers, plus any `<stack>-<service>` container the state
@@ -179,13 +165,29 @@ class Stacks:
 
     def _record(self, stack: Stack, state: dict, hashes: dict[str, str], pins: dict[str, str], actions: list,
                 by: str) -> None:
+        specs = service_hashes(stack, portable=True)
         services = {}
         for name, spec in stack.services.items():
-            ref = parse_reference(spec.image)
-            services[name] = {"hash": hashes[name], "image": spec.image, "digest": pins.get(spec.image),
-                              "image_name": ref.name, "container": self._current(stack.name, state, name)}
+            services[name] = {"hash": hashes[name], "spec": specs[name], "image": spec.image,
+                              "digest": pins.get(spec.image), "image_name": parse_reference(spec.image).name,
+                              "container": self._current(stack.name, state, name)}
         rel = Releases(self.root, stack.name).record(stack, services, [describe(a) for a in actions], by)
         self.progress(f"release {rel.number} of {stack.name}")
+
+    def rollback(self, stack_name: str, to: int | None = None) -> tuple[int, Stack, list]:
+        """Go back to release `to` (default: the one before the current): its stack file and the
+        files it names back in place, its digests pinned, then `up` — only what differs from now is
+        recreated. Recorded as a new release ("rollback to N"). Returns (N, its stack, actions)."""
+        releases = Releases(self.root, stack_name)
+        target = releases.get(to) if to is not None else releases.previous()
+        cur = releases.current()
+        if cur is not None and cur.number == target.number:
+            raise StackError(f"release {target.number} of {stack_name} is the current one already")
+        path = releases.restore(target)
+        stack = load_stack(str(path), hosts_required=False).only(set(target.services))
+        pins = {s["image"]: s["digest"] for s in target.services.values() if s.get("digest")}
+        self.progress(f"{stack_name}: rolling back to release {target.number}")
+        return target.number, stack, self.up(stack, pins=pins, by=f"rollback to {target.number}")
 
     def request(self, stack: str, spec: ServiceSpec, pins: dict[str, str] | None = None,
                 state: dict | None = None) -> RunRequest:

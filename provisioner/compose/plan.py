@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from ..errors import StackError
 from ..stack.model import ServiceSpec, Stack
 
 
@@ -19,11 +21,29 @@ def profile_paths(spec: ServiceSpec) -> list[str]:
     return [spec.security.seccomp] if spec.security.seccomp not in (None, "unconfined") else []
 
 
-def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str | None = None) -> str:
+def _relative(value, base: str):
+    """`value` with every path under `base` written relative to it (recursively)."""
+    if isinstance(value, str):
+        return value[len(base) + 1:] if value.startswith(base + "/") else value
+    if isinstance(value, dict):
+        return {k: _relative(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relative(v, base) for v in value]
+    return value
+
+
+def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str | None = None,
+                base: str | None = None) -> str:
     """What the service's container is made from: every field but its line, the contents of its
     env files and seccomp profiles (`env_file_texts`: path → text, for both), and the image's
-    manifest digest when a release pins it (a new digest under the same tag is a new container)."""
+    manifest digest when a release pins it (a new digest under the same tag is a new container).
+
+    With `base` (the stack file's folder) the hash is *portable*: paths under the folder count by
+    their place in it, so the operator's copy of a stack and the host's copy deploy pushed hash
+    alike — how deploy tells, before touching a host, which services a release changes."""
     data = asdict(spec)
+    if base is not None:
+        data = _relative(data, base.rstrip("/"))
     if digest:
         data["image_digest"] = digest
     data.pop("line", None)
@@ -34,6 +54,24 @@ def config_hash(spec: ServiceSpec, env_file_texts: dict[str, str], digest: str |
         data["security_opt_texts"] = [env_file_texts.get(f, "") for f in profile_paths(spec)]
     data["env_file_texts"] = [env_file_texts.get(f, "") for f in spec.env_files]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def service_hashes(stack: Stack, pins: dict[str, str] | None = None, *, portable: bool = False) -> dict[str, str]:
+    """Each service's config hash, reading the env files and seccomp profiles it names (the one
+    part of this module that reads anything). `portable`: counted from the stack file's folder."""
+    pins = pins or {}
+    base = str(Path(stack.path).resolve().parent) if portable else None
+    out = {}
+    for name, spec in stack.services.items():
+        texts = {}
+        for key, paths in (("env_file", spec.env_files), ("security_opt", profile_paths(spec))):
+            for f in paths:
+                try:
+                    texts[f] = Path(f).read_text()
+                except OSError as exc:
+                    raise StackError(f"services.{name}.{key}: cannot read ({exc.strerror})", f) from exc
+        out[name] = config_hash(spec, texts, pins.get(spec.image), base)
+    return out
 
 
 # ---- facts and plan (pure) ----------------------------------------------------------------------

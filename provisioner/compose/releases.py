@@ -6,8 +6,9 @@ digest it ran. `up` records one whenever it changed something; the last KEEP are
 images they pinned keep a digest name in the store (so a moved tag or `image prune` never takes
 an image a kept release can go back to).
 
-    <root>/releases/<stack>/<N>/release.json   {"number", "created", "stack", "hash", "services":
-                                                 {name: {"hash", "image", "digest"}}, "changes", "by"}
+    <root>/releases/<stack>/<N>/release.json   {"number", "created", "stack", "hash", "stack_sha256",
+                                                 "services": {name: {"hash", "portable", "image",
+                                                 "digest", "image_name", "container"}}, "changes", "by"}
     <root>/releases/<stack>/<N>/stack.yml       and the files it names, by their path under its folder
     <root>/releases/<stack>/current             the number of the release running now
 """
@@ -40,15 +41,19 @@ class Release:
     services: dict[str, dict] = field(default_factory=dict)
     changes: tuple[str, ...] = ()
     by: str = "up"                              # up | deploy | rollback to N
+    stack_sha256: str = ""                      # of the stack file as it was
+    stack_path: str = ""                        # where the stack file was (rollback puts it back there)
 
     def to_json(self) -> dict:
         return {"number": self.number, "created": self.created, "stack": self.stack, "hash": self.hash,
-                "services": self.services, "changes": list(self.changes), "by": self.by}
+                "services": self.services, "changes": list(self.changes), "by": self.by,
+                "stack_sha256": self.stack_sha256, "stack_path": self.stack_path}
 
     @classmethod
     def from_json(cls, d: dict) -> "Release":
         return cls(int(d["number"]), float(d["created"]), d["stack"], d["hash"], dict(d.get("services") or {}),
-                   tuple(d.get("changes") or ()), d.get("by", "up"))
+                   tuple(d.get("changes") or ()), d.get("by", "up"), d.get("stack_sha256", ""),
+                   d.get("stack_path", ""))
 
 
 def release_hash(services: dict[str, dict]) -> str:
@@ -57,8 +62,9 @@ def release_hash(services: dict[str, dict]) -> str:
 
 
 def stack_files(stack: Stack) -> list[Path]:
-    """The files a stack's services read besides the stack file, by absolute path."""
-    out = []
+    """The files a stack's services read besides the stack file, by absolute path (and the .env
+    file beside it, which interpolation reads)."""
+    out = [Path(stack.path).resolve().parent / ".env"]
     for spec in stack.services.values():
         out += [Path(f) for f in spec.env_files]
         if spec.security.seccomp not in (None, "unconfined"):
@@ -104,7 +110,9 @@ class Releases:
         current one, and drop the oldest beyond KEEP. Returns it."""
         numbers = self.numbers()
         number = (numbers[-1] + 1) if numbers else 1
-        rel = Release(number, time.time(), self.stack, release_hash(services), services, tuple(changes), by)
+        sha = hashlib.sha256(Path(stack.path).read_bytes()).hexdigest()
+        rel = Release(number, time.time(), self.stack, release_hash(services), services, tuple(changes), by, sha,
+                      str(Path(stack.path).resolve()))
         tmp = self.dir / f".{number}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         base = Path(stack.path).resolve().parent
@@ -122,6 +130,33 @@ class Releases:
         for old in numbers[:max(0, len(numbers) + 1 - KEEP)]:
             shutil.rmtree(self.dir / str(old), ignore_errors=True)
         return rel
+
+    def previous(self) -> Release:
+        """The release before the current one (what `rollback` goes back to by default)."""
+        cur = self.current()
+        older = [n for n in self.numbers() if cur is None or n < cur.number]
+        if not older:
+            have = ", ".join(map(str, self.numbers())) or "none"
+            raise StackError(f"stack {self.stack} has no release before "
+                             f"{'release ' + str(cur.number) if cur else 'the current one'} on this host "
+                             f"(kept: {have})")
+        return self.get(older[-1])
+
+    def restore(self, rel: Release) -> Path:
+        """Put release `rel`'s stack file and the files it names back where they were (the files
+        they replace are in the current release, so nothing is lost); returns the stack file's path."""
+        if not rel.stack_path:
+            raise StackError(f"release {rel.number} of {self.stack} does not say where its stack file was")
+        target = Path(rel.stack_path)
+        src = self.dir / str(rel.number)
+        for f in sorted(src.rglob("*")):
+            if f.is_dir() or f.name == RELEASE_FILE:
+                continue
+            rel_path = f.relative_to(src)
+            dest = target if rel_path == Path(STACK_FILE) else target.parent / rel_path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(dest, f.read_bytes(), mode=f.stat().st_mode & 0o777)
+        return target
 
     def pinned_images(self) -> set[str]:
         """The "repo@digest" names the kept releases ran."""

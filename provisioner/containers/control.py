@@ -9,6 +9,7 @@ from typing import Iterator
 from ..errors import ContainerError
 from ..images import btrfs
 from .. import network
+from ..network import conntrack
 from . import rootfsmount, supervise
 from .container import ContainerRecord
 from .create import STOP_TIMEOUT
@@ -54,6 +55,20 @@ class Controlling:
         rec.state["stopped_by_user"] = True
         self.records.save(rec)
         return rec
+
+    def takeover(self, ref: str, old: str) -> str | None:
+        """Container `ref` (run with `replaces=old`, standing by) takes `old`'s published ports
+        over: one nftables transaction, then the kernel forgets the NAT of `old`'s connections
+        that are not established (a client reusing a port in TIME_WAIT would otherwise still
+        reach `old`). Returns `old`'s address, whose established connections drain (conntrack.drain)."""
+        with self._locked(ref) as rec:
+            was = network.takeover(self.root, self.net, rec.name, old, runner=self.runner, paths=self.net_paths)
+            rec.config.pop("replaces", None)
+            self.records.save(rec)
+        if was is None:
+            return None
+        conntrack.flush_stale(self.runner, was.address)
+        return was.address
 
     def start(self, ref: str) -> ContainerRecord:
         with self._locked(ref) as rec:

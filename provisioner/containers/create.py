@@ -67,6 +67,7 @@ class Creating:
                 **({"cloud_metadata": True} if req.cloud_metadata else {}),
                 **({"labels": dict(req.labels)} if req.labels else {}),
                 **({"stdin_open": True, "stdin_once": req.stdin_once} if req.interactive else {}),
+                **({"replaces": req.replaces} if req.replaces else {}),
                 # a stack's own check; run() decides between it, the image's and the flags
                 **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
@@ -217,7 +218,12 @@ class Creating:
             self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths,
             hostname=rec.config["options"].get("hostname") or rec.id[:12], ports=list(rec.config["ports"]),
             exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]],
-            metadata=bool(rec.config.get("cloud_metadata")))
+            metadata=bool(rec.config.get("cloud_metadata")), standby_for=self._standing_by(rec))
+
+    def _standing_by(self, rec: ContainerRecord) -> str | None:
+        """The container whose ports `rec` is to take over, while that one still has them."""
+        old = rec.config.get("replaces")
+        return old if old and network.endpoint(self.root, old) is not None else None
 
     def _start(self, rec: ContainerRecord, *, fresh: bool, undo=None) -> None:
         undo = undo if undo is not None else []

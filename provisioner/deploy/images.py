@@ -60,20 +60,6 @@ def host_credentials(conf: RegistriesConf, refs: Iterable[str], lookup=load_cred
     return out
 
 
-def write_settings(ssh: Runner, conf: RegistriesConf, creds: dict[str, Credentials]) -> None:
-    """Both files, as root, through the session's stdin (never an argument): the configuration
-    readable by all, the credentials by root alone; no credentials, no file."""
-    d = shlex.quote(str(SETTINGS_DIR))
-    script = (f"set -e; umask 022; mkdir -p {d}; cat > {d}/{CONF_FILE}.new; mv {d}/{CONF_FILE}.new {d}/{CONF_FILE}")
-    ssh.run(["sh", "-c", script], sudo=True, input=conf.to_toml())
-    if creds:
-        script = (f"set -e; umask 077; cat > {d}/{AUTH_FILE}.new; chown root:root {d}/{AUTH_FILE}.new; "
-                  f"chmod 600 {d}/{AUTH_FILE}.new; mv {d}/{AUTH_FILE}.new {d}/{AUTH_FILE}")
-        ssh.run(["sh", "-c", script], sudo=True, input=encode_auths(creds))
-    else:
-        ssh.run(["rm", "-f", f"{SETTINGS_DIR}/{AUTH_FILE}"], sudo=True)
-
-
 def pull_on_host(ssh: Runner, host: str, refs: list[str], conf: RegistriesConf, timeout: float = 3600.0
                  ) -> list[dict]:
     """`provision image pull` of every ref on the host, in one command; one report per ref."""

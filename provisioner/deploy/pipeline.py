@@ -3,62 +3,45 @@
 Per host, timed like the RightScale boot-time table (launch and boot, SSH ready, agent install,
 host preparation, image pulls, container starts, total):
 
-1. launch through the cloud driver (or reuse running instances recorded by an earlier deploy);
+1. every image reference resolved to its manifest digest in its registry (the release pins
+   them), before any VM is launched for it;
+2. launch through the cloud driver (or reuse running instances recorded by an earlier deploy);
    the SSH host keys come from the console, so SSH never trusts on first use;
-2. wait for SSH; deliver the agent (wheels over SFTP, offline install; skipped when unchanged);
-3. push the stack file and /etc/provisioner/host.yml (which disk each volume is), run the boot
-   hook `provision host boot` (disks, users, sysctl, logs, firewall, time, containers);
-4. the images the host's services use: pulled by the host itself from their registries (default;
-   the registries configuration and exactly the credentials needed delivered over SSH, see
-   images.py), or pushed from here layer by layer (`--images push`), only what the host lacks;
-5. `provision up --host H` on the host (dependency order, waits for health), then check each
-   service is running and healthy and each published TCP port answers from here.
+3. the rest, per host and concurrently, in hoststeps.py: one probe, the change plan, then agent,
+   files and boot hook, images by digest, `up`, health and port checks — or nothing at all when
+   the probe says nothing changed.
 
-Deploying again an unchanged stack changes nothing: every step is idempotent and says so.
+`--dry-run` launches nothing and changes nothing: it prints each host's change plan.
 """
 from __future__ import annotations
 
-import json
-import shlex
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from .. import hostos
 from ..clouds.base import host_ssh_cidr, plan_launch
 from ..clouds.launch import HostResult, Timeouts, launch
-from ..errors import ConfigError, HostError, ProvisionerError
+from ..errors import ConfigError, HostError
+from ..images.reference import parse as parse_reference
+from ..images.registry import Registry
+from ..remote.bundle import AgentBundles, HostPython, build_bundle
+from ..remote.deliver import deliver
+from ..remote.imagepush import push_images
+from ..remote.ssh import SshClient
 from . import inventory
-from .images import MODES, host_conf, host_credentials, pull_on_host, write_settings
-from .plan import REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
+from .changes import ServiceChange
+from .hoststeps import HostOutcome, HostSteps
+from .images import MODES
+from .plan import DeployPlan
 
 PHASES = (("launch", "launch and boot"), ("ssh", "SSH ready"), ("agent", "agent install"),
           ("prepare", "host preparation (disks)"), ("images", "image pulls"), ("containers", "container starts"),
           ("total", "total"))
 DEFAULT_USER = {"aws": "admin", "gce": "provisioner"}  # AWS: Debian AMIs; GCE: the ssh-keys metadata user
-PROVISION = ("provision",)                         # the agent on the host (/usr/local/bin, via sudo)
-
-
-@dataclass
-class HostOutcome:
-    host: str
-    launched: bool = False
-    seconds: dict[str, float] = field(default_factory=dict)
-    boot: list[dict] = field(default_factory=list)        # the boot hook's steps
-    images: list[dict] = field(default_factory=list)      # {"ref", "digest", "delivery": pull|push, ...} per image
-    actions: list[dict] = field(default_factory=list)     # what `up` did
-    services: list[dict] = field(default_factory=list)    # `ps` rows
-    endpoints: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_json(self) -> dict:
-        return {"host": self.host, "launched": self.launched, "seconds": self.seconds, "boot": self.boot,
-                "images": self.images, "actions": self.actions, "services": self.services,
-                "endpoints": self.endpoints, "error": self.error}
 
 
 @dataclass
@@ -97,7 +80,9 @@ class Deployer:
                  timeouts: Timeouts | None = None, ssh_timeout: float = 300.0,
                  progress: Callable[[str], None] = lambda _m: None, bundle_builder=None, deliverer=None,
                  pusher=None, ssh_factory=None, images: str = "pull", ssh_cidr: str | None = None,
-                 detected_cidr: str | None = None):
+                 detected_cidr: str | None = None, dry_run: bool = False, resolver=None):
+        if images not in MODES:
+            raise ConfigError(f"--images must be one of {', '.join(MODES)}, not {images!r}")
         self.plan = plan
         self.driver = driver
         self.root = Path(root)
@@ -107,30 +92,24 @@ class Deployer:
         self.user = user
         self.insecure = tuple(insecure_registries)
         self.timeouts = timeouts or Timeouts()
-        self.ssh_timeout = ssh_timeout
         self.progress = progress
         self.ssh_cidr = ssh_cidr            # --ssh-cidr (beats the stack's, which beats detection)
         self.detected_cidr = detected_cidr
+        self.dry_run = dry_run
         # seams for tests; the real ones by default
-        from ..remote.bundle import AgentBundles, build_bundle
-        from ..remote.deliver import deliver
-        from ..remote.imagepush import push_images
-        from ..remote.ssh import SshClient
-
+        self.resolve = resolver or (lambda ref: Registry(parse_reference(ref), insecure_hosts=self.insecure)
+                                    .resolve().manifest_digest)
         self.bundles = AgentBundles(runner, progress=progress, build=bundle_builder or build_bundle)
-        self.deliver = deliverer or deliver
-        self.push_images = pusher or push_images
-        if images not in MODES:
-            raise ConfigError(f"--images must be one of {', '.join(MODES)}, not {images!r}")
-        self.images_mode = images
-        self.ssh_factory = ssh_factory or SshClient
         self._lock = threading.Lock()
+        self.steps = HostSteps(plan, {}, self.bundles, deliverer or deliver, pusher or push_images, images,
+                               self.insecure, getattr(driver, "registry_seen_as", lambda registry: registry),
+                               self._say, ssh_factory or SshClient, ssh_timeout, dry_run)
 
     # -- the whole deploy ----------------------------------------------------------------------
     def run(self) -> DeployResult:
         stack = self.plan.stack
-        self._start = time.monotonic()
-        self._preflight()
+        self.steps.started = time.monotonic()
+        self.steps.pins = self._preflight()
         records, missing = self._reuse()
         launch_plan = None
         if missing:
@@ -138,6 +117,14 @@ class Deployer:
                                       detected_cidr=self.detected_cidr)
             launch_plan = replace(launch_plan, hosts=tuple(h for h in launch_plan.hosts if h.host in missing))
             self.driver.check(launch_plan)   # VM image, zones, types, ports: before anything exists
+        outcomes = [HostOutcome(hp.host, launched=hp.host in missing) for hp in self.plan.hosts]
+        if self.dry_run:
+            for hp, out in zip(self.plan.hosts, outcomes):
+                if hp.host in missing:
+                    out.changes = [ServiceChange(s, "create", ("the host is launched",)) for s in hp.services]
+                    self._say(hp.host, "plan: launch the host; create " + ", ".join(hp.services))
+            self._hosts(records, [(hp, out) for hp, out in zip(self.plan.hosts, outcomes) if hp.host in records])
+            return DeployResult(stack.name, self.plan.cloud, outcomes)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # the agent's wheels are made while the VMs boot, for the Python their OS is expected to
             # run (delivery asks the host, and makes another set if it runs something else)
@@ -147,29 +134,28 @@ class Deployer:
             if launch_plan is not None:
                 new, launched = self._launch(launch_plan, alongside=bool(records))
                 records.update(new)
-            launch_seconds = dict(launched)
-            outcomes = [HostOutcome(hp.host, launched=hp.host in launched) for hp in self.plan.hosts]
-            with ThreadPoolExecutor(max_workers=max(1, len(outcomes))) as hosts_pool:
-                futures = [hosts_pool.submit(self._deploy_host, hp, records[hp.host], out)
-                           for hp, out in zip(self.plan.hosts, outcomes)]
-                for f in futures:
-                    f.result()
+            self._hosts(records, list(zip(self.plan.hosts, outcomes)))
         for out in outcomes:
-            out.seconds = {"launch": launch_seconds.get(out.host, 0.0), **out.seconds}
+            out.seconds = {"launch": launched.get(out.host, 0.0), **out.seconds}
         return DeployResult(stack.name, self.plan.cloud, outcomes)
+
+    def _hosts(self, records: dict[str, inventory.HostRecord], work: list) -> None:
+        with ThreadPoolExecutor(max_workers=max(1, len(work))) as hosts_pool:
+            for f in [hosts_pool.submit(self.steps.run, hp, records[hp.host], out) for hp, out in work]:
+                f.result()
 
     def _say(self, host: str, msg: str) -> None:
         with self._lock:
             self.progress(f"{host}: {msg}")
 
-    def _preflight(self) -> None:
-        """Every image must resolve in its registry before a VM is launched for it."""
-        from ..images.reference import parse
-        from ..images.registry import Registry
-
+    def _preflight(self) -> dict[str, str]:
+        """Every image resolves in its registry before a VM is launched for it; the digests are
+        the release's pins (what every host runs, whatever the tag says by then)."""
+        pins = {}
         for ref in self.plan.images:
             self.progress(f"image {ref}: checking the registry")
-            Registry(parse(ref), insecure_hosts=self.insecure).resolve()
+            pins[ref] = self.resolve(ref)
+        return pins
 
     # -- launch or reuse -----------------------------------------------------------------------
     def _reuse(self) -> tuple[dict[str, inventory.HostRecord], list[str]]:
@@ -258,137 +244,7 @@ class Deployer:
 
     # -- one host ------------------------------------------------------------------------------
     def _expected_pythons(self) -> list:
-        from ..remote.bundle import HostPython
-
         systems = {h.clouds[self.plan.cloud].options.get("os", hostos.DEFAULT) for h in self.plan.stack.hosts
                    if h.name in {hp.host for hp in self.plan.hosts}}
         machine = HostPython.local().machine
         return [HostPython(hostos.host_os(s).python, hostos.host_os(s).glibc, machine) for s in sorted(systems)]
-
-    def _deploy_host(self, hp: HostDeployPlan, rec: inventory.HostRecord, out: HostOutcome) -> None:
-        ssh = self.ssh_factory(rec.target())
-        phase, t = "ssh", time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal phase, t
-            now = time.monotonic()
-            out.seconds[phase] = round(now - t, 1)
-            phase, t = name, now
-        try:
-            ssh.wait_ready(timeout=self.ssh_timeout)
-            self._say(hp.host, f"SSH ready at {rec.target().where} (host key verified)")
-            lap("agent")
-            self.deliver(ssh, self.bundles, progress=lambda m: self._say(hp.host, m))
-            lap("prepare")
-            out.boot = self._prepare(ssh, hp, rec)
-            lap("images")
-            out.images = self._images(ssh, hp)
-            lap("containers")
-            out.actions = self._remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, "--json"], 1800)
-            self._say(hp.host, "; ".join(a.get("text", "") for a in out.actions) or "services up to date")
-            out.services = self._check_services(ssh, hp)
-            out.endpoints = self._check_ports(hp, rec)
-            lap("done")
-        except ProvisionerError as exc:
-            out.seconds[phase] = round(time.monotonic() - t, 1)
-            out.error = f"{phase}: {exc}"
-            self._say(hp.host, f"failed during {phase}: {exc}")
-        finally:
-            out.seconds["total"] = round(time.monotonic() - self._start, 1)
-            ssh.close()
-
-    def _images(self, ssh, hp: HostDeployPlan) -> list[dict]:
-        if self.images_mode == "pull":
-            seen_as = getattr(self.driver, "registry_seen_as", lambda registry: registry)
-            conf = host_conf(self.plan.stack.host(hp.host).registries, hp.images, seen_as)
-            write_settings(ssh, conf, host_credentials(conf, hp.images))
-            self._say(hp.host, f"pulling {len(hp.images)} image(s) on the host")
-            pulled = pull_on_host(ssh, hp.host, list(hp.images), conf)
-            for p in pulled:
-                what = "already there" if not p["fetched_layers"] else \
-                    f"{p['fetched_layers']} layer(s), {p['bytes'] / 1e6:.1f} MB in {p['seconds']:.1f}s"
-                self._say(hp.host, f"image {p['ref']}: pulled by the host ({what})")
-            return pulled
-        out = []
-        # one batch per host: a layer two images share travels once
-        for ref, pushed in zip(hp.images, self.push_images(ssh, list(hp.images), insecure_registries=self.insecure)):
-            out.append({**pushed.to_json(), "ref": ref, "digest": pushed.manifest_digest, "delivery": "push"})
-            what = "already there" if pushed.up_to_date else \
-                f"{len(pushed.sent)} layer(s) sent, {pushed.bytes_sent / 1e6:.1f} MB, {len(pushed.skipped)} there"
-            self._say(hp.host, f"image {ref}: {what}")
-        return out
-
-    def _remote_json(self, ssh, args: list[str], timeout: float = 600.0):
-        res = ssh.run([*PROVISION, *args], sudo=True, check=False, timeout=timeout)
-        if res.returncode != 0:
-            tail = " ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-2:])
-            raise HostError(f"`provision {shlex.join(args)}` failed on the host (exit {res.returncode}): {tail}")
-        try:
-            return json.loads(res.stdout or "null")
-        except ValueError:
-            raise HostError(f"`provision {shlex.join(args)}` printed no JSON: {res.stdout[:200]!r}") from None
-
-    def _write(self, ssh, path: str, text: str) -> None:
-        """`text` into `path` on the host, root's alone (0600 in a 0700 directory): the stack's
-        environment and env files are the services' secrets."""
-        d = shlex.quote(path.rsplit("/", 1)[0])
-        script = f"umask 077 && mkdir -p {d} && chmod go= {d} && cat > {shlex.quote(path)}.new && " \
-                 f"mv -f {shlex.quote(path)}.new {shlex.quote(path)}"
-        ssh.run(["sh", "-c", script], sudo=True, input=text)
-
-    def _prepare(self, ssh, hp: HostDeployPlan, rec: inventory.HostRecord) -> list[dict]:
-        stack = self.plan.stack
-        host = stack.host(hp.host)
-        matches = {v.name: volume_match(self.plan.cloud, rec.style, v.name, rec.volumes[v.name])
-                   for v in host.volumes if v.name in rec.volumes}
-        self._write(ssh, REMOTE_STACK, Path(stack.path).read_text())
-        for local, remote in hp.files:
-            try:
-                self._write(ssh, remote, Path(local).read_text())
-            except OSError as exc:
-                raise HostError(f"cannot read {local} (a file the stack names for {hp.host}): {exc.strerror}") from None
-        self._write(ssh, REMOTE_HOST, host_yaml(stack, self.plan.cloud, hp.host, matches, rec.ssh_cidr))
-        res = ssh.run([*PROVISION, "host", "boot", "--json"], sudo=True, check=False, timeout=1800)
-        try:
-            steps = json.loads(res.stdout).get("steps", [])
-        except ValueError:
-            steps = []
-        for s in steps:
-            self._say(hp.host, f"prepare: {s.get('name')}: {s.get('status')} ({s.get('seconds', 0):.1f}s)"
-                               f"{' ' + s['message'] if s.get('message') else ''}")
-        if res.returncode != 0:
-            failed = [f"{s.get('name')}: {s.get('message')}" for s in steps if s.get("status") == "failed"]
-            tail = "; ".join(failed) or " ".join(res.stderr.strip().splitlines()[-2:])
-            raise HostError(f"the boot hook failed on {hp.host}: {tail} (details: `provision ssh "
-                            f"{stack.name}/{hp.host} -- sudo provision host status`)")
-        return steps
-
-    def _check_services(self, ssh, hp: HostDeployPlan) -> list[dict]:
-        rows = self._remote_json(ssh, ["ps", "-f", REMOTE_STACK, "--host", hp.host, "--json"])
-        bad = [f"{r['service']} is {r['state']}{'/' + r['health'] if r.get('health') not in (None, 'none') else ''}"
-               for r in rows if r.get("state") != "running" or r.get("health") not in (None, "none", "healthy")]
-        if bad:
-            raise HostError("services not healthy: " + ", ".join(bad))
-        return rows
-
-    def _check_ports(self, hp: HostDeployPlan, rec: inventory.HostRecord, timeout: float = 30.0) -> dict[str, str]:
-        """Each published TCP port answers from the operator machine (through the cloud's firewall
-        or the local cloud's forward) — what a user of the service would see."""
-        out = {}
-        for port in hp.tcp_ports:
-            where = rec.endpoints.get(f"{port}/tcp")
-            if where is None:
-                continue
-            addr, p = where.rsplit(":", 1)
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with socket.create_connection((addr, int(p)), timeout=3.0):
-                        break
-                except OSError as exc:
-                    if time.monotonic() > deadline:
-                        raise HostError(f"published port {port}/tcp does not answer at {where} ({exc})") from None
-                    time.sleep(0.5)
-            out[f"{port}/tcp"] = where
-        return out
-

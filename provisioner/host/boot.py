@@ -9,13 +9,14 @@ over SSH) reads it. Log lines go to the `provisioner.host.boot` logger and <root
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -79,6 +80,8 @@ class BootResult:
     seconds: float = 0.0
     dry_run: bool = False
     steps: list[StepResult] = field(default_factory=list)
+    inputs: str = ""            # inputs_digest of a full run ("" for a partial one)
+    unchanged: bool = False     # returned from the last run: nothing ran (not written)
 
     @property
     def ok(self) -> bool:
@@ -92,14 +95,15 @@ class BootResult:
         return {"version": 1, "agent": __version__, "host": self.host, "stack": self.stack,
                 "started_at": self.started_at,
                 "seconds": round(self.seconds, 3), "dry_run": self.dry_run, "ok": self.ok,
-                "steps": [s.to_json() for s in self.steps]}
+                "inputs": self.inputs, "unchanged": self.unchanged, "steps": [s.to_json() for s in self.steps]}
 
     @classmethod
     def from_json(cls, data: dict) -> "BootResult":
         steps = [StepResult(**{k: s[k] for k in ("name", "status", "seconds", "message", "changes") if k in s})
                  for s in data.get("steps", [])]
         return cls(data.get("host", "?"), data.get("stack"), data.get("started_at", ""),
-                   float(data.get("seconds", 0.0)), bool(data.get("dry_run", False)), steps)
+                   float(data.get("seconds", 0.0)), bool(data.get("dry_run", False)), steps,
+                   str(data.get("inputs", "")))
 
 
 def _message(exc: BaseException) -> str:
@@ -182,22 +186,65 @@ def exclusive(path: Path, timeout: float = LOCK_TIMEOUT):
         os.close(fd)
 
 
+def _canonical(value):
+    """The config as plain data, without where it was read from (path, line): what the steps act on."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+                if k not in ("path", "line")}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def inputs_digest(ctx: StepContext, key: str = "") -> str:
+    """What the steps' outcome depends on: the host config, the agent's version, and `key` (deploy
+    passes the installed agent's marker, so new agent code runs the steps again)."""
+    data = json.dumps({"config": _canonical(ctx.config), "agent": __version__, "key": key}, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
 def boot(ctx: StepContext, *, steps: tuple[StepDef, ...] = STEPS, only: tuple[str, ...] = (),
          dry_run: bool = False, on_step: Callable[[StepResult], None] | None = None,
-         result_path: Path | None = None, lock_timeout: float = LOCK_TIMEOUT) -> BootResult:
-    """Runs the steps in order and writes the result file (not on dry runs)."""
+         result_path: Path | None = None, lock_timeout: float = LOCK_TIMEOUT,
+         skip_unchanged: str | None = None) -> BootResult:
+    """Runs the steps in order and writes the result file (not on dry runs). `skip_unchanged`
+    (deploy's re-runs; the key of inputs_digest): when the last run of every step succeeded with
+    the same inputs, nothing runs again and that result is returned, `unchanged`."""
     unknown = [n for n in only if n not in {s.name for s in steps}]
     if unknown:
         raise ConfigError(f"unknown boot step(s): {', '.join(unknown)} (steps: {', '.join(s.name for s in steps)})")
     if dry_run:
         return _boot(ctx, steps, only, dry_run, on_step, result_path)
     with exclusive(ctx.path(LOCK_FILE), lock_timeout):
-        return _boot(ctx, steps, only, dry_run, on_step, result_path)
+        path = result_path or ctx.root / RESULT_FILE
+        inputs = inputs_digest(ctx, skip_unchanged or "")
+        if skip_unchanged is not None and not only:
+            last = _last(path)
+            if last is not None and last.ok and last.inputs == inputs and \
+                    {s.name for s in last.steps} >= {s.name for s in steps}:
+                last.unchanged = True
+                say = _BootLog(ctx.root / LOG_FILE)
+                try:
+                    say(logging.INFO, f"boot hook: inputs unchanged since {last.started_at}; no step runs again")
+                finally:
+                    say.close()
+                return last
+        return _boot(ctx, steps, only, dry_run, on_step, result_path, inputs if not only else "")
 
 
-def _boot(ctx, steps, only, dry_run, on_step, result_path) -> BootResult:
+def _last(path: Path) -> BootResult | None:
+    try:
+        return read_result(path)
+    except HostError:
+        return None
+
+
+def _boot(ctx, steps, only, dry_run, on_step, result_path, inputs: str = "") -> BootResult:
     result = BootResult(ctx.config.host, ctx.config.stack,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"), dry_run=dry_run)
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), dry_run=dry_run, inputs=inputs)
     say = _BootLog(None if dry_run else ctx.root / LOG_FILE)
     t0 = time.monotonic()
     try:

@@ -100,6 +100,12 @@ def _unescape(s: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
+# node_exporter's default mount-points-exclude, plus the containers' own root filesystems (each
+# a bind of a part of the container store, mounted by the runtime setup: the store is counted once)
+EXCLUDED = re.compile(r"^/(dev|proc|sys|run/credentials/.+|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+                      r"|/containers/[0-9a-f]{64}/rootfs$")
+
+
 def mounts(mountinfo: str) -> list[tuple[str, str, str]]:
     """(device, fstype, mountpoint) of the real filesystems, each mountpoint once."""
     out, seen = [], set()
@@ -109,7 +115,7 @@ def mounts(mountinfo: str) -> list[tuple[str, str, str]]:
             continue
         mountpoint = _unescape(left.split()[4])
         fstype, device, *_ = right.split()
-        if fstype in REAL_FS and mountpoint not in seen:
+        if fstype in REAL_FS and mountpoint not in seen and not EXCLUDED.search(mountpoint):
             seen.add(mountpoint)
             out.append((_unescape(device), fstype, mountpoint))
     return out

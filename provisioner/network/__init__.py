@@ -1,5 +1,5 @@
 """Container networking: a bridge, a veth pair per container in its own network namespace,
-addresses from a persisted allocator, NAT for egress, published ports as nftables DNAT rules,
+addresses from a persisted allocator, NAT for egress, published ports as nftables DNAT rules behind verdict maps,
 Docker-style --link (/etc/hosts lines + env vars) and a working resolv.conf.
 
 Layout (house style: facts → pure plan → apply):
@@ -10,10 +10,11 @@ Layout (house style: facts → pure plan → apply):
   facts.py   reads the system (links, netns, sysctls, nft rules, listening sockets)
   plan.py    pure: facts + desired endpoint → actions
   apply.py   actions → `ip`, `nft`, `sysctl` through the Runner
-  manage.py  connect / disconnect / reconnect / relink: the entry points the container code calls
+  manage.py  connect / disconnect / reconnect / relink / takeover: the entry points the container code calls
+  conntrack.py  the kernel's connection tracking entries of an endpoint: flushed and drained at a switch
 """
 from .model import Endpoint, NetworkConfig
-from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, teardown
+from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, takeover, teardown
 
 __all__ = ["Endpoint", "NetworkConfig", "connect", "disconnect", "endpoint", "endpoints", "reconnect", "relink",
-           "teardown"]
+           "takeover", "teardown"]

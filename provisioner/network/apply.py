@@ -12,7 +12,12 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
                                                                   from containers to the host
   output     (nat, -100)    fib daddr type local → jump ports   the host's own connections,
                                                                   127.0.0.1 included
-  ports                     one DNAT rule per published port, commented "prov:<name>|<mapping>"
+  ports                     two verdict-map lookups: (address, proto, port) in @bound4 for
+                            ports published on one address, (proto, port) in @wild4 for the
+                            rest; each element jumps to the port's own chain p_<proto>_<addr|any>_<port>
+                            holding its one DNAT rule, commented "prov:<name>|<mapping>". Moving a
+                            port to another container (a start-first switch) flushes that chain
+                            and adds the new rule in one transaction: no packet sees it unpublished
   postrouting (nat, srcnat) subnet leaving by another interface → masquerade (egress NAT)
                             127.0.0.0/8 leaving by the bridge   → masquerade (see below)
                             DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
@@ -59,7 +64,15 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
   set metadata_ok {{
     type ipv4_addr;
   }}
+  map bound4 {{
+    type ipv4_addr . inet_proto . inet_service : verdict;
+  }}
+  map wild4 {{
+    type inet_proto . inet_service : verdict;
+  }}
   chain ports {{
+    ip daddr . meta l4proto . th dport vmap @bound4
+    meta l4proto . th dport vmap @wild4
   }}
   chain guard {{
     type filter hook prerouting priority raw; policy accept;
@@ -96,27 +109,63 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
 """
 
 
-def upgrade_script(table: str, bridge: str, subnet: str) -> str:
-    """An older version's table brought to this one in one transaction: its base chains emptied
-    and filled again (chains it lacks are created); the `ports` rules and set elements stay."""
-    flush = "".join(f"flush chain ip {table} {c}\n" for c in CHAINS if c != "guard")
-    return flush + table_script(table, bridge, subnet)
+def upgrade_script(table: str, bridge: str, subnet: str, carry: Iterable[PortRule] = ()) -> str:
+    """An older version's table brought to this one in one transaction: its base chains and the
+    `ports` chain emptied and filled again (chains and maps it lacks are created); the published
+    ports' chains and the set's elements stay, and `carry` — the DNAT rules an older `ports` chain
+    held itself — become port chains."""
+    full = table_script(table, bridge, subnet)
+    # first every chain, set and map declared (created where missing, hooks included), then the
+    # chains emptied, then the rules: a rule is never added twice, whatever the table had
+    skeleton = "\n".join(line for line in full.splitlines()
+                         if line.strip().startswith(("table ", "set ", "map ", "chain ", "type ", "}")))
+    flush = "".join(f"flush chain ip {table} {c}\n" for c in (*CHAINS, "ports"))
+    return skeleton + "\n" + flush + full + ports_script(ReplacePortRules(table, (), tuple(carry)))
 
 
 def _quote(comment: str) -> str:
     return '"' + comment.replace("\\", "").replace('"', "") + '"'
 
 
+def _map_key(r: PortRule) -> tuple[str, str]:
+    if r.host_ip == WILDCARD:
+        return "wild4", f"{r.proto} . {r.host_port}"
+    return "bound4", f"{r.host_ip} . {r.proto} . {r.host_port}"
+
+
+def _key_of_chain(chain: str) -> tuple[str, str]:
+    """The map element that jumps to a port chain (the inverse of PortRule.chain)."""
+    proto, where, port = chain[len("p_"):].split("_")
+    if where == "any":
+        return "wild4", f"{proto} . {port}"
+    return "bound4", f"{where} . {proto} . {port}"
+
+
 def rule_text(table: str, r: PortRule) -> str:
-    match = "" if r.host_ip == WILDCARD else f"ip daddr {r.host_ip} "
-    return (f"add rule ip {table} ports {match}{r.proto} dport {r.host_port} "
+    return (f"add rule ip {table} {r.chain} meta l4proto {r.proto} "
             f"dnat to {r.container_ip}:{r.container_port} comment {_quote(r.comment)}")
 
 
 def ports_script(a: ReplacePortRules) -> str:
-    lines = [f"delete rule ip {a.table} ports handle {h}" for h in a.delete]
-    lines += [rule_text(a.table, r) for r in a.add]
-    return "\n".join(lines) + "\n"
+    """One `nft -f` transaction (see ReplacePortRules): unpublish, repoint, publish."""
+    adding = {r.chain for r in a.add}
+    lines = []
+    for chain in a.delete:
+        if chain in adding:
+            lines.append(f"flush chain ip {a.table} {chain}")       # repointed below
+            continue
+        m, key = _key_of_chain(chain)
+        lines += [f"delete element ip {a.table} {m} {{ {key} }}", f"flush chain ip {a.table} {chain}",
+                  f"delete chain ip {a.table} {chain}"]
+    for r in a.add:
+        if r.chain not in a.delete:
+            m, key = _map_key(r)
+            lines.append(f"add chain ip {a.table} {r.chain}")
+            lines.append(rule_text(a.table, r))
+            lines.append(f"add element ip {a.table} {m} {{ {key} : goto {r.chain} }}")
+        else:
+            lines.append(rule_text(a.table, r))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _in_ns(path: str, argv: list[str]) -> list[str]:
@@ -135,7 +184,7 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
     if isinstance(a, CreateTable):
         return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet))]
     if isinstance(a, UpgradeTable):
-        return [(["nft", "-f", "-"], upgrade_script(a.table, a.bridge, a.subnet))]
+        return [(["nft", "-f", "-"], upgrade_script(a.table, a.bridge, a.subnet, a.carry))]
     if isinstance(a, SetMetadataAccess):
         verb = "add" if a.allow else "delete"
         return [(["nft", f"{verb} element ip {a.table} metadata_ok {{ {a.address} }}"], None)]

@@ -11,6 +11,17 @@ from ..errors import ContainerError
 from .model import NetworkConfig
 
 RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<mapping>"
+PORT_CHAIN = "p_"   # a published port's own chain (apply.port_chain); the maps jump to it
+
+
+@dataclass(frozen=True)
+class LegacyRule:
+    """A DNAT rule an earlier version put in the `ports` chain itself (before the port maps)."""
+
+    container: str
+    mapping: str
+    address: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,8 @@ class NetFacts:
     table_exists: bool = False
     table_current: bool = False                      # it has what this version's table_script makes
     metadata_ok: frozenset[str] = frozenset()        # addresses allowed the instance metadata service
-    rules: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # container → ((handle, mapping), ...)
+    rules: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # container → ((chain, mapping), ...)
+    legacy: tuple[LegacyRule, ...] = ()               # an older table's rules, carried over by its upgrade
     local_addresses: frozenset[str] = frozenset()
     interface_networks: tuple[tuple[str, str], ...] = ()  # (ifname, "10.0.0.5/24") of every IPv4 address
 
@@ -46,33 +58,49 @@ def parse_rule_comment(comment: str) -> tuple[str, str] | None:
     return name, mapping
 
 
-def parse_nft_table(text: str, chain: str = "ports") -> dict[str, tuple[tuple[int, str], ...]]:
-    """`nft -j -a list table ...` → our tagged rules in `chain`, by container."""
+def _nft_items(text: str) -> list[dict]:
     try:
-        items = json.loads(text).get("nftables", [])
+        return json.loads(text).get("nftables", [])
     except ValueError as exc:
         raise ContainerError(f"unreadable `nft -j` output: {exc}") from exc
-    out: dict[str, list[tuple[int, str]]] = {}
-    for item in items:
+
+
+def parse_nft_table(text: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """`nft -j -a list table ...` → the published ports' chains, by the container their DNAT rule
+    is tagged with: container → ((chain, mapping), ...)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for item in _nft_items(text):
         rule = item.get("rule")
-        if not rule or rule.get("chain") != chain:
+        if not rule or not str(rule.get("chain", "")).startswith(PORT_CHAIN):
             continue
         tag = parse_rule_comment(rule.get("comment") or "")
         if tag:
-            out.setdefault(tag[0], []).append((int(rule["handle"]), tag[1]))
+            out.setdefault(tag[0], []).append((rule["chain"], tag[1]))
     return {k: tuple(v) for k, v in out.items()}
+
+
+def parse_legacy_rules(text: str) -> tuple[LegacyRule, ...]:
+    """The tagged DNAT rules directly in the `ports` chain: what tables before the port maps had."""
+    out = []
+    for item in _nft_items(text):
+        rule = item.get("rule")
+        if not rule or rule.get("chain") != "ports":
+            continue
+        tag = parse_rule_comment(rule.get("comment") or "")
+        dnat = next((e["dnat"] for e in rule.get("expr", []) if isinstance(e, dict) and "dnat" in e), None)
+        if tag and dnat and "addr" in dnat and "port" in dnat:
+            out.append(LegacyRule(tag[0], tag[1], str(dnat["addr"]), int(dnat["port"])))
+    return tuple(out)
 
 
 def parse_nft_state(text: str) -> tuple[bool, frozenset[str]]:
     """`nft -j list table ...` → (has this version's guard chain and metadata set, the set's addresses)."""
-    try:
-        items = json.loads(text).get("nftables", [])
-    except ValueError as exc:
-        raise ContainerError(f"unreadable `nft -j` output: {exc}") from exc
+    items = _nft_items(text)
     guard = any((i.get("chain") or {}).get("name") == "guard" for i in items)
     sets = [i["set"] for i in items if (i.get("set") or {}).get("name") == "metadata_ok"]
+    maps = {(i.get("map") or {}).get("name") for i in items}
     elems = frozenset(e for s in sets for e in s.get("elem", []) if isinstance(e, str))
-    return guard and bool(sets), elems
+    return guard and bool(sets) and {"bound4", "wild4"} <= maps and not parse_legacy_rules(text), elems
 
 
 def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
@@ -96,6 +124,7 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
         route_localnet=_read(sysnet / "conf" / cfg.bridge / "route_localnet"),
         table_exists=table.returncode == 0,
         rules=parse_nft_table(table.stdout) if table.returncode == 0 else {},
+        legacy=parse_legacy_rules(table.stdout) if table.returncode == 0 else (),
         **(dict(zip(("table_current", "metadata_ok"), parse_nft_state(table.stdout))) if table.returncode == 0 else {}),
         local_addresses=frozenset(local),
         interface_networks=networks,

@@ -27,7 +27,7 @@ from . import hosts, ipam
 from .apply import apply
 from .facts import read_facts
 from .model import Endpoint, NetworkConfig
-from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect
+from .plan import Action, DeleteLink, DeleteNetns, check_subnet, plan_connect, plan_disconnect, plan_takeover
 from ..runspec.ports import PortMapping, parse_port
 from .ports import assign_host_ports, check_conflicts, ephemeral_range, host_listeners
 
@@ -93,7 +93,8 @@ def _write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
              paths: SystemPaths, allocs: ipam.Allocations, link_envs: Mapping[str, Mapping[str, str]] | None = None,
-             metadata: bool = False) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
+             metadata: bool = False, standby_for: str | None = None
+             ) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
     _check_name(name)
     eps = endpoints(root)
     if name in eps:
@@ -107,7 +108,10 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
     facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
     check_subnet(facts, cfg)
     listeners = host_listeners(paths.proc)
-    published = {n: e.ports for n, e in eps.items()}
+    if standby_for is not None and standby_for not in eps:
+        raise ContainerError(f"cannot stand {name} by for {standby_for}: {standby_for} has no network endpoint")
+    # a replacement standing by takes its predecessor's ports over later: no clash with them
+    published = {n: e.ports for n, e in eps.items() if n != standby_for}
     wanted = assign_host_ports(name, wanted, published, listeners, ephemeral_range(paths.proc))
     check_conflicts(name, wanted, published, listeners, facts.local_addresses)
     address = allocs.allocate(name)
@@ -120,6 +124,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         exposed=tuple(sorted({(int(p), str(proto)) for p, proto in exposed}
                              | {(m.container_port, m.proto) for m in wanted})),
         links=tuple(link_pairs), files_dir=str(_files_dir(root, name)), metadata=metadata,
+        standby=standby_for is not None,
     )
     env: dict[str, str] = {}
     for t in _link_targets(eps, ep):
@@ -144,17 +149,19 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             hostname: str | None = None, ports: Sequence[str | PortMapping] = (),
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
-            paths: SystemPaths = SystemPaths(), metadata: bool = False) -> Endpoint:
+            paths: SystemPaths = SystemPaths(), metadata: bool = False, standby_for: str | None = None) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to the bridge, with
     published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs);
     `metadata`: it may reach the instance metadata service (169.254.169.254), which others may not.
     `link_envs` maps a linked container to its environment, for the <ALIAS>_ENV_* variables.
+    `standby_for`: `name` replaces that container (a start-first switch): its ports may be the
+    same, and are published only when takeover() moves them.
     Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
     with ipam.lock(root):
         allocs = ipam.load(root, cfg.subnet)
         ep, actions, eps = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname,
                                     ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs,
-                                    link_envs=link_envs, metadata=metadata)
+                                    link_envs=link_envs, metadata=metadata, standby_for=standby_for)
         try:
             apply(actions, runner)
             resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf,
@@ -210,6 +217,29 @@ def reconnect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | 
         atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
         _relink(eps, name)
     return ep
+
+
+def takeover(root, cfg: NetworkConfig, name: str, old: str, *, runner,
+             paths: SystemPaths = SystemPaths()) -> Endpoint | None:
+    """`name`, standing by (connect(standby_for=old)), takes `old`'s published ports over in one
+    nftables transaction: each port's chain repointed in place, so every new connection from
+    then on reaches `name`, and none is refused meanwhile. `old` keeps its address and its
+    established connections (their conntrack entries still name it). Returns `old`'s endpoint as
+    it was (None if it had none)."""
+    _check_name(name)
+    with ipam.lock(root):
+        eps = endpoints(root)
+        new, was = eps.get(name), eps.get(old)
+        if new is None:
+            raise ContainerError(f"container {name} has no network endpoint to take ports over with")
+        facts = read_facts(runner, cfg, proc=paths.proc, netns_dir=paths.netns_dir)
+        new = replace(new, standby=False)
+        apply(plan_takeover(facts, cfg, new, old), runner)
+        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(new.to_json(), indent=2) + "\n", mode=0o600)
+        if was is not None:
+            atomic_write(_endpoints_dir(root) / f"{old}.json",
+                         json.dumps(replace(was, ports=()).to_json(), indent=2) + "\n", mode=0o600)
+    return was
 
 
 def _rollback(root, cfg, ep: Endpoint, runner, paths: SystemPaths, *, last: bool) -> None:

@@ -75,6 +75,8 @@ class Endpoint:
     links: tuple[tuple[str, str], ...] = ()    # (linked container, alias)
     files_dir: str = ""        # holds hosts, resolv.conf, hostname for the runtime to bind-mount
     metadata: bool = False     # may reach the instance metadata service (run --cloud-metadata)
+    standby: bool = False      # its ports are recorded but not published yet: it stands by to take
+                               # them over from the container it replaces (manage.takeover)
     env: dict = field(default_factory=dict, compare=False)  # link env vars rendered at connect
 
     @property

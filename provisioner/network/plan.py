@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from ..errors import ContainerError
 
-from .facts import NetFacts, rule_comment
+from ..runspec.ports import WILDCARD, parse_port
+from .facts import PORT_CHAIN, NetFacts, rule_comment
 from .model import Endpoint, NetworkConfig
 
 
@@ -47,9 +48,11 @@ class UpgradeTable:
     table: str
     bridge: str
     subnet: str
+    carry: tuple["PortRule", ...] = ()   # an older table's published ports, moved to the port maps
 
     def describe(self) -> str:
-        return f"upgrade nftables table ip {self.table} to this version's rules"
+        return f"upgrade nftables table ip {self.table} to this version's rules" + (
+            f" ({len(self.carry)} published port(s) carried over)" if self.carry else "")
 
 
 @dataclass(frozen=True)
@@ -94,21 +97,32 @@ class PortRule:
     container_ip: str
     container_port: int
 
+    @property
+    def chain(self) -> str:
+        """The port's own chain, which the table's port maps jump to: p_<proto>_<address|any>_<port>."""
+        where = "any" if self.host_ip == WILDCARD else self.host_ip
+        return f"{PORT_CHAIN}{self.proto}_{where}_{self.host_port}"
+
 
 @dataclass(frozen=True)
 class ReplacePortRules:
-    """One nft transaction: delete `delete` handles, add `add` rules (all or nothing)."""
+    """One nft transaction (all or nothing): the ports whose chains are in `delete` and not
+    published again by `add` are unpublished; the others in `add` are published, or — when
+    their chain is in `delete` too — repointed in place: the chain flushed and given its new
+    DNAT rule, so no packet ever finds the port unpublished (a start-first switch)."""
 
     table: str
-    delete: tuple[int, ...] = ()
+    delete: tuple[str, ...] = ()       # chain names (facts.rules)
     add: tuple[PortRule, ...] = ()
 
     def describe(self) -> str:
         parts = []
-        if self.delete:
-            parts.append(f"delete {len(self.delete)} port rule(s)")
+        moved = {r.chain for r in self.add} & set(self.delete)
+        gone = [c for c in self.delete if c not in moved]
+        if gone:
+            parts.append(f"unpublish {len(gone)} port(s)")
         if self.add:
-            parts.append("publish " + ", ".join(
+            parts.append(("repoint " if moved else "publish ") + ", ".join(
                 f"{r.host_ip}:{r.host_port}/{r.proto}→{r.container_ip}:{r.container_port}" for r in self.add))
         return f"nft table {self.table}: " + "; ".join(parts)
 
@@ -171,7 +185,9 @@ def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
     if not facts.table_exists:
         actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet))
     elif not facts.table_current:
-        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet))
+        carry = tuple(PortRule(rule_comment(r.container, r.mapping), m.host_ip, m.host_port, m.proto, r.address,
+                               r.port) for r in facts.legacy for m in parse_port(r.mapping))
+        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet, carry))
     return actions
 
 
@@ -190,13 +206,20 @@ def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Acti
     if not veth:
         actions.append(CreateVeth(ep.veth, cfg.bridge, ep.netns_path, cfg.inner_ifname,
                                   f"{ep.address}/{ep.prefixlen}", ep.gateway))
-    want = port_rules(ep)
+    want = () if ep.standby else port_rules(ep)
     have = facts.rules.get(ep.name, ())
     if sorted(r.comment for r in want) != sorted(rule_comment(ep.name, m) for _, m in have):
-        actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in have), want))
+        actions.append(ReplacePortRules(cfg.table, tuple(c for c, _ in have), want))
     if ep.metadata != (ep.address in facts.metadata_ok):   # an earlier holder's opt-in goes too
         actions.append(SetMetadataAccess(cfg.table, ep.address, ep.metadata))
     return actions
+
+
+def plan_takeover(facts: NetFacts, cfg: NetworkConfig, new: Endpoint, old: str) -> list[Action]:
+    """`new` (standing by with the same published ports) takes them over from container `old`:
+    one transaction repointing each port's chain; ports only `old` had are unpublished."""
+    have = tuple(c for c, _ in facts.rules.get(old, ()))
+    return [ReplacePortRules(cfg.table, have, port_rules(new))] if have or new.ports else []
 
 
 def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_name: str | None,
@@ -208,7 +231,7 @@ def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_nam
     actions: list[Action] = []
     rules = facts.rules.get(name, ())
     if rules and not last:
-        actions.append(ReplacePortRules(cfg.table, tuple(h for h, _ in rules)))
+        actions.append(ReplacePortRules(cfg.table, tuple(c for c, _ in rules)))
     if address in facts.metadata_ok and not last:
         actions.append(SetMetadataAccess(cfg.table, address, False))
     veth = cfg.veth_name(name)

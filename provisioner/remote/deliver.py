@@ -141,17 +141,27 @@ def _tar(files: list[tuple[str, bytes]]) -> Callable[[Callable[[bytes], None]], 
     return produce
 
 
+def bundle_marker(bundle: AgentBundle) -> str:
+    """What an agent installed from `bundle` says it is (its marker file): the agent wheel's
+    content and the dependency wheels' names."""
+    deps = ",".join(sorted(w.name for w in bundle.dependency_wheels))
+    return f"{content_digest(bundle.project_wheel)} {deps}".strip()   # as the probe reads it back
+
+
 def deliver(ssh: Runner, bundles: AgentBundles | AgentBundle, *, home: str = AGENT_HOME, venv: str = REMOTE_VENV,
             staging: str = REMOTE_WHEELS, link: str = AGENT,
-            progress: Callable[[str], None] = lambda _m: None) -> DeliveryReport:
-    """Install the agent on the host behind `ssh` (an SshClient, or any Runner) unless it is there."""
+            progress: Callable[[str], None] = lambda _m: None, facts: HostFacts | None = None) -> DeliveryReport:
+    """Install the agent on the host behind `ssh` (an SshClient, or any Runner) unless it is there.
+    `facts`: what a probe of the caller's already found (deploy's own probe asks more in the same
+    round trip), else the first round trip asks."""
     report = DeliveryReport(version=__version__)
     t0 = time.monotonic()
-    facts = parse_probe(ssh.run(["sh", "-c", probe_script(venv)]).stdout, ssh.where)
+    if facts is None:
+        facts = parse_probe(ssh.run(["sh", "-c", probe_script(venv)]).stdout, ssh.where)
     report.python = facts.python.version
     bundle = bundles if isinstance(bundles, AgentBundle) else bundles.for_host(facts.python)
     deps = tuple(sorted(w.name for w in bundle.dependency_wheels))
-    marker = content_digest(bundle.project_wheel) + " " + ",".join(deps)
+    marker = bundle_marker(bundle)
     if facts.marker == marker:
         report.skipped = [w.name for w in bundle.wheels]
         report.seconds["push"] = report.seconds["install"] = 0.0

@@ -44,6 +44,8 @@ class RunRequest:
     tty: bool = False                             # -t: the process gets a pty (containers.relay holds it)
     interactive: bool = False                     # -i: its stdin stays open for attached clients
     stdin_once: bool = False                      # the first attached client's end of input closes it
+    replaces: str | None = None                   # start-first: takes this container's published ports
+                                                  # over when told (Manager.takeover), not before
 
     def __post_init__(self):
         if self.rm and self.restart.name != "no":

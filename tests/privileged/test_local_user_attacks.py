@@ -197,14 +197,15 @@ class _LocalHost:
 def test_the_stack_file_deploy_writes_is_unreadable(public_dir, attacker):
     """/etc/provisioner/stack.yml holds the services' `environment:` (and env files sit next to
     it); deploy writes them with root's umask, under a directory others can traverse (/etc)."""
-    from provisioner.deploy.pipeline import Deployer
+    from provisioner.deploy.hoststeps import write_files
 
     etc = Path(tempfile.mkdtemp(prefix="etc-", dir=public_dir))
     etc.chmod(0o755)
     target = etc / "provisioner" / "stack.yml"
     text = f"name: s\nservices:\n  api:\n    image: x\n    environment: [{SECRET_ENV}]\n"
-    Deployer._write(None, _LocalHost(), str(target), text)
-    Deployer._write(None, _LocalHost(), str(target), text)   # and replacing it
+    base = str(target.parent)
+    write_files(_LocalHost(), {str(target): text.encode()}, base=base)
+    write_files(_LocalHost(), {str(target): text.encode()}, base=base)   # and replacing it
     assert target.read_text() == text
     got = as_user(attacker, "cat", str(target))
     assert SECRET_ENV not in got.stdout

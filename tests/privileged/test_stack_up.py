@@ -124,6 +124,40 @@ def test_up_is_healthy_idempotent_recreates_only_the_changed_service_and_down_le
     assert [p.name for p in (env.root / "volumes").iterdir() if p.is_dir()] == []
 
 
+def test_releases_and_rollback_recreate_only_what_differs(env):
+    """Each `up` that changes something is a release; rollback puts the earlier stack file back
+    and recreates only the service it changes; rolling back is a release too."""
+    port = free_port()
+    path = _write(env, port)
+    stack = f"s{env.sfx}"
+    env.provision("up", "-f", path)
+    first = {s: r["pid"] for s, r in _ps(env, path).items()}
+    path = _write(env, port, **{'{N: "1"}': '{N: "2"}'})
+    env.provision("up", "-f", path)
+    rels = json.loads(env.provision("releases", stack, "--json").stdout)
+    assert [(r["number"], r["current"], r["by"]) for r in rels] == [(1, False, "up"), (2, True, "up")]
+    assert rels[1]["changes"] == ["recreate worker (configuration changed)"]
+    assert rels[1]["services"]["worker"]["spec"] != rels[0]["services"]["worker"]["spec"]
+
+    out = json.loads(env.provision("rollback", stack, "--json").stdout)
+    assert out["release"] == 1 and out["actions"] == ["recreate worker (configuration changed)"]
+    assert out["tcp_ports"] == []        # its one port is published on 127.0.0.1: nothing for others to check
+    assert 'N: "1"' in open(path).read()                               # the stack file as it was
+    now = {s: r["pid"] for s, r in _ps(env, path).items()}
+    assert {s: p for s, p in now.items() if s != "worker"} == {s: p for s, p in first.items() if s != "worker"}
+    assert "N=1" in env.provision("container", "exec", f"{stack}-worker", "env").stdout.split()
+    assert wait_for(lambda: http_get(port), what="httpd through the stack's port") == PAGE
+    rels = json.loads(env.provision("releases", stack, "--json").stdout)
+    assert [(r["number"], r["current"], r["by"]) for r in rels] == [
+        (1, False, "up"), (2, False, "up"), (3, True, "rollback to 1")]
+    # forward again, by number; and a release that is not kept is one clear error
+    assert json.loads(env.provision("rollback", stack, "--to", "2", "--json").stdout)["release"] == 2
+    assert "N=2" in env.provision("container", "exec", f"{stack}-worker", "env").stdout.split()
+    bad = env.provision("rollback", stack, "--to", "9", check=False)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        f"error: stack {stack} has no release 9 on this host (kept: 1, 2, 3, 4)"]
+
+
 def test_an_invalid_stack_is_one_error_line_and_creates_nothing(env):
     path = _write(env, free_port(), **{"    depends_on: [web]\n": "    depends_on: [web]\n    privileged: true\n"})
     proc = env.provision("up", "-f", path, check=False)

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.cli.main import cli
-from provisioner.compose.engine import Stacks, config_hash
+from provisioner.compose.engine import Stacks
+from provisioner.compose.plan import config_hash
 from provisioner.errors import StackError
 from provisioner.runspec.request import from_flags
 from provisioner.stack import load_stack

@@ -18,6 +18,12 @@ def test_runner_runs_argv_and_captures():
     assert res.ok and res.stdout == "out\n" and res.stderr == "err\n"
 
 
+def test_runner_input_may_be_text_or_bytes_and_the_output_is_text():
+    code = "import sys; d = sys.stdin.buffer.read(); print(len(d), d[:2].hex())"
+    assert Runner().run([sys.executable, "-c", code], input=b"\x00\xffrest").stdout == "6 00ff\n"
+    assert Runner().run([sys.executable, "-c", code], input="é").stdout == "2 c3a9\n"
+
+
 def test_runner_failure_carries_command_code_and_stderr_tail():
     with pytest.raises(CommandError) as info:
         Runner().run([sys.executable, "-c", "import sys; sys.stderr.write('a\\nb\\nboom\\n'); sys.exit(3)"])

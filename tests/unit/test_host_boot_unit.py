@@ -123,6 +123,34 @@ def test_fresh_boot_then_rerun_changes_nothing(host):
     assert log.count("boot hook for shop/web1") == 2 and "step firewall: changed" in log
 
 
+def test_skip_unchanged_runs_nothing_when_the_inputs_are_those_of_the_last_good_run(host, monkeypatch):
+    """Deploy's re-runs: the same host config, agent and key as the last run whose steps all
+    succeeded: no step runs (the disks layer is not even asked). Anything else runs them all."""
+    from dataclasses import replace
+
+    first = boot.boot(host, skip_unchanged="agent-1")
+    assert first.ok and not first.unchanged and first.inputs
+    calls = len(host.fake_disks.calls)
+    again = boot.boot(host, skip_unchanged="agent-1")
+    assert again.unchanged and len(host.fake_disks.calls) == calls
+    assert [s.name for s in again.steps] == list(boot.STEP_NAMES) and again.started_at == first.started_at
+    assert "inputs unchanged since" in (host.root / boot.LOG_FILE).read_text()
+    # a new agent (its marker is the key), a changed config: every step runs
+    assert not boot.boot(host, skip_unchanged="agent-2").unchanged
+    assert len(host.fake_disks.calls) == calls + 1
+    host.config = replace(host.config, ports=(PublishedPort("tcp", 8080, 8080),))
+    assert not boot.boot(host, skip_unchanged="agent-2").unchanged
+    # where the config was read from is not an input (a stack file edited elsewhere moves its lines)
+    host.config = replace(host.config, path="/elsewhere/host.yml")
+    assert boot.boot(host, skip_unchanged="agent-2").unchanged
+    # the boot at boot time (no key) always runs; and a last run that failed is never reused
+    assert not boot.boot(host).unchanged
+    monkeypatch.setattr(disks_step.disks, "converge", FakeDisks(fail=DiskError("gone")))
+    assert not boot.boot(host, skip_unchanged="agent-3").ok
+    monkeypatch.setattr(disks_step.disks, "converge", FakeDisks())
+    assert not boot.boot(host, skip_unchanged="agent-3").unchanged
+
+
 def test_a_failing_step_does_not_stop_independent_ones(host, monkeypatch):
     monkeypatch.setattr(disks_step.disks, "converge", FakeDisks(fail=DiskError("/dev/nvme1n1 holds ext4; refusing")))
     result = boot.boot(host)

@@ -248,3 +248,18 @@ def test_container_stats_command(tree, monkeypatch, capsys):
              standalone_mode=False, obj=App(runner=FakeRunner()))
     (row,) = json.loads(capsys.readouterr().out)["containers"]
     assert row["name"] == "shop-web" and row["mem_usage"] > 0 and row["cpu_percent"] == 0.0
+
+
+def test_filesystems_are_the_real_ones_not_the_containers_root_binds():
+    from provisioner.metrics.node import mounts
+
+    store = "/var/lib/provisioner"
+    cid = "a" * 64
+    info = "\n".join([
+        "22 1 259:1 / / rw,relatime - ext4 /dev/nvme0n1p1 rw",
+        f"40 22 0:40 / {store} rw,relatime - btrfs /dev/nvme1n1 rw",
+        f"41 40 0:40 /containers/{cid}/rootfs {store}/containers/{cid}/rootfs rw,nosuid - btrfs /dev/nvme1n1 rw",
+        "42 22 0:41 / /srv/data rw - btrfs /dev/nvme3n1 rw",
+        "43 22 0:5 / /dev rw - devtmpfs udev rw",
+        "44 22 0:42 / /var/lib/docker/overlay2/x/merged rw - ext4 /dev/nvme0n1p1 rw"])
+    assert [m for _, _, m in mounts(info)] == ["/", store, "/srv/data"]

@@ -63,7 +63,7 @@ def converged(e: Endpoint) -> NetFacts:
     return NetFacts(links=frozenset({"prov0", e.veth}), bridged=frozenset({e.veth}), netns=frozenset({"prov-web"}),
                     ip_forward="1",
                     route_localnet="1", table_exists=True, table_current=True,
-                    rules={e.name: tuple((10 + i, str(m)) for i, m in enumerate(e.ports))})
+                    rules={e.name: tuple((r.chain, r.comment.split("|", 1)[1]) for r in port_rules(e))})
 
 
 def test_plan_connect_on_a_converged_host_is_empty():
@@ -74,7 +74,8 @@ def test_plan_connect_on_a_converged_host_is_empty():
 def test_plan_connect_replaces_changed_port_rules_in_one_transaction():
     old = ep(ports=parse_ports(["8080:80"]))
     new = ep(ports=parse_ports(["9090:80"]))
-    assert plan_connect(converged(old), CFG, new) == [ReplacePortRules("provisioner", (10,), port_rules(new))]
+    assert plan_connect(converged(old), CFG, new) == [
+        ReplacePortRules("provisioner", ("p_tcp_any_8080",), port_rules(new))]
 
 
 def test_plan_connect_into_a_given_netns_creates_none():
@@ -89,7 +90,7 @@ def test_plan_disconnect():
     e = ep(ports=parse_ports(["8080:80"]))
     facts = converged(e)
     assert plan_disconnect(facts, CFG, "web", netns_name="prov-web", last=False) == [
-        ReplacePortRules("provisioner", (10,)), DeleteLink(e.veth), DeleteNetns("prov-web")]
+        ReplacePortRules("provisioner", ("p_tcp_any_8080",)), DeleteLink(e.veth), DeleteNetns("prov-web")]
     assert plan_disconnect(facts, CFG, "web", netns_name="prov-web", last=True) == [
         DeleteLink(e.veth), DeleteNetns("prov-web"), DeleteTable("provisioner"), DeleteLink("prov0")]
     assert plan_disconnect(NetFacts(), CFG, "web", netns_name="prov-web", last=True) == []
@@ -97,14 +98,28 @@ def test_plan_disconnect():
 
 def test_rendered_commands():
     e = ep(ports=[PortMapping("127.0.0.1", 8080, 80, "tcp"), PortMapping("0.0.0.0", 53, 5353, "udp")])
-    (argv, script), = napply.commands(ReplacePortRules("provisioner", (7,), port_rules(e)))
+    (argv, script), = napply.commands(ReplacePortRules("provisioner", ("p_tcp_any_9000",), port_rules(e)))
     assert argv == ["nft", "-f", "-"]
     assert script.splitlines() == [
-        "delete rule ip provisioner ports handle 7",
-        'add rule ip provisioner ports ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.88.0.2:80 '
+        "delete element ip provisioner wild4 { tcp . 9000 }",
+        "flush chain ip provisioner p_tcp_any_9000",
+        "delete chain ip provisioner p_tcp_any_9000",
+        "add chain ip provisioner p_tcp_127.0.0.1_8080",
+        'add rule ip provisioner p_tcp_127.0.0.1_8080 meta l4proto tcp dnat to 10.88.0.2:80 '
         'comment "prov:web|127.0.0.1:8080:80/tcp"',
-        'add rule ip provisioner ports udp dport 53 dnat to 10.88.0.2:5353 comment "prov:web|53:5353/udp"',
+        "add element ip provisioner bound4 { 127.0.0.1 . tcp . 8080 : goto p_tcp_127.0.0.1_8080 }",
+        "add chain ip provisioner p_udp_any_53",
+        'add rule ip provisioner p_udp_any_53 meta l4proto udp dnat to 10.88.0.2:5353 comment "prov:web|53:5353/udp"',
+        "add element ip provisioner wild4 { udp . 53 : goto p_udp_any_53 }",
     ]
+    # a port another container takes over: its chain repointed in place, nothing unpublished
+    moved = ep(name="web2", ports=[PortMapping("0.0.0.0", 53, 5353, "udp")])
+    (_, script), = napply.commands(ReplacePortRules("provisioner", ("p_udp_any_53",), port_rules(moved)))
+    assert script.splitlines() == [
+        "flush chain ip provisioner p_udp_any_53",
+        'add rule ip provisioner p_udp_any_53 meta l4proto udp dnat to 10.88.0.2:5353 comment "prov:web2|53:5353/udp"']
+    assert ReplacePortRules("provisioner", ("p_udp_any_53",), port_rules(moved)).describe() == \
+        "nft table provisioner: repoint 0.0.0.0:53/udp→10.88.0.2:5353"
     veth = [argv for argv, _ in napply.commands(CreateVeth("pvx", "prov0", "/run/netns/n", "eth0", "10.88.0.2/16",
                                                             "10.88.0.1"))]
     assert veth[0] == ["ip", "link", "add", "pvx", "type", "veth", "peer", "name", "eth0", "netns", "/run/netns/n"]
@@ -121,17 +136,39 @@ def test_parse_nft_table_finds_our_rules_by_container():
     text = json.dumps({"nftables": [
         {"metainfo": {"json_schema_version": 1}},
         {"chain": {"family": "ip", "table": "provisioner", "name": "ports", "handle": 1}},
-        {"rule": {"family": "ip", "table": "provisioner", "chain": "ports", "handle": 11,
+        {"rule": {"family": "ip", "table": "provisioner", "chain": "p_tcp_any_8080", "handle": 11,
                   "comment": rule_comment("web", "8080:80/tcp"), "expr": []}},
-        {"rule": {"family": "ip", "table": "provisioner", "chain": "ports", "handle": 12,
-                  "comment": rule_comment("db", "5432:5432/tcp"), "expr": []}},
+        {"rule": {"family": "ip", "table": "provisioner", "chain": "p_tcp_10.0.0.5_5432", "handle": 12,
+                  "comment": rule_comment("db", "10.0.0.5:5432:5432/tcp"), "expr": []}},
         {"rule": {"family": "ip", "table": "provisioner", "chain": "ports", "handle": 13, "expr": []}},
         {"rule": {"family": "ip", "table": "provisioner", "chain": "postrouting", "handle": 14,
                   "comment": rule_comment("x", "1:1/tcp"), "expr": []}},
     ]})
-    assert parse_nft_table(text) == {"web": ((11, "8080:80/tcp"),), "db": ((12, "5432:5432/tcp"),)}
+    assert parse_nft_table(text) == {"web": (("p_tcp_any_8080", "8080:80/tcp"),),
+                                     "db": (("p_tcp_10.0.0.5_5432", "10.0.0.5:5432:5432/tcp"),)}
     with pytest.raises(ContainerError, match="unreadable"):
         parse_nft_table("{")
+
+
+def test_an_older_tables_own_port_rules_are_carried_into_the_port_maps():
+    """Before the port maps, each DNAT rule sat in the `ports` chain itself: the upgrade moves
+    them into port chains in the same transaction, so running containers stay published."""
+    from provisioner.network.facts import LegacyRule, parse_legacy_rules
+
+    text = json.dumps({"nftables": [
+        {"chain": {"name": "guard"}}, {"set": {"name": "metadata_ok"}},
+        {"rule": {"chain": "ports", "handle": 11, "comment": rule_comment("web", "127.0.0.1:8080:80/tcp"),
+                  "expr": [{"match": {}}, {"dnat": {"addr": "10.88.0.2", "port": 80}}]}}]})
+    legacy = parse_legacy_rules(text)
+    assert legacy == (LegacyRule("web", "127.0.0.1:8080:80/tcp", "10.88.0.2", 80),)
+    from provisioner.network.facts import parse_nft_state
+    assert parse_nft_state(text)[0] is False     # not this version's table: it is upgraded
+    e = ep(ports=[PortMapping("127.0.0.1", 8080, 80, "tcp")])
+    facts = replace(converged(e), table_current=False, rules={}, legacy=legacy)
+    (up,) = [a for a in plan_connect(facts, CFG, e) if isinstance(a, UpgradeTable)]
+    assert up.carry == port_rules(e)
+    (_, script), = napply.commands(up)
+    assert script.index("flush chain ip provisioner ports") < script.index("add chain ip provisioner p_tcp_127.0.0.1_8080")
 
 
 class FakeHost:
@@ -143,9 +180,8 @@ class FakeHost:
         self.vanishing: set[str] = set()   # links the kernel removes before our `ip link del` gets there
         self.netns: set[str] = set()
         self.table = False
-        self.rules: dict[int, str] = {}
+        self.rules: dict[str, str] = {}      # port chain -> its rule's comment
         self.metadata: set[str] = set()
-        self.next_handle = 10
         self.fail_on = fail_on
         self.proc = tmp / "proc"
         (self.proc / "net").mkdir(parents=True)
@@ -195,9 +231,10 @@ class FakeHost:
             if not self.table:
                 return Result(argv, 1, "", "Error: No such file or directory")
             out = json.dumps({"nftables": [{"chain": {"name": "guard"}},
-                                           {"set": {"name": "metadata_ok", "elem": sorted(self.metadata)}}]
-                             + [{"rule": {"chain": "ports", "handle": h, "comment": c}}
-                                for h, c in self.rules.items()]})
+                                           {"set": {"name": "metadata_ok", "elem": sorted(self.metadata)}},
+                                           {"map": {"name": "bound4"}}, {"map": {"name": "wild4"}}]
+                             + [{"rule": {"chain": c, "handle": 1, "comment": comment}}
+                                for c, comment in self.rules.items()]})
         elif argv[0] == "nft" and len(argv) == 2 and " element " in argv[1]:
             addr = argv[1].split("{ ")[1].split(" }")[0]
             (self.metadata.add if argv[1].startswith("add") else self.metadata.discard)(addr)
@@ -209,11 +246,10 @@ class FakeHost:
         for line in script.splitlines():
             if line.startswith("table "):
                 self.table = True
-            elif line.startswith("delete rule"):
-                del self.rules[int(line.split()[-1])]
-            elif line.startswith("add rule"):
-                self.rules[self.next_handle] = line.split('comment "')[1].rstrip('"')
-                self.next_handle += 1
+            elif line.startswith(("flush chain", "delete chain")) and line.split()[4].startswith("p_"):
+                self.rules.pop(line.split()[4], None)
+            elif line.startswith("add rule") and line.split()[4].startswith("p_"):
+                self.rules[line.split()[4]] = line.split('comment "')[1].rstrip('"')
 
 
 @pytest.fixture
@@ -412,7 +448,9 @@ def test_an_older_table_is_upgraded_in_place_and_metadata_access_follows_the_end
     old = replace(converged(e), table_current=False)
     assert plan_connect(old, CFG, e) == [UpgradeTable("provisioner", "prov0", "10.88.0.0/16")]
     (argv, script), = napply.commands(UpgradeTable("t", "prov0", "10.88.0.0/16"))
-    assert script.startswith("flush chain ip t prerouting\n") and "flush chain ip t ports" not in script
+    # chains and maps declared first (an older table may lack some), then emptied, then filled
+    assert script.startswith("table ip t {\n") and "map wild4 {" in script.split("flush chain")[0]
+    assert "dnat" not in script.split("flush chain")[0] and "flush chain ip t guard\n" in script
     assert 'iifname != "lo" ip daddr 127.0.0.0/8 drop' in script and 'oifname "prov0" drop' in script
     opted = replace(e, metadata=True)
     assert plan_connect(converged(e), CFG, opted) == [SetMetadataAccess("provisioner", "10.88.0.2", True)]
@@ -432,3 +470,65 @@ def test_the_table_guards_loopback_the_bridge_and_the_metadata_address():
     forward = script.split("chain forward {")[1].split("}")[0].strip().splitlines()
     assert forward[1].strip() == 'iifname "prov0" ip daddr 169.254.169.254 ip saddr != @metadata_ok drop'
     assert forward[-1].strip() == 'oifname "prov0" drop'
+
+
+def test_a_replacement_stands_by_then_takes_the_ports_over_in_one_transaction(host):
+    """Start-first: the new container is connected beside the old one with the same published
+    port (no clash: it stands by, unpublished); takeover repoints the port's chain to it in one
+    nft transaction; the old one keeps its address and leaves nothing of the port behind."""
+    old = net.connect(host.root, CFG, "web", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    with pytest.raises(ContainerError, match="already published by container web"):
+        net.connect(host.root, CFG, "other", runner=host.runner, ports=["8080:80"], paths=host.paths)
+    new = net.connect(host.root, CFG, "web-r2", runner=host.runner, ports=["8080:80"], paths=host.paths,
+                      standby_for="web")
+    assert new.standby and new.address != old.address
+    assert host.rules == {"p_tcp_any_8080": "prov:web|8080:80/tcp"}          # still the old one's
+    scripts = []
+    real = host.runner.run
+    host.runner.run = lambda argv, **kw: (scripts.append(kw.get("input")), real(argv, **kw))[1]
+    was = net.takeover(host.root, CFG, "web-r2", "web", runner=host.runner, paths=host.paths)
+    host.runner.run = real
+    assert was.address == old.address
+    (script,) = [s for s in scripts if s]
+    assert script.splitlines() == [
+        "flush chain ip provisioner p_tcp_any_8080",
+        f'add rule ip provisioner p_tcp_any_8080 meta l4proto tcp dnat to {new.address}:80 '
+        'comment "prov:web-r2|8080:80/tcp"']
+    assert host.rules == {"p_tcp_any_8080": "prov:web-r2|8080:80/tcp"}
+    eps = net.endpoints(host.root)
+    assert eps["web"].ports == () and eps["web-r2"].ports == new.ports and not eps["web-r2"].standby
+    net.disconnect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
+    assert host.rules == {"p_tcp_any_8080": "prov:web-r2|8080:80/tcp"}          # the port stays
+    net.reconnect(host.root, CFG, "web-r2", runner=host.runner, paths=host.paths)  # converged: no clash
+    net.disconnect(host.root, CFG, "web-r2", runner=host.runner, paths=host.paths)
+    assert host.rules == {} and host.table is False
+    with pytest.raises(ContainerError, match="cannot stand x by for ghost: ghost has no network endpoint"):
+        net.connect(host.root, CFG, "x", runner=host.runner, ports=["8080:80"], paths=host.paths,
+                    standby_for="ghost")
+
+
+def test_conntrack_entries_flush_and_drain():
+    from provisioner.network import conntrack
+
+    listing = (
+        "tcp      6 431999 ESTABLISHED src=10.0.2.2 dst=10.0.2.15 sport=40000 dport=8080 src=10.88.0.2 "
+        "dst=10.0.2.2 sport=80 dport=40000 [ASSURED] mark=0 use=1\n"
+        "tcp      6 117 TIME_WAIT src=10.0.2.2 dst=10.0.2.15 sport=40002 dport=8080 src=10.88.0.2 dst=10.0.2.2 "
+        "sport=80 dport=40002 [ASSURED] mark=0 use=1\n"
+        "tcp      6 50 FIN_WAIT src=10.0.2.2 dst=10.0.2.15 sport=40003 dport=8080 src=10.88.0.2 dst=10.0.2.2 "
+        "sport=80 dport=40003 [ASSURED] mark=0 use=1\n"
+        "udp      17 29 src=10.0.2.2 dst=10.0.2.15 sport=5353 dport=53 src=10.88.0.2 dst=10.0.2.2 sport=53 "
+        "dport=5353 mark=0 use=1\n")
+    runner = FakeRunner().expect(["conntrack", "-L"], prefix=True, stdout=listing,
+                                 stderr="conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.")
+    runner.expect(["conntrack", "-D"], prefix=True, returncode=0)
+    assert conntrack.flush_stale(runner, "10.88.0.2") == 3
+    assert runner.commands("conntrack")[1:] == [
+        ("conntrack", "-D", "-p", "tcp", "--reply-src", "10.88.0.2", "--state", "FIN_WAIT"),
+        ("conntrack", "-D", "-p", "tcp", "--reply-src", "10.88.0.2", "--state", "TIME_WAIT"),
+        ("conntrack", "-D", "-p", "udp", "--reply-src", "10.88.0.2")]
+    assert conntrack.established(runner, "10.88.0.2") == 1
+    clock = [0.0]
+    left = conntrack.drain(runner, "10.88.0.2", 1.0, now=lambda: clock[0],
+                           sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    assert left == 1 and clock[0] >= 1.0       # gave up after the grace period, one still open

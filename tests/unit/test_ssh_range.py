@@ -5,6 +5,9 @@ the range only from the stack file, so a host deployed with `--ssh-cidr` or a de
 accepted SSH from anywhere behind its cloud firewall (the VPC, a neighbour on the LAN)."""
 from __future__ import annotations
 
+import io
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from provisioner.deploy.pipeline import Deployer
 from provisioner.deploy.plan import REMOTE_HOST, REMOTE_STACK, plan_deploy
 from provisioner.host import config as hostconfig
 from provisioner.host.steps import firewall
+from provisioner.remote.bundle import AgentBundle
 from provisioner.runner import Result
 from provisioner.stack import load_stack
 from provisioner.testing import FakeRunner
@@ -34,6 +38,12 @@ services:
     image: REGISTRY/shop/web:1
 """
 
+def _agent_bundle(tmp_path: Path) -> AgentBundle:
+    wheel = tmp_path / "provisioner-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("provisioner/__init__.py", "")
+    return AgentBundle(wheel, (), "3.11")
+
 
 class HostOverSsh(FakeRunner):
     """A host reached over SSH: records the files deploy writes, answers the agent's commands."""
@@ -44,11 +54,16 @@ class HostOverSsh(FakeRunner):
         self.expect([], prefix=True, handler=self.answer)
 
     def answer(self, argv):
+        if list(argv[:2]) == ["sh", "-c"] and "@@provisioner:deployed" in argv[2]:   # deploy's probe: a new host
+            return Result(argv, 0, "Python 3.11.2\nglibc 2.36\nx86_64\n-\n\n\n@@provisioner:deployed\n\n"
+                                   "@@provisioner:services\n\n@@provisioner:releases\n", "")
         return Result(argv, 0, '{"steps": []}' if "boot" in argv else "[]", "")
 
     def run(self, argv, **kw):
-        if list(argv[:2]) == ["sh", "-c"] and "cat >" in argv[2]:
-            self.files[argv[2].split("cat > ")[1].split(".new")[0].strip("'")] = kw.get("input")
+        if list(argv[:2]) == ["sh", "-c"] and "tar -x" in argv[2]:      # the files, in one round trip
+            with tarfile.open(fileobj=io.BytesIO(kw["input"])) as tf:
+                self.files.update({f"/etc/provisioner/{m.name}": tf.extractfile(m).read().decode()
+                                   for m in tf.getmembers()})
         return super().run(argv, **kw)
 
     def wait_ready(self, timeout):
@@ -62,13 +77,14 @@ def _deploy(tmp_path, gce, registry, **kw):
     stack = tmp_path / "stack.yml"
     stack.write_text(STACK.replace("REGISTRY", registry.address))
     hosts: list[HostOverSsh] = []
+    bundle = _agent_bundle(tmp_path)
 
     def factory(target):
         hosts.append(HostOverSsh(target))
         return hosts[-1]
     d = Deployer(plan_deploy(load_stack(stack), "gce"), gce, root=tmp_path / "root", runner=None, public_key=PUBKEY,
                  private_key=tmp_path / "id", timeouts=Timeouts(running=10, host_keys=5, deleted=10, interval=0.05),
-                 bundle_builder=lambda runner, progress: None, deliverer=lambda ssh, bundle, progress: None,
+                 bundle_builder=lambda runner, host, **_kw: bundle, deliverer=lambda ssh, bundle, **_kw: None,
                  pusher=lambda ssh, refs, insecure_registries: [], ssh_factory=factory, **kw)
     result = d.run()
     assert result.ok, [h.error for h in result.hosts]

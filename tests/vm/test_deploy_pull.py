@@ -110,7 +110,7 @@ def test_a_debian_13_host_pulls_from_a_password_protected_registry(pulled, env):
         assert mode.split() == ["600", "root", "root"]
         as_user = ssh.run(["cat", "/etc/provisioner/registries/auth.json"], check=False)
         assert as_user.returncode != 0 and PASSWORD not in as_user.stdout
-        assert "10.0.2.2:" in ssh.run(["cat", "/etc/provisioner/registries/registries.conf"]).stdout
+        assert "10.0.2.2:" in ssh.run(["cat", "/etc/provisioner/registries/registries.conf"], sudo=True).stdout
         # and nowhere on the host outside that file: not in the journal, cloud-init's data, the agent's state
         found = ssh.run(["sh", "-c", f"grep -rlF -- {PASSWORD} /etc /var/lib/cloud /var/log 2>/dev/null || true"],
                         sudo=True).stdout.split()
