@@ -70,6 +70,21 @@ class Controlling:
         conntrack.flush_stale(self.runner, was.address)
         return was.address
 
+    def set_networks(self, ref: str, networks) -> ContainerRecord:
+        """The user networks the container is on and its aliases on each ((name, aliases) pairs):
+        kept on the record for its next start, and, while it is connected, in the hosts files of
+        it and its peers at once (Docker's network connect/disconnect)."""
+        with self._locked(ref) as rec:
+            nets = [[n, list(a)] for n, a in network.normalize_groups(networks)]
+            if nets:
+                rec.config["networks"] = nets
+            else:
+                rec.config.pop("networks", None)
+            if network.endpoint(self.root, rec.name) is not None:
+                network.regroup(self.root, rec.name, [(n, tuple(a)) for n, a in nets])
+            self.records.save(rec)
+            return rec
+
     def start(self, ref: str) -> ContainerRecord:
         with self._locked(ref) as rec:
             return self._start_stopped(rec)

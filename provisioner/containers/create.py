@@ -68,6 +68,8 @@ class Creating:
                 **({"labels": dict(req.labels)} if req.labels else {}),
                 **({"stdin_open": True, "stdin_once": req.stdin_once} if req.interactive else {}),
                 **({"replaces": req.replaces} if req.replaces else {}),
+                **({"networks": [[n, list(a)] for n, a in network.normalize_groups(req.networks)]}
+                   if req.networks else {}),
                 # a stack's own check; run() decides between it, the image's and the flags
                 **({"healthcheck": req.healthcheck.to_json()} if req.healthcheck else {})}
 
@@ -218,7 +220,8 @@ class Creating:
             self.root, self.net, rec.name, runner=self.runner, paths=self.net_paths,
             hostname=rec.config["options"].get("hostname") or rec.id[:12], ports=list(rec.config["ports"]),
             exposed=bundle.exposed_ports(img_cfg), links=[tuple(x) for x in rec.config["links"]],
-            metadata=bool(rec.config.get("cloud_metadata")), standby_for=self._standing_by(rec))
+            metadata=bool(rec.config.get("cloud_metadata")), standby_for=self._standing_by(rec),
+            groups=[(n, tuple(a)) for n, a in rec.config.get("networks") or []])
 
     def _standing_by(self, rec: ContainerRecord) -> str | None:
         """The container whose ports `rec` is to take over, while that one still has them."""

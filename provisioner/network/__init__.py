@@ -1,6 +1,6 @@
 """Container networking: a bridge, a veth pair per container in its own network namespace,
 addresses from a persisted allocator, NAT for egress, published ports as nftables DNAT rules behind verdict maps,
-Docker-style --link (/etc/hosts lines + env vars) and a working resolv.conf.
+Docker-style --link (/etc/hosts lines + env vars), user networks' names and aliases in /etc/hosts and a working resolv.conf.
 
 Layout (house style: facts → pure plan → apply):
   model.py   plain data shared by the rest (NetworkConfig, Endpoint)
@@ -14,7 +14,8 @@ Layout (house style: facts → pure plan → apply):
   conntrack.py  the kernel's connection tracking entries of an endpoint: flushed and drained at a switch
 """
 from .model import Endpoint, NetworkConfig
-from .manage import connect, disconnect, endpoint, endpoints, reconnect, relink, takeover, teardown
+from .manage import (connect, disconnect, endpoint, endpoints, normalize_groups, reconnect, regroup, relink,
+                     takeover, teardown)
 
-__all__ = ["Endpoint", "NetworkConfig", "connect", "disconnect", "endpoint", "endpoints", "reconnect", "relink",
-           "takeover", "teardown"]
+__all__ = ["Endpoint", "NetworkConfig", "connect", "disconnect", "endpoint", "endpoints", "normalize_groups",
+           "reconnect", "regroup", "relink", "takeover", "teardown"]

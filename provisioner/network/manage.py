@@ -32,6 +32,7 @@ from ..runspec.ports import PortMapping, parse_port
 from .ports import assign_host_ports, check_conflicts, ephemeral_range, host_listeners
 
 log = logging.getLogger(__name__)
+Groups = Iterable[tuple[str, Iterable[str]]]   # (user network, the container's aliases on it)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -69,6 +70,16 @@ def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
     return endpoints(root).get(name)
 
 
+def normalize_groups(groups: Groups) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for g, aliases in groups:
+        for n in (g, *aliases):
+            if not _NAME.fullmatch(n):
+                raise ContainerError(f"bad network name or alias {n!r} (letters, digits, '_', '.', '-'; ≤ 64)")
+        out.append((g, tuple(dict.fromkeys(aliases))))
+    return tuple(sorted(out))
+
+
 def _check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
         raise ContainerError(f"bad container name {name!r} for the network (letters, digits, '_', '.', '-'; ≤ 64)")
@@ -83,17 +94,39 @@ def _link_targets(eps: dict[str, Endpoint], ep: Endpoint) -> list[hosts.LinkTarg
     return out
 
 
+def _peers(eps: dict[str, Endpoint], ep: Endpoint) -> list[tuple[str, str]]:
+    """(names, address) of every other endpoint on one of `ep`'s user networks: its name and its
+    aliases there, as Docker's embedded DNS answers them on a user-defined network. One standing
+    by for another is left out (its predecessor still answers until the takeover)."""
+    mine = {g for g, _ in ep.groups}
+    out = []
+    for other in eps.values():
+        if other.name == ep.name or other.standby:
+            continue
+        names: list[str] = []
+        for g, aliases in other.groups:
+            if g in mine:
+                names += [a for a in aliases if a not in names and a != other.name]
+        if names or any(g in mine for g, _ in other.groups):
+            out.append((" ".join(names + [other.name]), other.address))
+    return out
+
+
+def _hosts_text(ep: Endpoint, eps: dict[str, Endpoint]) -> str:
+    return hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep), extra=_peers(eps, ep))
+
+
 def _write_files(ep: Endpoint, eps: dict[str, Endpoint], resolv: str) -> None:
     d = Path(ep.files_dir)
     d.mkdir(parents=True, exist_ok=True)
-    hosts.write_file(d / "hosts", hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep)))
+    hosts.write_file(d / "hosts", _hosts_text(ep, eps))
     hosts.write_file(d / "resolv.conf", resolv)
     hosts.write_file(d / "hostname", ep.hostname + "\n")
 
 
 def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostname, ports, exposed, links,
              paths: SystemPaths, allocs: ipam.Allocations, link_envs: Mapping[str, Mapping[str, str]] | None = None,
-             metadata: bool = False, standby_for: str | None = None
+             metadata: bool = False, standby_for: str | None = None, groups: Groups = ()
              ) -> tuple[Endpoint, list[Action], dict[str, Endpoint]]:
     _check_name(name)
     eps = endpoints(root)
@@ -124,7 +157,7 @@ def _prepare(root, cfg: NetworkConfig, name: str, runner, *, netns_path, hostnam
         exposed=tuple(sorted({(int(p), str(proto)) for p, proto in exposed}
                              | {(m.container_port, m.proto) for m in wanted})),
         links=tuple(link_pairs), files_dir=str(_files_dir(root, name)), metadata=metadata,
-        standby=standby_for is not None,
+        standby=standby_for is not None, groups=normalize_groups(groups),
     )
     env: dict[str, str] = {}
     for t in _link_targets(eps, ep):
@@ -149,19 +182,22 @@ def connect(root, cfg: NetworkConfig, name: str, *, runner, netns_path: str | No
             hostname: str | None = None, ports: Sequence[str | PortMapping] = (),
             exposed: Iterable[tuple[int, str]] = (), links: Iterable[tuple[str, str | None]] = (),
             link_envs: Mapping[str, Mapping[str, str]] | None = None,
-            paths: SystemPaths = SystemPaths(), metadata: bool = False, standby_for: str | None = None) -> Endpoint:
+            paths: SystemPaths = SystemPaths(), metadata: bool = False, standby_for: str | None = None,
+            groups: Groups = ()) -> Endpoint:
     """Attaches `name` (in a new named netns, or the one at `netns_path`) to the bridge, with
     published `ports` ("-p" strings or PortMappings) and `links` ((container, alias) pairs);
     `metadata`: it may reach the instance metadata service (169.254.169.254), which others may not.
     `link_envs` maps a linked container to its environment, for the <ALIAS>_ENV_* variables.
     `standby_for`: `name` replaces that container (a start-first switch): its ports may be the
     same, and are published only when takeover() moves them.
+    `groups`: the user networks it is on, with its aliases on each (peers find each other by name).
     Returns the endpoint; `.env` holds the link env vars, `.files_dir` the hosts/resolv.conf."""
     with ipam.lock(root):
         allocs = ipam.load(root, cfg.subnet)
         ep, actions, eps = _prepare(root, cfg, name, runner, netns_path=netns_path, hostname=hostname,
                                     ports=ports, exposed=exposed, links=links, paths=paths, allocs=allocs,
-                                    link_envs=link_envs, metadata=metadata, standby_for=standby_for)
+                                    link_envs=link_envs, metadata=metadata, standby_for=standby_for,
+                                    groups=groups)
         try:
             apply(actions, runner)
             resolv, note = hosts.render_resolv_conf(*hosts.read_host_resolv(paths.resolv_conf,
@@ -272,15 +308,28 @@ def disconnect(root, cfg: NetworkConfig, name: str, *, runner, keep_address: boo
         if not keep_address:
             with ipam.transaction(root, cfg.subnet, locked=True) as allocs:
                 allocs.release(name)
+        if ep is not None and ep.groups:
+            # its user networks' members no longer find it (a linker keeps its line, as Docker's --link)
+            mine = {g for g, _ in ep.groups}
+            for other in eps.values():
+                if any(g in mine for g, _ in other.groups) and Path(other.files_dir).is_dir():
+                    hosts.write_file(Path(other.files_dir) / "hosts", _hosts_text(other, eps))
     return actions
 
 
-def _relink(eps: dict[str, Endpoint], target: str) -> list[str]:
+def _relink(eps: dict[str, Endpoint], target: str, groups: Iterable[str] | None = None) -> list[str]:
+    """Rewrites the hosts files that name `target`: its linkers' and the members of its user
+    networks (`groups`: those it was on, when it has just gone)."""
+    if groups is None:
+        groups = [g for g, _ in eps[target].groups] if target in eps else []
+    groups = set(groups)
     changed = []
     for ep in eps.values():
-        if any(t == target for t, _ in ep.links) and Path(ep.files_dir).is_dir():
-            hosts.write_file(Path(ep.files_dir) / "hosts",
-                             hosts.render_hosts(ep.hostname, ep.address, _link_targets(eps, ep)))
+        if ep.name == target:
+            continue
+        if (any(t == target for t, _ in ep.links) or any(g in groups for g, _ in ep.groups)) \
+                and Path(ep.files_dir).is_dir():
+            hosts.write_file(Path(ep.files_dir) / "hosts", _hosts_text(ep, eps))
             changed.append(ep.name)
     return changed
 
@@ -290,6 +339,23 @@ def relink(root: str | os.PathLike, target: str) -> list[str]:
     current address; returns their names. connect() calls it for every new endpoint."""
     with ipam.lock(root):
         return _relink(endpoints(root), target)
+
+
+def regroup(root: str | os.PathLike, name: str, groups: Groups) -> Endpoint:
+    """Puts a connected container on these user networks (Docker's network connect/disconnect
+    while it runs): its hosts file and its old and new peers' are rewritten in place."""
+    with ipam.lock(root):
+        eps = endpoints(root)
+        ep = eps.get(name)
+        if ep is None:
+            raise ContainerError(f"container {name} has no network endpoint")
+        before = {g for g, _ in ep.groups}
+        ep = eps[name] = replace(ep, groups=normalize_groups(groups))
+        atomic_write(_endpoints_dir(root) / f"{name}.json", json.dumps(ep.to_json(), indent=2) + "\n", mode=0o600)
+        if Path(ep.files_dir).is_dir():
+            hosts.write_file(Path(ep.files_dir) / "hosts", _hosts_text(ep, eps))
+        _relink(eps, name, before | {g for g, _ in ep.groups})
+    return ep
 
 
 def teardown(root, cfg: NetworkConfig, *, runner, paths: SystemPaths = SystemPaths()) -> None:

@@ -77,6 +77,9 @@ class Endpoint:
     metadata: bool = False     # may reach the instance metadata service (run --cloud-metadata)
     standby: bool = False      # its ports are recorded but not published yet: it stands by to take
                                # them over from the container it replaces (manage.takeover)
+    # Docker user-defined networks it is on, with its aliases on each: every member of one of
+    # them finds the others by name and alias in /etc/hosts (they share the host's bridge)
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     env: dict = field(default_factory=dict, compare=False)  # link env vars rendered at connect
 
     @property
@@ -99,6 +102,7 @@ class Endpoint:
         d["ports"] = [p.to_json() for p in self.ports]
         d["exposed"] = [list(e) for e in self.exposed]
         d["links"] = [list(link) for link in self.links]
+        d["groups"] = [[g, list(aliases)] for g, aliases in self.groups]
         return d
 
     @classmethod
@@ -107,5 +111,6 @@ class Endpoint:
         d["ports"] = tuple(PortMapping.from_json(p) for p in d.get("ports", ()))
         d["exposed"] = tuple((int(p), str(proto)) for p, proto in d.get("exposed", ()))
         d["links"] = tuple((str(n), str(a)) for n, a in d.get("links", ()))
+        d["groups"] = tuple((str(g), tuple(str(a) for a in aliases)) for g, aliases in d.get("groups", ()))
         d["env"] = dict(d.get("env") or {})
         return cls(**d)

@@ -44,6 +44,8 @@ class RunRequest:
     tty: bool = False                             # -t: the process gets a pty (containers.relay holds it)
     interactive: bool = False                     # -i: its stdin stays open for attached clients
     stdin_once: bool = False                      # the first attached client's end of input closes it
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # user networks (on the host's bridge) and
+                                                  # this container's aliases on each: peers resolve them
     replaces: str | None = None                   # start-first: takes this container's published ports
                                                   # over when told (Manager.takeover), not before
 
