@@ -10,33 +10,14 @@ import time
 
 from ..errors import ContainerError
 from ..images import reference
-from . import views
+from . import networks, views
 from .create import request_from_create
-from .http import ApiError, bad_request, conflict, not_supported
+from .http import ApiError, bad_request, conflict, not_supported, parse_filters
 
-LIST_FILTERS = {"id", "name", "label", "status", "exited", "ancestor", "health"}
+LIST_FILTERS = {"id", "name", "label", "status", "exited", "ancestor", "health", "network"}
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15, "STOP": 19, "CONT": 18,
            "WINCH": 28}
-
-
-def parse_filters(req, allowed: set[str]) -> dict[str, list[str]]:
-    """Docker's `filters` query: JSON {"key": ["v", ...]} (or the older {"key": {"v": true}})."""
-    raw = req.arg("filters")
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise bad_request(f"invalid filters {raw!r}: not JSON") from None
-    if not isinstance(data, dict):
-        raise bad_request("invalid filters: want a JSON object")
-    out = {}
-    for k, v in data.items():
-        if k not in allowed:
-            raise bad_request(f"invalid filter '{k}'")
-        out[k] = list(v) if isinstance(v, (list, dict)) else [str(v)]
-    return out
 
 
 def _label_match(labels: dict, wanted: list[str]) -> bool:
@@ -61,6 +42,9 @@ def _matches(entry: dict, d: dict, f: dict[str, list[str]]) -> bool:
     if "ancestor" in f and not any(a in (d["image"], d["image_id"]) or d["image_id"].startswith("sha256:" + a)
                                    for a in f["ancestor"]):
         return False
+    if "network" in f and not set(f["network"]) & {n for net, info in entry["NetworkSettings"]["Networks"].items()
+                                                    for n in (net, info["NetworkID"])}:
+        return False
     if "health" in f and ((d.get("health") or {}).get("status") or "none") not in f["health"]:
         return False
     return True
@@ -73,10 +57,11 @@ def list_containers(eng, req, conn):
             raise bad_request(f"invalid filter 'status={s}'")
     all_ = req.flag("all") or bool(f.get("status")) or bool(f.get("exited"))
     compose = eng.compose_labels()
+    ids = eng.network_ids()
     now = time.time()
     out = []
     for d in eng.ps(all_):
-        entry = views.list_entry(d, compose.get(d["name"]), eng.gateway, eng.prefixlen, eng.volume_dir, now)
+        entry = views.list_entry(d, compose.get(d["name"]), eng.gateway, eng.prefixlen, eng.volume_dir, now, ids)
         if _matches(entry, d, f):
             out.append(entry)
     out.reverse()   # newest first, as dockerd lists them
@@ -105,7 +90,7 @@ def create_container(eng, req, conn):
         image_config = (image.config or {}).get("config") or {}
     else:
         image_config = {}
-    runreq = request_from_create(body, name, image_config)
+    runreq = request_from_create(body, name, image_config, user_networks=tuple(networks.user_networks(eng)))
     if name is not None and eng.manager.records.find(name) is not None:
         other = eng.manager.records.find(name)
         raise conflict(f'Conflict. The container name "/{name}" is already in use by container "{other.id}". '
@@ -119,7 +104,8 @@ def inspect_container(eng, req, conn, id):
     d = eng.describe(rec)
     compose = eng.compose_labels().get(rec.name)
     rt = eng.manager.runtime_path or "provision-runtime"
-    out = views.inspect(d, compose, eng.gateway, eng.prefixlen, eng.volume_dir, d.get("log", ""), "provision-runtime")
+    out = views.inspect(d, compose, eng.gateway, eng.prefixlen, eng.volume_dir, d.get("log", ""), "provision-runtime",
+                        eng.network_ids())
     out["HostConfig"]["Runtime"] = "provision-runtime" if "provision-runtime" in rt else rt.rsplit("/", 1)[-1]
     if req.flag("size"):
         out["SizeRw"], out["SizeRootFs"] = 0, 0

@@ -153,10 +153,14 @@ def _resources(host: dict) -> tuple[int | None, int | None]:
     return memory, quota
 
 
+DEFAULT_NETWORKS = ("bridge", "default", "")
+
+
 def request_from_create(body: dict, name: str | None, image_config: dict, *,
-                        networks: tuple[str, ...] = ("bridge", "default", "")) -> RunRequest:
+                        user_networks=()) -> RunRequest:
     """The run request for a create body; `image_config` is the image's (for the healthcheck's
-    defaults). `networks`: the network names a container may join here."""
+    defaults). `user_networks`: the names of the user networks there are (api.networks)."""
+    networks = (*DEFAULT_NETWORKS, *user_networks)
     cfg = body
     host = body.get("HostConfig") or {}
     if not isinstance(host, dict):
@@ -175,7 +179,10 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
         raise not_supported("HostConfig.LogConfig", "the json-file driver with its defaults is what provisioner writes")
     mode = host.get("NetworkMode") or "default"
     if mode not in networks:
-        raise not_supported(f"HostConfig.NetworkMode {mode!r}", "containers join the default bridge here")
+        if mode in ("host", "none") or mode.startswith("container:"):
+            raise not_supported(f"HostConfig.NetworkMode {mode!r}",
+                                "containers join the host's bridge (the default one or a user network)")
+        raise not_found(f"network {mode} not found")
     for k, v in (host.get("IpcMode"), "IpcMode"), (host.get("PidMode"), "PidMode"), (host.get("UTSMode"), "UTSMode"), \
             (host.get("UsernsMode"), "UsernsMode"), (host.get("Cgroup"), "Cgroup"):
         if k not in (None, "", "private", "shareable"):
@@ -199,12 +206,27 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
                      "Dns": "containers use the host's resolvers", "ExtraHosts": "",
                      "VolumesFrom": "name the volumes with -v", "ReadonlyRootfs": "", "Tmpfs": ""})
     netcfg = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(netcfg, dict):
+        raise bad_request("NetworkingConfig.EndpointsConfig must be an object")
+    joins: dict[str, list[str]] = {mode: []} if mode in user_networks else {}
     for net, ep in netcfg.items():
         if net not in networks:
             raise not_found(f"network {net} not found")
+        if ep is not None and not isinstance(ep, dict):
+            raise bad_request(f"NetworkingConfig.EndpointsConfig[{net!r}] must be an object")
         for k, v in (ep or {}).items():
-            if not _zero(v) and k not in ("NetworkID", "EndpointID", "Gateway", "IPAddress", "MacAddress"):
+            if k == "IPAMConfig" and not any((v or {}).values()):
+                continue
+            if not _zero(v) and k not in ("NetworkID", "EndpointID", "Gateway", "IPAddress", "MacAddress",
+                                          "IPPrefixLen", "Aliases"):
                 raise not_supported(f"NetworkingConfig.EndpointsConfig[{net!r}].{k}")
+        aliases = (ep or {}).get("Aliases") or []
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise bad_request(f"NetworkingConfig.EndpointsConfig[{net!r}].Aliases must be a list of strings")
+        if net in user_networks:
+            joins[net] = aliases
+        elif aliases:
+            raise bad_request("network-scoped alias is supported only for containers in user defined networks")
     volumes = [_bind(b) for b in _strings(host.get("Binds"), "HostConfig.Binds")]
     volumes += [_mount(m) for m in host.get("Mounts") or []]
     for dest in cfg.get("Volumes") or {}:
@@ -240,7 +262,8 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
             security=parse_security_opts(_strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt"),
                                          where="HostConfig.SecurityOpt"),
             healthcheck=health, health_flags=flags, labels=tuple(sorted(labels.items())),
-            tty=bool(cfg.get("Tty")), interactive=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")))
+            tty=bool(cfg.get("Tty")), interactive=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
+            networks=tuple((n, tuple(a)) for n, a in joins.items()))
     except ConfigError as exc:
         raise bad_request(str(exc)) from None
 

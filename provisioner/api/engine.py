@@ -17,6 +17,7 @@ from ..containers.lifecycle import Manager
 from ..errors import ContainerError, ImageError, ProvisionerError
 from .events import Events
 from .http import not_found
+from .networks import BRIDGE, network_id, user_networks
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Engine:
         d["healthcheck"] = rec.config.get("healthcheck")
         d["auto_remove"] = rec.config.get("auto_remove", False)
         d["stdin_open"], d["stdin_once"] = rec.config.get("stdin_open", False), rec.config.get("stdin_once", False)
+        d["networks"] = rec.config.get("networks") or []
         if d["status"]["state"] == "running":
             # Docker's State.Pid is the container's own init on the host (the supervisor's child is
             # the runtime waiting for it)
@@ -100,10 +102,15 @@ class Engine:
     def ps(self, all_: bool) -> list[dict]:
         """manager.ps with each container's Docker labels."""
         out = self.manager.ps(all_)
-        labels = {r.id: r.config.get("labels") or {} for r in self.manager.records.all()}
+        recs = {r.id: r for r in self.manager.records.all()}
         for d in out:
-            d["labels"] = labels.get(d["id"], {})
+            rec = recs.get(d["id"])
+            d["labels"] = (rec.config.get("labels") if rec else None) or {}
+            d["networks"] = (rec.config.get("networks") if rec else None) or []
         return out
+
+    def network_ids(self) -> dict[str, str]:
+        return {BRIDGE: network_id(BRIDGE), **{n: d["Id"] for n, d in user_networks(self).items()}}
 
     def compose_labels(self) -> dict[str, tuple[str, str]]:
         return service_labels(self.root)

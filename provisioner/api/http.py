@@ -248,3 +248,22 @@ class Conn:
 def json_lines(items: Iterable[dict]) -> Iterable[bytes]:
     for item in items:
         yield json.dumps(item).encode() + b"\n"
+
+
+def parse_filters(req, allowed: set[str]) -> dict[str, list[str]]:
+    """Docker's `filters` query: JSON {"key": ["v", ...]} (or the older {"key": {"v": true}})."""
+    raw = req.arg("filters")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise bad_request(f"invalid filters {raw!r}: not JSON") from None
+    if not isinstance(data, dict):
+        raise bad_request("invalid filters: want a JSON object")
+    out = {}
+    for k, v in data.items():
+        if k not in allowed:
+            raise bad_request(f"invalid filter '{k}'")
+        out[k] = list(v) if isinstance(v, (list, dict)) else [str(v)]
+    return out

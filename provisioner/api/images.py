@@ -15,8 +15,7 @@ from ..images import reference
 from ..images.auth import Credentials
 from ..images.pull import Observer, pull
 from ..images.sources import PullSettings
-from .containers import parse_filters
-from .http import bad_request, conflict, not_supported
+from .http import bad_request, conflict, not_supported, parse_filters
 from .views import rfc3339
 
 

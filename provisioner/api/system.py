@@ -10,8 +10,8 @@ import time
 from .. import __version__
 from ..containers.shimlogs import parse_since
 from ..errors import ConfigError
-from .containers import client_gone, parse_filters
-from .http import bad_request, not_supported
+from .containers import client_gone
+from .http import bad_request, not_supported, parse_filters
 from .server import API_VERSION, MIN_API_VERSION
 
 PING_HEADERS = {"Api-Version": API_VERSION, "Docker-Experimental": "false", "Ostype": "linux",

@@ -142,22 +142,32 @@ def mounts(d: dict, volume_dir: str) -> list[dict]:
     return out
 
 
-def network(d: dict, gateway: str, prefixlen: int) -> dict:
+def network(d: dict, gateway: str, prefixlen: int, ids: dict[str, str] | None = None) -> dict:
+    """NetworkSettings.Networks: the user networks the container is on (each the host's bridge, so
+    the same address), else "bridge". `ids`: the networks' ids by name. Docker lists a container's
+    short id among its aliases on a user network (compose looks for it)."""
     addr = d.get("address") or ""
     mac = ("02:42:" + ":".join(f"{int(b):02x}" for b in addr.split("."))) if addr else ""
-    return {BRIDGE: {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "bridge", "EndpointID": "",
-                     "Gateway": gateway if addr else "", "IPAddress": addr, "IPPrefixLen": prefixlen if addr else 0,
-                     "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                     "MacAddress": mac, "DriverOpts": None}}
+    nets = [(n, list(dict.fromkeys([*a, d["id"][:12]]))) for n, a in d.get("networks") or []] or [(BRIDGE, None)]
+    return {n: {"IPAMConfig": None, "Links": None, "Aliases": aliases,
+                "NetworkID": (ids or {}).get(n, "bridge" if n == BRIDGE else ""), "EndpointID": "",
+                "Gateway": gateway if addr else "", "IPAddress": addr, "IPPrefixLen": prefixlen if addr else 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": mac, "DriverOpts": None} for n, aliases in nets}
+
+
+def network_mode(d: dict) -> str:
+    nets = d.get("networks") or []
+    return nets[0][0] if nets else "default"
 
 
 def list_entry(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: int,
-               volume_dir: str, now: float | None = None) -> dict:
+               volume_dir: str, now: float | None = None, net_ids: dict[str, str] | None = None) -> dict:
     return {"Id": d["id"], "Names": ["/" + d["name"]], "Image": d["image"], "ImageID": d["image_id"],
             "Command": d["command"], "Created": int(d["created"]), "Ports": list_ports(d),
             "Labels": labels_of(d, compose), "State": state_of(d), "Status": status_text(d, now),
-            "HostConfig": {"NetworkMode": "default"},
-            "NetworkSettings": {"Networks": network(d, gateway, prefixlen)},
+            "HostConfig": {"NetworkMode": network_mode(d)},
+            "NetworkSettings": {"Networks": network(d, gateway, prefixlen, net_ids)},
             "Mounts": mounts(d, volume_dir)}
 
 
@@ -177,7 +187,7 @@ def _restart_policy(text: str) -> dict:
 
 
 def inspect(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: int, volume_dir: str,
-            log_path: str, runtime: str) -> dict:
+            log_path: str, runtime: str, net_ids: dict[str, str] | None = None) -> dict:
     st = d["status"]
     state = st["state"]
     opts = d.get("options") or {}
@@ -208,7 +218,7 @@ def inspect(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: i
         "HostConfig": {
             "Binds": [f"{m['source']}:{m['destination']}" + (":ro" if m.get("readonly") else "")
                       for m in d.get("mounts") or [] if m["kind"] != "anonymous"] or None,
-            "NetworkMode": "default", "PortBindings": {
+            "NetworkMode": network_mode(d), "PortBindings": {
                 f"{m.container_port}/{m.proto}": [{"HostIp": "" if m.host_ip == "0.0.0.0" else m.host_ip,
                                                    "HostPort": str(m.host_port) if m.host_port else ""}]
                 for m in _mappings(d)},
@@ -238,6 +248,7 @@ def inspect(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: i
             "EndpointID": "", "Gateway": gateway if d.get("address") else "", "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0, "IPAddress": d.get("address") or "",
             "IPPrefixLen": prefixlen if d.get("address") else 0, "IPv6Gateway": "",
-            "MacAddress": network(d, gateway, prefixlen)[BRIDGE]["MacAddress"],
-            "Networks": network(d, gateway, prefixlen)},
+            "MacAddress": ("02:42:" + ":".join(f"{int(b):02x}" for b in d["address"].split(".")))
+            if d.get("address") else "",
+            "Networks": network(d, gateway, prefixlen, net_ids)},
     }

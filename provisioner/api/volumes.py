@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from ..runspec.mounts import VOLUME_NAME
-from .containers import parse_filters
-from .http import bad_request, conflict, not_found, not_supported
+from .http import bad_request, conflict, not_found, not_supported, parse_filters
 from .views import rfc3339
 
 

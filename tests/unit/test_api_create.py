@@ -123,3 +123,31 @@ def test_an_unknown_network_is_a_404():
     with pytest.raises(ApiError) as e:
         request_from_create(cli_body(NetworkingConfig={"EndpointsConfig": {"backend": {}}}), None, {})
     assert e.value.status == 404 and "network backend not found" in e.value.message
+
+
+def test_a_user_network_and_its_aliases_carry_over_as_compose_sends_them():
+    """docker-compose 1.29: NetworkMode is the project's network, the service name its alias."""
+    body = cli_body(H_NetworkMode="shop_default",
+                    NetworkingConfig={"EndpointsConfig": {"shop_default": {"Aliases": ["redis"], "IPAMConfig": {},
+                                                                           "Links": None}}})
+    req = request_from_create(body, "shop_redis_1", {}, user_networks=("shop_default",))
+    assert req.networks == (("shop_default", ("redis",)),)
+    # `docker run --network shop_default` (no EndpointsConfig): on it, no alias
+    req = request_from_create(cli_body(H_NetworkMode="shop_default"), None, {}, user_networks=("shop_default",))
+    assert req.networks == (("shop_default", ()),)
+    assert request_from_create(cli_body(), None, {}, user_networks=("shop_default",)).networks == ()
+
+
+@pytest.mark.parametrize("body,status,why", [
+    (cli_body(H_NetworkMode="host"), 400, "HostConfig.NetworkMode 'host' is not supported"),
+    (cli_body(H_NetworkMode="container:web"), 400, "HostConfig.NetworkMode 'container:web' is not supported"),
+    (cli_body(H_NetworkMode="ghost"), 404, "network ghost not found"),
+    (cli_body(NetworkingConfig={"EndpointsConfig": {"bridge": {"Aliases": ["x"]}}}), 400,
+     "network-scoped alias is supported only for containers in user defined networks"),
+    (cli_body(H_NetworkMode="shop_default", NetworkingConfig={"EndpointsConfig": {"shop_default": {
+        "IPAMConfig": {"IPv4Address": "10.88.0.9"}}}}), 400, "EndpointsConfig['shop_default'].IPAMConfig"),
+])
+def test_network_settings_provisioner_cannot_honour(body, status, why):
+    with pytest.raises(ApiError) as e:
+        request_from_create(body, None, {}, user_networks=("shop_default",))
+    assert e.value.status == status and why in e.value.message, e.value.message

@@ -103,3 +103,45 @@ def test_docker_py_negotiates_and_reads_the_host(api):
     with pytest.raises(docker.errors.APIError, match="invalid filter 'colour'"):
         client.containers.list(filters={"colour": "red"})
     client.close()
+
+
+def test_user_networks_through_docker_py(api):
+    """create / list / inspect / remove as docker-compose does them; what would need a bridge of its
+    own is refused by name and makes nothing."""
+    client = docker.DockerClient(base_url=f"unix://{api}", version="auto")
+    labels = {"com.docker.compose.network": "default", "com.docker.compose.project": "shop"}
+    net = client.networks.create("shop_default", driver="bridge", labels=labels, attachable=True,
+                                 check_duplicate=True)
+    try:
+        assert len(net.id) == 64 and net.name == "shop_default"
+        got = client.api.inspect_network("shop_default")
+        assert got["Id"] == net.id and got["Labels"] == labels and got["Driver"] == "bridge"
+        assert got["Scope"] == "local" and got["Containers"] == {} and got["IPAM"]["Config"][0]["Subnet"]
+        assert client.api.inspect_network(net.id[:12])["Name"] == "shop_default"
+        names = sorted(n["Name"] for n in client.api.networks())
+        assert names == ["bridge", "shop_default"]
+        assert [n["Name"] for n in client.api.networks(filters={"label": "com.docker.compose.project=shop"})] \
+            == ["shop_default"]
+        assert [n["Name"] for n in client.api.networks(filters={"type": "custom"})] == ["shop_default"]
+        with pytest.raises(docker.errors.APIError) as e:
+            client.networks.create("shop_default")
+        assert e.value.status_code == 409 and "already exists" in str(e.value)
+        for kw, named in (({"internal": True}, "network Internal"),
+                          ({"driver": "overlay"}, "network driver 'overlay'"),
+                          ({"options": {"com.docker.network.bridge.name": "br9"}}, "network Options"),
+                          ({"ipam": docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                              subnet="10.99.0.0/16")])}, "network IPAM settings")):
+            with pytest.raises(docker.errors.APIError) as e:
+                client.networks.create("other", **kw)
+            assert e.value.status_code == 400 and named in str(e.value) and "not supported" in str(e.value)
+        assert sorted(n["Name"] for n in client.api.networks()) == ["bridge", "shop_default"]
+        with pytest.raises(docker.errors.APIError) as e:
+            client.api.remove_network("bridge")
+        assert e.value.status_code == 403
+        with pytest.raises(docker.errors.NotFound):
+            client.api.connect_container_to_network("ghost", "shop_default")
+    finally:
+        client.api.remove_network("shop_default")
+    with pytest.raises(docker.errors.NotFound, match="network shop_default not found"):
+        client.api.inspect_network("shop_default")
+    client.close()
