@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "logs": ("provisioner.cli.ops",),
     "stats": ("provisioner.cli.observe",),
     "snapshot": ("provisioner.cli.ops",),
+    "docker-env": ("provisioner.cli.dockerenv",),
 }
 
 
