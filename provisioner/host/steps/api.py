@@ -9,8 +9,9 @@ The socket is /run/provisioner/docker.sock, 0660 root:root: whoever can open it 
 `docker system dial-stdio` is run by the remote user's shell, so it needs a `docker` on PATH. A
 host with a docker CLI of its own keeps it untouched (and its dial-stdio reaches whatever
 DOCKER_HOST says); a host without one gets /usr/local/bin/docker, a wrapper that does only
-`system dial-stdio` (to provisioner's socket) and otherwise hands over to a docker later on PATH
-or says there is none. A wrapper found there is rewritten only if it is ours.
+`system dial-stdio` (to provisioner's socket, through `sudo -n` when the caller may not write to
+it) and otherwise hands over to a docker later on PATH or says there is none. A wrapper found
+there is rewritten only if it is ours.
 """
 from __future__ import annotations
 
@@ -46,20 +47,43 @@ def unit_text(python: str, root: Path) -> str:
             "WantedBy=multi-user.target\n")
 
 
-def wrapper_text(python: str) -> str:
+def wrapper_text(python: str, socket: str = SOCKET) -> str:
+    """The wrapper. `system dial-stdio` dials the socket named by --host/-H unix://, else DOCKER_HOST,
+    else provisioner's; a caller who cannot write to it (not root, not in the API's --group, or not
+    even able to see it in /run/provisioner) goes through `sudo -n` — the login an ssh:// DOCKER_HOST
+    names is usually one with passwordless sudo (the cloud images' default user) — and sudo's own
+    refusal ("a password is required") is what the docker CLI shows otherwise. sudo drops the
+    environment, so the socket is passed as --host."""
     return f"""#!/bin/sh
 {MARK}
 # (installed by `provision host boot` where no docker CLI was, removed by it once one is; any
 # other command goes to a docker later on PATH)
 case " $* " in
-  *" system dial-stdio "*) exec {python} -m provisioner.api.dialstdio "$@" ;;
+  *" system dial-stdio "*)
+    host=${{DOCKER_HOST:-unix://{socket}}}
+    next=
+    for a in "$@"; do
+      if [ -n "$next" ]; then host=$a; next=; continue; fi
+      case "$a" in
+        -H|--host) next=1 ;;
+        --host=*) host=${{a#--host=}} ;;
+      esac
+    done
+    case "$host" in
+      unix://*)
+        sock=${{host#unix://}}
+        if [ "$(id -u)" != 0 ] && ! [ -w "$sock" ]; then
+          exec sudo -n {python} -m provisioner.api.dialstdio "--host=$host" "$@"
+        fi ;;
+    esac
+    exec {python} -m provisioner.api.dialstdio "$@" ;;
 esac
 self=$(readlink -f "$0")
 IFS=:
 for d in $PATH; do
   if [ -x "$d/docker" ] && [ "$(readlink -f "$d/docker")" != "$self" ]; then exec "$d/docker" "$@"; fi
 done
-echo "docker: no docker CLI on this host; provisioner serves the Engine API on {SOCKET}" \\
+echo "docker: no docker CLI on this host; provisioner serves the Engine API on {socket}" \\
      "(this wrapper only runs 'docker system dial-stdio', for DOCKER_HOST=ssh://)" >&2
 exit 127
 """
