@@ -71,10 +71,15 @@ def logs(eng, req, conn, id):
     ts, follow = req.flag("timestamps"), req.flag("follow")
     if req.flag("details"):
         raise not_supported("logs --details", "the json-file log has no extra attributes here")
-    lines = eng.manager.logs(rec.id, tail=tail_n, follow=follow, since=since)
+    lines = eng.manager.logs(rec.id, tail=tail_n, follow=follow, since=since, idle_marks=follow)
 
     def chunks():
         for line in lines:
+            if line is None:     # the follower waits for more: what we have goes out now
+                if client_gone(conn):
+                    return
+                yield None
+                continue
             if until is not None and line.time > until:
                 if follow:
                     continue
@@ -90,9 +95,15 @@ def logs(eng, req, conn, id):
 
 
 def _batched(chunks):
-    """Whatever is ready goes out as one chunk (the whole backlog of a long log is not a write per line)."""
+    """Whatever is ready goes out as one chunk (the whole backlog of a long log is not a write per
+    line): up to 32 KiB, or all there is when the source says it is waiting for more (None)."""
     buf = b""
     for c in chunks:
+        if c is None:
+            if buf:
+                yield buf
+                buf = b""
+            continue
         buf += c
         if len(buf) >= 32768:
             yield buf

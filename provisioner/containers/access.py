@@ -68,10 +68,11 @@ class Accessing:
         return bool(rec.config.get("healthcheck")) and supervise.check_health_now(rec.id, self.supervise_dir)
 
     def logs(self, ref: str, *, tail: int | None = None, follow: bool = False,
-             since: str | None = None) -> Iterator[supervise.LogLine]:
+             since: str | None = None, idle_marks: bool = False) -> Iterator[supervise.LogLine | None]:
+        """The log lines (shimlogs.logs: `idle_marks` adds a None whenever a follower waits)."""
         rec = self.records.get(ref)
         return supervise.logs(rec.id, self._dir(rec), tail=tail, follow=follow, state_dir=self.supervise_dir,
-                              since=since)
+                              since=since, idle_marks=idle_marks)
 
     def wait(self, rec: ContainerRecord) -> Status:
         while self.is_running(rec):

@@ -145,3 +145,14 @@ def test_user_networks_through_docker_py(api):
     with pytest.raises(docker.errors.NotFound, match="network shop_default not found"):
         client.api.inspect_network("shop_default")
     client.close()
+
+
+def test_log_chunks_go_out_when_the_follower_waits_not_only_at_32_kib():
+    """`logs -f` of a quiet container: the lines written so far are sent as soon as the follower
+    starts waiting for more (its None), not held until 32 KiB have gathered; a long backlog still
+    goes out in 32 KiB pieces."""
+    from provisioner.api.streams import _batched
+
+    assert list(_batched(iter([b"one\n", b"two\n", None, None, b"three\n", None]))) == [b"one\ntwo\n", b"three\n"]
+    big = [b"x" * 1000] * 70
+    assert [len(c) for c in _batched(iter(big))] == [33000, 33000, 4000]
