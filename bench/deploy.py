@@ -7,7 +7,7 @@ apps 2m23s, total 8m50s. Same rows here, per host, from `provision deploy --json
 project's builder (cached under /var/tmp) and served by Debian's docker-registry on loopback.
 
 Run as root from the repo root:  python3 bench/deploy.py [--example hello|allinone] [--images pull|push]
-                                                    [--agent-change] [--keep]
+                                                    [--agent-change] [--switch] [--keep]
 It deploys once to a fresh VM (cold: launch + everything), again unchanged (warm), with
 --agent-change once more after changing the agent (a comment added to a copy of the package, so
 the host gets a new agent wheel: the "agent install" of a new version on a reused host), and
@@ -64,6 +64,9 @@ def main() -> int:
                     help="deploy with the provisioner in this checkout instead (e.g. an older commit's worktree, "
                          "its native/ built); default: a copy of this one")
     ap.add_argument("--agent-change", action="store_true", help="then deploy a changed agent to the same host")
+    ap.add_argument("--switch", action="store_true",
+                    help="then change the web service's environment and deploy: the start-first switch's time "
+                         "from healthy to traffic (hello)")
     ap.add_argument("--keep", action="store_true", help="leave the VM running")
     args = ap.parse_args()
     example, name, published, images = EXAMPLES[args.example]
@@ -84,12 +87,17 @@ def main() -> int:
             stack.write_text(example.read_text().replace("127.0.0.1:5000/", f"{reg.address}/")
                              .replace(published, f'"{port}:80"'))
             runs = []
-            labels = ["cold", "warm"] + (["new agent"] if args.agent_change else [])
+            labels = ["cold", "warm"] + (["new agent"] if args.agent_change else []) + \
+                (["changed env"] if args.switch else [])
             try:
                 for label in labels:
                     if label == "new agent":
                         init = code / "provisioner" / "__init__.py"
                         init.write_text(init.read_text() + f"# bench: a changed agent {time.time()}\n")
+                    if label == "changed env":
+                        text = stack.read_text()
+                        stack.write_text(text.replace("    restart: always\n",
+                                                      f"    restart: always\n    environment: {{BENCH: '{time.time()}'}}\n"))
                     mode = ["--images", args.images] if args.images else []
                     proc = provision(root, env, "deploy", "--cloud", "local", "-f", str(stack), *mode, "--json")
                     sys.stderr.write(proc.stderr[-4000:])
@@ -109,6 +117,15 @@ def main() -> int:
         cells = [("reused" if key == "launch" and not h["launched"] else fmt_seconds(h["seconds"].get(key)))
                  for _, h in runs]
         print(f"| {label} | {peer} | {' | '.join(cells)} |")
+    for label, h in runs:
+        if label == "warm":
+            print(f"\nunchanged re-deploy: {h['seconds']['total']:.1f}s"
+                  f"{' (one round trip: nothing changed)' if h.get('unchanged') else ''}")
+        for a in h.get("actions") or []:
+            if "switch" in a:
+                sw = a["switch"]
+                print(f"{label}: {a['service']} switched {sw['replaced']} -> {sw['container']} in "
+                      f"{sw['seconds'] * 1000:.0f} ms (healthy -> traffic); deploy total {h['seconds']['total']:.1f}s")
     cold = runs[0][1]["seconds"]
     print(f"\nall healthy after boot: {cold['total'] - cold['launch']:.0f}s "
           f"(target: <= 30s after the VM booted); services: "

@@ -30,6 +30,8 @@ _DEBIAN_PACKAGES = (
     # what the on-host agent uses
     "btrfs-progs", "e2fsprogs", "nvme-cli", "iproute2", "nftables", "conntrack", "util-linux", "procps",
     "python3", "python3-venv", "python3-pip",
+    # --init (compose init: true): tini-static, bind-mounted into the container as its PID 1
+    "tini",
     # what the boot hook's steps configure: time sync and log rotation
     "systemd-timesyncd", "logrotate",
 )

@@ -17,6 +17,7 @@ from .errors import ConfigError
 class YDict(dict):
     line: int = 0
     key_lines: dict
+    raw: dict           # key → the scalar value as written (e.g. "0440" that YAML 1.1 read as 288)
 
 
 class YList(list):
@@ -33,6 +34,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> YDict:
     d = YDict()
     d.line = node.start_mark.line + 1
     d.key_lines = {}
+    d.raw = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float, bool)) and key is not None:
@@ -42,6 +44,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> YDict:
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
         d[key] = loader.construct_object(value_node, deep=True)
         d.key_lines[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.ScalarNode):
+            d.raw[key] = value_node.value
     return d
 
 
@@ -76,6 +80,11 @@ def load(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from None
     return loads(text, str(path))
+
+
+def raw_text(container: Any, key: Any) -> str | None:
+    """`container[key]` as it is written in the file (a scalar), when known."""
+    return getattr(container, "raw", {}).get(key) if isinstance(container, YDict) else None
 
 
 def line_of(container: Any, key: Any = None) -> int | None:

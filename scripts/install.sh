@@ -14,6 +14,8 @@ APT_PACKAGES=(
   docker-registry skopeo umoci podman
   # networking
   iproute2 iptables nftables procps conntrack
+  # containers: --init (compose init: true) runs the host's tini-static as PID 1
+  tini
   # local cloud (qemu VMs)
   qemu-system-x86 qemu-utils mmdebstrap cloud-init genisoimage openssh-client
   # observability: the collectors the tests ship to (rsyslog's imtcp, graphite-carbon's

@@ -8,6 +8,9 @@
  * check's pid file; the runtime's exec makes it a session leader) get SIGKILL, and the result is
  * a failure ("Health check exceeded timeout"), as Docker reports it.
  *
+ * With a start interval (compose's start_interval, Docker's --health-start-interval), checks come
+ * that often instead while the container is still "starting" within its start period.
+ *
  * Rules (health_apply, moby's handleProbeResult): exit 0 -> healthy, streak 0; anything else ->
  * streak + 1 and unhealthy at `retries`, except that failures while still "starting" within
  * `start_period` of the container's start do not count. Every (re)start resets to "starting". */
@@ -73,6 +76,13 @@ static void save(struct health *h) {
   (void)health_write(h->cfg->path, &h->st, &e); /* best effort: supervision goes on */
 }
 
+/* When the next check is due after `now`: the start interval while still starting in the start period. */
+static int64_t next_due(const struct health *h, int64_t now) {
+  const struct health_config *c = h->cfg;
+  bool starting = h->st.status == HEALTH_STARTING && now - h->run_started < c->start_period_ms;
+  return now + (starting && c->start_interval_ms > 0 ? c->start_interval_ms : c->interval_ms);
+}
+
 void health_reset(struct health *h, pid_t container_pid, int restart_count, int64_t now) {
   if (!h->cfg)
     return;
@@ -80,7 +90,7 @@ void health_reset(struct health *h, pid_t container_pid, int restart_count, int6
   h->st = (struct health_state){.status = HEALTH_STARTING, .pid = container_pid, .restart_count = restart_count};
   format_time(h->st.started_at, sizeof h->st.started_at);
   h->run_started = now;
-  h->due = now + h->cfg->interval_ms;
+  h->due = next_due(h, now);
   save(h);
 }
 
@@ -104,7 +114,7 @@ static int spawn_check(struct health *h, pr_error *err) {
     return pr_fail(err, e, "fork");
   }
   if (pid == 0) {
-    shim_child_prepare(shim, outp[1], outp[1]);
+    shim_child_prepare(shim, -1, outp[1], outp[1]);
     execvp(h->cfg->argv[0], h->cfg->argv);
     dprintf(2, "exec %s: %s\n", h->cfg->argv[0], strerror(errno));
     _exit(127);
@@ -183,13 +193,16 @@ static void finish(struct health *h, int wait_status) {
   }
   h->pid = 0;
   h->deadline = 0;
+  enum health_status before = h->st.status;
   health_apply(&h->st, h->cfg, code, h->check_started - h->run_started);
   h->st.exit_code = code;
   memcpy(h->st.output, h->out, h->out_len);
   h->st.output_len = h->out_len;
   format_time(h->st.checked_at, sizeof h->st.checked_at);
-  h->due = now + h->cfg->interval_ms;
+  h->due = next_due(h, now);
   save(h);
+  if (h->st.status != before)
+    run_hook(h->cfg->change_argv);
 }
 
 bool health_reaped(struct health *h, pid_t pid, int wait_status) {

@@ -7,10 +7,18 @@
  *                  [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]
  *                   [--health-interval SECS] [--health-timeout SECS] [--health-retries N]
  *                   [--health-start-period SECS]]
- *                  [--foreground] -- COMMAND [ARG...]
+ *                  [--on-change PATH [--on-change-arg ARG]...]
+ *                  [--keep-stdin] [--foreground] -- COMMAND [ARG...]
  *
  * --exit-command (as conmon's): once the command is done for good and the pid file is released,
  * PATH runs with the ARGs, detached, stdio on /dev/null; the shim does not wait for it.
+ *
+ * --on-change: PATH with the ARGs runs (detached, not waited for) whenever the command exits or the
+ * healthcheck's status changes: what keeps a replicated service's published ports on its healthy
+ * replicas.
+ *
+ * --keep-stdin (docker run -i, compose stdin_open): the command's stdin is a pipe the supervisor holds
+ * open and never writes, instead of /dev/null, so a program reading stdin waits rather than ending.
  *
  * --health-cmd (the container's healthcheck, health.c): PATH with the ARGs runs every interval while
  * the command runs; the health state goes to the --health-file. Defaults are Docker's: 30 s
@@ -36,11 +44,11 @@
 static void usage(void) {
   fprintf(stderr, "usage: provision-shim --state F --pid-file F --log F [--name N] [--restart POLICY]\n"
                   "       [--stop-signal SIG] [--stop-timeout SECS] [--stop-file F] [--log-max-size BYTES]\n"
-                  "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--foreground]\n"
-                  "       [--exit-command PATH [--exit-command-arg ARG]...]\n"
+                  "       [--log-max-files N] [--backoff-max-ms MS] [--backoff-reset-ms MS] [--keep-stdin] [--foreground]\n"
+                  "       [--exit-command PATH [--exit-command-arg ARG]...] [--on-change PATH [--on-change-arg ARG]...]\n"
                   "       [--health-cmd PATH [--health-cmd-arg ARG]... --health-file F [--health-pid-file F]\n"
                   "        [--health-interval SECS] [--health-timeout SECS] [--health-retries N]\n"
-                  "        [--health-start-period SECS]] -- COMMAND [ARG...]\n");
+                  "        [--health-start-period SECS] [--health-start-interval SECS]] -- COMMAND [ARG...]\n");
 }
 
 /* A duration in seconds (fractions allowed) as milliseconds; negative on a bad value. */
@@ -52,8 +60,8 @@ static long parse_secs(const char *text, double min_secs) {
   return (long)(secs * 1000 + 0.5);
 }
 
-enum { OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
-       OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START };
+enum { OPT_CHANGE = 250, OPT_CHANGE_ARG, OPT_HEALTH_CMD = 256, OPT_HEALTH_ARG, OPT_HEALTH_FILE, OPT_HEALTH_PID, OPT_HEALTH_INTERVAL,
+       OPT_HEALTH_TIMEOUT, OPT_HEALTH_RETRIES, OPT_HEALTH_START, OPT_HEALTH_START_INTERVAL };
 
 static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *err) {
   static const struct option opts[] = {
@@ -63,8 +71,10 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
       {"stop-timeout", required_argument, 0, 'T'}, {"stop-file", required_argument, 0, 'F'},
       {"log-max-size", required_argument, 0, 'M'}, {"log-max-files", required_argument, 0, 'N'},
       {"backoff-max-ms", required_argument, 0, 'B'}, {"backoff-reset-ms", required_argument, 0, 'R'},
-      {"foreground", no_argument, 0, 'f'},
+      {"foreground", no_argument, 0, 'f'},         {"keep-stdin", no_argument, 0, 'k'},
       {"exit-command", required_argument, 0, 'x'}, {"exit-command-arg", required_argument, 0, 'a'},
+      {"on-change", required_argument, 0, OPT_CHANGE},
+      {"on-change-arg", required_argument, 0, OPT_CHANGE_ARG},
       {"health-cmd", required_argument, 0, OPT_HEALTH_CMD},
       {"health-cmd-arg", required_argument, 0, OPT_HEALTH_ARG},
       {"health-file", required_argument, 0, OPT_HEALTH_FILE},
@@ -73,6 +83,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
       {"health-timeout", required_argument, 0, OPT_HEALTH_TIMEOUT},
       {"health-retries", required_argument, 0, OPT_HEALTH_RETRIES},
       {"health-start-period", required_argument, 0, OPT_HEALTH_START},
+      {"health-start-interval", required_argument, 0, OPT_HEALTH_START_INTERVAL},
       {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
   };
   *cfg = (struct shim_config){
@@ -87,9 +98,10 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
   /* argv has room for every exit argument: at most argc of them, plus the path and NULL */
   cfg->exit_argv = NULL;
   char **exit_argv = calloc((size_t)argc + 2, sizeof(char *));
-  size_t n_health = 0;
+  size_t n_health = 0, n_change = 0;
   char **health_argv = calloc((size_t)argc + 2, sizeof(char *));
-  if (!exit_argv || !health_argv)
+  char **change_argv = calloc((size_t)argc + 2, sizeof(char *));
+  if (!exit_argv || !health_argv || !change_argv)
     return pr_fail(err, errno, "calloc");
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (c) {
@@ -99,6 +111,7 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
     case 'l': cfg->log_path = optarg; break;
     case 'F': cfg->stop_path = optarg; break;
     case 'f': cfg->foreground = true; break;
+    case 'k': cfg->keep_stdin = true; break;
     case 'x':
       if (optarg[0] != '/')
         return pr_fail(err, 0, "--exit-command must be an absolute path (got %s)", optarg);
@@ -150,6 +163,19 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
       if (end == optarg || *end || cfg->backoff_reset_ms < 0)
         return pr_fail(err, 0, "bad --backoff-reset-ms %s", optarg);
       break;
+    case OPT_CHANGE:
+      if (optarg[0] != '/')
+        return pr_fail(err, 0, "--on-change must be an absolute path (got %s)", optarg);
+      change_argv[0] = optarg;
+      if (n_change == 0)
+        n_change = 1;
+      cfg->change_argv = change_argv;
+      break;
+    case OPT_CHANGE_ARG:
+      if (n_change == 0)
+        n_change = 1;
+      change_argv[n_change++] = optarg;
+      break;
     case OPT_HEALTH_CMD:
       health_argv[0] = optarg;
       if (n_health == 0)
@@ -175,6 +201,13 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
         : c == OPT_HEALTH_TIMEOUT ? &cfg->health.timeout_ms : &cfg->health.start_period_ms) = ms;
       break;
     }
+    case OPT_HEALTH_START_INTERVAL: {
+      long ms = parse_secs(optarg, 0.001);
+      if (ms < 0)
+        return pr_fail(err, 0, "bad --health-start-interval %s", optarg);
+      cfg->health.start_interval_ms = ms;
+      break;
+    }
     case OPT_HEALTH_RETRIES:
       cfg->health.retries = (int)strtol(optarg, &end, 10);
       if (end == optarg || *end || cfg->health.retries < 1 || cfg->health.retries > 1000000)
@@ -188,6 +221,9 @@ static int parse_args(int argc, char **argv, struct shim_config *cfg, pr_error *
     return pr_fail(err, 0, "--state, --pid-file and --log are required");
   if (n_exit > 0 && !cfg->exit_argv)
     return pr_fail(err, 0, "--exit-command-arg needs --exit-command");
+  if (n_change > 0 && !cfg->change_argv)
+    return pr_fail(err, 0, "--on-change-arg needs --on-change");
+  cfg->health.change_argv = cfg->change_argv;
   if (n_health > 0 && !cfg->health.argv)
     return pr_fail(err, 0, "--health-cmd-arg needs --health-cmd");
   if (cfg->health.argv && !cfg->health.path)

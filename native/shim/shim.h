@@ -42,16 +42,25 @@ struct shim_config {
   long backoff_max_ms;
   long backoff_reset_ms;
   bool foreground;
+  /* docker run -i / compose stdin_open: the command's stdin is a pipe the supervisor keeps open
+   * (and never writes), so a program reading it waits instead of seeing end of file */
+  bool keep_stdin;
   char **argv;
   /* conmon's --exit-command: run once the supervisor is done for good (pid file released),
    * e.g. `provision --root R container autoremove ID` for `run -d --rm`. NULL: none. */
   char **exit_argv;
+  /* --on-change: run (detached, not waited for) whenever the command exits or its health changes,
+   * e.g. `provision --root R container balance GROUP` to repoint a replicated service's published
+   * ports at its healthy replicas. NULL: none. */
+  char **change_argv;
   /* the container's healthcheck (health.c); health.argv NULL: none */
   struct health_config {
+    char **change_argv;    /* the shim's --on-change, run when the status changes */
     char **argv;           /* one check: e.g. `provision-runtime exec --pid-file F ID -- CMD...` */
     const char *path;      /* the health file (JSON, replaced atomically) */
     const char *pid_path;  /* where the check writes the pid to kill on timeout (optional) */
     long interval_ms, timeout_ms, start_period_ms;
+    long start_interval_ms;  /* between checks while starting within the start period (0: interval_ms) */
     int retries;
   } health;
 };
@@ -61,6 +70,7 @@ int64_t now_ms(void);               /* CLOCK_MONOTONIC */
 void format_time(char *buf, size_t n); /* RFC 3339 UTC with nanoseconds */
 int write_all(int fd, const void *buf, size_t len);
 int write_file_atomic(const char *path, const char *data, size_t len, pr_error *err);
+void run_hook(char *const *argv);    /* argv NULL: nothing; else run detached, not waited for */
 int parse_policy(const char *text, struct shim_config *cfg, pr_error *err);
 int parse_signal(const char *text, pr_error *err);
 
@@ -140,5 +150,6 @@ void run_exit_command(const struct shim_config *cfg);
 /* supervise.c: runs until the command is done for good. notify_fd (or -1) receives
  * "ok <shim pid> <child pid>\n" once the first start succeeded, or "error <message>\n". */
 int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err);
-void shim_child_prepare(pid_t shim, int out, int err); /* in a forked child, before exec */
+/* in a forked child, before exec; `in` < 0: stdin is /dev/null */
+void shim_child_prepare(pid_t shim, int in, int out, int err);
 #endif

@@ -17,8 +17,8 @@
 /* In a child of the supervisor, before exec: it dies with the supervisor (an unsupervised orphan
  * would hold the container's ports and make a later start run it twice; checked after arming, in
  * case the supervisor died in between), leads its own process group, starts with default signal
- * handling and an empty mask, reads /dev/null and writes to `out` / `err`. */
-void shim_child_prepare(pid_t shim, int out, int err) {
+ * handling and an empty mask, reads `in` (or /dev/null) and writes to `out` / `err`. */
+void shim_child_prepare(pid_t shim, int in, int out, int err) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != shim)
     _exit(127);
@@ -28,9 +28,9 @@ void shim_child_prepare(pid_t shim, int out, int err) {
   sigprocmask(SIG_SETMASK, &none, NULL);
   signal(SIGPIPE, SIG_DFL);
   signal(SIGHUP, SIG_DFL);
-  int devnull = open("/dev/null", O_RDONLY);
-  if (devnull >= 0)
-    dup2(devnull, 0);
+  int src = in >= 0 ? in : open("/dev/null", O_RDONLY);
+  if (src >= 0)
+    dup2(src, 0);
   dup2(out, 1);
   dup2(err, 2);
 }
@@ -39,6 +39,7 @@ void shim_child_prepare(pid_t shim, int out, int err) {
 #define BACKOFF_START_MS 100
 
 static int sig_pipe[2] = {-1, -1};
+static int stdin_pipe[2] = {-1, -1}; /* --keep-stdin: the read end is each run's stdin */
 
 static void on_signal(int sig) {
   int saved = errno;
@@ -140,7 +141,7 @@ static int spawn(struct run *r, pr_error *err) {
   if (pid < 0)
     return pr_fail(err, errno, "fork");
   if (pid == 0) {
-    shim_child_prepare(shim, outp[1], errp[1]);
+    shim_child_prepare(shim, stdin_pipe[0], outp[1], errp[1]);
     execvp(r->cfg->argv[0], r->cfg->argv);
     int e = errno;
     (void)!write(execp[1], &e, sizeof e);
@@ -344,7 +345,8 @@ int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err) {
   r.st.shim_pid = getpid();
   r.health.cfg = cfg->health.argv ? &cfg->health : NULL;
   r.health.fd = -1;
-  if (setup_signals(err) < 0 || log_open(&r.log, cfg->log_path, cfg->log_max_size, cfg->log_max_files, err) < 0) {
+  if (setup_signals(err) < 0 || log_open(&r.log, cfg->log_path, cfg->log_max_size, cfg->log_max_files, err) < 0 ||
+      (cfg->keep_stdin && pipe2(stdin_pipe, O_CLOEXEC) < 0 && pr_fail(err, errno, "pipe") < 0)) {
     notify(&notify_fd, "error %s\n", err->msg);
     return -1;
   }
@@ -377,6 +379,8 @@ int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err) {
     /* after the state: whoever reads this run's health then finds this run's state too */
     health_reset(&r.health, r.child, r.st.restart_count, now_ms()); /* "starting" again, as Docker does */
     notify(&notify_fd, "ok %d %d\n", (int)getpid(), (int)r.child);
+    if (r.st.restart_count > 0)
+      run_hook(cfg->change_argv); /* back after a restart (the first start's caller knows already) */
 
     wait_child(&r);
     int ws = r.wait_status;
@@ -394,12 +398,14 @@ int supervise(const struct shim_config *cfg, int notify_fd, pr_error *err) {
     r.st.status = "restarting";
     r.st.backoff_ms = delay;
     save_state(&r);
+    run_hook(cfg->change_argv); /* it is down for a while: a balanced port skips it */
     if (!backoff_sleep(&r, delay))
       break;
     r.st.restart_count++;
   }
   r.st.status = "exited";
   save_state(&r);
+  run_hook(cfg->change_argv);
   log_close(&r.log);
   return 0;
 }

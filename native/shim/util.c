@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -122,4 +123,28 @@ int parse_signal(const char *text, pr_error *err) {
     if (strcasecmp(s, signals[i].name) == 0)
       return signals[i].sig;
   return pr_fail(err, 0, "bad signal %s", text);
+}
+
+void run_hook(char *const *argv) {
+  if (!argv)
+    return;
+  /* Twice forked: the grandchild is reparented to init, so no zombie waits on this loop. */
+  pid_t pid = fork();
+  if (pid < 0)
+    return;
+  if (pid == 0) {
+    if (fork() == 0) {
+      setsid();
+      int null = open("/dev/null", O_RDWR);
+      if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+      }
+      execv(argv[0], argv);
+    }
+    _exit(0);
+  }
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+    ;
 }

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..runspec.env import parse_env
 from ..runspec.health import HealthFlags, Healthcheck, resolve as resolve_health
 from ..runspec.mounts import VolumeSpec, parse_volume
+from ..runspec.netopts import NetworkAttachment, check_alias, check_ipv4
 from ..runspec.ports import parse_port
 from ..runspec.request import RunRequest, parse_link
 from ..runspec.restart import RestartPolicy
@@ -159,7 +160,7 @@ DEFAULT_NETWORKS = ("bridge", "default", "")
 def request_from_create(body: dict, name: str | None, image_config: dict, *,
                         user_networks=()) -> RunRequest:
     """The run request for a create body; `image_config` is the image's (for the healthcheck's
-    defaults). `user_networks`: the names of the user networks there are (api.networks)."""
+    defaults). `user_networks`: the names of the user-defined networks there are (network.registry)."""
     networks = (*DEFAULT_NETWORKS, *user_networks)
     cfg = body
     host = body.get("HostConfig") or {}
@@ -181,7 +182,7 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
     if mode not in networks:
         if mode in ("host", "none") or mode.startswith("container:"):
             raise not_supported(f"HostConfig.NetworkMode {mode!r}",
-                                "containers join the host's bridge (the default one or a user network)")
+                                "containers join the host's bridge or user-defined networks")
         raise not_found(f"network {mode} not found")
     for k, v in (host.get("IpcMode"), "IpcMode"), (host.get("PidMode"), "PidMode"), (host.get("UTSMode"), "UTSMode"), \
             (host.get("UsernsMode"), "UsernsMode"), (host.get("Cgroup"), "Cgroup"):
@@ -205,28 +206,7 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
                      "CapAdd": "containers get Docker's default capabilities", "CapDrop": "",
                      "Dns": "containers use the host's resolvers", "ExtraHosts": "",
                      "VolumesFrom": "name the volumes with -v", "ReadonlyRootfs": "", "Tmpfs": ""})
-    netcfg = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-    if not isinstance(netcfg, dict):
-        raise bad_request("NetworkingConfig.EndpointsConfig must be an object")
-    joins: dict[str, list[str]] = {mode: []} if mode in user_networks else {}
-    for net, ep in netcfg.items():
-        if net not in networks:
-            raise not_found(f"network {net} not found")
-        if ep is not None and not isinstance(ep, dict):
-            raise bad_request(f"NetworkingConfig.EndpointsConfig[{net!r}] must be an object")
-        for k, v in (ep or {}).items():
-            if k == "IPAMConfig" and not any((v or {}).values()):
-                continue
-            if not _zero(v) and k not in ("NetworkID", "EndpointID", "Gateway", "IPAddress", "MacAddress",
-                                          "IPPrefixLen", "Aliases"):
-                raise not_supported(f"NetworkingConfig.EndpointsConfig[{net!r}].{k}")
-        aliases = (ep or {}).get("Aliases") or []
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise bad_request(f"NetworkingConfig.EndpointsConfig[{net!r}].Aliases must be a list of strings")
-        if net in user_networks:
-            joins[net] = aliases
-        elif aliases:
-            raise bad_request("network-scoped alias is supported only for containers in user defined networks")
+    joins = _attachments(body, mode, networks, user_networks)
     volumes = [_bind(b) for b in _strings(host.get("Binds"), "HostConfig.Binds")]
     volumes += [_mount(m) for m in host.get("Mounts") or []]
     for dest in cfg.get("Volumes") or {}:
@@ -263,7 +243,63 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
                                          where="HostConfig.SecurityOpt"),
             healthcheck=health, health_flags=flags, labels=tuple(sorted(labels.items())),
             tty=bool(cfg.get("Tty")), interactive=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
-            networks=tuple((n, tuple(a)) for n, a in joins.items()))
+            networks=joins)
+    except ConfigError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def _attachments(body: dict, mode: str, networks, user_networks) -> tuple[NetworkAttachment, ...]:
+    """The user-defined networks NetworkMode and NetworkingConfig.EndpointsConfig put the container
+    on (NetworkMode's first: its default route and published ports), each with its aliases and
+    fixed address; none: the default bridge, which is not combined with them."""
+    netcfg = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(netcfg, dict):
+        raise bad_request("NetworkingConfig.EndpointsConfig must be an object")
+    joins: dict[str, NetworkAttachment] = {mode: NetworkAttachment(mode)} if mode in user_networks else {}
+    for net, ep in netcfg.items():
+        if net not in networks:
+            raise not_found(f"network {net} not found")
+        where = f"NetworkingConfig.EndpointsConfig[{net!r}]"
+        att = endpoint_attachment(ep, net, where)
+        if net in user_networks:
+            joins[net] = att
+        elif att.aliases:
+            raise bad_request("network-scoped alias is supported only for containers in user defined networks")
+        elif att.ipv4_address:
+            raise bad_request("user specified IP address is supported on user defined networks only")
+    if joins and mode not in user_networks and mode not in ("default", "bridge", ""):
+        raise bad_request(f"HostConfig.NetworkMode {mode!r} is not among the EndpointsConfig's networks")
+    if joins and any(n in netcfg for n in DEFAULT_NETWORKS if n):
+        raise not_supported("the default bridge together with user-defined networks",
+                            "a container here is on the default bridge or on user-defined networks")
+    return tuple(joins.values())
+
+
+def endpoint_attachment(ep: Any, net: str, where: str) -> NetworkAttachment:
+    """An EndpointSettings object (container create's, or network connect's EndpointConfig) as the
+    attachment it asks for: its aliases and IPAMConfig.IPv4Address; anything else set is a 400."""
+    if ep is None:
+        ep = {}
+    if not isinstance(ep, dict):
+        raise bad_request(f"{where} must be an object")
+    for k, v in ep.items():
+        if k == "IPAMConfig":
+            if v is not None and not isinstance(v, dict):
+                raise bad_request(f"{where}.IPAMConfig must be an object")
+            for ik, iv in (v or {}).items():
+                if ik != "IPv4Address" and not _zero(iv):
+                    raise not_supported(f"{where}.IPAMConfig.{ik}", "container networks are IPv4")
+            continue
+        if not _zero(v) and k not in ("NetworkID", "EndpointID", "Gateway", "IPAddress", "MacAddress",
+                                      "IPPrefixLen", "Aliases"):
+            raise not_supported(f"{where}.{k}")
+    aliases = ep.get("Aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise bad_request(f"{where}.Aliases must be a list of strings")
+    ip = (ep.get("IPAMConfig") or {}).get("IPv4Address") or None
+    try:
+        return NetworkAttachment(net, tuple(dict.fromkeys(check_alias(a) for a in aliases)),
+                                 check_ipv4(ip, f"{where}.IPAMConfig.IPv4Address") if ip else None)
     except ConfigError as exc:
         raise bad_request(str(exc)) from None
 

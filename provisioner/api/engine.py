@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import network
 from ..compose.labels import service_labels
 from ..containers.lifecycle import Manager
 from ..errors import ContainerError, ImageError, ProvisionerError
 from .events import Events
 from .http import not_found
-from .networks import BRIDGE, network_id, user_networks
+from .networks import record_networks
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Engine:
         d["healthcheck"] = rec.config.get("healthcheck")
         d["auto_remove"] = rec.config.get("auto_remove", False)
         d["stdin_open"], d["stdin_once"] = rec.config.get("stdin_open", False), rec.config.get("stdin_once", False)
-        d["networks"] = rec.config.get("networks") or []
+        d["net_list"] = record_networks(rec)
         if d["status"]["state"] == "running":
             # Docker's State.Pid is the container's own init on the host (the supervisor's child is
             # the runtime waiting for it)
@@ -106,11 +107,15 @@ class Engine:
         for d in out:
             rec = recs.get(d["id"])
             d["labels"] = (rec.config.get("labels") if rec else None) or {}
-            d["networks"] = (rec.config.get("networks") if rec else None) or []
+            d["net_list"] = record_networks(rec) if rec else []
         return out
 
     def network_ids(self) -> dict[str, str]:
-        return {BRIDGE: network_id(BRIDGE), **{n: d["Id"] for n, d in user_networks(self).items()}}
+        return {n: net.id for n, net in self.networks().items()}
+
+    def networks(self) -> dict:
+        """name → network.registry.Network: the default bridge ("bridge") and the user-defined ones."""
+        return network.all_networks(self.root, self.manager.net)
 
     def compose_labels(self) -> dict[str, tuple[str, str]]:
         return service_labels(self.root)

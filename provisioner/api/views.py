@@ -143,22 +143,41 @@ def mounts(d: dict, volume_dir: str) -> list[dict]:
 
 
 def network(d: dict, gateway: str, prefixlen: int, ids: dict[str, str] | None = None) -> dict:
-    """NetworkSettings.Networks: the user networks the container is on (each the host's bridge, so
-    the same address), else "bridge". `ids`: the networks' ids by name. Docker lists a container's
-    short id among its aliases on a user network (compose looks for it)."""
-    addr = d.get("address") or ""
-    mac = ("02:42:" + ":".join(f"{int(b):02x}" for b in addr.split("."))) if addr else ""
-    nets = [(n, list(dict.fromkeys([*a, d["id"][:12]]))) for n, a in d.get("networks") or []] or [(BRIDGE, None)]
-    return {n: {"IPAMConfig": None, "Links": None, "Aliases": aliases,
-                "NetworkID": (ids or {}).get(n, "bridge" if n == BRIDGE else ""), "EndpointID": "",
-                "Gateway": gateway if addr else "", "IPAddress": addr, "IPPrefixLen": prefixlen if addr else 0,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "MacAddress": mac, "DriverOpts": None} for n, aliases in nets}
+    """NetworkSettings.Networks: the networks the container is on (`net_list`: its record's, the
+    default bridge when none), each with its address there while it is connected (`networks`:
+    its endpoint's attachments; `gateway`/`prefixlen`: the default bridge's, for records older
+    than those). `ids`: the networks' ids by name. Docker lists a container's short id among its
+    aliases on a user-defined network (compose looks for it)."""
+    out = {}
+    for n, aliases in d.get("net_list") or [(BRIDGE, [])]:
+        info = (d.get("networks") or {}).get(n) or {}
+        addr = info.get("address") or (d.get("address") or "" if n == BRIDGE else "")
+        user = n not in (BRIDGE, "host", "none")
+        out[n] = {"IPAMConfig": None, "Links": None,
+                  "Aliases": list(dict.fromkeys([*aliases, d["id"][:12]])) if user else None,
+                  "NetworkID": (ids or {}).get(n, ""), "EndpointID": "",
+                  "Gateway": (info.get("gateway") or gateway) if addr else "", "IPAddress": addr,
+                  "IPPrefixLen": (info.get("prefixlen") or prefixlen) if addr else 0,
+                  "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                  "MacAddress": _mac(addr), "DriverOpts": None}
+    return out
+
+
+def _mac(addr: str) -> str:
+    return ("02:42:" + ":".join(f"{int(b):02x}" for b in addr.split("."))) if addr else ""
 
 
 def network_mode(d: dict) -> str:
-    nets = d.get("networks") or []
-    return nets[0][0] if nets else "default"
+    nets = d.get("net_list") or []
+    return nets[0][0] if nets and nets[0][0] != BRIDGE else "default"
+
+
+def _primary(d: dict, gateway: str, prefixlen: int) -> tuple[str, str, int]:
+    """(address, gateway, prefix length) of the container's first network, "" when not connected."""
+    first = (d.get("net_list") or [(BRIDGE, [])])[0][0]
+    info = (d.get("networks") or {}).get(first) or {}
+    addr = info.get("address") or d.get("address") or ""
+    return addr, (info.get("gateway") or gateway) if addr else "", (info.get("prefixlen") or prefixlen) if addr else 0
 
 
 def list_entry(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: int,
@@ -199,6 +218,7 @@ def inspect(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: i
     cmd = list(opts.get("command") or []) or (None if opts.get("entrypoint") is not None else img.get("Cmd"))
     env = process.get("env") or [f"{k}={v}" for k, v in opts.get("env") or []]
     health = d.get("health")
+    primary = _primary(d, gateway, prefixlen)
     res = d.get("resources") or {}
     cpu = (res.get("cpu") or {})
     nano = int(cpu["quota"] * 1_000_000_000 // cpu["period"]) if cpu.get("quota") and cpu.get("period") else 0
@@ -245,10 +265,8 @@ def inspect(d: dict, compose: tuple[str, str] | None, gateway: str, prefixlen: i
         "NetworkSettings": {
             "Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
             "Ports": port_map(d), "SandboxKey": "", "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-            "EndpointID": "", "Gateway": gateway if d.get("address") else "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "IPAddress": d.get("address") or "",
-            "IPPrefixLen": prefixlen if d.get("address") else 0, "IPv6Gateway": "",
-            "MacAddress": ("02:42:" + ":".join(f"{int(b):02x}" for b in d["address"].split(".")))
-            if d.get("address") else "",
+            "EndpointID": "", "Gateway": primary[1], "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "IPAddress": primary[0], "IPPrefixLen": primary[2], "IPv6Gateway": "",
+            "MacAddress": _mac(primary[0]),
             "Networks": network(d, gateway, prefixlen, net_ids)},
     }

@@ -54,6 +54,37 @@ def container_group() -> None:
 @click.option("--health-retries", type=int, metavar="N", help="Failures in a row that make it unhealthy.")
 @click.option("--health-start-period", metavar="DURATION", help="Start-up time whose failures do not count.")
 @click.option("--no-healthcheck", is_flag=True, help="Run no healthcheck, not even the image's HEALTHCHECK.")
+@click.option("--network", "networks", multiple=True, metavar="NAME|host|none|container:NAME",
+              help="A user-defined network to join (repeatable; the first is the primary), or a mode.")
+@click.option("--network-alias", "network_aliases", multiple=True, metavar="NAME",
+              help="Another name it has on its (first) network.")
+@click.option("--ip", metavar="IPV4", help="Its address on its (first) user-defined network.")
+@click.option("--cap-add", "cap_add", multiple=True, metavar="CAP", help="Add a capability (or ALL).")
+@click.option("--cap-drop", "cap_drop", multiple=True, metavar="CAP", help="Drop a capability (or ALL).")
+@click.option("--privileged", is_flag=True, help="Every capability, no seccomp, the host's devices.")
+@click.option("--read-only", "read_only", is_flag=True, help="Mount the root filesystem read-only.")
+@click.option("--tmpfs", "tmpfs", multiple=True, metavar="DST[:OPTIONS]", help="A tmpfs (noexec,nosuid,nodev).")
+@click.option("--mount", "mounts", multiple=True, metavar="type=…,source=…,target=…", help="A mount, long form.")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]")
+@click.option("--sysctl", "sysctls", multiple=True, metavar="KEY=VALUE", help="A namespaced kernel setting.")
+@click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP", help="An /etc/hosts line (IP host-gateway: "
+              "its network's gateway).")
+@click.option("--dns", "dns", multiple=True, metavar="IP")
+@click.option("--dns-search", "dns_search", multiple=True, metavar="DOMAIN")
+@click.option("--dns-option", "dns_options", multiple=True, metavar="OPTION")
+@click.option("--init", is_flag=True, help="Run tini as PID 1 (reaps zombies, forwards signals).")
+@click.option("-l", "--label", "labels", multiple=True, metavar="KEY[=VALUE]")
+@click.option("--pids-limit", metavar="N", help="At most N processes (-1: unlimited).")
+@click.option("--shm-size", metavar="BYTES[k|m|g]", help="Size of /dev/shm (default 64m).")
+@click.option("--memory-reservation", metavar="BYTES[k|m|g]", help="A soft memory limit.")
+@click.option("--group-add", "group_add", multiple=True, metavar="GROUP")
+@click.option("--stop-signal", metavar="SIGNAL", help="The signal that stops it (default: the image's, else TERM).")
+@click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds from the stop signal to SIGKILL "
+              "(default 10).")
+@click.option("--platform", metavar="OS/ARCH", help="Refuse an image for another platform than this host's.")
+@click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing", show_default=True)
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (attached: this terminal's input).")
+@click.option("-t", "--tty", is_flag=True, help="Give the process a terminal (attached: this terminal).")
 @click.option("--cloud-metadata", is_flag=True,
               help="Let the container reach the cloud's instance metadata service (169.254.169.254: the "
                    "instance's credentials); containers cannot by default.")
@@ -62,8 +93,13 @@ def container_group() -> None:
 @pass_app
 def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, restart, memory, cpus, user,
             workdir, entrypoint, hostname, rm, insecure, security_opt, health_cmd, health_interval, health_timeout,
-            health_retries, health_start_period, no_healthcheck, cloud_metadata, image, command) -> None:
+            health_retries, health_start_period, no_healthcheck, networks, network_aliases, ip, cap_add, cap_drop,
+            privileged, read_only, tmpfs, mounts, ulimits, sysctls, add_hosts, dns, dns_search, dns_options, init,
+            labels, pids_limit, shm_size, memory_reservation, group_add, stop_signal, stop_timeout, platform, pull,
+            interactive, tty, cloud_metadata, image, command) -> None:
     """Create and start a container from IMAGE (pulled when missing)."""
+    from dataclasses import replace
+
     from ..runspec.health import HealthFlags
     from ..runspec.request import from_flags
 
@@ -72,8 +108,17 @@ def run_cmd(app: App, detach, name, ports, volumes, env, env_files, links, resta
     req = from_flags(image, tuple(command), name=name, detach=detach, ports=ports, volumes=volumes, env=env,
                      env_files=env_files, links=links, restart=restart, memory=memory, cpus=cpus, user=user,
                      workdir=workdir, entrypoint=entrypoint, hostname=hostname, rm=rm, insecure_registries=insecure,
-                     security_opt=security_opt, health_flags=health, cloud_metadata=cloud_metadata)
+                     security_opt=security_opt, health_flags=health, mounts=mounts, tmpfs=tmpfs, cap_add=cap_add,
+                     cap_drop=cap_drop, privileged=privileged, read_only=read_only, ulimits=ulimits, sysctls=sysctls,
+                     pids_limit=pids_limit, shm_size=shm_size, memory_reservation=memory_reservation, init=init,
+                     tty=tty, interactive=interactive, stop_signal=stop_signal, stop_timeout=stop_timeout,
+                     platform=platform, labels=labels, networks=networks, network_aliases=network_aliases, ip=ip,
+                     add_hosts=add_hosts, dns=dns, dns_search=dns_search, dns_options=dns_options,
+                     group_add=group_add, cloud_metadata=cloud_metadata)
+    req = replace(req, pull=pull)
     mgr = _manager(app)
+    if (tty or interactive) and not detach:
+        sys.exit(mgr.run_foreground(req))
     rec = mgr.run(req)
     if detach:
         click.echo(rec.id)
@@ -258,6 +303,14 @@ def exec_cmd(app: App, interactive, tty, env, user, workdir, container, command)
 def autoremove_cmd(app: App, container: str) -> None:
     """Remove an exited `run -d --rm` container (the supervisor's exit command)."""
     _manager(app).autoremove(container)
+
+
+@container_group.command("balance", hidden=True)
+@click.argument("group")
+@pass_app
+def balance_cmd(app: App, group: str) -> None:
+    """Point a replicated service's published ports at its ready replicas (the supervisors' hook)."""
+    _manager(app).rebalance(group)
 
 
 @container_group.command("inspect")

@@ -26,6 +26,11 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
               help="Registry reached over plain HTTP (loopback registries are allowed anyway).")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds to wait for each host to boot (host keys on its console) and for SSH.")
+@click.option("-p", "--project-name", "project_name", default=None, metavar="NAME",
+              help="The stack's name (default: COMPOSE_PROJECT_NAME, the file's name:, its folder's name).")
+@click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Interpolate from FILE instead of the .env beside the stack file.")
+@click.option("--allow-privileged", is_flag=True, help="Run services with privileged: true (else refused).")
 @click.option("--ssh-cidr", default=None,
               help="Allow SSH from this range, in the cloud firewall and the host's own (overrides ssh_cidr in the "
                    "stack; default: the stack's, else this machine's address).")
@@ -37,16 +42,21 @@ from .cloud import _ENDPOINT, _PROJECT, _REGION, _driver, _stack_region
 @_PROJECT
 @json_option
 @pass_app
-def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, timeout, ssh_cidr, dry_run, endpoint,
-               region, project):
+def deploy_cmd(app: App, cloud, stack_file, identity, user, images, insecure, timeout, project_name, env_files,
+               allow_privileged, ssh_cidr, dry_run, endpoint, region, project):
     """Launch (or reuse) the stack's hosts, install the agent, prepare disks and host, push images,
     start the services, check their health, and print where the time went."""
     from ..clouds.keys import operator_key, read_public_key
     from ..deploy.pipeline import Deployer, breakdown_rows
     from ..deploy.plan import plan_deploy
     from ..stack import load_stack
+    from ..stack.project import ProjectOptions
 
-    plan = plan_deploy(load_stack(stack_file), cloud)   # every input error, before anything is created
+    stack = load_stack(stack_file, project=ProjectOptions(name=project_name, env_files=tuple(env_files)),
+                       allow_privileged=allow_privileged)
+    for n in stack.notices:
+        status(f"notice: {n}")
+    plan = plan_deploy(stack, cloud)   # every input error, before anything is created
     detected = None
     if cloud != "local" and not ssh_cidr and any(h.ssh_cidr is None for h in plan.stack.hosts):
         detected = detect_operator_cidr(app.runner)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "image": ("provisioner.cli.image", "provisioner.cli.imagebuild", "provisioner.cli.vmimage",
               "provisioner.cli.imagepush"),
     "container": ("provisioner.cli.container",),
+    "network": ("provisioner.cli.network",),
     "up": ("provisioner.cli.stack",),
     "down": ("provisioner.cli.stack",),
     "ps": ("provisioner.cli.stack",),

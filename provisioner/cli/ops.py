@@ -92,7 +92,7 @@ def logs_cmd(app: App, target: str, service: str | None, cloud: str | None, foll
     rec, client = _connect(app, target)
     with client:
         stack = ops.load_record_stack(rec, client)
-        name = ops.service_container(rec, stack, service)
+        name = ops.service_container(rec, stack, service, client)
         argv = ops.logs_argv(name, follow=follow, tail=tail, timestamps=timestamps, since=since)
         out, err = _out()
         try:
@@ -116,7 +116,10 @@ def _stack_logs(app: App, stack_name: str, service, cloud, follow, tail, timesta
                            pool.map(lambda r: SshClient(r.target()).connect(), records)))
     try:
         stack = ops.load_record_stack(records[0], clients[records[0].host])
-        wanted = ops_logs.streams(stack, records, service)
+        with ThreadPoolExecutor(max_workers=len(records)) as pool:
+            running = dict(zip((r.host for r in records),
+                               pool.map(lambda r: ops.host_containers(clients[r.host], r), records)))
+        wanted = ops_logs.streams(stack, records, service, running)
         width = max(len(s.prefix) for s in wanted)
 
         def emit(ev) -> None:

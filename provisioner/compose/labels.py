@@ -22,5 +22,5 @@ def service_labels(root: str | os.PathLike) -> dict[str, tuple[str, str]]:
         services = state.get("services") if isinstance(state, dict) else None
         for service, entry in (services or {}).items():
             if isinstance(entry, dict) and isinstance(entry.get("container"), str):
-                out[entry["container"]] = (path.stem, str(service))
+                out[entry["container"]] = (path.stem, str(service).split("#", 1)[0])   # "<service>#<n>": a replica
     return out

@@ -7,8 +7,9 @@ images they pinned keep a digest name in the store (so a moved tag or `image pru
 an image a kept release can go back to).
 
     <root>/releases/<stack>/<N>/release.json   {"number", "created", "stack", "hash", "stack_sha256",
-                                                 "services": {name: {"hash", "portable", "image",
-                                                 "digest", "image_name", "container"}}, "changes", "by"}
+                                                 "stack_path", "env_files", "profiles",
+                                                 "services": {name: {"hash", "spec", "image", "digest",
+                                                 "image_name", "container", "replicas"}}, "changes", "by"}
     <root>/releases/<stack>/<N>/stack.yml       and the files it names, by their path under its folder
     <root>/releases/<stack>/current             the number of the release running now
 """
@@ -43,17 +44,21 @@ class Release:
     by: str = "up"                              # up | deploy | rollback to N
     stack_sha256: str = ""                      # of the stack file as it was
     stack_path: str = ""                        # where the stack file was (rollback puts it back there)
+    env_files: tuple[str, ...] = ()             # the .env files it was interpolated from (rollback's too)
+    profiles: tuple[str, ...] = ()              # the profiles its services were in (rollback activates them)
 
     def to_json(self) -> dict:
         return {"number": self.number, "created": self.created, "stack": self.stack, "hash": self.hash,
                 "services": self.services, "changes": list(self.changes), "by": self.by,
-                "stack_sha256": self.stack_sha256, "stack_path": self.stack_path}
+                "stack_sha256": self.stack_sha256, "stack_path": self.stack_path,
+                **({"env_files": list(self.env_files)} if self.env_files else {}),
+                **({"profiles": list(self.profiles)} if self.profiles else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Release":
         return cls(int(d["number"]), float(d["created"]), d["stack"], d["hash"], dict(d.get("services") or {}),
                    tuple(d.get("changes") or ()), d.get("by", "up"), d.get("stack_sha256", ""),
-                   d.get("stack_path", ""))
+                   d.get("stack_path", ""), tuple(d.get("env_files") or ()), tuple(d.get("profiles") or ()))
 
 
 def release_hash(services: dict[str, dict]) -> str:
@@ -62,14 +67,16 @@ def release_hash(services: dict[str, dict]) -> str:
 
 
 def stack_files(stack: Stack) -> list[Path]:
-    """The files a stack's services read besides the stack file, by absolute path (and the .env
-    file beside it, which interpolation reads)."""
-    out = [Path(stack.path).resolve().parent / ".env"]
+    """The files a stack reads besides the stack file, by absolute path: its services' env files
+    and seccomp profiles, the .env files it was interpolated from (the one beside it at least),
+    its secrets' and configs' files (copied as they are: a release directory is root's alone)."""
+    out = [Path(stack.path).resolve().parent / ".env", *(Path(f) for f in stack.env_files)]
     for spec in stack.services.values():
         out += [Path(f) for f in spec.env_files]
         if spec.security.seccomp not in (None, "unconfined"):
             out.append(Path(spec.security.seccomp))
-    return out
+    out += [Path(d.file) for d in (*stack.secrets.values(), *stack.configs.values()) if d.file]
+    return list(dict.fromkeys(out))
 
 
 class Releases:
@@ -112,7 +119,8 @@ class Releases:
         number = (numbers[-1] + 1) if numbers else 1
         sha = hashlib.sha256(Path(stack.path).read_bytes()).hexdigest()
         rel = Release(number, time.time(), self.stack, release_hash(services), services, tuple(changes), by, sha,
-                      str(Path(stack.path).resolve()))
+                      str(Path(stack.path).resolve()), tuple(stack.env_files),
+                      tuple(sorted({p for s in stack.services.values() for p in s.profiles})))
         tmp = self.dir / f".{number}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         base = Path(stack.path).resolve().parent

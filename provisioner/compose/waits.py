@@ -32,12 +32,14 @@ class Waits:
     sleep: Callable[[float], None] = time.sleep
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
-    def wait_condition(self, cname: str, spec: ServiceSpec, cond: str) -> None:
+    def wait_condition(self, cname: str, spec: ServiceSpec, cond: str, *, no_restarts: bool = False) -> None:
         """Until container `cname` of `spec` meets `cond` (service_started, service_healthy,
-        service_completed_successfully); ContainerError naming the service when it cannot."""
+        service_completed_successfully); ContainerError naming the service when it cannot.
+        `no_restarts`: a process that exits is the end of it, even when its restart policy
+        starts it again (a start-first switch's new container: the old one still serves)."""
         budget = wait_budget(spec)
         deadline = self.now() + budget
-        if cond == "service_started":
+        if cond == "service_started" and not no_restarts:
             return   # `run` returned once the runtime reported it running
         if cond == "service_completed_successfully":
             while True:
@@ -52,6 +54,7 @@ class Waits:
                     raise ContainerError(f"service {spec.name} did not complete within {budget:g}s")
                 self.sleep(0.05)
         hc = spec.healthcheck
+        who = spec.name if spec.replicas == 1 else cname   # a replica: which one
         rec = self.manager.records.find(cname)
         if rec is not None:
             # the shim's first check comes one interval after the start (as Docker's); ask for one
@@ -63,15 +66,17 @@ class Waits:
             # while it restarts (its policy), the file still tells of the run before: wait for the next
             health = self.manager.health(rec) if st is not None and st.state == "running" else None
             if health is not None and health.status == "healthy":
-                self.progress(f"{spec.name} is healthy")
+                self.progress(f"{who} is healthy")
                 return
-            if st is None or st.state in ("exited", "dead"):
+            if no_restarts and hc is None and st is not None and st.state == "running" and not st.restart_count:
+                return   # started (a switch without a healthcheck: running, not restarted)
+            if st is None or st.state in ("exited", "dead") or (no_restarts and st.restart_count):
                 code = f" (exit code {st.exit_code})" if st is not None else ""
-                raise ContainerError(f"service {spec.name} stopped{code} before it became healthy; "
+                raise ContainerError(f"service {who} stopped{code} before it became healthy; "
                                      f"see `provision container logs {cname}`")
             if health is not None and health.status == "unhealthy":
-                raise ContainerError(f"service {spec.name} is unhealthy: {hc.retries} checks failed "
+                raise ContainerError(f"service {who} is unhealthy: {hc.retries} checks failed "
                                      f"(last: {health.output.strip()[-120:] or 'no output'})")
             if self.now() > deadline:
-                raise ContainerError(f"service {spec.name} did not become healthy within {budget:g}s")
+                raise ContainerError(f"service {who} did not become healthy within {budget:g}s")
             self.sleep(HEALTH_POLL)

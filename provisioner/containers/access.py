@@ -1,9 +1,10 @@
-"""exec / logs / wait / ps / inspect: reaching into running containers and reading their state.
-Part of lifecycle.Manager (a mixin)."""
+"""exec / logs / wait / ps / inspect: reaching into running containers and reading their state;
+and `run -it` attached to this terminal. Part of lifecycle.Manager (a mixin)."""
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import ContainerError
@@ -13,7 +14,9 @@ from .. import network
 from .container import ContainerRecord
 
 if TYPE_CHECKING:
+    from ..runspec.request import RunRequest
     from .lifecycle import Status
+    from .runtime import Runtime
 
 
 class Accessing:
@@ -37,6 +40,29 @@ class Accessing:
         with console.console_socket() as (sock, path):
             full = self.exec_argv(ref, argv, console_socket=path, **kw)
             return console.run_with_tty(self.runner, full, sock, interactive=interactive)
+
+    def run_foreground(self, req: RunRequest) -> int:
+        """`docker run -it` / `-i`: the container's process shares this terminal (with -t the runtime
+        proxies its pty to our stdin and stdout, raw mode included; with -i alone it reads our stdin);
+        returns its exit code. The container stays, exited, unless --rm."""
+        rec = self.run(req, foreground=True)
+        code = int(rec.state.get("exit_code") or 0)
+        if req.rm and self.records.find(rec.id) is not None:
+            self.rm(rec.id, force=True, remove_volumes=True)
+        return code
+
+    def _attached(self, rec: ContainerRecord, path: Path, rt: Runtime) -> None:
+        argv = [rt.path, "--root", rt.state_root, "run", "--bundle", str(path), rec.id]
+        try:
+            code = self.runner.interactive(argv)
+        finally:
+            rec.state["exit_code"] = code if "code" in locals() else 137
+            supervise.record_attached(rec.id, self.supervise_dir, "exited", rec.state["exit_code"])
+            self._reap_runtime(rt, rec.id)
+            if network.endpoint(self.root, rec.name) is not None:
+                network.disconnect(self.root, self.net, rec.name, runner=self.runner, keep_address=True,
+                                   paths=self.net_paths)
+            self.records.save(rec)
 
     def exec_argv(self, ref: str, argv: list[str], *, env: tuple[str, ...] = (), user: str | None = None,
                   workdir: str | None = None, console_socket: str | None = None) -> list[str]:
@@ -97,6 +123,10 @@ class Accessing:
                 "created": rec.created, "status": st.to_json(), "restart": rec.config.get("restart", "no"),
                 "command": _command(rec), "ports": [str(p) for p in ep.ports] if ep else list(rec.config["ports"]),
                 "address": ep.address if ep else None, "mounts": rec.config.get("mounts", []),
+                "networks": {a.network: {"address": a.address, "gateway": a.gateway, "aliases": list(a.aliases),
+                                         "prefixlen": a.prefixlen}
+                             for a in ep.attachments} if ep else {},
+                "network_mode": rec.config.get("network_mode"), "labels": rec.config.get("labels", {}),
                 "options": rec.config["options"], "links": rec.config["links"],
                 "health": health.to_json() if health is not None else None}
 

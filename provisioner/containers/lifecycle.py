@@ -108,3 +108,18 @@ class Manager(Creating, Controlling, Accessing):
 
     def is_running(self, rec: ContainerRecord) -> bool:
         return supervise.status(rec.id, self.supervise_dir, self._dir(rec)).shim_alive
+
+    # ---- user-defined networks (compose's), for the containers' callers ---------------------------
+    def ensure_network(self, spec: network.NetworkSpec):
+        return network.ensure(self.root, self.net, spec, runner=self.runner)
+
+    def network_exists(self, name: str) -> bool:
+        return network.registry.get(self.root, self.net, name) is not None
+
+    def networks_labelled(self, key: str, value: str) -> list[str]:
+        return [n.name for n in network.registry.labelled(self.root, self.net, key, value)]
+
+    def remove_network_if_unused(self, name: str) -> bool:
+        if network.registry.in_use(network.endpoints(self.root), name):
+            return False
+        return network.remove_network(self.root, self.net, name, runner=self.runner, paths=self.net_paths)

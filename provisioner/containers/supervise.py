@@ -77,6 +77,7 @@ class HealthCheck:
     retries: int = 3
     start_period: float = 0.0
     pid_file: str | None = None   # where the check writes the pid to kill on timeout
+    start_interval: float = 0.0   # during the start period, checks this often (0: every interval)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "argv": list(self.argv)}
@@ -94,6 +95,8 @@ class HealthCheck:
                  "--health-start-period", f"{self.start_period:g}"]
         if self.pid_file:
             args += ["--health-pid-file", self.pid_file]
+        if self.start_interval:
+            args += ["--health-start-interval", f"{self.start_interval:g}"]
         return args
 
 
@@ -177,6 +180,17 @@ def status(name: str, state_dir: str | os.PathLike, log_dir: str | os.PathLike |
     )
 
 
+def record_attached(name: str, state_dir: str | os.PathLike, status_: str, exit_code: int | None = None) -> None:
+    """The state of a container run attached to a terminal (`run -it`, no supervisor): what the
+    shim would have written, so ps and inspect read it the same way."""
+    paths = ShimPaths.of(name, state_dir, state_dir)
+    paths.state.parent.mkdir(parents=True, exist_ok=True)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data = {"name": name, "status": status_, "exit_code": exit_code, "restart_count": 0, "policy": "no",
+            "started_at" if status_ == "running" else "finished_at": now}
+    atomic_write(paths.state, json.dumps(data) + "\n")
+
+
 def health(name: str, state_dir: str | os.PathLike) -> Health | None:
     """The container's health as its shim last wrote it; None without a healthcheck (or before
     the shim's first write)."""
@@ -225,6 +239,8 @@ def start(
     shim: str | None = None,
     exit_command: Sequence[str] | None = None,
     health: HealthCheck | None = None,
+    keep_stdin: bool = False,
+    on_change: Sequence[str] | None = None,
 ) -> ShimStatus:
     """Starts `argv` under a detached shim; returns once the command has been exec'd.
     The command runs in / with the caller's environment and stdin on /dev/null (the runtime
@@ -242,7 +258,7 @@ def start(
     if log_max_size < 1024 or log_max_files < 1:
         raise ContainerError(f"{name}: log limits must be >= 1024 bytes and >= 1 file")
     if health is not None and (not health.argv or health.interval <= 0 or health.timeout <= 0
-                               or health.retries < 1 or health.start_period < 0):
+                               or health.retries < 1 or health.start_period < 0 or health.start_interval < 0):
         raise ContainerError(f"{name}: bad healthcheck (a command, interval and timeout > 0, retries >= 1)")
     current = status(name, state_dir, log_dir)
     if current.shim_alive:
@@ -259,7 +275,8 @@ def start(
             "stop_signal": sig, "stop_timeout": stop_timeout, "log_max_size": log_max_size,
             "log_max_files": log_max_files, "backoff_max_ms": backoff_max_ms, "backoff_reset_ms": backoff_reset_ms,
             "exit_command": list(exit_command) if exit_command else None,
-            "health": health.to_json() if health else None}
+            "health": health.to_json() if health else None, "keep_stdin": keep_stdin,
+            "on_change": list(on_change) if on_change else None}
     atomic_write(paths.spec, json.dumps(spec, indent=2) + "\n")
     cmd = [
         shim, "--name", name, "--state", str(paths.state), "--pid-file", str(paths.pid),
@@ -267,7 +284,9 @@ def start(
         "--stop-signal", sig, "--stop-timeout", f"{stop_timeout:g}",
         "--log-max-size", str(log_max_size), "--log-max-files", str(log_max_files),
         "--backoff-max-ms", str(backoff_max_ms), "--backoff-reset-ms", str(backoff_reset_ms),
-    ]
+    ] + (["--keep-stdin"] if keep_stdin else [])
+    if on_change:
+        cmd += ["--on-change", on_change[0]] + [x for a in on_change[1:] for x in ("--on-change-arg", a)]
     if exit_command:
         if not os.path.isabs(exit_command[0]):
             raise ContainerError(f"{name}: the exit command must be an absolute path (got {exit_command[0]!r})")
@@ -342,7 +361,8 @@ def _start_from_spec(name: str, spec: dict, state_dir, runner, shim: str | None)
                  log_max_size=spec["log_max_size"], log_max_files=spec["log_max_files"],
                  backoff_max_ms=spec["backoff_max_ms"], backoff_reset_ms=spec.get("backoff_reset_ms", 10_000),
                  shim=shim, exit_command=spec.get("exit_command"),
-                 health=HealthCheck.from_json(spec["health"]) if spec.get("health") else None)
+                 health=HealthCheck.from_json(spec["health"]) if spec.get("health") else None,
+                 keep_stdin=bool(spec.get("keep_stdin")), on_change=spec.get("on_change"))
 
 
 def restart(name: str, state_dir: str | os.PathLike, *, runner, timeout: float | None = None,

@@ -7,7 +7,8 @@
    one round trip, then the published ports are checked from here. Otherwise the change plan
    (per service: create, recreate and why, remove, keep) is printed — and `--dry-run` stops there.
 3. The agent, when its wheels changed (remote/deliver.py, with the probe's facts).
-4. Everything the host reads, in one round trip: the stack file and the files it names, host.yml,
+4. Everything the host reads, in one round trip: the stack file and the files it names (env files,
+   secrets, configs), the variables it was interpolated with here (.provision.env), host.yml,
    the pinned digests, the registries configuration and credentials (root's alone); the old
    fingerprint goes first, so a deploy interrupted from here on is never taken for done. Then the
    boot hook, which runs no step when its inputs are those of its last good run.
@@ -40,7 +41,7 @@ from . import inventory
 from .changes import (DEPLOYED, PINS, ServiceChange, current_release, fingerprint, healthy, parse_probe_output,
                       plan_changes, probe_command)
 from .images import host_conf, host_credentials, pull_on_host
-from .plan import REMOTE_DIR, REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
+from .plan import REMOTE_DIR, REMOTE_ENV, REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
 
 PROVISION = ("provision",)                         # the agent on the host (/usr/local/bin, via sudo)
 
@@ -71,7 +72,10 @@ def remote_json(ssh: Runner, args: list[str], timeout: float = 600.0):
     """`provision ARGS` on the host as root; its JSON output, or one error with its last lines."""
     res = ssh.run([*PROVISION, *args], sudo=True, check=False, timeout=timeout)
     if res.returncode != 0:
-        tail = " ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-2:])
+        lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
+        # the one error it printed (with what it shows under it: a new container's log tail, say)
+        start = max((i for i, ln in enumerate(lines) if ln.startswith("error: ")), default=len(lines) - 2)
+        tail = "\n".join(lines[max(0, start):][:25]).removeprefix("error: ")
         raise HostError(f"`provision {shlex.join(args)}` failed on the host (exit {res.returncode}): {tail}")
     try:
         return json.loads(res.stdout or "null")
@@ -81,7 +85,7 @@ def remote_json(ssh: Runner, args: list[str], timeout: float = 600.0):
 
 def write_files(ssh: Runner, files: dict[str, bytes], remove: tuple[str, ...] = (), base: str = REMOTE_DIR) -> None:
     """Files under `base` on the host (remote path -> bytes), root's alone (0600 in a 0700
-    directory: the stack's environment and env files are the services' secrets), in one round
+    directory: the stack's environment, env files and secret files are the services' secrets), in one round
     trip: a tar on root's stdin unpacked beside them, then each renamed into place; `remove`
     first. A reader sees each file old or new, never half-written."""
     q = shlex.quote
@@ -197,7 +201,9 @@ class HostSteps:
             lap("images")
             out.images = self.images(ssh, hp, conf)
             lap("containers")
-            out.actions = remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, "--pins", PINS,
+            privileged = ["--allow-privileged"] if any(self.plan.stack.services[s].privileges.privileged
+                                                       for s in hp.services) else []
+            out.actions = remote_json(ssh, ["up", "-f", REMOTE_STACK, "--host", hp.host, *privileged, "--pins", PINS,
                                             "--by", "deploy", "--json"], 1800)
             self.say(hp.host, "; ".join(a.get("text", "") for a in out.actions) or "services up to date")
             out.services = self.check_services(ssh, hp)
@@ -220,7 +226,7 @@ class HostSteps:
         host = stack.host(hp.host)
         matches = {v.name: volume_match(self.plan.cloud, rec.style, v.name, rec.volumes[v.name])
                    for v in host.volumes if v.name in rec.volumes}
-        files = {REMOTE_STACK: Path(stack.path).read_bytes()}
+        files = {REMOTE_STACK: Path(stack.path).read_bytes(), REMOTE_ENV: hp.project_env.encode()}
         for local, remote in hp.files:
             try:
                 files[remote] = Path(local).read_bytes()

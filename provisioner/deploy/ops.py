@@ -4,25 +4,31 @@ reading the stack file (the operator's copy, else the one deploy pushed to the h
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..compose.names import container_name
 from ..errors import ConfigError, HostError
 from ..stack import Stack
+from ..stack import dotenv
 from ..stack.loader import load_stack, parse_stack
+from ..stack.project import DEPLOYED_ENV, ProjectOptions
 from .. import yamlutil
 from .inventory import HostRecord
 from ..remote.deliver import AGENT
 from ..runner import Runner
 
 HOST_STACK_FILE = "/etc/provisioner/stack.yml"   # where deploy pushes the stack file
+HOST_ENV_FILE = f"/etc/provisioner/{DEPLOYED_ENV}"   # and the variables it was interpolated with
 
 
 def load_record_stack(rec: HostRecord, remote: Runner | None = None) -> Stack:
-    """The stack the host was deployed from: the operator's file, else the host's copy."""
+    """The stack the host was deployed from: the operator's file, else the host's copy (read with
+    the variables deploy resolved for it, in /etc/provisioner/.provision.env)."""
     if rec.stack_file and Path(rec.stack_file).is_file():
-        return load_stack(rec.stack_file)
+        return load_stack(rec.stack_file, project=ProjectOptions(name=rec.stack), allow_privileged=True)
     if remote is None:
         raise HostError(f"{rec.name}: stack file {rec.stack_file or '(none recorded)'} is not on this machine")
     out = remote.run(["cat", HOST_STACK_FILE], sudo=True, check=False)
@@ -30,7 +36,10 @@ def load_record_stack(rec: HostRecord, remote: Runner | None = None) -> Stack:
         raise HostError(f"{rec.name}: stack file {rec.stack_file or '(none recorded)'} is not on this machine and "
                         f"{HOST_STACK_FILE} is unreadable on the host ({out.stderr.strip() or out.returncode})")
     where = f"{rec.name}:{HOST_STACK_FILE}"
-    return parse_stack(yamlutil.loads(out.stdout, where), where)
+    env = remote.run(["cat", HOST_ENV_FILE], sudo=True, check=False)
+    environ = dotenv.parse(env.stdout, f"{rec.name}:{HOST_ENV_FILE}") if env.returncode == 0 else {}
+    return parse_stack(yamlutil.loads(out.stdout, where), where, allow_privileged=True,
+                       project=ProjectOptions(name=rec.stack, environ=environ))
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,26 @@ def volume_target(rec: HostRecord, stack: Stack, volume: str) -> VolumeTarget:
     return VolumeTarget(volume, vols[volume].mount, cloud_id)
 
 
-def service_container(rec: HostRecord, stack: Stack | None, service: str) -> str:
-    """The host's container for `service`, checking the stack places it on this host."""
+def host_containers(remote: Runner, rec: HostRecord) -> dict[str, list[str]]:
+    """service -> the containers that run it on the host now, as the host's own `ps` says (a
+    start-first update gives a service a new container name; replicas have one each). Empty when
+    the host cannot say (an agent too old for it, no stack up yet): callers fall back to the names
+    `up` gives a service's first container."""
+    out = remote.run([AGENT, "ps", "-f", HOST_STACK_FILE, "--host", rec.host, "--json"], sudo=True, check=False)
+    try:
+        rows = json.loads(out.stdout) if out.returncode == 0 else []
+    except ValueError:
+        rows = []
+    found: dict[str, list[str]] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and row.get("service") and row.get("container"):
+            found.setdefault(str(row["service"]), []).append(str(row["container"]))
+    return found
+
+
+def service_container(rec: HostRecord, stack: Stack | None, service: str, remote: Runner | None = None) -> str:
+    """The host's container for `service` (its first, as the host's `ps` says when `remote` is
+    given), checking the stack places it on this host first."""
     if stack is not None:
         if service not in stack.services:
             raise ConfigError(f"unknown service {service!r} in stack {stack.name} "
@@ -68,7 +95,8 @@ def service_container(rec: HostRecord, stack: Stack | None, service: str) -> str
         if service not in placed:
             raise ConfigError(f"service {service!r} is not placed on {rec.name} "
                               f"(its services: {', '.join(placed) or 'none'})", stack.path)
-    return container_name(rec.stack, service)
+    running = host_containers(remote, rec) if remote is not None else {}
+    return (running.get(service) or [container_name(rec.stack, service)])[0]
 
 
 def logs_argv(container: str, *, follow: bool = False, tail: int | None = None, timestamps: bool = False,

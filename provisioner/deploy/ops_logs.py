@@ -33,10 +33,11 @@ class Stream:
     host: str          # the host's name in the stack
     service: str
     container: str
+    replica: str = ""  # which of a service's several containers ("" for a service's only one)
 
     @property
     def prefix(self) -> str:
-        return f"{self.host}/{self.service}"
+        return f"{self.host}/{self.service}{'/' + self.replica if self.replica else ''}"
 
 
 @dataclass(frozen=True, order=True)
@@ -48,8 +49,11 @@ class Event:
     stderr: bool = field(compare=False, default=False)
 
 
-def streams(stack: Stack, records: Iterable[HostRecord], service: str | None) -> list[Stream]:
-    """What to read on each host: its placed services (or only `service`)."""
+def streams(stack: Stack, records: Iterable[HostRecord], service: str | None,
+            running: dict[str, dict[str, list[str]]] | None = None) -> list[Stream]:
+    """What to read on each host: its placed services (or only `service`), each from the
+    containers the host says run it (`running`: host -> service -> containers), else from the
+    name `up` gives a service's first container."""
     if service is not None and service not in stack.services:
         raise ConfigError(f"unknown service {service!r} in stack {stack.name} "
                           f"(services: {', '.join(sorted(stack.services))})", stack.path)
@@ -61,7 +65,9 @@ def streams(stack: Stack, records: Iterable[HostRecord], service: str | None) ->
             continue
         for s in placed:
             if service is None or s == service:
-                out.append(Stream(rec.host, s, container_name(stack.name, s)))
+                names = ((running or {}).get(rec.host) or {}).get(s) or [container_name(stack.name, s)]
+                for name in names:
+                    out.append(Stream(rec.host, s, name, name if len(names) > 1 else ""))
     if service is not None and not out:
         raise ConfigError(f"service {service!r} is not placed on any deployed host of stack {stack.name}", stack.path)
     return out

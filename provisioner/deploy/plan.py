@@ -13,10 +13,12 @@ from ..errors import ConfigError, ImageError, StackError
 from ..images.reference import parse as parse_reference
 from ..stack import Stack
 from ..stack.placement import check_placement
+from ..stack.project import DEPLOYED_ENV, render as render_env
 
 REMOTE_DIR = "/etc/provisioner"
 REMOTE_STACK = f"{REMOTE_DIR}/stack.yml"
 REMOTE_HOST = f"{REMOTE_DIR}/host.yml"
+REMOTE_ENV = f"{REMOTE_DIR}/{DEPLOYED_ENV}"
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,9 @@ class HostDeployPlan:
     host: str
     services: tuple[str, ...]        # in dependency order
     images: tuple[str, ...]          # distinct image references, in first-use order
-    files: tuple[tuple[str, str], ...]  # (local path, remote path): env files next to the stack
+    files: tuple[tuple[str, str], ...]  # (local path, remote path): env files, secrets, configs next to the stack
     tcp_ports: tuple[int, ...]       # published TCP ports checked from the operator after `up`
+    project_env: str = ""            # REMOTE_ENV: the file's variables as resolved here, and its name
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,30 @@ def _beside(stack: Stack, path: str, what: str, line: int | None) -> tuple[str, 
 
 def _env_files(stack: Stack, service: str) -> list[tuple[str, str]]:
     spec = stack.services[service]
-    return [_beside(stack, path, f"service {service!r}: env_file", spec.line) for path in spec.env_files]
+    out = [_beside(stack, path, f"service {service!r}: env_file", spec.line) for path in spec.env_files]
+    for kind, refs, defs in (("secrets", spec.secrets, stack.secrets), ("configs", spec.configs, stack.configs)):
+        for ref in refs:
+            d = defs[ref.source]
+            if d.file:   # its content travels over the verified SSH session and rests root-only (0600)
+                out.append(_beside(stack, d.file, f"{kind}.{d.name}.file", d.line))
+    return out
+
+
+def project_env(stack: Stack) -> str:
+    """What the host interpolates the stack file with (REMOTE_ENV): every variable it used, as this
+    machine resolved them (its environment, .env, --env-file), and the project's name — which on
+    the host could not come from the folder (/etc/provisioner)."""
+    values = dict(stack.variables)
+    values["COMPOSE_PROJECT_NAME"] = stack.name
+    return render_env(values)
 
 
 def plan_deploy(stack: Stack, cloud: str) -> DeployPlan:
     check_placement(stack)
+    if stack.implicit_hosts and cloud != "local":
+        raise ConfigError(f"the stack has no hosts: section: it deploys to the local cloud as one host "
+                          f"({stack.hosts[0].name}); for {cloud}, say where its services run with hosts: and their "
+                          f"{cloud}: settings", stack.path)
     hosts = []
     for h in stack.hosts:
         if cloud not in h.clouds:
@@ -75,7 +97,7 @@ def plan_deploy(stack: Stack, cloud: str) -> DeployPlan:
         tcp = sorted({p for port in stack.published_ports(h) if port.protocol == "tcp"
                       for p in range(port.first, port.last + 1)})
         hosts.append(HostDeployPlan(h.name, tuple(placed), tuple(dict.fromkeys(images)), tuple(dict.fromkeys(files)),
-                                    tuple(tcp)))
+                                    tuple(tcp), project_env(stack)))
     return DeployPlan(stack, cloud, tuple(hosts))
 
 

@@ -15,9 +15,11 @@ deletion is an exact teardown and Docker/podman rules elsewhere are never touche
   ports                     two verdict-map lookups: (address, proto, port) in @bound4 for
                             ports published on one address, (proto, port) in @wild4 for the
                             rest; each element jumps to the port's own chain p_<proto>_<addr|any>_<port>
-                            holding its one DNAT rule, commented "prov:<name>|<mapping>". Moving a
-                            port to another container (a start-first switch) flushes that chain
-                            and adds the new rule in one transaction: no packet sees it unpublished
+                            holding its one DNAT rule, commented "prov:<name>|<mapping>" — or, for
+                            a replicated service, "prov-lb:<group>|<mapping>": a numgen DNAT over
+                            its ready replicas (balance.py). Moving a port to another container (a
+                            start-first switch) or another set of replicas flushes that chain and
+                            adds the new rule in one transaction: no packet sees it unpublished
   postrouting (nat, srcnat) subnet leaving by another interface → masquerade (egress NAT)
                             127.0.0.0/8 leaving by the bridge   → masquerade (see below)
                             DNAT-ed subnet traffic back into the bridge → masquerade (hairpin)
@@ -46,11 +48,12 @@ import logging
 from typing import Iterable
 
 from ..errors import CommandError
+from .balance import ReplaceBalance
 from .plan import (
     Action, CreateBridge, CreateNetns, CreateTable, CreateVeth, DeleteLink, DeleteNetns, DeleteTable, PortRule,
     ReplacePortRules, SetMetadataAccess, SetSysctl, UpgradeTable,
 )
-from ..runspec.ports import WILDCARD
+from .chains import key_of_chain, map_key
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,12 @@ METADATA = "169.254.169.254"   # AWS, GCE and Azure: the instance metadata servi
 CHAINS = ("guard", "prerouting", "output", "postrouting", "input", "forward")   # all but `ports`
 
 
-def table_script(table: str, bridge: str, subnet: str) -> str:
+def table_script(table: str, bridge: str, subnet: str, internal: bool = False) -> str:
+    """Also isolation, as Docker's DOCKER-ISOLATION chains give it: nothing reaches the bridge from
+    another network or interface but replies, published ports and its own traffic (a drop in any
+    table wins). An internal network has no NAT, and nothing leaves its bridge."""
+    egress = "" if internal else f'    ip saddr {subnet} oifname != "{bridge}" masquerade\n'
+    confined = f'    iifname "{bridge}" oifname != "{bridge}" drop\n' if internal else ""
     return f"""table ip {table} {{
   set metadata_ok {{
     type ipv4_addr;
@@ -88,8 +96,7 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {subnet} oifname != "{bridge}" masquerade
-    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
+{egress}    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
     oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade
   }}
   chain input {{
@@ -102,25 +109,27 @@ def table_script(table: str, bridge: str, subnet: str) -> str:
     iifname "{bridge}" ip daddr {METADATA} ip saddr != @metadata_ok drop
     oifname "{bridge}" ct state established,related accept
     oifname "{bridge}" ct status dnat accept
-    iifname "{bridge}" accept
+{confined}    iifname "{bridge}" accept
     oifname "{bridge}" drop
   }}
 }}
 """
 
 
-def upgrade_script(table: str, bridge: str, subnet: str, carry: Iterable[PortRule] = ()) -> str:
+def upgrade_script(table: str, bridge: str, subnet: str, internal: bool = False, carry: Iterable[PortRule] = (),
+                   balance: Iterable[ReplaceBalance] = ()) -> str:
     """An older version's table brought to this one in one transaction: its base chains and the
     `ports` chain emptied and filled again (chains and maps it lacks are created); the published
     ports' chains and the set's elements stay, and `carry` — the DNAT rules an older `ports` chain
-    held itself — become port chains."""
-    full = table_script(table, bridge, subnet)
+    held itself — become port chains, as do `balance`'s (a replicated service's numgen rules)."""
+    full = table_script(table, bridge, subnet, internal)
     # first every chain, set and map declared (created where missing, hooks included), then the
     # chains emptied, then the rules: a rule is never added twice, whatever the table had
     skeleton = "\n".join(line for line in full.splitlines()
                          if line.strip().startswith(("table ", "set ", "map ", "chain ", "type ", "}")))
     flush = "".join(f"flush chain ip {table} {c}\n" for c in (*CHAINS, "ports"))
-    return skeleton + "\n" + flush + full + ports_script(ReplacePortRules(table, (), tuple(carry)))
+    return (skeleton + "\n" + flush + full + ports_script(ReplacePortRules(table, (), tuple(carry)))
+            + "".join(b.script() for b in balance))
 
 
 def _quote(comment: str) -> str:
@@ -128,17 +137,7 @@ def _quote(comment: str) -> str:
 
 
 def _map_key(r: PortRule) -> tuple[str, str]:
-    if r.host_ip == WILDCARD:
-        return "wild4", f"{r.proto} . {r.host_port}"
-    return "bound4", f"{r.host_ip} . {r.proto} . {r.host_port}"
-
-
-def _key_of_chain(chain: str) -> tuple[str, str]:
-    """The map element that jumps to a port chain (the inverse of PortRule.chain)."""
-    proto, where, port = chain[len("p_"):].split("_")
-    if where == "any":
-        return "wild4", f"{proto} . {port}"
-    return "bound4", f"{where} . {proto} . {port}"
+    return map_key(r.proto, r.host_ip, r.host_port)
 
 
 def rule_text(table: str, r: PortRule) -> str:
@@ -154,7 +153,7 @@ def ports_script(a: ReplacePortRules) -> str:
         if chain in adding:
             lines.append(f"flush chain ip {a.table} {chain}")       # repointed below
             continue
-        m, key = _key_of_chain(chain)
+        m, key = key_of_chain(chain)
         lines += [f"delete element ip {a.table} {m} {{ {key} }}", f"flush chain ip {a.table} {chain}",
                   f"delete chain ip {a.table} {chain}"]
     for r in a.add:
@@ -182,9 +181,9 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
                 (["ip", "addr", "add", a.address, "dev", a.name], None),
                 (["ip", "link", "set", a.name, "up"], None)]
     if isinstance(a, CreateTable):
-        return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet))]
+        return [(["nft", "-f", "-"], table_script(a.table, a.bridge, a.subnet, a.internal))]
     if isinstance(a, UpgradeTable):
-        return [(["nft", "-f", "-"], upgrade_script(a.table, a.bridge, a.subnet, a.carry))]
+        return [(["nft", "-f", "-"], upgrade_script(a.table, a.bridge, a.subnet, a.internal, a.carry, a.balance))]
     if isinstance(a, SetMetadataAccess):
         verb = "add" if a.allow else "delete"
         return [(["nft", f"{verb} element ip {a.table} metadata_ok {{ {a.address} }}"], None)]
@@ -200,10 +199,12 @@ def commands(action: Action) -> list[tuple[list[str], str | None]]:
                 (["ip", "link", "set", a.host, "up"], None),
                 (_in_ns(a.netns_path, ["ip", "link", "set", "lo", "up"]), None),
                 (_in_ns(a.netns_path, ["ip", "addr", "add", a.address, "dev", a.inner]), None),
-                (_in_ns(a.netns_path, ["ip", "link", "set", a.inner, "up"]), None),
-                (_in_ns(a.netns_path, ["ip", "route", "add", "default", "via", a.gateway]), None)]
+                (_in_ns(a.netns_path, ["ip", "link", "set", a.inner, "up"]), None)] + \
+            ([(_in_ns(a.netns_path, ["ip", "route", "add", "default", "via", a.gateway]), None)] if a.gateway else [])
     if isinstance(a, ReplacePortRules):
         return [(["nft", "-f", "-"], ports_script(a))] if (a.delete or a.add) else []
+    if isinstance(a, ReplaceBalance):
+        return [(["nft", "-f", "-"], a.script())]
     if isinstance(a, DeleteLink):
         return [(["ip", "link", "del", a.name], None)]
     if isinstance(a, DeleteNetns):

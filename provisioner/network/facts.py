@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import ContainerError
+from .balance import parse_table
+from .chains import BOUND_MAP, PORT_CHAIN, WILD_MAP
 from .model import NetworkConfig
 
 RULE_TAG = "prov:"  # comment prefix of every per-container rule: "prov:<name>|<mapping>"
-PORT_CHAIN = "p_"   # a published port's own chain (apply.port_chain); the maps jump to it
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class NetFacts:
     legacy: tuple[LegacyRule, ...] = ()               # an older table's rules, carried over by its upgrade
     local_addresses: frozenset[str] = frozenset()
     interface_networks: tuple[tuple[str, str], ...] = ()  # (ifname, "10.0.0.5/24") of every IPv4 address
+    balanced: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # group → ((chain, mapping), …)
+    lb_maps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # map name → addresses, in order
+    legacy_balanced: tuple[tuple[str, str], ...] = ()   # (group, mapping): an older table's balanced rules
 
 
 def _read(path: Path) -> str | None:
@@ -100,7 +104,8 @@ def parse_nft_state(text: str) -> tuple[bool, frozenset[str]]:
     sets = [i["set"] for i in items if (i.get("set") or {}).get("name") == "metadata_ok"]
     maps = {(i.get("map") or {}).get("name") for i in items}
     elems = frozenset(e for s in sets for e in s.get("elem", []) if isinstance(e, str))
-    return guard and bool(sets) and {"bound4", "wild4"} <= maps and not parse_legacy_rules(text), elems
+    legacy = parse_legacy_rules(text) or parse_table(items)[2]
+    return guard and bool(sets) and {BOUND_MAP, WILD_MAP} <= maps and not legacy, elems
 
 
 def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
@@ -116,7 +121,14 @@ def read_facts(runner, cfg: NetworkConfig, *, proc: str | os.PathLike = "/proc",
     except FileNotFoundError:
         netns = frozenset()
     sysnet = Path(proc) / "sys" / "net" / "ipv4"
+    balanced, lb_maps, legacy_balanced = {}, {}, ()
+    if table.returncode == 0:
+        try:
+            balanced, lb_maps, legacy_balanced = parse_table(json.loads(table.stdout).get("nftables", []))
+        except ValueError:
+            pass   # parse_nft_table below says it
     return NetFacts(
+        balanced=balanced, lb_maps=lb_maps, legacy_balanced=legacy_balanced,
         links=frozenset(link["ifname"] for link in links),
         bridged=frozenset(link["ifname"] for link in links if link.get("master") == cfg.bridge),
         netns=netns,

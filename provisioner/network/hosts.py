@@ -47,15 +47,38 @@ class LinkTarget:
 
 
 def render_hosts(hostname: str, address: str, links: Iterable[LinkTarget] = (),
-                 extra: Iterable[tuple[str, str]] = ()) -> str:
+                 extra: Iterable[tuple[str, str]] = (), peers: Iterable[tuple[str, Iterable[str]]] = ()) -> str:
+    """`extra`: --add-host lines; `peers`: (address, names) of the containers on the same
+    user-defined networks (their names, service names and aliases), kept current by the manager."""
     lines = [_BASE_HOSTS]
     for host, ip in extra:
         lines.append(f"{ip}\t{host}\n")
     for link in links:
         names = [link.alias] if link.alias == link.name else [link.alias, link.name]
         lines.append(f"{link.address}\t{' '.join(names)}\n")
-    lines.append(f"{address}\t{hostname}\n")
+    for ip, names in peers:
+        lines.append(f"{ip}\t{' '.join(names)}\n")
+    if address:
+        lines.append(f"{address}\t{hostname}\n")
     return "".join(lines)
+
+
+def apply_dns(text: str, servers=(), search=(), options=()) -> str:
+    """--dns/--dns-search/--dns-option (compose dns, dns_search, dns_opt) over a rendered resolv.conf:
+    each given part replaces the host's."""
+    keep_servers, keep_search, keep_options = [], [], []
+    for line in text.splitlines():
+        f = line.split()
+        if f and f[0] == "nameserver":
+            keep_servers.append(line)
+        elif f and f[0] in ("search", "domain"):
+            keep_search.append(line)
+        elif f and f[0] == "options":
+            keep_options.append(line)
+    out = [f"nameserver {s}" for s in servers] if servers else keep_servers
+    out += [f"search {' '.join(search)}"] if search else keep_search
+    out += [f"options {' '.join(options)}"] if options else keep_options
+    return "\n".join(out) + "\n"
 
 
 def env_prefix(alias: str) -> str:

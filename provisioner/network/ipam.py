@@ -44,21 +44,36 @@ class Allocations:
     subnet: ipaddress.IPv4Network
     by_name: dict[str, str] = field(default_factory=dict)
     last: str | None = None
+    gateway_ip: str | None = None        # a network's own gateway (else the subnet's first address)
+    ip_range: str | None = None          # hand out only from here
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
-        return self.subnet.network_address + 1
+        return ipaddress.IPv4Address(self.gateway_ip) if self.gateway_ip else self.subnet.network_address + 1
 
     def get(self, name: str) -> ipaddress.IPv4Address | None:
         addr = self.by_name.get(name)
         return ipaddress.IPv4Address(addr) if addr else None
 
-    def allocate(self, name: str) -> ipaddress.IPv4Address:
+    def allocate(self, name: str, want: str | None = None) -> ipaddress.IPv4Address:
+        """`name`'s address: the one it holds, else `want` (a fixed address, which must be free),
+        else the next free one."""
+        if want is not None:
+            addr = ipaddress.IPv4Address(want)
+            holder = next((n for n, a in self.by_name.items() if a == str(addr) and n != name), None)
+            if addr not in self.subnet or addr in (self.subnet.network_address, self.subnet.broadcast_address,
+                                                   self.gateway):
+                raise ContainerError(f"address {addr} is not usable in {self.subnet}")
+            if holder is not None:
+                raise ContainerError(f"address {addr} is already in use by {holder}")
+            self.by_name[name] = str(addr)
+            return addr
         if name in self.by_name:
             return ipaddress.IPv4Address(self.by_name[name])
         used = set(self.by_name.values())
-        first = int(self.gateway) + 1
-        last = int(self.subnet.broadcast_address) - 1
+        pool = ipaddress.IPv4Network(self.ip_range) if self.ip_range else self.subnet
+        first = max(int(pool.network_address), int(self.subnet.network_address) + 1)
+        last = min(int(pool.broadcast_address), int(self.subnet.broadcast_address) - 1)
         size = last - first + 1
         if size <= 0:
             raise ContainerError(f"container subnet {self.subnet} has no room for containers")
@@ -66,7 +81,7 @@ class Allocations:
         for i in range(size):
             cand = first + (start - first + i) % size
             text = str(ipaddress.IPv4Address(cand))
-            if text not in used:
+            if text not in used and cand != int(self.gateway):
                 self.by_name[name] = text
                 self.last = text
                 return ipaddress.IPv4Address(cand)
@@ -79,14 +94,18 @@ class Allocations:
         return {"subnet": str(self.subnet), "last": self.last, "allocations": dict(sorted(self.by_name.items()))}
 
 
-def _path(root) -> Path:
-    return state_dir(root) / "ipam.json"
+def _path(root, network: str | None = None) -> Path:
+    if network is None:
+        return state_dir(root) / "ipam.json"
+    return state_dir(root) / "networks" / f"{network}.ipam.json"
 
 
-def load(root: str | os.PathLike, subnet: str) -> Allocations:
-    """Reads the allocations (call under `lock`). A subnet change with live allocations is refused."""
+def load(root: str | os.PathLike, subnet: str, network: str | None = None, *, gateway_ip: str | None = None,
+         ip_range: str | None = None) -> Allocations:
+    """Reads the allocations of the default network (or of user-defined `network`) (call under
+    `lock`). A subnet change with live allocations is refused."""
     net = ipaddress.IPv4Network(subnet)
-    path = _path(root)
+    path = _path(root, network)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -99,12 +118,14 @@ def load(root: str | os.PathLike, subnet: str) -> Allocations:
         if allocs:
             raise ConfigError(f"container subnet is {stored} with {len(allocs)} address(es) in use; "
                               f"cannot switch to {net} until they are released", str(path))
-        return Allocations(net)
-    return Allocations(net, allocs, data.get("last"))
+        return Allocations(net, gateway_ip=gateway_ip, ip_range=ip_range)
+    return Allocations(net, allocs, data.get("last"), gateway_ip, ip_range)
 
 
-def save(root: str | os.PathLike, allocs: Allocations) -> None:
-    atomic_write(_path(root), json.dumps(allocs.to_json(), indent=2) + "\n", mode=0o644)
+def save(root: str | os.PathLike, allocs: Allocations, network: str | None = None) -> None:
+    path = _path(root, network)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(allocs.to_json(), indent=2) + "\n", mode=0o644)
 
 
 @contextmanager
@@ -119,3 +140,12 @@ def transaction(root: str | os.PathLike, subnet: str, *, locked: bool = False) -
         allocs = load(root, subnet)
         yield allocs
         save(root, allocs)
+
+
+@contextmanager
+def transaction_for(root: str | os.PathLike, cfg, network: str | None = None) -> Iterator[Allocations]:
+    """A transaction on the allocations of a network (`cfg` its NetworkConfig; `network` None for the
+    default bridge); the caller holds the lock."""
+    allocs = load(root, cfg.subnet, network, gateway_ip=cfg.gateway_ip, ip_range=cfg.ip_range)
+    yield allocs
+    save(root, allocs, network)

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from ..errors import ContainerError
 
-from ..runspec.ports import WILDCARD, parse_port
-from .facts import PORT_CHAIN, NetFacts, rule_comment
+from ..runspec.ports import parse_port
+from .balance import ReplaceBalance, map_name
+from .chains import port_chain
+from .facts import NetFacts, rule_comment
 from .model import Endpoint, NetworkConfig
 
 
@@ -38,8 +40,11 @@ class CreateTable:
     table: str
     bridge: str
     subnet: str
+    internal: bool = False      # no NAT, nothing forwarded off the bridge
 
     def describe(self) -> str:
+        if self.internal:
+            return f"create nftables table ip {self.table} ({self.subnet} on {self.bridge}, internal: no way out)"
         return f"create nftables table ip {self.table} (NAT for {self.subnet} via {self.bridge})"
 
 
@@ -48,11 +53,14 @@ class UpgradeTable:
     table: str
     bridge: str
     subnet: str
-    carry: tuple["PortRule", ...] = ()   # an older table's published ports, moved to the port maps
+    internal: bool = False
+    carry: tuple["PortRule", ...] = ()           # an older table's published ports, moved to port chains
+    balance: tuple[ReplaceBalance, ...] = ()     # and its balanced ones (replicated services)
 
     def describe(self) -> str:
         return f"upgrade nftables table ip {self.table} to this version's rules" + (
-            f" ({len(self.carry)} published port(s) carried over)" if self.carry else "")
+            f" ({len(self.carry)} published port(s) carried over)" if self.carry else "") + (
+            f" ({len(self.balance)} balanced service(s) carried over)" if self.balance else "")
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ class CreateVeth:
     netns_path: str
     inner: str
     address: str  # CIDR
-    gateway: str
+    gateway: str  # "": no default route through this interface (a second network, an internal one)
 
     def describe(self) -> str:
         return f"create veth {self.host} on {self.bridge} ↔ {self.inner} {self.address} in {self.netns_path}"
@@ -100,8 +108,7 @@ class PortRule:
     @property
     def chain(self) -> str:
         """The port's own chain, which the table's port maps jump to: p_<proto>_<address|any>_<port>."""
-        where = "any" if self.host_ip == WILDCARD else self.host_ip
-        return f"{PORT_CHAIN}{self.proto}_{where}_{self.host_port}"
+        return port_chain(self.proto, self.host_ip, self.host_port)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ class DeleteTable:
 
 
 Action = (SetSysctl | CreateBridge | CreateTable | UpgradeTable | CreateNetns | CreateVeth | ReplacePortRules
-          | SetMetadataAccess | DeleteLink | DeleteNetns | DeleteTable)
+          | SetMetadataAccess | DeleteLink | DeleteNetns | DeleteTable | ReplaceBalance)
 
 
 def port_rules(ep: Endpoint) -> tuple[PortRule, ...]:
@@ -173,6 +180,21 @@ def check_subnet(facts: NetFacts, cfg: NetworkConfig) -> None:
                                  f"choose another subnet for the container network")
 
 
+def carry_balanced(facts: NetFacts, cfg: NetworkConfig) -> tuple[ReplaceBalance, ...]:
+    """An older table's balanced rules (in its `ports` chain, which the upgrade empties) as port
+    chains over the same lb maps: the replicas that were ready stay so, with no gap."""
+    by_group: dict[str, list[str]] = {}
+    for group, mapping in facts.legacy_balanced:
+        by_group.setdefault(group, []).append(mapping)
+    out = []
+    for group, mappings in sorted(by_group.items()):
+        addresses = facts.lb_maps.get(map_name(group, mappings[0]), ())
+        ports = tuple(m for mapping in mappings for m in parse_port(mapping))
+        if addresses:
+            out.append(ReplaceBalance(cfg.table, group, ports, addresses))
+    return tuple(out)
+
+
 def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
     actions: list[Action] = []
     if facts.ip_forward != "1":
@@ -183,11 +205,12 @@ def plan_infrastructure(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
         # Lets 127.0.0.1 → published port be DNAT-ed out of the bridge (see apply.table_script).
         actions.append(SetSysctl(f"net.ipv4.conf.{cfg.bridge}.route_localnet", "1"))
     if not facts.table_exists:
-        actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet))
+        actions.append(CreateTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal))
     elif not facts.table_current:
         carry = tuple(PortRule(rule_comment(r.container, r.mapping), m.host_ip, m.host_port, m.proto, r.address,
                                r.port) for r in facts.legacy for m in parse_port(r.mapping))
-        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet, carry))
+        actions.append(UpgradeTable(cfg.table, cfg.bridge, cfg.subnet, cfg.internal, carry,
+                                    carry_balanced(facts, cfg)))
     return actions
 
 
@@ -215,6 +238,16 @@ def plan_connect(facts: NetFacts, cfg: NetworkConfig, ep: Endpoint) -> list[Acti
     return actions
 
 
+def plan_remove_network(facts: NetFacts, cfg: NetworkConfig) -> list[Action]:
+    """A user-defined network with nobody on it: its table and bridge go."""
+    actions: list[Action] = []
+    if facts.table_exists:
+        actions.append(DeleteTable(cfg.table))
+    if cfg.bridge in facts.links:
+        actions.append(DeleteLink(cfg.bridge, if_present=True))
+    return actions
+
+
 def plan_takeover(facts: NetFacts, cfg: NetworkConfig, new: Endpoint, old: str) -> list[Action]:
     """`new` (standing by with the same published ports) takes them over from container `old`:
     one transaction repointing each port's chain; ports only `old` had are unpublished."""
@@ -223,18 +256,19 @@ def plan_takeover(facts: NetFacts, cfg: NetworkConfig, new: Endpoint, old: str) 
 
 
 def plan_disconnect(facts: NetFacts, cfg: NetworkConfig, name: str, *, netns_name: str | None,
-                    last: bool, address: str | None = None) -> list[Action]:
+                    last: bool, veth: str | None = None, address: str | None = None) -> list[Action]:
     """Removes what `name` has, found from the facts (works after a half-done connect too).
     `netns_name`: the named netns we created for it (None when the caller gave a path).
-    `last`: no other endpoint remains, so the bridge and table go too. `address`: its address
-    (its metadata opt-in goes with it)."""
+    `last`: no other endpoint remains, so the bridge and table go too. `veth`: its host end on
+    this network (default: the default network's name for it). `address`: its address on this
+    network (its metadata opt-in goes with it)."""
     actions: list[Action] = []
     rules = facts.rules.get(name, ())
     if rules and not last:
         actions.append(ReplacePortRules(cfg.table, tuple(c for c, _ in rules)))
     if address in facts.metadata_ok and not last:
         actions.append(SetMetadataAccess(cfg.table, address, False))
-    veth = cfg.veth_name(name)
+    veth = veth or cfg.veth_name(name)
     if veth in facts.links:
         actions.append(DeleteLink(veth))  # takes the peer in the namespace with it
     if netns_name and netns_name in facts.netns:

@@ -27,9 +27,13 @@ class Healthcheck:
     timeout: float = 30.0
     retries: int = 3
     start_period: float = 0.0
+    start_interval: float = 0.0   # between checks during the start period (0: the interval); compose's
 
     def to_json(self) -> dict:
-        return {**asdict(self), "test": list(self.test)}
+        d = {**asdict(self), "test": list(self.test)}
+        if not self.start_interval:
+            d.pop("start_interval")   # added later: a record without it reads the same
+        return d
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ def resolve(flags: HealthFlags, image_config: dict, whole: dict | None = None) -
     if whole is not None:
         return whole
     image = image_config.get("Healthcheck") if isinstance(image_config.get("Healthcheck"), dict) else {}
+    start_interval = image.get("StartInterval")
     test = given.get("test") or _image_test(image.get("Test"))
     if test is None:
         if given:
@@ -106,4 +111,6 @@ def resolve(flags: HealthFlags, image_config: dict, whole: dict | None = None) -
         else:
             ns = image.get(_IMAGE_KEYS[key])
             out[key] = ns / 1e9 if isinstance(ns, int) and ns > 0 else default
+    if isinstance(start_interval, int) and start_interval > 0:   # an image's HEALTHCHECK --start-interval
+        out["start_interval"] = start_interval / 1e9
     return out

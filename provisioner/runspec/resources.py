@@ -17,21 +17,40 @@ def parse_bytes(text: str | int) -> int | None:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
 
 
-def parse_memory(text: str) -> int:
-    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
-    n = parse_bytes(text)
+def parse_size(text, what: str = "size") -> int:
+    """A size an option takes (parse_bytes), or one ConfigError naming the option (`what`)."""
+    n = None if isinstance(text, bool) else parse_bytes(text)
     if n is None:
-        raise ConfigError(f"bad --memory value {text!r} (want a number with an optional unit b, k, m or g)")
-    if n < 6 * (1 << 20):
-        raise ConfigError(f"--memory {text} is below the 6 MB minimum Docker enforces")
+        raise ConfigError(f"bad {what} value {text!r} (want a number with an optional unit b, k, m, g or t)")
     return n
 
 
-def parse_size(text: str, flag: str) -> int:
-    """A size an option takes (parse_bytes), or one error naming the option."""
-    n = parse_bytes(text)
-    if n is None:
-        raise ConfigError(f"bad {flag} value {text!r} (want a number with an optional unit b, k, m, g or t)")
+def parse_memory(text: str, what: str = "--memory") -> int:
+    """Docker's RAMInBytes: "512m", "1g", "1.5g", "100000" (bytes); binary units; ≥ 6 MB."""
+    n = parse_size(text, what)
+    if n < 6 * (1 << 20):
+        raise ConfigError(f"{what} {text} is below the 6 MB minimum Docker enforces")
+    return n
+
+
+def parse_pids(value, what: str = "--pids-limit") -> int | None:
+    """A pids limit: a positive number; 0 or -1 mean unlimited (None), as Docker."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"bad {what} value {value!r} (want a number; -1 for unlimited)") from None
+    if isinstance(value, bool) or n < -1:
+        raise ConfigError(f"bad {what} value {value!r} (want a number; -1 for unlimited)")
+    return n if n > 0 else None
+
+
+def parse_cpu_shares(value, what: str = "--cpu-shares") -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"bad {what} value {value!r} (want a number, 2 to 262144)") from None
+    if isinstance(value, bool) or not 2 <= n <= 262144:
+        raise ConfigError(f"bad {what} value {value!r} (want a number, 2 to 262144)")
     return n
 
 

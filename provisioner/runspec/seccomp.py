@@ -182,6 +182,9 @@ def parse_security_opts(values: Iterable[str], *, base: str | None = None, where
                 p = Path(os.path.normpath(p.absolute()))
                 load_profile(p)
                 seccomp_opt = str(p)
+        elif key in ("apparmor", "label") and value in ("unconfined", "disable"):
+            # no AppArmor profile or SELinux label is applied here: unconfined is what runs anyway
+            continue
         elif key == "no-new-privileges":
             if value not in ("", "true", "false"):
                 raise ConfigError(f"{where}: bad no-new-privileges value {value!r} (want true or false)", path,
@@ -189,7 +192,8 @@ def parse_security_opts(values: Iterable[str], *, base: str | None = None, where
             nnp = value != "false"
         else:
             raise ConfigError(f"{where}: unsupported security option {text!r} (supported: seccomp=unconfined, "
-                              "seccomp=PROFILE.json, no-new-privileges[=true|false])", path, line)
+                              "seccomp=PROFILE.json, no-new-privileges[=true|false], apparmor=unconfined, "
+                              "label=disable: provisioner applies no AppArmor profiles or SELinux labels)", path, line)
     return SecurityOpts(seccomp_opt, nnp)
 
 

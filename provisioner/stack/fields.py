@@ -7,18 +7,36 @@ import shlex
 from typing import Any
 
 from .. import yamlutil
-from ..errors import StackError
+from ..errors import ConfigError, StackError
 
 
 class Fields:
     """Field readers bound to one file (`path`); relative paths in it are taken from `base`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, environ: dict[str, str] | None = None, lookup=None):
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
+        self.notices: list[str] = []
+        self.environ = environ if environ is not None else dict(os.environ)   # the project's environment
+        self._lookup = lookup
+
+    def lookup(self, name: str) -> str | None:
+        """A variable of the project's environment (recorded as used, for deploy to carry over)."""
+        return self._lookup(name) if self._lookup else self.environ.get(name)
 
     def fail(self, msg: str, container: Any = None, key: Any = None) -> StackError:
         return StackError(msg, self.path, yamlutil.line_of(container, key) if container is not None else None)
+
+    def notice(self, msg: str, container: Any = None, key: Any = None) -> None:
+        """Something accepted but not done as written (ignored, or done differently): one line,
+        printed by the command, never silent."""
+        line = yamlutil.line_of(container, key) if container is not None else None
+        self.notices.append(f"{self.path}:{line}: {msg}" if line else f"{self.path}: {msg}")
+
+    def config(self, exc: ConfigError, where: str, container: Any, key: Any = None) -> StackError:
+        """A runspec parser's ConfigError as this file's error, prefixed with where it was."""
+        msg = exc.message
+        return self.fail(msg if msg.startswith(where) else f"{where}: {msg}", container, key)
 
     def keys(self, d: dict, allowed: set[str], where: str) -> None:
         for k in d:
@@ -95,6 +113,39 @@ class Fields:
             return tuple(str(x) for x in v)
         raise self.fail(f"{where}.{key} must be a string or a list of strings", d, key)
 
+    def strings(self, d: dict, key: str, where: str, one_string: bool = True) -> list[str]:
+        """A list of strings (numbers taken as text), or one string as a one-item list."""
+        out = []
+        items = self.items(d, key, where, one_string=one_string)
+        for i, v in enumerate(items):
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)) or str(v) == "":
+                container, at = (items, i) if isinstance(items, yamlutil.YList) else (d, key)
+                raise self.fail(f"{where}.{key}[{i}] must be a non-empty string", container, at)
+            out.append(str(v))
+        return out
+
+    def pairs(self, d: dict, key: str, where: str, sep: str = "=") -> list[tuple[str, str]]:
+        """Compose's "list or dict" (labels, sysctls, extra_hosts…): KEY=VALUE items or a mapping.
+        A missing value is "" (labels) — the caller checks what it needs."""
+        v = d.get(key)
+        if v is None:
+            return []
+        out = []
+        if isinstance(v, dict):
+            for k, val in v.items():
+                if isinstance(val, (dict, list)):
+                    raise self.fail(f"{where}.{key}.{k} must be a scalar", v, k)
+                out.append((str(k), "" if val is None else (str(val).lower() if isinstance(val, bool) else str(val))))
+            return out
+        if isinstance(v, list):
+            for i, item in enumerate(v):
+                if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+                    raise self.fail(f"{where}.{key}[{i}] must be a string like KEY{sep}VALUE", v, i)
+                k, _, val = str(item).partition(sep)
+                out.append((k, val))
+            return out
+        raise self.fail(f"{where}.{key} must be a list of KEY{sep}VALUE or a mapping", d, key)
+
     def items(self, d: dict, key: str, where: str, one_string: bool = False) -> list:
         """A list (or, with `one_string`, a lone string taken as a one-item list)."""
         v = d.get(key)
@@ -105,6 +156,13 @@ class Fields:
         if not isinstance(v, list):
             raise self.fail(f"{where}.{key} must be a list", d, key)
         return v
+
+    def mode_text(self, d: dict, key: str):
+        """A file mode as written: compose writes modes in octal (0440, 1777); YAML 1.1 reads 0440 as
+        the number 288 and 1777 as 1777 — the text is what the author meant."""
+        raw = yamlutil.raw_text(d, key)
+        v = d.get(key)
+        return raw if raw is not None and isinstance(v, int) and not isinstance(v, bool) else v
 
     def relative(self, path: str) -> str:
         """A path as the stack file means it: relative to the file's directory, ~ expanded."""

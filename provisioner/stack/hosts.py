@@ -103,6 +103,21 @@ def _location(c: Fields, d: dict, key: str, where: str, required: bool = False, 
     return value
 
 
+IMPLICIT_HOST = "main"
+
+
+IMPLICIT_DISKS = {"ephemeral": {"mount": "/var/lib/provisioner", "count": 1}}   # the container store: btrfs
+
+
+def implicit_host(c: Fields, services: tuple[str, ...]) -> Host:
+    """A file without `hosts:` deployed: one host running every service, with the local cloud's
+    defaults and one instance-store disk for the container store (aws and gce have no defaults:
+    their settings need a `hosts:` section)."""
+    volumes, ephemeral, parsed = _disks(c, IMPLICIT_DISKS, f"hosts.{IMPLICIT_HOST}")
+    return Host(name=IMPLICIT_HOST, clouds={"local": _local(c, {}, f"hosts.{IMPLICIT_HOST}.local", None)},
+                services=services, ssh_cidr=None, volumes=volumes, ephemeral=ephemeral, disks=parsed, line=None)
+
+
 def _cloud(c: Fields, cloud: str, d: dict, where: str) -> CloudSettings:
     c.keys(d, CLOUD_KEYS[cloud], where)
     if cloud == "aws":

@@ -11,8 +11,12 @@ from typing import Any
 
 from ..images.registryconf import RegistriesConf
 from ..runspec.health import Healthcheck
+from ..runspec.kernel import Ulimit
 from ..runspec.mounts import VolumeSpec
+from ..runspec.netopts import DnsConfig, ExtraHost
 from ..runspec.ports import PortMapping, PublishedPort, published
+from ..runspec.privileges import Privileges
+from ..runspec.process import LogConfig, Platform
 from ..runspec.restart import RestartPolicy
 from ..runspec.seccomp import SecurityOpts
 
@@ -116,6 +120,66 @@ class Host:
 
 
 @dataclass(frozen=True)
+class ServiceNetwork:
+    """A service's place on one of the file's networks (`services.X.networks`)."""
+
+    network: str                       # the key under the top-level `networks:` ("default" for the default)
+    aliases: tuple[str, ...] = ()
+    ipv4_address: str | None = None
+    priority: int = 0                  # compose: the highest-priority network is the primary one
+
+
+@dataclass(frozen=True)
+class NetworkDef:
+    """A top-level `networks:` entry; `name` is what it is called on the host."""
+
+    key: str
+    name: str
+    internal: bool = False
+    external: bool = False
+    subnet: str | None = None
+    gateway: str | None = None
+    ip_range: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A service's use of a top-level secret or config (short form: just the name)."""
+
+    source: str
+    target: str                        # absolute path in the container
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class FileDef:
+    """A top-level `secrets:` / `configs:` entry: where its content comes from."""
+
+    kind: str                          # secret | config
+    name: str
+    file: str | None = None            # absolute path on this machine
+    environment: str | None = None     # a variable of the project's environment
+    content: str | None = None         # configs: inline content
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """deploy.update_config / rollback_config, kept for the day-2 switch (issue 13)."""
+
+    parallelism: int = 1
+    delay: float = 0.0
+    failure_action: str = "pause"
+    monitor: float = 0.0
+    max_failure_ratio: float = 0.0
+    order: str | None = None      # None: not said — provisioner's default (compose/switch.py)
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """One service, as typed container options (the values `provision container run` takes)."""
 
@@ -140,9 +204,45 @@ class ServiceSpec:
     security: SecurityOpts = SecurityOpts()
     cloud_metadata: bool = False              # may reach the instance metadata service (169.254.169.254)
     line: int | None = None
+    # -- the compose keys of issue 17 (defaults: compose's); see runspec/ for each value's meaning
+    container_name: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    expose: tuple[tuple[int, str], ...] = ()            # (port, proto): documentation, as in compose
+    privileges: Privileges = Privileges()
+    read_only: bool = False
+    ulimits: tuple[Ulimit, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+    pids_limit: int | None = None
+    shm_size: int | None = None
+    memory_reservation: int | None = None
+    cpu_shares: int | None = None
+    init: bool = False
+    tty: bool = False
+    stdin_open: bool = False
+    stop_signal: str | None = None
+    stop_grace_period: float | None = None
+    platform: Platform | None = None
+    pull_policy: str = "missing"
+    log: LogConfig = LogConfig()
+    extra_hosts: tuple[ExtraHost, ...] = ()
+    dns: DnsConfig = DnsConfig()
+    group_add: tuple[str, ...] = ()
+    networks: tuple[ServiceNetwork, ...] = ()           # (): the project's default network
+    network_mode: str | None = None                     # host | none | service:NAME | container:NAME
+    secrets: tuple[FileRef, ...] = ()
+    configs: tuple[FileRef, ...] = ()
+    replicas: int = 1
+    deploy_labels: tuple[tuple[str, str], ...] = ()
+    update_config: UpdateConfig | None = None
+    rollback_config: UpdateConfig | None = None
+    depends_restart: tuple[str, ...] = ()               # depends_on.X.restart: recreated with X
+    profiles: tuple[str, ...] = ()
 
     def dependencies(self) -> list[str]:
-        return sorted({d for d, _ in self.depends_on} | {t for t, _ in self.links})
+        deps = {d for d, _ in self.depends_on} | {t for t, _ in self.links}
+        if self.network_mode and self.network_mode.startswith("service:"):
+            deps.add(self.network_mode.split(":", 1)[1])
+        return sorted(deps)
 
     def published(self) -> list[PublishedPort]:
         return published(self.ports)
@@ -156,6 +256,13 @@ class Stack:
     services: dict[str, ServiceSpec]
     order: tuple[str, ...] = ()          # service names, dependencies first (by depth)
     volumes: tuple[str, ...] = ()        # top-level named volumes
+    networks: dict[str, NetworkDef] = field(default_factory=dict)   # by key; "default" always there
+    secrets: dict[str, FileDef] = field(default_factory=dict)
+    configs: dict[str, FileDef] = field(default_factory=dict)
+    notices: tuple[str, ...] = ()        # "file:line: text": what was accepted but ignored or defaulted
+    variables: dict[str, str] = field(default_factory=dict, repr=False)  # the interpolation values used
+    env_files: tuple[str, ...] = ()      # the .env files read for interpolation
+    implicit_hosts: bool = False         # no hosts: section: one host ("main") runs every service
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

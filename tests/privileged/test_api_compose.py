@@ -1,10 +1,12 @@
 """User networks through the Engine API, with real clients and no dockerd: Debian's docker client
-(`network create/ls/inspect/connect/rm`, `run --network --network-alias`) and Debian's
+(`network create/ls/inspect/connect/rm`, `run --network --network-alias`; networks isolated from
+each other, a subnet honoured, a running container joining and leaving one) and Debian's
 docker-compose 1.29 (`up -d`, `ps`, `logs`, `exec`, `down -v`) on a two-service file — a web server
 with a published port and a backend with a named volume, environment and depends_on, the web
 service reaching the backend by its service name on the project's network."""
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import textwrap
 
@@ -45,7 +47,9 @@ def test_docker_network_create_run_alias_connect_and_rm(api):
         api.docker("run", "-d", "--name", "db", "--network", "backend", "--network-alias", "database",
                    api.env.refs["web"])
         api.docker("run", "-d", "--name", "app", "--network", "backend", busybox, "sleep", "1000")
-        api.docker("run", "-d", "--name", "outsider", busybox, "sleep", "1000")
+        api.docker("network", "create", "lobby")
+        api.docker("run", "-d", "--name", "outsider", "--network", "lobby", busybox, "sleep", "1000")
+        api.docker("run", "-d", "--name", "plain", busybox, "sleep", "1000")
         # by name and by alias, from a container started after it
         assert api.docker("exec", "app", "wget", "-q", "-O-", "http://database/index.html").stdout == PAGE
         assert api.docker("exec", "app", "wget", "-q", "-O-", "http://db/index.html").stdout == PAGE
@@ -53,23 +57,46 @@ def test_docker_network_create_run_alias_connect_and_rm(api):
         i = api.json("inspect", "app")[0]
         assert i["HostConfig"]["NetworkMode"] == "backend" and list(i["NetworkSettings"]["Networks"]) == ["backend"]
         assert i["NetworkSettings"]["Networks"]["backend"]["NetworkID"] == nid
+        db_ip = api.json("inspect", "db")[0]["NetworkSettings"]["Networks"]["backend"]["IPAddress"]
+        assert ipaddress.IPv4Address(db_ip) not in ipaddress.IPv4Network(api.env.net["subnet"])   # its own subnet
         members = api.json("network", "inspect", "backend")[0]["Containers"]
         assert sorted(m["Name"] for m in members.values()) == ["app", "db"]
         assert [c for c in api.docker("ps", "--filter", "network=backend", "--format", "{{.Names}}").stdout.split()] \
             == ["app", "db"]
-        # a running container joins: both sides resolve each other at once
+        # isolated: neither another network's container nor the default bridge's reaches db's address
+        for other in ("outsider", "plain"):
+            cut = api.docker("exec", other, "wget", "-q", "-T", "2", "-O-", f"http://{db_ip}/index.html", check=False)
+            assert cut.returncode != 0, other
+        # a running container joins: both sides resolve each other at once, and it reaches db
         api.docker("network", "connect", "--alias", "lonely", "backend", "outsider")
         assert api.docker("exec", "outsider", "wget", "-q", "-O-", "http://database/index.html").stdout == PAGE
         assert "lonely" in api.docker("exec", "app", "cat", "/etc/hosts").stdout
+        nets = api.json("inspect", "outsider")[0]["NetworkSettings"]["Networks"]
+        assert sorted(nets) == ["backend", "lobby"] and "lonely" in nets["backend"]["Aliases"]
         api.docker("network", "disconnect", "backend", "outsider")
         assert "lonely" not in api.docker("exec", "app", "cat", "/etc/hosts").stdout
+        cut = api.docker("exec", "outsider", "wget", "-q", "-T", "2", "-O-", f"http://{db_ip}/index.html", check=False)
+        assert cut.returncode != 0
+        # its first network stays while it runs; the default bridge is not combined with user networks
+        first = api.docker("network", "disconnect", "lobby", "outsider", check=False)
+        assert first.returncode != 0 and "first network" in first.stderr
+        mixed = api.docker("network", "connect", "backend", "plain", check=False)
+        assert mixed.returncode != 0 and "default bridge" in mixed.stderr and "not supported" in mixed.stderr
         busy = api.docker("network", "rm", "backend", check=False)
         assert busy.returncode != 0 and "has active endpoints" in busy.stderr
-        refused = api.docker("network", "create", "--subnet", "10.99.0.0/24", "other", check=False)
-        assert refused.returncode != 0 and "IPAM settings" in refused.stderr and "not supported" in refused.stderr
+        refused = api.docker("network", "create", "--ipv6", "other", check=False)
+        assert refused.returncode != 0 and "EnableIPv6" in refused.stderr and "not supported" in refused.stderr
         assert "other" not in api.docker("network", "ls").stdout
+        # a subnet of the caller's choosing is honoured
+        spare = ipaddress.IPv4Network(api.env.spare_subnet())
+        gw = str(spare.broadcast_address - 1)
+        api.docker("network", "create", "--subnet", str(spare), "--gateway", gw, "fixed")
+        ipam = api.json("network", "inspect", "fixed")[0]["IPAM"]["Config"]
+        assert ipam == [{"Subnet": str(spare), "Gateway": gw}]
+        api.docker("network", "rm", "fixed")
     finally:
-        api.docker("rm", "-f", "db", "app", "outsider", check=False)
+        api.docker("rm", "-f", "db", "app", "outsider", "plain", check=False)
+        api.docker("network", "rm", "lobby", "fixed", check=False)
     assert api.docker("network", "rm", "backend").stdout.strip() == "backend"
     assert api.docker("network", "ls", "--format", "{{.Name}}").stdout.split() == ["bridge"]
 

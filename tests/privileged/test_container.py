@@ -89,7 +89,9 @@ class Env:
         self.root = mnt / f"root-{self.sfx}"
         self.refs = refs
         self.net = {"bridge": f"pc{self.sfx}", "subnet": f"10.{random.randint(200, 249)}.{random.randint(0, 255)}.0/24",
-                    "table": f"pc{self.sfx}", "netns_prefix": f"pc{self.sfx}-", "veth_prefix": f"c{self.sfx}"}
+                    "table": f"pc{self.sfx}", "netns_prefix": f"pc{self.sfx}-", "veth_prefix": f"c{self.sfx}",
+                    # user-defined networks (compose's): /27 blocks of a /24 of their own
+                    "pool": f"10.{random.randint(200, 249)}.{random.randint(0, 255)}.0/24", "pool_prefixlen": 27}
         (self.root / "containers").mkdir(parents=True)
         (self.root / "containers" / "network.json").write_text(json.dumps(self.net))
 
@@ -103,6 +105,17 @@ class Env:
 
     def run(self, *args) -> str:
         return self.provision("container", "run", "-d", *args).stdout.strip()
+
+    def spare_subnet(self) -> str:
+        """A block of this test's pool that automatic allocation reaches last."""
+        import ipaddress
+
+        return str(list(ipaddress.IPv4Network(self.net["pool"]).subnets(new_prefix=27))[-1])
+
+    def tables(self) -> list[str]:
+        out = json.loads(Runner().run(["nft", "-j", "list", "tables"]).stdout)["nftables"]
+        return sorted(t["table"]["name"] for t in out if "table" in t and t["table"]["name"].startswith(
+            self.net["table"]))
 
     def inspect(self, name) -> dict:
         return json.loads(self.provision("container", "inspect", name).stdout)[0]
@@ -124,9 +137,11 @@ class Env:
                  if self.sfx in link["ifname"]]
         netns = [n for n in os.listdir("/run/netns") if n.startswith(f"pc{self.sfx}-")] \
             if os.path.isdir("/run/netns") else []
-        table = Runner().run(["nft", "-j", "list", "table", "ip", self.net["table"]], check=False)
-        rules = [i["rule"] for i in json.loads(table.stdout)["nftables"] if "rule" in i
-                 and "prov:" in json.dumps(i["rule"])] if table.returncode == 0 else []
+        rules = []
+        for name in self.tables():
+            table = Runner().run(["nft", "-j", "list", "table", "ip", name], check=False)
+            rules += [i["rule"] for i in json.loads(table.stdout)["nftables"] if "rule" in i
+                      and "prov:" in json.dumps(i["rule"])] if table.returncode == 0 else []
         subvols = Runner().run(["btrfs", "subvolume", "list", "-o", str(self.root)], check=False).stdout
         snapshots = [ln.split(" path ", 1)[1] for ln in subvols.splitlines() if "/containers/" in ln]
         mounts = [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(self.root) in ln]
@@ -140,7 +155,7 @@ class Env:
         orphans = sorted(p.name for p in sup.iterdir() if p.name.split(".")[0] not in records) \
             if sup.is_dir() else []
         return {"links": links, "netns": netns, "rules": rules, "snapshots": snapshots, "mounts": mounts,
-                "shims": shims, "records": records, "supervisor_files": orphans}
+                "shims": shims, "records": records, "supervisor_files": orphans, "tables": self.tables()}
 
     def cleanup(self):
         ps = self.provision("container", "ps", "-a", "--json", check=False)
@@ -155,11 +170,12 @@ class Env:
             for n in os.listdir("/run/netns"):
                 if n.startswith(f"pc{self.sfx}-"):
                     r.run(["ip", "netns", "del", n], check=False)
-        r.run(["nft", "delete", "table", "ip", self.net["table"]], check=False)
+        for name in self.tables():
+            r.run(["nft", "delete", "table", "ip", name], check=False)
 
 
 NOTHING = {"links": [], "netns": [], "rules": [], "snapshots": [], "mounts": [], "shims": [], "records": [],
-           "supervisor_files": []}
+           "supervisor_files": [], "tables": []}
 
 
 @pytest.fixture(scope="module")

@@ -98,3 +98,26 @@ def test_a_shim_without_a_healthcheck_ignores_check_now(box):
     # had SIGUSR1 killed it, its state would still say running with the shim gone: "dead"
     assert box.stop("plain", timeout=2).status == "exited"
     assert _health(box, "plain") is None
+
+
+def test_a_start_interval_checks_often_while_starting_then_every_interval(box):
+    # a 1 h interval: without the start interval only one check would come in the first seconds
+    box.start("slow", RUN_FOREVER, "no", health=_check(box, "true", interval=3600, start_period=30,
+                                                       start_interval=0.1, retries=3))
+    # the first check 100 ms after the start, not an hour: and once healthy, no more for an hour
+    h = wait_for(lambda: (h := _health(box, "slow")) and h.status == "healthy" and h, what="healthy soon")
+    assert h.checks == 1
+    assert box.stop("slow", timeout=2).status == "exited"
+
+
+def test_the_on_change_hook_runs_when_health_changes_and_when_the_command_exits(box):
+    flag, seen = box.dir / "ok", box.dir / "hook.log"
+    hook = ["/bin/sh", "-c", f"echo changed >> {seen}"]
+    box.start("svc", "sleep 1000", "no", health=_check(box, f"test -f {flag}", interval=0.1, retries=1),
+              on_change=hook)
+    wait_for(lambda: _health(box, "svc").status == "unhealthy", what="unhealthy")
+    wait_for(lambda: seen.exists() and seen.read_text().count("changed") == 1, what="the hook, once")
+    flag.write_text("")
+    wait_for(lambda: seen.read_text().count("changed") == 2, what="the hook for healthy")
+    box.stop("svc", timeout=2)
+    wait_for(lambda: seen.read_text().count("changed") == 3, what="the hook for the exit")

@@ -164,9 +164,8 @@ def test_an_invalid_stack_is_one_error_line_and_creates_nothing(env):
     assert proc.returncode == 2
     line = next(i for i, ln in enumerate(open(path).read().splitlines(), 1) if "privileged" in ln)
     assert proc.stderr.strip().splitlines() == [
-        f"error: {path}:{line}: services.worker: unsupported compose key 'privileged' (supported: cloud_metadata, command, cpus, "
-        "depends_on, entrypoint, env_file, environment, healthcheck, hostname, image, links, mem_limit, ports, "
-        "restart, security_opt, user, volumes, working_dir)"]
+        f"error: {path}:{line}: services.worker.privileged: a privileged container has every capability and the "
+        "host's devices; give --allow-privileged to `up`/`deploy` to run it"]
     assert env.leftovers() == NOTHING
     assert not (env.root / "stacks").exists()
     assert not (env.root / "volumes").exists() or not any((env.root / "volumes").iterdir())
@@ -183,3 +182,57 @@ def test_a_failing_healthcheck_fails_up_naming_the_service(env):
     assert ps["front"]["state"] == "missing" and ps["web"]["health"] == "unhealthy"
     env.provision("down", "-f", path)
     assert env.leftovers() == NOTHING
+
+
+def test_a_healthchecked_service_switches_start_first_without_a_failed_request(env):
+    """web (healthcheck, published port) changes: its new container comes up beside the old one,
+    healthy, then takes the port; a client polling every 50 ms through the port sees no failure,
+    and the old container is gone when `up` returns. A version that never becomes healthy is
+    refused and the serving one is left as it was."""
+    import threading
+    import time
+
+    port = free_port()
+    path = _write(env, port)
+    stack = f"s{env.sfx}"
+    env.provision("up", "-f", path)
+    assert wait_for(lambda: http_get(port), what="httpd through the stack's port") == PAGE
+    failures, answered, stop = [], [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                answered.append(http_get(port) == PAGE)
+            except Exception as exc:   # noqa: BLE001 - a failed request, whatever its kind
+                failures.append(repr(exc))
+            stop.wait(0.05)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        path = _write(env, port, **{"timeout: 2s": "timeout: 3s"})
+        out = env.provision("up", "-f", path)
+        assert "web: start-first (it has a healthcheck)" in out.stderr
+        assert "web: switched to " in out.stderr and "(healthy → traffic)" in out.stderr
+        ps = _ps(env, path)
+        assert ps["web"]["container"] == f"{stack}-web.2" and ps["web"]["health"] == "healthy"
+        names = {c["name"] for c in json.loads(env.provision("container", "ps", "--json").stdout)}
+        assert f"{stack}-web" not in names and f"{stack}-web.2" in names
+        served = len(answered)
+
+        # a version whose command exits: refused, the old one serving on
+        broken = _write(env, port, **{"timeout: 2s": "timeout: 4s",
+                                      "  web:\n    image: {web}\n".format(web=env.refs["web"]):
+                                      "  web:\n    image: {web}\n    command: [sh, -c, 'echo broken on purpose; exit 3']\n"
+                                      .format(web=env.refs["web"])})
+        bad = env.provision("up", "-f", broken, check=False)
+        assert bad.returncode != 0
+        assert f"service web: the new container {stack}-web.3 did not become ready" in bad.stderr
+        assert f"{stack}-web.2 keeps serving, unchanged" in bad.stderr and "broken on purpose" in bad.stderr
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        poller.join(10)
+    assert failures == [] and all(answered) and len(answered) > served > 0
+    assert _ps(env, path)["web"]["container"] == f"{stack}-web.2"
+    names = {c["name"] for c in json.loads(env.provision("container", "ps", "-a", "--json").stdout)}
+    assert f"{stack}-web.3" not in names

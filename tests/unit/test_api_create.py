@@ -6,6 +6,7 @@ import pytest
 
 from provisioner.api.create import request_from_create
 from provisioner.api.http import ApiError
+from provisioner.runspec.netopts import NetworkAttachment
 
 IMAGE_CFG = {"Healthcheck": {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Retries": 7}}
 
@@ -131,11 +132,17 @@ def test_a_user_network_and_its_aliases_carry_over_as_compose_sends_them():
                     NetworkingConfig={"EndpointsConfig": {"shop_default": {"Aliases": ["redis"], "IPAMConfig": {},
                                                                            "Links": None}}})
     req = request_from_create(body, "shop_redis_1", {}, user_networks=("shop_default",))
-    assert req.networks == (("shop_default", ("redis",)),)
+    assert req.networks == (NetworkAttachment("shop_default", ("redis",)),)
     # `docker run --network shop_default` (no EndpointsConfig): on it, no alias
     req = request_from_create(cli_body(H_NetworkMode="shop_default"), None, {}, user_networks=("shop_default",))
-    assert req.networks == (("shop_default", ()),)
+    assert req.networks == (NetworkAttachment("shop_default"),)
     assert request_from_create(cli_body(), None, {}, user_networks=("shop_default",)).networks == ()
+    # `docker run --network shop_default --ip 10.89.0.9`: a fixed address; NetworkMode's network first
+    body = cli_body(H_NetworkMode="shop_back", NetworkingConfig={"EndpointsConfig": {
+        "shop_default": {"IPAMConfig": {"IPv4Address": "10.89.0.9"}}, "shop_back": {"Aliases": ["db"]}}})
+    req = request_from_create(body, None, {}, user_networks=("shop_default", "shop_back"))
+    assert req.networks == (NetworkAttachment("shop_back", ("db",)),
+                            NetworkAttachment("shop_default", (), "10.89.0.9"))
 
 
 @pytest.mark.parametrize("body,status,why", [
@@ -145,7 +152,12 @@ def test_a_user_network_and_its_aliases_carry_over_as_compose_sends_them():
     (cli_body(NetworkingConfig={"EndpointsConfig": {"bridge": {"Aliases": ["x"]}}}), 400,
      "network-scoped alias is supported only for containers in user defined networks"),
     (cli_body(H_NetworkMode="shop_default", NetworkingConfig={"EndpointsConfig": {"shop_default": {
-        "IPAMConfig": {"IPv4Address": "10.88.0.9"}}}}), 400, "EndpointsConfig['shop_default'].IPAMConfig"),
+        "IPAMConfig": {"IPv6Address": "fd00::9"}}}}), 400, "EndpointsConfig['shop_default'].IPAMConfig.IPv6Address"),
+    (cli_body(NetworkingConfig={"EndpointsConfig": {"bridge": {"IPAMConfig": {"IPv4Address": "10.88.0.9"}}}}), 400,
+     "user specified IP address is supported on user defined networks only"),
+    (cli_body(H_NetworkMode="shop_default", NetworkingConfig={"EndpointsConfig": {"shop_default": {},
+                                                                                  "bridge": {}}}), 400,
+     "the default bridge together with user-defined networks is not supported"),
 ])
 def test_network_settings_provisioner_cannot_honour(body, status, why):
     with pytest.raises(ApiError) as e:

@@ -106,8 +106,9 @@ def test_docker_py_negotiates_and_reads_the_host(api):
 
 
 def test_user_networks_through_docker_py(api):
-    """create / list / inspect / remove as docker-compose does them; what would need a bridge of its
-    own is refused by name and makes nothing."""
+    """create / list / inspect / remove as docker-compose does them, served by network.registry (a
+    bridge and subnet of each network's own); what the registry cannot do is refused by name and
+    makes nothing."""
     client = docker.DockerClient(base_url=f"unix://{api}", version="auto")
     labels = {"com.docker.compose.network": "default", "com.docker.compose.project": "shop"}
     net = client.networks.create("shop_default", driver="bridge", labels=labels, attachable=True,
@@ -126,14 +127,33 @@ def test_user_networks_through_docker_py(api):
         with pytest.raises(docker.errors.APIError) as e:
             client.networks.create("shop_default")
         assert e.value.status_code == 409 and "already exists" in str(e.value)
-        for kw, named in (({"internal": True}, "network Internal"),
-                          ({"driver": "overlay"}, "network driver 'overlay'"),
+        for kw, named in (({"driver": "overlay"}, "network Driver 'overlay'"),
+                          ({"enable_ipv6": True}, "network EnableIPv6"),
                           ({"options": {"com.docker.network.bridge.name": "br9"}}, "network Options"),
                           ({"ipam": docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-                              subnet="10.99.0.0/16")])}, "network IPAM settings")):
+                              subnet="fd00::/64")])}, "IPAM.Config.Subnet 'fd00::/64'"),
+                          ({"ipam": docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                              subnet="10.99.0.0/24"), docker.types.IPAMPool(subnet="10.98.0.0/24")])},
+                           "IPAM.Config with more than one pool")):
             with pytest.raises(docker.errors.APIError) as e:
                 client.networks.create("other", **kw)
             assert e.value.status_code == 400 and named in str(e.value) and "not supported" in str(e.value)
+        assert sorted(n["Name"] for n in client.api.networks()) == ["bridge", "shop_default"]
+        # a network of its own: the subnet, gateway and range asked for, and internal, are honoured
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+            subnet="10.99.0.0/24", gateway="10.99.0.254", iprange="10.99.0.128/25")])
+        other = client.networks.create("other", internal=True, ipam=ipam)
+        got = client.api.inspect_network("other")
+        assert got["Id"] == other.id != net.id and got["Internal"] is True
+        assert got["IPAM"]["Config"] == [{"Subnet": "10.99.0.0/24", "Gateway": "10.99.0.254",
+                                          "IPRange": "10.99.0.128/25"}]
+        assert got["Options"]["com.docker.network.bridge.name"] != \
+            client.api.inspect_network("shop_default")["Options"]["com.docker.network.bridge.name"]
+        with pytest.raises(docker.errors.APIError) as e:   # overlapping another network's subnet
+            client.networks.create("third", ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                subnet="10.99.0.0/16")]))
+        assert e.value.status_code == 400 and "overlaps" in str(e.value)
+        client.api.remove_network("other")
         assert sorted(n["Name"] for n in client.api.networks()) == ["bridge", "shop_default"]
         with pytest.raises(docker.errors.APIError) as e:
             client.api.remove_network("bridge")

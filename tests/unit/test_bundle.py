@@ -164,3 +164,47 @@ def test_run_options_round_trip():
     o = RunOptions(command=("a", "b"), entrypoint="", env=(("K", "V"),), user="u", workdir="/w", hostname="h",
                    memory=1 << 30, cpu_quota=1000, stop_signal="SIGINT")
     assert RunOptions.from_json(o.to_json()) == o
+
+
+def test_compose_options_reach_the_oci_config():
+    opts = RunOptions(command=("sleep", "1"), caps=("CAP_CHOWN", "CAP_NET_ADMIN"), read_only=True,
+                      ulimits=(("RLIMIT_NOFILE", 10, 20),), sysctls=(("net.core.somaxconn", "9"),), pids_limit=50,
+                      shm_size=1 << 20, memory_reservation=32 << 20, cpu_shares=512, init=True, tty=True,
+                      group_add=("extra", "4242"))
+    cfg = build_config({"Env": ["PATH=/bin"]}, opts, inputs(
+        group="root:x:0:\nextra:x:2000:\n", init_path="/usr/bin/tini-static",
+        volume_mounts=[Mount("/run", "tmpfs", type="tmpfs", options=("size=1m", "exec")),
+                       Mount("/data", "/srv/data", propagation="rshared")]))
+    p, lx = cfg["process"], cfg["linux"]
+    assert p["capabilities"]["bounding"] == ["CAP_CHOWN", "CAP_NET_ADMIN"]
+    assert p["args"] == ["/sbin/docker-init", "--", "sleep", "1"] and p["terminal"] is True
+    assert "TERM=xterm" in p["env"] and p["user"]["additionalGids"] == [2000, 4242]
+    assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}]
+    assert cfg["root"]["readonly"] is True and lx["sysctl"] == {"net.core.somaxconn": "9"}
+    assert lx["resources"]["pids"] == {"limit": 50} and lx["resources"]["memory"] == {"reservation": 32 << 20}
+    assert lx["resources"]["cpu"] == {"shares": 512}
+    mounts = {m["destination"]: m for m in cfg["mounts"]}
+    assert "size=1048576" in mounts["/dev/shm"]["options"] and "size=65536k" not in mounts["/dev/shm"]["options"]
+    assert mounts["/run"] == {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                              "options": ["nosuid", "nodev", "size=1m"]}   # exec: no noexec
+    assert mounts["/data"]["options"] == ["rbind", "rshared"]
+    assert mounts["/sbin/docker-init"]["source"] == "/usr/bin/tini-static" and "ro" in mounts["/sbin/docker-init"][
+        "options"]
+    assert RunOptions.from_json(opts.to_json()) == opts
+    assert set(RunOptions().to_json()) == {"command", "entrypoint", "env", "user", "workdir", "hostname", "memory",
+                                           "cpu_quota", "stop_signal", "seccomp", "no_new_privileges"}
+
+
+def test_privileged_and_host_network():
+    cfg = build_config({"Cmd": ["sh"]}, RunOptions(privileged=True), inputs(
+        host_network=True, last_cap=37, host_devices=[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                                       "fileMode": 0o666, "uid": 0, "gid": 0}]))
+    lx = cfg["linux"]
+    assert len(cfg["process"]["capabilities"]["effective"]) == 38 and "seccomp" not in lx
+    assert lx["maskedPaths"] == [] and lx["readonlyPaths"] == [] and lx["devices"][0]["path"] == "/dev/fuse"
+    assert lx["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert "network" not in [n["type"] for n in lx["namespaces"]]
+    sys_mount = next(m for m in cfg["mounts"] if m["destination"] == "/sys")
+    assert "ro" not in sys_mount["options"]
+    with pytest.raises(ContainerError, match="--init needs tini"):
+        build_config({"Cmd": ["sh"]}, RunOptions(init=True), inputs())

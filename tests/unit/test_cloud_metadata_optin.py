@@ -31,13 +31,16 @@ def test_the_stack_key_reaches_the_run_request(tmp_path):
     assert stack.services["agent"].cloud_metadata and not stack.services["app"].cloud_metadata
     engine = Stacks.__new__(Stacks)
     engine.insecure_registries = ()
-    assert engine.request("s", stack.services["agent"]).cloud_metadata is True
-    assert engine.request("s", stack.services["app"]).cloud_metadata is False
-    # a stack that never asks keeps its services' hashes (no recreation on upgrade)
+    assert engine.request(stack, stack.services["agent"]).cloud_metadata is True
+    assert engine.request(stack, stack.services["app"]).cloud_metadata is False
+    # a stack that never asks keeps its services' hashes (no recreation on upgrade): the hash of the
+    # fields a service had before cloud_metadata (and compose's later keys) were added
     import dataclasses, hashlib, json
-    data = dataclasses.asdict(stack.services["app"])
-    for k in ("line", "health_disabled", "cloud_metadata"):
-        data.pop(k)
+    before = ("name", "image", "command", "entrypoint", "env", "env_files", "ports", "volumes", "links",
+              "depends_on", "restart", "healthcheck", "memory", "cpu_quota", "user", "working_dir", "hostname",
+              "security")
+    full = dataclasses.asdict(stack.services["app"])
+    data = {k: full[k] for k in before}
     data["env_file_texts"] = []
     assert config_hash(stack.services["app"], {}) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     p.write_text(STACK.replace("cloud_metadata: true", "cloud_metadata: yes please"))

@@ -115,7 +115,7 @@ def test_failed_network_connect_rolls_everything_back(tmp_path, monkeypatch):
     image = ImageRecord("sha256:" + "c" * 64, "sha256:" + "d" * 64,
                         {"config": {"Cmd": ["sh"], "Volumes": {"/data": {}}}}, ["sha256:" + "e" * 64], 0)
     deleted, volumes_removed = [], []
-    monkeypatch.setattr(m, "_image", lambda ref, insecure: image)
+    monkeypatch.setattr(m, "_image", lambda ref, insecure, pull="missing": image)
     monkeypatch.setattr(m, "_store", lambda: FakeStore())
     monkeypatch.setattr(lifecycle.btrfs, "delete", lambda runner, p: (deleted.append(p), shutil.rmtree(p)))
     monkeypatch.setattr(m.volumes, "create", lambda name, anonymous=False: (m.volumes.path(name).mkdir(parents=True), True)[1])

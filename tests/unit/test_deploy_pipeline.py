@@ -190,7 +190,8 @@ def test_reuse_runs_the_host_steps_in_order(setup):
     files_cmd = next(c for c in cmds if "tar -x" in c)
     assert "rm -f /etc/provisioner/deployed" in files_cmd and "umask 077" in files_cmd
     files = _writes()
-    assert sorted(files) == ["host.yml", "pins.json", "stack.yml", "web.env"]
+    assert sorted(files) == [".provision.env", "host.yml", "pins.json", "stack.yml", "web.env"]
+    assert files[".provision.env"] == 'COMPOSE_PROJECT_NAME="shop"\n'
     assert files["web.env"] == "A=1\n"
     assert "data: {aws_volume_id: 'vol0123456789abcdef0'}" in files["host.yml"]
     assert json.loads(files["pins.json"]) == {"127.0.0.1:5000/shop/web:1": DIGEST}

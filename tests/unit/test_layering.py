@@ -52,7 +52,7 @@ PEERS = {("clouds", "vmimage"), ("vmimage", "remote")}
 OPERATOR_LIBS = set(OPERATOR_LIBRARIES)
 OPERATOR_PACKAGES = {"deploy", "clouds", "remote", "vmimage", "imagebuild"}
 # The CLI modules the host agent runs (boot hook, disks, containers, stacks, image load/layers).
-AGENT_CLI = {"main", "app", "host", "disks", "boot", "container", "stack", "image", "doctor", "api"}
+AGENT_CLI = {"main", "app", "host", "disks", "boot", "container", "network", "stack", "image", "doctor", "api"}
 
 
 def _modules(root: Path = PKG) -> dict[str, Path]:

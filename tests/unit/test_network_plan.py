@@ -344,33 +344,6 @@ def test_linker_hosts_file_follows_a_restarted_target(host):
     assert net.relink(host.root, "db") == ["api"]
 
 
-def test_user_network_members_find_each_other_by_name_and_alias(host):
-    """Docker user-defined networks on the one bridge: each member's hosts file lists the others on
-    a network it shares (name and aliases there), whoever starts first; not those on other networks."""
-    web = net.connect(host.root, CFG, "shop_web_1", runner=host.runner, paths=host.paths,
-                      groups=[("shop_default", ("web", "abc123"))])
-    other = net.connect(host.root, CFG, "lone", runner=host.runner, paths=host.paths, groups=[("elsewhere", ())])
-    redis = net.connect(host.root, CFG, "shop_redis_1", runner=host.runner, paths=host.paths,
-                        groups=[("shop_default", ("redis", "redis"))])
-    web_hosts, redis_hosts = Path(web.files_dir) / "hosts", Path(redis.files_dir) / "hosts"
-    inode = web_hosts.stat().st_ino
-    assert f"{redis.address}\tredis shop_redis_1\n" in web_hosts.read_text()       # added when redis came
-    assert f"{web.address}\tweb abc123 shop_web_1\n" in redis_hosts.read_text()
-    assert "lone" not in web_hosts.read_text() and "shop_" not in (Path(other.files_dir) / "hosts").read_text()
-    assert net.endpoint(host.root, "shop_redis_1").groups == (("shop_default", ("redis",)),)
-    # disconnected (stopped): its peers no longer resolve it; the file is the same inode
-    net.disconnect(host.root, CFG, "shop_redis_1", runner=host.runner, keep_address=True, paths=host.paths)
-    assert "redis" not in web_hosts.read_text() and web_hosts.stat().st_ino == inode
-    # joining a network while running (docker network connect): both sides at once
-    net.regroup(host.root, "lone", [("elsewhere", ()), ("shop_default", ("db",))])
-    assert f"{other.address}\tdb lone\n" in web_hosts.read_text()
-    assert f"{web.address}\tweb abc123 shop_web_1\n" in (Path(other.files_dir) / "hosts").read_text()
-    net.regroup(host.root, "lone", [])
-    assert "lone" not in web_hosts.read_text()
-    with pytest.raises(ContainerError, match="bad network name or alias"):
-        net.connect(host.root, CFG, "x", runner=host.runner, paths=host.paths, groups=[("shop_default", ("a b",))])
-
-
 def test_connect_twice_is_refused(host):
     net.connect(host.root, CFG, "web", runner=host.runner, paths=host.paths)
     with pytest.raises(ContainerError, match="already connected"):

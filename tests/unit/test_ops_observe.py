@@ -58,6 +58,29 @@ def test_stack_logs_merge_every_host_and_service_in_time_order(sshd, tmp_path):
     assert r.stdout == "web/api | api 2\n" and sshd.ptys == 1   # -f: a pty, so closing hangs the remote up
 
 
+def test_logs_read_the_containers_the_host_says_run_each_service(sshd, tmp_path):
+    """After a start-first update the service's container is `<name>.<generation>`, and replicas
+    have one each: the host's own `ps` names them, so logs follow the live ones."""
+    ps = {"web": [{"service": "frontend", "container": "shop-frontend.3"},
+                  {"service": "api", "container": "shop-api"}, {"service": "api", "container": "shop-api-2"}],
+          "db": [{"service": "postgres", "container": "shop-postgres"}]}
+    sshd.on(f"{AGENT} ps -f /etc/provisioner/stack.yml --host ",
+            lambda x: x.out(json.dumps(ps[x.command.split()[-2]])) or 0)
+    logs = {"shop-frontend.3": [("2026-01-01T00:00:01Z", "stdout", "new front")],
+            "shop-api": [("2026-01-01T00:00:02Z", "stdout", "api one")],
+            "shop-api-2": [("2026-01-01T00:00:03Z", "stdout", "api two")],
+            "shop-postgres": [("2026-01-01T00:00:00Z", "stdout", "pg")]}
+    sshd.on(f"{AGENT} --json container logs", lambda x: x.out(_records(logs[x.command.split()[-1]])) or 0)
+    r = _invoke(tmp_path, "logs", "shop", "--cloud", "local")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [f"{p:18} | {t}" for p, t in [
+        ("db/postgres", "pg"), ("web/frontend", "new front"), ("web/api/shop-api", "api one"),
+        ("web/api/shop-api-2", "api two")]]
+    sshd.on(f"{AGENT} container logs shop-frontend.3", lambda x: x.out("new front\n") or 0)
+    r = _invoke(tmp_path, "logs", "web", "frontend")
+    assert r.exit_code == 0 and r.stdout == "new front\n" and "container logs shop-frontend.3" in sshd.commands[-1]
+
+
 def test_a_failing_service_is_reported_and_the_others_still_print(sshd, tmp_path):
     sshd.on(f"{AGENT} --json container logs shop-postgres",
             lambda x: x.out(_records([("2026-01-01T00:00:00Z", "stdout", "pg")])) or 0)

@@ -221,8 +221,8 @@ def test_logs_streams_the_services_container_output(sshd, tmp_path):
     sshd.record(tmp_path)
     r = _invoke(tmp_path, "logs", "web", "frontend", "-n", "2", "-t")
     assert r.exit_code == 0 and r.stdout == "line 1\nline 2\n"
-    assert sshd.commands == ["sudo -n /usr/local/bin/provision container logs --tail 2 --timestamps "
-                             "shop-frontend"]
+    assert sshd.commands == ["sudo -n /usr/local/bin/provision ps -f /etc/provisioner/stack.yml --host web --json",
+                             "sudo -n /usr/local/bin/provision container logs --tail 2 --timestamps shop-frontend"]
     assert sshd.ptys == 0
 
 

@@ -252,10 +252,11 @@ def test_stack_security_opt_reaches_the_run_request(tmp_path):
 
     (tmp_path / "prof").mkdir()
     (tmp_path / "prof" / "p.json").write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
-    web = load_stack(_stack(tmp_path, "seccomp=prof/p.json", "no-new-privileges"), hosts_required=False).services["web"]
+    stack = load_stack(_stack(tmp_path, "seccomp=prof/p.json", "no-new-privileges"), hosts_required=False)
+    web = stack.services["web"]
     assert web.security == seccomp.SecurityOpts(f"{tmp_path}/prof/p.json", True)
     assert web.security.values() == (f"seccomp={tmp_path}/prof/p.json", "no-new-privileges")
-    req = Stacks(Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false")).request("s", web)
+    req = Stacks(Manager(tmp_path, FakeRunner(), net=NetworkConfig(), runtime_path="/bin/false")).request(stack, web)
     assert req.security == web.security
     plain = type(web)(name="web", image="busybox")
     assert config_hash(web, {}) != config_hash(plain, {})
@@ -282,8 +283,8 @@ def test_stack_unknown_security_key_is_still_a_file_line_error(tmp_path):
     from provisioner.stack import load_stack
 
     p = tmp_path / "stack.yml"
-    p.write_text("name: s\nservices:\n  web:\n    image: busybox\n    cap_add: [SYS_ADMIN]\n")
-    with pytest.raises(StackError, match=f"{p}:5: services.web: unsupported compose key 'cap_add'"):
+    p.write_text("name: s\nservices:\n  web:\n    image: busybox\n    devices: [/dev/fuse]\n")
+    with pytest.raises(StackError, match=f"{p}:5: services.web: unsupported compose key 'devices'"):
         load_stack(p, hosts_required=False)
 
 

@@ -65,7 +65,7 @@ def test_disks_are_delegated_to_the_disk_layer(tmp_path):
 
 
 @pytest.mark.parametrize("edit, line, message", [
-    (("name: shop", "name: Shop!"), 1, "stack.name: 'Shop!' is not valid"),
+    (("name: shop", "name: Shop!"), 1, "name: 'Shop!' is not a valid project name"),
     (("services:\n  frontend", "colour: red\nservices:\n  frontend"), 9, "unknown key 'colour' in the stack"),
     (("    aws:", "    awz: {}\n    aws:"), 5, "unknown key 'awz' in a host"),
     (("services: [frontend]", "services: [frontend, db]"), 4, "unknown service 'db' (known: frontend)"),
@@ -90,7 +90,7 @@ def test_errors_name_file_line_and_problem(tmp_path, edit, line, message):
 
 
 def test_structural_errors(tmp_path):
-    for text, message in [("- a\n", "must be a mapping"), ("name: x\n", "'hosts' must be a non-empty list"),
+    for text, message in [("- a\n", "must be a mapping"), ("name: x\nhosts: []\n", "'hosts' must be a non-empty list"),
                           ("name: x\nhosts:\n  - {name: a, local: {style: xen}}\n", "local.style must be aws or gce"),
                           ("name: x\nhosts:\n  - {name: a, local: {memory: 64}}\n", r"local.memory must be an integer"),
                           ("name: x\nhosts:\n  - {name: a, local: {disk: 1}}\n", "unknown key 'disk'"),

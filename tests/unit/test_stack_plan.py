@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from provisioner.compose.engine import Stacks
 from provisioner.compose.names import container_name
-from provisioner.compose.plan import Create, Current, Recreate, Remove, Start, config_hash, plan
+from provisioner.compose.plan import Create, Current, Recreate, Remove, Start, config_hash, describe, plan
 from provisioner.stack import load_stack
 
 STACK = """\
@@ -107,12 +107,14 @@ def test_the_hash_ignores_the_line_and_includes_env_file_contents(tmp_path):
 def test_run_requests_carry_stack_names(tmp_path):
     s = _services(tmp_path.joinpath())
     st = Stacks(manager=type("M", (), {"root": tmp_path})())
-    app = st.request("shop", s.services["app"])
+    app = st.request(s, s.services["app"])
     assert (app.name, app.links, app.command, app.hostname, app.detach) == (
         "shop-app", (("shop-api", "backend"),), ("sleep", "1000"), "app", True)
-    api = st.request("shop", s.services["api"])
+    assert [(a.network, a.aliases) for a in app.networks] == [("shop_default", ("app",))]
+    assert dict(app.labels)["com.docker.compose.project"] == "shop"
+    api = st.request(s, s.services["api"])
     assert [str(v) for v in api.volumes] == ["shop_data:/srv", "/scratch"]
-    ep = st.request("shop", replace(s.services["app"], entrypoint=("/bin/sh", "-c"), command=("echo hi",)))
+    ep = st.request(s, replace(s.services["app"], entrypoint=("/bin/sh", "-c"), command=("echo hi",)))
     assert (ep.entrypoint, ep.command) == ("/bin/sh", ("-c", "echo hi"))
 
 
@@ -170,7 +172,9 @@ class FakeManager:
         return self.containers[rec.name]
 
     def status(self, rec):
-        return _Status("running" if self.containers[rec.name] else "exited", 0)
+        st = _Status("running" if self.containers[rec.name] else "exited", 0)
+        st.restart_count = self.__dict__.get("restarts", {}).get(rec.name, 0)
+        return st
 
     def run(self, req):
         assert req.name not in self.containers, f"{req.name} created twice"
@@ -189,6 +193,16 @@ class FakeManager:
         self.containers[name] = True
         self.log.append(f"start {name}")
 
+    def takeover(self, new, old):
+        """No network here: the ports' switch is the privileged tests' (test_port_switch.py)."""
+        self.log.append(f"takeover {new} from {old}")
+        return None
+
+    def logs(self, name, tail=None):
+        from provisioner.containers.shimlogs import LogLine
+
+        return [LogLine("2026-01-01T00:00:00Z", "stdout", f"{name} says goodbye\n")]
+
     # the shim's health file
     def health(self, rec):
         from provisioner.containers.supervise import Health
@@ -202,6 +216,21 @@ class FakeManager:
 
     def check_health_now(self, rec):
         self.log.append(f"check-now {rec.name}")
+        return True
+
+    # networks
+    def ensure_network(self, spec):
+        self.__dict__.setdefault("networks", set()).add(spec.name)
+
+    def network_exists(self, name):
+        return name in self.__dict__.get("networks", set())
+
+    def networks_labelled(self, key, value):
+        return sorted(self.__dict__.get("networks", set()))
+
+    def remove_network_if_unused(self, name):
+        self.__dict__.get("networks", set()).discard(name)
+        self.log.append(f"rm network {name}")
         return True
 
 
@@ -263,10 +292,10 @@ def test_the_healthcheck_goes_to_the_container_and_its_supervisor(tmp_path):
     text = STACK.replace("interval: 200ms}", "interval: 200ms, start_period: 1s, retries: 5, timeout: 2s}")
     s = _services(tmp_path, text)
     st = Stacks(manager=type("M", (), {"root": tmp_path})())
-    hc = st.request("shop", s.services["web"]).healthcheck
+    hc = st.request(s, s.services["web"]).healthcheck
     assert (hc.test, hc.interval, hc.timeout, hc.retries, hc.start_period) == (
         ("/bin/sh", "-c", "wget -q -O- http://localhost/"), 0.2, 2.0, 5, 1.0)
-    assert st.request("shop", s.services["db"]).healthcheck is None
+    assert st.request(s, s.services["db"]).healthcheck is None
 
 
 def test_a_container_made_before_the_shim_ran_healthchecks_is_recreated(tmp_path):
@@ -387,3 +416,58 @@ def test_start_only_starts_what_exists_and_never_creates(tmp_path):
     actions = st.up(s, start_only=True)
     assert [(type(a).__name__, a.service) for a in actions] == [("Start", "db")]
     assert [x for x in mgr.log if x.startswith(("run", "start", "rm"))] == ["start shop-db"]
+
+
+REPLICATED = """\
+name: shop
+networks:
+  back: {internal: true}
+services:
+  web:
+    image: web
+    ports: ["8080:80"]
+    networks: [default, back]
+    deploy: {replicas: 3}
+  db:
+    image: busybox
+    networks:
+      back: {aliases: [database]}
+"""
+
+
+def test_replicas_are_planned_one_by_one_and_scaled_down_from_the_top(tmp_path):
+    s = _services(tmp_path, REPLICATED)
+    hashes = {n: config_hash(spec, {}) for n, spec in s.services.items()}
+    assert plan(s, hashes, {}) == [Create("web", 1), Create("web", 2), Create("web", 3), Create("db")]
+    current = {"db": Current("shop-db", hashes["db"], True, True)}
+    current.update({k: Current(c, hashes["web"], True, True) for k, c in
+                    (("web", "shop-web"), ("web#2", "shop-web-2"), ("web#3", "shop-web-3"))})
+    assert plan(s, hashes, current) == []
+    fewer = _services(tmp_path, REPLICATED.replace("replicas: 3", "replicas: 2"))
+    assert plan(fewer, hashes, current) == [Remove("web#3", "shop-web-3")]
+    assert describe(Remove("web#3", "shop-web-3")) == "remove shop-web-3 (replica 3 of web is not wanted)"
+    assert describe(Create("web", 2)) == "create web (replica 2)"
+
+
+def test_replica_requests_and_the_stacks_networks(tmp_path):
+    from provisioner.compose import request as requests
+
+    s = _services(tmp_path, REPLICATED)
+    reqs = [requests.request(s, s.services["web"], n) for n in (1, 2, 3)]
+    assert [r.name for r in reqs] == ["shop-web", "shop-web-2", "shop-web-3"]
+    assert [(a.network, a.aliases) for a in reqs[0].networks] == [("shop_default", ("web",)), ("shop_back", ("web",))]
+    assert [dict(r.labels)["com.docker.compose.container-number"] for r in reqs] == ["1", "2", "3"]
+    db = requests.request(s, s.services["db"])
+    assert [(a.network, a.aliases) for a in db.networks] == [("shop_back", ("db", "database"))]
+    assert [(n.name, n.internal) for n in requests.network_specs(s)] == [("shop_default", False), ("shop_back", True)]
+
+
+def test_up_makes_the_networks_first_and_down_removes_them(tmp_path):
+    s = _services(tmp_path, REPLICATED)
+    mgr = FakeManager(tmp_path)
+    st, _ = _stacks(tmp_path, mgr)
+    st.up(s)
+    assert mgr.networks == {"shop_default", "shop_back"}
+    assert mgr.log[:4] == ["run shop-web", "run shop-web-2", "run shop-web-3", "run shop-db"]
+    st.down(s)
+    assert mgr.networks == set() and "rm network shop_back" in mgr.log

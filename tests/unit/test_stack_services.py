@@ -112,9 +112,9 @@ def _line_of(text: str, needle: str) -> int:
 
 @pytest.mark.parametrize("old,new,needle,message", [
     ("    hostname: app1\n", "    hostname: app1\n    networks: [front]\n", "networks:",
-     "services.app: unsupported compose key 'networks'"),
-    ("    restart: no\n    healthcheck: {test", "    restart: no\n    build: .\n    healthcheck: {test",
-     "build: .", "unsupported compose key 'build'"),
+     r"services.app.networks.front: network 'front' is not declared under the top-level 'networks:'"),
+    ("  db:\n    image: busybox\n", "  db:\n    build: .\n", "  db:",
+     "services.db: 'build' without 'image' — provisioner builds no images; build it, push it, name it in image:"),
     ('"9000:9000/udp"', '"99999:80"', "99999", r"services.web.ports\[1\]: bad port mapping '99999:80': host port 99999 is outside 1-65535"),
     ('"9000:9000/udp"', '"80:80/sctp"', "sctp", r"services.web.ports\[1\].*protocol"),
     ('links: ["web:api"]', 'links: ["nope:api"]', "nope:api", "services.app.links: unknown service 'nope'"),
@@ -124,8 +124,8 @@ def _line_of(text: str, needle: str) -> int:
     ("timeout: 500ms", "timeout: soon", "soon", "services.web.healthcheck.timeout"),
     ('test: ["CMD", "wget"', 'test: ["RUN", "wget"', "RUN", "services.web.healthcheck.test: want"),
     ("retries: 5", "retries: 0", "retries: 0", "services.web.healthcheck.retries must be a positive integer"),
-    ("retries: 5", "retries: 5\n      start_interval: 1s", "start_interval",
-     "services.web.healthcheck: unsupported key 'start_interval'"),
+    ("retries: 5", "retries: 5\n      start_delay: 1s", "start_delay",
+     "services.web.healthcheck: unsupported key 'start_delay'"),
     ('healthcheck: {test: "true", interval: 1s}', "healthcheck: {interval: 1s}", "interval: 1s}",
      "services.db.healthcheck: 'test' is required"),
     ("condition: service_healthy", "condition: service_ready", "service_ready", "is not one of"),
@@ -171,21 +171,23 @@ def test_the_full_loader_checks_services_too(tmp_path):
     services:
       frontend:
         image: nginx
-        deploy: {replicas: 2}
+        devices: [/dev/fuse]
     """
     path = _write(tmp_path, text)
-    with pytest.raises(StackError, match=f"{path}:9: services.frontend: unsupported compose key 'deploy'"):
+    with pytest.raises(StackError, match=f"{path}:9: services.frontend: unsupported compose key 'devices'"):
         load_stack(path)
     # and a stack with hosts can still be brought up locally
-    name, s = load_services(_write(tmp_path, text.replace("deploy: {replicas: 2}", "ports: ['80:80']")))
+    name, s = load_services(_write(tmp_path, text.replace("devices: [/dev/fuse]", "ports: ['80:80']")))
     assert name == "shop" and s.services["frontend"].ports == (PortMapping("0.0.0.0", 80, 80),)
 
 
-def test_unknown_top_key_and_missing_name(tmp_path):
-    with pytest.raises(StackError, match=r":2: unknown key 'networks' in the stack"):
-        load_services(_write(tmp_path, "name: a\nnetworks: {}\nservices: {}\n"))
-    with pytest.raises(StackError, match="needs a 'name'"):
-        load_services(_write(tmp_path, "services: {}\n"))
+def test_unknown_top_key_and_a_missing_name_taken_from_the_folder(tmp_path):
+    with pytest.raises(StackError, match=r":2: unknown key 'include' in the stack"):
+        load_services(_write(tmp_path, "name: a\ninclude: [x.yml]\nservices: {}\n"))
+    folder = tmp_path / "My App_2.0"
+    folder.mkdir()
+    name, _ = load_services(_write(folder, "services: {}\n"))
+    assert name == "myapp_20"
 
 
 def test_the_allinone_example_loads():

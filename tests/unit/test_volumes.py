@@ -33,7 +33,8 @@ def test_parse(spec, expected):
     ("x:/x", "not a valid volume name"),          # Docker wants 2+ characters
     ("vol:relative", "not absolute"),
     ("vol:/", "over the container's /"),
-    ("/h:/c:z", "mode 'z' is not supported"),
+    ("/h:/c:rbind", "mode 'rbind' is not supported"),
+    ("/h:/c:nocopy", "nocopy is for volumes"),
     ("/h::ro", "want SRC:DST"),
 ])
 def test_parse_rejects(spec, msg):

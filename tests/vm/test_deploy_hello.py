@@ -110,6 +110,118 @@ def test_deploying_again_is_one_round_trip(env, first):
     print(f"\nunchanged re-deploy: {took:.1f}s (breakdown {json.dumps(host['seconds'])})")
 
 
+class Poller:
+    """A client of the published port, from the operator side (the forwarded 127.0.0.1 port, the
+    path users take): a GET every 50 ms; what each answered, or why it failed."""
+
+    def __init__(self, port: int):
+        import threading
+        import urllib.request
+
+        self.results: list[tuple[float, str | None, str]] = []
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.is_set():
+                t = time.monotonic()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                        self.results.append((t, r.read().decode().strip(), ""))
+                except OSError as exc:
+                    self.results.append((t, None, f"{type(exc).__name__}: {exc}"))
+                self._stop.wait(max(0.0, 0.05 - (time.monotonic() - t)))
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join(30)
+        return self.results
+
+
+VERSIONED = """    command:
+      - sh
+      - -c
+      - "mkdir -p /v && echo \\"$$GREETING $$(cat /etc/platform 2>/dev/null)\\" > /v/index.html; exec httpd -f -v -p 80 -h /v"
+    environment: {GREETING: GREETING_VALUE}
+"""
+
+
+def _versioned(env, greeting: str, command: str | None = None) -> Path:
+    """hello.yml with a page that says which version answers: its GREETING and image marker."""
+    text = env["stack"].read_text()
+    start = text.index("    command:\n")
+    end = text.index("    ports:")
+    block = VERSIONED.replace("GREETING_VALUE", greeting)
+    if command is not None:
+        block = f"    command: {command}\n    environment: {{GREETING: {greeting}}}\n"
+    path = env["tmp"] / "versioned.yml"
+    path.write_text(text[:start] + block + text[end:])
+    return path
+
+
+def _switch(env, what: str, run) -> tuple[object, str, list]:
+    poller = Poller(env["port"])
+    time.sleep(1.0)
+    try:
+        result = run()
+        after = http_get(env["port"]).strip()
+    finally:
+        time.sleep(1.0)
+        results = poller.stop()
+    failed = [(round(t, 2), err) for t, body, err in results if body is None]
+    assert failed == [], f"{what}: {len(failed)} of {len(results)} requests failed: {failed[:5]}"
+    return result, after, results
+
+
+def test_changes_digests_and_rollback_switch_without_a_failed_request(env, first):
+    """Issue 13's must-show, one VM: a client polling every 50 ms sees no failed request across a
+    changed environment variable, a new digest under the same tag and a rollback; right after
+    each returns the new version answers; a version whose command exits is refused and the old
+    one keeps serving."""
+    stack = _versioned(env, "one")
+    deploy(env["root"], stack, env["env"])
+    assert http_get(env["port"]).strip() == "one"
+
+    # (1) a changed environment variable
+    out, after, _ = _switch(env, "env change", lambda: deploy(env["root"], _versioned(env, "two"), env["env"]))
+    (host,) = out["hosts"]
+    assert [(c["service"], c["action"]) for c in host["changes"]] == [("web", "recreate")]
+    assert after == "two"
+
+    # (2) new content under the same tag: a new digest, so a new container
+    from provisioner.imagebuild.layout import LayoutWriter
+    from provisioner.imagebuild.recipes import BUSYBOX_CONFIG, busybox_layers, push
+    from provisioner.runner import Runner
+
+    layout = env["tmp"] / "busybox-b"
+    w = LayoutWriter(layout)
+    w.tag(w.image(busybox_layers(Runner(), marker="b"), BUSYBOX_CONFIG), "latest")
+    push(layout, f"{env['registry']}/hello/busybox:1", runner=Runner())
+    out, after, _ = _switch(env, "new digest", lambda: deploy(env["root"], _versioned(env, "two"), env["env"]))
+    (host,) = out["hosts"]
+    assert "new digest" in host["changes"][0]["why"][0] and after == "two b"
+
+    # (3) rollback to the release before: the old digest, with zero failed requests
+    out, after, _ = _switch(env, "rollback", lambda: provision(env["root"], "rollback", "hello", "--cloud", "local",
+                                                                 "--json", env=env["env"]))
+    assert json.loads(out.stdout)["web"]["release"] >= 1 and after == "two"
+    rels = json.loads(provision(env["root"], "releases", "hello", "--cloud", "local", "--json", env=env["env"]).stdout)
+    assert rels["web"][-1]["by"].startswith("rollback to ") and rels["web"][-1]["current"]
+
+    # (4) a version whose command exits is refused; the old one keeps serving, untouched
+    broken = _versioned(env, "three", command='["sh", "-c", "echo broken on purpose; exit 3"]')
+    proc, after, _ = _switch(env, "refused version", lambda: provision(
+        env["root"], "deploy", "--cloud", "local", "-f", str(broken), "--json", env=env["env"], check=False))
+    assert proc.returncode != 0 and after == "two"
+    (host,) = json.loads(proc.stdout)["hosts"]
+    assert "web" in host["error"] and "broken on purpose" in host["error"], host["error"]
+
+    # back to the example as it was, for the tests after this one
+    deploy(env["root"], env["stack"], env["env"])
+    assert http_get(env["port"]).strip() == "hello from provisioner"
+
+
 def _frozen(client: SshClient) -> bool:
     """A second freeze of a frozen filesystem fails (EBUSY); undo it when it succeeds."""
     if client.run(["fsfreeze", "-f", "/srv/data"], sudo=True, check=False).returncode == 0:
@@ -214,7 +326,8 @@ def test_rotate_ssh_keys_runbook_on_the_vm(env, first):
         for a, b in subs.items():
             body = body.replace(a, b)
         p = subprocess.run(["bash", "-c", prelude + body], capture_output=True, text=True, timeout=600,
-                           stdin=subprocess.DEVNULL, env={**os.environ, **env["env"]})
+                           stdin=subprocess.DEVNULL, env={**os.environ, **env["env"],
+                                                          "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         assert p.returncode == 0, f"{step}: {p.stdout}{p.stderr}"
         outputs[step] = p.stdout
     new_pub = Path(rec.key_file + ".pub").read_text().split()[1]

@@ -112,8 +112,9 @@ def test_a_debian_13_host_pulls_from_a_password_protected_registry(pulled, env):
         assert as_user.returncode != 0 and PASSWORD not in as_user.stdout
         assert "10.0.2.2:" in ssh.run(["cat", "/etc/provisioner/registries/registries.conf"], sudo=True).stdout
         # and nowhere on the host outside that file: not in the journal, cloud-init's data, the agent's state
-        found = ssh.run(["sh", "-c", f"grep -rlF -- {PASSWORD} /etc /var/lib/cloud /var/log 2>/dev/null || true"],
-                        sudo=True).stdout.split()
+        # (the pattern on stdin: in the command line, sudo's own log line in the journal would hold it)
+        found = ssh.run(["sh", "-c", "grep -rlF -f - /etc /var/lib/cloud /var/log 2>/dev/null || true"],
+                        sudo=True, input=PASSWORD + "\n").stdout.split()
         assert found == ["/etc/provisioner/registries/auth.json"]
 
 

@@ -105,7 +105,8 @@ def stack_up(root: Path, action: StackUp, runner) -> list[str]:
     from ...stack import load_stack
     from ...stack.placement import for_host
 
-    stack = for_host(load_stack(action.stack_file), action.host)
+    # the file deploy put here: a privileged service in it was allowed by the operator then
+    stack = for_host(load_stack(action.stack_file, allow_privileged=True), action.host)
     stacks = Stacks(Manager(root=Path(root), runner=runner))
     return [describe_action(a) for a in stacks.up(stack, start_only=True)]
 
@@ -154,6 +155,10 @@ def restore(root: Path, state: Path, runner, cgroup_mount: Path = Path("/sys/fs/
 
     cgroupparent.delegate(mgr.cgroup_parent, mgr.cgroup_mount)   # a reboot emptied the cgroup tree
     started = supervise.restore(state, runner=runner, before_start=before_start)
+    # a reboot emptied the tables too: the replicated services' ports point at their ready replicas
+    # again (a replica with a healthcheck joins when its supervisor finds it healthy)
+    for group in sorted({r.config["balance"] for r in records.values() if r.config.get("balance")}):
+        mgr.rebalance(group)
     return [records[c].name if c in records else c for c in started]
 
 
