@@ -25,6 +25,9 @@ APT_PACKAGES=(
   time
   # tests: the store's syscall order (fsync before a layer counts)
   strace
+  # the Engine API's real clients (their daemon is never started: dockerd would fight provisioner
+  # over the bridge and nftables) and a terminal for `docker run -it`; podman is the bench's peer
+  docker.io docker-compose tmux
 )
 
 SUDO=""
@@ -36,6 +39,10 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install: apt packages: ${missing[*]}" >&2
+  # docker.io ships dockerd and starts it where systemd runs: masked first, so it never does
+  if [ -d /run/systemd/system ] && [[ " ${missing[*]} " == *" docker.io "* ]]; then
+    $SUDO systemctl mask docker.service docker.socket >/dev/null
+  fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

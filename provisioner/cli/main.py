@@ -22,7 +22,7 @@ from .app import DEFAULT_ROOT, App
 # their command is used, so `provision host boot` never pays for the registry client's imports.
 COMMANDS: dict[str, tuple[str, ...]] = {
     "doctor": ("provisioner.cli.doctor",),
-    "host": ("provisioner.cli.host", "provisioner.cli.disks", "provisioner.cli.boot"),
+    "host": ("provisioner.cli.host", "provisioner.cli.disks", "provisioner.cli.boot", "provisioner.cli.api"),
     "image": ("provisioner.cli.image", "provisioner.cli.imagebuild", "provisioner.cli.vmimage",
               "provisioner.cli.imagepush"),
     "container": ("provisioner.cli.container",),
@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "logs": ("provisioner.cli.ops",),
     "stats": ("provisioner.cli.observe",),
     "snapshot": ("provisioner.cli.ops",),
+    "docker-env": ("provisioner.cli.dockerenv",),
 }
 
 

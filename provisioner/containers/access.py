@@ -94,10 +94,11 @@ class Accessing:
         return bool(rec.config.get("healthcheck")) and supervise.check_health_now(rec.id, self.supervise_dir)
 
     def logs(self, ref: str, *, tail: int | None = None, follow: bool = False,
-             since: str | None = None) -> Iterator[supervise.LogLine]:
+             since: str | None = None, idle_marks: bool = False) -> Iterator[supervise.LogLine | None]:
+        """The log lines (shimlogs.logs: `idle_marks` adds a None whenever a follower waits)."""
         rec = self.records.get(ref)
         return supervise.logs(rec.id, self._dir(rec), tail=tail, follow=follow, state_dir=self.supervise_dir,
-                              since=since)
+                              since=since, idle_marks=idle_marks)
 
     def wait(self, rec: ContainerRecord) -> Status:
         while self.is_running(rec):
@@ -122,7 +123,8 @@ class Accessing:
                 "created": rec.created, "status": st.to_json(), "restart": rec.config.get("restart", "no"),
                 "command": _command(rec), "ports": [str(p) for p in ep.ports] if ep else list(rec.config["ports"]),
                 "address": ep.address if ep else None, "mounts": rec.config.get("mounts", []),
-                "networks": {a.network: {"address": a.address, "gateway": a.gateway, "aliases": list(a.aliases)}
+                "networks": {a.network: {"address": a.address, "gateway": a.gateway, "aliases": list(a.aliases),
+                                         "prefixlen": a.prefixlen}
                              for a in ep.attachments} if ep else {},
                 "network_mode": rec.config.get("network_mode"), "labels": rec.config.get("labels", {}),
                 "options": rec.config["options"], "links": rec.config["links"],

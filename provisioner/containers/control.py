@@ -10,6 +10,7 @@ from ..errors import ContainerError
 from ..images import btrfs
 from .. import network
 from ..network import conntrack
+from ..runspec.netopts import NetworkAttachment
 from . import rootfsmount, supervise
 from .container import ContainerRecord
 from .create import stop_timeout
@@ -69,6 +70,47 @@ class Controlling:
             return None
         conntrack.flush_stale(self.runner, was.address)
         return was.address
+
+    def connect_network(self, ref: str, att: NetworkAttachment) -> ContainerRecord:
+        """Puts the container on one more user-defined network (Docker's network connect): kept on
+        its record for its next start and, while it runs, joined at once (network.join: a veth on
+        that network's bridge, the hosts files of it and its new peers rewritten)."""
+        with self._locked(ref) as rec:
+            if rec.config.get("network_mode"):
+                raise ContainerError(f"container {rec.name} uses network mode {rec.config['network_mode']}")
+            nets = [NetworkAttachment.from_json(a) for a in rec.config.get("networks") or []]
+            if not nets or any(a.network == network.DEFAULT_NETWORK for a in nets + [att]):
+                raise ContainerError(f"{rec.name}: the default bridge cannot be combined with user-defined networks")
+            if any(a.network == att.network for a in nets):
+                raise ContainerError(f"container {rec.name} is already on network {att.network}")
+            if network.registry.get(self.root, self.net, att.network) is None:
+                raise ContainerError(f"network {att.network} not found")
+            if network.endpoint(self.root, rec.name) is not None:
+                network.join(self.root, self.net, rec.name, att, runner=self.runner, paths=self.net_paths)
+                self._pin_mac(network.endpoint(self.root, rec.name))
+            rec.config["networks"] = [a.to_json() for a in nets + [att]]
+            self.records.save(rec)
+            return rec
+
+    def disconnect_network(self, ref: str, name: str) -> ContainerRecord:
+        """Takes the container off a user-defined network (Docker's network disconnect); a running
+        one keeps its first network (network.leave)."""
+        with self._locked(ref) as rec:
+            nets = [NetworkAttachment.from_json(a) for a in rec.config.get("networks") or []]
+            if not any(a.network == name for a in nets):
+                raise ContainerError(f"container {rec.name} is not connected to network {name}")
+            if len(nets) == 1:
+                raise ContainerError(f"{rec.name}: {name} is its only network (a container here is on one at least)")
+            if network.endpoint(self.root, rec.name) is not None:
+                network.leave(self.root, self.net, rec.name, name, runner=self.runner, paths=self.net_paths)
+            else:
+                net = network.registry.get(self.root, self.net, name)
+                if net is not None:   # a stopped container keeps its addresses: this one goes
+                    with network.ipam.transaction_for(self.root, net.config, name) as allocs:
+                        allocs.release(rec.name)
+            rec.config["networks"] = [a.to_json() for a in nets if a.network != name]
+            self.records.save(rec)
+            return rec
 
     def start(self, ref: str) -> ContainerRecord:
         with self._locked(ref) as rec:

@@ -37,6 +37,7 @@ log = logging.getLogger("provisioner.containers.lifecycle")
 _PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the provisioner package
 STOP_TIMEOUT = DEFAULT_STOP_TIMEOUT
 START_WAIT = 15.0
+RELAY_DIR = "/run/provisioner/attach"
 
 
 def stop_timeout(rec: ContainerRecord) -> float:
@@ -99,7 +100,9 @@ class Creating:
                  "log": {"max_size": req.log.max_size, "max_files": req.log.max_files}
                  if (req.log.max_size or req.log.max_files) else None,
                  "host_network": host_network or None, "balance": req.balance_group,
-                 "cloud_metadata": req.cloud_metadata or None, "replaces": req.replaces}
+                 "cloud_metadata": req.cloud_metadata or None, "replaces": req.replaces,
+                 # the Engine API's OpenStdin/StdinOnce: attached clients feed it (containers.relay)
+                 "stdin_open": req.interactive or None, "stdin_once": (req.interactive and req.stdin_once) or None}
         config.update({k: v for k, v in later.items() if v not in (None, [], {})})
         return config
 
@@ -122,8 +125,9 @@ class Creating:
         except ProvisionerError as exc:
             raise ImageError(f"unable to find image {ref!r} locally, and pulling it failed: {exc}") from exc
 
-    def run(self, req: RunRequest, *, foreground: bool = False) -> ContainerRecord:
+    def run(self, req: RunRequest, *, start: bool = True, foreground: bool = False) -> ContainerRecord:
         """Creates and starts a container; returns its record once the runtime has started it.
+        `start=False` (the Engine API's create): made, not started; `start` starts it.
         `foreground` (run -i/-t without -d): the runtime runs attached to this process's terminal
         with no supervisor, and run returns once it has exited (rec.state["exit_code"])."""
         if foreground and str(req.restart) != "no":
@@ -153,7 +157,7 @@ class Creating:
                 hostfacts.write_files(self._dir(rec), req.files)
                 if foreground:
                     path, rt = self._ready(rec, fresh=True, undo=undo)
-                else:
+                elif start:
                     self._start(rec, fresh=True, undo=undo)
             except BaseException:
                 self._undo(rec, undo)
@@ -304,10 +308,13 @@ class Creating:
         argv = [rt.path, "--root", rt.state_root, "run", "--bundle", str(path), rec.id]
         opts = bundle.RunOptions.from_json(rec.config["options"])
         logcfg = rec.config.get("log") or {}
+        relayed = bool(opts.tty or rec.config.get("stdin_open"))
+        if relayed:
+            argv = self._relay_argv(rec, opts.tty) + argv
         supervise.start(rec.id, argv, rec.config.get("restart", "no"), self._dir(rec), self.supervise_dir,
                         runner=self.runner, stop_signal=bundle.stop_signal(rec.config["image_config"], opts),
                         stop_timeout=stop_timeout(rec), shim=self.shim, exit_command=self._exit_command(rec),
-                        health=self._health(rec, rt), keep_stdin=bool(rec.config.get("keep_stdin")),
+                        health=self._health(rec, rt), keep_stdin=bool(rec.config.get("keep_stdin")) and not relayed,
                         on_change=self._agent_command(rec, "balance", rec.config["balance"])
                         if rec.config.get("balance") else None,
                         **({"log_max_size": logcfg["max_size"]} if logcfg.get("max_size") else {}),
@@ -331,6 +338,21 @@ class Creating:
         return supervise.HealthCheck(argv, hc["interval"], hc["timeout"], hc["retries"], hc["start_period"],
                                      start_interval=hc.get("start_interval", 0.0),
                                      pid_file=pid_file)
+
+    def relay_socket(self, rec: ContainerRecord) -> Path:
+        """Where a container with a tty or an open stdin takes attached clients (containers.relay):
+        a short path (a unix socket's is at most 107 bytes), root's alone."""
+        d = Path(RELAY_DIR)
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        return d / f"{rec.id}.sock"
+
+    def _relay_argv(self, rec: ContainerRecord, tty: bool) -> list[str]:
+        boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from provisioner.containers.relay import main; " \
+               "sys.exit(main())"
+        return [sys.executable, "-c", boot, str(_PKG_PARENT), "--socket", str(self.relay_socket(rec)),
+                *(["--tty"] if tty else []), *(["--stdin"] if rec.config.get("stdin_open") else []),
+                *(["--stdin-once"] if rec.config.get("stdin_once") else []), "--"]
 
     def _exit_command(self, rec: ContainerRecord) -> list[str] | None:
         """What the shim runs when a `run -d --rm` container is done: `container autoremove ID`.

@@ -69,10 +69,13 @@ def _parse(raw: bytes) -> LogLine | None:
 
 def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
          state_dir: str | os.PathLike | None = None, poll_interval: float = 0.1,
-         follow_timeout: float | None = None, since: str | None = None) -> Iterator[LogLine]:
+         follow_timeout: float | None = None, since: str | None = None,
+         idle_marks: bool = False) -> Iterator[LogLine | None]:
     """The container's log lines, oldest first; `since` (a parse_since stamp) keeps those written
     then or later, `tail` the last N of them; `follow` then waits for more (across rotations,
-    without losing or repeating a line) until the supervisor is gone or `follow_timeout` passes."""
+    without losing or repeating a line) until the supervisor is gone or `follow_timeout` passes.
+    With `idle_marks`, a follower yields None each time it is about to wait for more (so a reader
+    that batches lines knows when to send what it has, and may look whether its client left)."""
     from . import supervise   # supervise re-exports this module's names: imported late
 
     base = supervise.ShimPaths.of(name, log_dir, state_dir or log_dir).log
@@ -89,7 +92,7 @@ def logs(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, foll
         lines = lines[-tail:] if tail > 0 else []
     yield from lines
     if follow:
-        yield from _follow(name, base, state_dir or log_dir, last, poll_interval, follow_timeout)
+        yield from _follow(name, base, state_dir or log_dir, last, poll_interval, follow_timeout, idle_marks)
 
 
 def log_text(name: str, log_dir: str | os.PathLike, *, tail: int | None = None, follow: bool = False,
@@ -150,7 +153,7 @@ def _open_all(base: Path) -> list[_Reader]:
 
 
 def _follow(name, base: Path, state_dir, reader: _Reader | None, poll_interval: float,
-            follow_timeout: float | None):
+            follow_timeout: float | None, idle_marks: bool = False):
     deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
     try:
         while True:
@@ -189,7 +192,43 @@ def _follow(name, base: Path, state_dir, reader: _Reader | None, poll_interval: 
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
+            if idle_marks:
+                yield None
             time.sleep(poll_interval)
     finally:
         if reader:
             reader.close()
+
+
+class Attached:
+    """The log of a run about to start, held open from the moment the supervisor creates it (the
+    Engine API's attach: a `run --rm` container may be gone — its directory removed with the log —
+    a moment after it exits, so the reader must hold the file before then)."""
+
+    def __init__(self, name: str, log_dir: str | os.PathLike, state_dir: str | os.PathLike):
+        from . import supervise
+
+        self.name, self.state_dir = name, state_dir
+        self.base = supervise.ShimPaths.of(name, log_dir, state_dir).log
+        self.reader: _Reader | None = None
+
+    def open(self) -> bool:
+        """True once the log is open (False: not there yet)."""
+        if self.reader is None:
+            try:
+                self.reader = _Reader(open(self.base, "rb"))
+            except FileNotFoundError:
+                return False
+        return True
+
+    def follow(self, since: str, poll_interval: float = 0.02) -> Iterator[LogLine]:
+        """Lines written at `since` or later, until the supervisor is gone."""
+        for line in _follow(self.name, self.base, self.state_dir, self.reader, poll_interval, None):
+            if line.time >= since:
+                yield line
+        self.reader = None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None

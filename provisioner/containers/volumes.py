@@ -35,7 +35,7 @@ class Volumes:
     def new_anonymous_name(self) -> str:
         return secrets.token_hex(32)
 
-    def create(self, name: str, *, anonymous: bool = False) -> bool:
+    def create(self, name: str, *, anonymous: bool = False, labels: dict[str, str] | None = None) -> bool:
         """Creates the volume if missing; returns True when it was created now."""
         path = self.path(name)
         if path.is_dir():
@@ -48,7 +48,8 @@ class Volumes:
                 return False
             raise ContainerError(f"cannot create volume {name} at {path}: {exc}") from exc
         atomic_write(self.dir / f"{name}.json",
-                     json.dumps({"name": name, "anonymous": anonymous, "created": time.time()}) + "\n")
+                     json.dumps({"name": name, "anonymous": anonymous, "created": time.time(),
+                                 **({"labels": labels} if labels else {})}) + "\n")
         return True
 
     def info(self, name: str) -> dict:

@@ -194,6 +194,10 @@ def _daemonize() -> int:
     return w
 
 
+# for the other long-running services of a host (the Engine API server) started the same way
+daemonize, hold_pid_file = _daemonize, _lock
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m provisioner.host.agent",
                                  description="Serve the host's metrics, push them to Graphite, ship its logs.")

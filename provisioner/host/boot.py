@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import ConfigError, HostError, ProvisionerError
 from ..fsutil import atomic_write
 from .steps import RESULT_FILE, Outcome, Skip, StepContext
-from .steps import agent, containers, disks, firewall, logrotate, sysctl, timesync, users
+from .steps import agent, api, containers, disks, firewall, logrotate, sysctl, timesync, users
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ STEPS: tuple[StepDef, ...] = (
     StepDef("containers", containers.run, needs=("disks",)),
     # the metrics endpoint and log shipper read the containers and buffer logs under <root>
     StepDef("agent", agent.run, needs=("disks",)),
+    # the Engine API serves the containers and images under <root>
+    StepDef("api", api.run, needs=("disks",)),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 

@@ -13,6 +13,7 @@ Layout (house style: facts → pure plan → apply):
   registry.py user-defined networks: a bridge, subnet and table each, recorded with their labels
   names.py   what /etc/hosts says: links, and every container on a shared network, kept current
   balance.py a replicated service's published ports, over a map of its ready replicas' addresses
+  join.py    a running container joins / leaves one more user-defined network (network connect)
   manage.py  connect / disconnect / reconnect / relink / takeover / remove_network: what the container code calls
   conntrack.py  the kernel's connection tracking entries of an endpoint: flushed and drained at a switch
 """
@@ -21,7 +22,8 @@ from .manage import (
     connect, disconnect, endpoint, endpoints, reconnect, relink, remove_network, set_balance, takeover, teardown,
 )
 from .registry import NetworkSpec, all_networks, ensure
+from .join import join, leave
 
 __all__ = ["DEFAULT_NETWORK", "Endpoint", "NetworkConfig", "NetworkSpec", "all_networks", "connect", "disconnect",
-           "endpoint", "endpoints", "ensure", "reconnect", "relink", "remove_network", "set_balance", "takeover",
-           "teardown"]
+           "endpoint", "endpoints", "ensure", "join", "leave", "reconnect", "relink", "remove_network", "set_balance",
+           "takeover", "teardown"]

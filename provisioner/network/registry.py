@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import secrets
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,9 +38,16 @@ class Network:
     name: str
     config: NetworkConfig
     labels: tuple[tuple[str, str], ...] = ()
+    id: str = ""            # 64 hex digits, new for each network made (the Engine API's Id)
+    created: float = 0.0    # when it was made (seconds since the epoch; 0: before this was recorded)
+
+    def __post_init__(self):
+        if not self.id:   # the default bridge, and records made before ids were: one from the name
+            object.__setattr__(self, "id", hashlib.sha256(f"provisioner-network:{self.name}".encode()).hexdigest())
 
     def to_json(self) -> dict:
-        return {"name": self.name, "config": self.config.to_json(), "labels": dict(self.labels)}
+        return {"name": self.name, "config": self.config.to_json(), "labels": dict(self.labels), "id": self.id,
+                "created": self.created}
 
 
 def _dir(root) -> Path:
@@ -65,7 +74,8 @@ def get(root, cfg: NetworkConfig, name: str) -> Network | None:
         return None
     except (OSError, ValueError) as exc:
         raise ContainerError(f"{_path(root, name)}: unreadable network record ({exc})") from exc
-    return Network(d["name"], NetworkConfig(**d["config"]), tuple(sorted((d.get("labels") or {}).items())))
+    return Network(d["name"], NetworkConfig(**d["config"]), tuple(sorted((d.get("labels") or {}).items())),
+                   d.get("id") or "", float(d.get("created") or 0.0))
 
 
 def require(root, cfg: NetworkConfig, name: str) -> Network:
@@ -115,7 +125,7 @@ def ensure(root, cfg: NetworkConfig, spec: NetworkSpec, *, runner) -> Network:
                              gateway_ip=spec.gateway, ip_range=spec.ip_range)
         except ConfigError as exc:
             raise ContainerError(f"network {spec.name}: {exc.message}") from None
-        net = Network(spec.name, config, tuple(sorted(spec.labels)))
+        net = Network(spec.name, config, tuple(sorted(spec.labels)), secrets.token_hex(32), time.time())
         _dir(root).mkdir(parents=True, exist_ok=True)
         atomic_write(_path(root, spec.name), json.dumps(net.to_json(), indent=2) + "\n", mode=0o644)
         return net

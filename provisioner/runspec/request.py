@@ -73,6 +73,7 @@ class RunRequest:
     group_add: tuple[str, ...] = ()
     balance_group: str | None = None              # a replica: its ports shared with its group's, balanced
     cloud_metadata: bool = False                  # may reach 169.254.169.254 (--cloud-metadata)
+    stdin_once: bool = False                      # -i: the first attached client's end of input closes it
     replaces: str | None = None                   # start-first: takes this container's published ports
                                                   # over when told (Manager.takeover), not before
 

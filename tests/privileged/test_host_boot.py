@@ -163,7 +163,17 @@ users:
         return StepContext(config=host_config.load(config_path), runner=NetnsRunner(self.ns), root=self.root,
                            sysroot=self.sysroot, options={"sysctl": NET_SYSCTLS})
 
+    def kill_api(self):
+        """The Engine API server the api step started (its pid file's holder)."""
+        from provisioner.host.steps.agent import running_pid
+
+        pid = running_pid(self.sysroot / "run/provisioner/api.pid")
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: running_pid(self.sysroot / "run/provisioner/api.pid") is None, what="the API server gone")
+
     def kill_containers(self):
+        self.kill_api()
         if not self.state.is_dir():
             return
         for spec in self.state.glob("*.spec.json"):
@@ -225,7 +235,7 @@ def test_boot_fresh_rerun_and_reboot(machine):
     first = boot.boot(m.context(cfg_path))
     assert statuses(first) == {"disks": "changed", "users": "changed", "sysctl": "changed", "logrotate": "changed",
                                "firewall": "changed", "timesync": "skipped", "containers": "ok",
-                               "agent": "skipped"}, first.steps
+                               "agent": "skipped", "api": "changed"}, first.steps
     assert sum(c.startswith("mkfs.btrfs") for c in changes(first, "disks")) == 2
     assert "Data, RAID0" in sh("btrfs", "filesystem", "df", m.root).stdout
     assert findmnt(m.tmp / "mnt" / "data")["source"] == vol
@@ -272,7 +282,8 @@ def test_boot_fresh_rerun_and_reboot(machine):
     third = boot.boot(m.context(cfg_path))
     st = statuses(third)
     assert st == {"disks": "changed", "users": "ok", "sysctl": "changed", "logrotate": "ok",
-                  "firewall": "changed", "timesync": "skipped", "containers": "changed", "agent": "skipped"}, third.steps
+                  "firewall": "changed", "timesync": "skipped", "containers": "changed", "agent": "skipped",
+                  "api": "changed"}, third.steps
     assert not any(c.startswith(("mkfs", "wipe")) for c in changes(third, "disks"))   # mounted, not formatted
     assert {d: blkid(d)["UUID"] for d in eph + [vol]} == uuids
     assert (m.tmp / "mnt" / "data" / "keep.txt").read_text() == "volume data"

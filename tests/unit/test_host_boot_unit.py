@@ -66,7 +66,33 @@ def host(tmp_path, monkeypatch):
     fake = FakeDisks()
     monkeypatch.setattr(disks_step.disks, "converge", fake)
     ctx.fake_disks = fake
+    ctx.api_server = FakeApiServer(ctx, runner)
     return ctx
+
+
+class FakeApiServer:
+    """`provision host api --daemon --pid-file F`: the pid file written and its flock held (here, in
+    this process), as the detached server holds it for its life."""
+
+    def __init__(self, ctx, runner):
+        self.fds: list[int] = []
+
+        def start(argv):
+            import fcntl
+            import os
+
+            pid_file = argv[argv.index("--pid-file") + 1]
+            os.makedirs(os.path.dirname(pid_file), exist_ok=True)
+            fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, b"4242\n")
+            self.fds.append(fd)
+            from provisioner.runner import Result
+
+            return Result(tuple(argv), 0, "", "")
+
+        runner.expect([ctx.python, "-m", "provisioner.cli.main", "--root", str(ctx.root), "host", "api"],
+                      prefix=True, handler=start)
 
 
 def statuses(result) -> dict:
@@ -78,7 +104,7 @@ def test_fresh_boot_then_rerun_changes_nothing(host):
     assert [s.name for s in first.steps] == list(boot.STEP_NAMES)
     assert statuses(first) == {"disks": "changed", "users": "changed", "sysctl": "changed", "logrotate": "changed",
                                "firewall": "changed", "timesync": "skipped", "containers": "ok",
-                               "agent": "skipped"}
+                               "agent": "skipped", "api": "changed"}
     assert first.ok and all(s.seconds >= 0 for s in first.steps)
     assert host.fake_disks.calls == [(str(host.sysroot / "etc/fstab"), False)]
 

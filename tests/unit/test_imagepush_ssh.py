@@ -53,6 +53,7 @@ def _execute(channel: paramiko.Channel, command: str) -> None:
         try:
             while data := channel.recv(65536):
                 proc.stdin.write(data)
+                proc.stdin.flush()   # as sshd does: a conversation (dial-stdio) must not wait for EOF
         except (BrokenPipeError, OSError):
             pass
         finally:

@@ -8,6 +8,7 @@ functions count):
     deploy
     clouds, vmimage, remote, imagebuild, doctor     the operator's side (and its tools)
     host                                            the on-host agent: boot hook and steps
+    api                                             the Docker Engine API server a host runs
     metrics, logship                                what the agent serves and ships: a host's series, its logs
     compose                                         up/down/ps: a Stack into containers
     stack, containers                               the stack file → one typed model; run one container
@@ -36,6 +37,7 @@ LAYERS = [
     {"deploy"},
     {"clouds", "vmimage", "remote", "imagebuild", "doctor"},
     {"host"},
+    {"api"},
     {"metrics", "logship"},
     {"compose"},
     {"stack", "containers"},
@@ -50,7 +52,7 @@ PEERS = {("clouds", "vmimage"), ("vmimage", "remote")}
 OPERATOR_LIBS = set(OPERATOR_LIBRARIES)
 OPERATOR_PACKAGES = {"deploy", "clouds", "remote", "vmimage", "imagebuild"}
 # The CLI modules the host agent runs (boot hook, disks, containers, stacks, image load/layers).
-AGENT_CLI = {"main", "app", "host", "disks", "boot", "container", "network", "stack", "image", "doctor"}
+AGENT_CLI = {"main", "app", "host", "disks", "boot", "container", "network", "stack", "image", "doctor", "api"}
 
 
 def _modules(root: Path = PKG) -> dict[str, Path]:
@@ -113,7 +115,7 @@ def upward_imports(mods: dict[str, Path]) -> list[str]:
 def agent_leaks(mods: dict[str, Path]) -> list[str]:
     """What the agent's modules reach (imports inside functions included) on the operator's side."""
     graph = _imports(mods)
-    roots = [m for m in mods if _room(m) in ("host", "compose")] + \
+    roots = [m for m in mods if _room(m) in ("host", "api", "compose")] + \
             [f"provisioner.cli.{c}" for c in AGENT_CLI if f"provisioner.cli.{c}" in mods]
     seen, todo, parent = set(), list(roots), {}
     while todo:
@@ -182,7 +184,8 @@ def test_the_agents_commands_run_with_the_operator_libraries_absent(tmp_path):
     for args in (["host", "--help"], ["host", "boot", "--help"], ["host", "disks", "--help"], ["image", "--help"],
                  ["image", "load", "--help"], ["container", "--help"], ["container", "run", "--help"],
                  ["container", "stats", "--help"], ["container", "logs", "--help"],
-                 ["up", "--help"], ["ps", "--help"], ["doctor", "--help"]):
+                 ["up", "--help"], ["ps", "--help"], ["doctor", "--help"], ["host", "api", "--help"],
+                 ["host", "dial-stdio", "--help"]):
         p = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=120,
                            cwd=PKG.parent)
         assert p.returncode == 0, (args, p.stderr[-2000:])

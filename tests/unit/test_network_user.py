@@ -10,7 +10,7 @@ import pytest
 
 from provisioner import network as net
 from provisioner.errors import CommandError, ContainerError
-from provisioner.network import registry
+from provisioner.network import ipam, registry
 from provisioner.network.model import NetworkConfig
 from provisioner.runner import Result
 from provisioner.runspec.netopts import NetworkAttachment as Att
@@ -152,6 +152,44 @@ def test_fixed_addresses_extra_hosts_and_dns(host):
     b = _connect(host, "b", [Att("dns")])
     assert b.address == "172.20.0.3"
     assert net.endpoint(host.root, "a") == a                        # the record round-trips
+
+
+def test_a_running_container_joins_and_leaves_a_network(host):
+    """Docker's network connect/disconnect while it runs: a veth on the joined network's bridge as the
+    next ethN (no default route, no published port), the names on both sides rewritten in place;
+    leaving takes the veth, the address and the names away; its first network stays."""
+    for n in ("front", "back"):
+        net.ensure(host.root, CFG, net.NetworkSpec(n), runner=host.runner)
+    db = _connect(host, "p-db", [Att("back", ("db",))])
+    web = _connect(host, "p-web", [Att("front", ("web",))], ports=["8080:80"])
+    web_hosts = Path(web.files_dir) / "hosts"
+    inode = web_hosts.stat().st_ino
+    assert "p-db" not in _hosts(web)
+    calls = len(host.runner.calls)
+    att = net.join(host.root, CFG, "p-web", Att("back", ("api",), "10.89.2.50"), runner=host.runner,
+                   paths=host.paths)
+    assert (att.network, att.ifname, att.address, att.aliases) == ("back", "eth1", "10.89.2.50", ("api",))
+    new = host.runner.calls[calls:]
+    assert not any(c[:2] == ("ip", "netns") and "add" in c for c in new)        # its namespace as it was
+    assert not any("route" in c for c in new)                                   # the default route stays
+    assert att.veth in host.links and host.masters.get(att.veth) == registry.get(host.root, CFG, "back").config.bridge
+    ep = net.endpoint(host.root, "p-web")
+    assert [a.network for a in ep.attachments] == ["front", "back"] and ep.ports == web.ports
+    assert f"{db.address}\tdb p-db\n" in _hosts(ep) and web_hosts.stat().st_ino == inode
+    assert "10.89.2.50\tapi p-web\n" in _hosts(db)
+    with pytest.raises(ContainerError, match="already on network back"):
+        net.join(host.root, CFG, "p-web", Att("back"), runner=host.runner, paths=host.paths)
+    with pytest.raises(ContainerError, match="default bridge cannot be combined"):
+        net.join(host.root, CFG, "p-web", Att("bridge"), runner=host.runner, paths=host.paths)
+    with pytest.raises(ContainerError, match="front is its first network"):
+        net.leave(host.root, CFG, "p-web", "front", runner=host.runner, paths=host.paths)
+    net.leave(host.root, CFG, "p-web", "back", runner=host.runner, paths=host.paths)
+    assert att.veth not in host.links and "p-web" not in _hosts(db) and "p-db" not in _hosts(ep)
+    assert [a.network for a in net.endpoint(host.root, "p-web").attachments] == ["front"]
+    back = registry.get(host.root, CFG, "back").config
+    assert ipam.load(host.root, back.subnet, "back").get("p-web") is None      # the address went back
+    with pytest.raises(ContainerError, match="not connected to network other"):
+        net.leave(host.root, CFG, "p-web", "other", runner=host.runner, paths=host.paths)
 
 
 def test_mixing_the_default_bridge_with_user_networks_is_refused(host):

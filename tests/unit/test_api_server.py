@@ -1,0 +1,178 @@
+"""The Engine API server on a unix socket of its own (no root needed): version negotiation, Docker's
+error shape, keep-alive and chunked bodies — over raw HTTP and through docker-py."""
+from __future__ import annotations
+
+import json
+import socket
+
+import docker
+import pytest
+
+from provisioner.api.app import make_server
+from provisioner.api.server import API_VERSION
+from provisioner.runner import Runner
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    root = tmp_path_factory.mktemp("apiroot")
+    path = root / "docker.sock"
+    srv = make_server(root, Runner(), socket_path=str(path))
+    srv.start()
+    try:
+        yield str(path)
+    finally:
+        srv.close()
+
+
+def http(path: str, raw: bytes) -> tuple[int, dict, bytes]:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    n = 0 if raw.startswith(b"HEAD") else int(headers.get("content-length", 0))
+    while len(body) < n:
+        body += s.recv(65536)
+    s.close()
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_ping_announces_the_api_version(api):
+    status, headers, body = http(api, b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+    assert (status, body) == (200, b"OK")
+    assert headers["api-version"] == API_VERSION == "1.41" and headers["ostype"] == "linux"
+    status, headers, body = http(api, b"HEAD /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+    assert status == 200 and headers["api-version"] == "1.41" and body == b""
+
+
+def test_versions_too_new_or_too_old_are_told_the_range(api):
+    status, _, body = http(api, b"GET /v1.50/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 400 and json.loads(body)["message"] == \
+        "client version 1.50 is too new. Maximum supported API version is 1.41"
+    status, _, body = http(api, b"GET /v1.11/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 400 and "Minimum supported API version is 1.12" in json.loads(body)["message"]
+    for path in (b"/v1.41/version", b"/v1.24/version", b"/version"):
+        status, _, body = http(api, b"GET " + path + b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        assert status == 200 and json.loads(body)["ApiVersion"] == "1.41"
+
+
+def test_errors_are_json_messages_with_dockerds_status(api):
+    status, headers, body = http(api, b"GET /containers/nope/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"message": "No such container: nope"}
+    bad = b"{not json"
+    status, _, body = http(api, b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(bad), bad))
+    assert status == 400 and json.loads(body)["message"].startswith("malformed JSON in the request body")
+    status, _, body = http(api, b"GET /no/such/thing HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 404 and "page not found" in json.loads(body)["message"]
+    status, _, body = http(api, b"PUT /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status == 405
+
+
+def test_keep_alive_and_a_chunked_body(api):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(api)
+    body = b'{"Image": ""}'
+    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
+              b"POST /containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    data = b""
+    while data.count(b"HTTP/1.1") < 2 or not data.endswith(b"}\n"):
+        data += s.recv(65536)
+    s.close()
+    first, second = data.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200") and first.endswith(b"OK")
+    assert second.startswith(b"400") and b"Config.Image is empty" in second
+
+
+def test_docker_py_negotiates_and_reads_the_host(api):
+    client = docker.DockerClient(base_url=f"unix://{api}", version="auto")
+    assert client.api.api_version == "1.41"
+    assert client.ping() is True
+    info = client.info()
+    assert info["Driver"] == "btrfs" and info["OSType"] == "linux" and info["Containers"] == 0
+    assert client.containers.list(all=True) == []
+    with pytest.raises(docker.errors.NotFound, match="No such container: ghost"):
+        client.containers.get("ghost")
+    with pytest.raises(docker.errors.APIError, match="invalid filter 'colour'"):
+        client.containers.list(filters={"colour": "red"})
+    client.close()
+
+
+def test_user_networks_through_docker_py(api):
+    """create / list / inspect / remove as docker-compose does them, served by network.registry (a
+    bridge and subnet of each network's own); what the registry cannot do is refused by name and
+    makes nothing."""
+    client = docker.DockerClient(base_url=f"unix://{api}", version="auto")
+    labels = {"com.docker.compose.network": "default", "com.docker.compose.project": "shop"}
+    net = client.networks.create("shop_default", driver="bridge", labels=labels, attachable=True,
+                                 check_duplicate=True)
+    try:
+        assert len(net.id) == 64 and net.name == "shop_default"
+        got = client.api.inspect_network("shop_default")
+        assert got["Id"] == net.id and got["Labels"] == labels and got["Driver"] == "bridge"
+        assert got["Scope"] == "local" and got["Containers"] == {} and got["IPAM"]["Config"][0]["Subnet"]
+        assert client.api.inspect_network(net.id[:12])["Name"] == "shop_default"
+        names = sorted(n["Name"] for n in client.api.networks())
+        assert names == ["bridge", "shop_default"]
+        assert [n["Name"] for n in client.api.networks(filters={"label": "com.docker.compose.project=shop"})] \
+            == ["shop_default"]
+        assert [n["Name"] for n in client.api.networks(filters={"type": "custom"})] == ["shop_default"]
+        with pytest.raises(docker.errors.APIError) as e:
+            client.networks.create("shop_default")
+        assert e.value.status_code == 409 and "already exists" in str(e.value)
+        for kw, named in (({"driver": "overlay"}, "network Driver 'overlay'"),
+                          ({"enable_ipv6": True}, "network EnableIPv6"),
+                          ({"options": {"com.docker.network.bridge.name": "br9"}}, "network Options"),
+                          ({"ipam": docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                              subnet="fd00::/64")])}, "IPAM.Config.Subnet 'fd00::/64'"),
+                          ({"ipam": docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                              subnet="10.99.0.0/24"), docker.types.IPAMPool(subnet="10.98.0.0/24")])},
+                           "IPAM.Config with more than one pool")):
+            with pytest.raises(docker.errors.APIError) as e:
+                client.networks.create("other", **kw)
+            assert e.value.status_code == 400 and named in str(e.value) and "not supported" in str(e.value)
+        assert sorted(n["Name"] for n in client.api.networks()) == ["bridge", "shop_default"]
+        # a network of its own: the subnet, gateway and range asked for, and internal, are honoured
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+            subnet="10.99.0.0/24", gateway="10.99.0.254", iprange="10.99.0.128/25")])
+        other = client.networks.create("other", internal=True, ipam=ipam)
+        got = client.api.inspect_network("other")
+        assert got["Id"] == other.id != net.id and got["Internal"] is True
+        assert got["IPAM"]["Config"] == [{"Subnet": "10.99.0.0/24", "Gateway": "10.99.0.254",
+                                          "IPRange": "10.99.0.128/25"}]
+        assert got["Options"]["com.docker.network.bridge.name"] != \
+            client.api.inspect_network("shop_default")["Options"]["com.docker.network.bridge.name"]
+        with pytest.raises(docker.errors.APIError) as e:   # overlapping another network's subnet
+            client.networks.create("third", ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                subnet="10.99.0.0/16")]))
+        assert e.value.status_code == 400 and "overlaps" in str(e.value)
+        client.api.remove_network("other")
+        assert sorted(n["Name"] for n in client.api.networks()) == ["bridge", "shop_default"]
+        with pytest.raises(docker.errors.APIError) as e:
+            client.api.remove_network("bridge")
+        assert e.value.status_code == 403
+        with pytest.raises(docker.errors.NotFound):
+            client.api.connect_container_to_network("ghost", "shop_default")
+    finally:
+        client.api.remove_network("shop_default")
+    with pytest.raises(docker.errors.NotFound, match="network shop_default not found"):
+        client.api.inspect_network("shop_default")
+    client.close()
+
+
+def test_log_chunks_go_out_when_the_follower_waits_not_only_at_32_kib():
+    """`logs -f` of a quiet container: the lines written so far are sent as soon as the follower
+    starts waiting for more (its None), not held until 32 KiB have gathered; a long backlog still
+    goes out in 32 KiB pieces."""
+    from provisioner.api.streams import _batched
+
+    assert list(_batched(iter([b"one\n", b"two\n", None, None, b"three\n", None]))) == [b"one\ntwo\n", b"three\n"]
+    big = [b"x" * 1000] * 70
+    assert [len(c) for c in _batched(iter(big))] == [33000, 33000, 4000]
