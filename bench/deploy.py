@@ -53,6 +53,7 @@ def _copy_of_this_checkout(dest: Path) -> Path:
     import shutil
 
     shutil.copytree(REPO / "provisioner", dest / "provisioner", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "templates", dest / "templates")
     for d in ("native/build", "native/shim/build"):
         shutil.copytree(REPO / d, dest / d)
     return dest
