@@ -7,7 +7,7 @@ ops commands and runbooks against it — one VM for all, in this order:
 3. `provision ssh | logs | snapshot` (real sshd with the console-reported host keys, real sudo,
    btrfs, fsfreeze; the freeze path of a cloud snapshot driven over SSH with a stand-in provider
    call: frozen during it, thawed after, and thawed by the watchdog when the operator vanishes);
-   the rotate-ssh-keys runbook as written;
+   the rotate-ssh-keys runbook as written; the operator's docker client through `docker-env`;
 4. after a reboot everything is back with the volume's data intact and not reformatted;
 5. the replace-a-failed-host runbook: qemu killed, destroy keeping volumes, deploy again (new host
    keys, the volume's data and filesystem back);
@@ -263,6 +263,36 @@ def test_logs_shows_the_service_output(env, first):
             break
         time.sleep(1)
     assert "response:200" in r.stderr, r.stdout + r.stderr
+
+
+def test_docker_env_points_the_operators_docker_client_at_the_host(env, first):
+    """Issue 16: Debian's docker client on the operator's machine, through `provision docker-env`
+    (a local socket forwarded over the verified SSH session to the host's Engine API), sees the
+    stack's container and runs one with its exit code passed through; --stop ends it."""
+    import os
+    import re
+
+    out = provision(env["root"], "docker-env", NAME, env=env["env"]).stdout
+    m = re.search(r"^export DOCKER_HOST=(unix://\S+)$", out, re.M)
+    assert m, out
+    denv = {**os.environ, **env["env"], "DOCKER_HOST": m.group(1), "DOCKER_CONFIG": str(env["tmp"] / "docker")}
+
+    def docker(*args, check=True):
+        p = subprocess.run(["docker", *args], env=denv, capture_output=True, text=True, timeout=300)
+        assert not check or p.returncode == 0, f"docker {' '.join(args)}: {p.stderr}"
+        return p
+    try:
+        assert docker("version", "--format", "{{.Server.APIVersion}}").stdout.strip() == "1.41"
+        rows = [ln.split() for ln in docker("ps", "--format", "{{.Names}} {{.Image}} {{.Status}}").stdout.splitlines()]
+        assert any(r[0].startswith("hello-web") and r[1].endswith("/hello/busybox:1") and r[2] == "Up"
+                   for r in rows), rows
+        image = next(r[1] for r in rows if r[0].startswith("hello-web"))
+        run = docker("run", "--rm", image, "sh", "-c", "echo from-docker-env; exit 3", check=False)
+        assert run.returncode == 3 and run.stdout.strip() == "from-docker-env", run.stderr
+    finally:
+        provision(env["root"], "docker-env", "--stop", NAME, env=env["env"], check=False)
+    gone = docker("ps", check=False)
+    assert gone.returncode != 0
 
 
 def test_snapshot_on_the_local_cloud_is_a_btrfs_snapshot(env, first):
