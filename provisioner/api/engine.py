@@ -84,7 +84,7 @@ class Engine:
         return rec
 
     def describe(self, rec) -> dict:
-        d = self.manager.inspect(rec.id)
+        d = self.manager.inspect(rec)
         d["labels"] = rec.config.get("labels") or {}
         d["healthcheck"] = rec.config.get("healthcheck")
         d["auto_remove"] = rec.config.get("auto_remove", False)
@@ -101,12 +101,11 @@ class Engine:
 
     def ps(self, all_: bool) -> list[dict]:
         """manager.ps with each container's Docker labels."""
-        out = self.manager.ps(all_)
-        recs = {r.id: r for r in self.manager.records.all()}
-        for d in out:
-            rec = recs.get(d["id"])
-            d["labels"] = (rec.config.get("labels") if rec else None) or {}
-            d["networks"] = (rec.config.get("networks") if rec else None) or []
+        out = []
+        for rec, d in self.manager.ps_records(all_):
+            d["labels"] = rec.config.get("labels") or {}
+            d["networks"] = rec.config.get("networks") or []
+            out.append(d)
         return out
 
     def network_ids(self) -> dict[str, str]:
