@@ -53,6 +53,7 @@ class Engine:
         self.manager = manager or Manager(self.root, runner)
         self.events = Events(self)
         self.execs: dict[str, ExecInstance] = {}
+        self._init_pids: dict[str, tuple[tuple, int]] = {}   # container id -> (its run, init pid): init_pid()
         self.lock = threading.Lock()
         self.started = time.time()
         self.id = self._engine_id()
@@ -93,11 +94,28 @@ class Engine:
         if d["status"]["state"] == "running":
             # Docker's State.Pid is the container's own init on the host (the supervisor's child is
             # the runtime waiting for it)
-            try:
-                d["status"]["pid"] = self.manager.runtime().state(rec.id).pid
-            except ProvisionerError:
-                pass
+            pid = self.init_pid(rec.id, d["status"])
+            if pid is not None:
+                d["status"]["pid"] = pid
         return d
+
+    def init_pid(self, cid: str, status: dict) -> int | None:
+        """The running container's init pid, from the runtime's `state` (a process) once per run of
+        the runtime: it stays the same while the supervisor's child (the runtime, `status["pid"]`)
+        and its start are the same, and the init still exists."""
+        key = (status.get("pid"), status.get("started_at"), status.get("restart_count"))
+        hit = self._init_pids.get(cid)
+        if key[0] and hit and hit[0] == key and os.path.exists(f"/proc/{hit[1]}"):
+            return hit[1]
+        try:
+            pid = self.manager.runtime().state(cid).pid
+        except ProvisionerError:
+            return None
+        if len(self._init_pids) > 4096:     # containers removed long ago
+            self._init_pids.clear()
+        if key[0] and pid:
+            self._init_pids[cid] = (key, pid)
+        return pid
 
     def ps(self, all_: bool) -> list[dict]:
         """manager.ps with each container's Docker labels."""

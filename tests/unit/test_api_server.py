@@ -156,3 +156,31 @@ def test_log_chunks_go_out_when_the_follower_waits_not_only_at_32_kib():
     assert list(_batched(iter([b"one\n", b"two\n", None, None, b"three\n", None]))) == [b"one\ntwo\n", b"three\n"]
     big = [b"x" * 1000] * 70
     assert [len(c) for c in _batched(iter(big))] == [33000, 33000, 4000]
+
+
+def test_a_running_containers_init_pid_is_asked_of_the_runtime_once_per_run(tmp_path):
+    """inspect's State.Pid: the runtime's `state` (a process) runs once per run of the runtime, not on
+    every inspect; a restart (new supervisor child or start) or an init that is gone asks again."""
+    import os
+
+    from provisioner.api.engine import Engine
+    from provisioner.containers.runtime import ContainerState
+
+    asked = []
+    answer = {"pid": os.getpid()}      # a pid that exists
+
+    class Rt:
+        def state(self, cid):
+            asked.append(cid)
+            return ContainerState(cid, "running", answer["pid"], "")
+
+    eng = Engine(tmp_path, Runner())
+    eng.manager.runtime = lambda: Rt()
+    run1 = {"pid": 100, "started_at": "2024-01-01T00:00:00Z", "restart_count": 0}
+    assert eng.init_pid("c1", run1) == os.getpid() and eng.init_pid("c1", dict(run1)) == os.getpid()
+    assert asked == ["c1"]
+    run2 = {**run1, "pid": 101, "started_at": "2024-01-01T00:01:00Z", "restart_count": 1}
+    assert eng.init_pid("c1", run2) == os.getpid() and asked == ["c1", "c1"]
+    answer["pid"] = 2 ** 22 + 1        # beyond pid_max: no such process
+    eng._init_pids["c1"] = (tuple(run2.values()), answer["pid"])
+    assert eng.init_pid("c1", run2) == answer["pid"] and len(asked) == 3
