@@ -58,10 +58,11 @@ def list_containers(eng, req, conn):
     all_ = req.flag("all") or bool(f.get("status")) or bool(f.get("exited"))
     compose = eng.compose_labels()
     ids = eng.network_ids()
+    gateway, prefixlen, volume_dir = eng.gateway, eng.prefixlen, eng.volume_dir   # (each parses the subnet)
     now = time.time()
     out = []
     for d in eng.ps(all_):
-        entry = views.list_entry(d, compose.get(d["name"]), eng.gateway, eng.prefixlen, eng.volume_dir, now, ids)
+        entry = views.list_entry(d, compose.get(d["name"]), gateway, prefixlen, volume_dir, now, ids)
         if _matches(entry, d, f):
             out.append(entry)
     out.reverse()   # newest first, as dockerd lists them

@@ -71,9 +71,11 @@ def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
     describing each of n containers reads n files, not n²."""
     if not _NAME.fullmatch(name or ""):
         return None     # connect() refuses such a name: it never has an endpoint
-    p = _endpoints_dir(root) / f"{name}.json"
+    # _endpoints_dir(root) / f"{name}.json" without pathlib: this runs for each container listed
+    p = os.path.join(os.getcwd(), root, "network", "endpoints", f"{name}.json")
     try:
-        return Endpoint.from_json(json.loads(p.read_text()))
+        with open(p, "rb") as f:
+            return Endpoint.from_json(json.loads(f.read()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError) as exc:
