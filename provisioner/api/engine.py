@@ -74,10 +74,12 @@ class Engine:
 
     # -- containers -------------------------------------------------------------------------------
     def container(self, ref: str):
-        """The record a path names (name, id or unique id prefix; Docker's "/name" too): 404 if none."""
+        """The record a path names (name, id or unique id prefix; Docker's "/name" too): 404 if none.
+        A full id is looked up first and alone, as dockerd does (daemon.GetContainer: id, then name,
+        then id prefix) — docker-py, compose and the CLI's own follow-up calls name containers so."""
         ref = ref.lstrip("/")
         try:
-            rec = self.manager.records.find(ref)
+            rec = self.manager.records.by_id(ref) or self.manager.records.find(ref)
         except ContainerError as exc:
             raise not_found(str(exc)) from None
         if rec is None:

@@ -122,6 +122,12 @@ class Containers:
                 out.append(rec)
         return sorted(out, key=lambda r: r.created)
 
+    def by_id(self, cid: str) -> ContainerRecord | None:
+        """The record of the container with this full id (its own file alone), or None."""
+        if not re.fullmatch(r"[0-9a-f]{64}", cid or ""):
+            return None
+        return self._load(self.path(cid))
+
     def find(self, ref: str) -> ContainerRecord | None:
         records = self.all()
         for r in records:

@@ -184,3 +184,21 @@ def test_a_running_containers_init_pid_is_asked_of_the_runtime_once_per_run(tmp_
     answer["pid"] = 2 ** 22 + 1        # beyond pid_max: no such process
     eng._init_pids["c1"] = (tuple(run2.values()), answer["pid"])
     assert eng.init_pid("c1", run2) == answer["pid"] and len(asked) == 3
+
+
+def test_a_full_id_names_its_container_before_any_name(tmp_path):
+    """Engine.container: a full id is read alone (not every record), and wins over a container
+    named like it, as dockerd resolves a reference (id, then name, then id prefix)."""
+    from provisioner.api.engine import Engine
+    from provisioner.api.http import ApiError
+    from provisioner.containers.container import Containers
+
+    c = Containers(tmp_path)
+    a = c.reserve("web", "busybox", "", {})
+    b = c.reserve(a.id, "busybox", "", {})          # named like a's id (64 hex: a valid name)
+    eng = Engine(tmp_path, Runner())
+    assert c.by_id(a.id).name == "web" and c.by_id("f" * 64) is None and c.by_id("web") is None
+    assert eng.container(a.id).id == a.id and eng.container("/web").id == a.id
+    assert eng.container(b.id).id == b.id and eng.container(b.id[:12]).id == b.id
+    with pytest.raises(ApiError, match="No such container: " + "f" * 64):
+        eng.container("f" * 64)
