@@ -202,3 +202,46 @@ def test_a_full_id_names_its_container_before_any_name(tmp_path):
     assert eng.container(b.id).id == b.id and eng.container(b.id[:12]).id == b.id
     with pytest.raises(ApiError, match="No such container: " + "f" * 64):
         eng.container("f" * 64)
+
+
+def test_waiting_for_removal_removes_an_exited_auto_remove_container_itself(tmp_path, monkeypatch):
+    """`docker run --rm`'s wait(condition=removed): once the supervisor is gone the API removes the
+    container (Manager.autoremove, what the supervisor's exit command would start a Python process
+    for), once, and answers with the exit code; a supervisor still alive (its log not drained) is
+    waited for, and a container without AutoRemove is left to whoever removes it."""
+    from provisioner.api.containers import _wait
+    from provisioner.api.engine import Engine
+    from provisioner.containers.lifecycle import Status
+    from provisioner.runspec.request import RunRequest
+
+    eng = Engine(tmp_path, Runner())
+    m = eng.manager
+    rec = m.records.reserve("rm", "busybox", "", m.check(RunRequest("busybox", detach=True, rm=True)))
+    rec.state["phase"] = "created"
+    m.records.save(rec)
+    phase = {"status": Status("running", started_at="t1"), "alive": True}
+    removed = []
+    monkeypatch.setattr(m, "status", lambda r: phase["status"])
+    monkeypatch.setattr(m, "is_running", lambda r: phase["alive"])
+    monkeypatch.setattr(m, "autoremove", lambda ref: removed.append(ref) or m.records.delete(m.records.get(ref)))
+
+    class Conn:
+        sock, peer = socket.socketpair()
+        hijacked = False
+
+    steps = iter([dict(status=Status("exited", exit_code=3, started_at="t1")),   # the shim drains its log
+                  dict(alive=False)])                                            # and is gone
+
+    def sleep(_):
+        assert not removed
+        phase.update(next(steps))
+
+    monkeypatch.setattr("provisioner.api.containers.time.sleep", sleep)
+    assert json.loads(next(_wait(eng, Conn(), rec, "removed"))) == {"StatusCode": 3, "Error": None}
+    assert removed == [rec.id] and m.records.find("rm") is None
+
+    keep = m.records.reserve("keep", "busybox", "", m.check(RunRequest("busybox", detach=True)))
+    phase.update(status=Status("exited", exit_code=0, started_at="t1"), alive=False)
+    monkeypatch.setattr("provisioner.api.containers.time.sleep", lambda s: m.records.delete(keep))
+    assert json.loads(next(_wait(eng, Conn(), keep, "removed")))["StatusCode"] == 0
+    assert removed == [rec.id]
