@@ -4,16 +4,18 @@ exec — are in streams.py.)"""
 from __future__ import annotations
 
 import json
+import logging
 import select
 import socket
 import time
 
-from ..errors import ContainerError
+from ..errors import ContainerError, ProvisionerError
 from ..images import reference
 from . import networks, views
 from .create import request_from_create
 from .http import ApiError, bad_request, conflict, not_supported, parse_filters
 
+log = logging.getLogger("provisioner.api")
 LIST_FILTERS = {"id", "name", "label", "status", "exited", "ancestor", "health", "network"}
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15, "STOP": 19, "CONT": 18,
@@ -58,10 +60,11 @@ def list_containers(eng, req, conn):
     all_ = req.flag("all") or bool(f.get("status")) or bool(f.get("exited"))
     compose = eng.compose_labels()
     ids = eng.network_ids()
+    gateway, prefixlen, volume_dir = eng.gateway, eng.prefixlen, eng.volume_dir   # (each parses the subnet)
     now = time.time()
     out = []
     for d in eng.ps(all_):
-        entry = views.list_entry(d, compose.get(d["name"]), eng.gateway, eng.prefixlen, eng.volume_dir, now, ids)
+        entry = views.list_entry(d, compose.get(d["name"]), gateway, prefixlen, volume_dir, now, ids)
         if _matches(entry, d, f):
             out.append(entry)
     out.reverse()   # newest first, as dockerd lists them
@@ -205,8 +208,9 @@ def _wait(eng, conn, rec, cond: str):
     st = mgr.status(rec)
     seen_start, first_start = st.state in ("running", "restarting"), st.started_at
     last_code = st.exit_code
+    removing = cond == "removed" and rec.config.get("auto_remove")
     while True:
-        cur = mgr.records.find(rec.id)
+        cur = mgr.records.by_id(rec.id)
         if cur is None:
             yield json.dumps({"StatusCode": last_code or 0, "Error": None}).encode() + b"\n"
             return
@@ -220,6 +224,16 @@ def _wait(eng, conn, rec, cond: str):
             if cond == "not-running" or seen_start:
                 yield json.dumps({"StatusCode": last_code or 0, "Error": None}).encode() + b"\n"
                 return
+        if removing and not running and st.state in ("exited", "dead") and not mgr.is_running(cur):
+            # `docker run --rm`: the supervisor is gone, so its exit command is about to do this
+            # (`container autoremove`, a Python process starting: 0.3 s and more); done here, once,
+            # under the same lock and checks, so whichever comes second finds nothing to do
+            removing = False
+            try:
+                mgr.autoremove(cur.id)
+            except ProvisionerError as exc:
+                log.warning("removing --rm container %s: %s (its exit command tries again)", cur.id[:12], exc)
+            continue
         if client_gone(conn):
             return
         time.sleep(0.05)

@@ -54,6 +54,7 @@ class Engine:
         self.manager = manager or Manager(self.root, runner)
         self.events = Events(self)
         self.execs: dict[str, ExecInstance] = {}
+        self._init_pids: dict[str, tuple[tuple, int]] = {}   # container id -> (its run, init pid): init_pid()
         self.lock = threading.Lock()
         self.started = time.time()
         self.id = self._engine_id()
@@ -74,10 +75,12 @@ class Engine:
 
     # -- containers -------------------------------------------------------------------------------
     def container(self, ref: str):
-        """The record a path names (name, id or unique id prefix; Docker's "/name" too): 404 if none."""
+        """The record a path names (name, id or unique id prefix; Docker's "/name" too): 404 if none.
+        A full id is looked up first and alone, as dockerd does (daemon.GetContainer: id, then name,
+        then id prefix) — docker-py, compose and the CLI's own follow-up calls name containers so."""
         ref = ref.lstrip("/")
         try:
-            rec = self.manager.records.find(ref)
+            rec = self.manager.records.by_id(ref) or self.manager.records.find(ref)
         except ContainerError as exc:
             raise not_found(str(exc)) from None
         if rec is None:
@@ -85,7 +88,7 @@ class Engine:
         return rec
 
     def describe(self, rec) -> dict:
-        d = self.manager.inspect(rec.id)
+        d = self.manager.inspect(rec)
         d["labels"] = rec.config.get("labels") or {}
         d["healthcheck"] = rec.config.get("healthcheck")
         d["auto_remove"] = rec.config.get("auto_remove", False)
@@ -94,20 +97,36 @@ class Engine:
         if d["status"]["state"] == "running":
             # Docker's State.Pid is the container's own init on the host (the supervisor's child is
             # the runtime waiting for it)
-            try:
-                d["status"]["pid"] = self.manager.runtime().state(rec.id).pid
-            except ProvisionerError:
-                pass
+            pid = self.init_pid(rec.id, d["status"])
+            if pid is not None:
+                d["status"]["pid"] = pid
         return d
+
+    def init_pid(self, cid: str, status: dict) -> int | None:
+        """The running container's init pid, from the runtime's `state` (a process) once per run of
+        the runtime: it stays the same while the supervisor's child (the runtime, `status["pid"]`)
+        and its start are the same, and the init still exists."""
+        key = (status.get("pid"), status.get("started_at"), status.get("restart_count"))
+        hit = self._init_pids.get(cid)
+        if key[0] and hit and hit[0] == key and os.path.exists(f"/proc/{hit[1]}"):
+            return hit[1]
+        try:
+            pid = self.manager.runtime().state(cid).pid
+        except ProvisionerError:
+            return None
+        if len(self._init_pids) > 4096:     # containers removed long ago
+            self._init_pids.clear()
+        if key[0] and pid:
+            self._init_pids[cid] = (key, pid)
+        return pid
 
     def ps(self, all_: bool) -> list[dict]:
         """manager.ps with each container's Docker labels."""
-        out = self.manager.ps(all_)
-        recs = {r.id: r for r in self.manager.records.all()}
-        for d in out:
-            rec = recs.get(d["id"])
-            d["labels"] = (rec.config.get("labels") if rec else None) or {}
-            d["net_list"] = record_networks(rec) if rec else []
+        out = []
+        for rec, d in self.manager.ps_records(all_):
+            d["labels"] = rec.config.get("labels") or {}
+            d["net_list"] = record_networks(rec)
+            out.append(d)
         return out
 
     def network_ids(self) -> dict[str, str]:

@@ -106,13 +106,20 @@ class Accessing:
         return self.status(rec)
 
     def ps(self, all_: bool = False) -> list[dict]:
-        self.reap()
+        return [d for _, d in self.ps_records(all_)]
+
+    def ps_records(self, all_: bool = False) -> list[tuple[ContainerRecord, dict]]:
+        """ps with each container's record: the records are read once for the sweep and the listing."""
+        records = self.records.all()
+        gone = set(self.reap(records))
         out = []
-        for rec in self.records.all():
+        for rec in records:
+            if rec.name in gone:
+                continue
             st = self.status(rec)
             if not all_ and st.state not in ("running", "restarting"):
                 continue
-            out.append(self.describe(rec, st))
+            out.append((rec, self.describe(rec, st)))
         return out
 
     def describe(self, rec: ContainerRecord, st: Status | None = None) -> dict:
@@ -130,8 +137,9 @@ class Accessing:
                 "options": rec.config["options"], "links": rec.config["links"],
                 "health": health.to_json() if health is not None else None}
 
-    def inspect(self, ref: str) -> dict:
-        rec = self.records.get(ref)
+    def inspect(self, ref: str | ContainerRecord) -> dict:
+        """`ref`: a name, id or id prefix, or the record itself (already looked up)."""
+        rec = ref if isinstance(ref, ContainerRecord) else self.records.get(ref)
         info = self.describe(rec)
         info["rootfs"] = str(self._dir(rec) / "rootfs")
         info["log"] = str(self._dir(rec) / f"{rec.id}.log")

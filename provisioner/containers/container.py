@@ -26,6 +26,7 @@ from ..fsutil import atomic_write, private_dir
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
 RECORD = "container.json"
+_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -109,15 +110,23 @@ class Containers:
             raise ContainerError(f"{d / RECORD}: unreadable container record ({exc})") from exc
 
     def all(self) -> list[ContainerRecord]:
-        if not self.dir.is_dir():
+        try:
+            with os.scandir(self.dir) as it:
+                names = sorted(e.name for e in it if _ID.fullmatch(e.name) and e.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
-        for d in sorted(self.dir.iterdir()):
-            if d.is_dir() and re.fullmatch(r"[0-9a-f]{64}", d.name):
-                rec = self._load(d)
-                if rec is not None:
-                    out.append(rec)
+        for name in names:
+            rec = self._load(self.dir / name)
+            if rec is not None:
+                out.append(rec)
         return sorted(out, key=lambda r: r.created)
+
+    def by_id(self, cid: str) -> ContainerRecord | None:
+        """The record of the container with this full id (its own file alone), or None."""
+        if not re.fullmatch(r"[0-9a-f]{64}", cid or ""):
+            return None
+        return self._load(self.path(cid))
 
     def find(self, ref: str) -> ContainerRecord | None:
         records = self.all()

@@ -158,10 +158,12 @@ class Controlling:
         self.records.delete(rec)
         return rec
 
-    def reap(self) -> list[str]:
-        """Removes `--rm` containers that have exited (a detached one has nobody waiting for it)."""
+    def reap(self, records: list[ContainerRecord] | None = None) -> list[str]:
+        """Removes `--rm` containers that have exited (a detached one has nobody waiting for it);
+        `records`: the records as just read (else they are read). Returns the names of those gone
+        (removed here, or meanwhile by another command)."""
         gone = []
-        for rec in self.records.all():
+        for rec in self.records.all() if records is None else records:
             if rec.config.get("rm") and rec.state.get("phase") == "created" \
                     and self.status(rec).state in ("exited", "dead"):
                 try:
@@ -169,7 +171,7 @@ class Controlling:
                 except ContainerError:
                     if self.records.find(rec.id) is not None:
                         raise
-                    continue  # removed meanwhile by another command
+                    # removed meanwhile by another command
                 gone.append(rec.name)
         return gone
 

@@ -138,35 +138,45 @@ class ShimStatus:
         return dict(self.__dict__)
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _pid_alive(pid: int) -> bool:
     """True if pid runs a provision-shim (not a zombie, not a recycled pid)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        stat = _read(f"/proc/{pid}/stat")
+        cmd = _read(f"/proc/{pid}/cmdline").split(b"\0", 1)[0]
     except OSError:
         return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and os.path.basename(cmd.decode(errors="replace")) == SHIM
+    state = stat.rsplit(b")", 1)[1].split()[0]
+    return state not in (b"Z", b"X") and os.path.basename(cmd.decode(errors="replace")) == SHIM
 
 
-def _read_pid(path: Path) -> int | None:
+def _read_pid(path: str | os.PathLike) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = _read(path).decode(errors="replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
 
 
 def status(name: str, state_dir: str | os.PathLike, log_dir: str | os.PathLike | None = None) -> ShimStatus:
-    paths = ShimPaths.of(name, log_dir or state_dir, state_dir)
-    shim_pid = _read_pid(paths.pid)
+    # ShimPaths.of's state and pid files, as plain strings: this runs for every container of every
+    # listing (`log_dir` names no file read here)
+    if not _NAME.fullmatch(name):
+        raise ContainerError(f"bad container name {name!r} (letters, digits, '_', '.', '-')")
+    state_dir = os.path.join(os.getcwd(), state_dir)     # absolute, as Path.absolute() (unchanged if it is)
+    state_path = os.path.join(state_dir, f"{name}.state.json")
+    shim_pid = _read_pid(os.path.join(state_dir, f"{name}.pid"))
     alive = shim_pid is not None and _pid_alive(shim_pid)
     try:
-        data = json.loads(paths.state.read_text())
+        data = json.loads(_read(state_path))
     except FileNotFoundError:
         return ShimStatus(name, "running" if alive else "unknown", alive, shim_pid)
     except (OSError, ValueError) as exc:
-        raise ContainerError(f"{paths.state}: unreadable supervisor state ({exc})") from exc
+        raise ContainerError(f"{state_path}: unreadable supervisor state ({exc})") from exc
     st = data.get("status") or "unknown"
     if st in ("running", "restarting") and not alive:
         st = "dead"  # the shim was killed or the machine rebooted under it

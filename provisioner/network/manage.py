@@ -73,7 +73,19 @@ def endpoints(root: str | os.PathLike) -> dict[str, Endpoint]:
 
 
 def endpoint(root: str | os.PathLike, name: str) -> Endpoint | None:
-    return endpoints(root).get(name)
+    """The container's endpoint: its own file only (what `endpoints()` has under that name), so
+    describing each of n containers reads n files, not n²."""
+    if not _NAME.fullmatch(name or ""):
+        return None     # connect() refuses such a name: it never has an endpoint
+    # _endpoints_dir(root) / f"{name}.json" without pathlib: this runs for each container listed
+    p = os.path.join(os.getcwd(), root, "network", "endpoints", f"{name}.json")
+    try:
+        with open(p, "rb") as f:
+            return Endpoint.from_json(json.loads(f.read()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ContainerError(f"{p}: unreadable network endpoint ({exc})") from exc
 
 
 def _check_name(name: str) -> None:

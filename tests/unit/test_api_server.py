@@ -176,3 +176,92 @@ def test_log_chunks_go_out_when_the_follower_waits_not_only_at_32_kib():
     assert list(_batched(iter([b"one\n", b"two\n", None, None, b"three\n", None]))) == [b"one\ntwo\n", b"three\n"]
     big = [b"x" * 1000] * 70
     assert [len(c) for c in _batched(iter(big))] == [33000, 33000, 4000]
+
+
+def test_a_running_containers_init_pid_is_asked_of_the_runtime_once_per_run(tmp_path):
+    """inspect's State.Pid: the runtime's `state` (a process) runs once per run of the runtime, not on
+    every inspect; a restart (new supervisor child or start) or an init that is gone asks again."""
+    import os
+
+    from provisioner.api.engine import Engine
+    from provisioner.containers.runtime import ContainerState
+
+    asked = []
+    answer = {"pid": os.getpid()}      # a pid that exists
+
+    class Rt:
+        def state(self, cid):
+            asked.append(cid)
+            return ContainerState(cid, "running", answer["pid"], "")
+
+    eng = Engine(tmp_path, Runner())
+    eng.manager.runtime = lambda: Rt()
+    run1 = {"pid": 100, "started_at": "2024-01-01T00:00:00Z", "restart_count": 0}
+    assert eng.init_pid("c1", run1) == os.getpid() and eng.init_pid("c1", dict(run1)) == os.getpid()
+    assert asked == ["c1"]
+    run2 = {**run1, "pid": 101, "started_at": "2024-01-01T00:01:00Z", "restart_count": 1}
+    assert eng.init_pid("c1", run2) == os.getpid() and asked == ["c1", "c1"]
+    answer["pid"] = 2 ** 22 + 1        # beyond pid_max: no such process
+    eng._init_pids["c1"] = (tuple(run2.values()), answer["pid"])
+    assert eng.init_pid("c1", run2) == answer["pid"] and len(asked) == 3
+
+
+def test_a_full_id_names_its_container_before_any_name(tmp_path):
+    """Engine.container: a full id is read alone (not every record), and wins over a container
+    named like it, as dockerd resolves a reference (id, then name, then id prefix)."""
+    from provisioner.api.engine import Engine
+    from provisioner.api.http import ApiError
+    from provisioner.containers.container import Containers
+
+    c = Containers(tmp_path)
+    a = c.reserve("web", "busybox", "", {})
+    b = c.reserve(a.id, "busybox", "", {})          # named like a's id (64 hex: a valid name)
+    eng = Engine(tmp_path, Runner())
+    assert c.by_id(a.id).name == "web" and c.by_id("f" * 64) is None and c.by_id("web") is None
+    assert eng.container(a.id).id == a.id and eng.container("/web").id == a.id
+    assert eng.container(b.id).id == b.id and eng.container(b.id[:12]).id == b.id
+    with pytest.raises(ApiError, match="No such container: " + "f" * 64):
+        eng.container("f" * 64)
+
+
+def test_waiting_for_removal_removes_an_exited_auto_remove_container_itself(tmp_path, monkeypatch):
+    """`docker run --rm`'s wait(condition=removed): once the supervisor is gone the API removes the
+    container (Manager.autoremove, what the supervisor's exit command would start a Python process
+    for), once, and answers with the exit code; a supervisor still alive (its log not drained) is
+    waited for, and a container without AutoRemove is left to whoever removes it."""
+    from provisioner.api.containers import _wait
+    from provisioner.api.engine import Engine
+    from provisioner.containers.lifecycle import Status
+    from provisioner.runspec.request import RunRequest
+
+    eng = Engine(tmp_path, Runner())
+    m = eng.manager
+    rec = m.records.reserve("rm", "busybox", "", m.check(RunRequest("busybox", detach=True, rm=True)))
+    rec.state["phase"] = "created"
+    m.records.save(rec)
+    phase = {"status": Status("running", started_at="t1"), "alive": True}
+    removed = []
+    monkeypatch.setattr(m, "status", lambda r: phase["status"])
+    monkeypatch.setattr(m, "is_running", lambda r: phase["alive"])
+    monkeypatch.setattr(m, "autoremove", lambda ref: removed.append(ref) or m.records.delete(m.records.get(ref)))
+
+    class Conn:
+        sock, peer = socket.socketpair()
+        hijacked = False
+
+    steps = iter([dict(status=Status("exited", exit_code=3, started_at="t1")),   # the shim drains its log
+                  dict(alive=False)])                                            # and is gone
+
+    def sleep(_):
+        assert not removed
+        phase.update(next(steps))
+
+    monkeypatch.setattr("provisioner.api.containers.time.sleep", sleep)
+    assert json.loads(next(_wait(eng, Conn(), rec, "removed"))) == {"StatusCode": 3, "Error": None}
+    assert removed == [rec.id] and m.records.find("rm") is None
+
+    keep = m.records.reserve("keep", "busybox", "", m.check(RunRequest("busybox", detach=True)))
+    phase.update(status=Status("exited", exit_code=0, started_at="t1"), alive=False)
+    monkeypatch.setattr("provisioner.api.containers.time.sleep", lambda s: m.records.delete(keep))
+    assert json.loads(next(_wait(eng, Conn(), keep, "removed")))["StatusCode"] == 0
+    assert removed == [rec.id]

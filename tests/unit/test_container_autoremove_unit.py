@@ -56,3 +56,33 @@ def test_autoremove_leaves_running_missing_and_non_rm_containers_alone(tmp_path,
     assert [m.autoremove(n) for n in ("gone", "up", "keep", "dead", "never-existed")] == [True, False, False, True,
                                                                                          False]
     assert removed == [("gone", True, True), ("dead", True, True)]
+
+
+def test_the_exit_command_skips_the_cli_when_the_container_is_gone_or_being_removed(tmp_path):
+    """An Engine API client waiting for the removal usually gets there first: the exit command then
+    ends before the CLI's imports (the bulk of its cost); a record still "created" gets the CLI."""
+    import subprocess
+
+    m = manager(tmp_path / "root")
+    rec = m.records.reserve("rm", "busybox", "sha256:x", m.check(RunRequest("busybox", detach=True, rm=True)))
+    fake = tmp_path / "pkg"
+    (fake / "provisioner" / "cli").mkdir(parents=True)
+    (fake / "provisioner" / "__init__.py").write_text("")
+    (fake / "provisioner" / "cli" / "__init__.py").write_text("")
+    (fake / "provisioner" / "cli" / "main.py").write_text(
+        f"import sys\ndef main():\n    open({str(tmp_path / 'ran')!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    cmd = m._exit_command(rec)
+    cmd[3] = str(fake)
+
+    def ran(phase):
+        if phase is None:
+            m.records.delete(rec)
+        else:
+            rec.state["phase"] = phase
+            m.records.save(rec)
+        (tmp_path / "ran").unlink(missing_ok=True)
+        subprocess.run(cmd, check=True, timeout=60)
+        return (tmp_path / "ran").read_text() if (tmp_path / "ran").exists() else None
+
+    assert ran("created") == f"--root {(tmp_path / 'root').resolve()} container autoremove {rec.id}\n"
+    assert ran("removing") is None and ran(None) is None
