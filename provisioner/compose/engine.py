@@ -190,12 +190,28 @@ class Stacks:
                 spec = stack.services[name]
                 if spec.healthcheck is not None:
                     for n in range(1, spec.replicas + 1):
-                        self.waits.wait_condition(self._current(stack, state, name, n), spec, "service_healthy")
+                        self._wait_healthy(stack, state, spec, n, again=start_only)
             for old, address, seconds in retiring:
                 self._retire(stack, state, old, address, seconds)
             if any(not isinstance(a, Start) for a in actions) or Releases(self.root, stack.name).current() is None:
                 self._record(stack, state, hashes, pins, actions, by)
             return actions
+
+    def _wait_healthy(self, stack: Stack, state: dict, spec: ServiceSpec, replica: int, again: bool) -> None:
+        """Until the replica is healthy. `again` (the boot hook's convergence): a container whose
+        restart policy gave up while what it needs was not ready yet (on-failure:N used up while a
+        slow database started after a reboot) is started once more, now that it is."""
+        cname = self._current(stack, state, spec.name, replica)
+        try:
+            self.waits.wait_condition(cname, spec, "service_healthy")
+        except ContainerError:
+            rec = self.manager.records.find(cname)
+            if not again or rec is None or self.manager.is_running(rec):
+                raise
+            self._wait_for(stack, state, spec)
+            self.progress(f"start {cname} again: it stopped before what it depends on was ready")
+            self.manager.start(cname)
+            self.waits.wait_condition(cname, spec, "service_healthy")
 
     # -- the start-first switch (switch.py) -------------------------------------------------------
     def _switchable(self, stack: Stack, state: dict, spec: ServiceSpec, action: Recreate, by: str) -> bool:

@@ -172,3 +172,30 @@ def test_deploy_reports_the_hosts_one_error_with_the_lines_under_it():
         "`provision up -f stack.yml` failed on the host (exit 1): service web: the new container hello-web.2 did "
         "not become ready (stopped); hello-web keeps serving, unchanged",
         "--- last lines of hello-web.2 ---", "broken on purpose"]
+
+
+def test_the_boot_convergence_starts_again_a_service_whose_restart_policy_gave_up(tmp_path):
+    """After a reboot a service restarting under on-failure:N (running when the boot hook looked)
+    can use its N up before what it depends on is ready; the hook's start-only up, waiting for its
+    health, starts it once more — and a plain up does not (its error stands)."""
+    s = _services(tmp_path)
+
+    class GivesUp(FakeManager):
+        def health(self, rec):
+            if rec.name == "shop-web" and self.__dict__.setdefault("gave_up", 0) < 1:
+                self.gave_up += 1
+                self.containers["shop-web"] = False      # its last restart failed: exited for good
+                self.log.append("web gave up")
+                return None
+            return super().health(rec)
+    mgr = GivesUp(tmp_path)
+    mgr.gave_up = 1
+    st, _ = _stacks(tmp_path, mgr)
+    st.up(s)
+    mgr.gave_up, mgr.log = 0, []
+    assert st.up(s, start_only=True) == []
+    assert "web gave up" in mgr.log and mgr.log.index("web gave up") < mgr.log.index("start shop-web")
+    assert mgr.containers["shop-web"] is True
+    mgr.gave_up = 0
+    with pytest.raises(Exception, match="service web stopped"):
+        st.up(s)

@@ -112,10 +112,15 @@ def test_a_debian_13_host_pulls_from_a_password_protected_registry(pulled, env):
         assert as_user.returncode != 0 and PASSWORD not in as_user.stdout
         assert "10.0.2.2:" in ssh.run(["cat", "/etc/provisioner/registries/registries.conf"], sudo=True).stdout
         # and nowhere on the host outside that file: not in the journal, cloud-init's data, the agent's state
-        # (the pattern on stdin: in the command line, sudo's own log line in the journal would hold it)
+        # (the patterns on stdin: in the command line, sudo's own log line in the journal would hold
+        # them). auth.json holds it as docker's config.json does, base64 of user:password; neither
+        # form is anywhere else
+        import base64
+        encoded = base64.b64encode(f"shop:{PASSWORD}".encode()).decode()
         found = ssh.run(["sh", "-c", "grep -rlF -f - /etc /var/lib/cloud /var/log 2>/dev/null || true"],
-                        sudo=True, input=PASSWORD + "\n").stdout.split()
+                        sudo=True, input=f"{PASSWORD}\n{encoded}\n").stdout.split()
         assert found == ["/etc/provisioner/registries/auth.json"]
+        assert encoded in ssh.run(["cat", "/etc/provisioner/registries/auth.json"], sudo=True).stdout
 
 
 def test_the_password_is_in_no_operator_side_file_nor_deploys_output(pulled, env):
