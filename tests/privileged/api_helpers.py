@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests.privileged.test_container import Env
+from tests.ptyterm import PtyTerminal
 
 # Debian's docker.io client (API 1.41), not whatever other `docker` is first on PATH
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
@@ -76,58 +77,9 @@ def volumes(env: Env) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-class Terminal:
+class Terminal(PtyTerminal):
     """The docker client on the slave side of a pty of ours, as a user's terminal runs it."""
 
     def __init__(self, host: ApiHost, *args: str, rows: int = 33, cols: int = 99):
-        import fcntl
-        import pty
-        import struct
-        import termios
+        super().__init__([DOCKER, *args], host.environ, rows=rows, cols=cols, timeout=30.0)
 
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.execve(DOCKER, [DOCKER, *args], host.environ)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.out = b""
-
-    def read_until(self, needle: bytes, timeout: float = 30.0) -> bytes:
-        import select
-
-        deadline = time.monotonic() + timeout
-        while needle not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for {needle!r}; got {self.out!r}")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    raise AssertionError(f"terminal closed before {needle!r}; got {self.out!r}")
-                self.out += data
-        return self.out
-
-    def type(self, text: str) -> None:
-        os.write(self.fd, text.encode())
-
-    def wait(self, timeout: float = 30.0) -> int:
-        import select
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if select.select([self.fd], [], [], 0.05)[0]:
-                try:
-                    self.out += os.read(self.fd, 4096)
-                except OSError:
-                    pass
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-        os.kill(self.pid, 9)
-        os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        raise AssertionError(f"docker did not exit; output {self.out!r}")

@@ -3,18 +3,12 @@
 the shell, the terminal size is the caller's, and the exit code comes back."""
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
-import select
 import shutil
-import struct
 import sys
-import termios
-import time
 
 import pytest
 
+from tests.ptyterm import PtyTerminal
 from tests.privileged.test_container import Env, env, images  # noqa: F401 (fixtures)
 
 pytestmark = [
@@ -24,54 +18,12 @@ pytestmark = [
 ]
 
 
-class Terminal:
+class Terminal(PtyTerminal):
     """The CLI running on the slave side of a pty; we are the user at the master."""
 
     def __init__(self, env: Env, *args: str, rows: int = 33, cols: int = 99):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: the CLI on a terminal
-            os.execv(sys.executable, [sys.executable, "-m", "provisioner.cli.main", "--root", str(env.root), *args])
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.out = b""
-
-    def read_until(self, needle: bytes, timeout: float = 15.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while needle not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for {needle!r}; got {self.out!r}")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    raise AssertionError(f"terminal closed before {needle!r}; got {self.out!r}")
-                self.out += data
-        return self.out
-
-    def type(self, text: str) -> None:
-        os.write(self.fd, text.encode())
-
-    def wait(self, timeout: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # keep draining so the child never blocks on a full pty
-            ready, _, _ = select.select([self.fd], [], [], 0.05)
-            if ready:
-                try:
-                    self.out += os.read(self.fd, 4096)
-                except OSError:
-                    pass
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-        os.kill(self.pid, 9)
-        os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        raise AssertionError(f"the CLI did not exit; output {self.out!r}")
+        super().__init__([sys.executable, "-m", "provisioner.cli.main", "--root", str(env.root), *args],
+                         rows=rows, cols=cols)
 
 
 def test_exec_it_gives_a_pty_that_takes_input(env):
