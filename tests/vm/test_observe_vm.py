@@ -119,7 +119,8 @@ def test_prometheus_scrapes_the_deployed_hosts_endpoint(env, deployed):
         for series in ("container_cpu_usage_seconds_total", "container_memory_usage_bytes",
                        "container_memory_working_set_bytes", "container_processes"):
             (got,) = prom.wait(f"{series}{web} > 0")
-            assert got["metric"]["image"].endswith("/obs/busybox:1") and got["metric"]["id"]
+            # the container runs the digest deploy pinned: the image it was made from says which
+            assert "/obs/busybox:1@sha256:" in got["metric"]["image"] and got["metric"]["id"]
         assert prom.wait(f'container_network_receive_bytes_total{web[:-1]},interface="eth0"}} > 0')
         assert prom.wait(f"container_spec_memory_limit_bytes{web} == 0")          # no limit, as cAdvisor says
         assert prom.wait("node_memory_MemAvailable_bytes > 0") and prom.wait("node_load1 >= 0")
