@@ -129,7 +129,7 @@ def test_prometheus_scrapes_the_deployed_hosts_endpoint(env, deployed):
         steps = {r["metric"]["step"] for r in prom.wait("provisioner_boot_step_duration_seconds")}
         assert {"disks", "firewall", "containers", "agent"} <= steps
         (pull,) = prom.wait("provisioner_image_pull_duration_seconds > 0")
-        assert pull["metric"]["image"].endswith("/obs/busybox:1") and pull["metric"]["how"] == "pull"
+        assert "/obs/busybox:1@sha256:" in pull["metric"]["image"] and pull["metric"]["how"] == "pull"   # pinned
         assert prom.wait(f"provisioner_container_restarts_total{web} == 0")
         (rss,) = prom.wait("process_resident_memory_bytes")
         print(f"\nagent RSS on the VM (metrics and shipping on): {float(rss['value'][1]) / 2**20:.1f} MiB")
