@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.privileged.test_container import Env
 from tests.ptyterm import PtyTerminal
 
@@ -75,6 +77,19 @@ class ApiHost:
 def volumes(env: Env) -> list[str]:
     d = Path(env.root) / "volumes"
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def api(images):
+    """A `provision host api` on a loop-backed root with the test images, for a test module."""
+    work, mnt, refs, _ = images
+    env = Env(work, mnt, refs)
+    host = ApiHost(env)
+    try:
+        yield host
+    finally:
+        host.close()
+        env.cleanup()
 
 
 class Terminal(PtyTerminal):

@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from tests.privileged.api_helpers import COMPOSE, DOCKER, ApiHost, volumes
-from tests.privileged.test_container import PAGE, Env, http_get, images, wait_for  # noqa: F401 (fixture)
+from tests.privileged.api_helpers import COMPOSE, DOCKER, api, volumes  # noqa: F401 (api: fixture)
+from tests.privileged.test_container import PAGE, http_get, images, wait_for  # noqa: F401 (fixture)
 from tests.registry_fixture import free_port
 
 pytestmark = [
@@ -23,18 +23,6 @@ pytestmark = [
         reason="docker.io's client, docker-compose, skopeo, docker-registry, nft and btrfs-progs are needed "
                "(scripts/install.sh)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def api(images):
-    work, mnt, refs, _ = images
-    env = Env(work, mnt, refs)
-    host = ApiHost(env)
-    try:
-        yield host
-    finally:
-        host.close()
-        env.cleanup()
 
 
 def test_docker_network_create_run_alias_connect_and_rm(api):

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.privileged.api_helpers import DOCKER, ApiHost, Terminal, volumes
-from tests.privileged.test_container import PAGE, Env, http_get, images, wait_for  # noqa: F401 (fixture)
+from tests.privileged.api_helpers import DOCKER, Terminal, api, volumes  # noqa: F401 (api: fixture)
+from tests.privileged.test_container import PAGE, http_get, images, wait_for  # noqa: F401 (fixture)
 from tests.registry_fixture import free_port
 
 pytestmark = [
@@ -25,18 +25,6 @@ pytestmark = [
                        reason="docker.io's client, skopeo, docker-registry, nft and btrfs-progs are needed "
                               "(scripts/install.sh)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def api(images):
-    work, mnt, refs, _ = images
-    env = Env(work, mnt, refs)
-    host = ApiHost(env)
-    try:
-        yield host
-    finally:
-        host.close()
-        env.cleanup()
 
 
 @pytest.fixture
