@@ -8,6 +8,7 @@ not be reachable by other local accounts through the store)."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import stat
 import tempfile
@@ -131,3 +132,20 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int | None = 
             pass
         raise
     fsync_dir(path.parent)
+
+
+def pidfile_holder(pid_file: Path) -> int | None:
+    """The pid written in `pid_file` by the process holding its flock (a daemon's pid file);
+    None when no process holds it."""
+    try:
+        fd = os.open(pid_file, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None   # nobody holds it
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    finally:
+        os.close(fd)

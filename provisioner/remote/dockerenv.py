@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import HostError
+from ..fsutil import pidfile_holder
 from .hostkeys import Target
 from .ssh import SshClient
 
@@ -55,22 +56,6 @@ def answering(sock_path: Path) -> bool:
         return False
     finally:
         s.close()
-
-
-def holder(pid_file: Path) -> int | None:
-    """The pid of the forwarder holding `pid_file`'s flock; None when none does."""
-    try:
-        fd = os.open(pid_file, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else None
-    finally:
-        os.close(fd)
 
 
 class Forwarder:
@@ -161,7 +146,7 @@ def start(target: Target, stack: str, host: str, *, remote: tuple[str, ...] = RE
     forwarder in the background (it reports back once the SSH session is verified, the host's API
     socket found and the local socket listening; any failure before that is raised here)."""
     sock, pid_file = paths(stack, host)
-    if holder(pid_file) is not None and answering(sock):
+    if pidfile_holder(pid_file) is not None and answering(sock):
         return sock
     log_file = sock.with_suffix(".log")
     r, w = os.pipe()
@@ -235,13 +220,13 @@ def _serve(target: Target, sock: Path, pid_file: Path, remote, probe, connect_ti
 def stop(stack: str, host: str, timeout: float = 10.0) -> bool:
     """Ends the forwarder for `host` (and removes its socket); False when none was running."""
     sock, pid_file = paths(stack, host)
-    pid = holder(pid_file)
+    pid = pidfile_holder(pid_file)
     if pid is None:
         sock.unlink(missing_ok=True)
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while holder(pid_file) is not None:
+    while pidfile_holder(pid_file) is not None:
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             break

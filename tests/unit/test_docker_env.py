@@ -80,7 +80,7 @@ def test_a_host_without_the_api_is_a_clear_error_and_leaves_no_forwarder(server,
         dockerenv.start(server, "shop", "db", remote=remote(str(tmp_path / "none.sock")),
                         probe=("test", "-S", str(tmp_path / "none.sock")))
     sock, pid_file = dockerenv.paths("shop", "db")
-    assert not sock.exists() and dockerenv.holder(pid_file) is None
+    assert not sock.exists() and dockerenv.pidfile_holder(pid_file) is None
 
 
 def test_a_shared_socket_directory_is_refused(tmp_path, monkeypatch):

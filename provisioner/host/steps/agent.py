@@ -14,7 +14,6 @@ Neither key: the agent is stopped and its unit removed (`skipped` when there was
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...fsutil import pidfile_holder as running_pid
 from . import RESULT_FILE, Outcome, StepContext, describe
 from .files import WriteFile, plan_file, write
 
@@ -93,22 +93,6 @@ class RemoveFile:
 
     def describe(self) -> str:
         return f"remove {self.path}"
-
-
-def running_pid(pid_file: Path) -> int | None:
-    """The pid of the agent holding the pid file's flock; None when none does."""
-    try:
-        fd = os.open(pid_file, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None   # nobody holds it
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else None
-    finally:
-        os.close(fd)
 
 
 def _unit_state(ctx: StepContext) -> tuple[bool, bool]:
