@@ -11,12 +11,17 @@ stdin): it runs before the agent exists on the host.
 
     python - WHEEL          install (replacing an installed version of the same project)
 
-The wheel format (PEP 427, PEP 376 RECORD, PEP 491 .data directories): every file is checked
-against the hash in the wheel's RECORD before anything installed is touched; `X.data/scripts/`
-goes to the scripts directory (a `#!python` first line becomes this interpreter; modes as
-the zip records them, as pip does), `X.data/<key>/`
-to that sysconfig path, everything else to purelib; console scripts come from entry_points.txt.
-The previous install's RECORD says what to remove first (only files under this environment).
+The wheel format (PEP 427, PEP 376 RECORD, PEP 491 .data directories): `X.data/scripts/` goes to
+the scripts directory (a `#!python` first line becomes this interpreter; modes as the zip records
+them, as pip does), `X.data/<key>/` to that sysconfig path, everything else to purelib; console
+scripts come from entry_points.txt.
+
+Over an installed version (the agent's upgrade on a reused host) it installs in place: a file
+whose hash and size the installed RECORD holds, and which is on disk at that size and mode, is
+kept; only the others are decompressed and written, and what the new version no longer has is
+removed (only files under this environment). A one-module change to the agent writes a handful
+of its ~500 files. Every member that is written is checked against the wheel's RECORD before
+anything installed is touched.
 """
 from __future__ import annotations
 
@@ -55,25 +60,24 @@ def _dist_info(zf: zipfile.ZipFile, wheel: str) -> str:
     return infos[0]
 
 
-def _check_record(zf: zipfile.ZipFile, info: str, wheel: str) -> dict[str, bytes]:
-    """Every member, read and checked against RECORD (a member RECORD does not list is refused)."""
+def _record(zf: zipfile.ZipFile, info: str, wheel: str) -> dict[str, tuple[str, str]]:
+    """The wheel's RECORD: member -> (hash, size); a member RECORD does not list is refused."""
     try:
-        record = zf.read(f"{info}/RECORD").decode()
+        text = zf.read(f"{info}/RECORD").decode()
     except KeyError:
         raise WheelError(f"{wheel}: no {info}/RECORD") from None
-    hashes = {row[0]: row[1] for row in csv.reader(io.StringIO(record)) if row}
-    files = {}
-    for zi in zf.infolist():
-        if zi.is_dir():
-            continue
-        data = zf.read(zi)
-        want = hashes.get(zi.filename)
-        if want is None:
-            raise WheelError(f"{wheel}: {zi.filename} is not in RECORD")
-        if want and zi.filename != f"{info}/RECORD" and want != _digest(data):
-            raise WheelError(f"{wheel}: {zi.filename} does not match its RECORD hash")
-        files[zi.filename] = data
-    return files
+    rows = {row[0]: (row[1], row[2] if len(row) > 2 else "") for row in csv.reader(io.StringIO(text)) if row}
+    for name in zf.namelist():
+        if not name.endswith("/") and name not in rows:
+            raise WheelError(f"{wheel}: {name} is not in RECORD")
+    return rows
+
+
+def _read_checked(zf: zipfile.ZipFile, name: str, want: str, wheel: str) -> bytes:
+    data = zf.read(name)
+    if want and want != _digest(data):
+        raise WheelError(f"{wheel}: {name} does not match its RECORD hash")
+    return data
 
 
 def _destination(name: str, info: str, paths: dict[str, str]) -> tuple[str, str] | None:
@@ -85,46 +89,64 @@ def _destination(name: str, info: str, paths: dict[str, str]) -> tuple[str, str]
     return ("purelib", name)
 
 
-def _remove_installed(project: str, paths: dict[str, str]) -> list[str]:
-    """Removes what an installed version of `project` recorded (under this environment only);
-    returns what it removed."""
-    site = paths["purelib"]
+def _installed(project: str, site: str) -> dict[str, tuple[str, str]]:
+    """What installed versions of `project` recorded, under this environment only:
+    normalised path -> (hash, size), their RECORD files included (with no hash)."""
     prefix = os.path.realpath(sys.prefix)
-    removed = []
+    found: dict[str, tuple[str, str]] = {}
     for entry in os.listdir(site) if os.path.isdir(site) else ():
         if not entry.endswith(".dist-info") or _normalize(entry[: -len(".dist-info")].rsplit("-", 1)[0]) != project:
             continue
         info_dir = os.path.join(site, entry)
-        dirs = {info_dir}
         try:
             with open(os.path.join(info_dir, "RECORD"), newline="") as f:
                 rows = [row for row in csv.reader(f) if row]
         except OSError:
             rows = []
+        found[os.path.join(info_dir, "RECORD")] = ("", "")
         for row in rows:
-            path = os.path.realpath(os.path.join(site, row[0]))
-            if not path.startswith(prefix + os.sep):
-                continue  # a RECORD can name anything; only this environment's files go
-            try:
-                os.unlink(path)
-                removed.append(path)
-            except FileNotFoundError:
-                pass
-            dirs.add(os.path.dirname(path))
-        for d in sorted(dirs, key=len, reverse=True):   # deepest first; stale byte code with it
-            cache = os.path.join(d, "__pycache__")
-            if os.path.isdir(cache) and not any(n.endswith(".py") for n in os.listdir(d)):
-                for n in os.listdir(cache):
-                    os.unlink(os.path.join(cache, n))
-                os.rmdir(cache)
-            while d.startswith(site + os.sep) and os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-                d = os.path.dirname(d)
-    return removed
+            path = os.path.normpath(os.path.join(site, row[0]))
+            if os.path.realpath(path).startswith(prefix + os.sep):   # a RECORD can name anything
+                found[path] = (row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "")
+    return found
 
 
-def _console_scripts(files: dict[str, bytes], info: str) -> dict[str, str]:
-    text = files.get(f"{info}/entry_points.txt")
+def _unchanged(path: str, digest: str, size: str, mode: int, installed: dict[str, tuple[str, str]]) -> bool:
+    """The installed file is this member already: the same hash and size on record, and on disk a
+    regular file of that size and mode (a file changed since then is written again)."""
+    if not digest or installed.get(path) != (digest, size):
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and str(st.st_size) == size and stat.S_IMODE(st.st_mode) == mode
+
+
+def _remove(stale: list[str], site: str) -> None:
+    """Removes files an older install recorded that this one does not have; directories left
+    empty go with them, and byte code of modules that are gone."""
+    dirs = set()
+    for path in stale:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            continue
+        dirs.add(os.path.dirname(path))
+    for d in sorted(dirs, key=len, reverse=True):   # deepest first; stale byte code with it
+        cache = os.path.join(d, "__pycache__")
+        if os.path.isdir(cache) and not any(n.endswith(".py") for n in os.listdir(d)):
+            for n in os.listdir(cache):
+                os.unlink(os.path.join(cache, n))
+            os.rmdir(cache)
+        while d.startswith(site + os.sep) and os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+            d = os.path.dirname(d)
+
+
+def _console_scripts(text: bytes) -> dict[str, str]:
     if not text:
         return {}
     cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
@@ -153,54 +175,73 @@ def _write(path: str, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def install(wheel: str) -> tuple[str, int]:
-    """Installs `wheel`; returns (dist-info directory name, files written)."""
+def install(wheel: str) -> tuple[str, int, int]:
+    """Installs `wheel` over what an earlier version installed: files whose content is already in
+    place are kept, the rest written, what the new version no longer has removed. Every member to
+    be written is read and checked against RECORD before anything installed is touched.
+    Returns (dist-info directory name, files written, files kept)."""
     paths = sysconfig.get_paths()
+    site = paths["purelib"]
     with zipfile.ZipFile(wheel) as zf:
         info = _dist_info(zf, wheel)
         meta = zf.read(f"{info}/WHEEL").decode() if f"{info}/WHEEL" in zf.namelist() else ""
         if not re.search(r"^Wheel-Version:\s*1\.", meta, re.M):
             raise WheelError(f"{wheel}: not a version 1 wheel ({info}/WHEEL)")
-        files = _check_record(zf, info, wheel)
-        modes = {zi.filename: zi.external_attr >> 16 for zi in zf.infolist()}
-    project = _normalize(info[: -len(".dist-info")].rsplit("-", 1)[0])
-    placed = []
-    for name in files:
-        where = _destination(name, info, paths)
-        if where is None:
-            raise WheelError(f"{wheel}: {name}: no install location for that .data directory")
-        placed.append((name, where))
-    scripts = _console_scripts(files, info)
-
-    _remove_installed(project, paths)
-    site = paths["purelib"]
-    record = []
-    for name, (key, rest) in placed:
-        if name == f"{info}/RECORD":
-            continue
-        data = files[name]
-        zmode = modes.get(name, 0)   # executable as pip decides it: a regular file with an x bit
-        mode = 0o755 if stat.S_ISREG(zmode) and zmode & 0o111 else 0o644
-        if key == "scripts" and data.startswith(b"#!python"):
-            data = f"#!{sys.executable}".encode() + data[len(b"#!python"):]
-        path = os.path.join(paths[key], rest)
-        _write(path, data, mode)
-        record.append((path, data))
+        rows = _record(zf, info, wheel)
+        project = _normalize(info[: -len(".dist-info")].rsplit("-", 1)[0])
+        installed = _installed(project, site)
+        entry_points = f"{info}/entry_points.txt"
+        scripts = _console_scripts(_read_checked(zf, entry_points, rows[entry_points][0], wheel)
+                                   if entry_points in rows else b"")
+        placed = []          # (path, hash, size, data or None when the installed file is kept)
+        for zi in zf.infolist():
+            name = zi.filename
+            if zi.is_dir() or name == f"{info}/RECORD":
+                continue
+            where = _destination(name, info, paths)
+            if where is None:
+                raise WheelError(f"{wheel}: {name}: no install location for that .data directory")
+            key, rest = where
+            path = os.path.normpath(os.path.join(paths[key], rest))
+            zmode = zi.external_attr >> 16   # executable as pip decides it: a regular file with an x bit
+            mode = 0o755 if stat.S_ISREG(zmode) and zmode & 0o111 else 0o644
+            digest, size = rows[name]
+            shebang = key == "scripts"
+            if not shebang and _unchanged(path, digest, size, mode, installed):
+                placed.append((path, digest, size, mode, None))
+                continue
+            data = _read_checked(zf, name, digest, wheel)
+            if shebang and data.startswith(b"#!python"):
+                data = f"#!{sys.executable}".encode() + data[len(b"#!python"):]
+                digest, size = _digest(data), str(len(data))
+                if _unchanged(path, digest, size, mode, installed):
+                    data = None
+            placed.append((path, digest, size, mode, data))
     for script, target in scripts.items():
         data = _script(target)
-        path = os.path.join(paths["scripts"], script)
-        _write(path, data, 0o755)
-        record.append((path, data))
+        path = os.path.normpath(os.path.join(paths["scripts"], script))
+        digest, size = _digest(data), str(len(data))
+        placed.append((path, digest, size, 0o755,
+                       None if _unchanged(path, digest, size, 0o755, installed) else data))
     installer = INSTALLER.encode() + b"\n"
-    _write(os.path.join(site, info, "INSTALLER"), installer, 0o644)
-    record.append((os.path.join(site, info, "INSTALLER"), installer))
+    path, digest, size = os.path.join(site, info, "INSTALLER"), _digest(installer), str(len(installer))
+    placed.append((path, digest, size, 0o644, None if _unchanged(path, digest, size, 0o644, installed) else installer))
+
+    record_path = os.path.join(site, info, "RECORD")
+    keep = {p for p, *_ in placed} | {record_path}
+    _remove([p for p in installed if p not in keep], site)
+    written = 0
+    for path, _d, _s, mode, data in placed:
+        if data is not None:
+            _write(path, data, mode)
+            written += 1
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    for path, data in record:
-        w.writerow((os.path.relpath(path, site), _digest(data), len(data)))
+    for path, digest, size, _m, _data in placed:
+        w.writerow((os.path.relpath(path, site), digest, size))
     w.writerow((f"{info}/RECORD", "", ""))
-    _write(os.path.join(site, info, "RECORD"), out.getvalue().encode(), 0o644)
-    return info, len(record) + 1
+    _write(record_path, out.getvalue().encode(), 0o644)
+    return info, written + 1, len(placed) - written
 
 
 def main(argv: list[str]) -> int:
@@ -208,11 +249,11 @@ def main(argv: list[str]) -> int:
         print("usage: python - WHEEL", file=sys.stderr)
         return 2
     try:
-        info, n = install(argv[0])
+        info, written, kept = install(argv[0])
     except (WheelError, zipfile.BadZipFile, OSError) as exc:
         print(f"wheelinstall: {exc}", file=sys.stderr)
         return 1
-    print(f"installed {info[: -len('.dist-info')]} ({n} files) in {sys.prefix}")
+    print(f"installed {info[: -len('.dist-info')]} ({written} written, {kept} unchanged) in {sys.prefix}")
     return 0
 
 

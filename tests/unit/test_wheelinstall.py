@@ -149,3 +149,44 @@ def test_shipped_byte_code_is_what_the_host_imports(tmp_path):
     bytecode.add_to_wheel(v2)
     assert ours(env, v2).returncode == 0
     assert not list(site.glob("demo_tool/__pycache__/old.*")) and list(site.glob("demo_tool/__pycache__/new.*"))
+
+
+def test_an_upgrade_in_place_writes_only_what_changed(tmp_path):
+    """The agent's upgrade on a reused host: same version number, one module changed. Only that
+    module (and RECORD) is written; every other file keeps its inode and mtime; the result is what
+    a fresh install of the new wheel gives."""
+    env = venv(tmp_path / "env")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    v1 = make_wheel(tmp_path / "a", "1.0", V1)
+    v1b = make_wheel(tmp_path / "b", "1.0", {**V1, "cli.py": "def main():\n    print('demo one, fixed')\n"})
+    assert ours(env, v1).returncode == 0
+    site = next((env / "lib").glob("python*/site-packages"))
+    files = [p for p in env.rglob("*") if p.is_file() and "demo" in str(p) and p.name != "RECORD"]
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+    res = ours(env, v1b)
+    assert res.returncode == 0, res.stderr
+    assert "(2 written, " in res.stdout          # cli.py and RECORD
+    changed = {p for p in files if (p.stat().st_ino, p.stat().st_mtime_ns) != before[p]}
+    assert changed == {site / "demo_tool/cli.py"}
+    assert subprocess.run([str(env / "bin/demo")], capture_output=True, text=True).stdout == "demo one, fixed\n"
+    fresh = venv(tmp_path / "fresh")
+    assert ours(fresh, v1b).returncode == 0
+    fresh_site = next((fresh / "lib").glob("python*/site-packages"))
+    def record(site):   # scripts name their venv's python, so only their paths compare
+        rows = (site / "demo_tool-1.0.dist-info/RECORD").read_text().splitlines()
+        return sorted(r.split(",")[0] if r.startswith("../") else r for r in rows)
+    assert tree(env) == tree(fresh) and record(site) == record(fresh_site)
+
+
+def test_an_installed_file_changed_on_disk_is_written_again(tmp_path):
+    env = venv(tmp_path / "env")
+    wheel = make_wheel(tmp_path, "1.0", V1)
+    assert ours(env, wheel).returncode == 0
+    site = next((env / "lib").glob("python*/site-packages"))
+    (site / "demo_tool/cli.py").write_text("def main():\n    print('edited by hand on the host')\n")
+    (site / "demo_tool/_bin/helper").chmod(0o644)
+    res = ours(env, wheel)
+    assert res.returncode == 0 and "(3 written, " in res.stdout
+    assert subprocess.run([str(env / "bin/demo")], capture_output=True, text=True).stdout == "demo one\n"
+    assert os.access(site / "demo_tool/_bin/helper", os.X_OK)
