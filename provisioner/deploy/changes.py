@@ -50,14 +50,22 @@ class Probe:
     releases: list[dict] | None  # the kept releases, when it did not
 
 
-def probe_command(venv: str, fp: str, stack: str, stack_file: str, host: str) -> list[str]:
+def probe_command(venv: str, fp: str, stack: str, stack_file: str, host: str,
+                  agent: tuple[str, str] | None = None) -> list[str]:
+    """`agent`: (Python major.minor, marker) of the agent this deploy expects to install there.
+    A host on that Python whose agent is another one gets it replaced before anything else, so
+    asking its old agent for the services' state (a Python start on the host) would be wasted."""
     q = shlex.quote
     same = f"[ -x {AGENT} ] && [ \"$(cat {DEPLOYED} 2>/dev/null)\" = {q(fp)} ]"
+    stale = "stale=0"
+    if agent:
+        stale += f"; case \"$pv\" in {q('Python ' + agent[0] + '.')}*) [ \"$mk\" = {q(agent[1])} ] || stale=1;; esac"
     script = "; ".join([
-        probe_script(venv),
+        probe_script(venv), stale,
         f"echo {_MARK}deployed", f"cat {DEPLOYED} 2>/dev/null", "echo",
         f"echo {_MARK}services",
-        f"if {same}; then {AGENT} ps -f {q(stack_file)} --host {q(host)} --json 2>/dev/null; fi", "echo",
+        f"if {same} && [ $stale = 0 ]; then {AGENT} ps -f {q(stack_file)} --host {q(host)} --json 2>/dev/null; fi",
+        "echo",
         f"echo {_MARK}releases",
         f"if [ -x {AGENT} ] && ! {{ {same}; }}; then {AGENT} releases {q(stack)} --json 2>/dev/null; fi", "true"])
     return ["sh", "-c", script]
@@ -111,6 +119,31 @@ def short(digest: str | None) -> str:
 
 def current_release(releases: list[dict] | None) -> dict | None:
     return next((r for r in releases or () if r.get("current")), None)
+
+
+def unchanged_plan(stack: Stack, rows: list[dict] | None, *, agent_replaced: bool) -> list[ServiceChange]:
+    """The plan when the host holds exactly what this deploy delivers (the same fingerprint):
+    nothing is recreated for the stack's sake. A service not running healthy (or not up to date
+    with its spec) is checked: `up` on the host decides. `rows` None: the host's agent was not
+    asked (it is replaced first) or did not answer, and every service is checked."""
+    by = {r.get("service"): r for r in rows or ()}
+    out = []
+    for name in stack.order:
+        row = by.get(name)
+        if rows is None:
+            why = "the host's agent is replaced first" if agent_replaced else "the host's agent did not report it"
+            out.append(ServiceChange(name, "check", (why,)))
+        elif healthy(rows, (name,)):
+            out.append(ServiceChange(name, "keep"))
+        elif row is None:
+            out.append(ServiceChange(name, "check", ("not on the host",)))
+        elif row.get("up_to_date") is False:
+            out.append(ServiceChange(name, "check", ("not up to date with its spec",)))
+        else:
+            health = row.get("health")
+            out.append(ServiceChange(name, "check", (f"{row.get('state')}"
+                                                     f"{'' if health in (None, 'none') else ', ' + health}",)))
+    return out
 
 
 def plan_changes(stack: Stack, specs: dict[str, str], pins: dict[str, str], current: dict | None

@@ -39,7 +39,7 @@ from ..runner import Runner
 from ..stack.placement import for_host
 from . import inventory
 from .changes import (DEPLOYED, PINS, ServiceChange, current_release, fingerprint, healthy, parse_probe_output,
-                      plan_changes, probe_command)
+                      plan_changes, probe_command, unchanged_plan)
 from .images import host_conf, host_credentials, pull_on_host
 from .plan import REMOTE_DIR, REMOTE_ENV, REMOTE_HOST, REMOTE_STACK, DeployPlan, HostDeployPlan, host_yaml, volume_match
 
@@ -156,6 +156,7 @@ class HostSteps:
     ssh_factory: Callable = None
     ssh_timeout: float = 300.0
     dry_run: bool = False
+    expected_python: Callable[[str], object] | None = None   # host -> the HostPython its OS runs
     started: float = field(default_factory=time.monotonic)
 
     def run(self, hp: HostDeployPlan, rec: inventory.HostRecord, out: HostOutcome) -> None:
@@ -173,8 +174,13 @@ class HostSteps:
             lap("agent")
             files, conf_creds = self.files(hp, rec)
             fp = fingerprint(files, {"images": self.images_mode})
+            expect = None
+            if self.expected_python:   # the agent made for it (pipeline started it early) tells the probe
+                py = self.expected_python(hp.host)
+                expect = (py.version, bundle_marker(self.bundles.for_host(py)))
             probe = parse_probe_output(ssh.run(probe_command(REMOTE_VENV, fp, self.plan.stack.name, REMOTE_STACK,
-                                                             hp.host), sudo=True, timeout=120).stdout, ssh.where)
+                                                             hp.host, agent=expect), sudo=True, timeout=120).stdout,
+                                       ssh.where)
             bundle = self.bundles.for_host(probe.facts.python)
             same_agent = probe.facts.marker == bundle_marker(bundle)
             if same_agent and probe.deployed == fp and healthy(probe.services, hp.services):
@@ -183,7 +189,7 @@ class HostSteps:
                 lap("done")
                 out.endpoints = check_ports(hp.tcp_ports, rec.endpoints)
                 return
-            out.changes = self.changes(hp, probe)
+            out.changes = self.changes(hp, probe, fp, agent_replaced=not same_agent)
             for c in out.changes:
                 if c.action != "keep":
                     self.say(hp.host, f"plan: {c.describe()}")
@@ -244,8 +250,10 @@ class HostSteps:
                 files[f"{SETTINGS_DIR}/{AUTH_FILE}"] = encode_auths(creds).encode()
         return files, (conf, creds)
 
-    def changes(self, hp: HostDeployPlan, probe) -> list[ServiceChange]:
+    def changes(self, hp: HostDeployPlan, probe, fp: str, *, agent_replaced: bool) -> list[ServiceChange]:
         stack = for_host(self.plan.stack, hp.host)
+        if probe.deployed == fp:   # what the last good deploy delivered: its release is what runs
+            return unchanged_plan(stack, probe.services, agent_replaced=agent_replaced)
         return plan_changes(stack, service_hashes(stack, portable=True), self.pins, current_release(probe.releases))
 
     # -- the steps on the host ------------------------------------------------------------------

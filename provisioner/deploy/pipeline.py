@@ -103,7 +103,8 @@ class Deployer:
         self._lock = threading.Lock()
         self.steps = HostSteps(plan, {}, self.bundles, deliverer or deliver, pusher or push_images, images,
                                self.insecure, getattr(driver, "registry_seen_as", lambda registry: registry),
-                               self._say, ssh_factory or SshClient, ssh_timeout, dry_run)
+                               self._say, ssh_factory or SshClient, ssh_timeout, dry_run,
+                               expected_python=self._expected_python)
 
     # -- the whole deploy ----------------------------------------------------------------------
     def run(self) -> DeployResult:
@@ -243,8 +244,10 @@ class Deployer:
             style=style, ssh_cidr=host_ssh_cidr(cloud, hr.ssh_cidr))
 
     # -- one host ------------------------------------------------------------------------------
+    def _expected_python(self, host: str) -> HostPython:
+        """The interpreter `host`'s OS (the stack's `os:` for this cloud) is known to run."""
+        system = hostos.host_os(self.plan.stack.host(host).clouds[self.plan.cloud].options.get("os", hostos.DEFAULT))
+        return HostPython(system.python, system.glibc, HostPython.local().machine)
+
     def _expected_pythons(self) -> list:
-        systems = {h.clouds[self.plan.cloud].options.get("os", hostos.DEFAULT) for h in self.plan.stack.hosts
-                   if h.name in {hp.host for hp in self.plan.hosts}}
-        machine = HostPython.local().machine
-        return [HostPython(hostos.host_os(s).python, hostos.host_os(s).glibc, machine) for s in sorted(systems)]
+        return sorted({self._expected_python(hp.host) for hp in self.plan.hosts}, key=lambda p: (p.version, p.glibc))

@@ -61,9 +61,10 @@ class HostFacts:
 
 def probe_script(venv: str) -> str:
     v = shlex.quote(venv)
-    return (f"python3 -V 2>&1; getconf GNU_LIBC_VERSION; uname -m; "
+    # $pv and $mk stay set for what a caller's probe asks next in the same shell
+    return (f"pv=$(python3 -V 2>&1); echo \"$pv\"; getconf GNU_LIBC_VERSION; uname -m; "
             f"if test -x {v}/bin/python; then echo venv; else echo -; fi; "
-            f"if test -x {v}/bin/provision; then cat {v}.installed 2>/dev/null; fi; echo; "
+            f"mk=; if test -x {v}/bin/provision; then mk=$(cat {v}.installed 2>/dev/null); fi; echo \"$mk\"; "
             f"cat {v}.deps 2>/dev/null || true")
 
 

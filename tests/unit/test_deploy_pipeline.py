@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -90,9 +91,11 @@ class FakeSsh(FakeRunner):
         script = argv[2]
         if "@@provisioner:deployed" in script:      # deploy's probe
             same = FakeSsh.deployed and f"= {FakeSsh.deployed} ]" in script
+            # the agent deploy expects for Python 3.11 is named; another one is not asked for ps
+            stale = "case \"$pv\" in 'Python 3.11.'*)" in script and f"[ \"$mk\" = {shlex.quote(FakeSsh.marker)} ]" not in script
             text = (f"Python 3.11.2\nglibc 2.36\nx86_64\nvenv\n{FakeSsh.marker}\n\n"
                     f"@@provisioner:deployed\n{FakeSsh.deployed}\n"
-                    f"@@provisioner:services\n{json.dumps(FakeSsh.services) if same else ''}\n"
+                    f"@@provisioner:services\n{json.dumps(FakeSsh.services) if same and not stale else ''}\n"
                     f"@@provisioner:releases\n{'' if same else json.dumps(FakeSsh.releases)}\n")
             return Result(argv, 0, text, "")
         if "> /etc/provisioner/deployed" in script:
@@ -238,9 +241,31 @@ def test_an_unchanged_redeploy_is_one_round_trip(setup):
     FakeSsh.log, FakeSsh.services = [], [{"service": "web", "state": "exited", "health": "none"}]
     try:
         d, _ = _deployer(setup)
-        d.run()
+        (host,) = d.run().hosts
     finally:
         FakeSsh.services = [{"service": "web", "state": "running", "health": "none", "up_to_date": True}]
+    assert any(c.startswith("provision up") for c in _cmds())
+    assert [c.describe() for c in host.changes] == ["check web (exited)"]
+
+
+def test_a_new_agent_over_the_same_files_is_installed_without_asking_the_old_one(setup, tmp_path):
+    """Same files and digests, a new agent: the probe names the agent deploy brings, so the old
+    one is not started for `ps`; the plan says why each service is checked; the agent is delivered."""
+    stack, root, port, bundle = setup
+    d, _ = _deployer(setup)
+    assert d.run().ok
+    newer = tmp_path / "new" / bundle.project_wheel.name
+    newer.parent.mkdir()
+    with zipfile.ZipFile(newer, "w") as z:
+        z.writestr("provisioner/__init__.py", "# changed\n")
+    FakeSsh.log = []
+    d, _ = _deployer((stack, root, port, AgentBundle(newer, (), "3.11")))
+    (host,) = d.run().hosts
+    probe = next(c for c in _cmds() if "@@provisioner:" in c)
+    assert bundle_marker(AgentBundle(newer, (), "3.11")) in probe
+    assert host.error is None and not host.unchanged
+    assert [c.describe() for c in host.changes] == ["check web (the host's agent is replaced first)"]
+    assert ("deliver", bundle_marker(bundle)) in FakeSsh.log
     assert any(c.startswith("provision up") for c in _cmds())
 
 

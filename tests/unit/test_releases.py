@@ -194,3 +194,35 @@ def test_the_probe_script_runs_as_a_shell_would(tmp_path):
     out = parse_probe_output(subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout, "h")
     assert out.deployed == "other" and out.services is None and out.releases == ["releases"]
     assert ServiceChange("a", "keep").describe() == "keep a"
+
+
+def test_the_probe_does_not_ask_an_agent_about_to_be_replaced(tmp_path):
+    """Same files, but the host's agent is not the one this deploy brings for that Python: it is
+    replaced first, so its `ps` (a Python start on the host) is not asked; on another Python than
+    expected, or with the expected agent, it is."""
+    import subprocess
+    import sys
+
+    from provisioner.deploy import changes
+
+    agent, deployed, venv = tmp_path / "provision", tmp_path / "deployed", tmp_path / "venv"
+    agent.write_text("#!/bin/sh\necho \"[\\\"$1\\\"]\"\n")
+    agent.chmod(0o755)
+    deployed.write_text("f" * 64)
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/provision").symlink_to(agent)
+    (tmp_path / "venv.installed").write_text("old-agent\n")
+    here = subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True).stdout.strip()
+
+    def probe(expect):
+        script = probe_command(str(venv), "f" * 64, "shop", "/s.yml", "web", agent=expect)[2]
+        script = script.replace(changes.AGENT, str(agent)).replace(changes.DEPLOYED, str(deployed))
+        return parse_probe_output(subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout, "h")
+
+    stale = probe((here, "new-agent"))
+    assert stale.facts.marker == "old-agent" and stale.deployed == "f" * 64
+    assert stale.services is None and stale.releases is None
+    assert probe((here, "old-agent")).services == ["ps"]
+    assert probe(("2.7", "new-agent")).services == ["ps"]      # another Python: its own bundle decides
+    assert probe(None).services == ["ps"]

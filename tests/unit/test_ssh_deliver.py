@@ -56,7 +56,7 @@ class FakeSsh(FakeRunner):
         self.scripts: list[str] = []
 
     def _answer_sh(self, argv, probe) -> Result:
-        if argv[2].startswith("python3 -V"):
+        if argv[2].startswith("pv=$(python3 -V"):
             return Result(argv, 0, probe, "")
         self.scripts.append(argv[2])
         return Result(argv, 0, "", "")
