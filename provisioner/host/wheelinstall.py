@@ -22,6 +22,11 @@ kept; only the others are decompressed and written, and what the new version no 
 removed (only files under this environment). A one-module change to the agent writes a handful
 of its ~500 files. Every member that is written is checked against the wheel's RECORD before
 anything installed is touched.
+
+A partial wheel (remote/bundle.partial_wheel: the full RECORD, only the members that changed)
+installs the same way over the version it was made against: a file RECORD names but the zip
+does not hold must be installed as RECORD says, else nothing is touched and the exit status is
+3 (send the whole wheel).
 """
 from __future__ import annotations
 
@@ -42,6 +47,11 @@ INSTALLER = "provisioner"
 
 class WheelError(Exception):
     pass
+
+
+class Incomplete(WheelError):
+    """A partial wheel names a file in RECORD that it does not hold and that is not installed
+    as RECORD says: the sender should send the whole wheel (exit status 3)."""
 
 
 def _normalize(name: str) -> str:
@@ -104,9 +114,15 @@ def _installed(project: str, site: str) -> dict[str, tuple[str, str]]:
         except OSError:
             rows = []
         found[os.path.join(info_dir, "RECORD")] = ("", "")
+        real: dict[str, str] = {}   # directory -> its real path (a RECORD names ~500 files in ~50)
         for row in rows:
             path = os.path.normpath(os.path.join(site, row[0]))
-            if os.path.realpath(path).startswith(prefix + os.sep):   # a RECORD can name anything
+            d, name = os.path.split(path)
+            if d not in real:
+                real[d] = os.path.realpath(d)
+            if os.path.islink(path):
+                continue   # installed files are never symlinks; one planted there is not followed
+            if os.path.join(real[d], name).startswith(prefix + os.sep):   # a RECORD can name anything
                 found[path] = (row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "")
     return found
 
@@ -191,6 +207,9 @@ def install(wheel: str) -> tuple[str, int, int]:
         project = _normalize(info[: -len(".dist-info")].rsplit("-", 1)[0])
         installed = _installed(project, site)
         entry_points = f"{info}/entry_points.txt"
+        members = set(zf.namelist())
+        if entry_points in rows and entry_points not in members:
+            raise Incomplete(f"{wheel}: {entry_points} is not in this partial wheel")
         scripts = _console_scripts(_read_checked(zf, entry_points, rows[entry_points][0], wheel)
                                    if entry_points in rows else b"")
         placed = []          # (path, hash, size, data or None when the installed file is kept)
@@ -217,6 +236,18 @@ def install(wheel: str) -> tuple[str, int, int]:
                 if _unchanged(path, digest, size, mode, installed):
                     data = None
             placed.append((path, digest, size, mode, data))
+        for name, (digest, size) in rows.items():   # a partial wheel: the rest must be in place
+            if name in members or name == f"{info}/RECORD" or name.endswith("/"):
+                continue
+            where = _destination(name, info, paths)
+            path = os.path.normpath(os.path.join(paths[where[0]], where[1])) if where else ""
+            try:
+                mode = stat.S_IMODE(os.lstat(path).st_mode) if path else 0
+            except OSError:
+                mode = 0
+            if not (mode and _unchanged(path, digest, size, mode, installed)):
+                raise Incomplete(f"{wheel}: {name} is neither in this partial wheel nor installed as its RECORD says")
+            placed.append((path, digest, size, mode, None))
     for script, target in scripts.items():
         data = _script(target)
         path = os.path.normpath(os.path.join(paths["scripts"], script))
@@ -238,7 +269,8 @@ def install(wheel: str) -> tuple[str, int, int]:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     for path, digest, size, _m, _data in placed:
-        w.writerow((os.path.relpath(path, site), digest, size))
+        w.writerow((path[len(site) + 1:] if path.startswith(site + os.sep) else os.path.relpath(path, site),
+                    digest, size))
     w.writerow((f"{info}/RECORD", "", ""))
     _write(record_path, out.getvalue().encode(), 0o644)
     return info, written + 1, len(placed) - written
@@ -250,6 +282,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         info, written, kept = install(argv[0])
+    except Incomplete as exc:
+        print(f"wheelinstall: {exc}", file=sys.stderr)
+        return 3
     except (WheelError, zipfile.BadZipFile, OSError) as exc:
         print(f"wheelinstall: {exc}", file=sys.stderr)
         return 1

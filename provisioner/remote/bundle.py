@@ -39,6 +39,7 @@ from . import bytecode
 
 DEFAULT_CACHE = Path(os.environ.get("PROVISION_WHEEL_CACHE", "/var/tmp/provisioner-wheel-cache"))
 _DONE = ".complete"
+_CONTENT = "content"   # beside an agent wheel in the cache: its content_digest
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 OPERATOR_ONLY = {d.lower() for d in OPERATOR_LIBRARIES.values()}
 
@@ -80,7 +81,11 @@ def runtime_requirements() -> list[str]:
 
 
 def content_digest(wheel: Path) -> str:
-    """sha256 over a wheel's member names and contents (not the zip's timestamps)."""
+    """sha256 over a wheel's member names and contents (not the zip's timestamps); what an agent
+    wheel this cache made says it is (written beside it) is read instead of computed again."""
+    known = wheel.parent / _CONTENT
+    if wheel.parent.joinpath(_DONE).exists() and known.exists():
+        return known.read_text().strip()
     h = hashlib.sha256()
     with zipfile.ZipFile(wheel) as z:
         for name in sorted(z.namelist()):
@@ -163,6 +168,7 @@ def agent_wheel(host: HostPython, *, cache: Path | None = None,
         wheel = write_agent_wheel(tmp, files, reqs, here.machine)
         if compile_here:
             bytecode.add_to_wheel(wheel)
+        (tmp / _CONTENT).write_text(content_digest(wheel) + "\n")
         (tmp / _DONE).write_text("")
         try:
             os.rename(tmp, out)
@@ -171,6 +177,40 @@ def agent_wheel(host: HostPython, *, cache: Path | None = None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return next(out.glob("provisioner-*.whl"))
+
+
+def made_before(wheel: Path, content: str) -> Path | None:
+    """The agent wheel this cache made earlier whose content is `content` (what a host says it
+    has installed), found beside `wheel`; None when this machine never made it."""
+    for known in wheel.parent.parent.glob(f"*/{_CONTENT}"):
+        if (known.parent / _DONE).exists() and known.read_text().strip() == content:
+            return next(known.parent.glob("*.whl"), None)
+    return None
+
+
+def partial_wheel(old: Path, new: Path) -> tuple[bytes, int, int]:
+    """`new` without the members `old` has with the same content: what a host that installed
+    `old` needs (host/wheelinstall.py keeps the rest in place). The dist-info and .data files
+    always go (an installed script's first line names the host's python: it never compares).
+    Returns (the zip, members in it, members in `new`)."""
+    with zipfile.ZipFile(old) as zo:
+        had = {zi.filename: (zi.CRC, zi.file_size) for zi in zo.infolist()}
+        with zipfile.ZipFile(new) as zn:
+            infos = zn.infolist()
+            buf = io.BytesIO()
+            sent = 0
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+                for zi in infos:
+                    data = zn.read(zi)
+                    top = zi.filename.split("/", 1)[0]
+                    if not top.endswith((".dist-info", ".data")) and had.get(zi.filename) == (zi.CRC, zi.file_size) \
+                            and zo.read(zi.filename) == data:
+                        continue
+                    copy = zipfile.ZipInfo(zi.filename, date_time=zi.date_time)
+                    copy.external_attr = zi.external_attr
+                    out.writestr(copy, data, zipfile.ZIP_DEFLATED)
+                    sent += 1
+    return buf.getvalue(), sent, len(infos)
 
 
 # ---- its dependencies, for the host's interpreter ------------------------------------------------

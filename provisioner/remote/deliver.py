@@ -11,7 +11,10 @@ SSH session and installed offline, in two round trips.
    start-up alone costs 12-30 s on an emulated host), /usr/local/bin/provision linked to it, and
    the marker written last.
 
-An unchanged agent (same wheel contents, same dependency wheels) costs the probe only. The wheels
+An unchanged agent (same wheel contents, same dependency wheels) costs the probe only. A new agent
+over one this machine made before (the host's marker names its content) travels as a partial
+wheel: only the files that changed, installed in place (wheelinstall keeps the rest, or answers 3
+when the host's files are not what its record says, and the whole wheel follows). The wheels
 are for the host's own Python (3.11 or newer), whatever the operator runs.
 """
 from __future__ import annotations
@@ -27,10 +30,10 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..errors import HostError
+from ..errors import CommandError, HostError
 from ..host import wheelinstall
 from ..runner import Runner
-from .bundle import AgentBundle, AgentBundles, HostPython, content_digest
+from .bundle import AgentBundle, AgentBundles, HostPython, content_digest, made_before, partial_wheel
 
 AGENT = "/usr/local/bin/provision"   # where delivery links the host agent
 AGENT_HOME = "/opt/provisioner"
@@ -171,16 +174,34 @@ def deliver(ssh: Runner, bundles: AgentBundles | AgentBundle, *, home: str = AGE
     fresh = not facts.venv
     with_deps = fresh or facts.deps != deps
     wheels = list(bundle.wheels if with_deps else (bundle.project_wheel,))
-    files = [(w.name, w.read_bytes()) for w in wheels] + [(_INSTALLER, Path(wheelinstall.__file__).read_bytes())]
+    installer = [(_INSTALLER, Path(wheelinstall.__file__).read_bytes())]
+    files = [(w.name, w.read_bytes()) for w in wheels] + installer
     script = install_script(staging, venv, project=bundle.project_wheel.name, deps=deps, fresh=fresh,
                             with_deps=with_deps, marker=marker, home=home, link=link)
     report.sent = [w.name for w in wheels]
     report.skipped = [w.name for w in bundle.wheels if w not in wheels]
-    report.bytes_sent = sum(len(d) for _, d in files)
-    progress(f"agent: installing {__version__} for Python {facts.python.version} ({len(wheels)} wheel(s), "
-             f"{report.bytes_sent / 1e6:.1f} MB{', with its dependencies' if with_deps else ''})")
+    # over an agent this machine made: only the files that changed (the host keeps the others)
+    old = None if with_deps or not facts.marker else made_before(bundle.project_wheel, facts.marker.split()[0])
+    partial = None
+    if old is not None:
+        data, n, total = partial_wheel(old, bundle.project_wheel)
+        partial = [(bundle.project_wheel.name, data)] + installer
+        what = f"{n} of its {total} files: what changed"
+    else:
+        what = f"{len(wheels)} wheel(s)"
+    report.bytes_sent = sum(len(d) for _, d in partial or files)
+    progress(f"agent: installing {__version__} for Python {facts.python.version} ({what}, "
+             f"{report.bytes_sent / 1e6:.2f} MB{', with its dependencies' if with_deps else ''})")
     t1 = time.monotonic()
-    ssh.run(["sh", "-c", script], sudo=True, input=_tar(files), timeout=900)
+    if partial is not None:
+        res = ssh.run(["sh", "-c", script], sudo=True, input=_tar(partial), timeout=900, check=False)
+        if res.returncode == 3:   # the host's files are not what its marker says: the whole wheel
+            progress("agent: the host's installed files differ from its record; sending the whole wheel")
+            partial = None
+        elif res.returncode != 0:
+            raise CommandError(["sh", "-c", script], res.returncode, res.stdout, res.stderr, where=ssh.where)
+    if partial is None:
+        ssh.run(["sh", "-c", script], sudo=True, input=_tar(files), timeout=900)
     report.seconds["push"] = round(t1 - t0, 2)
     report.seconds["install"] = round(time.monotonic() - t1, 2)
     progress(f"agent: installed {__version__} in {venv} in {time.monotonic() - t0:.1f}s")

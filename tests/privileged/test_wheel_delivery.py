@@ -143,3 +143,60 @@ def test_a_planted_wheel_is_never_installed(world, tmp_path, monkeypatch):
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o700)
     assert sorted(p.name for p in staging.glob("*.whl")) == sorted([agent.name, dep.name])
     assert (old_staging / evil.name).exists()      # left where it was planted, never read
+
+
+def _made_here(cache: Path, key: str, wheel: Path) -> Path:
+    """`wheel` as remote/bundle.agent_wheel leaves it in its cache: beside its content digest."""
+    from provisioner.remote.bundle import content_digest
+
+    d = cache / "agent" / key
+    d.mkdir(parents=True)
+    shutil.copy(wheel, d / wheel.name)
+    (d / "content").write_text(content_digest(wheel) + "\n")
+    (d / ".complete").write_text("")
+    return d / wheel.name
+
+
+def test_a_new_agent_travels_as_its_changed_files_and_a_host_that_differs_gets_the_whole_wheel(world, tmp_path):
+    from provisioner.remote import deliver as d
+
+    base, login, _attacker = world
+    cache = tmp_path / "cache"
+    modules = {f"provisioner_stub/m{i}.py": (f"# module {i}\n" + "X = 1\n" * 2000).encode() for i in range(20)}
+
+    def agent(version_text: str, key: str) -> AgentBundle:
+        src = tmp_path / key
+        src.mkdir()
+        files = {**modules, "provisioner_stub/__init__.py": f"def main():\n    print({version_text!r})\n".encode()}
+        wheel = make_wheel(src, "provisioner", "0.0.1", files, scripts={"provision": "provisioner_stub:main"},
+                           requires=("evdep",))
+        return AgentBundle(_made_here(cache, key, wheel), (dep,), PY)
+
+    (tmp_path / "deps").mkdir()
+    dep = make_wheel(tmp_path / "deps", "evdep", "1.0", {"evdep.py": b"GENUINE = True\n"})
+    staging, venv, link = base / "opt/provisioner/wheels", base / "opt/provisioner/venv", base / "opt/provision"
+    host = LocalHost(login)
+    sent = []
+
+    def deliver(bundle):
+        facts = d.parse_probe(host.run(["sh", "-c", d.probe_script(str(venv))], sudo=True).stdout, host.where)
+        said = []
+        report = d.deliver(host, bundle, home=str(base / "opt/provisioner"), venv=str(venv), staging=str(staging),
+                           link=str(link), facts=facts, progress=said.append)
+        sent.append(report.bytes_sent)
+        assert sh(str(link)).stdout == sh(str(venv / "bin/python"), "-c",
+                                          "import provisioner_stub; provisioner_stub.main()").stdout
+        return sh(str(link)).stdout, said
+
+    first = agent("one", "a")
+    assert deliver(first)[0] == "one\n"                         # a new host: the whole set
+    out, said = deliver(agent("two", "b"))
+    assert out == "two\n" and any("(5 of its 25 files: what changed" in m for m in said), said   # __init__ + dist-info
+    assert sent[1] < first.project_wheel.stat().st_size / 4
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert (site / "provisioner_stub/m3.py").read_bytes() == modules["provisioner_stub/m3.py"]
+    # the host's files are not what its record says: the partial wheel is refused, the whole one installs
+    (site / "provisioner_stub/m3.py").unlink()
+    out, said = deliver(agent("three", "c"))
+    assert out == "three\n" and any("sending the whole wheel" in m for m in said)
+    assert (site / "provisioner_stub/m3.py").read_bytes() == modules["provisioner_stub/m3.py"]

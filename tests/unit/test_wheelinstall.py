@@ -190,3 +190,33 @@ def test_an_installed_file_changed_on_disk_is_written_again(tmp_path):
     assert res.returncode == 0 and "(3 written, " in res.stdout
     assert subprocess.run([str(env / "bin/demo")], capture_output=True, text=True).stdout == "demo one\n"
     assert os.access(site / "demo_tool/_bin/helper", os.X_OK)
+
+
+def test_a_partial_wheel_installs_over_the_version_it_was_made_against(tmp_path):
+    from provisioner.remote.bundle import partial_wheel
+
+    env = venv(tmp_path / "env")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    v1 = make_wheel(tmp_path / "a", "1.0", V1)
+    v1b = make_wheel(tmp_path / "b", "1.0", {**V1, "cli.py": "def main():\n    print('patched')\n"})
+    data, sent, total = partial_wheel(v1, v1b)
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as z:
+        names = z.namelist()
+    assert "demo_tool/cli.py" in names and "demo_tool/old.py" not in names and sent == len(names) < total
+    part = tmp_path / "part" / v1b.name
+    part.parent.mkdir()
+    part.write_bytes(data)
+    # over nothing installed: refused with 3, nothing written
+    fresh = venv(tmp_path / "fresh")
+    before = sorted(str(p) for p in fresh.rglob("*"))
+    res = ours(fresh, part)
+    assert res.returncode == 3 and "is neither in this partial wheel nor installed as its RECORD says" in res.stderr
+    assert sorted(str(p) for p in fresh.rglob("*")) == before
+    # over v1: the result is v1b's
+    assert ours(env, v1).returncode == 0
+    res = ours(env, part)
+    assert res.returncode == 0, res.stderr
+    assert subprocess.run([str(env / "bin/demo")], capture_output=True, text=True).stdout == "patched\n"
+    site = next((env / "lib").glob("python*/site-packages"))
+    assert (site / "demo_tool/old.py").read_text() == "X = 1\n"
