@@ -12,7 +12,7 @@ import time
 from ..errors import ContainerError, ProvisionerError
 from ..images import reference
 from . import networks, views
-from .create import request_from_create
+from .create import create_warnings, request_from_create
 from .http import ApiError, bad_request, conflict, not_supported, parse_filters
 
 log = logging.getLogger("provisioner.api")
@@ -99,7 +99,7 @@ def create_container(eng, req, conn):
         raise conflict(f'Conflict. The container name "/{name}" is already in use by container "{other.id}". '
                        "You have to remove (or rename) that container to be able to reuse that name.")
     rec = eng.manager.run(runreq, start=False)
-    return 201, {"Id": rec.id, "Warnings": []}
+    return 201, {"Id": rec.id, "Warnings": create_warnings(body)}
 
 
 def inspect_container(eng, req, conn, id):

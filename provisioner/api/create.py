@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..runspec.env import parse_env
 from ..runspec.health import HealthFlags, Healthcheck, resolve as resolve_health
 from ..runspec.mounts import VolumeSpec, parse_volume
-from ..runspec.netopts import NetworkAttachment, check_alias, check_ipv4
+from ..runspec.netopts import NetworkAttachment, NetworkMode, check_alias, check_ipv4, parse_network_mode
 from ..runspec.ports import parse_port
 from ..runspec.request import RunRequest, parse_link
 from ..runspec.restart import RestartPolicy
@@ -179,10 +179,11 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
     if (log_cfg.get("Type") or "json-file") != "json-file" or log_cfg.get("Config"):
         raise not_supported("HostConfig.LogConfig", "the json-file driver with its defaults is what provisioner writes")
     mode = host.get("NetworkMode") or "default"
-    if mode not in networks:
-        if mode in ("host", "none") or mode.startswith("container:"):
-            raise not_supported(f"HostConfig.NetworkMode {mode!r}",
-                                "containers join the host's bridge or user-defined networks")
+    try:
+        special = parse_network_mode(mode)   # host, none, container:NAME|ID
+    except ConfigError as exc:
+        raise bad_request(f"HostConfig.NetworkMode: {exc}") from None
+    if special is None and mode not in networks:
         raise not_found(f"network {mode} not found")
     for k, v in (host.get("IpcMode"), "IpcMode"), (host.get("PidMode"), "PidMode"), (host.get("UTSMode"), "UTSMode"), \
             (host.get("UsernsMode"), "UsernsMode"), (host.get("Cgroup"), "Cgroup"):
@@ -206,7 +207,14 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
                      "CapAdd": "containers get Docker's default capabilities", "CapDrop": "",
                      "Dns": "containers use the host's resolvers", "ExtraHosts": "",
                      "VolumesFrom": "name the volumes with -v", "ReadonlyRootfs": "", "Tmpfs": ""})
-    joins = _attachments(body, mode, networks, user_networks)
+    ports = tuple(_ports(host))
+    if special is None:
+        joins = _attachments(body, mode, networks, user_networks)
+    else:
+        joins = ()
+        _special_mode(body, special, ports)
+        if special.kind != "container":
+            ports = ()   # discarded, as dockerd does (create_warnings says so)
     volumes = [_bind(b) for b in _strings(host.get("Binds"), "HostConfig.Binds")]
     volumes += [_mount(m) for m in host.get("Mounts") or []]
     for dest in cfg.get("Volumes") or {}:
@@ -232,7 +240,7 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
         raise not_supported("Config.StopTimeout", "stop waits 10 s unless the stop request says otherwise")
     try:
         return RunRequest(
-            image=image, command=tuple(command), name=name, detach=True, ports=tuple(_ports(host)),
+            image=image, command=tuple(command), name=name, detach=True, ports=ports,
             volumes=tuple(volumes), env=_env(cfg.get("Env")),
             links=tuple(parse_link(_link(x)) for x in _strings(host.get("Links"), "HostConfig.Links")),
             restart=RestartPolicy.parse(f"{rname}:{count}" if rname == "on-failure" and count else rname),
@@ -243,9 +251,35 @@ def request_from_create(body: dict, name: str | None, image_config: dict, *,
                                          where="HostConfig.SecurityOpt"),
             healthcheck=health, health_flags=flags, labels=tuple(sorted(labels.items())),
             tty=bool(cfg.get("Tty")), interactive=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
-            networks=joins)
+            networks=joins, network_mode=special)
     except ConfigError as exc:
         raise bad_request(str(exc)) from None
+
+
+def _special_mode(body: dict, mode: NetworkMode, ports: tuple) -> None:
+    """What dockerd refuses beside NetworkMode host, none or container:X: an EndpointsConfig for
+    another network (the CLI sends the mode's own, empty), and for container:X published ports or
+    a hostname (the other container's namespace has both)."""
+    netcfg = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(netcfg, dict):
+        raise bad_request("NetworkingConfig.EndpointsConfig must be an object")
+    for net, ep in netcfg.items():
+        if net != str(mode) or not all(_zero(v) for v in (ep or {}).values()):
+            raise bad_request(f"container sharing network namespace with another container or host cannot be "
+                              f"connected to any other network (NetworkingConfig.EndpointsConfig[{net!r}])")
+    if mode.kind == "container":
+        if ports:
+            raise bad_request("conflicting options: port publishing and the container type network mode")
+        if body.get("Hostname"):
+            raise bad_request("conflicting options: hostname and the network mode")
+
+
+def create_warnings(body: dict) -> list[str]:
+    """The create answer's Warnings: what dockerd says it dropped (published ports in host mode)."""
+    host = body.get("HostConfig") or {}
+    if isinstance(host, dict) and host.get("NetworkMode") in ("host", "none") and host.get("PortBindings"):
+        return [f"Published ports are discarded when using {host['NetworkMode']} network mode"]
+    return []
 
 
 def _attachments(body: dict, mode: str, networks, user_networks) -> tuple[NetworkAttachment, ...]:

@@ -168,6 +168,8 @@ def _mac(addr: str) -> str:
 
 
 def network_mode(d: dict) -> str:
+    if d.get("network_mode"):   # host, none, container:NAME
+        return d["network_mode"]
     nets = d.get("net_list") or []
     return nets[0][0] if nets and nets[0][0] != BRIDGE else "default"
 

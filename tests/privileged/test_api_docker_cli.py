@@ -97,6 +97,28 @@ def test_run_detached_with_ports_env_volume_name_and_restart(clean):
              api.json("inspect", "web")[0]["RestartCount"] >= 1, what="a restart")
 
 
+def test_run_on_the_hosts_network_on_none_or_in_another_containers(clean):
+    """--network host: the container listens on this machine's own loopback (published ports are
+    dropped, with dockerd's warning); none: only lo; container:NAME: the other one's namespace."""
+    api = clean
+    busybox, port = api.env.refs["busybox"], free_port()
+    run = api.docker("run", "-d", "--name", "onhost", "--network", "host", "-p", "1:2", busybox, "sh", "-c",
+                     f"echo on the host > /tmp/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp")
+    assert "Published ports are discarded when using host network mode" in run.stderr
+    assert wait_for(lambda: http_get(port), what="httpd on the host's network") == "on the host\n"
+    i = api.json("inspect", "onhost")[0]
+    assert i["HostConfig"]["NetworkMode"] == "host" and list(i["NetworkSettings"]["Networks"]) == ["host"]
+    assert i["NetworkSettings"]["Ports"] in ({}, None)
+    devs = api.docker("run", "--rm", "--network", "none", busybox, "cat", "/proc/net/dev").stdout
+    assert [line.split(":")[0].strip() for line in devs.splitlines() if ":" in line] == ["lo"]
+    api.docker("run", "-d", "--name", "web", api.env.refs["web"])
+    wait_for(lambda: api.json("inspect", "web")[0]["State"]["Running"], what="web running")
+    got = wait_for(lambda: api.docker("run", "--rm", "--network", "container:web", busybox, "wget", "-qO-",
+                                      "http://127.0.0.1:80/index.html", check=False).stdout,
+                   what="web through its namespace")
+    assert got == PAGE
+
+
 def test_run_rm_passes_the_exit_code_and_both_streams_and_leaves_nothing(clean):
     api = clean
     before = api.records()
@@ -219,7 +241,9 @@ def test_bad_input_is_a_docker_style_error_and_makes_nothing(clean):
         (["run", "--cap-add", "NET_ADMIN", "-v", "newvol:/x", api.env.refs["busybox"], "true"],
          "HostConfig.CapAdd is not supported"),
         (["run", "--log-driver", "syslog", api.env.refs["busybox"], "true"], "HostConfig.LogConfig"),
-        (["run", "--network", "host", api.env.refs["busybox"], "true"], "NetworkMode 'host'"),
+        (["run", "--network", "container:ghost", api.env.refs["busybox"], "true"], "cannot join ghost's network"),
+        (["run", "--network", "container:web", "-p", "8080:80", api.env.refs["busybox"], "true"],
+         "conflicting options: port publishing and the container type network mode"),
         (["run", "-p", "1:2:3:4", api.env.refs["busybox"], "true"], ""),
         (["inspect", "ghost"], "No such object: ghost"),
         (["logs", "ghost"], "No such container: ghost"),

@@ -90,7 +90,6 @@ def test_healthcheck_merges_the_images_durations_as_dockerd_does():
     ({"H_PidsLimit": 100}, "HostConfig.PidsLimit"),
     ({"H_Devices": [{"PathOnHost": "/dev/fuse"}]}, "HostConfig.Devices"),
     ({"H_LogConfig": {"Type": "syslog"}}, "HostConfig.LogConfig"),
-    ({"H_NetworkMode": "host"}, "HostConfig.NetworkMode 'host'"),
     ({"H_PublishAllPorts": True}, "HostConfig.PublishAllPorts"),
     ({"H_Binds": ["/srv:/srv:z"]}, "mode 'z'"),
     ({"H_Mounts": [{"Type": "tmpfs", "Target": "/tmp"}]}, "type tmpfs"),
@@ -146,8 +145,12 @@ def test_a_user_network_and_its_aliases_carry_over_as_compose_sends_them():
 
 
 @pytest.mark.parametrize("body,status,why", [
-    (cli_body(H_NetworkMode="host"), 400, "HostConfig.NetworkMode 'host' is not supported"),
-    (cli_body(H_NetworkMode="container:web"), 400, "HostConfig.NetworkMode 'container:web' is not supported"),
+    (cli_body(H_NetworkMode="host", NetworkingConfig={"EndpointsConfig": {"shop_default": {}}}), 400,
+     "cannot be connected to any other network (NetworkingConfig.EndpointsConfig['shop_default'])"),
+    (cli_body(H_NetworkMode="container:web", H_PortBindings={"80/tcp": [{"HostPort": "8080"}]}), 400,
+     "conflicting options: port publishing and the container type network mode"),
+    (cli_body(H_NetworkMode="container:web", H_PortBindings={}, Hostname="mine"), 400, "conflicting options: hostname"),
+    (cli_body(H_NetworkMode="container:"), 400, "HostConfig.NetworkMode: bad network mode 'container:'"),
     (cli_body(H_NetworkMode="ghost"), 404, "network ghost not found"),
     (cli_body(NetworkingConfig={"EndpointsConfig": {"bridge": {"Aliases": ["x"]}}}), 400,
      "network-scoped alias is supported only for containers in user defined networks"),
@@ -163,3 +166,21 @@ def test_network_settings_provisioner_cannot_honour(body, status, why):
     with pytest.raises(ApiError) as e:
         request_from_create(body, None, {}, user_networks=("shop_default",))
     assert e.value.status == status and why in e.value.message, e.value.message
+
+
+def test_host_none_and_another_containers_network_carry_over_as_dockerd_takes_them():
+    """`docker run --network host|none|container:web`: the CLI sends NetworkMode and an empty
+    EndpointsConfig for it; published ports are dropped in host and none mode, with dockerd's warning."""
+    from provisioner.api.create import create_warnings
+    from provisioner.runspec.netopts import NetworkMode
+
+    body = cli_body(H_NetworkMode="host", NetworkingConfig={"EndpointsConfig": {"host": {}}})
+    req = request_from_create(body, None, {}, user_networks=("shop_default",))
+    assert req.network_mode == NetworkMode("host") and req.networks == () and req.ports == ()
+    assert create_warnings(body) == ["Published ports are discarded when using host network mode"]
+    none = request_from_create(cli_body(H_NetworkMode="none", H_PortBindings={}), None, {})
+    assert none.network_mode == NetworkMode("none") and create_warnings(cli_body(H_NetworkMode="none",
+                                                                                  H_PortBindings={})) == []
+    shared = request_from_create(cli_body(H_NetworkMode="container:0123abcd", H_PortBindings={}), None, {})
+    assert shared.network_mode == NetworkMode("container", "0123abcd")
+    assert create_warnings(cli_body()) == []
