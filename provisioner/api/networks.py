@@ -82,7 +82,7 @@ def network_json(eng, name: str, with_containers: bool) -> dict:
     out = {"Name": name, "Id": net.id, "Created": rfc3339(net.created) if net.created else "0001-01-01T00:00:00Z",
            "Scope": "local", "Driver": "bridge", "EnableIPv6": False,
            "IPAM": {"Driver": "default", "Options": None, "Config": [pool]}, "Internal": bool(c.internal),
-           "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+           "Attachable": net.attachable, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
            "Containers": _members(eng, name) if with_containers else {},
            "Options": {"com.docker.network.bridge.name": c.bridge}, "Labels": dict(net.labels)}
     return out
@@ -193,7 +193,11 @@ def create_network(eng, req, conn):
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise bad_request("network Labels must be an object of strings")
-    spec = NetworkSpec(name, internal=bool(internal), labels=tuple(sorted(labels.items())), **ipam)
+    attachable = body.get("Attachable")
+    if attachable not in (None, True, False):
+        raise bad_request("network Attachable must be a boolean")
+    spec = NetworkSpec(name, internal=bool(internal), labels=tuple(sorted(labels.items())),
+                       attachable=bool(attachable), **ipam)
     with eng.lock:
         if name in eng.networks():
             raise conflict(f"network with name {name} already exists")

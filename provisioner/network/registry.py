@@ -31,6 +31,7 @@ class NetworkSpec:
     ip_range: str | None = None
     internal: bool = False
     labels: tuple[tuple[str, str], ...] = ()
+    attachable: bool = False   # the Engine API's flag: recorded and reported (a bridge is always attachable)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Network:
     labels: tuple[tuple[str, str], ...] = ()
     id: str = ""            # 64 hex digits, new for each network made (the Engine API's Id)
     created: float = 0.0    # when it was made (seconds since the epoch; 0: before this was recorded)
+    attachable: bool = False
 
     def __post_init__(self):
         if not self.id:   # the default bridge, and records made before ids were: one from the name
@@ -47,7 +49,7 @@ class Network:
 
     def to_json(self) -> dict:
         return {"name": self.name, "config": self.config.to_json(), "labels": dict(self.labels), "id": self.id,
-                "created": self.created}
+                "created": self.created, **({"attachable": True} if self.attachable else {})}
 
 
 def _dir(root) -> Path:
@@ -75,7 +77,7 @@ def get(root, cfg: NetworkConfig, name: str) -> Network | None:
     except (OSError, ValueError) as exc:
         raise ContainerError(f"{_path(root, name)}: unreadable network record ({exc})") from exc
     return Network(d["name"], NetworkConfig(**d["config"]), tuple(sorted((d.get("labels") or {}).items())),
-                   d.get("id") or "", float(d.get("created") or 0.0))
+                   d.get("id") or "", float(d.get("created") or 0.0), bool(d.get("attachable")))
 
 
 def require(root, cfg: NetworkConfig, name: str) -> Network:
@@ -125,7 +127,8 @@ def ensure(root, cfg: NetworkConfig, spec: NetworkSpec, *, runner) -> Network:
                              gateway_ip=spec.gateway, ip_range=spec.ip_range)
         except ConfigError as exc:
             raise ContainerError(f"network {spec.name}: {exc.message}") from None
-        net = Network(spec.name, config, tuple(sorted(spec.labels)), secrets.token_hex(32), time.time())
+        net = Network(spec.name, config, tuple(sorted(spec.labels)), secrets.token_hex(32), time.time(),
+                      spec.attachable)
         _dir(root).mkdir(parents=True, exist_ok=True)
         atomic_write(_path(root, spec.name), json.dumps(net.to_json(), indent=2) + "\n", mode=0o644)
         return net

@@ -35,7 +35,8 @@ def test_docker_network_create_run_alias_connect_and_rm(api):
         api.docker("run", "-d", "--name", "db", "--network", "backend", "--network-alias", "database",
                    api.env.refs["web"])
         api.docker("run", "-d", "--name", "app", "--network", "backend", busybox, "sleep", "1000")
-        api.docker("network", "create", "lobby")
+        api.docker("network", "create", "--attachable", "lobby")
+        assert [n["Attachable"] for n in api.json("network", "inspect", "lobby", "backend")] == [True, False]
         api.docker("run", "-d", "--name", "outsider", "--network", "lobby", busybox, "sleep", "1000")
         api.docker("run", "-d", "--name", "plain", busybox, "sleep", "1000")
         # by name and by alias, from a container started after it

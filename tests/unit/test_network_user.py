@@ -89,6 +89,8 @@ def test_networks_take_free_subnets_from_the_pool_and_are_recorded(host):
     assert back.config.internal and registry.get(host.root, CFG, "shop_back") == back
     assert net.ensure(host.root, CFG, net.NetworkSpec("shop_front"), runner=host.runner) == front   # idempotent
     assert registry.labelled(host.root, CFG, "project", "shop") == [front]
+    att = net.ensure(host.root, CFG, net.NetworkSpec("shop_att", attachable=True), runner=host.runner)
+    assert att.attachable and registry.get(host.root, CFG, "shop_att").attachable and not front.attachable
     fixed = net.ensure(host.root, CFG, net.NetworkSpec("dns", subnet="172.20.0.0/24"), runner=host.runner)
     assert fixed.config.subnet == "172.20.0.0/24"
     with pytest.raises(ContainerError, match="subnet 172.20.0.0/25 overlaps 172.20.0.0/24"):
