@@ -97,6 +97,21 @@ def test_run_detached_with_ports_env_volume_name_and_restart(clean):
              api.json("inspect", "web")[0]["RestartCount"] >= 1, what="a restart")
 
 
+def test_run_rm_passes_the_exit_code_and_both_streams_and_leaves_nothing(clean):
+    api = clean
+    before = api.records()
+    p = api.docker("run", "--rm", api.env.refs["busybox"], "sh", "-c", "echo out; echo err >&2; exit 7",
+                   check=False)
+    # (the first run pulls the image as the CLI does against dockerd: create → 404 → pull → create)
+    assert (p.returncode, p.stdout, p.stderr.splitlines()[-1]) == (7, "out\n", "err")
+    assert "Unable to find image" in p.stderr and "Status: Downloaded newer image" in p.stderr
+    p = api.docker("run", "--rm", api.env.refs["busybox"], "sh", "-c", "echo out; echo err >&2; exit 7",
+                   check=False)
+    assert (p.returncode, p.stdout, p.stderr) == (7, "out\n", "err\n")
+    wait_for(lambda: api.records() == before, what="the --rm container removed")
+    assert api.docker("ps", "-aq").stdout == ""
+
+
 def test_run_on_the_hosts_network_on_none_or_in_another_containers(clean):
     """--network host: the container listens on this machine's own loopback (published ports are
     dropped, with dockerd's warning); none: only lo; container:NAME: the other one's namespace."""
@@ -117,21 +132,6 @@ def test_run_on_the_hosts_network_on_none_or_in_another_containers(clean):
                                       "http://127.0.0.1:80/index.html", check=False).stdout,
                    what="web through its namespace")
     assert got == PAGE
-
-
-def test_run_rm_passes_the_exit_code_and_both_streams_and_leaves_nothing(clean):
-    api = clean
-    before = api.records()
-    p = api.docker("run", "--rm", api.env.refs["busybox"], "sh", "-c", "echo out; echo err >&2; exit 7",
-                   check=False)
-    # (the first run pulls the image as the CLI does against dockerd: create → 404 → pull → create)
-    assert (p.returncode, p.stdout, p.stderr.splitlines()[-1]) == (7, "out\n", "err")
-    assert "Unable to find image" in p.stderr and "Status: Downloaded newer image" in p.stderr
-    p = api.docker("run", "--rm", api.env.refs["busybox"], "sh", "-c", "echo out; echo err >&2; exit 7",
-                   check=False)
-    assert (p.returncode, p.stdout, p.stderr) == (7, "out\n", "err\n")
-    wait_for(lambda: api.records() == before, what="the --rm container removed")
-    assert api.docker("ps", "-aq").stdout == ""
 
 
 def test_ps_all_and_filters(clean):
