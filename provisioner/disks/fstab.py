@@ -11,7 +11,13 @@ from dataclasses import dataclass
 FSTAB = "/etc/fstab"
 BEGIN = "# BEGIN provisioner disks (managed by `provision host disks apply`; edits here are replaced)"
 END = "# END provisioner disks"
-FSTAB_EXTRA_OPTIONS = ("nofail", "x-systemd.device-timeout=10s")
+# nofail: a disk that is gone (a detached volume, a stopped-and-started instance's blank local
+# disks) never holds up the boot; the boot hook's disks step mounts what it makes. The device
+# timeout bounds how long what needs the mount (the containers and API units: RequiresMountsFor)
+# waits for udev to announce the disk: 10 s was too short for a loaded or emulated host (measured
+# under TCG: the by-uuid link 15 s after systemd began waiting, so every reboot fell back to the
+# boot hook, ~50 s later); 30 s covers that and still gives up early on a disk that is not coming.
+FSTAB_EXTRA_OPTIONS = ("nofail", "x-systemd.device-timeout=30s")
 
 
 @dataclass(frozen=True)

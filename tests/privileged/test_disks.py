@@ -178,7 +178,7 @@ def test_fresh_raid0_over_three_devices_plus_a_volume(host):
     assert text.startswith("# test fstab\n/dev/vdz1 /srv/other ext4 defaults 0 2\n")  # others' lines kept
     lines = managed_lines(text)
     assert lines[0] == (f"UUID={uuid} {host.mnt / 'eph'} btrfs noatime,nosuid,nodev,compress=zstd:1,nofail,"
-                        "x-systemd.device-timeout=10s 0 0")
+                        "x-systemd.device-timeout=30s 0 0")
     assert lines[1].startswith(f"UUID={blkid(vol)['UUID']} {host.mnt / 'data'} btrfs ")
 
     facts = {d.node: d for d in discover(host.runner)}

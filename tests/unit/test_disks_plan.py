@@ -18,7 +18,7 @@ from provisioner.errors import ConfigError, DiskError
 U1, U2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 OLD = "99999999-9999-9999-9999-999999999999"
 BTRFS_OPTS = "noatime,nosuid,nodev,compress=zstd:1,ssd,discard=async"
-FSTAB_OPTS = BTRFS_OPTS + ",nofail,x-systemd.device-timeout=10s"
+FSTAB_OPTS = BTRFS_OPTS + ",nofail,x-systemd.device-timeout=30s"
 
 
 def uuids():
@@ -75,7 +75,7 @@ CASES = {
             Mkfs(("/dev/loop1",), EPHEMERAL_LABEL, U1, "single", "dup"),
             Mount("/dev/loop1", "/mnt/eph", "btrfs", "noatime,nosuid,nodev,compress=zstd:1"),
             WriteFstab((f"UUID={U1} /mnt/eph btrfs noatime,nosuid,nodev,compress=zstd:1,nofail,"
-                        "x-systemd.device-timeout=10s 0 0",)),
+                        "x-systemd.device-timeout=30s 0 0",)),
         ]),
     "after reboot: our set is only scanned and mounted": dict(
         disks=[ours(n) for n in LOOPS], config=EPH3, paths={"/mnt/eph": "dir"},
@@ -136,7 +136,7 @@ CASES = {
     "volume with ext4: mounted as-is, never formatted": dict(
         disks=[make_disk("/dev/loop4", fstype="ext4", fs_uuid=OLD)], config=VOL, paths={"/srv/data": "dir"},
         expected=[Mount("/dev/loop4", "/srv/data", "ext4", "noatime,nosuid,nodev"),
-                  WriteFstab((vol_entry(OLD, "ext4", "noatime,nosuid,nodev,nofail,x-systemd.device-timeout=10s"),))]),
+                  WriteFstab((vol_entry(OLD, "ext4", "noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s"),))]),
     "volume whose disk grew: mounted then grown": dict(
         disks=[btrfs_disk("/dev/loop4", OLD, "prov-vol-data", size=600 * 2**20, dev_size=300 * 2**20)],
         config=VOL, paths={"/srv/data": "dir"}, fstab=fstab_with(vol_entry(OLD)),
@@ -151,7 +151,7 @@ CASES = {
     "ext4 volume whose disk grew: resize2fs after mounting": dict(
         disks=[make_disk("/dev/loop4", fstype="ext4", fs_uuid=OLD, size=600 * 2**20, fs_size=300 * 2**20)],
         config=VOL, paths={"/srv/data": "dir"},
-        fstab=fstab_with(vol_entry(OLD, "ext4", "noatime,nosuid,nodev,nofail,x-systemd.device-timeout=10s")),
+        fstab=fstab_with(vol_entry(OLD, "ext4", "noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s")),
         expected=[Mount("/dev/loop4", "/srv/data", "ext4", "noatime,nosuid,nodev"),
                   Grow("/dev/loop4", "/srv/data", 0, 300 * 2**20, 600 * 2**20, fstype="ext4")]),
     "volume matched by AWS volume id (either spelling)": dict(
@@ -160,14 +160,14 @@ CASES = {
         config="volumes:\n  - name: data\n    match: {aws_volume_id: vol0abc}\n    mount: /srv/data\n",
         paths={"/srv/data": "dir"},
         expected=[Mount("/dev/nvme1n1", "/srv/data", "xfs", "noatime,nosuid,nodev"),
-                  WriteFstab((vol_entry(OLD, "xfs", "noatime,nosuid,nodev,nofail,x-systemd.device-timeout=10s"),))]),
+                  WriteFstab((vol_entry(OLD, "xfs", "noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s"),))]),
     "volume matched by GCE device name": dict(
         disks=[make_disk("/dev/sdb", cloud="gce", role="volume", device_name="data-1", rotational=True)],
         config="volumes:\n  - name: data\n    match: {gce_device_name: data-1}\n    mount: /srv/data\n",
         paths={"/srv/data": "dir"},
         expected=[Mkfs(("/dev/sdb",), "prov-vol-data", U1, "single", "dup", role="volume"),
                   Mount("/dev/sdb", "/srv/data", "btrfs", "noatime,nosuid,nodev,compress=zstd:1"),
-                  WriteFstab((vol_entry(U1, opts="noatime,nosuid,nodev,compress=zstd:1,nofail,x-systemd.device-timeout=10s"),))]),
+                  WriteFstab((vol_entry(U1, opts="noatime,nosuid,nodev,compress=zstd:1,nofail,x-systemd.device-timeout=30s"),))]),
     "ephemeral and a volume nested under it: parent mounted first": dict(
         disks=[make_disk("/dev/loop1"), make_disk("/dev/loop4")],
         config=("volumes:\n  - name: data\n    match: {device: /dev/loop4}\n    mount: /mnt/eph/data\n"
