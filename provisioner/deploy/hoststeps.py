@@ -177,7 +177,10 @@ class HostSteps:
             expect = None
             if self.expected_python:   # the agent made for it (pipeline started it early) tells the probe
                 py = self.expected_python(hp.host)
-                expect = (py.version, bundle_marker(self.bundles.for_host(py)))
+                try:
+                    expect = (py.version, bundle_marker(self.bundles.for_host(py)))
+                except ProvisionerError:   # none for the expected Python: the host's own is asked below
+                    expect = None
             probe = parse_probe_output(ssh.run(probe_command(REMOTE_VENV, fp, self.plan.stack.name, REMOTE_STACK,
                                                              hp.host, agent=expect), sudo=True, timeout=120).stdout,
                                        ssh.where)
